@@ -1,0 +1,1 @@
+//! snowpatrol-pipeline
