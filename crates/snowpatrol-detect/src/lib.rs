@@ -1,8 +1,19 @@
 //! Pure anomaly detection for Snowflake warehouse credit usage.
 //!
 //! This crate does no I/O and has no async: it takes metering rows or daily series in memory and returns
-//! numbers, so every result is reproducible and testable against the Python reference implementations.
+//! numbers, so every result is reproducible and testable against the Python reference implementations
+//! (`scripts/detect/make_reference.py`).
 
+pub mod backtest;
+pub mod daily;
+pub mod decompose;
+pub mod drift;
+pub mod error;
+pub mod iforest;
+pub mod ks;
 pub mod metering;
+pub mod model;
+pub mod synthetic;
 
+pub use error::DetectError;
 pub use metering::{AnomalyKind, AnomalyLabel, MeteringRow, WarehouseKey};
