@@ -1,1 +1,99 @@
-//! snowpatrol-alert
+//! Turns a predict run's anomalies into things people read: a Markdown report, one PNG chart per
+//! anomalous warehouse, and a Slack message — plus short Slack alerts for failed tasks.
+//!
+//! The crate deliberately knows nothing of the database, the scheduler or the ML crate: it takes
+//! plain structs and returns text, PNG bytes and delivery outcomes. That keeps it testable on its
+//! own and lets the pipeline own persistence (the alert outbox and its dedupe keys), which is what
+//! makes delivery at-least-once without repeats across restarts and replicas.
+
+mod chart;
+mod error;
+mod format;
+mod report;
+mod slack;
+
+pub use chart::{chart_file_name, render_chart_png};
+pub use error::AlertError;
+pub use report::render_markdown;
+pub use slack::{
+    DeliveryOutcome, SlackConfig, SlackMessage, SlackNotifier, failure_message, report_message,
+};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Title shared by the Markdown report, the Slack header and the plain-text fallback, so that
+/// people searching Slack or the report directory find both with the same words.
+pub const REPORT_TITLE: &str = "Anomalous activity in Snowflake usage";
+
+/// One anomalous day of one warehouse, as the detector scored it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyDay {
+    pub date: NaiveDate,
+    pub actual_credits: f64,
+    pub expected_credits: f64,
+    /// Kept separate from `actual - expected` because the detector decides what "expected" means
+    /// (e.g. trend + seasonal) and may clamp negative excess; the report shows what it was given.
+    pub excess_credits: f64,
+    /// Detector score; lower is more anomalous (scikit-learn `decision_function` convention).
+    pub score: f64,
+    /// The day is anomalous because `score <= threshold`.
+    pub threshold: f64,
+    /// Free text from the detector (e.g. "peak hourly burn 4x usual: likely resize").
+    pub explanation: String,
+}
+
+/// One day of a warehouse's recent history, for the context table and the chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DailyPoint {
+    pub date: NaiveDate,
+    pub credits: f64,
+    /// What the model expected that day, when it has an opinion (none before the model's window).
+    pub expected: Option<f64>,
+}
+
+/// Everything the report says about one (account, warehouse).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarehouseSection {
+    pub account_name: String,
+    pub warehouse_name: String,
+    pub model_version: i64,
+    pub anomalies: Vec<AnomalyDay>,
+    /// About 30 days around and before the anomalies.
+    pub history: Vec<DailyPoint>,
+}
+
+impl WarehouseSection {
+    /// `ACCOUNT.WAREHOUSE`: warehouse names repeat across accounts (every account has a
+    /// `COMPUTE_WH`), so a warehouse is never shown without its account.
+    pub fn display_key(&self) -> String {
+        format!("{}.{}", self.account_name, self.warehouse_name)
+    }
+
+    /// Sum of excess credits over this section's anomalous days.
+    pub fn total_excess_credits(&self) -> f64 {
+        self.anomalies.iter().map(|a| a.excess_credits).sum()
+    }
+}
+
+/// The output of one predict run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub run_id: String,
+    pub generated_at: DateTime<Utc>,
+    /// When set, excess credits are also shown as cost (in whatever currency the price is in).
+    pub price_per_credit: Option<f64>,
+    pub sections: Vec<WarehouseSection>,
+}
+
+impl Report {
+    /// Number of anomalous warehouse-days across all sections.
+    pub fn anomaly_count(&self) -> usize {
+        self.sections.iter().map(|s| s.anomalies.len()).sum()
+    }
+
+    /// Sections that actually carry anomalies; empty sections are tolerated but not reported.
+    pub fn anomalous_sections(&self) -> impl Iterator<Item = &WarehouseSection> {
+        self.sections.iter().filter(|s| !s.anomalies.is_empty())
+    }
+}

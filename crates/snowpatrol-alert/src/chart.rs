@@ -1,0 +1,333 @@
+//! One PNG chart per anomalous warehouse: recent daily credits, the model's expectation and the
+//! anomalous days marked.
+//!
+//! Rendering uses plotters' bitmap backend with a bundled DejaVu Sans registered through
+//! `ab_glyph`, so it needs no system font libraries (fontconfig/freetype) and draws the same
+//! pixels on every machine and in minimal containers.
+
+use std::sync::OnceLock;
+
+use chrono::{Duration, NaiveDate};
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::{AlertError, WarehouseSection};
+
+/// DejaVu Sans (Bitstream Vera licence, see `assets/LICENSE-DejaVu.txt`).
+static FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+const MIN_SIDE: u32 = 200;
+const MAX_SIDE: u32 = 4000;
+
+const ACTUAL: RGBColor = RGBColor(31, 119, 180);
+const EXPECTED: RGBColor = RGBColor(120, 120, 120);
+const ANOMALY: RGBColor = RGBColor(214, 39, 40);
+
+/// Registers the bundled font as plotters' `sans-serif` once per process.
+///
+/// plotters' ab_glyph backend resolves fonts by family name from a global table, and its mesh
+/// and legend use `sans-serif`, so registering under that name covers every text it draws.
+fn ensure_font() -> Result<(), AlertError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        let normal = register_font("sans-serif", FontStyle::Normal, FONT_TTF).is_ok();
+        // Bold captions fall back to Normal inside plotters when Bold is missing; registering
+        // the same face keeps that explicit.
+        let bold = register_font("sans-serif", FontStyle::Bold, FONT_TTF).is_ok();
+        normal && bold
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(AlertError::FontUnavailable)
+    }
+}
+
+/// Renders `section` as a PNG of `width` x `height` pixels (each side 200..=4000).
+///
+/// The x axis spans the history and the anomalies; days without data are simply absent from the
+/// actual line. An empty section yields a valid chart that says it has no data, so the report
+/// never links a missing file.
+pub fn render_chart_png(
+    section: &WarehouseSection,
+    width: u32,
+    height: u32,
+) -> Result<Vec<u8>, AlertError> {
+    if !(MIN_SIDE..=MAX_SIDE).contains(&width) || !(MIN_SIDE..=MAX_SIDE).contains(&height) {
+        return Err(AlertError::InvalidChartSize {
+            width,
+            height,
+            min: MIN_SIDE,
+            max: MAX_SIDE,
+        });
+    }
+    ensure_font()?;
+
+    let key = section.display_key();
+    let chart_err = |message: String| AlertError::Chart {
+        warehouse: key.clone(),
+        message,
+    };
+
+    // Bounded by MAX_SIDE, so this cannot overflow usize.
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        draw(&root, section, &key).map_err(chart_err)?;
+        root.present().map_err(|e| chart_err(e.to_string()))?;
+    }
+    encode_png(&rgb, width, height)
+}
+
+fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, AlertError> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(rgb)?;
+        writer.finish()?;
+    }
+    Ok(out)
+}
+
+/// Finite (x, y) values only: NaN or infinite credits would make plotters compute a NaN range.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+fn draw(
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    section: &WarehouseSection,
+    key: &str,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let title = format!("{key} — daily credits (model v{})", section.model_version);
+
+    let dates = section
+        .history
+        .iter()
+        .map(|p| p.date)
+        .chain(section.anomalies.iter().map(|a| a.date));
+    let (Some(first), Some(last)) = (dates.clone().min(), dates.max()) else {
+        let font = ("sans-serif", 18).into_font().color(&BLACK);
+        root.draw_text(&title, &font, (10, 10))
+            .map_err(|e| e.to_string())?;
+        root.draw_text("No daily data for this warehouse.", &font, (10, 40))
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    };
+    let x_of = |d: NaiveDate| (d - first).num_days() as i32;
+    let span = x_of(last);
+
+    let mut values: Vec<f64> = Vec::new();
+    for p in &section.history {
+        values.extend(finite(p.credits));
+        values.extend(p.expected.and_then(finite));
+    }
+    for a in &section.anomalies {
+        values.extend(finite(a.actual_credits));
+        values.extend(finite(a.expected_credits));
+    }
+    let max = values.iter().copied().fold(0.0_f64, f64::max);
+    let min = values.iter().copied().fold(0.0_f64, f64::min);
+    let y_top = if max > 0.0 { max * 1.15 } else { 1.0 };
+    let y_bottom = if min < 0.0 { min * 1.15 } else { 0.0 };
+
+    let mut chart = ChartBuilder::on(root)
+        .caption(&title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-1..span + 1, y_bottom..y_top)
+        .map_err(|e| e.to_string())?;
+
+    let label_days = usize::try_from(span + 3).unwrap_or(1).clamp(2, 10);
+    chart
+        .configure_mesh()
+        .x_labels(label_days)
+        .x_label_formatter(&|x| (first + Duration::days(i64::from(*x))).format("%m-%d").to_string())
+        .y_desc("credits")
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| e.to_string())?;
+
+    let mut history: Vec<_> = section.history.iter().collect();
+    history.sort_by_key(|p| p.date);
+
+    // Expected values as separate runs: a gap in the model's opinion should not be bridged by a
+    // straight line that looks like a prediction.
+    let mut runs: Vec<Vec<(i32, f64)>> = Vec::new();
+    let mut last_x: Option<i32> = None;
+    for p in &history {
+        match p.expected.and_then(finite) {
+            Some(e) => {
+                let x = x_of(p.date);
+                match (runs.last_mut(), last_x) {
+                    (Some(run), Some(lx)) if x == lx + 1 => run.push((x, e)),
+                    _ => runs.push(vec![(x, e)]),
+                }
+                last_x = Some(x);
+            }
+            None => last_x = None,
+        }
+    }
+    for (i, run) in runs.into_iter().enumerate() {
+        let series = chart
+            .draw_series(LineSeries::new(run, EXPECTED.stroke_width(2)))
+            .map_err(|e| e.to_string())?;
+        if i == 0 {
+            series.label("expected").legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], EXPECTED.stroke_width(2))
+            });
+        }
+    }
+
+    let actual: Vec<(i32, f64)> = history
+        .iter()
+        .filter_map(|p| finite(p.credits).map(|c| (x_of(p.date), c)))
+        .collect();
+    if !actual.is_empty() {
+        chart
+            .draw_series(LineSeries::new(actual.clone(), ACTUAL.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label("actual")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], ACTUAL.stroke_width(2)));
+        chart
+            .draw_series(
+                actual
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 3, ACTUAL.filled())),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+
+    let anomalies: Vec<(i32, f64, f64)> = section
+        .anomalies
+        .iter()
+        .filter_map(|a| {
+            let actual = finite(a.actual_credits)?;
+            let expected = finite(a.expected_credits).unwrap_or(actual);
+            Some((x_of(a.date), actual, expected))
+        })
+        .collect();
+    if !anomalies.is_empty() {
+        // The vertical bar from expected to actual is the excess the report talks about.
+        chart
+            .draw_series(anomalies.iter().map(|&(x, actual, expected)| {
+                PathElement::new(vec![(x, expected), (x, actual)], ANOMALY.stroke_width(2))
+            }))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(
+                anomalies
+                    .iter()
+                    .map(|&(x, actual, _)| Circle::new((x, actual), 7, ANOMALY.filled())),
+            )
+            .map_err(|e| e.to_string())?
+            .label("anomaly")
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, ANOMALY.filled()));
+    }
+
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A file name for the section's chart that is safe on every filesystem and unique per
+/// (account, warehouse).
+///
+/// Snowflake quoted identifiers may hold `/`, spaces or non-ASCII, and case-insensitive
+/// filesystems merge `Wh` and `WH`; so the readable part is lowercased ASCII and a hash of the
+/// exact names keeps distinct warehouses apart (`A.B_C` and `A_B.C` sanitize alike).
+pub fn chart_file_name(section: &WarehouseSection) -> String {
+    let clean = |s: &str| -> String {
+        let mapped: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(60)
+            .collect();
+        if mapped.is_empty() {
+            "_".to_string()
+        } else {
+            mapped
+        }
+    };
+    let hash = fnv1a32(
+        format!(
+            "{}\u{0}{}",
+            section.account_name, section.warehouse_name
+        )
+        .as_bytes(),
+    );
+    format!(
+        "chart-{}.{}-{hash:08x}.png",
+        clean(&section.account_name),
+        clean(&section.warehouse_name)
+    )
+}
+
+/// FNV-1a, hand-written because file names must stay stable across Rust releases (std's
+/// `DefaultHasher` makes no such promise) and eight lines do not justify a dependency.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in bytes {
+        hash ^= u32::from(*b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(account: &str, warehouse: &str) -> WarehouseSection {
+        WarehouseSection {
+            account_name: account.into(),
+            warehouse_name: warehouse.into(),
+            model_version: 1,
+            anomalies: vec![],
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        let a = chart_file_name(&section("ACME_PROD", "COMPUTE_WH"));
+        assert!(a.starts_with("chart-acme_prod.compute_wh-"), "{a}");
+        assert!(a.ends_with(".png"));
+        let weird = chart_file_name(&section("acme", "../../etc/passwd wh é|x"));
+        assert!(
+            weird
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "{weird}"
+        );
+        assert!(!weird.contains(".."), "{weird}");
+        // Same sanitized text, different names: the hash must separate them.
+        assert_ne!(
+            chart_file_name(&section("A.B", "C")),
+            chart_file_name(&section("A", "B.C"))
+        );
+        assert_ne!(
+            chart_file_name(&section("acme", "wh")),
+            chart_file_name(&section("ACME", "WH"))
+        );
+        // Stable across runs and releases: pinned value.
+        assert_eq!(fnv1a32(b"a"), 0xe40c_292c);
+    }
+}

@@ -1,0 +1,169 @@
+//! The Markdown report of one predict run.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use chrono::{Duration, NaiveDate};
+
+use crate::format::{credits, markdown, score};
+use crate::{AnomalyDay, REPORT_TITLE, Report, WarehouseSection, chart_file_name};
+
+/// Days of context shown before and after each anomalous day in the per-warehouse table.
+/// Three days either side shows the weekday pattern the anomaly broke without drowning it;
+/// the chart carries the full month.
+pub const CONTEXT_DAYS: i64 = 3;
+
+/// Renders the run's report.
+///
+/// The report links each warehouse's chart by [`chart_file_name`], so the pipeline must save the
+/// charts in the same directory as the Markdown file. Sections without anomalies are skipped; a
+/// run without any anomaly still gets a short report saying so, so that "no report" always
+/// means "did not run".
+pub fn render_markdown(report: &Report) -> String {
+    let mut out = String::new();
+    // `write!` into a String cannot fail; the results are ignored on purpose throughout.
+    let _ = writeln!(out, "# {REPORT_TITLE}\n");
+    let _ = writeln!(
+        out,
+        "- Run: `{}`\n- Generated: {}",
+        report.run_id.replace('`', "'"),
+        report.generated_at.format("%Y-%m-%d %H:%M UTC")
+    );
+    if let Some(price) = report.price_per_credit {
+        let _ = writeln!(out, "- Price per credit: {}", credits(price));
+    }
+
+    let sections: Vec<&WarehouseSection> = report.anomalous_sections().collect();
+    if sections.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNo anomalous activity found: every scored warehouse-day was within its expected range."
+        );
+        return out;
+    }
+
+    let total_excess: f64 = sections.iter().map(|s| s.total_excess_credits()).sum();
+    let _ = write!(
+        out,
+        "- Anomalous days: {} in {} warehouse{}\n- Total excess credits: {}",
+        report.anomaly_count(),
+        sections.len(),
+        if sections.len() == 1 { "" } else { "s" },
+        credits(total_excess)
+    );
+    if let Some(price) = report.price_per_credit {
+        let _ = write!(out, " (cost {})", credits(total_excess * price));
+    }
+    out.push('\n');
+
+    for section in sections {
+        render_section(&mut out, section, report.price_per_credit);
+    }
+    out
+}
+
+fn render_section(out: &mut String, section: &WarehouseSection, price: Option<f64>) {
+    let _ = writeln!(
+        out,
+        "\n## {}\n\nModel version {}.\n",
+        markdown(&section.display_key()),
+        section.model_version
+    );
+
+    let mut anomalies: Vec<&AnomalyDay> = section.anomalies.iter().collect();
+    anomalies.sort_by_key(|a| a.date);
+
+    out.push_str("| Date | Actual credits | Expected credits | Excess credits |");
+    if price.is_some() {
+        out.push_str(" Excess cost |");
+    }
+    out.push_str(" Score | Threshold |\n|:-----|---------------:|-----------------:|---------------:|");
+    if price.is_some() {
+        out.push_str("------------:|");
+    }
+    out.push_str("------:|----------:|\n");
+    for a in &anomalies {
+        let _ = write!(
+            out,
+            "| {} | {} | {} | {} |",
+            a.date,
+            credits(a.actual_credits),
+            credits(a.expected_credits),
+            credits(a.excess_credits)
+        );
+        if let Some(p) = price {
+            let _ = write!(out, " {} |", credits(a.excess_credits * p));
+        }
+        let _ = writeln!(out, " {} | {} |", score(a.score), score(a.threshold));
+    }
+
+    let explained: Vec<&&AnomalyDay> = anomalies
+        .iter()
+        .filter(|a| !a.explanation.trim().is_empty())
+        .collect();
+    if !explained.is_empty() {
+        out.push('\n');
+        for a in explained {
+            let _ = writeln!(out, "- {}: {}", a.date, markdown(a.explanation.trim()));
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\n![Daily credits of {}]({})",
+        markdown(&section.display_key()),
+        chart_file_name(section)
+    );
+
+    render_context_table(out, section, &anomalies);
+}
+
+/// The "surrounding days" table: history within [`CONTEXT_DAYS`] of any anomaly, with a `…` row
+/// where days are skipped, so two anomalies a fortnight apart do not produce a 20-row table.
+fn render_context_table(out: &mut String, section: &WarehouseSection, anomalies: &[&AnomalyDay]) {
+    let anomaly_dates: BTreeSet<NaiveDate> = anomalies.iter().map(|a| a.date).collect();
+    let near_anomaly = |d: NaiveDate| {
+        anomaly_dates
+            .iter()
+            .any(|a| (d - *a).num_days().abs() <= CONTEXT_DAYS)
+    };
+    let mut rows: Vec<_> = section
+        .history
+        .iter()
+        .filter(|p| near_anomaly(p.date))
+        .collect();
+    rows.sort_by_key(|p| p.date);
+    rows.dedup_by_key(|p| p.date);
+    if rows.is_empty() {
+        return;
+    }
+
+    out.push_str(
+        "\n### Daily credits around the anomal",
+    );
+    out.push_str(if anomaly_dates.len() == 1 { "y\n\n" } else { "ies\n\n" });
+    out.push_str("| Date | Day | Credits | Expected | |\n|:-----|:----|--------:|---------:|:--|\n");
+    let mut previous: Option<NaiveDate> = None;
+    for p in rows {
+        if let Some(prev) = previous
+            && p.date - prev > Duration::days(1)
+        {
+            out.push_str("| … | | | | |\n");
+        }
+        previous = Some(p.date);
+        let marker = if anomaly_dates.contains(&p.date) {
+            "**anomaly**"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            p.date,
+            p.date.format("%a"),
+            credits(p.credits),
+            p.expected.map_or_else(|| "–".to_string(), credits),
+            marker
+        );
+    }
+}
