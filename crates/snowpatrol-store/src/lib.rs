@@ -1,1 +1,218 @@
-//! snowpatrol-store
+//! Persistence for Snowpatrol.
+//!
+//! One [`Database`] handle over PostgreSQL (production, several replicas) or SQLite (the embedded default, one
+//! process). The scheduler's state machine lives here as transactional operations ([`Database::claim_tasks`],
+//! [`Database::finish_tasks`], [`Database::trigger_dataset_run`], ...) because each of them must be atomic: a
+//! task's success and the dataset events it produces commit together, and a run and the events it consumed
+//! commit together. The SQL is written once (see `backend.rs`) and instantiated for both backends, so the
+//! conformance tests exercise the same logic twice.
+
+mod backend;
+pub use backend::{ConditionFn, Shapes};
+mod error;
+mod leader;
+pub use leader::Leadership;
+mod plan;
+mod types;
+
+pub use error::StoreError;
+pub use plan::{GroupStats, PlanStep, plan_run};
+pub use types::*;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, PgPool, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The NOTIFY channel daemons LISTEN on; any state change that may let someone make progress is announced here.
+pub const NOTIFY_CHANNEL: &str = "snowpatrol_wakeup";
+
+/// Timestamps are kept at microsecond precision: what PostgreSQL stores, so a value read back compares equal.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+#[derive(Clone)]
+pub enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A connection pool plus an in-process wake-up signal.
+///
+/// The in-process wake-up counter is how SQLite (which has no LISTEN/NOTIFY) wakes the scheduler; on PostgreSQL
+/// it also short-cuts wake-ups inside one process while NOTIFY reaches the other replicas. A `watch` channel,
+/// not a `Notify`, so a loop that is busy when the signal comes still sees it when it next waits.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    wakeup: Arc<watch::Sender<u64>>,
+    url_redacted: String,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("url", &self.url_redacted).finish()
+    }
+}
+
+/// Hides the password of a database URL so it can be logged.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+impl Database {
+    /// Connects once; callers that must survive a database that is not up yet use [`Database::connect_with_retry`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let url_redacted = redact_url(url);
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {url_redacted}: {e}")))?
+                .application_name("snowpatrol")
+                .log_statements(tracing::log::LevelFilter::Trace);
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("cannot connect to {url_redacted}: {e}")))?;
+            Pool::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("invalid SQLite URL {url_redacted}: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true)
+                .log_statements(tracing::log::LevelFilter::Trace);
+            // SQLite allows one writer: a small pool avoids lock contention while WAL keeps readers concurrent.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("cannot open {url_redacted}: {e}")))?;
+            Pool::Sqlite(pool)
+        } else {
+            return Err(StoreError::Config(format!(
+                "unsupported database URL {url_redacted}: use postgres://... or sqlite:///path/to/file.db"
+            )));
+        };
+        Ok(Self { pool, wakeup: Arc::new(watch::Sender::new(0)), url_redacted })
+    }
+
+    /// The embedded default: a SQLite file (created if missing).
+    pub async fn open_sqlite_file(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Config(format!("cannot create data directory {}: {e}", parent.display())))?;
+        }
+        Self::connect(&format!("sqlite://{}", path.display())).await
+    }
+
+    /// Retries with exponential backoff (capped at 30 s), logging each failure, until `max_wait` has passed.
+    pub async fn connect_with_retry(url: &str, max_wait: Duration) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1u32;
+        loop {
+            match Self::connect(url).await {
+                Ok(db) => return Ok(db),
+                Err(StoreError::Unavailable(msg)) if started.elapsed() + delay < max_wait => {
+                    tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, "database unavailable: {msg}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub fn url_redacted(&self) -> &str {
+        &self.url_redacted
+    }
+
+    /// Signalled after every commit that may let a scheduler or worker in this process make progress.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.wakeup.subscribe()
+    }
+
+    /// Wakes this process's loops (used by the PostgreSQL listener when another replica announces a change).
+    pub fn notify_local(&self) {
+        self.wakeup.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Applies the migrations of this backend (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Postgres(p) => sqlx::migrate!("../../migrations/postgres").run(p).await?,
+            Pool::Sqlite(p) => sqlx::migrate!("../../migrations/sqlite").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// True when the database answers and every migration this binary knows is applied (the readiness probe).
+    pub async fn is_ready(&self) -> Result<bool, StoreError> {
+        let (applied, known) = match &self.pool {
+            Pool::Postgres(p) => {
+                let m = sqlx::migrate!("../../migrations/postgres");
+                let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(p)
+                    .await
+                    .or_else(|e| if is_undefined_table(&e) { Ok(vec![]) } else { Err(e) })?;
+                (applied, m.iter().map(|m| m.version).collect::<Vec<_>>())
+            }
+            Pool::Sqlite(p) => {
+                let m = sqlx::migrate!("../../migrations/sqlite");
+                let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(p)
+                    .await
+                    .or_else(|e| if is_undefined_table(&e) { Ok(vec![]) } else { Err(e) })?;
+                (applied, m.iter().map(|m| m.version).collect::<Vec<_>>())
+            }
+        };
+        Ok(known.iter().all(|v| applied.contains(v)))
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Postgres(p) => p.close().await,
+            Pool::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+fn is_undefined_table(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().as_deref() == Some("42P01") || d.message().contains("no such table")
+        }
+        _ => false,
+    }
+}

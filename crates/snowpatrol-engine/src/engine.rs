@@ -1,0 +1,641 @@
+//! The daemon: a leader loop (cron ticks, dataset triggers, run starts, lease reaping) and a worker loop
+//! (claim, execute, heartbeat, finish), both woken by database notifications with a slow poll as safety net.
+
+use crate::config::SchedulerSettings;
+use crate::jobs::{Jobs, ResolvedJob, TaskPolicy};
+use crate::metrics::{JobLabel, JobTaskOutcome, Metrics};
+use crate::params::{ParamError, Params};
+use crate::task::{TaskContext, TaskError, TaskOutput};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use snowpatrol_store::{
+    ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PendingEvent, RunId, RunRecord, StoreError,
+    TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    UnknownJob(String),
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A task that failed for good (after its retries), for alerting.
+#[derive(Clone, Debug)]
+pub struct TaskFailure {
+    pub run_id: RunId,
+    pub job_name: String,
+    pub task_name: String,
+    pub map_key: Option<String>,
+    pub try_number: i32,
+    pub error: String,
+}
+
+/// Called once per task instance that failed after its retries (like Airflow's `on_failure_callback`).
+#[async_trait]
+pub trait FailureHook: Send + Sync {
+    async fn on_task_failed(&self, failure: TaskFailure);
+}
+
+pub struct Engine {
+    db: Database,
+    jobs: Arc<Jobs>,
+    settings: SchedulerSettings,
+    worker_id: String,
+    metrics: Arc<Metrics>,
+    cpu_pool: Arc<rayon::ThreadPool>,
+    failure_hook: Option<Arc<dyn FailureHook>>,
+}
+
+/// A task try that ended (or was abandoned) in this process.
+struct Finished {
+    claim: ClaimedTask,
+    result: Result<TaskOutput, TaskError>,
+    elapsed: Duration,
+}
+
+impl Engine {
+    pub fn new(db: Database, jobs: Jobs, settings: SchedulerSettings) -> Result<Self, EngineError> {
+        let threads = settings.cpu_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let cpu_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("snowpatrol-cpu-{i}"))
+            .build()
+            .map_err(|e| EngineError::Invalid(format!("cannot start the CPU pool: {e}")))?;
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
+        let suffix: u32 = rand::rng().random();
+        Ok(Self {
+            db,
+            jobs: Arc::new(jobs),
+            settings,
+            worker_id: format!("{host}:{}:{suffix:08x}", std::process::id()),
+            metrics: Arc::new(Metrics::new()),
+            cpu_pool: Arc::new(cpu_pool),
+            failure_hook: None,
+        })
+    }
+
+    pub fn with_failure_hook(mut self, hook: Arc<dyn FailureHook>) -> Self {
+        self.failure_hook = Some(hook);
+        self
+    }
+
+    pub fn with_worker_id(mut self, id: &str) -> Self {
+        self.worker_id = id.to_string();
+        self
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+    pub fn settings(&self) -> &SchedulerSettings {
+        &self.settings
+    }
+
+    fn job(&self, name: &str) -> Result<&ResolvedJob, EngineError> {
+        self.jobs.get(name).ok_or_else(|| EngineError::UnknownJob(self.jobs.unknown_job(name)))
+    }
+
+    /// Records the jobs and their dataset subscriptions in the database.
+    pub async fn register_jobs(&self) -> Result<(), EngineError> {
+        self.db.sync_jobs(&self.jobs.registrations()).await?;
+        Ok(())
+    }
+
+    /// Queues a manual run for the daemon; parameters are type-checked first, so a bad one creates nothing.
+    pub async fn trigger(&self, job: &str, overrides: &[String], triggered_by: &str) -> Result<RunId, EngineError> {
+        let j = self.job(job)?;
+        let params = j.params.resolve_cli(overrides)?;
+        let run = NewRun {
+            job_name: job.into(),
+            run_key: format!("manual:{}", uuid::Uuid::new_v4()),
+            trigger_kind: TriggerKind::Manual,
+            logical_time: snowpatrol_store::now(),
+            params,
+            triggered_by: triggered_by.into(),
+        };
+        self.db.create_run(&run).await?.ok_or_else(|| EngineError::Invalid("run key collision".into()))
+    }
+
+    /// Runs a job now in this process (recorded like any run) and returns the finished run.
+    pub async fn run_now(
+        &self,
+        job: &str,
+        overrides: &[String],
+        triggered_by: &str,
+        shutdown: CancellationToken,
+    ) -> Result<RunRecord, EngineError> {
+        let run_id = self.trigger(job, overrides, triggered_by).await?;
+        let shape = self.job(job)?.shape.clone();
+        self.db.start_run(run_id, &shape).await?;
+        self.worker_loop(shutdown, Some(run_id)).await;
+        self.db.get_run(run_id).await?.ok_or_else(|| EngineError::Invalid(format!("run {run_id} vanished")))
+    }
+
+    /// Records an external dataset event. Returns the event id and how many jobs it queued a trigger for.
+    pub async fn emit(&self, uri: &str, extra: &serde_json::Value, created_by: &str) -> Result<(EventId, i64), EngineError> {
+        if !uri.contains("://") {
+            return Err(EngineError::Invalid(format!("`{uri}` is not a dataset URI (expected scheme://path)")));
+        }
+        Ok(self.db.emit_event(uri, extra, created_by).await?)
+    }
+
+    /// Runs leader and worker loops until `shutdown`, then drains gracefully.
+    pub async fn run_daemon(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        self.register_jobs().await?;
+        info!(worker_id = %self.worker_id, backend = self.db.backend_name(), jobs = self.jobs.jobs.len(), "daemon started");
+        let listener_stop = CancellationToken::new();
+        let db = self.db.clone();
+        let ls = listener_stop.clone();
+        let listener = tokio::spawn(async move { db.run_notification_listener(ls).await });
+        tokio::join!(self.leader_loop(shutdown.clone()), self.worker_loop(shutdown.clone(), None));
+        listener_stop.cancel();
+        let _ = listener.await;
+        info!(worker_id = %self.worker_id, "daemon stopped");
+        Ok(())
+    }
+
+    async fn leader_loop(&self, shutdown: CancellationToken) {
+        let mut wake = self.db.subscribe();
+        let mut leadership: Option<Leadership> = None;
+        let mut pending_latency: HashMap<RunId, (String, DateTime<Utc>)> = HashMap::new();
+        let retry_interval = Duration::from_secs(2).min(self.settings.poll_interval);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let until = snowpatrol_store::now() + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+            let mut healthy = true;
+            match leadership.as_mut() {
+                None => match self.db.try_acquire_leadership(&self.worker_id, until).await {
+                    Ok(Some(l)) => {
+                        info!(worker_id = %self.worker_id, "became scheduler leader");
+                        leadership = Some(l);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        healthy = false;
+                        warn!(error = %e, "leader election failed; database unreachable?");
+                    }
+                },
+                Some(l) => match self.db.renew_leadership(l, &self.worker_id, until).await {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => {
+                        warn!(worker_id = %self.worker_id, "lost scheduler leadership");
+                        leadership = None;
+                    }
+                },
+            }
+            self.metrics.is_leader.set(i64::from(leadership.is_some()));
+            let mut next_wait = if leadership.is_some() { self.settings.poll_interval } else { retry_interval };
+            if leadership.is_some() {
+                // Consume the change signal before the tick so changes made during it wake the next one.
+                wake.borrow_and_update();
+                match self.scheduler_tick(&mut pending_latency).await {
+                    Ok(until_next_cron) => {
+                        backoff = Duration::from_millis(100);
+                        if let Some(d) = until_next_cron {
+                            next_wait = next_wait.min(d);
+                        }
+                    }
+                    Err(e) => {
+                        healthy = false;
+                        warn!(error = %e, "scheduler tick failed; retrying");
+                    }
+                }
+            }
+            if !healthy {
+                next_wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(next_wait) => {}
+            }
+        }
+        if let Some(l) = leadership {
+            self.db.release_leadership(l, &self.worker_id).await;
+            self.metrics.is_leader.set(0);
+        }
+    }
+
+    /// One pass of the leader's work. Returns the time until the next cron tick, if any. Public for tests.
+    pub async fn scheduler_tick(
+        &self,
+        pending_latency: &mut HashMap<RunId, (String, DateTime<Utc>)>,
+    ) -> Result<Option<Duration>, EngineError> {
+        let (reaped, _) = self.db.reap_expired_leases(&self.jobs.shapes).await?;
+        if reaped > 0 {
+            warn!(reaped, "returned task instances with expired leases to the queue");
+        }
+        let now = snowpatrol_store::now();
+        let mut until_next: Option<Duration> = None;
+        for job in self.jobs.jobs.values() {
+            let name = job.name();
+            if let Some(cron) = &job.cron {
+                match self.db.get_cron_cursor(name).await? {
+                    None => {
+                        // First sight of this job: schedule from now on; the past is not backfilled.
+                        self.db.create_cron_runs(name, &[], now, &job.params.defaults(), &self.worker_id).await?;
+                    }
+                    Some(cursor) => {
+                        let limit = if job.catchup { self.settings.max_catchup_runs } else { 1 };
+                        let ticks = cron.ticks_between(cursor, now, limit);
+                        if let Some(last) = ticks.last().copied() {
+                            let ids = self
+                                .db
+                                .create_cron_runs(name, &ticks, last, &job.params.defaults(), &self.worker_id)
+                                .await?;
+                            info!(job = name, created = ids.len(), ticks = ticks.len(), "cron runs created");
+                        }
+                    }
+                }
+                if let Some(next) = cron.next_after(now) {
+                    let d = (next - now).to_std().unwrap_or_default() + Duration::from_millis(5);
+                    until_next = Some(until_next.map_or(d, |u| u.min(d)));
+                }
+            }
+            if let Some(cond) = &job.condition {
+                let predicate = |set: &BTreeSet<String>| cond.is_satisfied(set);
+                if let Some(t) = self
+                    .db
+                    .trigger_dataset_run(name, job.max_active_runs as i64, &job.params.defaults(), &self.worker_id, &predicate)
+                    .await?
+                {
+                    info!(job = name, run_id = t.run_id, events = t.events.len(), "dataset-triggered run created");
+                    pending_latency.insert(t.run_id, (name.to_string(), t.oldest_event_at));
+                }
+            }
+            let (started, _) = self.db.start_queued_runs(&job.shape, job.max_active_runs as i64).await?;
+            for run_id in started {
+                info!(job = name, run_id, "run started");
+                if let Some((job, at)) = pending_latency.remove(&run_id) {
+                    let secs = (snowpatrol_store::now() - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    self.metrics.trigger_latency.get_or_create(&JobLabel { job }).observe(secs.max(0.0));
+                }
+            }
+        }
+        Ok(until_next)
+    }
+
+    fn lease_until(&self) -> DateTime<Utc> {
+        snowpatrol_store::now() + chrono::Duration::from_std(self.settings.lease).unwrap_or_default()
+    }
+
+    /// Claims and runs task instances until shutdown (daemon) or until `only_run` has finished (`run_now`).
+    async fn worker_loop(&self, shutdown: CancellationToken, only_run: Option<RunId>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
+        let mut running: HashMap<TaskInstanceId, (ClaimedTask, CancellationToken)> = HashMap::new();
+        let mut unsent: Vec<Finished> = Vec::new();
+        let mut wake = self.db.subscribe();
+        let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut draining: Option<tokio::time::Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut db_ok = true;
+        loop {
+            while let Ok(f) = rx.try_recv() {
+                running.remove(&f.claim.task_instance_id);
+                unsent.push(f);
+            }
+            if !unsent.is_empty() {
+                match self.finish_batch(&unsent).await {
+                    Ok(report) => {
+                        unsent.clear();
+                        db_ok = true;
+                        if let Some(run) = only_run {
+                            if report.finished_runs.iter().any(|(r, _)| *r == run) {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        db_ok = false;
+                        warn!(error = %e, results = unsent.len(), "could not record task results; keeping them and retrying");
+                    }
+                }
+            }
+            if shutdown.is_cancelled() && draining.is_none() {
+                info!(running = running.len(), grace_s = self.settings.shutdown_grace.as_secs(), "shutting down: no new claims, waiting for running tasks");
+                draining = Some(tokio::time::Instant::now() + self.settings.shutdown_grace);
+            }
+            if let Some(deadline) = draining {
+                if running.is_empty() && unsent.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let ids: Vec<_> = running.keys().copied().collect();
+                    for (_, (_, token)) in running.drain() {
+                        token.cancel();
+                    }
+                    match self.db.release_tasks(&self.worker_id, &ids).await {
+                        Ok(n) => info!(released = n, "grace period over: gave back the leases of unfinished tasks"),
+                        Err(e) => warn!(error = %e, "could not give back leases; they expire by themselves"),
+                    }
+                    break;
+                }
+            }
+            if let Some(run) = only_run {
+                if running.is_empty() && unsent.is_empty() {
+                    match self.db.get_run(run).await {
+                        Ok(Some(r)) if r.state.is_terminal() => break,
+                        Ok(None) => break,
+                        _ => {}
+                    }
+                }
+            }
+            let free = self.settings.worker_concurrency.saturating_sub(running.len());
+            let mut claimed_any = false;
+            if draining.is_none() && free > 0 && db_ok {
+                wake.borrow_and_update();
+                let limit = free.min(self.settings.claim_batch) as i64;
+                match self.db.claim_tasks(&self.worker_id, limit, self.lease_until(), only_run).await {
+                    Ok(claims) => {
+                        claimed_any = !claims.is_empty();
+                        backoff = Duration::from_millis(100);
+                        for claim in claims {
+                            let token = CancellationToken::new();
+                            running.insert(claim.task_instance_id, (claim.clone(), token.clone()));
+                            self.spawn_task(claim, token, tx.clone());
+                        }
+                    }
+                    Err(e) => {
+                        db_ok = false;
+                        warn!(error = %e, "claiming tasks failed; database unreachable?");
+                    }
+                }
+            }
+            if claimed_any && running.len() < self.settings.worker_concurrency {
+                continue;
+            }
+            let sleep_for = if db_ok { self.settings.poll_interval } else { backoff };
+            if !db_ok {
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            tokio::select! {
+                Some(f) = rx.recv() => {
+                    running.remove(&f.claim.task_instance_id);
+                    unsent.push(f);
+                }
+                _ = wake.changed(), if draining.is_none() => {}
+                _ = heartbeat.tick() => {
+                    if !running.is_empty() {
+                        let ids: Vec<_> = running.keys().copied().collect();
+                        match self.db.heartbeat(&self.worker_id, &ids, self.lease_until()).await {
+                            Ok(kept) => {
+                                let kept: BTreeSet<_> = kept.into_iter().collect();
+                                for id in ids.iter().filter(|id| !kept.contains(id)) {
+                                    if let Some((c, token)) = running.remove(id) {
+                                        warn!(run_id = c.run_id, job = %c.job_name, task = %c.task_name, "lease lost; abandoning the task");
+                                        token.cancel();
+                                    }
+                                }
+                            }
+                            Err(e) => warn!(error = %e, "heartbeat failed; will retry"),
+                        }
+                    }
+                }
+                _ = shutdown.cancelled(), if draining.is_none() => {}
+                _ = tokio::time::sleep(sleep_for) => { db_ok = true; }
+            }
+        }
+    }
+
+    fn spawn_task(&self, claim: ClaimedTask, cancel: CancellationToken, tx: mpsc::UnboundedSender<Finished>) {
+        let job = self.jobs.get(&claim.job_name);
+        let task = job.and_then(|j| j.task(&claim.task_name)).map(|t| t.task.clone());
+        let policy = job.and_then(|j| j.policies.get(&claim.task_name)).cloned();
+        let ctx = TaskContext {
+            run_id: claim.run_id,
+            task_instance_id: claim.task_instance_id,
+            job_name: claim.job_name.clone(),
+            task_name: claim.task_name.clone(),
+            map_key: (!claim.map_key.is_empty()).then(|| claim.map_key.clone()),
+            try_number: claim.try_number,
+            max_tries: claim.max_tries,
+            params: Params::from_value(&claim.params),
+            logical_time: claim.logical_time,
+            trigger_kind: claim.trigger_kind,
+            cancel: cancel.clone(),
+            db: self.db.clone(),
+            cpu_pool: self.cpu_pool.clone(),
+        };
+        let span = info_span!("task", run_id = claim.run_id, job = %claim.job_name, task = %claim.task_name,
+            key = %claim.map_key, try_number = claim.try_number);
+        tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let result = match task {
+                    None => Err(TaskError::permanent(format!(
+                        "this worker does not know task `{}` of job `{}` (configuration differs between replicas?)",
+                        claim.task_name, claim.job_name
+                    ))),
+                    Some(task) => {
+                        let timeout = policy.as_ref().and_then(|p| p.timeout);
+                        let fut = task.run(ctx);
+                        tokio::select! {
+                            r = async {
+                                match timeout {
+                                    Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+                                        Err(TaskError::retryable(format!("timed out after {}", humantime::format_duration(t))))
+                                    }),
+                                    None => fut.await,
+                                }
+                            } => r,
+                            _ = cancel.cancelled() => Err(TaskError::retryable("cancelled: lease lost or shutdown")),
+                        }
+                    }
+                };
+                if cancel.is_cancelled() {
+                    // Lease lost or given back: another try owns the row now; drop the result.
+                    return;
+                }
+                match &result {
+                    Ok(_) => debug!(elapsed_ms = started.elapsed().as_millis() as u64, "task succeeded"),
+                    Err(e) => warn!(error = %e.message, "task try failed"),
+                }
+                let _ = tx.send(Finished { claim, result, elapsed: started.elapsed() });
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn finish_batch(&self, batch: &[Finished]) -> Result<FinishReport, StoreError> {
+        let now = snowpatrol_store::now();
+        let results: Vec<TaskResult> = batch
+            .iter()
+            .map(|f| {
+                let outcome = match &f.result {
+                    Ok(out) => TaskOutcome::Success { output: out.to_json() },
+                    Err(e) => {
+                        let policy = self
+                            .jobs
+                            .get(&f.claim.job_name)
+                            .and_then(|j| j.policies.get(&f.claim.task_name))
+                            .cloned();
+                        let retry_at = match policy {
+                            Some(p) if e.retryable && f.claim.try_number < f.claim.max_tries => {
+                                Some(now + chrono::Duration::from_std(backoff_delay(&p, f.claim.try_number)).unwrap_or_default())
+                            }
+                            _ => None,
+                        };
+                        TaskOutcome::Failed { error: e.message.clone(), retry_at }
+                    }
+                };
+                TaskResult { task_instance_id: f.claim.task_instance_id, try_number: f.claim.try_number, outcome }
+            })
+            .collect();
+        let report = self.db.finish_tasks(&self.worker_id, &results, &self.jobs.shapes).await?;
+        for f in batch {
+            let outcome = if f.result.is_ok() { "success" } else { "failed" };
+            self.metrics
+                .task_duration
+                .get_or_create(&JobTaskOutcome { job: f.claim.job_name.clone(), task: f.claim.task_name.clone(), outcome: outcome.into() })
+                .observe(f.elapsed.as_secs_f64());
+        }
+        for (run_id, state) in &report.finished_runs {
+            info!(run_id, state = %state, "run finished");
+        }
+        if !report.events.is_empty() {
+            info!(events = ?report.events, "dataset events emitted");
+        }
+        if let Some(hook) = &self.failure_hook {
+            for id in &report.failed_tasks {
+                if let Some(f) = batch.iter().find(|f| f.claim.task_instance_id == *id) {
+                    let failure = TaskFailure {
+                        run_id: f.claim.run_id,
+                        job_name: f.claim.job_name.clone(),
+                        task_name: f.claim.task_name.clone(),
+                        map_key: (!f.claim.map_key.is_empty()).then(|| f.claim.map_key.clone()),
+                        try_number: f.claim.try_number,
+                        error: f.result.as_ref().err().map(|e| e.message.clone()).unwrap_or_default(),
+                    };
+                    let hook = hook.clone();
+                    tokio::spawn(async move { hook.on_task_failed(failure).await });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Why a job will or will not run next.
+    pub async fn explain(&self, job: &str) -> Result<Explanation, EngineError> {
+        let j = self.job(job)?;
+        let jobs = self.db.list_jobs().await?;
+        let row = jobs.iter().find(|r| r.job_name == job);
+        let paused = row.is_some_and(|r| r.paused);
+        let pending = self.db.pending_events(job).await?;
+        let (queued, running) = self.db.active_run_count(job).await?;
+        let now = snowpatrol_store::now();
+        let next_cron = j.cron.as_ref().and_then(|c| c.next_after(row.and_then(|r| r.cron_cursor).unwrap_or(now).max(now)));
+        let mut by_uri: BTreeMap<String, Vec<PendingEvent>> = BTreeMap::new();
+        for p in pending {
+            by_uri.entry(p.dataset_uri.clone()).or_default().push(p);
+        }
+        let leaves: Vec<LeafStatus> = j
+            .condition
+            .as_ref()
+            .map(|c| c.datasets())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|uri| {
+                let events = by_uri.get(&uri).map(|v| v.iter().map(|e| e.event_id).collect()).unwrap_or_default();
+                LeafStatus { dataset_uri: uri, pending_event_ids: events }
+            })
+            .collect();
+        let updated: BTreeSet<String> = leaves.iter().filter(|l| !l.pending_event_ids.is_empty()).map(|l| l.dataset_uri.clone()).collect();
+        let condition_met = j.condition.as_ref().map(|c| c.is_satisfied(&updated));
+        let mut reasons = Vec::new();
+        if paused {
+            reasons.push("the job is paused".to_string());
+        }
+        if queued + running >= j.max_active_runs as i64 {
+            reasons.push(format!(
+                "{} run(s) active (queued {queued}, running {running}) = max_active_runs {}; pending events wait for the next run",
+                queued + running,
+                j.max_active_runs
+            ));
+        }
+        if let (Some(false), Some(c)) = (condition_met, &j.condition) {
+            let missing: Vec<_> = leaves.iter().filter(|l| l.pending_event_ids.is_empty()).map(|l| l.dataset_uri.as_str()).collect();
+            reasons.push(format!("dataset condition `{c}` not met; no pending events for: {}", missing.join(", ")));
+        }
+        let verdict = if !reasons.is_empty() {
+            format!("will not run now: {}", reasons.join("; "))
+        } else if condition_met == Some(true) {
+            "will run: its dataset condition is met and it has room for a run".to_string()
+        } else if let Some(t) = next_cron {
+            format!("will run at the next cron tick, {}", t.with_timezone(&j.cron.as_ref().map_or(chrono_tz::UTC, |c| c.timezone)).to_rfc3339())
+        } else {
+            "manual only: runs when triggered (`snowpatrol trigger` or `snowpatrol run`)".to_string()
+        };
+        Ok(Explanation {
+            job: job.into(),
+            schedule: j.schedule_text(),
+            paused,
+            condition: j.condition.as_ref().map(|c| c.to_string()),
+            condition_met,
+            leaves,
+            max_active_runs: j.max_active_runs,
+            queued_runs: queued,
+            running_runs: running,
+            next_cron_tick: next_cron,
+            catchup: j.catchup,
+            verdict,
+        })
+    }
+}
+
+/// Exponential backoff with jitter: the n-th retry waits a random time in [d/2, d] with d = delay·2^(n-1),
+/// capped, so many failing instances do not retry in lockstep.
+pub fn backoff_delay(policy: &TaskPolicy, try_number: i32) -> Duration {
+    let exp = try_number.clamp(1, 30) as u32 - 1;
+    let base = policy.retry_delay.saturating_mul(2u32.saturating_pow(exp)).min(policy.max_retry_delay);
+    let jitter: f64 = rand::rng().random_range(0.5..=1.0);
+    base.mul_f64(jitter)
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LeafStatus {
+    pub dataset_uri: String,
+    pub pending_event_ids: Vec<EventId>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Explanation {
+    pub job: String,
+    pub schedule: String,
+    pub paused: bool,
+    pub condition: Option<String>,
+    pub condition_met: Option<bool>,
+    pub leaves: Vec<LeafStatus>,
+    pub max_active_runs: u32,
+    pub queued_runs: i64,
+    pub running_runs: i64,
+    pub next_cron_tick: Option<DateTime<Utc>>,
+    pub catchup: bool,
+    pub verdict: String,
+}

@@ -1,0 +1,464 @@
+//! Jobs as the engine runs them: task graphs registered in code, resolved against the operator's TOML.
+
+use crate::condition::Condition;
+use crate::config::{JobConfig, ParamConfig, SchedulerSettings};
+use crate::params::{ParamSchema, ParamSpec, ParamType, coerce_value};
+use crate::schedule::CronSchedule;
+use crate::task::Task;
+use snowpatrol_store::{JobRegistration, JobShape, Shapes, TaskShape, TriggerRule};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A task of a job, as written in code.
+#[derive(Clone)]
+pub struct TaskDefinition {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    pub map_over: Option<String>,
+    pub trigger_rule: TriggerRule,
+    pub outlets: Vec<String>,
+    pub task: Arc<dyn Task>,
+    pub retries: Option<u32>,
+    pub timeout: Option<Duration>,
+}
+
+impl TaskDefinition {
+    pub fn new(name: &str, task: Arc<dyn Task>) -> Self {
+        Self {
+            name: name.into(),
+            depends_on: vec![],
+            map_over: None,
+            trigger_rule: TriggerRule::AllSuccess,
+            outlets: vec![],
+            task,
+            retries: None,
+            timeout: None,
+        }
+    }
+    pub fn depends_on(mut self, tasks: &[&str]) -> Self {
+        self.depends_on.extend(tasks.iter().map(|s| s.to_string()));
+        self
+    }
+    /// One instance per key returned by `upstream` (which becomes a dependency).
+    pub fn map_over(mut self, upstream: &str) -> Self {
+        if !self.depends_on.iter().any(|d| d == upstream) {
+            self.depends_on.push(upstream.into());
+        }
+        self.map_over = Some(upstream.into());
+        self
+    }
+    pub fn trigger_rule(mut self, rule: TriggerRule) -> Self {
+        self.trigger_rule = rule;
+        self
+    }
+    pub fn outlet(mut self, uri: &str) -> Self {
+        self.outlets.push(uri.into());
+        self
+    }
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = Some(n);
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+}
+
+/// A job as written in code: its tasks and declared parameters.
+#[derive(Clone)]
+pub struct JobDefinition {
+    pub name: String,
+    pub description: String,
+    pub tasks: Vec<TaskDefinition>,
+    pub params: Vec<ParamSpec>,
+}
+
+impl JobDefinition {
+    pub fn new(name: &str, description: &str) -> Self {
+        Self { name: name.into(), description: description.into(), tasks: vec![], params: vec![] }
+    }
+    pub fn task(mut self, t: TaskDefinition) -> Self {
+        self.tasks.push(t);
+        self
+    }
+    pub fn param(mut self, p: ParamSpec) -> Self {
+        self.params.push(p);
+        self
+    }
+}
+
+/// Jobs known to the binary.
+#[derive(Clone, Default)]
+pub struct JobRegistry {
+    pub jobs: BTreeMap<String, JobDefinition>,
+    /// Datasets produced outside Snowpatrol (by `snowpatrol emit`), which schedules may name.
+    pub external_datasets: BTreeSet<String>,
+}
+
+impl JobRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn register(&mut self, job: JobDefinition) -> &mut Self {
+        self.jobs.insert(job.name.clone(), job);
+        self
+    }
+    pub fn external_dataset(&mut self, uri: &str) -> &mut Self {
+        self.external_datasets.insert(uri.into());
+        self
+    }
+}
+
+/// Retry and timeout policy of one task after merging code, TOML and scheduler defaults.
+#[derive(Clone, Debug)]
+pub struct TaskPolicy {
+    pub max_tries: u32,
+    pub retry_delay: Duration,
+    pub max_retry_delay: Duration,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Clone)]
+pub struct ResolvedJob {
+    pub definition: JobDefinition,
+    pub cron: Option<CronSchedule>,
+    pub condition: Option<Condition>,
+    pub catchup: bool,
+    pub max_active_runs: u32,
+    pub params: ParamSchema,
+    pub policies: HashMap<String, TaskPolicy>,
+    pub shape: Arc<JobShape>,
+}
+
+impl ResolvedJob {
+    pub fn name(&self) -> &str {
+        &self.definition.name
+    }
+    pub fn schedule_text(&self) -> String {
+        let mut parts = vec![];
+        if let Some(c) = &self.cron {
+            parts.push(c.describe());
+        }
+        if let Some(c) = &self.condition {
+            parts.push(format!("datasets {c}"));
+        }
+        if parts.is_empty() { "manual".into() } else { parts.join(" or ") }
+    }
+    pub fn task(&self, name: &str) -> Option<&TaskDefinition> {
+        self.definition.tasks.iter().find(|t| t.name == name)
+    }
+}
+
+/// Every job, resolved and validated.
+#[derive(Clone, Default)]
+pub struct Jobs {
+    pub jobs: BTreeMap<String, ResolvedJob>,
+    pub shapes: Shapes,
+    pub known_datasets: BTreeSet<String>,
+}
+
+impl Jobs {
+    pub fn get(&self, name: &str) -> Option<&ResolvedJob> {
+        self.jobs.get(name)
+    }
+    pub fn registrations(&self) -> Vec<JobRegistration> {
+        self.jobs
+            .values()
+            .map(|j| JobRegistration {
+                job_name: j.name().to_string(),
+                schedule: j.schedule_text(),
+                datasets: j.condition.as_ref().map(|c| c.datasets()).unwrap_or_default(),
+            })
+            .collect()
+    }
+    pub fn unknown_job(&self, name: &str) -> String {
+        format!("unknown job `{name}`; known jobs: {}", self.jobs.keys().cloned().collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// A configuration problem, located by its TOML key path (e.g. `jobs.prep.cron`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+/// Validates the registry against the TOML job configs: unknown jobs and tasks, cycles, bad cron and time
+/// zones, unknown datasets, dataset cycles between jobs, and parameter types. Reports every problem at once.
+pub fn resolve_jobs(
+    registry: &JobRegistry,
+    configs: &BTreeMap<String, JobConfig>,
+    settings: &SchedulerSettings,
+) -> Result<Jobs, ConfigErrors> {
+    let mut issues = Vec::new();
+    let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
+    for name in configs.keys() {
+        if !registry.jobs.contains_key(name) {
+            issue(
+                format!("jobs.{name}"),
+                format!("unknown job `{name}`; jobs this binary provides: {}", registry.jobs.keys().cloned().collect::<Vec<_>>().join(", ")),
+            );
+        }
+    }
+    let mut produced: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for job in registry.jobs.values() {
+        for t in &job.tasks {
+            for o in &t.outlets {
+                produced.entry(o.clone()).or_default().push(job.name.clone());
+            }
+        }
+    }
+    let mut known_datasets: BTreeSet<String> = produced.keys().cloned().collect();
+    known_datasets.extend(registry.external_datasets.iter().cloned());
+
+    let mut resolved = BTreeMap::new();
+    let default_cfg = JobConfig { timezone: "UTC".into(), max_active_runs: 1, ..Default::default() };
+    for job in registry.jobs.values() {
+        let cfg = configs.get(&job.name).unwrap_or(&default_cfg);
+        let base = format!("jobs.{}", job.name);
+        let order = match topo_order(job) {
+            Ok(o) => o,
+            Err(msg) => {
+                issue(base.clone(), msg);
+                continue;
+            }
+        };
+        for tname in cfg.tasks.keys() {
+            if !job.tasks.iter().any(|t| &t.name == tname) {
+                issue(
+                    format!("{base}.tasks.{tname}"),
+                    format!("job `{}` has no task `{tname}`; its tasks: {}", job.name, job.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")),
+                );
+            }
+        }
+        let cron = match &cfg.cron {
+            Some(expr) => match CronSchedule::new(expr, &cfg.timezone) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let key = if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) { "timezone" } else { "cron" };
+                    issue(format!("{base}.{key}"), e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        let condition = match &cfg.datasets {
+            Some(spec) => match Condition::from_spec(spec) {
+                Ok(c) => {
+                    for uri in c.datasets() {
+                        if !known_datasets.contains(&uri) {
+                            issue(
+                                format!("{base}.datasets"),
+                                format!(
+                                    "unknown dataset `{uri}`: no job produces it and it is not declared external; known datasets: {}",
+                                    known_datasets.iter().cloned().collect::<Vec<_>>().join(", ")
+                                ),
+                            );
+                        }
+                    }
+                    Some(c)
+                }
+                Err(e) => {
+                    issue(format!("{base}.datasets"), e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        if cfg.max_active_runs == 0 {
+            issue(format!("{base}.max_active_runs"), "must be at least 1".into());
+        }
+        let mut params = ParamSchema { job: job.name.clone(), specs: BTreeMap::new() };
+        for p in &job.params {
+            params.specs.insert(p.name.clone(), p.clone());
+        }
+        for (pname, pcfg) in &cfg.params {
+            let path = format!("{base}.params.{pname}");
+            let (ty, value, description) = match pcfg {
+                ParamConfig::Declared { ty, default, description } => (Some(*ty), default.clone(), description.clone()),
+                ParamConfig::Value(v) => (None, v.clone(), String::new()),
+            };
+            let declared = params.specs.get(pname).map(|s| s.ty);
+            let ty = match (declared, ty) {
+                (Some(d), Some(t)) if d != t => {
+                    issue(path.clone(), format!("declared as {d} by the job, not {t}"));
+                    continue;
+                }
+                (Some(d), _) => d,
+                (None, Some(t)) => t,
+                (None, None) => match &value {
+                    serde_json::Value::Bool(_) => ParamType::Bool,
+                    serde_json::Value::Number(n) if n.is_i64() => ParamType::Int,
+                    serde_json::Value::Number(_) => ParamType::Float,
+                    serde_json::Value::String(_) => ParamType::String,
+                    _ => {
+                        issue(path.clone(), "a parameter must be a bool, integer, float or string".into());
+                        continue;
+                    }
+                },
+            };
+            match coerce_value(ty, &value) {
+                Some(v) => {
+                    let desc = params.specs.get(pname).map(|s| s.description.clone()).unwrap_or(description);
+                    params.specs.insert(pname.clone(), ParamSpec { name: pname.clone(), ty, default: v, description: desc });
+                }
+                None => issue(path, format!("must be {ty}, got {value}")),
+            }
+        }
+        let mut policies = HashMap::new();
+        for t in &job.tasks {
+            let p = cfg.tasks.get(&t.name).cloned().unwrap_or_default();
+            let retries = p.retries.or(t.retries).unwrap_or(settings.default_retries);
+            policies.insert(
+                t.name.clone(),
+                TaskPolicy {
+                    max_tries: retries + 1,
+                    retry_delay: p.retry_delay.unwrap_or(settings.default_retry_delay),
+                    max_retry_delay: p.max_retry_delay.unwrap_or(settings.default_max_retry_delay),
+                    timeout: p.timeout.or(t.timeout),
+                },
+            );
+        }
+        let shape = Arc::new(JobShape {
+            job_name: job.name.clone(),
+            tasks: order
+                .iter()
+                .map(|t| TaskShape {
+                    name: t.name.clone(),
+                    depends_on: t.depends_on.clone(),
+                    map_over: t.map_over.clone(),
+                    trigger_rule: t.trigger_rule,
+                    outlets: t.outlets.clone(),
+                    max_tries: policies.get(&t.name).map_or(1, |p| p.max_tries as i32),
+                })
+                .collect(),
+        });
+        resolved.insert(
+            job.name.clone(),
+            ResolvedJob {
+                definition: job.clone(),
+                cron,
+                condition,
+                catchup: cfg.catchup,
+                max_active_runs: cfg.max_active_runs.max(1),
+                params,
+                policies,
+                shape,
+            },
+        );
+    }
+    // A job triggered by a dataset that (transitively) it produces itself would trigger itself forever.
+    let consumers: Vec<(String, Vec<String>)> = resolved
+        .values()
+        .map(|j| (j.name().to_string(), j.condition.as_ref().map(|c| c.datasets()).unwrap_or_default()))
+        .collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (consumer, datasets) in &consumers {
+        for d in datasets {
+            for producer in produced.get(d).into_iter().flatten() {
+                edges.entry(producer.clone()).or_default().insert(consumer.clone());
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&edges) {
+        issue(
+            "jobs".into(),
+            format!("dataset schedules form a cycle: {} (each job would trigger the next forever)", cycle.join(" -> ")),
+        );
+    }
+    if !issues.is_empty() {
+        return Err(ConfigErrors(issues));
+    }
+    let shapes = resolved.iter().map(|(k, v)| (k.clone(), v.shape.clone())).collect();
+    Ok(Jobs { jobs: resolved, shapes, known_datasets })
+}
+
+/// Tasks in dependency order; refuses unknown dependencies, duplicate names and cycles.
+fn topo_order(job: &JobDefinition) -> Result<Vec<&TaskDefinition>, String> {
+    let mut names = BTreeSet::new();
+    for t in &job.tasks {
+        if !names.insert(t.name.as_str()) {
+            return Err(format!("job `{}` defines task `{}` twice", job.name, t.name));
+        }
+    }
+    for t in &job.tasks {
+        for d in &t.depends_on {
+            if !names.contains(d.as_str()) {
+                return Err(format!("task `{}` of job `{}` depends on unknown task `{d}`", t.name, job.name));
+            }
+        }
+    }
+    let edges: BTreeMap<String, BTreeSet<String>> = job
+        .tasks
+        .iter()
+        .map(|t| (t.name.clone(), t.depends_on.iter().cloned().collect()))
+        .collect();
+    if let Some(cycle) = find_cycle(&edges) {
+        return Err(format!("tasks of job `{}` form a cycle: {}", job.name, cycle.join(" -> ")));
+    }
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut order = Vec::new();
+    while order.len() < job.tasks.len() {
+        for t in &job.tasks {
+            if !done.contains(t.name.as_str()) && t.depends_on.iter().all(|d| done.contains(d.as_str())) {
+                done.insert(&t.name);
+                order.push(t);
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// A cycle in a directed graph (node -> successors), as a path that ends where it starts.
+fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut HashMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(n.to_string(), 1);
+        stack.push(n.to_string());
+        for m in edges.get(n).into_iter().flatten() {
+            match state.get(m.as_str()).copied().unwrap_or(0) {
+                1 => {
+                    let start = stack.iter().position(|s| s == m).unwrap_or(0);
+                    let mut cycle = stack[start..].to_vec();
+                    cycle.push(m.clone());
+                    return Some(cycle);
+                }
+                0 => {
+                    if let Some(c) = visit(m, edges, state, stack) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state.insert(n.to_string(), 2);
+        None
+    }
+    let mut state = HashMap::new();
+    for n in edges.keys() {
+        if state.get(n.as_str()).copied().unwrap_or(0) == 0 {
+            if let Some(c) = visit(n, edges, &mut state, &mut Vec::new()) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}

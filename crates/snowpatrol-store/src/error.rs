@@ -1,0 +1,32 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be reached; callers retry with backoff.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("invalid stored value: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Connection-level failures that a retry may cure (as opposed to constraint or SQL errors).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Sql(e) => matches!(
+                e,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+            ) || matches!(e, sqlx::Error::Database(d) if d.code().as_deref().is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "40001" || c == "40P01" || c == "5" || c == "517")),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Records and states as stored. States are stored as their snake_case names so SQL written by hand reads well.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+pub type RunId = i64;
+pub type EventId = i64;
+pub type TaskInstanceId = i64;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str { match self { $($name::$variant => $text),+ } }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s { $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} {other:?}; expected one of: {}", stringify!($name),
+                        [$($text),+].join(", "))) }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Lifecycle of a job run.
+    RunState { Queued => "queued", Running => "running", Success => "success", Failed => "failed", Cancelled => "cancelled" }
+);
+string_enum!(
+    /// Lifecycle of one task instance (one try at a time; `try_number` counts them).
+    TaskState { Queued => "queued", Running => "running", Success => "success", Failed => "failed",
+        Skipped => "skipped", UpForRetry => "up_for_retry", Cancelled => "cancelled" }
+);
+string_enum!(
+    /// Why a run exists.
+    TriggerKind { Cron => "cron", Dataset => "dataset", Manual => "manual" }
+);
+string_enum!(
+    /// When a task may start relative to its upstream tasks.
+    TriggerRule { AllSuccess => "all_success", AllDone => "all_done" }
+);
+
+impl RunState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunState::Success | RunState::Failed | RunState::Cancelled)
+    }
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Success | TaskState::Failed | TaskState::Skipped | TaskState::Cancelled)
+    }
+}
+
+/// The shape of a job's task graph, as the store needs it to advance runs. Tasks are in topological order.
+#[derive(Clone, Debug)]
+pub struct JobShape {
+    pub job_name: String,
+    pub tasks: Vec<TaskShape>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskShape {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    /// Fan out over the `map_keys` returned by this upstream task: one instance per key.
+    pub map_over: Option<String>,
+    pub trigger_rule: TriggerRule,
+    /// Dataset URIs that receive one event when the task (all its map instances) succeeds.
+    pub outlets: Vec<String>,
+    pub max_tries: i32,
+}
+
+/// Registers a job and what it listens to, so `emit` from any process queues triggers for the right jobs.
+#[derive(Clone, Debug)]
+pub struct JobRegistration {
+    pub job_name: String,
+    pub schedule: String,
+    pub datasets: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub job_name: String,
+    pub run_key: String,
+    pub trigger_kind: TriggerKind,
+    pub logical_time: DateTime<Utc>,
+    pub params: serde_json::Value,
+    pub triggered_by: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub job_name: String,
+    pub run_key: String,
+    pub trigger_kind: TriggerKind,
+    pub logical_time: DateTime<Utc>,
+    pub state: RunState,
+    pub params: serde_json::Value,
+    pub triggered_by: String,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskInstanceRecord {
+    pub task_instance_id: TaskInstanceId,
+    pub run_id: RunId,
+    pub job_name: String,
+    pub task_name: String,
+    pub map_key: String,
+    pub state: TaskState,
+    pub try_number: i32,
+    pub max_tries: i32,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+/// A task instance a worker has claimed (state `running`, lease held by the worker).
+#[derive(Clone, Debug)]
+pub struct ClaimedTask {
+    pub task_instance_id: TaskInstanceId,
+    pub run_id: RunId,
+    pub job_name: String,
+    pub task_name: String,
+    pub map_key: String,
+    pub try_number: i32,
+    pub max_tries: i32,
+    pub params: serde_json::Value,
+    pub logical_time: DateTime<Utc>,
+    pub trigger_kind: TriggerKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum TaskOutcome {
+    Success { output: serde_json::Value },
+    /// `retry_at` is set when tries remain: the instance becomes `up_for_retry` until then.
+    Failed { error: String, retry_at: Option<DateTime<Utc>> },
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskResult {
+    pub task_instance_id: TaskInstanceId,
+    pub try_number: i32,
+    pub outcome: TaskOutcome,
+}
+
+/// What a batch of finished tasks caused.
+#[derive(Clone, Debug, Default)]
+pub struct FinishReport {
+    /// Results applied; a result whose lease was lost meanwhile (another worker owns the row) is discarded.
+    pub accepted: usize,
+    pub discarded: usize,
+    pub events: Vec<EventId>,
+    pub finished_runs: Vec<(RunId, RunState)>,
+    pub failed_tasks: Vec<TaskInstanceId>,
+    pub created_instances: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRecord {
+    pub event_id: EventId,
+    pub dataset_uri: String,
+    pub extra: serde_json::Value,
+    pub source_job: Option<String>,
+    pub source_run_id: Option<RunId>,
+    pub source_task: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PendingEvent {
+    pub event_id: EventId,
+    pub dataset_uri: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A dataset-triggered run and the events it consumed.
+#[derive(Clone, Debug)]
+pub struct TriggeredRun {
+    pub run_id: RunId,
+    pub events: Vec<EventId>,
+    pub oldest_event_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub job_name: Option<String>,
+    pub state: Option<RunState>,
+    pub limit: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct JobRow {
+    pub job_name: String,
+    pub paused: bool,
+    pub schedule: String,
+    pub cron_cursor: Option<DateTime<Utc>>,
+}
+
+/// Counts for metrics and health: (job, state, count).
+#[derive(Clone, Debug, Default)]
+pub struct StateCounts {
+    pub runs: Vec<(String, String, i64)>,
+    pub task_instances: Vec<(String, String, i64)>,
+    pub pending_triggers: Vec<(String, i64)>,
+}
