@@ -138,6 +138,7 @@ fn draw(
     let mut chart = ChartBuilder::on(root)
         .caption(&title, ("sans-serif", 20))
         .margin(12)
+        .margin_right(28)
         .x_label_area_size(36)
         .y_label_area_size(64)
         .build_cartesian_2d(-1..span + 1, y_bottom..y_top)
@@ -147,7 +148,11 @@ fn draw(
     chart
         .configure_mesh()
         .x_labels(label_days)
-        .x_label_formatter(&|x| (first + Duration::days(i64::from(*x))).format("%m-%d").to_string())
+        .x_label_formatter(&|x| {
+            (first + Duration::days(i64::from(*x)))
+                .format("%m-%d")
+                .to_string()
+        })
         .y_desc("credits")
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
@@ -266,13 +271,8 @@ pub fn chart_file_name(section: &WarehouseSection) -> String {
             mapped
         }
     };
-    let hash = fnv1a32(
-        format!(
-            "{}\u{0}{}",
-            section.account_name, section.warehouse_name
-        )
-        .as_bytes(),
-    );
+    let hash =
+        fnv1a32(format!("{}\u{0}{}", section.account_name, section.warehouse_name).as_bytes());
     format!(
         "chart-{}.{}-{hash:08x}.png",
         clean(&section.account_name),

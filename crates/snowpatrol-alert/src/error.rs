@@ -29,7 +29,9 @@ pub enum AlertError {
         "cannot load the system's TLS root certificates for Slack (install ca-certificates): {0}"
     )]
     TlsRoots(#[source] std::io::Error),
-    #[error("invalid chart size {width}x{height}: both sides must be between {min} and {max} pixels")]
+    #[error(
+        "invalid chart size {width}x{height}: both sides must be between {min} and {max} pixels"
+    )]
     InvalidChartSize {
         width: u32,
         height: u32,

@@ -77,7 +77,9 @@ fn render_section(out: &mut String, section: &WarehouseSection, price: Option<f6
     if price.is_some() {
         out.push_str(" Excess cost |");
     }
-    out.push_str(" Score | Threshold |\n|:-----|---------------:|-----------------:|---------------:|");
+    out.push_str(
+        " Score | Threshold |\n|:-----|---------------:|-----------------:|---------------:|",
+    );
     if price.is_some() {
         out.push_str("------------:|");
     }
@@ -138,11 +140,15 @@ fn render_context_table(out: &mut String, section: &WarehouseSection, anomalies:
         return;
     }
 
+    out.push_str("\n### Daily credits around the anomal");
+    out.push_str(if anomaly_dates.len() == 1 {
+        "y\n\n"
+    } else {
+        "ies\n\n"
+    });
     out.push_str(
-        "\n### Daily credits around the anomal",
+        "| Date | Day | Credits | Expected | |\n|:-----|:----|--------:|---------:|:--|\n",
     );
-    out.push_str(if anomaly_dates.len() == 1 { "y\n\n" } else { "ies\n\n" });
-    out.push_str("| Date | Day | Credits | Expected | |\n|:-----|:----|--------:|---------:|:--|\n");
     let mut previous: Option<NaiveDate> = None;
     for p in rows {
         if let Some(prev) = previous

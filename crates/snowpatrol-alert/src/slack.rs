@@ -10,12 +10,14 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use slack_morphism::api::SlackApiChatPostMessageRequest;
 use slack_morphism::blocks::{
-    SlackBlock, SlackBlockMarkDownText, SlackBlockPlainTextOnly, SlackBlockText,
-    SlackContextBlock, SlackContextBlockElement, SlackHeaderBlock, SlackSectionBlock,
+    SlackBlock, SlackBlockMarkDownText, SlackBlockPlainTextOnly, SlackBlockText, SlackContextBlock,
+    SlackContextBlockElement, SlackHeaderBlock, SlackSectionBlock,
 };
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::hyper_tokio::{SlackClientHyperConnector, SlackClientHyperHttpsConnector};
-use slack_morphism::{SlackApiToken, SlackApiTokenValue, SlackChannelId, SlackClient, SlackMessageContent};
+use slack_morphism::{
+    SlackApiToken, SlackApiTokenValue, SlackChannelId, SlackClient, SlackMessageContent,
+};
 
 use crate::format::{credits, score, slack as esc, truncate};
 use crate::{AlertError, REPORT_TITLE, Report};
@@ -51,7 +53,11 @@ impl SlackMessage {
 }
 
 fn header(text: &str) -> SlackBlock {
-    SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(truncate(text, MAX_HEADER_CHARS))).into()
+    SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(truncate(
+        text,
+        MAX_HEADER_CHARS,
+    )))
+    .into()
 }
 
 fn section(mrkdwn: String) -> SlackBlock {
@@ -91,13 +97,13 @@ pub fn report_message(report: &Report) -> SlackMessage {
     } else {
         // Header + context take two blocks; keep one for the "and N more" line.
         let room = MAX_BLOCKS - 3;
-        let shown = if sections.len() > room + 1 { room } else { sections.len() };
+        let shown = if sections.len() > room + 1 {
+            room
+        } else {
+            sections.len()
+        };
         for s in &sections[..shown] {
-            let mut body = format!(
-                "*{}* (model v{})",
-                esc(&s.display_key()),
-                s.model_version
-            );
+            let mut body = format!("*{}* (model v{})", esc(&s.display_key()), s.model_version);
             let mut anomalies: Vec<_> = s.anomalies.iter().collect();
             anomalies.sort_by_key(|a| a.date);
             for a in anomalies {
@@ -345,7 +351,7 @@ fn hint(code: &str) -> &'static str {
 
 /// The error chain as one line; hyper's top-level error ("client error (Connect)") hides the
 /// cause people need ("Connection refused").
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+fn chain(err: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -401,6 +407,22 @@ fn classify(err: &SlackClientError) -> Failure {
         }
         SlackClientError::ProtocolError(p) => Failure::Retryable {
             message: format!("Slack's answer was not the expected JSON: {}", p.json_error),
+            retry_after: None,
+        },
+        // slack-morphism formats these causes with `{:?}`; walk the chain for readable text.
+        SlackClientError::HttpProtocolError(p) => Failure::Retryable {
+            message: match p.cause.as_deref() {
+                Some(cause) => format!("cannot reach Slack: {}", chain(cause)),
+                None => "cannot reach Slack: HTTP protocol error".to_string(),
+            },
+            retry_after: None,
+        },
+        SlackClientError::SystemError(e) => Failure::Retryable {
+            message: match (e.message.as_deref(), e.cause.as_deref()) {
+                (_, Some(cause)) => format!("cannot reach Slack: {}", chain(cause)),
+                (Some(m), None) => format!("cannot reach Slack: {m}"),
+                (None, None) => "cannot reach Slack: system error".to_string(),
+            },
             retry_after: None,
         },
         other => Failure::Retryable {
@@ -471,7 +493,10 @@ impl SlackNotifier {
                 build_https_connector(true)?.with_slack_api_url(url)
             }
             Some(url) if url.starts_with("http://") => {
-                tracing::warn!(api_url = url, "Slack API URL is plain HTTP; use only for tests");
+                tracing::warn!(
+                    api_url = url,
+                    "Slack API URL is plain HTTP; use only for tests"
+                );
                 build_https_connector(false)?.with_slack_api_url(url)
             }
             Some(url) => {
@@ -497,9 +522,7 @@ impl SlackNotifier {
     /// errors with exponential backoff and jitter, up to `max_attempts` in total. Slack's
     /// `invalid_auth`, `channel_not_found` and other request errors fail at once as permanent.
     pub async fn send(&self, msg: &SlackMessage) -> DeliveryOutcome {
-        let token = SlackApiToken::new(SlackApiTokenValue(
-            self.token.expose_secret().to_string(),
-        ));
+        let token = SlackApiToken::new(SlackApiTokenValue(self.token.expose_secret().to_string()));
         let session = self.client.open_session(&token);
         let request = SlackApiChatPostMessageRequest::new(
             self.channel.clone(),
@@ -514,9 +537,11 @@ impl SlackNotifier {
             let started = Instant::now();
             let result = tokio::time::timeout(
                 REQUEST_TIMEOUT,
-                session
-                    .http_session_api
-                    .http_post::<_, PostAck>("chat.postMessage", &request, None),
+                session.http_session_api.http_post::<_, PostAck>(
+                    "chat.postMessage",
+                    &request,
+                    None,
+                ),
             )
             .await;
             let failure = match result {
@@ -591,7 +616,8 @@ impl SlackNotifier {
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)));
         let capped = exp.min(self.max_backoff);
         let half = capped / 2;
-        let jitter_ns = rand::rng().random_range(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
+        let jitter_ns =
+            rand::rng().random_range(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
         half + Duration::from_nanos(jitter_ns)
     }
 }

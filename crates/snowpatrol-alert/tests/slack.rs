@@ -1,0 +1,501 @@
+//! Delivery against a real local HTTP peer (axum on 127.0.0.1:0) standing in for slack.com.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use common::*;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use snowpatrol_alert::{
+    DeliveryOutcome, SlackConfig, SlackMessage, SlackNotifier, failure_message, report_message,
+};
+
+const TOKEN: &str = "xoxb-1111-2222-TOPSECRETtoken";
+const CHANNEL: &str = "C0123ALERTS";
+
+struct Scripted {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+fn slack_ok(ts: &str) -> Scripted {
+    Scripted {
+        status: 200,
+        headers: vec![],
+        body: json!({
+            "ok": true, "channel": CHANNEL, "ts": ts,
+            "message": {"type": "message", "ts": ts, "text": "…", "bot_id": "B1"}
+        })
+        .to_string(),
+    }
+}
+
+fn slack_error(code: &str) -> Scripted {
+    Scripted {
+        status: 200,
+        headers: vec![],
+        body: json!({"ok": false, "error": code}).to_string(),
+    }
+}
+
+fn http_status(status: u16, body: &str) -> Scripted {
+    Scripted {
+        status,
+        headers: vec![],
+        body: body.to_string(),
+    }
+}
+
+struct Captured {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    at: Instant,
+}
+
+#[derive(Clone, Default)]
+struct Peer {
+    script: Arc<Mutex<VecDeque<Scripted>>>,
+    seen: Arc<Mutex<Vec<Captured>>>,
+}
+
+async fn answer(State(peer): State<Peer>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 10 * 1024 * 1024).await.unwrap();
+    peer.seen.lock().unwrap().push(Captured {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        headers: parts.headers.clone(),
+        body: body.to_vec(),
+        at: Instant::now(),
+    });
+    let next = peer
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| http_status(599, "test peer: script exhausted"));
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(next.status).unwrap())
+        .header("content-type", "application/json; charset=utf-8");
+    for (k, v) in next.headers {
+        builder = builder.header(k, v);
+    }
+    builder.body(Body::from(next.body)).unwrap()
+}
+
+/// Starts the peer and returns it with the `api_url` to configure.
+async fn start_peer(script: Vec<Scripted>) -> (Peer, String) {
+    let peer = Peer::default();
+    peer.script.lock().unwrap().extend(script);
+    let app = Router::new().fallback(answer).with_state(peer.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (peer, format!("http://{addr}/api"))
+}
+
+fn config(api_url: &str, max_attempts: u32) -> SlackConfig {
+    SlackConfig {
+        channel: CHANNEL.into(),
+        token: SecretString::from(TOKEN),
+        api_url: Some(api_url.into()),
+        max_attempts,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+    }
+}
+
+fn message() -> SlackMessage {
+    report_message(&one_anomaly_report(Some(3.0)))
+}
+
+fn assert_no_token(outcome: &DeliveryOutcome) {
+    let text = format!("{outcome:?}");
+    assert!(!text.contains(TOKEN), "token leaked: {text}");
+    assert!(!text.contains("TOPSECRET"), "token leaked: {text}");
+}
+
+#[tokio::test]
+async fn delivers_with_the_exact_request_slack_expects() {
+    let (peer, url) = start_peer(vec![slack_ok("1741674600.000100")]).await;
+    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let msg = message();
+
+    let outcome = notifier.send(&msg).await;
+    assert_eq!(
+        outcome,
+        DeliveryOutcome::Delivered {
+            ts: "1741674600.000100".into(),
+            attempts: 1
+        }
+    );
+
+    let seen = peer.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let req = &seen[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/api/chat.postMessage");
+    assert_eq!(
+        req.headers.get("authorization").unwrap().to_str().unwrap(),
+        format!("Bearer {TOKEN}")
+    );
+    let content_type = req.headers.get("content-type").unwrap().to_str().unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"channel": CHANNEL, "text": msg.text, "blocks": msg.blocks_json()}),
+        "the body must be exactly channel, text and blocks"
+    );
+    // And the blocks are the Block Kit shape we promise: header, section per warehouse, context.
+    let types: Vec<&str> = body["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["header", "section", "context"]);
+    assert_eq!(
+        body["blocks"][0]["text"],
+        json!({"type": "plain_text", "text": "Anomalous activity in Snowflake usage"})
+    );
+    let section = body["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert!(
+        section.starts_with("*ACME_PROD.COMPUTE_WH* (model v7)"),
+        "{section}"
+    );
+    assert!(
+        section.contains("1,234.57 credits, expected 100.00, excess *1,134.57* (cost 3,403.70)"),
+        "{section}"
+    );
+    let ctx = body["blocks"][2]["elements"][0]["text"].as_str().unwrap();
+    assert!(ctx.contains("`run-2025-03-11-predict`"), "{ctx}");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Anomalous activity in Snowflake usage: 1 anomalous day in 1 warehouse (ACME_PROD.COMPUTE_WH)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_waits_for_retry_after_then_delivers() {
+    let limited = Scripted {
+        status: 429,
+        headers: vec![("retry-after", "1".into())],
+        body: json!({"ok": false, "error": "ratelimited"}).to_string(),
+    };
+    let (peer, url) = start_peer(vec![limited, slack_ok("1.2")]).await;
+    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+
+    let outcome = notifier.send(&message()).await;
+    assert_eq!(
+        outcome,
+        DeliveryOutcome::Delivered {
+            ts: "1.2".into(),
+            attempts: 2
+        }
+    );
+    let seen = peer.seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at - seen[0].at;
+    // The backoff alone would be at most 20 ms; only Retry-After explains a full second.
+    assert!(gap >= Duration::from_secs(1), "waited only {gap:?}");
+    assert!(gap < Duration::from_secs(3), "waited too long: {gap:?}");
+    assert_eq!(
+        seen[0].body, seen[1].body,
+        "the retry must resend the same message"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff() {
+    let (peer, url) = start_peer(vec![
+        http_status(500, "oops"),
+        http_status(503, "<html>unavailable</html>"),
+        slack_ok("3.4"),
+    ])
+    .await;
+    let notifier = SlackNotifier::new(config(&url, 4)).unwrap();
+    let outcome = notifier.send(&message()).await;
+    assert_eq!(
+        outcome,
+        DeliveryOutcome::Delivered {
+            ts: "3.4".into(),
+            attempts: 3
+        }
+    );
+    let seen = peer.seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    // Equal-jitter backoff: at least half of 5 ms, then half of 10 ms.
+    assert!(seen[1].at - seen[0].at >= Duration::from_micros(2500));
+    assert!(seen[2].at - seen[1].at >= Duration::from_millis(5));
+}
+
+#[tokio::test]
+async fn transient_slack_error_codes_are_retried() {
+    let (peer, url) = start_peer(vec![slack_error("internal_error"), slack_ok("5.6")]).await;
+    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let outcome = notifier.send(&message()).await;
+    assert_eq!(
+        outcome,
+        DeliveryOutcome::Delivered {
+            ts: "5.6".into(),
+            attempts: 2
+        }
+    );
+    assert_eq!(peer.seen.lock().unwrap().len(), 2);
+}
+
+async fn permanent(code: &str) -> DeliveryOutcome {
+    // A success is queued behind the error: a retry would consume it and deliver.
+    let (peer, url) = start_peer(vec![slack_error(code), slack_ok("9.9")]).await;
+    let notifier = SlackNotifier::new(config(&url, 5)).unwrap();
+    let outcome = notifier.send(&message()).await;
+    assert_eq!(
+        peer.seen.lock().unwrap().len(),
+        1,
+        "{code} must not be retried"
+    );
+    assert_no_token(&outcome);
+    outcome
+}
+
+#[tokio::test]
+async fn invalid_auth_fails_permanently_without_retrying() {
+    match permanent("invalid_auth").await {
+        DeliveryOutcome::Failed {
+            error,
+            permanent,
+            attempts,
+        } => {
+            assert!(permanent);
+            assert_eq!(attempts, 1);
+            assert!(error.contains("invalid_auth"), "{error}");
+            assert!(error.contains("token"), "should tell what to fix: {error}");
+        }
+        other => panic!("expected failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_channel_fails_permanently_without_retrying() {
+    match permanent("channel_not_found").await {
+        DeliveryOutcome::Failed {
+            error,
+            permanent,
+            attempts,
+        } => {
+            assert!(permanent);
+            assert_eq!(attempts, 1);
+            assert!(error.contains("channel_not_found"), "{error}");
+        }
+        other => panic!("expected failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn client_http_errors_are_permanent() {
+    let (peer, url) = start_peer(vec![http_status(404, "no such route"), slack_ok("1.1")]).await;
+    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    match notifier.send(&message()).await {
+        DeliveryOutcome::Failed {
+            error, permanent, ..
+        } => {
+            assert!(permanent);
+            assert!(error.contains("404"), "{error}");
+        }
+        other => panic!("expected failure, got {other:?}"),
+    }
+    assert_eq!(peer.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn peer_down_fails_retryable_after_max_attempts() {
+    let url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/api", listener.local_addr().unwrap())
+        // Dropped here: the port now refuses connections.
+    };
+    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let started = Instant::now();
+    let outcome = notifier.send(&message()).await;
+    assert_no_token(&outcome);
+    match outcome {
+        DeliveryOutcome::Failed {
+            error,
+            permanent,
+            attempts,
+        } => {
+            println!("peer down: {error}");
+            assert!(!permanent, "an unreachable Slack is worth retrying later");
+            assert_eq!(attempts, 3);
+            assert!(error.contains("cannot reach Slack"), "{error}");
+            assert!(
+                error.to_lowercase().contains("connection refused"),
+                "the cause should be visible: {error}"
+            );
+        }
+        other => panic!("expected failure, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn failure_alert_carries_job_task_key_run_and_error() {
+    let (peer, url) = start_peer(vec![slack_ok("7.7")]).await;
+    let notifier = SlackNotifier::new(config(&url, 2)).unwrap();
+    let msg = failure_message(
+        "predict",
+        "score_warehouse",
+        Some("ACME_PROD.COMPUTE_WH"),
+        "run-42",
+        "model version 3 not found for ACME_PROD.COMPUTE_WH <retry later> ```",
+    );
+    assert!(notifier.send(&msg).await.is_delivered());
+
+    let seen = peer.seen.lock().unwrap();
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["channel"], CHANNEL);
+    assert_eq!(
+        body["text"],
+        "Snowpatrol task failed: predict/score_warehouse[ACME_PROD.COMPUTE_WH] in run run-42: \
+         model version 3 not found for ACME_PROD.COMPUTE_WH <retry later> ```"
+    );
+    let blocks = body["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(
+        blocks[0]["text"]["text"],
+        "Snowpatrol task failed: predict / score_warehouse"
+    );
+    let fields: Vec<&str> = blocks[1]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "*Job*\n`predict`",
+            "*Task*\n`score_warehouse`",
+            "*Key*\n`ACME_PROD.COMPUTE_WH`",
+            "*Run*\n`run-42`"
+        ]
+    );
+    let error = blocks[2]["text"]["text"].as_str().unwrap();
+    assert_eq!(
+        error,
+        "*Error*\n```model version 3 not found for ACME_PROD.COMPUTE_WH &lt;retry later&gt; '''```"
+    );
+    assert_eq!(blocks[3]["type"], "context");
+}
+
+#[test]
+fn token_never_appears_in_debug_output() {
+    let cfg = config("http://127.0.0.1:9/api", 3);
+    let debug = format!("{cfg:?}");
+    assert!(!debug.contains(TOKEN), "{debug}");
+    assert!(!debug.contains("TOPSECRET"), "{debug}");
+    assert!(debug.contains("REDACTED"), "{debug}");
+    assert!(debug.contains(CHANNEL), "{debug}");
+    let notifier = SlackNotifier::new(cfg).unwrap();
+    let debug = format!("{notifier:?}");
+    assert!(!debug.contains("TOPSECRET"), "{debug}");
+    // The production path (https, system roots) builds too.
+    let notifier =
+        SlackNotifier::new(SlackConfig::new(CHANNEL, SecretString::from(TOKEN))).unwrap();
+    let debug = format!("{notifier:?}");
+    assert!(!debug.contains("TOPSECRET"), "{debug}");
+}
+
+#[test]
+fn bad_configs_are_refused_with_clear_errors() {
+    let mut cfg = config("ftp://example.invalid", 3);
+    let err = SlackNotifier::new(cfg.clone()).unwrap_err().to_string();
+    assert!(err.contains("api_url must start with https://"), "{err}");
+    cfg.api_url = None;
+    cfg.max_attempts = 0;
+    let err = SlackNotifier::new(cfg.clone()).unwrap_err().to_string();
+    assert!(err.contains("max_attempts"), "{err}");
+    cfg.max_attempts = 1;
+    cfg.channel = " ".into();
+    let err = SlackNotifier::new(cfg.clone()).unwrap_err().to_string();
+    assert!(err.contains("channel"), "{err}");
+    cfg.channel = CHANNEL.into();
+    cfg.token = SecretString::from("  ");
+    let err = SlackNotifier::new(cfg).unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+}
+
+#[test]
+fn messages_round_trip_through_json_for_the_outbox() {
+    for msg in [
+        message(),
+        report_message(&report(None, vec![])),
+        failure_message("train", "fit", None, "run-1", "boom"),
+    ] {
+        let stored = serde_json::to_string(&msg).unwrap();
+        let back: SlackMessage = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[test]
+fn many_warehouses_stay_within_slacks_block_limit() {
+    let sections = (0..80)
+        .map(|i| {
+            section(
+                "ACME",
+                &format!("WH_{i:02}"),
+                vec![anomaly("2025-03-10", 500.0, 100.0)],
+            )
+        })
+        .collect();
+    let msg = report_message(&report(None, sections));
+    assert_eq!(msg.blocks.len(), 50);
+    let json = msg.blocks_json();
+    let last_section = json[48]["text"]["text"].as_str().unwrap();
+    assert!(
+        last_section.contains("…and 33 more warehouses"),
+        "{last_section}"
+    );
+    assert_eq!(json[49]["type"], "context");
+    assert!(msg.text.chars().count() <= 3000);
+
+    // 48 sections fit exactly (header + 48 + context = 50): no "more" line then.
+    let sections = (0..48)
+        .map(|i| {
+            section(
+                "ACME",
+                &format!("WH_{i:02}"),
+                vec![anomaly("2025-03-10", 500.0, 100.0)],
+            )
+        })
+        .collect();
+    let msg = report_message(&report(None, sections));
+    assert_eq!(msg.blocks.len(), 50);
+    assert!(
+        !serde_json::to_string(&msg.blocks)
+            .unwrap()
+            .contains("more warehouses")
+    );
+}
