@@ -14,10 +14,13 @@ mod slack;
 
 pub use chart::{chart_file_name, render_chart_png};
 pub use error::AlertError;
-pub use report::render_markdown;
+pub use report::{CONTEXT_DAYS, render_markdown};
 pub use slack::{
     DeliveryOutcome, SlackConfig, SlackMessage, SlackNotifier, failure_message, report_message,
 };
+/// Re-exported so callers can inspect or store [`SlackMessage::blocks`] without depending on
+/// slack-morphism themselves.
+pub use slack_morphism::blocks::SlackBlock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
