@@ -14,7 +14,6 @@ CREATE TABLE job_dataset_subscriptions (
     dataset_uri  TEXT NOT NULL,
     PRIMARY KEY (dataset_uri, job_name)
 );
-COMMENT ON TABLE job_dataset_subscriptions IS 'Which job is scheduled on which dataset; an event on the dataset queues a trigger row for each subscriber.';
 
 CREATE TABLE job_runs (
     run_id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -31,7 +30,6 @@ CREATE TABLE job_runs (
     error         TEXT,
     CONSTRAINT job_runs_unique_key UNIQUE (job_name, run_key)
 );
-COMMENT ON COLUMN job_runs.logical_time IS 'The cron tick a run stands for; the creation time for dataset and manual runs.';
 CREATE INDEX job_runs_by_job_state ON job_runs (job_name, state);
 CREATE INDEX job_runs_by_state ON job_runs (state) WHERE state IN ('queued', 'running');
 
@@ -54,7 +52,6 @@ CREATE TABLE task_instances (
     error             TEXT,
     CONSTRAINT task_instances_unique_key UNIQUE (run_id, task_name, map_key)
 );
-COMMENT ON COLUMN task_instances.map_key IS 'Key of a mapped (fanned-out) task instance, e.g. ACME_PROD.COMPUTE_WH; empty for unmapped tasks.';
 CREATE INDEX task_instances_ready ON task_instances (task_instance_id) WHERE state IN ('queued', 'up_for_retry');
 CREATE INDEX task_instances_running ON task_instances (lease_expires_at) WHERE state = 'running';
 CREATE INDEX task_instances_by_run ON task_instances (run_id, task_name, state);

@@ -14,6 +14,7 @@ mod leader;
 pub use leader::Leadership;
 mod plan;
 mod types;
+pub mod testing;
 
 pub use error::StoreError;
 pub use plan::{GroupStats, PlanStep, plan_run};
