@@ -1,0 +1,135 @@
+//! `[pipeline]` settings: where metering comes from, how models train and score, where alerts go.
+
+use serde::{Deserialize, Serialize};
+use snowpatrol_detect::model::ModelKind;
+use snowpatrol_sources::SnowflakeConfig;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    pub source: SourceConfig,
+    pub prep: PrepConfig,
+    pub train: TrainSettings,
+    pub predict: PredictSettings,
+    pub slack: Option<SlackSettings>,
+    /// Price of one credit in your contract currency; adds a cost column to reports.
+    pub price_per_credit: Option<f64>,
+}
+
+/// Where metering rows come from.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    Snowflake {
+        #[serde(flatten)]
+        snowflake: Box<SnowflakeConfig>,
+    },
+    Csv {
+        path: PathBuf,
+    },
+    /// Seeded synthetic warehouses with labelled anomalies (the demo's source).
+    Synthetic {
+        #[serde(default = "default_seed")]
+        seed: u64,
+        #[serde(default = "default_warehouses")]
+        warehouses: usize,
+        #[serde(default = "default_days")]
+        days: usize,
+        /// Last generated day; default: yesterday (UTC).
+        #[serde(default)]
+        end: Option<chrono::NaiveDate>,
+    },
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_warehouses() -> usize {
+    12
+}
+fn default_days() -> usize {
+    365
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Synthetic { seed: default_seed(), warehouses: default_warehouses(), days: default_days(), end: None }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrepConfig {
+    /// Days re-read on every run: the organisation views lag by up to a day.
+    pub reread_days: i64,
+    /// Days loaded on the first run (empty database).
+    pub backfill_days: i64,
+}
+
+impl Default for PrepConfig {
+    fn default() -> Self {
+        Self { reread_days: 3, backfill_days: 365 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    /// Warehouses with fewer days are skipped (logged, not failed).
+    pub min_days: usize,
+    /// Drift when the KS p-value of the last `drift_window_days` against the history before is <= this.
+    pub drift_alpha: f64,
+    pub drift_window_days: usize,
+    /// Below this much history every warehouse retrains.
+    pub drift_min_history_days: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self { min_days: 14, drift_alpha: 0.05, drift_window_days: 7, drift_min_history_days: 30 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictSettings {
+    /// Most recent days scored on every run.
+    pub score_days: usize,
+    /// Days of history shown around an anomaly in reports and charts.
+    pub history_days: i64,
+}
+
+impl Default for PredictSettings {
+    fn default() -> Self {
+        Self { score_days: 8, history_days: 30 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSettings {
+    /// Channel id (`C…`) the bot is a member of.
+    pub channel: String,
+    /// Environment variable holding the bot token (`xoxb-…`).
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// File holding the token (e.g. a mounted Kubernetes secret), used when the variable is unset.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Overrides https://slack.com/api/ (tests, proxies).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_token_env() -> String {
+    "SNOWPATROL_SLACK_TOKEN".into()
+}
+fn default_attempts() -> u32 {
+    5
+}
+
+/// Default model for `train` when the run does not say (`model` param).
+pub const DEFAULT_MODEL: ModelKind = ModelKind::Default;
