@@ -45,18 +45,31 @@ const PSEUDO_WAREHOUSE: &str = "CLOUD_SERVICES_ONLY";
 /// Reads a whole metering export. Returns every row or an error naming the first bad line: a half-read file
 /// would silently look like a quiet day, so nothing partial is ever returned.
 pub fn read_metering_csv(path: &Path) -> Result<Vec<MeteringRow>, SourceError> {
-    let file = std::fs::File::open(path).map_err(|source| SourceError::Io { path: path.to_owned(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| SourceError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     parse_metering_csv(std::io::BufReader::with_capacity(1 << 20, file), path)
 }
 
 /// [`read_metering_csv`] over any reader; `origin` is only used in error messages.
-pub fn parse_metering_csv(reader: impl std::io::Read, origin: &Path) -> Result<Vec<MeteringRow>, SourceError> {
-    let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
+pub fn parse_metering_csv(
+    reader: impl std::io::Read,
+    origin: &Path,
+) -> Result<Vec<MeteringRow>, SourceError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
     let mut record = ByteRecord::new();
     let csv_err = |e: csv::Error| csv_error(origin, &e);
 
     if !csv.read_byte_record(&mut record).map_err(csv_err)? {
-        return Err(SourceError::Csv { path: origin.to_owned(), line: 1, message: "the file is empty (expected a header row)".into() });
+        return Err(SourceError::Csv {
+            path: origin.to_owned(),
+            line: 1,
+            message: "the file is empty (expected a header row)".into(),
+        });
     }
     let columns = MeteringColumns::from_header(&record).map_err(|message| SourceError::Csv {
         path: origin.to_owned(),
@@ -67,12 +80,18 @@ pub fn parse_metering_csv(reader: impl std::io::Read, origin: &Path) -> Result<V
     let mut rows = Vec::new();
     while csv.read_byte_record(&mut record).map_err(csv_err)? {
         let line = record.position().map_or(0, |p| p.line());
-        if record.len() == 1 && record.get(0).is_some_and(|f| f.iter().all(u8::is_ascii_whitespace)) {
+        if record.len() == 1
+            && record
+                .get(0)
+                .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
+        {
             continue; // blank line
         }
-        let row = columns
-            .parse(&record)
-            .map_err(|message| SourceError::Csv { path: origin.to_owned(), line, message })?;
+        let row = columns.parse(&record).map_err(|message| SourceError::Csv {
+            path: origin.to_owned(),
+            line,
+            message,
+        })?;
         rows.push(row);
     }
     Ok(rows)
@@ -84,7 +103,14 @@ pub fn write_metering_csv(rows: &[MeteringRow], w: impl Write) -> Result<(), Sou
     let mut out = csv::Writer::from_writer(w);
     let io = |e: csv::Error| write_error(&e);
     out.write_record(METERING_COLUMNS).map_err(io)?;
-    let mut buf = [String::new(), String::new(), String::new(), String::new(), String::new(), String::new()];
+    let mut buf = [
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ];
     for r in rows {
         use std::fmt::Write as _;
         for b in buf.iter_mut() {
@@ -109,31 +135,57 @@ pub fn write_metering_csv(rows: &[MeteringRow], w: impl Write) -> Result<(), Sou
         ])
         .map_err(io)?;
     }
-    out.flush().map_err(|e| SourceError::Io { path: PathBuf::from("<csv output>"), source: e })
+    out.flush().map_err(|e| SourceError::Io {
+        path: PathBuf::from("<csv output>"),
+        source: e,
+    })
 }
 
 /// Reads labelled anomalous days (`account_name,warehouse_name,usage_date,kind`; header case-insensitive,
 /// dates `YYYY-MM-DD`, kinds `spike|runaway|resize|drop`). All rows or an error with the line number.
 pub fn read_labels_csv(path: &Path) -> Result<Vec<AnomalyLabel>, SourceError> {
-    let file = std::fs::File::open(path).map_err(|source| SourceError::Io { path: path.to_owned(), source })?;
-    let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(std::io::BufReader::new(file));
+    let file = std::fs::File::open(path).map_err(|source| SourceError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
     let mut record = csv::StringRecord::new();
-    let err = |line: u64, message: String| SourceError::Csv { path: path.to_owned(), line, message };
+    let err = |line: u64, message: String| SourceError::Csv {
+        path: path.to_owned(),
+        line,
+        message,
+    };
 
-    if !csv.read_record(&mut record).map_err(|e| csv_error(path, &e))? {
+    if !csv
+        .read_record(&mut record)
+        .map_err(|e| csv_error(path, &e))?
+    {
         return Err(err(1, "the file is empty (expected a header row)".into()));
     }
     let header: Vec<String> = record.iter().map(normalise_header).collect();
     let find = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| err(1, format!("missing column {name:?} (found {})", header.join(", "))))
+        header.iter().position(|h| h == name).ok_or_else(|| {
+            err(
+                1,
+                format!("missing column {name:?} (found {})", header.join(", ")),
+            )
+        })
     };
-    let (account, warehouse, date, kind) = (find("ACCOUNT_NAME")?, find("WAREHOUSE_NAME")?, find("USAGE_DATE")?, find("KIND")?);
+    let (account, warehouse, date, kind) = (
+        find("ACCOUNT_NAME")?,
+        find("WAREHOUSE_NAME")?,
+        find("USAGE_DATE")?,
+        find("KIND")?,
+    );
 
     let mut labels = Vec::new();
-    while csv.read_record(&mut record).map_err(|e| csv_error(path, &e))? {
+    while csv
+        .read_record(&mut record)
+        .map_err(|e| csv_error(path, &e))?
+    {
         let line = record.position().map_or(0, |p| p.line());
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
@@ -145,11 +197,20 @@ pub fn read_labels_csv(path: &Path) -> Result<Vec<AnomalyLabel>, SourceError> {
             }
         };
         let date_text = field(date, "usage_date")?;
-        let usage_date = NaiveDate::parse_from_str(date_text, "%Y-%m-%d")
-            .map_err(|e| err(line, format!("usage_date {date_text:?} is not a YYYY-MM-DD date: {e}")))?;
-        let kind: AnomalyKind = field(kind, "kind")?.parse().map_err(|m: String| err(line, m))?;
+        let usage_date = NaiveDate::parse_from_str(date_text, "%Y-%m-%d").map_err(|e| {
+            err(
+                line,
+                format!("usage_date {date_text:?} is not a YYYY-MM-DD date: {e}"),
+            )
+        })?;
+        let kind: AnomalyKind = field(kind, "kind")?
+            .parse()
+            .map_err(|m: String| err(line, m))?;
         labels.push(AnomalyLabel {
-            key: WarehouseKey::new(field(account, "account_name")?, field(warehouse, "warehouse_name")?),
+            key: WarehouseKey::new(
+                field(account, "account_name")?,
+                field(warehouse, "warehouse_name")?,
+            ),
             date: usage_date,
             kind,
         });
@@ -160,29 +221,51 @@ pub fn read_labels_csv(path: &Path) -> Result<Vec<AnomalyLabel>, SourceError> {
 /// Writes labels in the format [`read_labels_csv`] reads.
 pub fn write_labels_csv(labels: &[AnomalyLabel], w: impl Write) -> Result<(), SourceError> {
     let mut out = csv::Writer::from_writer(w);
-    out.write_record(LABEL_COLUMNS).map_err(|e| write_error(&e))?;
+    out.write_record(LABEL_COLUMNS)
+        .map_err(|e| write_error(&e))?;
     for l in labels {
         let date = l.date.format("%Y-%m-%d").to_string();
-        out.write_record([l.key.account_name.as_str(), &l.key.warehouse_name, &date, l.kind.as_str()])
-            .map_err(|e| write_error(&e))?;
+        out.write_record([
+            l.key.account_name.as_str(),
+            &l.key.warehouse_name,
+            &date,
+            l.kind.as_str(),
+        ])
+        .map_err(|e| write_error(&e))?;
     }
-    out.flush().map_err(|e| SourceError::Io { path: PathBuf::from("<csv output>"), source: e })
+    out.flush().map_err(|e| SourceError::Io {
+        path: PathBuf::from("<csv output>"),
+        source: e,
+    })
 }
 
 fn csv_error(path: &Path, e: &csv::Error) -> SourceError {
     let line = e.position().map_or(0, |p| p.line());
     match e.kind() {
-        csv::ErrorKind::Io(io) => SourceError::Io { path: path.to_owned(), source: std::io::Error::new(io.kind(), io.to_string()) },
-        _ => SourceError::Csv { path: path.to_owned(), line, message: e.to_string() },
+        csv::ErrorKind::Io(io) => SourceError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(io.kind(), io.to_string()),
+        },
+        _ => SourceError::Csv {
+            path: path.to_owned(),
+            line,
+            message: e.to_string(),
+        },
     }
 }
 
 fn write_error(e: &csv::Error) -> SourceError {
-    SourceError::Io { path: PathBuf::from("<csv output>"), source: std::io::Error::other(e.to_string()) }
+    SourceError::Io {
+        path: PathBuf::from("<csv output>"),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 fn normalise_header(h: &str) -> String {
-    h.trim_start_matches('\u{feff}').trim().trim_matches('"').to_ascii_uppercase()
+    h.trim_start_matches('\u{feff}')
+        .trim()
+        .trim_matches('"')
+        .to_ascii_uppercase()
 }
 
 /// Column positions of one export, resolved once from its header.
@@ -200,7 +283,10 @@ struct MeteringColumns {
 
 impl MeteringColumns {
     fn from_header(record: &ByteRecord) -> Result<Self, String> {
-        let header: Vec<String> = record.iter().map(|f| normalise_header(&String::from_utf8_lossy(f))).collect();
+        let header: Vec<String> = record
+            .iter()
+            .map(|f| normalise_header(&String::from_utf8_lossy(f)))
+            .collect();
         let find = |name: &str| header.iter().position(|h| h == name);
         let require = |name: &str| {
             find(name).ok_or_else(|| {
@@ -225,12 +311,20 @@ impl MeteringColumns {
 
     fn parse(&self, r: &ByteRecord) -> Result<MeteringRow, String> {
         let text = |i: usize, name: &str| -> Result<&str, String> {
-            let bytes = r.get(i).ok_or_else(|| format!("{name} is missing (the row has only {} fields)", r.len()))?;
-            std::str::from_utf8(bytes).map(str::trim).map_err(|_| format!("{name} is not valid UTF-8"))
+            let bytes = r.get(i).ok_or_else(|| {
+                format!("{name} is missing (the row has only {} fields)", r.len())
+            })?;
+            std::str::from_utf8(bytes)
+                .map(str::trim)
+                .map_err(|_| format!("{name} is not valid UTF-8"))
         };
         let required = |i: usize, name: &str| -> Result<&str, String> {
             let v = text(i, name)?;
-            if v.is_empty() { Err(format!("{name} is empty")) } else { Ok(v) }
+            if v.is_empty() {
+                Err(format!("{name} is empty"))
+            } else {
+                Ok(v)
+            }
         };
         let optional = |i: Option<usize>, name: &str| -> Result<Option<&str>, String> {
             match i {
@@ -253,18 +347,23 @@ impl MeteringColumns {
         let account_name = required(self.account, "ACCOUNT_NAME")?;
         let warehouse_name = required(self.warehouse, "WAREHOUSE_NAME")?;
         let warehouse_id = match optional(self.warehouse_id, "WAREHOUSE_ID")? {
-            Some(v) => v.parse::<i64>().map_err(|_| format!("WAREHOUSE_ID {v:?} is not an integer"))?,
+            Some(v) => v
+                .parse::<i64>()
+                .map_err(|_| format!("WAREHOUSE_ID {v:?} is not an integer"))?,
             None if warehouse_name == PSEUDO_WAREHOUSE => 0,
             None => 1,
         };
-        let service_type = optional(self.service_type, "SERVICE_TYPE")?.unwrap_or(DEFAULT_SERVICE_TYPE);
+        let service_type =
+            optional(self.service_type, "SERVICE_TYPE")?.unwrap_or(DEFAULT_SERVICE_TYPE);
         let start_time = timestamp(required(self.start, "START_TIME")?, "START_TIME")?;
         let end_time = match optional(self.end, "END_TIME")? {
             Some(v) => timestamp(v, "END_TIME")?,
             None => start_time + Duration::hours(1),
         };
         let credits_used = number(required(self.credits, "CREDITS_USED")?, "CREDITS_USED")?;
-        let compute = optional(self.compute, "CREDITS_USED_COMPUTE")?.map(|v| number(v, "CREDITS_USED_COMPUTE")).transpose()?;
+        let compute = optional(self.compute, "CREDITS_USED_COMPUTE")?
+            .map(|v| number(v, "CREDITS_USED_COMPUTE"))
+            .transpose()?;
         let cloud = optional(self.cloud, "CREDITS_USED_CLOUD_SERVICES")?
             .map(|v| number(v, "CREDITS_USED_CLOUD_SERVICES"))
             .transpose()?;
@@ -296,13 +395,25 @@ impl MeteringColumns {
 /// chrono still validates the calendar and clock ranges.
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     let b = s.trim().as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' || !matches!(b[10], b' ' | b'T' | b't') {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[13] != b':'
+        || b[16] != b':'
+        || !matches!(b[10], b' ' | b'T' | b't')
+    {
         return None;
     }
     let digits = |from: usize, to: usize| -> Option<u32> {
-        b[from..to].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+        b[from..to].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
     };
-    let date = NaiveDate::from_ymd_opt(i32::try_from(digits(0, 4)?).ok()?, digits(5, 7)?, digits(8, 10)?)?;
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(digits(0, 4)?).ok()?,
+        digits(5, 7)?,
+        digits(8, 10)?,
+    )?;
     let (hour, minute, second) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
 
     let mut i = 19;
@@ -337,7 +448,8 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
                 _ => return None,
             };
             let two = |d: &[u8]| -> Option<i32> {
-                (d[0].is_ascii_digit() && d[1].is_ascii_digit()).then(|| i32::from(d[0] - b'0') * 10 + i32::from(d[1] - b'0'))
+                (d[0].is_ascii_digit() && d[1].is_ascii_digit())
+                    .then(|| i32::from(d[0] - b'0') * 10 + i32::from(d[1] - b'0'))
             };
             let secs = two(h)? * 3600 + two(m)? * 60;
             if *sign == b'-' { -secs } else { secs }
@@ -346,7 +458,10 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     };
     let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
     let local = date.and_time(time);
-    FixedOffset::east_opt(offset_secs)?.from_local_datetime(&local).single().map(|t| t.with_timezone(&Utc))
+    FixedOffset::east_opt(offset_secs)?
+        .from_local_datetime(&local)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
@@ -374,8 +489,14 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(s), Some(want), "{s}");
         }
-        assert_eq!(parse_timestamp("2025-09-27 17:00:00.123456789 +0000"), Some(ts("2025-09-27T17:00:00.123456789Z")));
-        assert_eq!(parse_timestamp("2025-09-27 17:00:00.5"), Some(ts("2025-09-27T17:00:00.5Z")));
+        assert_eq!(
+            parse_timestamp("2025-09-27 17:00:00.123456789 +0000"),
+            Some(ts("2025-09-27T17:00:00.123456789Z"))
+        );
+        assert_eq!(
+            parse_timestamp("2025-09-27 17:00:00.5"),
+            Some(ts("2025-09-27T17:00:00.5Z"))
+        );
         for bad in [
             "",
             "2025-09-27",

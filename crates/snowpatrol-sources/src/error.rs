@@ -11,7 +11,11 @@ use std::path::PathBuf;
 pub enum SourceError {
     /// A CSV file is malformed. `line` is 1-based and counts the header, so it matches an editor's line numbers.
     #[error("{}: line {line}: {message}", path.display())]
-    Csv { path: PathBuf, line: u64, message: String },
+    Csv {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
 
     /// A file could not be opened, read or written.
     #[error("{}: {source}", path.display())]
@@ -35,7 +39,10 @@ pub enum SourceError {
 
     /// The query failed (or timed out) for a reason other than permissions.
     #[error("Snowflake query failed{}: {message}", query_id.as_deref().map(|q| format!(" (query id {q})")).unwrap_or_default())]
-    Query { message: String, query_id: Option<String> },
+    Query {
+        message: String,
+        query_id: Option<String>,
+    },
 
     /// Snowflake answered, but a column or value was not what the metering view holds.
     #[error("unexpected data from Snowflake: {message}")]

@@ -15,12 +15,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use csv_export::{
-    LABEL_COLUMNS, METERING_COLUMNS, parse_metering_csv, parse_timestamp, read_labels_csv, read_metering_csv,
-    write_labels_csv, write_metering_csv,
+    LABEL_COLUMNS, METERING_COLUMNS, parse_metering_csv, parse_timestamp, read_labels_csv,
+    read_metering_csv, write_labels_csv, write_metering_csv,
 };
 pub use error::SourceError;
 pub use snowflake::{
-    SnowflakeAuth, SnowflakeConfig, SnowflakeSource, UsageView, load_private_key, public_key_fingerprint,
+    SnowflakeAuth, SnowflakeConfig, SnowflakeSource, UsageView, load_private_key,
+    public_key_fingerprint,
 };
 pub use snowpatrol_detect::{AnomalyKind, AnomalyLabel, MeteringRow, WarehouseKey};
 pub use synthetic::{CsvSource, SyntheticSource};
@@ -29,7 +30,11 @@ pub use synthetic::{CsvSource, SyntheticSource};
 #[async_trait]
 pub trait MeteringSource: Send + Sync {
     /// Hourly rows with START_TIME in [from, to), pseudo warehouses (WAREHOUSE_ID <= 0) excluded.
-    async fn fetch(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<MeteringRow>, SourceError>;
+    async fn fetch(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MeteringRow>, SourceError>;
     /// One line for logs; never contains secrets.
     fn describe(&self) -> String;
 }

@@ -11,8 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use snowflake_connector_rs::bind::TimestampLtz;
 use snowflake_connector_rs::{
-    AuthConfig, Client, ClientConfig, EndpointConfig, ErrorKind, FromRow, KeyPairConfig, QueryConfig, SessionConfig,
-    Statement,
+    AuthConfig, Client, ClientConfig, EndpointConfig, ErrorKind, FromRow, KeyPairConfig,
+    QueryConfig, SessionConfig, Statement,
 };
 use snowpatrol_detect::MeteringRow;
 
@@ -33,7 +33,9 @@ pub enum UsageView {
 impl UsageView {
     fn qualified_view(self) -> &'static str {
         match self {
-            UsageView::OrganizationUsage => "SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY",
+            UsageView::OrganizationUsage => {
+                "SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY"
+            }
             UsageView::AccountUsage => "SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY",
         }
     }
@@ -102,11 +104,17 @@ fn default_query_timeout() -> Duration {
 
 impl SnowflakeConfig {
     /// A password config with defaults for everything optional (handy for tests and examples).
-    pub fn with_password(account: impl Into<String>, user: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn with_password(
+        account: impl Into<String>,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         Self {
             account: account.into(),
             user: user.into(),
-            auth: SnowflakeAuth::Password { password: SecretString::from(password.into()) },
+            auth: SnowflakeAuth::Password {
+                password: SecretString::from(password.into()),
+            },
             role: None,
             warehouse: None,
             view: UsageView::default(),
@@ -140,7 +148,9 @@ pub struct SnowflakeSource {
 
 impl std::fmt::Debug for SnowflakeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnowflakeSource").field("description", &self.description).finish_non_exhaustive()
+        f.debug_struct("SnowflakeSource")
+            .field("description", &self.description)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,7 +159,9 @@ impl SnowflakeSource {
     /// fails at start-up instead of at the first scheduled run.
     pub fn new(cfg: SnowflakeConfig) -> Result<Self, SourceError> {
         if cfg.account.trim().is_empty() {
-            return Err(SourceError::Config("snowflake.account is empty (expected e.g. \"myorg-myaccount\")".into()));
+            return Err(SourceError::Config(
+                "snowflake.account is empty (expected e.g. \"myorg-myaccount\")".into(),
+            ));
         }
         if cfg.user.trim().is_empty() {
             return Err(SourceError::Config("snowflake.user is empty".into()));
@@ -167,13 +179,19 @@ impl SnowflakeSource {
         let auth = match &cfg.auth {
             SnowflakeAuth::Password { password } => AuthConfig::password(password.expose_secret()),
             SnowflakeAuth::OAuth { token } => AuthConfig::oauth(token.expose_secret()),
-            SnowflakeAuth::KeyPair { private_key_path, passphrase } => {
+            SnowflakeAuth::KeyPair {
+                private_key_path,
+                passphrase,
+            } => {
                 let key = load_private_key(private_key_path, passphrase.as_ref())?;
                 key_fingerprint = public_key_fingerprint(&key);
                 // Hand the connector the decrypted key so each login skips the (deliberately slow) KDF; the
                 // connector keeps whatever it is given in memory either way.
                 let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| {
-                    SourceError::Config(format!("cannot re-encode private key {}: {e}", private_key_path.display()))
+                    SourceError::Config(format!(
+                        "cannot re-encode private key {}: {e}",
+                        private_key_path.display()
+                    ))
                 })?;
                 AuthConfig::key_pair(KeyPairConfig::from_pem(pem.as_str()))
             }
@@ -190,8 +208,9 @@ impl SnowflakeSource {
             .with_session(session)
             .with_query(QueryConfig::new().with_query_response_timeout(cfg.query_timeout));
         if let Some(base) = &cfg.base_url {
-            let url = url::Url::parse(base)
-                .map_err(|e| SourceError::Config(format!("snowflake.base_url {base:?} is not a URL: {e}")))?;
+            let url = url::Url::parse(base).map_err(|e| {
+                SourceError::Config(format!("snowflake.base_url {base:?} is not a URL: {e}"))
+            })?;
             client_config = client_config.with_endpoint(EndpointConfig::custom_base_url(url));
         }
         let client = Client::new(client_config)
@@ -205,7 +224,10 @@ impl SnowflakeSource {
             cfg.warehouse.as_deref().unwrap_or("<default>"),
             cfg.view.qualified_view(),
             cfg.auth.method(),
-            cfg.base_url.as_deref().map(|u| format!(" endpoint={u}")).unwrap_or_default(),
+            cfg.base_url
+                .as_deref()
+                .map(|u| format!(" endpoint={u}"))
+                .unwrap_or_default(),
         );
         Ok(Self {
             client,
@@ -243,18 +265,32 @@ impl SnowflakeSource {
         }
     }
 
-    async fn fetch_inner(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<MeteringRow>, SourceError> {
+    async fn fetch_inner(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MeteringRow>, SourceError> {
         let bind = |t: DateTime<Utc>| {
-            TimestampLtz::try_from(t).map_err(|e| SourceError::Config(format!("cannot bind timestamp {t}: {e}")))
+            TimestampLtz::try_from(t)
+                .map_err(|e| SourceError::Config(format!("cannot bind timestamp {t}: {e}")))
         };
-        let statement = Statement::new(Self::sql(self.view)).bind(bind(from)?).bind(bind(to)?);
+        let statement = Statement::new(Self::sql(self.view))
+            .bind(bind(from)?)
+            .bind(bind(to)?);
         // One session per fetch: the daemon fetches a few times a day, far apart, and a fresh login avoids
         // handling session expiry and keep-alive in between.
-        let session = self.client.create_session().await.map_err(|e| self.map_error(&e))?;
+        let session = self
+            .client
+            .create_session()
+            .await
+            .map_err(|e| self.map_error(&e))?;
         let mut rows = Vec::new();
         match self.view {
             UsageView::OrganizationUsage => {
-                let mut cursor = session.query_as::<OrgRow, _>(statement).await.map_err(|e| self.map_error(&e))?;
+                let mut cursor = session
+                    .query_as::<OrgRow, _>(statement)
+                    .await
+                    .map_err(|e| self.map_error(&e))?;
                 while let Some(table) = cursor.next_table().await.map_err(|e| self.map_error(&e))? {
                     for row in table.rows() {
                         rows.push(row.map_err(|e| self.map_error(&e))?.into_row());
@@ -263,8 +299,10 @@ impl SnowflakeSource {
             }
             UsageView::AccountUsage => {
                 let account = self.account_name.clone().unwrap_or_default();
-                let mut cursor =
-                    session.query_as::<AccountRow, _>(statement).await.map_err(|e| self.map_error(&e))?;
+                let mut cursor = session
+                    .query_as::<AccountRow, _>(statement)
+                    .await
+                    .map_err(|e| self.map_error(&e))?;
                 while let Some(table) = cursor.next_table().await.map_err(|e| self.map_error(&e))? {
                     for row in table.rows() {
                         rows.push(row.map_err(|e| self.map_error(&e))?.into_row(&account));
@@ -276,20 +314,34 @@ impl SnowflakeSource {
     }
 
     fn map_error(&self, e: &snowflake_connector_rs::Error) -> SourceError {
-        let message = e.snowflake_message().map_or_else(|| e.to_string(), str::to_owned);
-        classify(e.kind(), e.snowflake_code(), &message, e.query_id(), &self.hints)
+        let message = e
+            .snowflake_message()
+            .map_or_else(|| e.to_string(), str::to_owned);
+        classify(
+            e.kind(),
+            e.snowflake_code(),
+            &message,
+            e.query_id(),
+            &self.hints,
+        )
     }
 }
 
 #[async_trait]
 impl MeteringSource for SnowflakeSource {
-    async fn fetch(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<MeteringRow>, SourceError> {
+    async fn fetch(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MeteringRow>, SourceError> {
         let started = std::time::Instant::now();
         let result = self.fetch_inner(from, to).await;
         match &result {
             Ok(rows) => tracing::info!(source = %self.description, %from, %to, rows = rows.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64, "fetched metering rows"),
-            Err(e) => tracing::warn!(source = %self.description, %from, %to, error = %e, "metering fetch failed"),
+            Err(e) => {
+                tracing::warn!(source = %self.description, %from, %to, error = %e, "metering fetch failed")
+            }
         }
         result
     }
@@ -318,7 +370,9 @@ impl OrgRow {
             account_name: self.account_name,
             warehouse_id: self.warehouse_id,
             warehouse_name: self.warehouse_name,
-            service_type: self.service_type.unwrap_or_else(|| "WAREHOUSE_METERING".into()),
+            service_type: self
+                .service_type
+                .unwrap_or_else(|| "WAREHOUSE_METERING".into()),
             start_time: self.start_time,
             end_time: self.end_time,
             credits_used: self.credits_used,
@@ -356,7 +410,10 @@ impl AccountRow {
 }
 
 /// Loads an RSA private key, turning each way it can go wrong into the fix the operator needs.
-pub fn load_private_key(path: &Path, passphrase: Option<&SecretString>) -> Result<RsaPrivateKey, SourceError> {
+pub fn load_private_key(
+    path: &Path,
+    passphrase: Option<&SecretString>,
+) -> Result<RsaPrivateKey, SourceError> {
     let pem = std::fs::read_to_string(path).map_err(|e| {
         SourceError::Config(format!(
             "cannot read Snowflake private key file {}: {e} (check snowflake.auth.private_key_path)",
@@ -378,8 +435,11 @@ pub fn load_private_key(path: &Path, passphrase: Option<&SecretString>) -> Resul
         });
     }
     if pem.contains("BEGIN PRIVATE KEY") {
-        return RsaPrivateKey::from_pkcs8_pem(&pem)
-            .map_err(|e| SourceError::Config(format!("private key {p} is not a valid PKCS#8 RSA key: {e}")));
+        return RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| {
+            SourceError::Config(format!(
+                "private key {p} is not a valid PKCS#8 RSA key: {e}"
+            ))
+        });
     }
     if pem.contains("BEGIN RSA PRIVATE KEY") {
         use rsa::pkcs1::DecodeRsaPrivateKey;
@@ -409,7 +469,10 @@ fn base64_std(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -425,16 +488,33 @@ fn base64_std(bytes: &[u8]) -> String {
 ///
 /// Matches on Snowflake's error codes where they are stable and on message text otherwise (login rejections
 /// reach us without a code). Kept free of connector types so every branch is unit-tested.
-fn classify(kind: ErrorKind, code: Option<&str>, message: &str, query_id: Option<&str>, h: &HintContext) -> SourceError {
+fn classify(
+    kind: ErrorKind,
+    code: Option<&str>,
+    message: &str,
+    query_id: Option<&str>,
+    h: &HintContext,
+) -> SourceError {
     let lower = message.to_ascii_lowercase();
     let role = h.role.as_deref().unwrap_or("<the user's default role>");
-    let role_clause = h.role.as_deref().map_or_else(|| "the user's default role".to_owned(), |r| format!("role {r}"));
+    let role_clause = h.role.as_deref().map_or_else(
+        || "the user's default role".to_owned(),
+        |r| format!("role {r}"),
+    );
     let user = &h.user;
-    let auth = |hint: String| SourceError::Auth { message: message.to_owned(), hint };
-    let permission = |hint: String| SourceError::Permission { message: message.to_owned(), hint };
+    let auth = |hint: String| SourceError::Auth {
+        message: message.to_owned(),
+        hint,
+    };
+    let permission = |hint: String| SourceError::Permission {
+        message: message.to_owned(),
+        hint,
+    };
 
     let warehouse_hint = || match &h.warehouse {
-        Some(w) => format!("grant the warehouse to the role: `GRANT USAGE ON WAREHOUSE {w} TO ROLE {role}`"),
+        Some(w) => format!(
+            "grant the warehouse to the role: `GRANT USAGE ON WAREHOUSE {w} TO ROLE {role}`"
+        ),
         None => format!(
             "set snowflake.warehouse (the user has no default warehouse), and `GRANT USAGE ON WAREHOUSE <wh> TO ROLE {role}`"
         ),
@@ -442,10 +522,20 @@ fn classify(kind: ErrorKind, code: Option<&str>, message: &str, query_id: Option
 
     match kind {
         ErrorKind::Auth | ErrorKind::SessionExpired => {
-            if lower.contains("role") && (lower.contains("not granted") || lower.contains("not authorized") || lower.contains("does not exist")) {
-                auth(format!("`GRANT ROLE {role} TO USER {user}`, or remove snowflake.role to use the user's default role"))
+            if lower.contains("role")
+                && (lower.contains("not granted")
+                    || lower.contains("not authorized")
+                    || lower.contains("does not exist"))
+            {
+                auth(format!(
+                    "`GRANT ROLE {role} TO USER {user}`, or remove snowflake.role to use the user's default role"
+                ))
             } else if lower.contains("warehouse") {
                 auth(warehouse_hint())
+            } else if lower.contains("locked") || lower.contains("disabled") {
+                auth(format!(
+                    "the user is locked or disabled: `ALTER USER {user} SET DISABLED = FALSE` / `ALTER USER {user} UNSET MINS_TO_UNLOCK`"
+                ))
             } else if lower.contains("jwt") || h.auth_method == "key pair" {
                 let fp = h.key_fingerprint.as_deref().unwrap_or("<fingerprint>");
                 auth(format!(
@@ -458,8 +548,6 @@ fn classify(kind: ErrorKind, code: Option<&str>, message: &str, query_id: Option
                 auth("the OAuth access token is invalid or expired: obtain a new one for this user (Snowpatrol does not refresh tokens), \
                       and check the security integration allows the requested role"
                     .into())
-            } else if lower.contains("locked") || lower.contains("disabled") {
-                auth(format!("the user is locked or disabled: `ALTER USER {user} SET DISABLED = FALSE` / `ALTER USER {user} UNSET MINS_TO_UNLOCK`"))
             } else {
                 auth(format!(
                     "check snowflake.user ({user}), the password, and snowflake.account (orgname-accountname); Snowflake \
@@ -473,7 +561,10 @@ fn classify(kind: ErrorKind, code: Option<&str>, message: &str, query_id: Option
                 || lower.contains("does not exist because");
             if lower.contains("no active warehouse") || code == Some("000606") {
                 permission(warehouse_hint())
-            } else if lower.contains("insufficient privileges") || code == Some("003001") || not_authorized {
+            } else if lower.contains("insufficient privileges")
+                || code == Some("003001")
+                || not_authorized
+            {
                 permission(match h.view {
                     UsageView::OrganizationUsage => format!(
                         "{role_clause} cannot read SNOWFLAKE.ORGANIZATION_USAGE. ORGANIZATION_USAGE requires the ORGADMIN role \
@@ -488,17 +579,27 @@ fn classify(kind: ErrorKind, code: Option<&str>, message: &str, query_id: Option
                     ),
                 })
             } else {
-                SourceError::Query { message: message.to_owned(), query_id: query_id.map(str::to_owned) }
+                SourceError::Query {
+                    message: message.to_owned(),
+                    query_id: query_id.map(str::to_owned),
+                }
             }
         }
-        ErrorKind::Network => SourceError::Network { message: message.to_owned() },
+        ErrorKind::Network => SourceError::Network {
+            message: message.to_owned(),
+        },
         ErrorKind::Timeout => SourceError::Query {
             message: format!("{message} (raise snowflake.query_timeout or use a larger warehouse)"),
             query_id: query_id.map(str::to_owned),
         },
-        ErrorKind::Decode | ErrorKind::Protocol => SourceError::Data { message: message.to_owned() },
+        ErrorKind::Decode | ErrorKind::Protocol => SourceError::Data {
+            message: message.to_owned(),
+        },
         ErrorKind::Config => SourceError::Config(message.to_owned()),
-        _ => SourceError::Query { message: message.to_owned(), query_id: query_id.map(str::to_owned) },
+        _ => SourceError::Query {
+            message: message.to_owned(),
+            query_id: query_id.map(str::to_owned),
+        },
     }
 }
 
@@ -520,42 +621,121 @@ mod tests {
     #[test]
     fn not_authorized_names_the_grant_for_each_view() {
         let msg = "SQL compilation error:\nSchema 'SNOWFLAKE.ORGANIZATION_USAGE' does not exist or not authorized.";
-        let e = classify(ErrorKind::Server, Some("002003"), msg, Some("q1"), &hints(UsageView::OrganizationUsage, "password"));
+        let e = classify(
+            ErrorKind::Server,
+            Some("002003"),
+            msg,
+            Some("q1"),
+            &hints(UsageView::OrganizationUsage, "password"),
+        );
         let text = e.to_string();
         assert!(matches!(e, SourceError::Permission { .. }), "{text}");
-        assert!(text.contains("ORGANIZATION_USAGE requires the ORGADMIN role"), "{text}");
+        assert!(
+            text.contains("ORGANIZATION_USAGE requires the ORGADMIN role"),
+            "{text}"
+        );
         assert!(text.contains("TO ROLE COST_READER"), "{text}");
 
-        let e = classify(ErrorKind::Server, Some("002003"), msg, None, &hints(UsageView::AccountUsage, "password"));
-        assert!(e.to_string().contains("GRANT IMPORTED PRIVILEGES ON DATABASE SNOWFLAKE TO ROLE COST_READER"), "{e}");
+        let e = classify(
+            ErrorKind::Server,
+            Some("002003"),
+            msg,
+            None,
+            &hints(UsageView::AccountUsage, "password"),
+        );
+        assert!(
+            e.to_string()
+                .contains("GRANT IMPORTED PRIVILEGES ON DATABASE SNOWFLAKE TO ROLE COST_READER"),
+            "{e}"
+        );
     }
 
     #[test]
     fn warehouse_and_login_failures_get_specific_hints() {
         let h = hints(UsageView::OrganizationUsage, "password");
-        let e = classify(ErrorKind::Server, Some("000606"), "No active warehouse selected in the current session.", None, &h);
-        assert!(e.to_string().contains("GRANT USAGE ON WAREHOUSE SNOWPATROL_WH TO ROLE COST_READER"), "{e}");
+        let e = classify(
+            ErrorKind::Server,
+            Some("000606"),
+            "No active warehouse selected in the current session.",
+            None,
+            &h,
+        );
+        assert!(
+            e.to_string()
+                .contains("GRANT USAGE ON WAREHOUSE SNOWPATROL_WH TO ROLE COST_READER"),
+            "{e}"
+        );
 
-        let e = classify(ErrorKind::Auth, None, "Role 'COST_READER' specified in the connect string is not granted to this user.", None, &h);
-        assert!(e.to_string().contains("GRANT ROLE COST_READER TO USER SNOWPATROL"), "{e}");
+        let e = classify(
+            ErrorKind::Auth,
+            None,
+            "Role 'COST_READER' specified in the connect string is not granted to this user.",
+            None,
+            &h,
+        );
+        assert!(
+            e.to_string()
+                .contains("GRANT ROLE COST_READER TO USER SNOWPATROL"),
+            "{e}"
+        );
 
-        let e = classify(ErrorKind::Auth, None, "Incorrect username or password was specified.", None, &h);
-        assert!(matches!(e, SourceError::Auth { .. }) && e.to_string().contains("check snowflake.user"), "{e}");
+        let e = classify(
+            ErrorKind::Auth,
+            None,
+            "Incorrect username or password was specified.",
+            None,
+            &h,
+        );
+        assert!(
+            matches!(e, SourceError::Auth { .. }) && e.to_string().contains("check snowflake.user"),
+            "{e}"
+        );
 
-        let e = classify(ErrorKind::Auth, None, "JWT token is invalid.", None, &hints(UsageView::OrganizationUsage, "key pair"));
-        assert!(e.to_string().contains("RSA_PUBLIC_KEY_FP = SHA256:abc="), "{e}");
+        let e = classify(
+            ErrorKind::Auth,
+            None,
+            "JWT token is invalid.",
+            None,
+            &hints(UsageView::OrganizationUsage, "key pair"),
+        );
+        assert!(
+            e.to_string().contains("RSA_PUBLIC_KEY_FP = SHA256:abc="),
+            "{e}"
+        );
 
-        let e = classify(ErrorKind::Auth, None, "Invalid OAuth access token.", None, &hints(UsageView::OrganizationUsage, "OAuth"));
-        assert!(e.to_string().contains("OAuth access token is invalid or expired"), "{e}");
+        let e = classify(
+            ErrorKind::Auth,
+            None,
+            "Invalid OAuth access token.",
+            None,
+            &hints(UsageView::OrganizationUsage, "OAuth"),
+        );
+        assert!(
+            e.to_string()
+                .contains("OAuth access token is invalid or expired"),
+            "{e}"
+        );
     }
 
     #[test]
     fn other_kinds_keep_their_category() {
         let h = hints(UsageView::OrganizationUsage, "password");
         assert!(classify(ErrorKind::Network, None, "connection refused", None, &h).is_transient());
-        let e = classify(ErrorKind::Server, Some("001003"), "SQL compilation error: syntax error", Some("q9"), &h);
-        assert!(matches!(&e, SourceError::Query { query_id: Some(q), .. } if q == "q9"), "{e}");
-        assert!(matches!(classify(ErrorKind::Decode, None, "bad cell", None, &h), SourceError::Data { .. }));
+        let e = classify(
+            ErrorKind::Server,
+            Some("001003"),
+            "SQL compilation error: syntax error",
+            Some("q9"),
+            &h,
+        );
+        assert!(
+            matches!(&e, SourceError::Query { query_id: Some(q), .. } if q == "q9"),
+            "{e}"
+        );
+        assert!(matches!(
+            classify(ErrorKind::Decode, None, "bad cell", None, &h),
+            SourceError::Data { .. }
+        ));
     }
 
     #[test]
@@ -572,14 +752,20 @@ mod tests {
         let mut cfg = SnowflakeConfig::with_password("org-acct", "u", "pw");
         cfg.view = UsageView::AccountUsage;
         let e = SnowflakeSource::new(cfg).unwrap_err();
-        assert!(e.to_string().contains("needs snowflake.account_name"), "{e}");
+        assert!(
+            e.to_string().contains("needs snowflake.account_name"),
+            "{e}"
+        );
     }
 
     #[test]
     fn sql_filters_pseudo_warehouses_and_binds_the_window() {
         for view in [UsageView::OrganizationUsage, UsageView::AccountUsage] {
             let sql = SnowflakeSource::sql(view);
-            assert!(sql.contains("WHERE START_TIME >= ? AND START_TIME < ? AND WAREHOUSE_ID > 0"), "{sql}");
+            assert!(
+                sql.contains("WHERE START_TIME >= ? AND START_TIME < ? AND WAREHOUSE_ID > 0"),
+                "{sql}"
+            );
             assert!(sql.contains(view.qualified_view()), "{sql}");
         }
     }

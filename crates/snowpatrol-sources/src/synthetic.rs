@@ -30,14 +30,24 @@ impl CsvSource {
 
 #[async_trait]
 impl MeteringSource for CsvSource {
-    async fn fetch(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<MeteringRow>, SourceError> {
+    async fn fetch(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MeteringRow>, SourceError> {
         let path = self.path.clone();
         // Parsing millions of rows is blocking CPU and file work: keep it off the async workers.
         let rows = tokio::task::spawn_blocking(move || read_metering_csv(&path))
             .await
-            .map_err(|e| SourceError::Io { path: self.path.clone(), source: std::io::Error::other(e.to_string()) })??;
+            .map_err(|e| SourceError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
         let total = rows.len();
-        let rows: Vec<MeteringRow> = rows.into_iter().filter(|r| in_window(r, from, to)).collect();
+        let rows: Vec<MeteringRow> = rows
+            .into_iter()
+            .filter(|r| in_window(r, from, to))
+            .collect();
         tracing::debug!(path = %self.path.display(), total, kept = rows.len(), %from, %to, "read metering CSV");
         Ok(rows)
     }
@@ -80,14 +90,28 @@ impl SyntheticSource {
 
 #[async_trait]
 impl MeteringSource for SyntheticSource {
-    async fn fetch(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<MeteringRow>, SourceError> {
-        Ok(self.data.rows.iter().filter(|r| in_window(r, from, to)).cloned().collect())
+    async fn fetch(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MeteringRow>, SourceError> {
+        Ok(self
+            .data
+            .rows
+            .iter()
+            .filter(|r| in_window(r, from, to))
+            .cloned()
+            .collect())
     }
 
     fn describe(&self) -> String {
         format!(
             "synthetic seed={} accounts={} warehouses={} days={} end={}",
-            self.config.seed, self.config.accounts, self.config.warehouses, self.config.days, self.config.end
+            self.config.seed,
+            self.config.accounts,
+            self.config.warehouses,
+            self.config.days,
+            self.config.end
         )
     }
 }

@@ -6,8 +6,9 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use secrecy::ExposeSecret;
 use snowpatrol_detect::synthetic::SyntheticConfig;
 use snowpatrol_sources::{
-    AnomalyKind, AnomalyLabel, CsvSource, MeteringRow, MeteringSource, SnowflakeAuth, SnowflakeConfig, SourceError,
-    SyntheticSource, UsageView, WarehouseKey, read_labels_csv, read_metering_csv, write_labels_csv, write_metering_csv,
+    AnomalyKind, AnomalyLabel, CsvSource, MeteringRow, MeteringSource, SnowflakeAuth,
+    SnowflakeConfig, SourceError, SyntheticSource, UsageView, WarehouseKey, read_labels_csv,
+    read_metering_csv, write_labels_csv, write_metering_csv,
 };
 
 fn file(contents: &str) -> tempfile::NamedTempFile {
@@ -65,10 +66,28 @@ fn optional_columns_get_documented_defaults() {
     let rows = read_metering_csv(f.path()).unwrap();
     assert_eq!(rows[0].warehouse_id, 1);
     assert_eq!(rows[0].service_type, "WAREHOUSE_METERING");
-    assert_eq!(rows[0].end_time, Utc.with_ymd_and_hms(2025, 9, 27, 18, 0, 0).unwrap());
-    assert_eq!((rows[0].credits_used_compute, rows[0].credits_used_cloud_services), (1.0, 0.5));
-    assert_eq!(rows[1].warehouse_id, 0, "the pseudo warehouse is recognised by name");
-    assert_eq!((rows[1].credits_used_compute, rows[1].credits_used_cloud_services), (0.25, 0.0));
+    assert_eq!(
+        rows[0].end_time,
+        Utc.with_ymd_and_hms(2025, 9, 27, 18, 0, 0).unwrap()
+    );
+    assert_eq!(
+        (
+            rows[0].credits_used_compute,
+            rows[0].credits_used_cloud_services
+        ),
+        (1.0, 0.5)
+    );
+    assert_eq!(
+        rows[1].warehouse_id, 0,
+        "the pseudo warehouse is recognised by name"
+    );
+    assert_eq!(
+        (
+            rows[1].credits_used_compute,
+            rows[1].credits_used_cloud_services
+        ),
+        (0.25, 0.0)
+    );
 }
 
 #[test]
@@ -76,8 +95,16 @@ fn malformed_rows_fail_the_whole_file_with_their_line_number() {
     let header = "ACCOUNT_NAME,WAREHOUSE_NAME,START_TIME,CREDITS_USED\n";
     let good = "A,W,2025-09-27T17:00:00Z,1\n";
     for (bad, line, needle) in [
-        ("A,W,2025-09-27 25:00:00,1\n", 4, "START_TIME \"2025-09-27 25:00:00\" is not a timestamp"),
-        ("A,W,2025-09-27T17:00:00Z,lots\n", 4, "CREDITS_USED \"lots\" is not a number"),
+        (
+            "A,W,2025-09-27 25:00:00,1\n",
+            4,
+            "START_TIME \"2025-09-27 25:00:00\" is not a timestamp",
+        ),
+        (
+            "A,W,2025-09-27T17:00:00Z,lots\n",
+            4,
+            "CREDITS_USED \"lots\" is not a number",
+        ),
         ("A,W,2025-09-27T17:00:00Z,NaN\n", 4, "is not a number"),
         (",W,2025-09-27T17:00:00Z,1\n", 4, "ACCOUNT_NAME is empty"),
         ("A,W\n", 4, "START_TIME is missing"),
@@ -85,7 +112,11 @@ fn malformed_rows_fail_the_whole_file_with_their_line_number() {
         let f = file(&format!("{header}{good}{good}{bad}{good}"));
         let err = read_metering_csv(f.path()).unwrap_err();
         match &err {
-            SourceError::Csv { line: l, message, path } => {
+            SourceError::Csv {
+                line: l,
+                message,
+                path,
+            } => {
                 assert_eq!(*l, line, "{err}");
                 assert!(message.contains(needle), "{err}");
                 assert_eq!(path, f.path());
@@ -95,12 +126,21 @@ fn malformed_rows_fail_the_whole_file_with_their_line_number() {
         assert!(err.to_string().contains(&format!("line {line}:")), "{err}");
     }
 
-    let err = read_metering_csv(file("account,warehouse_name,start_time,credits_used\n").path()).unwrap_err();
-    assert!(err.to_string().contains("line 1: missing required column ACCOUNT_NAME"), "{err}");
+    let err = read_metering_csv(file("account,warehouse_name,start_time,credits_used\n").path())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("line 1: missing required column ACCOUNT_NAME"),
+        "{err}"
+    );
     let err = read_metering_csv(file("").path()).unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
     let err = read_metering_csv(std::path::Path::new("/nonexistent/metering.csv")).unwrap_err();
-    assert!(matches!(err, SourceError::Io { .. }) && err.to_string().contains("/nonexistent/metering.csv"), "{err}");
+    assert!(
+        matches!(err, SourceError::Io { .. })
+            && err.to_string().contains("/nonexistent/metering.csv"),
+        "{err}"
+    );
 }
 
 fn synthetic() -> SyntheticSource {
@@ -127,26 +167,42 @@ fn metering_csv_round_trips_exactly() {
 #[test]
 fn labels_round_trip_and_reject_unknown_kinds() {
     let src = synthetic();
-    assert!(!src.labels().is_empty(), "the generator should inject anomalies in 120 days x 5 warehouses");
+    assert!(
+        !src.labels().is_empty(),
+        "the generator should inject anomalies in 120 days x 5 warehouses"
+    );
     let mut buf = Vec::new();
     write_labels_csv(src.labels(), &mut buf).unwrap();
     let f = file(std::str::from_utf8(&buf).unwrap());
     assert_eq!(read_labels_csv(f.path()).unwrap(), src.labels());
 
-    let f = file("KIND,Usage_Date,account_name,warehouse_name\nSpike,2025-06-01,A,W\nmeltdown,2025-06-02,A,W\n");
+    let f = file(
+        "KIND,Usage_Date,account_name,warehouse_name\nSpike,2025-06-01,A,W\nmeltdown,2025-06-02,A,W\n",
+    );
     let err = read_labels_csv(f.path()).unwrap_err();
-    assert!(err.to_string().contains("line 3: unknown anomaly kind \"meltdown\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("line 3: unknown anomaly kind \"meltdown\""),
+        "{err}"
+    );
     let f = file("KIND,Usage_Date,account_name,warehouse_name\nSpike,2025-06-01,A,W\n");
     assert_eq!(
         read_labels_csv(f.path()).unwrap(),
-        vec![AnomalyLabel { key: WarehouseKey::new("A", "W"), date: NaiveDate::from_ymd_opt(2025, 6, 1).unwrap(), kind: AnomalyKind::Spike }]
+        vec![AnomalyLabel {
+            key: WarehouseKey::new("A", "W"),
+            date: NaiveDate::from_ymd_opt(2025, 6, 1).unwrap(),
+            kind: AnomalyKind::Spike
+        }]
     );
 }
 
 #[tokio::test]
 async fn csv_and_synthetic_sources_filter_window_and_pseudo_warehouses_alike() {
     let src = synthetic();
-    assert!(src.rows().iter().any(|r| r.warehouse_id <= 0), "fixture should include the pseudo warehouse");
+    assert!(
+        src.rows().iter().any(|r| r.warehouse_id <= 0),
+        "fixture should include the pseudo warehouse"
+    );
     let mut buf = Vec::new();
     write_metering_csv(src.rows(), &mut buf).unwrap();
     let f = file(std::str::from_utf8(&buf).unwrap());
@@ -154,8 +210,12 @@ async fn csv_and_synthetic_sources_filter_window_and_pseudo_warehouses_alike() {
 
     let from = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
     let to = Utc.with_ymd_and_hms(2025, 6, 8, 0, 0, 0).unwrap();
-    let want: Vec<MeteringRow> =
-        src.rows().iter().filter(|r| r.warehouse_id > 0 && r.start_time >= from && r.start_time < to).cloned().collect();
+    let want: Vec<MeteringRow> = src
+        .rows()
+        .iter()
+        .filter(|r| r.warehouse_id > 0 && r.start_time >= from && r.start_time < to)
+        .cloned()
+        .collect();
     assert!(!want.is_empty());
     assert_eq!(src.fetch(from, to).await.unwrap(), want);
     assert_eq!(csv.fetch(from, to).await.unwrap(), want);
@@ -184,16 +244,32 @@ fn snowflake_config_parses_from_toml_and_redacts_secrets() {
     assert_eq!(cfg.view, UsageView::AccountUsage);
     assert_eq!(cfg.query_timeout, std::time::Duration::from_secs(90));
     match &cfg.auth {
-        SnowflakeAuth::KeyPair { private_key_path, passphrase } => {
-            assert_eq!(private_key_path, std::path::Path::new("/etc/snowpatrol/key.p8"));
-            assert_eq!(passphrase.as_ref().unwrap().expose_secret(), "very-secret-passphrase");
+        SnowflakeAuth::KeyPair {
+            private_key_path,
+            passphrase,
+        } => {
+            assert_eq!(
+                private_key_path,
+                std::path::Path::new("/etc/snowpatrol/key.p8")
+            );
+            assert_eq!(
+                passphrase.as_ref().unwrap().expose_secret(),
+                "very-secret-passphrase"
+            );
         }
         other => panic!("{other:?}"),
     }
     assert!(!format!("{cfg:?}").contains("very-secret"), "{cfg:?}");
 
-    for (auth, secret) in [("method = \"password\"\npassword = \"pw-123456\"", "pw-123456"), ("method = \"oauth\"\ntoken = \"tok-abcdef\"", "tok-abcdef")] {
-        let cfg: SnowflakeConfig = toml::from_str(&format!("account = \"a\"\nuser = \"u\"\n[auth]\n{auth}\n")).unwrap();
+    for (auth, secret) in [
+        (
+            "method = \"password\"\npassword = \"pw-123456\"",
+            "pw-123456",
+        ),
+        ("method = \"oauth\"\ntoken = \"tok-abcdef\"", "tok-abcdef"),
+    ] {
+        let cfg: SnowflakeConfig =
+            toml::from_str(&format!("account = \"a\"\nuser = \"u\"\n[auth]\n{auth}\n")).unwrap();
         assert_eq!(cfg.view, UsageView::OrganizationUsage);
         assert_eq!(cfg.query_timeout, std::time::Duration::from_secs(300));
         assert!(!format!("{cfg:?}").contains(secret), "{cfg:?}");

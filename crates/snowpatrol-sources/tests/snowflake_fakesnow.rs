@@ -16,8 +16,8 @@ use secrecy::SecretString;
 use snowflake_connector_rs::bind::TimestampLtz;
 use snowflake_connector_rs::{AuthConfig, Client, ClientConfig, EndpointConfig, Statement};
 use snowpatrol_sources::{
-    MeteringRow, MeteringSource, SnowflakeAuth, SnowflakeConfig, SnowflakeSource, SourceError, UsageView,
-    public_key_fingerprint,
+    MeteringRow, MeteringSource, SnowflakeAuth, SnowflakeConfig, SnowflakeSource, SourceError,
+    UsageView, public_key_fingerprint,
 };
 
 const USER: &str = "SNOWPATROL";
@@ -41,7 +41,8 @@ struct Peer {
 impl Peer {
     fn start(extra: &[String]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fakesnow_json_server.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fakesnow_json_server.py");
         let mut child = Command::new(python())
             .arg(&script)
             .args(["--port", "0"])
@@ -51,11 +52,15 @@ impl Peer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} with {}: {e}", script.display(), python()));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let port = line
             .strip_prefix("LISTENING ")
             .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("fakesnow peer did not print LISTENING <port>, got {line:?}"));
+            .unwrap_or_else(|| {
+                panic!("fakesnow peer did not print LISTENING <port>, got {line:?}")
+            });
         Self { child, port }
     }
 
@@ -75,8 +80,9 @@ impl Peer {
     /// Creates the view's tables through the Rust connector itself and loads rows with bind parameters.
     async fn load(&self, rows: &[MeteringRow]) {
         let client = Client::new(
-            ClientConfig::new(USER, "acme-org", AuthConfig::password(PASSWORD))
-                .with_endpoint(EndpointConfig::custom_base_url(url::Url::parse(&self.base_url()).unwrap())),
+            ClientConfig::new(USER, "acme-org", AuthConfig::password(PASSWORD)).with_endpoint(
+                EndpointConfig::custom_base_url(url::Url::parse(&self.base_url()).unwrap()),
+            ),
         )
         .unwrap();
         let s = client.create_session().await.unwrap();
@@ -145,7 +151,15 @@ fn hour(d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 9, d, h, 0, 0).unwrap()
 }
 
-fn row(account: &str, id: i64, warehouse: &str, d: u32, h: u32, compute: f64, cloud: f64) -> MeteringRow {
+fn row(
+    account: &str,
+    id: i64,
+    warehouse: &str,
+    d: u32,
+    h: u32,
+    compute: f64,
+    cloud: f64,
+) -> MeteringRow {
     MeteringRow {
         account_name: account.into(),
         warehouse_id: id,
@@ -162,13 +176,21 @@ fn row(account: &str, id: i64, warehouse: &str, d: u32, h: u32, compute: f64, cl
 /// The fixture: the same warehouse name in two accounts, a pseudo warehouse, and rows on both window edges.
 fn fixture() -> Vec<MeteringRow> {
     vec![
-        row("ACME_PROD", 3, "COMPUTE_WH", 26, 23, 1.0, 0.0),             // before the window
-        row("ACME_PROD", 3, "COMPUTE_WH", 27, 0, 2.5, 0.125),            // first hour of the window
-        row("ACME_PROD", 3, "COMPUTE_WH", 27, 17, 7.123456789, 0.000000001), // Snowflake's 9-digit credits
+        row("ACME_PROD", 3, "COMPUTE_WH", 26, 23, 1.0, 0.0), // before the window
+        row("ACME_PROD", 3, "COMPUTE_WH", 27, 0, 2.5, 0.125), // first hour of the window
+        row(
+            "ACME_PROD",
+            3,
+            "COMPUTE_WH",
+            27,
+            17,
+            7.123456789,
+            0.000000001,
+        ), // Snowflake's 9-digit credits
         row("ACME_PROD", 9, "ETL_WH", 27, 3, 16.0, 0.5),
-        row("ACME_PROD", 0, "CLOUD_SERVICES_ONLY", 27, 5, 0.0, 0.75),    // pseudo warehouse: excluded
-        row("ACME_DEV", 3, "COMPUTE_WH", 27, 5, 0.25, 0.0),              // same name and id, other account
-        row("ACME_PROD", 3, "COMPUTE_WH", 28, 0, 4.0, 0.0),              // == to: excluded
+        row("ACME_PROD", 0, "CLOUD_SERVICES_ONLY", 27, 5, 0.0, 0.75), // pseudo warehouse: excluded
+        row("ACME_DEV", 3, "COMPUTE_WH", 27, 5, 0.25, 0.0), // same name and id, other account
+        row("ACME_PROD", 3, "COMPUTE_WH", 28, 0, 4.0, 0.0), // == to: excluded
     ]
 }
 
@@ -179,12 +201,20 @@ fn expected(rows: &[MeteringRow], account: Option<&str>) -> Vec<MeteringRow> {
         .filter(|r| account.is_none_or(|a| r.account_name == a))
         .cloned()
         .collect();
-    want.sort_by(|a, b| (&a.account_name, &a.warehouse_name, a.start_time).cmp(&(&b.account_name, &b.warehouse_name, b.start_time)));
+    want.sort_by(|a, b| {
+        (&a.account_name, &a.warehouse_name, a.start_time).cmp(&(
+            &b.account_name,
+            &b.warehouse_name,
+            b.start_time,
+        ))
+    });
     want
 }
 
 fn password_auth(p: &str) -> SnowflakeAuth {
-    SnowflakeAuth::Password { password: SecretString::from(p.to_owned()) }
+    SnowflakeAuth::Password {
+        password: SecretString::from(p.to_owned()),
+    }
 }
 
 #[tokio::test]
@@ -198,12 +228,29 @@ async fn organization_usage_extracts_exact_hourly_rows_for_the_window() {
     assert_eq!(want.len(), 4);
     assert_eq!(got, want);
     let names: Vec<String> = got.iter().map(|r| r.key().to_string()).collect();
-    assert_eq!(names, ["ACME_DEV.COMPUTE_WH", "ACME_PROD.COMPUTE_WH", "ACME_PROD.COMPUTE_WH", "ACME_PROD.ETL_WH"]);
+    assert_eq!(
+        names,
+        [
+            "ACME_DEV.COMPUTE_WH",
+            "ACME_PROD.COMPUTE_WH",
+            "ACME_PROD.COMPUTE_WH",
+            "ACME_PROD.ETL_WH"
+        ]
+    );
 
     // An empty window is an empty result, not an error.
-    assert!(source.fetch(hour(20, 0), hour(21, 0)).await.unwrap().is_empty());
+    assert!(
+        source
+            .fetch(hour(20, 0), hour(21, 0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let describe = source.describe();
-    assert!(describe.contains("ORGANIZATION_USAGE") && !describe.contains(PASSWORD), "{describe}");
+    assert!(
+        describe.contains("ORGANIZATION_USAGE") && !describe.contains(PASSWORD),
+        "{describe}"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +261,11 @@ async fn account_usage_takes_account_name_from_config() {
     let mut cfg = peer.config(password_auth("anything"));
     cfg.view = UsageView::AccountUsage;
     cfg.account_name = Some("ACME_PROD".into());
-    let got = SnowflakeSource::new(cfg).unwrap().fetch(hour(27, 0), hour(28, 0)).await.unwrap();
+    let got = SnowflakeSource::new(cfg)
+        .unwrap()
+        .fetch(hour(27, 0), hour(28, 0))
+        .await
+        .unwrap();
     assert_eq!(got, expected(&rows, Some("ACME_PROD")));
 }
 
@@ -225,8 +276,15 @@ async fn wrong_password_is_an_auth_error_that_does_not_leak_it() {
     let err = source.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
-    assert!(text.contains("Incorrect username or password") && text.contains("check snowflake.user (SNOWPATROL)"), "{text}");
-    assert!(!text.contains("hunter2") && !format!("{err:?}").contains("hunter2"), "{text}");
+    assert!(
+        text.contains("Incorrect username or password")
+            && text.contains("check snowflake.user (SNOWPATROL)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hunter2") && !format!("{err:?}").contains("hunter2"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -236,24 +294,48 @@ async fn missing_view_maps_to_the_missing_grant() {
     let err = source.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, SourceError::Permission { .. }), "{err:?}");
-    assert!(text.contains("ORGANIZATION_USAGE requires the ORGADMIN role"), "{text}");
-    assert!(text.contains("GRANT DATABASE ROLE SNOWFLAKE.ORGANIZATION_USAGE_VIEWER TO ROLE COST_READER"), "{text}");
+    assert!(
+        text.contains("ORGANIZATION_USAGE requires the ORGADMIN role"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "GRANT DATABASE ROLE SNOWFLAKE.ORGANIZATION_USAGE_VIEWER TO ROLE COST_READER"
+        ),
+        "{text}"
+    );
 
     let mut cfg = peer.config(password_auth("pw"));
     cfg.view = UsageView::AccountUsage;
     cfg.account_name = Some("ACME_PROD".into());
-    let err = SnowflakeSource::new(cfg).unwrap().fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
-    assert!(err.to_string().contains("GRANT IMPORTED PRIVILEGES ON DATABASE SNOWFLAKE TO ROLE COST_READER"), "{err}");
+    let err = SnowflakeSource::new(cfg)
+        .unwrap()
+        .fetch(hour(27, 0), hour(28, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("GRANT IMPORTED PRIVILEGES ON DATABASE SNOWFLAKE TO ROLE COST_READER"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn unreachable_endpoint_is_a_transient_network_error() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Bind and drop a listener to get a port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut cfg = SnowflakeConfig::with_password("acme-org", USER, PASSWORD);
     cfg.base_url = Some(format!("http://127.0.0.1:{port}"));
-    let err = SnowflakeSource::new(cfg).unwrap().fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
+    let err = SnowflakeSource::new(cfg)
+        .unwrap()
+        .fetch(hour(27, 0), hour(28, 0))
+        .await
+        .unwrap_err();
     assert!(err.is_transient(), "{err:?}");
 }
 
@@ -262,8 +344,14 @@ async fn oauth_login_works() {
     let peer = Peer::start(&[]);
     let rows = fixture();
     peer.load(&rows).await;
-    let source = SnowflakeSource::new(peer.config(SnowflakeAuth::OAuth { token: SecretString::from("tok-123".to_owned()) })).unwrap();
-    assert_eq!(source.fetch(hour(27, 0), hour(28, 0)).await.unwrap(), expected(&rows, None));
+    let source = SnowflakeSource::new(peer.config(SnowflakeAuth::OAuth {
+        token: SecretString::from("tok-123".to_owned()),
+    }))
+    .unwrap();
+    assert_eq!(
+        source.fetch(hour(27, 0), hour(28, 0)).await.unwrap(),
+        expected(&rows, None)
+    );
 }
 
 struct Keys {
@@ -286,31 +374,57 @@ fn keys() -> &'static Keys {
         let key = RsaPrivateKey::new(&mut rng, 2048).unwrap();
         let other = RsaPrivateKey::new(&mut rng, 2048).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("plain.p8"), key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+        std::fs::write(
+            dir.path().join("plain.p8"),
+            key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("encrypted.p8"),
-            key.to_pkcs8_encrypted_pem(&mut rng, b"s3cret-pass", LineEnding::LF).unwrap().as_bytes(),
+            key.to_pkcs8_encrypted_pem(&mut rng, b"s3cret-pass", LineEnding::LF)
+                .unwrap()
+                .as_bytes(),
         )
         .unwrap();
         {
             use rsa::pkcs1::EncodeRsaPrivateKey;
-            std::fs::write(dir.path().join("pkcs1.pem"), key.to_pkcs1_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+            std::fs::write(
+                dir.path().join("pkcs1.pem"),
+                key.to_pkcs1_pem(LineEnding::LF).unwrap().as_bytes(),
+            )
+            .unwrap();
         }
-        std::fs::write(dir.path().join("other.p8"), other.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
-        std::fs::write(dir.path().join("public.pem"), key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("other.p8"),
+            other.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("public.pem"),
+            key.to_public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap(),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("garbage.p8"), "not a key\n").unwrap();
         Keys { dir, key }
     })
 }
 
 fn key_pair(path: PathBuf, passphrase: Option<&str>) -> SnowflakeAuth {
-    SnowflakeAuth::KeyPair { private_key_path: path, passphrase: passphrase.map(|p| SecretString::from(p.to_owned())) }
+    SnowflakeAuth::KeyPair {
+        private_key_path: path,
+        passphrase: passphrase.map(|p| SecretString::from(p.to_owned())),
+    }
 }
 
 #[tokio::test]
 async fn key_pair_login_with_plain_encrypted_and_pkcs1_keys() {
     let k = keys();
-    let peer = Peer::start(&[format!("--rsa-public-key={USER}={}", k.path("public.pem").display())]);
+    let peer = Peer::start(&[format!(
+        "--rsa-public-key={USER}={}",
+        k.path("public.pem").display()
+    )]);
     let rows = fixture();
     peer.load(&rows).await;
     for auth in [
@@ -319,14 +433,22 @@ async fn key_pair_login_with_plain_encrypted_and_pkcs1_keys() {
         key_pair(k.path("pkcs1.pem"), None),
     ] {
         let source = SnowflakeSource::new(peer.config(auth.clone())).unwrap();
-        assert_eq!(source.fetch(hour(27, 0), hour(28, 0)).await.unwrap(), expected(&rows, None), "{auth:?}");
+        assert_eq!(
+            source.fetch(hour(27, 0), hour(28, 0)).await.unwrap(),
+            expected(&rows, None),
+            "{auth:?}"
+        );
     }
 
     // A key Snowflake does not know: the hint names the fingerprint DESC USER must show for OUR key.
     let source = SnowflakeSource::new(peer.config(key_pair(k.path("other.p8"), None))).unwrap();
     let err = source.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
     assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
-    assert!(err.to_string().contains("JWT token is invalid") && err.to_string().contains("RSA_PUBLIC_KEY_FP = SHA256:"), "{err}");
+    assert!(
+        err.to_string().contains("JWT token is invalid")
+            && err.to_string().contains("RSA_PUBLIC_KEY_FP = SHA256:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -339,16 +461,34 @@ fn key_loading_errors_say_what_to_fix() {
     };
     let err = SnowflakeSource::new(cfg(key_pair(k.path("missing.p8"), None))).unwrap_err();
     assert!(matches!(err, SourceError::Config(_)), "{err:?}");
-    assert!(err.to_string().contains("cannot read Snowflake private key file") && err.to_string().contains("missing.p8"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot read Snowflake private key file")
+            && err.to_string().contains("missing.p8"),
+        "{err}"
+    );
 
     let err = SnowflakeSource::new(cfg(key_pair(k.path("encrypted.p8"), None))).unwrap_err();
-    assert!(err.to_string().contains("is encrypted but snowflake.auth.passphrase is not set"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is encrypted but snowflake.auth.passphrase is not set"),
+        "{err}"
+    );
 
-    let err = SnowflakeSource::new(cfg(key_pair(k.path("encrypted.p8"), Some("wrong-pass")))).unwrap_err();
-    assert!(err.to_string().contains("cannot decrypt private key") && !err.to_string().contains("wrong-pass"), "{err}");
+    let err = SnowflakeSource::new(cfg(key_pair(k.path("encrypted.p8"), Some("wrong-pass"))))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot decrypt private key")
+            && !err.to_string().contains("wrong-pass"),
+        "{err}"
+    );
 
     let err = SnowflakeSource::new(cfg(key_pair(k.path("garbage.p8"), None))).unwrap_err();
-    assert!(err.to_string().contains("does not contain a PEM private key"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not contain a PEM private key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -365,6 +505,13 @@ fn fingerprint_matches_the_one_snowflake_tools_compute() {
         .arg(k.path("public.pem"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(public_key_fingerprint(&k.key).unwrap(), String::from_utf8(out.stdout).unwrap().trim());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        public_key_fingerprint(&k.key).unwrap(),
+        String::from_utf8(out.stdout).unwrap().trim()
+    );
 }
