@@ -1,10 +1,26 @@
 //! The Snowpatrol product: `prep` → `train` → `predict` jobs on the engine, chained by dataset events.
+//!
+//! - `prep` (cron): extract hourly metering, validate, replace the window, aggregate days, decompose; emits
+//!   [`FEATURES_DATASET`].
+//! - `train` (on features): fan out per warehouse; KS drift gate; train, register a version, move `latest`;
+//!   emits [`MODELS_DATASET`] once per run with counts.
+//! - `predict` (on models): fan out per warehouse; score recent days with `latest`; record anomalies; then one
+//!   `report` task (all_done) writes the Markdown report and charts and alerts on NEW incidents only.
 
+pub mod alerts;
 pub mod config;
+pub mod jobs;
+pub mod store;
 
 pub use config::{PipelineConfig, PredictSettings, PrepConfig, SlackSettings, SourceConfig, TrainSettings};
+pub use store::PipelineStore;
 
-use snowpatrol_engine::{FailureHook, JobRegistry, TaskFailure};
+use chrono::NaiveDate;
+use snowpatrol_alert::{SlackConfig, SlackNotifier};
+use snowpatrol_detect::AnomalyLabel;
+use snowpatrol_detect::synthetic::SyntheticConfig;
+use snowpatrol_engine::{FailureHook, JobRegistry};
+use snowpatrol_sources::{CsvSource, MeteringSource, SnowflakeSource, SyntheticSource};
 use snowpatrol_store::Database;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,32 +34,90 @@ pub enum PipelineError {
     Config(String),
     #[error(transparent)]
     Store(#[from] snowpatrol_store::StoreError),
+    #[error(transparent)]
+    Source(#[from] snowpatrol_sources::SourceError),
+    #[error(transparent)]
+    Alert(#[from] snowpatrol_alert::AlertError),
 }
 
 /// Shared state of the pipeline's tasks.
 pub struct Pipeline {
     pub db: Database,
+    pub store: PipelineStore,
     pub config: PipelineConfig,
     pub data_dir: PathBuf,
+    source: Arc<dyn MeteringSource>,
+    /// Last day the source has complete data for (synthetic sources end on a fixed day).
+    data_end: Option<NaiveDate>,
+    labels: Option<Vec<AnomalyLabel>>,
+    slack: Option<(SlackNotifier, String)>,
 }
 
 impl Pipeline {
     pub fn new(db: Database, config: PipelineConfig, data_dir: PathBuf) -> Result<Arc<Self>, PipelineError> {
-        Ok(Arc::new(Self { db, config, data_dir }))
+        let mut data_end = None;
+        let mut labels = None;
+        let source: Arc<dyn MeteringSource> = match &config.source {
+            SourceConfig::Snowflake { snowflake } => Arc::new(SnowflakeSource::new((**snowflake).clone())?),
+            SourceConfig::Csv { path } => Arc::new(CsvSource::new(path.clone())),
+            SourceConfig::Synthetic { seed, warehouses, days, end } => {
+                let end = end.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1));
+                let src = SyntheticSource::new(SyntheticConfig {
+                    seed: *seed,
+                    warehouses: *warehouses,
+                    days: *days,
+                    end,
+                    ..SyntheticConfig::default()
+                });
+                data_end = Some(end);
+                labels = Some(src.labels().to_vec());
+                Arc::new(src)
+            }
+        };
+        let slack = match &config.slack {
+            Some(s) => {
+                let token = SlackConfig::token_from_env_or_file(&s.token_env, s.token_file.as_deref())?;
+                let mut cfg = SlackConfig::new(s.channel.clone(), token);
+                cfg.api_url = s.api_url.clone();
+                cfg.max_attempts = s.max_attempts;
+                Some((SlackNotifier::new(cfg)?, s.channel.clone()))
+            }
+            None => None,
+        };
+        if config.train.drift_alpha <= 0.0 || config.train.drift_alpha >= 1.0 {
+            return Err(PipelineError::Config(format!(
+                "pipeline.train.drift_alpha must be between 0 and 1, got {}",
+                config.train.drift_alpha
+            )));
+        }
+        Ok(Arc::new(Self { store: PipelineStore::new(db.clone()), db, config, data_dir, source, data_end, labels, slack }))
+    }
+
+    /// Slack delivery, or None when alerts go to files under the data directory.
+    pub fn slack(&self) -> Option<&(SlackNotifier, String)> {
+        self.slack.as_ref()
+    }
+
+    pub fn source_description(&self) -> String {
+        self.source.describe()
+    }
+
+    /// Labels of the synthetic source, for scoring the demo's findings.
+    pub fn labels(&self) -> Option<&[AnomalyLabel]> {
+        self.labels.as_deref()
     }
 
     /// The jobs `prep`, `train` and `predict`.
     pub fn registry(self: &Arc<Self>) -> JobRegistry {
-        JobRegistry::new()
+        jobs::registry(self)
     }
 
     pub fn failure_hook(self: &Arc<Self>) -> Arc<dyn FailureHook> {
-        Arc::new(NoHook)
+        Arc::new(alerts::FailureAlerts(self.clone()))
     }
-}
 
-struct NoHook;
-#[async_trait::async_trait]
-impl FailureHook for NoHook {
-    async fn on_task_failed(&self, _f: TaskFailure) {}
+    /// Last complete day of source data.
+    pub fn data_end(&self) -> NaiveDate {
+        self.data_end.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1))
+    }
 }

@@ -1,0 +1,407 @@
+//! The three jobs and their tasks.
+
+use crate::store::{FeatureRow, NewAnomaly, NewModel};
+use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline};
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use serde_json::json;
+use snowpatrol_alert::{AnomalyDay, DailyPoint, Report, WarehouseSection};
+use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series};
+use snowpatrol_detect::decompose::seasonal_decompose;
+use snowpatrol_detect::drift::{DriftConfig, DriftDecision, check_drift};
+use snowpatrol_detect::model::{ModelKind, TrainConfig, TrainedModel, seed_for, train};
+use snowpatrol_detect::{MeteringRow, WarehouseKey};
+use snowpatrol_engine::{
+    JobDefinition, JobRegistry, ParamSpec, ParamType, TaskContext, TaskDefinition, TaskError, TaskOutput, TaskState,
+    TriggerRule, task_fn,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+fn store_err(what: &str) -> impl Fn(snowpatrol_store::StoreError) -> TaskError + '_ {
+    move |e| TaskError::retryable(format!("{what}: {e}"))
+}
+
+pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
+    let mut r = JobRegistry::new();
+    let (a, b) = (p.clone(), p.clone());
+    r.register(
+        JobDefinition::new("prep", "Extract metering, validate, build daily features")
+            .param(ParamSpec::new("backfill_days", ParamType::Int, json!(p.config.prep.backfill_days), "days loaded on the first run"))
+            .param(ParamSpec::new("reread_days", ParamType::Int, json!(p.config.prep.reread_days), "days re-read on every run"))
+            .task(TaskDefinition::new("extract", task_fn(move |ctx| extract(a.clone(), ctx))).retries(3))
+            .task(TaskDefinition::new("features", task_fn(move |ctx| features(b.clone(), ctx))).depends_on(&["extract"]).outlet(FEATURES_DATASET)),
+    );
+    let (a, b, c) = (p.clone(), p.clone(), p.clone());
+    r.register(
+        JobDefinition::new("train", "Drift check and per-warehouse training")
+            .param(ParamSpec::new("force_retrain", ParamType::Bool, json!(false), "retrain every warehouse, drift or not"))
+            .param(ParamSpec::new("model", ParamType::String, json!("default"), "default or baseline"))
+            .task(TaskDefinition::new("list_warehouses", task_fn(move |_| list_warehouses(a.clone(), false))))
+            .task(TaskDefinition::new("train_warehouse", task_fn(move |ctx| train_warehouse(b.clone(), ctx))).map_over("list_warehouses"))
+            .task(
+                TaskDefinition::new("publish", task_fn(move |ctx| publish(c.clone(), ctx)))
+                    .depends_on(&["train_warehouse"])
+                    .trigger_rule(TriggerRule::AllDone)
+                    .outlet(MODELS_DATASET),
+            ),
+    );
+    let (a, b, c) = (p.clone(), p.clone(), p.clone());
+    r.register(
+        JobDefinition::new("predict", "Score recent days, record anomalies, report and alert")
+            .task(TaskDefinition::new("list_warehouses", task_fn(move |_| list_warehouses(a.clone(), true))))
+            .task(TaskDefinition::new("score_warehouse", task_fn(move |ctx| score_warehouse(b.clone(), ctx))).map_over("list_warehouses"))
+            .task(
+                TaskDefinition::new("report", task_fn(move |ctx| report(c.clone(), ctx)))
+                    .depends_on(&["score_warehouse"])
+                    .trigger_rule(TriggerRule::AllDone),
+            ),
+    );
+    r
+}
+
+fn day_start(d: NaiveDate) -> DateTime<Utc> {
+    d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// Checks extracted rows; the error names what is wrong and where.
+pub fn validate_rows(rows: &[MeteringRow], from: NaiveDate, to_exclusive: NaiveDate) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut days = BTreeSet::new();
+    for r in rows {
+        let key = format!("{}.{}", r.account_name, r.warehouse_name);
+        if r.account_name.trim().is_empty() || r.warehouse_name.trim().is_empty() {
+            problems.push(format!("empty account or warehouse name at {} (warehouse id {})", r.start_time, r.warehouse_id));
+        }
+        for (name, v) in [("CREDITS_USED", r.credits_used), ("CREDITS_USED_COMPUTE", r.credits_used_compute), ("CREDITS_USED_CLOUD_SERVICES", r.credits_used_cloud_services)] {
+            if !(v >= 0.0) {
+                problems.push(format!("{name} = {v} for {key} at {}", r.start_time));
+            }
+        }
+        if !seen.insert((r.account_name.as_str(), r.warehouse_name.as_str(), r.start_time)) {
+            problems.push(format!("duplicate hour {} for {key}", r.start_time));
+        }
+        days.insert(r.start_time.date_naive());
+    }
+    let mut d = from;
+    let mut missing = Vec::new();
+    while d < to_exclusive {
+        if !days.contains(&d) {
+            missing.push(d.to_string());
+        }
+        d = d + Days::new(1);
+    }
+    if !missing.is_empty() {
+        problems.push(format!("no metering rows at all on {} day(s) of the window: {}", missing.len(), missing.iter().take(10).cloned().collect::<Vec<_>>().join(", ")));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let n = problems.len();
+        Err(format!("validation failed ({n} problem(s)): {}{}", problems.iter().take(10).cloned().collect::<Vec<_>>().join("; "), if n > 10 { "; …" } else { "" }))
+    }
+}
+
+async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+    let end = p.data_end();
+    let to = end + Days::new(1);
+    let range = p.store.daily_range().await.map_err(store_err("reading loaded range"))?;
+    let backfill = ctx.params.int("backfill_days").unwrap_or(p.config.prep.backfill_days).max(1) as u64;
+    let reread = ctx.params.int("reread_days").unwrap_or(p.config.prep.reread_days).max(1) as u64;
+    let from = match range {
+        None => to - Days::new(backfill),
+        // Re-read the lagging days, and everything missed since the last load.
+        Some((_, last)) => (to - Days::new(reread)).min(last + Days::new(1)),
+    };
+    info!(source = %p.source_description(), %from, %to, "extracting metering");
+    let rows = p
+        .source
+        .fetch(day_start(from), day_start(to))
+        .await
+        .map_err(|e| if e.is_transient() { TaskError::retryable(e.to_string()) } else { TaskError::permanent(e.to_string()) })?;
+    validate_rows(&rows, from, to).map_err(TaskError::permanent)?;
+    let daily = aggregate_daily(&rows);
+    p.store
+        .replace_hourly(day_start(from), day_start(to), &rows, Some(ctx.run_id))
+        .await
+        .map_err(store_err("loading hourly rows"))?;
+    let features: Vec<FeatureRow> = daily.into_iter().map(|usage| FeatureRow { usage, trend: None, seasonal: None, residual: None }).collect();
+    p.store.upsert_features(&features).await.map_err(store_err("writing daily usage"))?;
+    info!(rows = rows.len(), days = features.len(), "metering loaded");
+    Ok(TaskOutput::empty().with_data(json!({ "from": from, "to": end, "hourly_rows": rows.len(), "warehouse_days": features.len() })))
+}
+
+async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+    let days = p.store.load_daily(None).await.map_err(store_err("loading daily usage"))?;
+    let extracted = ctx.upstream("extract").await?;
+    let window = extracted.first().and_then(|t| t.output.as_ref()).and_then(|o| o.get("data")).cloned().unwrap_or(json!({}));
+    let end = p.data_end();
+    let rows = ctx
+        .run_cpu(move || {
+            use rayon::prelude::*;
+            let series = build_series(&days, Some(end));
+            series
+                .par_iter()
+                .flat_map_iter(|s| {
+                    let dec = if s.len() >= 14 { seasonal_decompose(&s.credits, 7).ok() } else { None };
+                    (0..s.len()).map(move |i| FeatureRow {
+                        usage: snowpatrol_detect::daily::DailyUsage {
+                            key: s.key.clone(),
+                            date: s.date(i),
+                            credits: s.credits[i],
+                            credits_compute: s.credits_compute[i],
+                            credits_cloud_services: s.credits_cloud_services[i],
+                            hours_active: s.hours_active[i],
+                            peak_hourly_credits: s.peak_hourly_credits[i],
+                        },
+                        trend: dec.as_ref().map(|d| d.trend[i]),
+                        seasonal: dec.as_ref().map(|d| d.seasonal[i]),
+                        residual: dec.as_ref().map(|d| d.resid[i]),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    let warehouses = rows.iter().map(|r| &r.usage.key).collect::<BTreeSet<_>>().len();
+    p.store.upsert_features(&rows).await.map_err(store_err("writing features"))?;
+    Ok(TaskOutput::with_extra(json!({
+        "from": window.get("from"), "to": window.get("to"), "hourly_rows": window.get("hourly_rows"),
+        "warehouses": warehouses, "feature_rows": rows.len()
+    })))
+}
+
+async fn list_warehouses(p: Arc<Pipeline>, with_model: bool) -> Result<TaskOutput, TaskError> {
+    let keys = p.store.warehouses(with_model).await.map_err(store_err("listing warehouses"))?;
+    Ok(TaskOutput::with_map_keys(keys.iter().map(|k| k.to_string()).collect()))
+}
+
+fn key_of(ctx: &TaskContext) -> Result<WarehouseKey, TaskError> {
+    let raw = ctx.map_key.clone().unwrap_or_default();
+    WarehouseKey::parse(&raw).ok_or_else(|| TaskError::permanent(format!("map key `{raw}` is not ACCOUNT.WAREHOUSE")))
+}
+
+async fn series_for(p: &Pipeline, key: &WarehouseKey) -> Result<Option<DailySeries>, TaskError> {
+    let days = p.store.load_daily(Some(key)).await.map_err(store_err("loading daily usage"))?;
+    Ok(build_series(&days, Some(p.data_end())).into_iter().next())
+}
+
+async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+    let key = key_of(&ctx)?;
+
+    let kind: ModelKind = ctx
+        .params
+        .string("model")
+        .unwrap_or("default")
+        .parse()
+        .map_err(|e| TaskError::permanent(format!("param model: {e}")))?;
+    let force = ctx.params.bool("force_retrain").unwrap_or(false);
+    let Some(series) = series_for(&p, &key).await? else {
+        return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no usage rows" })));
+    };
+    let settings = &p.config.train;
+    if series.len() < settings.min_days {
+        let reason = format!("only {} day(s) of history, fewer than min_days = {}", series.len(), settings.min_days);
+        info!(warehouse = %key, "{reason}: skipped");
+        return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": reason })));
+    }
+    let latest = p.store.model_by_alias(&key, "latest").await.map_err(store_err("reading latest model"))?;
+    let drift_cfg = DriftConfig { window_days: settings.drift_window_days, alpha: settings.drift_alpha, min_history_days: settings.drift_min_history_days };
+    let drift = check_drift(&series, &drift_cfg).map_err(|e| TaskError::permanent(format!("drift check: {e}")))?;
+    let drift_json = match &drift {
+        DriftDecision::Drift { pvalue, statistic } => json!({ "result": "drift", "pvalue": pvalue, "statistic": statistic }),
+        DriftDecision::NoDrift { pvalue, statistic } => json!({ "result": "no_drift", "pvalue": pvalue, "statistic": statistic }),
+        DriftDecision::InsufficientHistory { days } => json!({ "result": "insufficient_history", "days": days }),
+    };
+    let reason = match &latest {
+        _ if force => "force_retrain".to_string(),
+        None => "no model yet".to_string(),
+        Some(m) if m.model_kind != kind.as_str() => format!("model kind changed from {} to {}", m.model_kind, kind.as_str()),
+        Some(_) if drift.should_retrain() => format!("drift: {drift_json}"),
+        Some(m) => {
+            info!(warehouse = %key, version = m.version, "no drift: keeping the model");
+            return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no drift", "drift": drift_json, "version": m.version })));
+        }
+    };
+    let next_version = latest.as_ref().map_or(1, |m| m.version as i64 + 1);
+    let cfg = TrainConfig { kind, seed: seed_for(&key, next_version), min_days: settings.min_days, ..TrainConfig::default() };
+    let s = series.clone();
+    let model = ctx
+        .run_cpu(move || train(&s, &cfg))
+        .await?
+        .map_err(|e| TaskError::permanent(format!("training {key}: {e}")))?;
+    let model_json = serde_json::to_value(&model).map_err(|e| TaskError::permanent(format!("serializing model: {e}")))?;
+    let (model_id, version) = p
+        .store
+        .register_model(&NewModel {
+            key: key.clone(),
+            model_kind: kind.as_str().into(),
+            params: model.params_json(),
+            threshold: model.threshold,
+            training_start: model.training_start,
+            training_end: model.training_end,
+            metrics: serde_json::to_value(&model.metrics).unwrap_or_default(),
+            drift: drift_json.clone(),
+            model: model_json,
+            training_run_id: Some(ctx.run_id),
+        })
+        .await
+        .map_err(store_err("registering model"))?;
+    info!(warehouse = %key, version, model_id, %reason, "model trained");
+    Ok(TaskOutput::empty().with_data(json!({ "status": "trained", "version": version, "model_id": model_id, "reason": reason, "drift": drift_json })))
+}
+
+async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+    let results = ctx.upstream("train_warehouse").await?;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &results {
+        let status = match t.state {
+            TaskState::Success => t.output.as_ref().and_then(|o| o["data"]["status"].as_str()).unwrap_or("skipped"),
+            TaskState::Skipped => "skipped",
+            _ => "failed",
+        };
+        *counts.entry(status).or_default() += 1;
+    }
+    let extra = json!({
+        "trained": counts.get("trained").copied().unwrap_or(0),
+        "skipped": counts.get("skipped").copied().unwrap_or(0),
+        "failed": counts.get("failed").copied().unwrap_or(0),
+        "training_run_id": ctx.run_id,
+    });
+    info!(%extra, "training run summary");
+    Ok(TaskOutput::with_extra(extra))
+}
+
+async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+    let key = key_of(&ctx)?;
+    let Some(m) = p.store.model_by_alias(&key, "latest").await.map_err(store_err("reading latest model"))? else {
+        return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no model" })));
+    };
+    let model: TrainedModel = serde_json::from_value(m.model.clone())
+        .map_err(|e| TaskError::permanent(format!("model {} v{} cannot be read: {e}", key, m.version)))?;
+    let Some(series) = series_for(&p, &key).await? else {
+        return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no usage rows" })));
+    };
+    let days = p.config.predict.score_days;
+    let scores = ctx
+        .run_cpu(move || model.score(&series, days))
+        .await?
+        .map_err(|e| TaskError::permanent(format!("scoring {key}: {e}")))?;
+    let anomalies: Vec<NewAnomaly> = scores
+        .iter()
+        .filter(|s| s.is_anomaly)
+        .map(|s| NewAnomaly {
+            key: key.clone(),
+            usage_date: s.date,
+            model_id: m.model_id,
+            model_version: m.version,
+            run_id: ctx.run_id,
+            actual_credits: s.actual_credits,
+            expected_credits: s.expected_credits,
+            excess_credits: s.excess_credits,
+            score: s.score,
+            threshold: s.threshold,
+            explanation: s.explanation.clone(),
+        })
+        .collect();
+    let inserted = p.store.upsert_anomalies(&anomalies).await.map_err(store_err("recording anomalies"))?;
+    if !anomalies.is_empty() {
+        warn!(warehouse = %key, flagged = anomalies.len(), new = inserted, "anomalous days");
+    }
+    Ok(TaskOutput::empty().with_data(json!({ "scored": scores.len(), "flagged": anomalies.len(), "new": inserted, "model_version": m.version })))
+}
+
+async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+    let end = p.data_end();
+    let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
+    let rows = p.store.anomalies_since(since, None).await.map_err(store_err("reading anomalies"))?;
+    let mut by_key: BTreeMap<WarehouseKey, Vec<crate::store::AnomalyRow>> = BTreeMap::new();
+    for r in rows.into_iter().filter(|r| r.acknowledged_at.is_none()) {
+        by_key.entry(WarehouseKey::new(&r.account_name, &r.warehouse_name)).or_default().push(r);
+    }
+    let mut sections = Vec::new();
+    for (key, mut list) in by_key {
+        // One row per day: the newest model version's verdict.
+        list.sort_by_key(|a| (a.usage_date, std::cmp::Reverse(a.model_version)));
+        list.dedup_by_key(|a| a.usage_date);
+        let version = list.iter().map(|a| a.model_version).max().unwrap_or(0);
+        let history = history_points(&p, &key, p.config.predict.history_days).await?;
+        sections.push(WarehouseSection {
+            account_name: key.account_name.clone(),
+            warehouse_name: key.warehouse_name.clone(),
+            model_version: version as i64,
+            anomalies: list
+                .iter()
+                .map(|a| AnomalyDay {
+                    date: a.usage_date,
+                    actual_credits: a.actual_credits,
+                    expected_credits: a.expected_credits,
+                    excess_credits: a.excess_credits,
+                    score: a.score,
+                    threshold: a.threshold,
+                    explanation: a.explanation.clone(),
+                })
+                .collect(),
+            history,
+        });
+        let _ = &list;
+    }
+    let report = Report { run_id: ctx.run_id.to_string(), generated_at: Utc::now(), price_per_credit: p.config.price_per_credit, sections };
+    let markdown = snowpatrol_alert::render_markdown(&report);
+    let dir = p.data_dir.join("reports").join(format!("run-{}", ctx.run_id));
+    std::fs::create_dir_all(&dir).map_err(|e| TaskError::retryable(format!("cannot create {}: {e}", dir.display())))?;
+    for s in &report.sections {
+        let png = snowpatrol_alert::render_chart_png(s, 900, 420).map_err(|e| TaskError::permanent(format!("chart: {e}")))?;
+        let path = dir.join(snowpatrol_alert::chart_file_name(s));
+        std::fs::write(&path, png).map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, &markdown).map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())))?;
+    let total: usize = report.sections.iter().map(|s| s.anomalies.len()).sum();
+    p.store
+        .save_report(ctx.run_id, &markdown, &path.display().to_string(), total as i32)
+        .await
+        .map_err(store_err("saving report"))?;
+    // Alert once per incident (consecutive anomalous days of one warehouse), never again on reruns.
+    let _ = p.retry_pending_alerts().await;
+    let mut new_alerts = 0;
+    let mut duplicates = 0;
+    for s in &report.sections {
+        let key = WarehouseKey::new(&s.account_name, &s.warehouse_name);
+        let rows = p.store.anomalies_since(since, Some(&key)).await.map_err(store_err("reading anomalies"))?;
+        let mut incidents: HashMap<NaiveDate, Vec<NaiveDate>> = HashMap::new();
+        for r in rows.iter().filter(|r| r.acknowledged_at.is_none()) {
+            incidents.entry(r.incident_start).or_default().push(r.usage_date);
+        }
+        let mut starts: Vec<_> = incidents.keys().copied().collect();
+        starts.sort();
+        for start in starts {
+            let days: BTreeSet<NaiveDate> = incidents[&start].iter().copied().collect();
+            let section = WarehouseSection { anomalies: s.anomalies.iter().filter(|a| days.contains(&a.date)).cloned().collect(), ..s.clone() };
+            let one = Report { sections: vec![section], ..report.clone() };
+            let msg = snowpatrol_alert::report_message(&one);
+            let dedupe = format!("incident:{key}:{start}");
+            match p.alert(&dedupe, "anomaly", Some(ctx.run_id), &msg).await {
+                Ok(crate::alerts::Delivery::Duplicate) => duplicates += 1,
+                Ok(_) => new_alerts += 1,
+                Err(e) => return Err(TaskError::retryable(format!("alert outbox: {e}"))),
+            }
+        }
+    }
+    info!(report = %path.display(), anomalies = total, new_alerts, already_alerted = duplicates, "report written");
+    Ok(TaskOutput::empty().with_data(json!({ "report": path.display().to_string(), "anomalies": total, "new_alerts": new_alerts, "already_alerted": duplicates })))
+}
+
+async fn history_points(p: &Pipeline, key: &WarehouseKey, days: i64) -> Result<Vec<DailyPoint>, TaskError> {
+    let Some(series) = series_for(p, key).await? else { return Ok(vec![]) };
+    let n = series.len();
+    let take = (days.max(1) as usize).min(n);
+    let expected: HashMap<NaiveDate, f64> = match p.store.model_by_alias(key, "latest").await.map_err(store_err("reading model"))? {
+        Some(m) => match serde_json::from_value::<TrainedModel>(m.model) {
+            Ok(model) => model.score(&series, take).map(|v| v.into_iter().map(|d| (d.date, d.expected_credits)).collect()).unwrap_or_default(),
+            Err(_) => HashMap::new(),
+        },
+        None => HashMap::new(),
+    };
+    Ok((n - take..n).map(|i| DailyPoint { date: series.date(i), credits: series.credits[i], expected: expected.get(&series.date(i)).copied() }).collect())
+}

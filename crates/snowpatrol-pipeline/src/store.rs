@@ -1,0 +1,616 @@
+//! The pipeline's tables (see migrations/*/0002_pipeline.sql), on PostgreSQL and SQLite.
+//!
+//! Written once in a macro like the engine's store so both backends run the same statements; PostgreSQL
+//! additionally loads hourly rows with COPY, which is what makes large backfills fast.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use snowpatrol_detect::daily::DailyUsage;
+use snowpatrol_detect::{MeteringRow, WarehouseKey};
+use snowpatrol_store::{Database, Pool, StoreError};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Row};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelRow {
+    pub model_id: i64,
+    pub account_name: String,
+    pub warehouse_name: String,
+    pub version: i32,
+    pub model_kind: String,
+    pub threshold: f64,
+    pub training_start: NaiveDate,
+    pub training_end: NaiveDate,
+    pub metrics: serde_json::Value,
+    pub drift: serde_json::Value,
+    pub training_run_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub aliases: String,
+    #[serde(skip)]
+    pub model: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AnomalyRow {
+    pub anomaly_id: i64,
+    pub account_name: String,
+    pub warehouse_name: String,
+    pub usage_date: NaiveDate,
+    pub model_version: i32,
+    pub run_id: i64,
+    pub actual_credits: f64,
+    pub expected_credits: f64,
+    pub excess_credits: f64,
+    pub score: f64,
+    pub threshold: f64,
+    pub explanation: String,
+    pub incident_start: NaiveDate,
+    pub detected_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub ack_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertRow {
+    pub alert_id: i64,
+    pub dedupe_key: String,
+    pub kind: String,
+    pub run_id: Option<i64>,
+    pub channel: String,
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub slack_ts: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub message: serde_json::Value,
+}
+
+/// A scored anomalous day to record.
+#[derive(Clone, Debug)]
+pub struct NewAnomaly {
+    pub key: WarehouseKey,
+    pub usage_date: NaiveDate,
+    pub model_id: i64,
+    pub model_version: i32,
+    pub run_id: i64,
+    pub actual_credits: f64,
+    pub expected_credits: f64,
+    pub excess_credits: f64,
+    pub score: f64,
+    pub threshold: f64,
+    pub explanation: String,
+}
+
+/// A model version to register.
+#[derive(Clone, Debug)]
+pub struct NewModel {
+    pub key: WarehouseKey,
+    pub model_kind: String,
+    pub params: serde_json::Value,
+    pub threshold: f64,
+    pub training_start: NaiveDate,
+    pub training_end: NaiveDate,
+    pub metrics: serde_json::Value,
+    pub drift: serde_json::Value,
+    pub model: serde_json::Value,
+    pub training_run_id: Option<i64>,
+}
+
+/// One warehouse-day with its decomposition, as written by prep.
+#[derive(Clone, Debug)]
+pub struct FeatureRow {
+    pub usage: DailyUsage,
+    pub trend: Option<f64>,
+    pub seasonal: Option<f64>,
+    pub residual: Option<f64>,
+}
+
+const MODEL_COLUMNS: &str = "m.model_id, m.account_name, m.warehouse_name, m.version, m.model_kind, m.threshold, \
+    m.training_start, m.training_end, m.metrics, m.drift, m.training_run_id, m.created_at, m.model";
+const ANOMALY_COLUMNS: &str = "anomaly_id, account_name, warehouse_name, usage_date, model_version, run_id, \
+    actual_credits, expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at, \
+    acknowledged_at, ack_reason";
+const ALERT_COLUMNS: &str =
+    "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at";
+
+macro_rules! pipeline_backend {
+    ($module:ident, $DB:ty, begin = $begin:literal) => {
+        pub(crate) mod $module {
+            use super::*;
+            type DB = $DB;
+            type PoolT = sqlx::Pool<DB>;
+            type RowT = <DB as sqlx::Database>::Row;
+
+            pub async fn delete_hourly_window(tx: &mut sqlx::Transaction<'_, DB>, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<u64, StoreError> {
+                Ok(sqlx::query("DELETE FROM warehouse_metering_hourly WHERE start_time >= $1 AND start_time < $2")
+                    .bind(from)
+                    .bind(to)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected())
+            }
+
+            #[allow(dead_code)]
+            pub async fn insert_hourly_batched(tx: &mut sqlx::Transaction<'_, DB>, rows: &[MeteringRow], run_id: Option<i64>) -> Result<(), StoreError> {
+                for chunk in rows.chunks(2000) {
+                    let mut qb = sqlx::QueryBuilder::<DB>::new(
+                        "INSERT INTO warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, end_time, \
+                         credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) ",
+                    );
+                    qb.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.account_name.as_str())
+                            .push_bind(r.warehouse_id)
+                            .push_bind(r.warehouse_name.as_str())
+                            .push_bind(r.service_type.as_str())
+                            .push_bind(r.start_time)
+                            .push_bind(r.end_time)
+                            .push_bind(r.credits_used)
+                            .push_bind(r.credits_used_compute)
+                            .push_bind(r.credits_used_cloud_services)
+                            .push_bind(run_id);
+                    });
+                    qb.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            pub async fn upsert_features(pool: &PoolT, rows: &[FeatureRow]) -> Result<(), StoreError> {
+                let now = snowpatrol_store::now();
+                let mut tx = pool.begin_with($begin).await?;
+                for chunk in rows.chunks(1000) {
+                    let mut qb = sqlx::QueryBuilder::<DB>::new(
+                        "INSERT INTO warehouse_daily_usage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
+                         credits_used_cloud_services, hours_active, peak_hourly_credits, trend, seasonal, residual, updated_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, f| {
+                        let u = &f.usage;
+                        b.push_bind(u.key.account_name.as_str())
+                            .push_bind(u.key.warehouse_name.as_str())
+                            .push_bind(u.date)
+                            .push_bind(u.credits)
+                            .push_bind(u.credits_compute)
+                            .push_bind(u.credits_cloud_services)
+                            .push_bind(u.hours_active)
+                            .push_bind(u.peak_hourly_credits)
+                            .push_bind(f.trend)
+                            .push_bind(f.seasonal)
+                            .push_bind(f.residual)
+                            .push_bind(now);
+                    });
+                    qb.push(
+                        " ON CONFLICT (account_name, warehouse_name, usage_date) DO UPDATE SET credits_used = excluded.credits_used, \
+                         credits_used_compute = excluded.credits_used_compute, credits_used_cloud_services = excluded.credits_used_cloud_services, \
+                         hours_active = excluded.hours_active, peak_hourly_credits = excluded.peak_hourly_credits, trend = excluded.trend, \
+                         seasonal = excluded.seasonal, residual = excluded.residual, updated_at = excluded.updated_at",
+                    );
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            fn usage_from_row(r: &RowT) -> Result<DailyUsage, StoreError> {
+                Ok(DailyUsage {
+                    key: WarehouseKey::new(r.try_get::<String, _>("account_name")?, r.try_get::<String, _>("warehouse_name")?),
+                    date: r.try_get("usage_date")?,
+                    credits: r.try_get("credits_used")?,
+                    credits_compute: r.try_get("credits_used_compute")?,
+                    credits_cloud_services: r.try_get("credits_used_cloud_services")?,
+                    hours_active: r.try_get("hours_active")?,
+                    peak_hourly_credits: r.try_get("peak_hourly_credits")?,
+                })
+            }
+
+            pub async fn load_daily(pool: &PoolT, key: Option<&WarehouseKey>) -> Result<Vec<DailyUsage>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(
+                    "SELECT account_name, warehouse_name, usage_date, credits_used, credits_used_compute, credits_used_cloud_services, \
+                     hours_active, peak_hourly_credits FROM warehouse_daily_usage WHERE 1 = 1",
+                );
+                if let Some(k) = key {
+                    qb.push(" AND account_name = ").push_bind(k.account_name.clone());
+                    qb.push(" AND warehouse_name = ").push_bind(k.warehouse_name.clone());
+                }
+                qb.push(" ORDER BY account_name, warehouse_name, usage_date");
+                let rows = qb.build().fetch_all(pool).await?;
+                rows.iter().map(usage_from_row).collect()
+            }
+
+            pub async fn daily_range(pool: &PoolT) -> Result<Option<(NaiveDate, NaiveDate)>, StoreError> {
+                let row = sqlx::query("SELECT min(usage_date) AS lo, max(usage_date) AS hi FROM warehouse_daily_usage")
+                    .fetch_one(pool)
+                    .await?;
+                let lo: Option<NaiveDate> = row.try_get("lo")?;
+                let hi: Option<NaiveDate> = row.try_get("hi")?;
+                Ok(lo.zip(hi))
+            }
+
+            pub async fn warehouses(pool: &PoolT, with_model: bool) -> Result<Vec<WarehouseKey>, StoreError> {
+                let sql = if with_model {
+                    "SELECT DISTINCT account_name, warehouse_name FROM model_aliases WHERE alias = 'latest' ORDER BY account_name, warehouse_name"
+                } else {
+                    "SELECT DISTINCT account_name, warehouse_name FROM warehouse_daily_usage ORDER BY account_name, warehouse_name"
+                };
+                let rows = sqlx::query(sql).fetch_all(pool).await?;
+                rows.iter().map(|r| Ok(WarehouseKey::new(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?))).collect()
+            }
+
+            fn model_from_row(r: &RowT) -> Result<ModelRow, StoreError> {
+                Ok(ModelRow {
+                    model_id: r.try_get("model_id")?,
+                    account_name: r.try_get("account_name")?,
+                    warehouse_name: r.try_get("warehouse_name")?,
+                    version: r.try_get("version")?,
+                    model_kind: r.try_get("model_kind")?,
+                    threshold: r.try_get("threshold")?,
+                    training_start: r.try_get("training_start")?,
+                    training_end: r.try_get("training_end")?,
+                    metrics: r.try_get::<Json<serde_json::Value>, _>("metrics")?.0,
+                    drift: r.try_get::<Json<serde_json::Value>, _>("drift")?.0,
+                    training_run_id: r.try_get("training_run_id")?,
+                    created_at: r.try_get("created_at")?,
+                    aliases: r.try_get::<Option<String>, _>("aliases").ok().flatten().unwrap_or_default(),
+                    model: r.try_get::<Json<serde_json::Value>, _>("model")?.0,
+                })
+            }
+
+            pub async fn model_by_alias(pool: &PoolT, key: &WarehouseKey, alias: &str) -> Result<Option<ModelRow>, StoreError> {
+                let row = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {MODEL_COLUMNS}, a.alias AS aliases FROM model_aliases a JOIN models m ON m.model_id = a.model_id \
+                     WHERE a.account_name = $1 AND a.warehouse_name = $2 AND a.alias = $3"
+                )))
+                .bind(&key.account_name)
+                .bind(&key.warehouse_name)
+                .bind(alias)
+                .fetch_optional(pool)
+                .await?;
+                row.as_ref().map(model_from_row).transpose()
+            }
+
+            pub async fn register_model(pool: &PoolT, m: &NewModel) -> Result<(i64, i32), StoreError> {
+                let now = snowpatrol_store::now();
+                let mut tx = pool.begin_with($begin).await?;
+                let version: i32 = sqlx::query_scalar(
+                    "SELECT CAST(coalesce(max(version), 0) + 1 AS INTEGER) FROM models WHERE account_name = $1 AND warehouse_name = $2",
+                )
+                .bind(&m.key.account_name)
+                .bind(&m.key.warehouse_name)
+                .fetch_one(&mut *tx)
+                .await?;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO models (account_name, warehouse_name, version, model_kind, params, threshold, training_start, training_end, \
+                     metrics, drift, model, training_run_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING model_id",
+                )
+                .bind(&m.key.account_name)
+                .bind(&m.key.warehouse_name)
+                .bind(version)
+                .bind(&m.model_kind)
+                .bind(Json(&m.params))
+                .bind(m.threshold)
+                .bind(m.training_start)
+                .bind(m.training_end)
+                .bind(Json(&m.metrics))
+                .bind(Json(&m.drift))
+                .bind(Json(&m.model))
+                .bind(m.training_run_id)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO model_aliases (account_name, warehouse_name, alias, model_id, updated_at) VALUES ($1, $2, 'latest', $3, $4) \
+                     ON CONFLICT (account_name, warehouse_name, alias) DO UPDATE SET model_id = excluded.model_id, updated_at = excluded.updated_at",
+                )
+                .bind(&m.key.account_name)
+                .bind(&m.key.warehouse_name)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok((id, version))
+            }
+
+            pub async fn list_models(pool: &PoolT, warehouse: Option<&str>) -> Result<Vec<ModelRow>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(format!(
+                    "SELECT {MODEL_COLUMNS}, (SELECT min(a.alias) FROM model_aliases a WHERE a.model_id = m.model_id) AS aliases FROM models m WHERE 1 = 1"
+                ));
+                if let Some(w) = warehouse {
+                    qb.push(" AND (m.warehouse_name = ").push_bind(w.to_string());
+                    qb.push(" OR m.account_name || '.' || m.warehouse_name = ").push_bind(w.to_string()).push(")");
+                }
+                qb.push(" ORDER BY m.account_name, m.warehouse_name, m.version");
+                let rows = qb.build().fetch_all(pool).await?;
+                rows.iter().map(model_from_row).collect()
+            }
+
+            fn anomaly_from_row(r: &RowT) -> Result<AnomalyRow, StoreError> {
+                Ok(AnomalyRow {
+                    anomaly_id: r.try_get("anomaly_id")?,
+                    account_name: r.try_get("account_name")?,
+                    warehouse_name: r.try_get("warehouse_name")?,
+                    usage_date: r.try_get("usage_date")?,
+                    model_version: r.try_get("model_version")?,
+                    run_id: r.try_get("run_id")?,
+                    actual_credits: r.try_get("actual_credits")?,
+                    expected_credits: r.try_get("expected_credits")?,
+                    excess_credits: r.try_get("excess_credits")?,
+                    score: r.try_get("score")?,
+                    threshold: r.try_get("threshold")?,
+                    explanation: r.try_get("explanation")?,
+                    incident_start: r.try_get("incident_start")?,
+                    detected_at: r.try_get("detected_at")?,
+                    acknowledged_at: r.try_get("acknowledged_at")?,
+                    ack_reason: r.try_get("ack_reason")?,
+                })
+            }
+
+            /// Inserts unless the same (warehouse, day, model version) exists; consecutive days share an incident.
+            pub async fn upsert_anomalies(pool: &PoolT, rows: &[NewAnomaly]) -> Result<usize, StoreError> {
+                let now = snowpatrol_store::now();
+                let mut tx = pool.begin_with($begin).await?;
+                let mut inserted = 0;
+                for a in rows {
+                    let prev: Option<NaiveDate> = sqlx::query_scalar(
+                        "SELECT incident_start FROM anomalies WHERE account_name = $1 AND warehouse_name = $2 AND usage_date = $3 \
+                         ORDER BY model_version DESC LIMIT 1",
+                    )
+                    .bind(&a.key.account_name)
+                    .bind(&a.key.warehouse_name)
+                    .bind(a.usage_date - chrono::Days::new(1))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let n = sqlx::query(
+                        "INSERT INTO anomalies (account_name, warehouse_name, usage_date, model_id, model_version, run_id, actual_credits, \
+                         expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                         ON CONFLICT (account_name, warehouse_name, usage_date, model_version) DO NOTHING",
+                    )
+                    .bind(&a.key.account_name)
+                    .bind(&a.key.warehouse_name)
+                    .bind(a.usage_date)
+                    .bind(a.model_id)
+                    .bind(a.model_version)
+                    .bind(a.run_id)
+                    .bind(a.actual_credits)
+                    .bind(a.expected_credits)
+                    .bind(a.excess_credits)
+                    .bind(a.score)
+                    .bind(a.threshold)
+                    .bind(&a.explanation)
+                    .bind(prev.unwrap_or(a.usage_date))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    inserted += n as usize;
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            pub async fn anomalies_since(pool: &PoolT, since: NaiveDate, key: Option<&WarehouseKey>) -> Result<Vec<AnomalyRow>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(format!("SELECT {ANOMALY_COLUMNS} FROM anomalies WHERE usage_date >= "));
+                qb.push_bind(since);
+                if let Some(k) = key {
+                    qb.push(" AND account_name = ").push_bind(k.account_name.clone());
+                    qb.push(" AND warehouse_name = ").push_bind(k.warehouse_name.clone());
+                }
+                qb.push(" ORDER BY account_name, warehouse_name, usage_date, model_version");
+                let rows = qb.build().fetch_all(pool).await?;
+                rows.iter().map(anomaly_from_row).collect()
+            }
+
+            pub async fn ack_anomaly(pool: &PoolT, id: i64, reason: &str) -> Result<bool, StoreError> {
+                let n = sqlx::query("UPDATE anomalies SET acknowledged_at = $1, ack_reason = $2 WHERE anomaly_id = $3")
+                    .bind(snowpatrol_store::now())
+                    .bind(reason)
+                    .bind(id)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+
+            pub async fn save_report(pool: &PoolT, run_id: i64, markdown: &str, path: &str, anomalies: i32) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO reports (run_id, markdown, path, anomalies, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (run_id) DO UPDATE SET markdown = excluded.markdown, path = excluded.path, anomalies = excluded.anomalies",
+                )
+                .bind(run_id)
+                .bind(markdown)
+                .bind(path)
+                .bind(anomalies)
+                .bind(snowpatrol_store::now())
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+
+            pub async fn report_markdown(pool: &PoolT, run_id: i64) -> Result<Option<(String, String)>, StoreError> {
+                let row = sqlx::query("SELECT markdown, path FROM reports WHERE run_id = $1").bind(run_id).fetch_optional(pool).await?;
+                row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+            }
+
+            /// `None` when an alert with this dedupe key exists already (it was sent or is being sent).
+            pub async fn insert_alert(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value) -> Result<Option<i64>, StoreError> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
+                )
+                .bind(dedupe_key)
+                .bind(kind)
+                .bind(run_id)
+                .bind(channel)
+                .bind(Json(message))
+                .bind(snowpatrol_store::now())
+                .fetch_optional(pool)
+                .await?)
+            }
+
+            pub async fn record_alert_outcome(pool: &PoolT, id: i64, state: &str, attempts: i32, error: Option<&str>, ts: Option<&str>) -> Result<(), StoreError> {
+                let sent = if state == "sent" || state == "written" { Some(snowpatrol_store::now()) } else { None };
+                sqlx::query("UPDATE alerts SET state = $1, attempts = attempts + $2, last_error = $3, slack_ts = $4, sent_at = $5 WHERE alert_id = $6")
+                    .bind(state)
+                    .bind(attempts)
+                    .bind(error)
+                    .bind(ts)
+                    .bind(sent)
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            }
+
+            fn alert_from_row(r: &RowT) -> Result<AlertRow, StoreError> {
+                Ok(AlertRow {
+                    alert_id: r.try_get("alert_id")?,
+                    dedupe_key: r.try_get("dedupe_key")?,
+                    kind: r.try_get("kind")?,
+                    run_id: r.try_get("run_id")?,
+                    channel: r.try_get("channel")?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    last_error: r.try_get("last_error")?,
+                    slack_ts: r.try_get("slack_ts")?,
+                    created_at: r.try_get("created_at")?,
+                    sent_at: r.try_get("sent_at")?,
+                    message: r.try_get::<Json<serde_json::Value>, _>("message")?.0,
+                })
+            }
+
+            pub async fn list_alerts(pool: &PoolT, pending_only: bool, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+                let filter = if pending_only { "WHERE state = 'pending'" } else { "" };
+                let rows = sqlx::query(AssertSqlSafe(format!("SELECT {ALERT_COLUMNS} FROM alerts {filter} ORDER BY alert_id DESC LIMIT $1")))
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(alert_from_row).collect()
+            }
+        }
+    };
+}
+
+pipeline_backend!(pg, sqlx::Postgres, begin = "BEGIN");
+pipeline_backend!(lite, sqlx::Sqlite, begin = "BEGIN IMMEDIATE");
+
+macro_rules! dispatch {
+    ($db:expr, $f:ident ( $($arg:expr),* )) => {
+        match $db.pool() {
+            Pool::Postgres(p) => pg::$f(p $(, $arg)*).await,
+            Pool::Sqlite(p) => lite::$f(p $(, $arg)*).await,
+        }
+    };
+}
+
+/// Typed access to the pipeline's tables.
+#[derive(Clone, Debug)]
+pub struct PipelineStore {
+    db: Database,
+}
+
+impl PipelineStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Replaces every hourly row with START_TIME in [from, to) by `rows`, atomically (delete then insert),
+    /// so a rerun over the same window is idempotent. PostgreSQL loads through COPY.
+    pub async fn replace_hourly(&self, from: DateTime<Utc>, to: DateTime<Utc>, rows: &[MeteringRow], run_id: Option<i64>) -> Result<u64, StoreError> {
+        match self.db.pool() {
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                let deleted = pg::delete_hourly_window(&mut tx, from, to).await?;
+                let mut copy = tx
+                    .copy_in_raw(
+                        "COPY warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, end_time, \
+                         credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) FROM STDIN WITH (FORMAT text)",
+                    )
+                    .await?;
+                let run = run_id.map_or("\\N".to_string(), |r| r.to_string());
+                let mut buf = String::with_capacity(1 << 20);
+                for chunk in rows.chunks(20_000) {
+                    buf.clear();
+                    for r in chunk {
+                        use std::fmt::Write;
+                        let _ = writeln!(
+                            buf,
+                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                            copy_escape(&r.account_name),
+                            r.warehouse_id,
+                            copy_escape(&r.warehouse_name),
+                            copy_escape(&r.service_type),
+                            r.start_time.format("%Y-%m-%d %H:%M:%S%.f+00"),
+                            r.end_time.format("%Y-%m-%d %H:%M:%S%.f+00"),
+                            r.credits_used,
+                            r.credits_used_compute,
+                            r.credits_used_cloud_services,
+                            run
+                        );
+                    }
+                    copy.send(buf.as_bytes()).await?;
+                }
+                copy.finish().await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let deleted = lite::delete_hourly_window(&mut tx, from, to).await?;
+                lite::insert_hourly_batched(&mut tx, rows, run_id).await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+        }
+    }
+
+    pub async fn upsert_features(&self, rows: &[FeatureRow]) -> Result<(), StoreError> {
+        dispatch!(self.db, upsert_features(rows))
+    }
+    pub async fn load_daily(&self, key: Option<&WarehouseKey>) -> Result<Vec<DailyUsage>, StoreError> {
+        dispatch!(self.db, load_daily(key))
+    }
+    pub async fn daily_range(&self) -> Result<Option<(NaiveDate, NaiveDate)>, StoreError> {
+        dispatch!(self.db, daily_range())
+    }
+    pub async fn warehouses(&self, with_model: bool) -> Result<Vec<WarehouseKey>, StoreError> {
+        dispatch!(self.db, warehouses(with_model))
+    }
+    pub async fn model_by_alias(&self, key: &WarehouseKey, alias: &str) -> Result<Option<ModelRow>, StoreError> {
+        dispatch!(self.db, model_by_alias(key, alias))
+    }
+    pub async fn register_model(&self, m: &NewModel) -> Result<(i64, i32), StoreError> {
+        dispatch!(self.db, register_model(m))
+    }
+    pub async fn list_models(&self, warehouse: Option<&str>) -> Result<Vec<ModelRow>, StoreError> {
+        dispatch!(self.db, list_models(warehouse))
+    }
+    pub async fn upsert_anomalies(&self, rows: &[NewAnomaly]) -> Result<usize, StoreError> {
+        dispatch!(self.db, upsert_anomalies(rows))
+    }
+    pub async fn anomalies_since(&self, since: NaiveDate, key: Option<&WarehouseKey>) -> Result<Vec<AnomalyRow>, StoreError> {
+        dispatch!(self.db, anomalies_since(since, key))
+    }
+    pub async fn ack_anomaly(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
+        dispatch!(self.db, ack_anomaly(id, reason))
+    }
+    pub async fn save_report(&self, run_id: i64, markdown: &str, path: &str, anomalies: i32) -> Result<(), StoreError> {
+        dispatch!(self.db, save_report(run_id, markdown, path, anomalies))
+    }
+    pub async fn report_markdown(&self, run_id: i64) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self.db, report_markdown(run_id))
+    }
+    pub async fn insert_alert(&self, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value) -> Result<Option<i64>, StoreError> {
+        dispatch!(self.db, insert_alert(dedupe_key, kind, run_id, channel, message))
+    }
+    pub async fn record_alert_outcome(&self, id: i64, state: &str, attempts: i32, error: Option<&str>, ts: Option<&str>) -> Result<(), StoreError> {
+        dispatch!(self.db, record_alert_outcome(id, state, attempts, error, ts))
+    }
+    pub async fn list_alerts(&self, pending_only: bool, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+        dispatch!(self.db, list_alerts(pending_only, limit))
+    }
+}
+
+fn copy_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+}
