@@ -1,1 +1,127 @@
-fn main() {}
+//! `snowpatrol`: the command line and the daemon. This is the edge of the program: errors become messages a
+//! person can act on and a non-zero exit code, never a panic.
+
+mod commands;
+mod examples;
+mod output;
+mod server;
+mod settings;
+
+use clap::{Parser, Subcommand};
+use settings::LogFormat;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code of `snowpatrol run` when the run finished but did not succeed.
+pub const EXIT_RUN_FAILED: u8 = 3;
+/// Exit code for configuration errors (bad TOML, bad schedule, unknown dataset, ...).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for every other error (database unreachable, unknown job, bad parameter, ...).
+pub const EXIT_ERROR: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(name = "snowpatrol", version, about = "Finds anomalous Snowflake spend and tells people about it.")]
+pub struct Cli {
+    /// Configuration file (default: config/snowpatrol.toml if it exists, else built-in defaults).
+    #[arg(long, global = true, env = "SNOWPATROL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr (overrides `[logging] format`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the scheduler and workers until SIGTERM/SIGINT; serves /healthz, /readyz and /metrics.
+    Daemon,
+    /// Run a job now in this process (recorded like any run); exits non-zero when the run fails.
+    Run {
+        job: String,
+        /// Parameter override NAME=VALUE, checked against the declared type (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
+    /// Queue a manual run for the daemon to execute.
+    Trigger {
+        job: String,
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
+    /// Record an external dataset event (queues runs of jobs scheduled on the dataset).
+    Emit {
+        dataset: String,
+        /// JSON payload stored with the event.
+        #[arg(long)]
+        extra: Option<String>,
+    },
+    /// List recent runs.
+    Runs {
+        #[arg(long)]
+        job: Option<String>,
+        /// queued, running, success, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// List the task instances of a run.
+    Tasks { run_id: i64 },
+    /// List recent dataset events.
+    Events {
+        #[arg(long)]
+        dataset: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Explain why a job will or will not run: condition leaves, pending events, max_active_runs, next cron tick.
+    Explain { job: String },
+    /// List jobs with their schedule and paused state.
+    Jobs,
+    /// Pause a job: no new cron or dataset runs (events keep queueing and are consumed after unpause).
+    Pause { job: String },
+    /// Unpause a job.
+    Unpause { job: String },
+    /// Apply database migrations.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration (syntax, types, schedules, datasets, cycles) without touching the database.
+    Check,
+}
+
+fn main() -> ExitCode {
+    // Two TLS stacks (sqlx/reqwest and the Snowflake/Slack clients) pull in rustls providers; without an
+    // explicit choice rustls panics at the first handshake.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(p) = e.downcast_ref::<settings::ConfigProblems>() {
+                eprintln!("error: invalid configuration\n{p}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! What each subcommand does. Every path returns `anyhow` errors with context; `main` prints them.
+
+use crate::settings::{self, LoadedConfig, LogFormat, Settings};
+use crate::{Cli, Command, ConfigCommand, EXIT_RUN_FAILED, examples, output, server};
+use anyhow::{Context, bail};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use snowpatrol_engine::{CancellationToken, Engine, Jobs, RunState, resolve_jobs};
+use snowpatrol_pipeline::Pipeline;
+use snowpatrol_store::{Database, RunFilter, redact_url};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let loaded = settings::load(cli.config.as_deref())?;
+    init_logging(&loaded.settings, cli.log_format)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Config { command: ConfigCommand::Check } => config_check(&loaded, json).await,
+        Command::Migrate => {
+            let db = connect(&loaded.settings, false).await?;
+            db.migrate().await.with_context(|| format!("migrating {}", db.url_redacted()))?;
+            print(json, &json!({ "migrated": true, "database": db.url_redacted() }), || {
+                format!("migrated {} ({})", db.url_redacted(), db.backend_name())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Daemon => daemon(loaded).await,
+        Command::Runs { job, state, limit } => {
+            let db = open_ready(&loaded.settings).await?;
+            let state = state.map(|s| RunState::from_str(&s)).transpose().map_err(|e| anyhow::anyhow!("--state: {e}"))?;
+            let runs = db.list_runs(&RunFilter { job_name: job, state, limit }).await.context("listing runs")?;
+            print(json, &runs, || {
+                output::table(
+                    &["run", "job", "state", "trigger", "logical time", "started", "duration", "by", "error"],
+                    runs.iter()
+                        .map(|r| {
+                            vec![
+                                r.run_id.to_string(),
+                                r.job_name.clone(),
+                                r.state.to_string(),
+                                r.trigger_kind.to_string(),
+                                output::time(Some(r.logical_time)),
+                                output::time(r.started_at),
+                                output::duration(r.started_at, r.finished_at),
+                                r.triggered_by.clone(),
+                                output::short(r.error.as_deref(), 60),
+                            ]
+                        })
+                        .collect(),
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tasks { run_id } => {
+            let db = open_ready(&loaded.settings).await?;
+            if db.get_run(run_id).await.context("reading the run")?.is_none() {
+                bail!("no run with id {run_id} (see `snowpatrol runs`)");
+            }
+            let tasks = db.list_task_instances(run_id).await.context("listing task instances")?;
+            print(json, &tasks, || {
+                output::table(
+                    &["id", "task", "key", "state", "try", "worker", "started", "duration", "error"],
+                    tasks
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.task_instance_id.to_string(),
+                                t.task_name.clone(),
+                                t.map_key.clone(),
+                                t.state.to_string(),
+                                format!("{}/{}", t.try_number, t.max_tries),
+                                t.worker_id.clone().unwrap_or_default(),
+                                output::time(t.started_at),
+                                output::duration(t.started_at, t.finished_at),
+                                output::short(t.error.as_deref(), 60),
+                            ]
+                        })
+                        .collect(),
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { dataset, limit } => {
+            let db = open_ready(&loaded.settings).await?;
+            let events = db.list_events(dataset.as_deref(), limit).await.context("listing dataset events")?;
+            print(json, &events, || {
+                output::table(
+                    &["event", "dataset", "created", "source", "extra"],
+                    events
+                        .iter()
+                        .map(|e| {
+                            let source = match (&e.source_job, e.source_run_id, &e.source_task) {
+                                (Some(j), Some(r), Some(t)) => format!("{j} run {r} task {t}"),
+                                _ => e.created_by.clone(),
+                            };
+                            vec![
+                                e.event_id.to_string(),
+                                e.dataset_uri.clone(),
+                                output::time(Some(e.created_at)),
+                                source,
+                                output::short(Some(&e.extra.to_string()), 60),
+                            ]
+                        })
+                        .collect(),
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { job, params } => {
+            let app = App::open(&loaded).await?;
+            let shutdown = CancellationToken::new();
+            spawn_signal_watcher(shutdown.clone());
+            let run = app
+                .engine
+                .run_now(&job, &params, &triggered_by(), shutdown)
+                .await
+                .with_context(|| format!("running job `{job}`"))?;
+            let tasks = app.engine.db().list_task_instances(run.run_id).await.context("listing task instances")?;
+            print(json, &json!({ "run": run, "tasks": tasks }), || {
+                let mut s = format!("run {} of {}: {}", run.run_id, run.job_name, run.state);
+                if let Some(e) = &run.error {
+                    s.push_str(&format!(" ({e})"));
+                }
+                let failed: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| t.state == snowpatrol_engine::TaskState::Failed)
+                    .map(|t| format!("  {}[{}]: {}", t.task_name, t.map_key, t.error.as_deref().unwrap_or("")))
+                    .collect();
+                if !failed.is_empty() {
+                    s.push_str("\nfailed tasks:\n");
+                    s.push_str(&failed.join("\n"));
+                }
+                s
+            })?;
+            Ok(if run.state == RunState::Success { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUN_FAILED) })
+        }
+        Command::Trigger { job, params } => {
+            let app = App::open(&loaded).await?;
+            let run_id = app
+                .engine
+                .trigger(&job, &params, &triggered_by())
+                .await
+                .with_context(|| format!("triggering job `{job}`"))?;
+            print(json, &json!({ "run_id": run_id, "job": job, "state": "queued" }), || {
+                format!("queued run {run_id} of {job}; a running daemon will start it")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emit { dataset, extra } => {
+            let extra: serde_json::Value = match extra {
+                Some(s) => serde_json::from_str(&s).with_context(|| format!("--extra is not valid JSON: {s}"))?,
+                None => json!({}),
+            };
+            let app = App::open(&loaded).await?;
+            if !app.jobs().known_datasets.contains(&dataset) {
+                warn!(dataset, "no configured job produces this dataset or declares it external; recording it anyway");
+            }
+            let (event_id, queued) =
+                app.engine.emit(&dataset, &extra, &triggered_by()).await.with_context(|| format!("emitting {dataset}"))?;
+            print(json, &json!({ "event_id": event_id, "dataset": dataset, "queued_triggers": queued }), || {
+                format!("event {event_id} on {dataset}; queued for {queued} subscribing job(s)")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { job } => {
+            let app = App::open(&loaded).await?;
+            let x = app.engine.explain(&job).await.with_context(|| format!("explaining job `{job}`"))?;
+            print(json, &x, || {
+                let mut s = String::new();
+                s.push_str(&format!("job:             {}\n", x.job));
+                s.push_str(&format!("schedule:        {}\n", x.schedule));
+                s.push_str(&format!("paused:          {}\n", if x.paused { "yes" } else { "no" }));
+                if let Some(c) = &x.condition {
+                    let met = match x.condition_met {
+                        Some(true) => "met",
+                        _ => "not met",
+                    };
+                    s.push_str(&format!("condition:       {c} ({met})\n"));
+                    for l in &x.leaves {
+                        let ids: Vec<String> = l.pending_event_ids.iter().map(|i| i.to_string()).collect();
+                        let pending = if ids.is_empty() { "none".to_string() } else { ids.join(", ") };
+                        s.push_str(&format!("  {}  pending events: {pending}\n", l.dataset_uri));
+                    }
+                }
+                s.push_str(&format!(
+                    "max_active_runs: {} (queued {}, running {})\n",
+                    x.max_active_runs, x.queued_runs, x.running_runs
+                ));
+                let next = x.next_cron_tick.map_or_else(|| "none".to_string(), |t| t.to_rfc3339());
+                s.push_str(&format!("next cron tick:  {next}{}\n", if x.catchup { " (catchup on)" } else { "" }));
+                s.push_str(&format!("verdict:         {}", x.verdict));
+                s
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs => {
+            let app = App::open(&loaded).await?;
+            let rows = app.engine.db().list_jobs().await.context("listing jobs")?;
+            let list: Vec<serde_json::Value> = app
+                .jobs()
+                .jobs
+                .values()
+                .map(|j| {
+                    let paused = rows.iter().any(|r| r.job_name == j.name() && r.paused);
+                    json!({
+                        "job": j.name(),
+                        "schedule": j.schedule_text(),
+                        "paused": paused,
+                        "max_active_runs": j.max_active_runs,
+                        "description": j.definition.description,
+                        "params": j.params.specs.values().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": p.default})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            print(json, &list, || {
+                output::table(
+                    &["job", "schedule", "paused", "params", "description"],
+                    app.jobs()
+                        .jobs
+                        .values()
+                        .map(|j| {
+                            let paused = rows.iter().any(|r| r.job_name == j.name() && r.paused);
+                            let params: Vec<String> =
+                                j.params.specs.values().map(|p| format!("{}: {} = {}", p.name, p.ty, p.default)).collect();
+                            vec![
+                                j.name().to_string(),
+                                j.schedule_text(),
+                                if paused { "yes".into() } else { "no".into() },
+                                params.join(", "),
+                                j.definition.description.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { job } => set_paused(&loaded, json, &job, true).await,
+        Command::Unpause { job } => set_paused(&loaded, json, &job, false).await,
+    }
+}
+
+fn print<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", output::json(value)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+/// Who asked, recorded on runs and events (`cli:<user>@<host>`).
+fn triggered_by() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = hostname_lossy();
+    format!("cli:{user}@{host}")
+}
+
+fn hostname_lossy() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+fn init_logging(settings: &Settings, cli_format: Option<LogFormat>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).with_context(|| format!("RUST_LOG `{v}` is not a valid tracing filter"))?
+        }
+        _ => EnvFilter::try_new(&settings.logging.level).with_context(|| {
+            format!("[logging] level `{}` is not a valid tracing filter (e.g. `info` or `info,snowpatrol_engine=debug`)", settings.logging.level)
+        })?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match cli_format.unwrap_or(settings.logging.format) {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+/// Opens the configured database. `retry` is for the daemon, which must survive a database that starts later.
+async fn connect(settings: &Settings, retry: bool) -> anyhow::Result<Database> {
+    match settings.database_url() {
+        Some(url) => {
+            let url = url.expose_secret();
+            let redacted = redact_url(url);
+            let db = if retry {
+                Database::connect_with_retry(url, settings.database.connect_timeout).await
+            } else {
+                Database::connect(url).await
+            };
+            db.with_context(|| {
+                format!("connecting to the database {redacted} (from SNOWPATROL_DATABASE_URL or [database] url)")
+            })
+        }
+        None => {
+            let path = settings.data_dir().join("snowpatrol.db");
+            Database::open_sqlite_file(&path).await.with_context(|| {
+                format!("opening the embedded SQLite database {} ([server] data_dir / SNOWPATROL_DATA_DIR)", path.display())
+            })
+        }
+    }
+}
+
+/// Connects and makes sure the schema is there. The embedded SQLite file belongs to this one process, so it is
+/// migrated on the spot; a shared PostgreSQL database is migrated deliberately (`snowpatrol migrate` or the
+/// daemon's `migrate_on_start`), never behind an operator's back by a read-only command.
+async fn open_ready(settings: &Settings) -> anyhow::Result<Database> {
+    let db = connect(settings, false).await?;
+    let ready = db.is_ready().await.with_context(|| format!("checking the schema of {}", db.url_redacted()))?;
+    if !ready {
+        if db.backend_name() == "sqlite" {
+            db.migrate().await.with_context(|| format!("migrating {}", db.url_redacted()))?;
+        } else {
+            bail!(
+                "the database {} is not migrated to this version: run `snowpatrol migrate` (or start the daemon with [database] migrate_on_start = true)",
+                db.url_redacted()
+            );
+        }
+    }
+    Ok(db)
+}
+
+/// Builds the job set: the pipeline's jobs, plus the examples when enabled, validated against `[jobs.*]`.
+fn build_jobs(loaded: &LoadedConfig, db: &Database) -> anyhow::Result<(Jobs, Arc<Pipeline>)> {
+    let s = &loaded.settings;
+    let pipeline = Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir()).context("setting up the pipeline ([pipeline])")?;
+    let mut registry = pipeline.registry();
+    let mut configs = s.jobs.clone();
+    if s.examples.enabled {
+        examples::register(&mut registry);
+        examples::default_configs(&mut configs);
+    }
+    let jobs = resolve_jobs(&registry, &configs, &s.scheduler).map_err(|e| loaded.locate(&e.0))?;
+    Ok((jobs, pipeline))
+}
+
+struct App {
+    engine: Engine,
+}
+
+impl App {
+    /// Database, jobs and engine for a one-shot command; jobs are registered so runs and events refer to them.
+    async fn open(loaded: &LoadedConfig) -> anyhow::Result<Self> {
+        let db = open_ready(&loaded.settings).await?;
+        let (jobs, pipeline) = build_jobs(loaded, &db)?;
+        let engine = Engine::new(db, jobs, loaded.settings.scheduler.clone())
+            .context("starting the engine")?
+            .with_failure_hook(pipeline.failure_hook());
+        engine.register_jobs().await.context("registering jobs in the database")?;
+        Ok(Self { engine })
+    }
+    fn jobs(&self) -> &Jobs {
+        self.engine.jobs()
+    }
+}
+
+async fn set_paused(loaded: &LoadedConfig, json: bool, job: &str, paused: bool) -> anyhow::Result<ExitCode> {
+    let app = App::open(loaded).await?;
+    if app.jobs().get(job).is_none() {
+        bail!("{}", app.jobs().unknown_job(job));
+    }
+    let changed = app.engine.db().set_paused(job, paused).await.with_context(|| format!("updating job `{job}`"))?;
+    if !changed {
+        bail!("job `{job}` is not registered in the database");
+    }
+    let word = if paused { "paused" } else { "unpaused" };
+    print(json, &json!({ "job": job, "paused": paused }), || format!("{word} {job}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitCode> {
+    // Validation needs no real database: the pipeline only keeps the handle, so an in-memory one stands in.
+    let scratch = Database::connect("sqlite::memory:").await.context("opening a scratch in-memory database")?;
+    let (jobs, _) = build_jobs(loaded, &scratch)?;
+    let s = &loaded.settings;
+    let database = match s.database_url() {
+        Some(u) => redact_url(u.expose_secret()),
+        None => format!("sqlite://{} (embedded)", s.data_dir().join("snowpatrol.db").display()),
+    };
+    let list: Vec<_> = jobs.jobs.values().map(|j| json!({ "job": j.name(), "schedule": j.schedule_text() })).collect();
+    let report = json!({
+        "ok": true,
+        "file": loaded.file_display(),
+        "database": database,
+        "health_addr": s.server.health_addr.to_string(),
+        "data_dir": s.data_dir().display().to_string(),
+        "jobs": list,
+    });
+    print(json, &report, || {
+        let mut out = format!("configuration OK: {}\ndatabase: {database}\nhealth: {}\njobs:", loaded.file_display(), s.server.health_addr);
+        if jobs.jobs.is_empty() {
+            out.push_str(" (none)");
+        }
+        for j in jobs.jobs.values() {
+            out.push_str(&format!("\n  {}: {}", j.name(), j.schedule_text()));
+        }
+        out
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `token` on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+fn spawn_signal_watcher(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => info!("received SIGTERM; shutting down"),
+                        _ = tokio::signal::ctrl_c() => info!("received SIGINT; shutting down"),
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process gracefully");
+                    let _ = tokio::signal::ctrl_c().await;
+                    info!("received SIGINT; shutting down");
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("received Ctrl-C; shutting down");
+        }
+        token.cancel();
+    });
+}
+
+async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
+    let s = &loaded.settings;
+    let shutdown = CancellationToken::new();
+    spawn_signal_watcher(shutdown.clone());
+    info!(config = %loaded.file_display(), "snowpatrol daemon starting");
+    let db = tokio::select! {
+        db = connect(s, true) => db?,
+        _ = shutdown.cancelled() => {
+            info!("stopped before the database was reachable");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    info!(database = %db.url_redacted(), backend = db.backend_name(), "database connected");
+    if s.database.migrate_on_start {
+        db.migrate().await.with_context(|| format!("migrating {} on start", db.url_redacted()))?;
+        info!("migrations applied");
+    } else if !db.is_ready().await.context("checking the schema")? {
+        bail!(
+            "the database {} is not migrated and [database] migrate_on_start is false: run `snowpatrol migrate`",
+            db.url_redacted()
+        );
+    }
+    let (jobs, pipeline) = build_jobs(&loaded, &db)?;
+    let engine = Engine::new(db.clone(), jobs, s.scheduler.clone())
+        .context("starting the engine")?
+        .with_failure_hook(pipeline.failure_hook());
+    let listener = tokio::net::TcpListener::bind(s.server.health_addr)
+        .await
+        .with_context(|| format!("binding the health/metrics address {} ([server] health_addr)", s.server.health_addr))?;
+    info!(addr = %s.server.health_addr, "serving /healthz, /readyz and /metrics");
+    let server_stop = CancellationToken::new();
+    let app = server::router(db.clone(), engine.metrics());
+    let server_task = tokio::spawn(server::serve(listener, app, server_stop.clone()));
+    let result = engine.run_daemon(shutdown.clone()).await;
+    // Probes keep answering while the engine drains; the server stops last.
+    server_stop.cancel();
+    match server_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "health server stopped with an error"),
+        Err(e) => warn!(error = %e, "health server task failed"),
+    }
+    db.close().await;
+    result.context("the scheduler stopped with an error")?;
+    info!("snowpatrol daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
