@@ -75,14 +75,25 @@ pub struct DefaultRuleConfig {
     pub z_threshold_hourly: f64,
     /// Excess below this many credits is never worth an alert, however unusual.
     pub min_excess_credits: f64,
-    /// Excess must also be at least this fraction of the expected credits.
+    /// Excess must also be at least this fraction of the expected credits ...
     pub min_excess_ratio: f64,
+    /// ... and of the warehouse's average day (its level): a weekend blip on an office warehouse is not a cost
+    /// problem even when it is many times that weekend's usual zero.
+    pub min_excess_level_ratio: f64,
     /// Runaway evidence: at least this many more active hours than the same weekday usually has ...
     pub runaway_extra_hours: f64,
     /// ... and at least this many active hours in total.
     pub runaway_min_hours: f64,
-    /// Resize evidence: peak hourly burn at least this multiple of the recent median peak.
+    /// Resize evidence: peak hourly burn at least this multiple of the highest peak of the previous 28 days,
+    /// when that highest peak looks like the warehouse's cap (reached, within 10 %, on 3 or more of those days).
+    /// Snowflake bills at most size x clusters per hour, so busy warehouses sit at their cap, and only a resize
+    /// or a scale-out lifts it.
     pub resize_peak_ratio: f64,
+    /// The same without a visible cap (peaks vary freely): a much larger jump is needed.
+    pub resize_peak_ratio_uncapped: f64,
+    /// On days normally quiet (expected below half an average day, e.g. weekends of an office warehouse), the
+    /// excess must be at least this many average days: their zero-inflated usage makes any use look extreme.
+    pub quiet_day_excess_level_ratio: f64,
     /// Also flag falls in spend (off by default: drops do not cost money).
     pub flag_drops: bool,
 }
@@ -92,13 +103,16 @@ impl Default for DefaultRuleConfig {
         Self {
             level_window_days: 14,
             profile_weeks: 8,
-            z_threshold: 5.0,
-            z_threshold_hourly: 3.0,
-            min_excess_credits: 1.0,
+            z_threshold: 3.5,
+            z_threshold_hourly: 1.5,
+            min_excess_credits: 2.0,
             min_excess_ratio: 0.3,
+            min_excess_level_ratio: 0.5,
             runaway_extra_hours: 6.0,
             runaway_min_hours: 16.0,
-            resize_peak_ratio: 1.5,
+            resize_peak_ratio: 1.2,
+            resize_peak_ratio_uncapped: 2.0,
+            quiet_day_excess_level_ratio: 1.0,
             flag_drops: false,
         }
     }
@@ -357,9 +371,24 @@ fn fit_default(series: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     let mut rel: Vec<f64> =
         expected.iter().filter(|(e, _)| *e > 0.0 && *e >= 0.5 * mean_e).map(|(e, c)| (c - e) / e).collect();
     let mut abs_quiet: Vec<f64> = expected.iter().filter(|(e, _)| *e < 0.5 * mean_e).map(|(e, c)| c - e).collect();
-    model.scale_rel = mad(&mut rel).unwrap_or(0.1).max(0.03);
+    // Spend is right-skewed (log-normal-ish): the MAD describes the bulk, the upper tail is heavier. Take the
+    // larger of the MAD and the 95th percentile read as a normal quantile, so a warehouse whose good days are
+    // often +100 % needs more than that to alert.
+    let upper = {
+        let mut a = rel.clone();
+        a.sort_by(f64::total_cmp);
+        if a.is_empty() { 0.0 } else { a[((a.len() - 1) as f64 * 0.95).round() as usize] / 1.645 }
+    };
+    model.scale_rel = mad(&mut rel).unwrap_or(0.1).max(upper).max(0.03);
     let floor = 0.02 * level_mean + 0.01;
-    model.scale_abs = mad(&mut abs_quiet).unwrap_or(floor).max(floor);
+    // Quiet days are zero-inflated (an office warehouse's weekends), where the MAD is 0: take half the 90th
+    // percentile of their absolute residuals too, so the odd weekend query does not look like 20 sigma.
+    let q90 = {
+        let mut a: Vec<f64> = abs_quiet.iter().map(|v| v.abs()).collect();
+        a.sort_by(f64::total_cmp);
+        if a.is_empty() { 0.0 } else { a[((a.len() - 1) as f64 * 0.9).round() as usize] }
+    };
+    model.scale_abs = mad(&mut abs_quiet).unwrap_or(floor).max(0.5 * q90).max(floor);
     model
 }
 
@@ -405,13 +434,27 @@ impl DefaultModel {
         let usual_hours = median(&mut same_weekday).unwrap_or(0.0);
         let hours = s.hours_active[i];
         let runaway = hours >= (usual_hours + r.runaway_extra_hours).max(r.runaway_min_hours);
-        let from = i.saturating_sub(14);
-        let mut peaks: Vec<f64> = s.peak_hourly_credits[from..i].iter().copied().filter(|p| *p > 0.0).collect();
-        let usual_peak = median(&mut peaks).unwrap_or(0.0);
+        let from = i.saturating_sub(28);
+        let recent_peaks = &s.peak_hourly_credits[from..i];
+        let usual_peak = recent_peaks.iter().copied().fold(0.0, f64::max);
+        // A full hour bills exactly size x clusters, so a warehouse at its cap repeats the same peak to the
+        // third decimal; 2 % slack allows for cloud-services rounding in exports.
+        let capped = recent_peaks.iter().filter(|p| **p >= 0.98 * usual_peak).count() >= 3;
         let peak = s.peak_hourly_credits[i];
-        let resize = usual_peak > 0.0 && peak >= r.resize_peak_ratio * usual_peak;
+        let ratio = if capped { r.resize_peak_ratio } else { r.resize_peak_ratio_uncapped };
+        let resize = usual_peak > 0.0 && peak >= ratio * usual_peak;
         let threshold = if runaway || resize { r.z_threshold_hourly } else { r.z_threshold };
-        let material = r.min_excess_credits.max(r.min_excess_ratio * expected);
+        // The level gates guard against noise on bursty warehouses; hourly evidence already shows the cause, so
+        // with it only the absolute and relative gates apply (a resize adds ~50 %, less than half a level on a
+        // busy weekday).
+        let level = self.level(s, i);
+        let mut material = r.min_excess_credits.max(r.min_excess_ratio * expected);
+        if !(runaway || resize) {
+            material = material.max(r.min_excess_level_ratio * level);
+            if expected < 0.5 * level {
+                material = material.max(r.quiet_day_excess_level_ratio * level);
+            }
+        }
         let rise = z >= threshold && excess >= material;
         let fall = r.flag_drops && z <= -threshold && -excess >= material;
         let is_anomaly = rise || fall;
@@ -421,7 +464,7 @@ impl DefaultModel {
             why.push(format!("{hours:.0} h active vs usual {usual_hours:.0} h (left running?)"));
         }
         if resize {
-            why.push(format!("peak {peak:.2} credits/h vs usual {usual_peak:.2} (resize or scale-out?)"));
+            why.push(format!("peak {peak:.2} credits/h vs at most {usual_peak:.2} in 4 weeks (resize or scale-out?)"));
         }
         let cmp = if is_anomaly { if rise { ">=" } else { "<= -" } } else { "vs" };
         let explanation = format!(

@@ -47,7 +47,7 @@ impl Default for SyntheticConfig {
             warehouses: 12,
             days: 365,
             end: NaiveDate::from_ymd_opt(2025, 6, 30).unwrap_or_default(),
-            anomaly_rate: 1.0 / 40.0,
+            anomaly_rate: 1.0 / 90.0,
             kind_weights: [0.4, 0.2, 0.2, 0.2],
             include_pseudo_warehouses: true,
         }
@@ -171,8 +171,8 @@ fn warehouse(
         day_sigma: match workload {
             Workload::Etl => 0.08,
             Workload::Bi => 0.15,
-            Workload::AdHoc => 0.35,
-            Workload::Dev => 0.3,
+            Workload::AdHoc => 0.25,
+            Workload::Dev => 0.2,
         },
         first_day: if late { rng.random_range(0..cfg.days.max(2) / 3) } else { 0 },
         batch_start: rng.random_range(0..6),
@@ -203,16 +203,19 @@ fn warehouse(
         match p.workload {
             Workload::Etl => {
                 let factor = if weekend { 0.6 } else { 1.0 };
-                let hours = ((p.batch_hours as f64 * growth * factor * day_noise).round() as usize).clamp(1, 20);
-                for h in 0..hours {
+                // Per-second billing: the batch's last hour is partial, so spend varies smoothly with its length.
+                let duration = (p.batch_hours as f64 * growth * factor * day_noise).clamp(0.5, 20.0);
+                let mut h = 0;
+                while (h as f64) < duration {
                     let u = (p.base_util + 0.1 * normal(rng)).clamp(0.3, 1.0);
-                    hourly[(p.batch_start + h) % 24] = u;
+                    hourly[(p.batch_start + h) % 24] = u * (duration - h as f64).min(1.0);
+                    h += 1;
                 }
             }
             Workload::Bi | Workload::AdHoc | Workload::Dev => {
                 let (open, close, p_active, weekend_p) = match p.workload {
                     Workload::Bi => (8, 18, 0.95, 0.08),
-                    Workload::AdHoc => (9, 19, 0.45, 0.04),
+                    Workload::AdHoc => (9, 19, 0.6, 0.04),
                     _ => (10, 17, 0.5, 0.02),
                 };
                 let pa = if weekend { weekend_p } else { p_active };
@@ -249,14 +252,18 @@ fn warehouse(
                 }
                 x -= w;
             }
-            label = Some(kind);
-            cooldown = 10;
-            match kind {
-                AnomalyKind::Resize => {
+            // Resizes are done by people at work: weekdays only (a weekend draw is skipped).
+            let kind = if kind == AnomalyKind::Resize && weekend { None } else { Some(kind) };
+            label = kind;
+            if kind.is_some() {
+                cooldown = 10;
+            }
+            match kind.unwrap_or(AnomalyKind::Spike) {
+                AnomalyKind::Resize if label.is_some() => {
                     size *= 2.0;
                     util_factor *= 0.75;
                 }
-                AnomalyKind::Drop => drop_left = rng.random_range(0..5),
+                AnomalyKind::Drop if label.is_some() => drop_left = rng.random_range(0..5),
                 _ => {}
             }
         }
@@ -276,7 +283,14 @@ fn warehouse(
         let in_drop = drop_left > 0 || label == Some(AnomalyKind::Drop);
         match label {
             Some(AnomalyKind::Spike) => {
-                let mut extra = typical.max(size) * (0.8 + 1.7 * rng.random::<f64>());
+                // A runaway query or a reload: one to three extra typical days of work on steady warehouses. On
+                // bursty ones (ad-hoc, dev) a day of one to three typical days happens on its own every few
+                // weeks, so what anyone would call a spike there is larger: two to five.
+                let (lo, hi) = match p.workload {
+                    Workload::Etl | Workload::Bi => (1.0, 3.0),
+                    Workload::AdHoc | Workload::Dev => (2.0, 5.0),
+                };
+                let mut extra = typical.max(size) * (lo + (hi - lo) * rng.random::<f64>());
                 let mut h = rng.random_range(0..24);
                 let mut guard = 0;
                 while extra > 1e-9 && guard < 24 {
