@@ -273,7 +273,11 @@ fn init_logging(settings: &Settings, cli_format: Option<LogFormat>) -> anyhow::R
             format!("[logging] level `{}` is not a valid tracing filter (e.g. `info` or `info,snowpatrol_engine=debug`)", settings.logging.level)
         })?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match cli_format.unwrap_or(settings.logging.format) {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(true).try_init(),
         LogFormat::Pretty => builder.try_init(),

@@ -261,12 +261,12 @@ fn key_at_span(text: &str, span: &Range<usize>) -> Option<String> {
             if covers(k.span()) {
                 return Some(path);
             }
-            if covers(v.span()) {
-                if let toml::de::DeValue::Table(inner) = v.get_ref() {
-                    if let Some(p) = walk(inner, span, &path) {
-                        return Some(p);
-                    }
+            // `[section]` tables do not span their body, so descend into every table.
+            if let toml::de::DeValue::Table(inner) = v.get_ref() {
+                if let Some(p) = walk(inner, span, &path) {
+                    return Some(p);
                 }
+            } else if covers(v.span()) {
                 return Some(path);
             }
         }

@@ -1,0 +1,370 @@
+//! The real `snowpatrol` binary as a child process, against a fresh PostgreSQL database and a SQLite file.
+//!
+//! PostgreSQL comes from `snowpatrol_store::testing` (`SNOWPATROL_TEST_DATABASE_URL`); when it is not
+//! reachable these tests fail with the reason rather than skip.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_snowpatrol");
+
+const EXAMPLES_CONFIG: &str = r#"
+[examples]
+enabled = true
+
+[scheduler]
+poll_interval = "200ms"
+shutdown_grace = "5s"
+default_retry_delay = "100ms"
+
+[logging]
+level = "info"
+"#;
+
+struct Env {
+    dir: tempfile::TempDir,
+    db_url: Option<String>,
+}
+
+impl Env {
+    fn new(config: &str, db_url: Option<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("snowpatrol.toml"), config).unwrap();
+        Self { dir, db_url }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("snowpatrol.toml")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("SNOWPATROL_CONFIG", self.config_path())
+            .env("SNOWPATROL_DATA_DIR", self.dir.path().join("data"))
+            .env_remove("SNOWPATROL_DATABASE_URL")
+            .env_remove("RUST_LOG");
+        if let Some(url) = &self.db_url {
+            c.env("SNOWPATROL_DATABASE_URL", url);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "snowpatrol {args:?} failed: {}\n{}", out.status, text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let s = self.ok(&all);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {s}"))
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn config_check(config: &str) -> (Output, PathBuf) {
+    let env = Env::new(config, None);
+    let out = env.run(&["config", "check"]);
+    let path = env.config_path();
+    // Keep the directory alive until the command ran; the path is only used in messages afterwards.
+    drop(env);
+    (out, path)
+}
+
+fn assert_config_error(config: &str, expected: &[&str]) -> String {
+    let (out, path) = config_check(config);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "expected config error exit 2, got {:?}: {err}", out.status);
+    assert!(err.contains(&path.display().to_string()), "message must name the file: {err}");
+    for e in expected {
+        assert!(err.contains(e), "expected `{e}` in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn config_check_accepts_a_good_file_and_locates_errors() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    let out = env.ok(&["config", "check"]);
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(out.contains("example_report: datasets snowpatrol://examples/extracted"), "{out}");
+
+    // Environment overrides go through the `config` crate.
+    let mut c = env.command(&["config", "check", "--json"]);
+    c.env("SNOWPATROL__SERVER__HEALTH_ADDR", "127.0.0.1:9999");
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["health_addr"], "127.0.0.1:9999");
+    let mut c = env.command(&["config", "check"]);
+    c.env("SNOWPATROL__SCHEDULER__LEASE", "soon");
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("soon"), "{}", text(&out.stderr));
+
+    // Malformed TOML: file and line 4.
+    assert_config_error("[examples]\nenabled = true\n\n[jobs.example_fanout\ncron = \"@daily\"\n", &[":4:"]);
+    // Wrong type: line and key.
+    assert_config_error(
+        "[examples]\nenabled = true\n[scheduler]\nworker_concurrency = \"many\"\n",
+        &[":4:", "scheduler.worker_concurrency"],
+    );
+    // Bad cron: key path and its line.
+    assert_config_error(
+        "[examples]\nenabled = true\n\n[jobs.example_fanout]\ntimezone = \"UTC\"\ncron = \"61 * * * *\"\n",
+        &[":6: jobs.example_fanout.cron:", "61 * * * *"],
+    );
+    // Unknown dataset.
+    assert_config_error(
+        "[examples]\nenabled = true\n[jobs.example_report]\ndatasets = [\"snowpatrol://nope\"]\n",
+        &[":4: jobs.example_report.datasets:", "unknown dataset `snowpatrol://nope`"],
+    );
+    // A job scheduled on its own output would trigger itself forever.
+    assert_config_error(
+        "[examples]\nenabled = true\n[jobs.example_extract]\ndatasets = [\"snowpatrol://examples/extracted\"]\n",
+        &["cycle", "example_extract -> example_extract"],
+    );
+    // Unknown job and unknown section.
+    assert_config_error("[jobs.nosuchjob]\ncron = \"@daily\"\n", &[":1: jobs.nosuchjob:", "unknown job"]);
+    assert_config_error("[sheduler]\nlease = \"1s\"\n", &[":1:", "sheduler"]);
+}
+
+#[test]
+fn unreachable_database_is_a_clear_error_with_the_password_redacted() {
+    let env = Env::new(EXAMPLES_CONFIG, Some("postgres://nobody:hunter2@127.0.0.1:1/x".into()));
+    let started = Instant::now();
+    let out = env.run(&["runs"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect") && err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+    assert!(err.contains("nobody:***@"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+}
+
+/// The one-shot commands, identical on both backends.
+fn cli_flow(env: &Env) {
+    let m = env.ok(&["migrate"]);
+    assert!(m.contains("migrated"), "{m}");
+
+    let out = env.run(&["run", "example_fanout", "--param", "keys=3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs = env.json(&["runs", "--job", "example_fanout"]);
+    let run = &runs.as_array().unwrap()[0];
+    assert_eq!(run["state"], "success", "{runs}");
+    assert_eq!(run["trigger_kind"], "manual");
+    assert_eq!(run["params"]["keys"], 3);
+    let run_id = run["run_id"].as_i64().unwrap();
+    let tasks = env.json(&["tasks", &run_id.to_string()]);
+    let tasks = tasks.as_array().unwrap();
+    assert_eq!(tasks.len(), 4, "1 list task + 3 mapped: {tasks:?}");
+    assert_eq!(tasks.iter().filter(|t| t["task_name"] == "process").count(), 3);
+    let mut keys: Vec<&str> = tasks.iter().filter_map(|t| t["map_key"].as_str()).filter(|k| !k.is_empty()).collect();
+    keys.sort();
+    assert_eq!(keys, ["key-0", "key-1", "key-2"]);
+    assert!(tasks.iter().all(|t| t["state"] == "success"), "{tasks:?}");
+
+    // A failed run gives a non-zero exit.
+    let out = env.run(&["run", "example_fanout", "-p", "keys=2", "-p", "fail=true"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("failed"), "{}", text(&out.stdout));
+
+    // A wrongly typed parameter is refused before any run row exists.
+    let before = env.json(&["runs"]).as_array().unwrap().len();
+    let out = env.run(&["trigger", "example_fanout", "--param", "keys=lots"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("parameter `keys` of job `example_fanout` must be int, got `lots`"), "{err}");
+    let out = env.run(&["trigger", "example_fanout", "--param", "nope=1"]);
+    assert!(text(&out.stderr).contains("unknown parameter `nope`"), "{}", text(&out.stderr));
+    assert_eq!(env.json(&["runs"]).as_array().unwrap().len(), before, "a refused trigger created a run");
+
+    // Unknown job.
+    let out = env.run(&["explain", "no_such_job"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown job `no_such_job`"), "{}", text(&out.stderr));
+
+    // emit + explain: the pending event shows on the condition's leaf.
+    let x = env.json(&["explain", "example_report"]);
+    assert_eq!(x["condition_met"], false, "{x}");
+    let e = env.json(&["emit", "snowpatrol://examples/extracted", "--extra", r#"{"rows": 7}"#]);
+    let event_id = e["event_id"].as_i64().unwrap();
+    assert_eq!(e["queued_triggers"], 1, "{e}");
+    let x = env.json(&["explain", "example_report"]);
+    assert_eq!(x["condition_met"], true, "{x}");
+    assert_eq!(x["leaves"][0]["dataset_uri"], "snowpatrol://examples/extracted");
+    assert_eq!(x["leaves"][0]["pending_event_ids"], serde_json::json!([event_id]), "{x}");
+    let human = env.ok(&["explain", "example_report"]);
+    assert!(human.contains(&format!("pending events: {event_id}")), "{human}");
+    let events = env.json(&["events", "--dataset", "snowpatrol://examples/extracted"]);
+    assert_eq!(events[0]["extra"]["rows"], 7, "{events}");
+    let out = env.run(&["emit", "snowpatrol://x", "--extra", "{not json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--extra is not valid JSON"), "{}", text(&out.stderr));
+
+    // pause / unpause show up in `jobs` and in explain.
+    env.ok(&["pause", "example_report"]);
+    let jobs = env.json(&["jobs"]);
+    let report = jobs.as_array().unwrap().iter().find(|j| j["job"] == "example_report").unwrap();
+    assert_eq!(report["paused"], true, "{jobs}");
+    assert!(env.json(&["explain", "example_report"])["verdict"].as_str().unwrap().contains("paused"));
+    env.ok(&["unpause", "example_report"]);
+    let jobs = env.json(&["jobs"]);
+    let report = jobs.as_array().unwrap().iter().find(|j| j["job"] == "example_report").unwrap();
+    assert_eq!(report["paused"], false, "{jobs}");
+    let table = env.ok(&["jobs"]);
+    assert!(table.contains("example_fanout") && table.contains("keys: int = 5"), "{table}");
+}
+
+#[test]
+fn cli_on_sqlite() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    cli_flow(&env);
+    assert!(env.dir.path().join("data/snowpatrol.db").is_file(), "embedded database in the data directory");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+async fn wait_http(url: &str, deadline: Duration) -> reqwest::Response {
+    let started = Instant::now();
+    loop {
+        match reqwest::get(url).await {
+            Ok(r) => return r,
+            Err(e) if started.elapsed() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{url} not answering after {deadline:?}: {e}"),
+        }
+    }
+}
+
+fn wait_run_state(env: &Env, run_id: i64, state: &str, deadline: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let runs = env.json(&["runs", "--limit", "100"]);
+        if let Some(r) = runs.as_array().unwrap().iter().find(|r| r["run_id"] == run_id) {
+            if r["state"] == state {
+                return r.clone();
+            }
+        }
+        assert!(started.elapsed() < deadline, "run {run_id} not {state} after {deadline:?}: {runs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_and_daemon_on_postgres() {
+    let url = snowpatrol_store::testing::fresh_postgres_url().await;
+    let env = Env::new(EXAMPLES_CONFIG, Some(url));
+    cli_flow(&env);
+
+    // A queued manual run and a pending dataset event (from cli_flow) wait for the daemon.
+    let t = env.json(&["trigger", "example_fanout", "-p", "keys=4"]);
+    let run_id = t["run_id"].as_i64().unwrap();
+    let port = free_port();
+    let daemon = Daemon(
+        env.command(&["daemon", "--log-format", "json"])
+            .env("SNOWPATROL__SERVER__HEALTH_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let r = wait_http(&format!("{base}/healthz"), Duration::from_secs(20)).await;
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+
+    let run = wait_run_state(&env, run_id, "success", Duration::from_secs(20));
+    assert_eq!(run["params"]["keys"], 4);
+    assert_eq!(env.json(&["tasks", &run_id.to_string()]).as_array().unwrap().len(), 5);
+    // The event emitted in cli_flow triggered example_report.
+    let started = Instant::now();
+    loop {
+        let runs = env.json(&["runs", "--job", "example_report"]);
+        if runs.as_array().unwrap().iter().any(|r| r["state"] == "success" && r["trigger_kind"] == "dataset") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "example_report never ran: {runs}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("snowpatrol_job_runs"), "{body}");
+    assert!(body.contains(r#"snowpatrol_job_runs{job="example_fanout",state="success"}"#), "{body}");
+
+    // SIGTERM: a clean exit well within the 5 s grace period.
+    let mut daemon = daemon;
+    sigterm(&daemon.0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "daemon did not exit within the grace period");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    daemon.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "daemon exit {status}: {stderr}");
+    assert!(stderr.contains("received SIGTERM"), "{stderr}");
+    // JSON logs: every line is a JSON object.
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(serde_json::from_str::<Value>(line).is_ok(), "not a JSON log line: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_refuses_an_unmigrated_database_without_migrate_on_start() {
+    // An empty SQLite file is unmigrated, and `migrate_on_start = false` keeps the daemon from migrating it:
+    // it must refuse to start, saying what to do.
+    let env = Env::new("[database]\nmigrate_on_start = false\n", None);
+    let port = free_port();
+    let out = env
+        .command(&["daemon"])
+        .env("SNOWPATROL__SERVER__HEALTH_ADDR", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not migrated") && err.contains("snowpatrol migrate"), "{err}");
+}
