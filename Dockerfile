@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: a Rust builder, then a slim Debian runtime running as a non-root user.
+# Health is probed by Kubernetes (/healthz, /readyz on [server] health_addr), so no HEALTHCHECK here.
+
+FROM rust:1.95-slim-bookworm AS builder
+WORKDIR /src
+# Everything is pure Rust (rustls, bundled SQLite, bundled font): no system libraries are needed.
+COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
+COPY migrations ./migrations
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p snowpatrol \
+ && install -D -m 0755 target/release/snowpatrol /out/snowpatrol
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates tzdata \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 snowpatrol \
+ && useradd --system --uid 10001 --gid snowpatrol --home-dir /var/lib/snowpatrol --shell /usr/sbin/nologin snowpatrol \
+ && install -d -o snowpatrol -g snowpatrol -m 0750 /var/lib/snowpatrol /etc/snowpatrol
+COPY --from=builder /out/snowpatrol /usr/local/bin/snowpatrol
+COPY config/snowpatrol.toml /etc/snowpatrol/snowpatrol.toml
+ENV SNOWPATROL_CONFIG=/etc/snowpatrol/snowpatrol.toml \
+    SNOWPATROL_DATA_DIR=/var/lib/snowpatrol \
+    SNOWPATROL__SERVER__HEALTH_ADDR=0.0.0.0:9187 \
+    SNOWPATROL__LOGGING__FORMAT=json
+USER 10001:10001
+WORKDIR /var/lib/snowpatrol
+VOLUME ["/var/lib/snowpatrol"]
+EXPOSE 9187
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/snowpatrol"]
+CMD ["daemon"]
