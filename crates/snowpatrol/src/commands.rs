@@ -18,23 +18,49 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(&loaded.settings, cli.log_format)?;
     let json = cli.json;
     match cli.command {
-        Command::Config { command: ConfigCommand::Check } => config_check(&loaded, json).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&loaded, json).await,
         Command::Migrate => {
             let db = connect(&loaded.settings, false).await?;
-            db.migrate().await.with_context(|| format!("migrating {}", db.url_redacted()))?;
-            print(json, &json!({ "migrated": true, "database": db.url_redacted() }), || {
-                format!("migrated {} ({})", db.url_redacted(), db.backend_name())
-            })?;
+            db.migrate()
+                .await
+                .with_context(|| format!("migrating {}", db.url_redacted()))?;
+            print(
+                json,
+                &json!({ "migrated": true, "database": db.url_redacted() }),
+                || format!("migrated {} ({})", db.url_redacted(), db.backend_name()),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Daemon => daemon(loaded).await,
         Command::Runs { job, state, limit } => {
             let db = open_ready(&loaded.settings).await?;
-            let state = state.map(|s| RunState::from_str(&s)).transpose().map_err(|e| anyhow::anyhow!("--state: {e}"))?;
-            let runs = db.list_runs(&RunFilter { job_name: job, state, limit }).await.context("listing runs")?;
+            let state = state
+                .map(|s| RunState::from_str(&s))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--state: {e}"))?;
+            let runs = db
+                .list_runs(&RunFilter {
+                    job_name: job,
+                    state,
+                    limit,
+                })
+                .await
+                .context("listing runs")?;
             print(json, &runs, || {
                 output::table(
-                    &["run", "job", "state", "trigger", "logical time", "started", "duration", "by", "error"],
+                    &[
+                        "run",
+                        "job",
+                        "state",
+                        "trigger",
+                        "logical time",
+                        "started",
+                        "duration",
+                        "by",
+                        "error",
+                    ],
                     runs.iter()
                         .map(|r| {
                             vec![
@@ -56,13 +82,24 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Tasks { run_id } => {
             let db = open_ready(&loaded.settings).await?;
-            if db.get_run(run_id).await.context("reading the run")?.is_none() {
+            if db
+                .get_run(run_id)
+                .await
+                .context("reading the run")?
+                .is_none()
+            {
                 bail!("no run with id {run_id} (see `snowpatrol runs`)");
             }
-            let tasks = db.list_task_instances(run_id).await.context("listing task instances")?;
+            let tasks = db
+                .list_task_instances(run_id)
+                .await
+                .context("listing task instances")?;
             print(json, &tasks, || {
                 output::table(
-                    &["id", "task", "key", "state", "try", "worker", "started", "duration", "error"],
+                    &[
+                        "id", "task", "key", "state", "try", "worker", "started", "duration",
+                        "error",
+                    ],
                     tasks
                         .iter()
                         .map(|t| {
@@ -85,7 +122,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Events { dataset, limit } => {
             let db = open_ready(&loaded.settings).await?;
-            let events = db.list_events(dataset.as_deref(), limit).await.context("listing dataset events")?;
+            let events = db
+                .list_events(dataset.as_deref(), limit)
+                .await
+                .context("listing dataset events")?;
             print(json, &events, || {
                 output::table(
                     &["event", "dataset", "created", "source", "extra"],
@@ -118,7 +158,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .run_now(&job, &params, &triggered_by(), shutdown)
                 .await
                 .with_context(|| format!("running job `{job}`"))?;
-            let tasks = app.engine.db().list_task_instances(run.run_id).await.context("listing task instances")?;
+            let tasks = app
+                .engine
+                .db()
+                .list_task_instances(run.run_id)
+                .await
+                .context("listing task instances")?;
             print(json, &json!({ "run": run, "tasks": tasks }), || {
                 let mut s = format!("run {} of {}: {}", run.run_id, run.job_name, run.state);
                 if let Some(e) = &run.error {
@@ -127,7 +172,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let failed: Vec<String> = tasks
                     .iter()
                     .filter(|t| t.state == snowpatrol_engine::TaskState::Failed)
-                    .map(|t| format!("  {}[{}]: {}", t.task_name, t.map_key, t.error.as_deref().unwrap_or("")))
+                    .map(|t| {
+                        format!(
+                            "  {}[{}]: {}",
+                            t.task_name,
+                            t.map_key,
+                            t.error.as_deref().unwrap_or("")
+                        )
+                    })
                     .collect();
                 if !failed.is_empty() {
                     s.push_str("\nfailed tasks:\n");
@@ -135,7 +187,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 s
             })?;
-            Ok(if run.state == RunState::Success { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUN_FAILED) })
+            Ok(if run.state == RunState::Success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUN_FAILED)
+            })
         }
         Command::Trigger { job, params } => {
             let app = App::open(&loaded).await?;
@@ -144,35 +200,53 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .trigger(&job, &params, &triggered_by())
                 .await
                 .with_context(|| format!("triggering job `{job}`"))?;
-            print(json, &json!({ "run_id": run_id, "job": job, "state": "queued" }), || {
-                format!("queued run {run_id} of {job}; a running daemon will start it")
-            })?;
+            print(
+                json,
+                &json!({ "run_id": run_id, "job": job, "state": "queued" }),
+                || format!("queued run {run_id} of {job}; a running daemon will start it"),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Emit { dataset, extra } => {
             let extra: serde_json::Value = match extra {
-                Some(s) => serde_json::from_str(&s).with_context(|| format!("--extra is not valid JSON: {s}"))?,
+                Some(s) => serde_json::from_str(&s)
+                    .with_context(|| format!("--extra is not valid JSON: {s}"))?,
                 None => json!({}),
             };
             let app = App::open(&loaded).await?;
             if !app.jobs().known_datasets.contains(&dataset) {
-                warn!(dataset, "no configured job produces this dataset or declares it external; recording it anyway");
+                warn!(
+                    dataset,
+                    "no configured job produces this dataset or declares it external; recording it anyway"
+                );
             }
-            let (event_id, queued) =
-                app.engine.emit(&dataset, &extra, &triggered_by()).await.with_context(|| format!("emitting {dataset}"))?;
-            print(json, &json!({ "event_id": event_id, "dataset": dataset, "queued_triggers": queued }), || {
-                format!("event {event_id} on {dataset}; queued for {queued} subscribing job(s)")
-            })?;
+            let (event_id, queued) = app
+                .engine
+                .emit(&dataset, &extra, &triggered_by())
+                .await
+                .with_context(|| format!("emitting {dataset}"))?;
+            print(
+                json,
+                &json!({ "event_id": event_id, "dataset": dataset, "queued_triggers": queued }),
+                || format!("event {event_id} on {dataset}; queued for {queued} subscribing job(s)"),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { job } => {
             let app = App::open(&loaded).await?;
-            let x = app.engine.explain(&job).await.with_context(|| format!("explaining job `{job}`"))?;
+            let x = app
+                .engine
+                .explain(&job)
+                .await
+                .with_context(|| format!("explaining job `{job}`"))?;
             print(json, &x, || {
                 let mut s = String::new();
                 s.push_str(&format!("job:             {}\n", x.job));
                 s.push_str(&format!("schedule:        {}\n", x.schedule));
-                s.push_str(&format!("paused:          {}\n", if x.paused { "yes" } else { "no" }));
+                s.push_str(&format!(
+                    "paused:          {}\n",
+                    if x.paused { "yes" } else { "no" }
+                ));
                 if let Some(c) = &x.condition {
                     let met = match x.condition_met {
                         Some(true) => "met",
@@ -180,8 +254,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     };
                     s.push_str(&format!("condition:       {c} ({met})\n"));
                     for l in &x.leaves {
-                        let ids: Vec<String> = l.pending_event_ids.iter().map(|i| i.to_string()).collect();
-                        let pending = if ids.is_empty() { "none".to_string() } else { ids.join(", ") };
+                        let ids: Vec<String> =
+                            l.pending_event_ids.iter().map(|i| i.to_string()).collect();
+                        let pending = if ids.is_empty() {
+                            "none".to_string()
+                        } else {
+                            ids.join(", ")
+                        };
                         s.push_str(&format!("  {}  pending events: {pending}\n", l.dataset_uri));
                     }
                 }
@@ -189,8 +268,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     "max_active_runs: {} (queued {}, running {})\n",
                     x.max_active_runs, x.queued_runs, x.running_runs
                 ));
-                let next = x.next_cron_tick.map_or_else(|| "none".to_string(), |t| t.to_rfc3339());
-                s.push_str(&format!("next cron tick:  {next}{}\n", if x.catchup { " (catchup on)" } else { "" }));
+                let next = x
+                    .next_cron_tick
+                    .map_or_else(|| "none".to_string(), |t| t.to_rfc3339());
+                s.push_str(&format!(
+                    "next cron tick:  {next}{}\n",
+                    if x.catchup { " (catchup on)" } else { "" }
+                ));
                 s.push_str(&format!("verdict:         {}", x.verdict));
                 s
             })?;
@@ -223,8 +307,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .values()
                         .map(|j| {
                             let paused = rows.iter().any(|r| r.job_name == j.name() && r.paused);
-                            let params: Vec<String> =
-                                j.params.specs.values().map(|p| format!("{}: {} = {}", p.name, p.ty, p.default)).collect();
+                            let params: Vec<String> = j
+                                .params
+                                .specs
+                                .values()
+                                .map(|p| format!("{}: {} = {}", p.name, p.ty, p.default))
+                                .collect();
                             vec![
                                 j.name().to_string(),
                                 j.schedule_text(),
@@ -243,7 +331,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", output::json(value)?);
     } else {
@@ -254,13 +346,17 @@ fn print<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> Stri
 
 /// Who asked, recorded on runs and events (`cli:<user>@<host>`).
 fn triggered_by() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = hostname_lossy();
     format!("cli:{user}@{host}")
 }
 
 fn hostname_lossy() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn init_logging(settings: &Settings, cli_format: Option<LogFormat>) -> anyhow::Result<()> {
@@ -279,7 +375,12 @@ fn init_logging(settings: &Settings, cli_format: Option<LogFormat>) -> anyhow::R
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let result = match cli_format.unwrap_or(settings.logging.format) {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
@@ -314,10 +415,15 @@ async fn connect(settings: &Settings, retry: bool) -> anyhow::Result<Database> {
 /// daemon's `migrate_on_start`), never behind an operator's back by a read-only command.
 async fn open_ready(settings: &Settings) -> anyhow::Result<Database> {
     let db = connect(settings, false).await?;
-    let ready = db.is_ready().await.with_context(|| format!("checking the schema of {}", db.url_redacted()))?;
+    let ready = db
+        .is_ready()
+        .await
+        .with_context(|| format!("checking the schema of {}", db.url_redacted()))?;
     if !ready {
         if db.backend_name() == "sqlite" {
-            db.migrate().await.with_context(|| format!("migrating {}", db.url_redacted()))?;
+            db.migrate()
+                .await
+                .with_context(|| format!("migrating {}", db.url_redacted()))?;
         } else {
             bail!(
                 "the database {} is not migrated to this version: run `snowpatrol migrate` (or start the daemon with [database] migrate_on_start = true)",
@@ -331,7 +437,8 @@ async fn open_ready(settings: &Settings) -> anyhow::Result<Database> {
 /// Builds the job set: the pipeline's jobs, plus the examples when enabled, validated against `[jobs.*]`.
 fn build_jobs(loaded: &LoadedConfig, db: &Database) -> anyhow::Result<(Jobs, Arc<Pipeline>)> {
     let s = &loaded.settings;
-    let pipeline = Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir()).context("setting up the pipeline ([pipeline])")?;
+    let pipeline = Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir())
+        .context("setting up the pipeline ([pipeline])")?;
     let mut registry = pipeline.registry();
     let mut configs = s.jobs.clone();
     if s.examples.enabled {
@@ -354,7 +461,10 @@ impl App {
         let engine = Engine::new(db, jobs, loaded.settings.scheduler.clone())
             .context("starting the engine")?
             .with_failure_hook(pipeline.failure_hook());
-        engine.register_jobs().await.context("registering jobs in the database")?;
+        engine
+            .register_jobs()
+            .await
+            .context("registering jobs in the database")?;
         Ok(Self { engine })
     }
     fn jobs(&self) -> &Jobs {
@@ -362,30 +472,51 @@ impl App {
     }
 }
 
-async fn set_paused(loaded: &LoadedConfig, json: bool, job: &str, paused: bool) -> anyhow::Result<ExitCode> {
+async fn set_paused(
+    loaded: &LoadedConfig,
+    json: bool,
+    job: &str,
+    paused: bool,
+) -> anyhow::Result<ExitCode> {
     let app = App::open(loaded).await?;
     if app.jobs().get(job).is_none() {
         bail!("{}", app.jobs().unknown_job(job));
     }
-    let changed = app.engine.db().set_paused(job, paused).await.with_context(|| format!("updating job `{job}`"))?;
+    let changed = app
+        .engine
+        .db()
+        .set_paused(job, paused)
+        .await
+        .with_context(|| format!("updating job `{job}`"))?;
     if !changed {
         bail!("job `{job}` is not registered in the database");
     }
     let word = if paused { "paused" } else { "unpaused" };
-    print(json, &json!({ "job": job, "paused": paused }), || format!("{word} {job}"))?;
+    print(json, &json!({ "job": job, "paused": paused }), || {
+        format!("{word} {job}")
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitCode> {
     // Validation needs no real database: the pipeline only keeps the handle, so an in-memory one stands in.
-    let scratch = Database::connect("sqlite::memory:").await.context("opening a scratch in-memory database")?;
+    let scratch = Database::connect("sqlite::memory:")
+        .await
+        .context("opening a scratch in-memory database")?;
     let (jobs, _) = build_jobs(loaded, &scratch)?;
     let s = &loaded.settings;
     let database = match s.database_url() {
         Some(u) => redact_url(u.expose_secret()),
-        None => format!("sqlite://{} (embedded)", s.data_dir().join("snowpatrol.db").display()),
+        None => format!(
+            "sqlite://{} (embedded)",
+            s.data_dir().join("snowpatrol.db").display()
+        ),
     };
-    let list: Vec<_> = jobs.jobs.values().map(|j| json!({ "job": j.name(), "schedule": j.schedule_text() })).collect();
+    let list: Vec<_> = jobs
+        .jobs
+        .values()
+        .map(|j| json!({ "job": j.name(), "schedule": j.schedule_text() }))
+        .collect();
     let report = json!({
         "ok": true,
         "file": loaded.file_display(),
@@ -395,7 +526,11 @@ async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitC
         "jobs": list,
     });
     print(json, &report, || {
-        let mut out = format!("configuration OK: {}\ndatabase: {database}\nhealth: {}\njobs:", loaded.file_display(), s.server.health_addr);
+        let mut out = format!(
+            "configuration OK: {}\ndatabase: {database}\nhealth: {}\njobs:",
+            loaded.file_display(),
+            s.server.health_addr
+        );
         if jobs.jobs.is_empty() {
             out.push_str(" (none)");
         }
@@ -450,7 +585,9 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     };
     info!(database = %db.url_redacted(), backend = db.backend_name(), "database connected");
     if s.database.migrate_on_start {
-        db.migrate().await.with_context(|| format!("migrating {} on start", db.url_redacted()))?;
+        db.migrate()
+            .await
+            .with_context(|| format!("migrating {} on start", db.url_redacted()))?;
         info!("migrations applied");
     } else if !db.is_ready().await.context("checking the schema")? {
         bail!(
@@ -464,7 +601,12 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         .with_failure_hook(pipeline.failure_hook());
     let listener = tokio::net::TcpListener::bind(s.server.health_addr)
         .await
-        .with_context(|| format!("binding the health/metrics address {} ([server] health_addr)", s.server.health_addr))?;
+        .with_context(|| {
+            format!(
+                "binding the health/metrics address {} ([server] health_addr)",
+                s.server.health_addr
+            )
+        })?;
     info!(addr = %s.server.health_addr, "serving /healthz, /readyz and /metrics");
     let server_stop = CancellationToken::new();
     let app = server::router(db.clone(), engine.metrics());

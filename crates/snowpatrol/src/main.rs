@@ -20,7 +20,11 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_ERROR: u8 = 1;
 
 #[derive(Parser, Debug)]
-#[command(name = "snowpatrol", version, about = "Finds anomalous Snowflake spend and tells people about it.")]
+#[command(
+    name = "snowpatrol",
+    version,
+    about = "Finds anomalous Snowflake spend and tells people about it."
+)]
 pub struct Cli {
     /// Configuration file (default: config/snowpatrol.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "SNOWPATROL_CONFIG", value_name = "FILE")]
@@ -106,7 +110,10 @@ fn main() -> ExitCode {
     // explicit choice rustls panics at the first handshake.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

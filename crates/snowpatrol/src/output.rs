@@ -37,5 +37,9 @@ pub fn duration(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Str
 /// Long error texts would wreck a table; the full text is in `--json` and the database.
 pub fn short(s: Option<&str>, max: usize) -> String {
     let s = s.unwrap_or("").replace('\n', " ");
-    if s.chars().count() <= max { s } else { format!("{}…", s.chars().take(max).collect::<String>()) }
+    if s.chars().count() <= max {
+        s
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
 }

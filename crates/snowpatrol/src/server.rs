@@ -36,10 +36,11 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<AppState>) -> Response {
     match s.db.is_ready().await {
         Ok(true) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(false) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: database migrations are not applied (run `snowpatrol migrate`)\n")
-                .into_response()
-        }
+        Ok(false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: database migrations are not applied (run `snowpatrol migrate`)\n",
+        )
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
@@ -52,12 +53,22 @@ async fn metrics_handler(State(s): State<AppState>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "rendering metrics failed");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("metrics unavailable: {e}\n")).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("metrics unavailable: {e}\n"),
+            )
+                .into_response()
         }
     }
 }
 
 /// Serves until `shutdown`; the listener is bound by the caller so a taken port fails startup loudly.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }

@@ -51,7 +51,11 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: None, migrate_on_start: true, connect_timeout: Duration::from_secs(300) }
+        Self {
+            url: None,
+            migrate_on_start: true,
+            connect_timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -67,7 +71,10 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { data_dir: None, health_addr: SocketAddr::from(([127, 0, 0, 1], 9187)) }
+        Self {
+            data_dir: None,
+            health_addr: SocketAddr::from(([127, 0, 0, 1], 9187)),
+        }
     }
 }
 
@@ -92,7 +99,10 @@ pub struct LoggingSettings {
 
 impl Default for LoggingSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Pretty, level: "info".into() }
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
     }
 }
 
@@ -109,7 +119,11 @@ impl Settings {
         self.server
             .data_dir
             .clone()
-            .or_else(|| std::env::var_os("SNOWPATROL_DATA_DIR").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("SNOWPATROL_DATA_DIR")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(|| PathBuf::from(".snowpatrol"))
     }
 
@@ -182,7 +196,10 @@ pub fn config_path(explicit: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     match explicit {
         Some(p) => {
             if !p.is_file() {
-                anyhow::bail!("configuration file {} does not exist (from --config or SNOWPATROL_CONFIG)", p.display());
+                anyhow::bail!(
+                    "configuration file {} does not exist (from --config or SNOWPATROL_CONFIG)",
+                    p.display()
+                );
             }
             Ok(Some(p.to_path_buf()))
         }
@@ -197,8 +214,12 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
     let path = config_path(explicit)?;
     let source = match &path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading configuration file {}", p.display()))?;
-            Some(ConfigSource { path: p.clone(), text })
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading configuration file {}", p.display()))?;
+            Some(ConfigSource {
+                path: p.clone(),
+                text,
+            })
         }
         None => None,
     };
@@ -213,10 +234,15 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
         builder = builder.add_source(config::File::from_str(&src.text, config::FileFormat::Toml));
     }
     builder = builder.add_source(
-        config::Environment::with_prefix(ENV_PREFIX).separator(ENV_SEPARATOR).try_parsing(true).ignore_empty(true),
+        config::Environment::with_prefix(ENV_PREFIX)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(true)
+            .ignore_empty(true),
     );
     let built = builder.build().map_err(|e| env_problem(&source, e))?;
-    let settings: Settings = built.try_deserialize().map_err(|e| env_problem(&source, e))?;
+    let settings: Settings = built
+        .try_deserialize()
+        .map_err(|e| env_problem(&source, e))?;
     Ok(LoadedConfig { settings, source })
 }
 
@@ -248,7 +274,13 @@ fn locate_toml_error(src: &ConfigSource, e: &toml::de::Error) -> LocatedIssue {
         None => (None, None),
     };
     let key = e.span().and_then(|span| key_at_span(&src.text, &span));
-    LocatedIssue { file: Some(src.path.clone()), line, column, key, message: e.message().trim().to_string() }
+    LocatedIssue {
+        file: Some(src.path.clone()),
+        line,
+        column,
+        key,
+        message: e.message().trim().to_string(),
+    }
 }
 
 /// The deepest key whose key or value covers `span` (for type errors, which toml reports by span only).
@@ -256,8 +288,13 @@ fn key_at_span(text: &str, span: &Range<usize>) -> Option<String> {
     let table = toml::de::DeTable::parse(text).ok()?;
     fn walk(t: &toml::de::DeTable<'_>, span: &Range<usize>, prefix: &str) -> Option<String> {
         for (k, v) in t.iter() {
-            let path = if prefix.is_empty() { k.get_ref().to_string() } else { format!("{prefix}.{}", k.get_ref()) };
-            let covers = |r: Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
+            let path = if prefix.is_empty() {
+                k.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", k.get_ref())
+            };
+            let covers =
+                |r: Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
             if covers(k.span()) {
                 return Some(path);
             }
@@ -299,17 +336,19 @@ impl LoadedConfig {
             issues
                 .iter()
                 .map(|i| {
-                    let line = self.source.as_ref().and_then(|s| line_of_key(&s.text, &i.path).or_else(|| {
-                        // `jobs.x.datasets` for a job whose table is absent from the file: fall back to its parents.
-                        let mut p = i.path.as_str();
-                        while let Some((parent, _)) = p.rsplit_once('.') {
-                            if let Some(l) = line_of_key(&s.text, parent) {
-                                return Some(l);
+                    let line = self.source.as_ref().and_then(|s| {
+                        line_of_key(&s.text, &i.path).or_else(|| {
+                            // `jobs.x.datasets` for a job whose table is absent from the file: fall back to its parents.
+                            let mut p = i.path.as_str();
+                            while let Some((parent, _)) = p.rsplit_once('.') {
+                                if let Some(l) = line_of_key(&s.text, parent) {
+                                    return Some(l);
+                                }
+                                p = parent;
                             }
-                            p = parent;
-                        }
-                        None
-                    }));
+                            None
+                        })
+                    });
                     LocatedIssue {
                         file: self.source.as_ref().map(|s| s.path.clone()),
                         line,
@@ -323,7 +362,10 @@ impl LoadedConfig {
     }
 
     pub fn file_display(&self) -> String {
-        self.source.as_ref().map_or_else(|| "(built-in defaults)".to_string(), |s| s.path.display().to_string())
+        self.source.as_ref().map_or_else(
+            || "(built-in defaults)".to_string(),
+            |s| s.path.display().to_string(),
+        )
     }
 }
 
@@ -342,17 +384,27 @@ mod tests {
 
     #[test]
     fn type_errors_name_line_and_key() {
-        let src = ConfigSource { path: "x.toml".into(), text: "[scheduler]\nworker_concurrency = \"many\"\n".into() };
+        let src = ConfigSource {
+            path: "x.toml".into(),
+            text: "[scheduler]\nworker_concurrency = \"many\"\n".into(),
+        };
         let e = toml::from_str::<Settings>(&src.text).unwrap_err();
         let issue = locate_toml_error(&src, &e);
         assert_eq!(issue.line, Some(2), "{issue}");
-        assert_eq!(issue.key.as_deref(), Some("scheduler.worker_concurrency"), "{issue}");
+        assert_eq!(
+            issue.key.as_deref(),
+            Some("scheduler.worker_concurrency"),
+            "{issue}"
+        );
         assert!(issue.to_string().starts_with("x.toml:2:"), "{issue}");
     }
 
     #[test]
     fn syntax_errors_name_line() {
-        let src = ConfigSource { path: "bad.toml".into(), text: "[server]\nhealth_addr = \"127.0.0.1:1\"\n[jobs\n".into() };
+        let src = ConfigSource {
+            path: "bad.toml".into(),
+            text: "[server]\nhealth_addr = \"127.0.0.1:1\"\n[jobs\n".into(),
+        };
         let e = toml::from_str::<Settings>(&src.text).unwrap_err();
         let issue = locate_toml_error(&src, &e);
         assert_eq!(issue.line, Some(3), "{issue}");

@@ -60,7 +60,12 @@ impl Env {
     /// Runs and requires success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "snowpatrol {args:?} failed: {}\n{}", out.status, text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "snowpatrol {args:?} failed: {}\n{}",
+            out.status,
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
@@ -88,8 +93,16 @@ fn config_check(config: &str) -> (Output, PathBuf) {
 fn assert_config_error(config: &str, expected: &[&str]) -> String {
     let (out, path) = config_check(config);
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "expected config error exit 2, got {:?}: {err}", out.status);
-    assert!(err.contains(&path.display().to_string()), "message must name the file: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected config error exit 2, got {:?}: {err}",
+        out.status
+    );
+    assert!(
+        err.contains(&path.display().to_string()),
+        "message must name the file: {err}"
+    );
     for e in expected {
         assert!(err.contains(e), "expected `{e}` in: {err}");
     }
@@ -102,7 +115,10 @@ fn config_check_accepts_a_good_file_and_locates_errors() {
     let env = Env::new(EXAMPLES_CONFIG, None);
     let out = env.ok(&["config", "check"]);
     assert!(out.contains("configuration OK"), "{out}");
-    assert!(out.contains("example_report: datasets snowpatrol://examples/extracted"), "{out}");
+    assert!(
+        out.contains("example_report: datasets snowpatrol://examples/extracted"),
+        "{out}"
+    );
 
     // Environment overrides go through the `config` crate.
     let mut c = env.command(&["config", "check", "--json"]);
@@ -118,7 +134,10 @@ fn config_check_accepts_a_good_file_and_locates_errors() {
     assert!(text(&out.stderr).contains("soon"), "{}", text(&out.stderr));
 
     // Malformed TOML: file and line 4.
-    assert_config_error("[examples]\nenabled = true\n\n[jobs.example_fanout\ncron = \"@daily\"\n", &[":4:"]);
+    assert_config_error(
+        "[examples]\nenabled = true\n\n[jobs.example_fanout\ncron = \"@daily\"\n",
+        &[":4:"],
+    );
     // Wrong type: line and key.
     assert_config_error(
         "[examples]\nenabled = true\n[scheduler]\nworker_concurrency = \"many\"\n",
@@ -132,7 +151,10 @@ fn config_check_accepts_a_good_file_and_locates_errors() {
     // Unknown dataset.
     assert_config_error(
         "[examples]\nenabled = true\n[jobs.example_report]\ndatasets = [\"snowpatrol://nope\"]\n",
-        &[":4: jobs.example_report.datasets:", "unknown dataset `snowpatrol://nope`"],
+        &[
+            ":4: jobs.example_report.datasets:",
+            "unknown dataset `snowpatrol://nope`",
+        ],
     );
     // A job scheduled on its own output would trigger itself forever.
     assert_config_error(
@@ -140,22 +162,35 @@ fn config_check_accepts_a_good_file_and_locates_errors() {
         &["cycle", "example_extract -> example_extract"],
     );
     // Unknown job and unknown section.
-    assert_config_error("[jobs.nosuchjob]\ncron = \"@daily\"\n", &[":1: jobs.nosuchjob:", "unknown job"]);
+    assert_config_error(
+        "[jobs.nosuchjob]\ncron = \"@daily\"\n",
+        &[":1: jobs.nosuchjob:", "unknown job"],
+    );
     assert_config_error("[sheduler]\nlease = \"1s\"\n", &[":1:", "sheduler"]);
 }
 
 #[test]
 fn unreachable_database_is_a_clear_error_with_the_password_redacted() {
-    let env = Env::new(EXAMPLES_CONFIG, Some("postgres://nobody:hunter2@127.0.0.1:1/x".into()));
+    let env = Env::new(
+        EXAMPLES_CONFIG,
+        Some("postgres://nobody:hunter2@127.0.0.1:1/x".into()),
+    );
     let started = Instant::now();
     let out = env.run(&["runs"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot connect") && err.contains("127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains("cannot connect") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "password leaked: {err}");
     assert!(err.contains("nobody:***@"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// The one-shot commands, identical on both backends.
@@ -174,8 +209,15 @@ fn cli_flow(env: &Env) {
     let tasks = env.json(&["tasks", &run_id.to_string()]);
     let tasks = tasks.as_array().unwrap();
     assert_eq!(tasks.len(), 4, "1 list task + 3 mapped: {tasks:?}");
-    assert_eq!(tasks.iter().filter(|t| t["task_name"] == "process").count(), 3);
-    let mut keys: Vec<&str> = tasks.iter().filter_map(|t| t["map_key"].as_str()).filter(|k| !k.is_empty()).collect();
+    assert_eq!(
+        tasks.iter().filter(|t| t["task_name"] == "process").count(),
+        3
+    );
+    let mut keys: Vec<&str> = tasks
+        .iter()
+        .filter_map(|t| t["map_key"].as_str())
+        .filter(|k| !k.is_empty())
+        .collect();
     keys.sort();
     assert_eq!(keys, ["key-0", "key-1", "key-2"]);
     assert!(tasks.iter().all(|t| t["state"] == "success"), "{tasks:?}");
@@ -183,64 +225,127 @@ fn cli_flow(env: &Env) {
     // A failed run gives a non-zero exit.
     let out = env.run(&["run", "example_fanout", "-p", "keys=2", "-p", "fail=true"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("failed"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("failed"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // A wrongly typed parameter is refused before any run row exists.
     let before = env.json(&["runs"]).as_array().unwrap().len();
     let out = env.run(&["trigger", "example_fanout", "--param", "keys=lots"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("parameter `keys` of job `example_fanout` must be int, got `lots`"), "{err}");
+    assert!(
+        err.contains("parameter `keys` of job `example_fanout` must be int, got `lots`"),
+        "{err}"
+    );
     let out = env.run(&["trigger", "example_fanout", "--param", "nope=1"]);
-    assert!(text(&out.stderr).contains("unknown parameter `nope`"), "{}", text(&out.stderr));
-    assert_eq!(env.json(&["runs"]).as_array().unwrap().len(), before, "a refused trigger created a run");
+    assert!(
+        text(&out.stderr).contains("unknown parameter `nope`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        env.json(&["runs"]).as_array().unwrap().len(),
+        before,
+        "a refused trigger created a run"
+    );
 
     // Unknown job.
     let out = env.run(&["explain", "no_such_job"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("unknown job `no_such_job`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown job `no_such_job`"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // emit + explain: the pending event shows on the condition's leaf.
     let x = env.json(&["explain", "example_report"]);
     assert_eq!(x["condition_met"], false, "{x}");
-    let e = env.json(&["emit", "snowpatrol://examples/extracted", "--extra", r#"{"rows": 7}"#]);
+    let e = env.json(&[
+        "emit",
+        "snowpatrol://examples/extracted",
+        "--extra",
+        r#"{"rows": 7}"#,
+    ]);
     let event_id = e["event_id"].as_i64().unwrap();
     assert_eq!(e["queued_triggers"], 1, "{e}");
     let x = env.json(&["explain", "example_report"]);
     assert_eq!(x["condition_met"], true, "{x}");
-    assert_eq!(x["leaves"][0]["dataset_uri"], "snowpatrol://examples/extracted");
-    assert_eq!(x["leaves"][0]["pending_event_ids"], serde_json::json!([event_id]), "{x}");
+    assert_eq!(
+        x["leaves"][0]["dataset_uri"],
+        "snowpatrol://examples/extracted"
+    );
+    assert_eq!(
+        x["leaves"][0]["pending_event_ids"],
+        serde_json::json!([event_id]),
+        "{x}"
+    );
     let human = env.ok(&["explain", "example_report"]);
-    assert!(human.contains(&format!("pending events: {event_id}")), "{human}");
+    assert!(
+        human.contains(&format!("pending events: {event_id}")),
+        "{human}"
+    );
     let events = env.json(&["events", "--dataset", "snowpatrol://examples/extracted"]);
     assert_eq!(events[0]["extra"]["rows"], 7, "{events}");
     let out = env.run(&["emit", "snowpatrol://x", "--extra", "{not json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--extra is not valid JSON"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--extra is not valid JSON"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // pause / unpause show up in `jobs` and in explain.
     env.ok(&["pause", "example_report"]);
     let jobs = env.json(&["jobs"]);
-    let report = jobs.as_array().unwrap().iter().find(|j| j["job"] == "example_report").unwrap();
+    let report = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "example_report")
+        .unwrap();
     assert_eq!(report["paused"], true, "{jobs}");
-    assert!(env.json(&["explain", "example_report"])["verdict"].as_str().unwrap().contains("paused"));
+    assert!(
+        env.json(&["explain", "example_report"])["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("paused")
+    );
     env.ok(&["unpause", "example_report"]);
     let jobs = env.json(&["jobs"]);
-    let report = jobs.as_array().unwrap().iter().find(|j| j["job"] == "example_report").unwrap();
+    let report = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "example_report")
+        .unwrap();
     assert_eq!(report["paused"], false, "{jobs}");
     let table = env.ok(&["jobs"]);
-    assert!(table.contains("example_fanout") && table.contains("keys: int = 5"), "{table}");
+    assert!(
+        table.contains("example_fanout") && table.contains("keys: int = 5"),
+        "{table}"
+    );
 }
 
 #[test]
 fn cli_on_sqlite() {
     let env = Env::new(EXAMPLES_CONFIG, None);
     cli_flow(&env);
-    assert!(env.dir.path().join("data/snowpatrol.db").is_file(), "embedded database in the data directory");
+    assert!(
+        env.dir.path().join("data/snowpatrol.db").is_file(),
+        "embedded database in the data directory"
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Daemon(Child);
@@ -253,7 +358,10 @@ impl Drop for Daemon {
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -275,12 +383,18 @@ fn wait_run_state(env: &Env, run_id: i64, state: &str, deadline: Duration) -> Va
     let started = Instant::now();
     loop {
         let runs = env.json(&["runs", "--limit", "100"]);
-        if let Some(r) = runs.as_array().unwrap().iter().find(|r| r["run_id"] == run_id) {
-            if r["state"] == state {
-                return r.clone();
-            }
+        let found = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["run_id"] == run_id);
+        if let Some(r) = found.filter(|r| r["state"] == state) {
+            return r.clone();
         }
-        assert!(started.elapsed() < deadline, "run {run_id} not {state} after {deadline:?}: {runs}");
+        assert!(
+            started.elapsed() < deadline,
+            "run {run_id} not {state} after {deadline:?}: {runs}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -297,7 +411,10 @@ async fn cli_and_daemon_on_postgres() {
     let port = free_port();
     let daemon = Daemon(
         env.command(&["daemon", "--log-format", "json"])
-            .env("SNOWPATROL__SERVER__HEALTH_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "SNOWPATROL__SERVER__HEALTH_ADDR",
+                format!("127.0.0.1:{port}"),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -311,15 +428,29 @@ async fn cli_and_daemon_on_postgres() {
 
     let run = wait_run_state(&env, run_id, "success", Duration::from_secs(20));
     assert_eq!(run["params"]["keys"], 4);
-    assert_eq!(env.json(&["tasks", &run_id.to_string()]).as_array().unwrap().len(), 5);
+    assert_eq!(
+        env.json(&["tasks", &run_id.to_string()])
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
     // The event emitted in cli_flow triggered example_report.
     let started = Instant::now();
     loop {
         let runs = env.json(&["runs", "--job", "example_report"]);
-        if runs.as_array().unwrap().iter().any(|r| r["state"] == "success" && r["trigger_kind"] == "dataset") {
+        if runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "success" && r["trigger_kind"] == "dataset")
+        {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "example_report never ran: {runs}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "example_report never ran: {runs}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -329,7 +460,10 @@ async fn cli_and_daemon_on_postgres() {
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     let body = r.text().await.unwrap();
     assert!(body.contains("snowpatrol_job_runs"), "{body}");
-    assert!(body.contains(r#"snowpatrol_job_runs{job="example_fanout",state="success"}"#), "{body}");
+    assert!(
+        body.contains(r#"snowpatrol_job_runs{job="example_fanout",state="success"}"#),
+        "{body}"
+    );
 
     // SIGTERM: a clean exit well within the 5 s grace period.
     let mut daemon = daemon;
@@ -339,17 +473,29 @@ async fn cli_and_daemon_on_postgres() {
         if let Some(s) = daemon.0.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(8), "daemon did not exit within the grace period");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "daemon did not exit within the grace period"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut stderr = String::new();
     use std::io::Read;
-    daemon.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    daemon
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "daemon exit {status}: {stderr}");
     assert!(stderr.contains("received SIGTERM"), "{stderr}");
     // JSON logs: every line is a JSON object.
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(serde_json::from_str::<Value>(line).is_ok(), "not a JSON log line: {line}");
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
     }
 }
 
@@ -361,10 +507,16 @@ async fn daemon_refuses_an_unmigrated_database_without_migrate_on_start() {
     let port = free_port();
     let out = env
         .command(&["daemon"])
-        .env("SNOWPATROL__SERVER__HEALTH_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "SNOWPATROL__SERVER__HEALTH_ADDR",
+            format!("127.0.0.1:{port}"),
+        )
         .output()
         .unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not migrated") && err.contains("snowpatrol migrate"), "{err}");
+    assert!(
+        err.contains("not migrated") && err.contains("snowpatrol migrate"),
+        "{err}"
+    );
 }
