@@ -84,9 +84,13 @@ pub fn validate_rows(rows: &[MeteringRow], from: NaiveDate, to_exclusive: NaiveD
         }
         days.insert(r.start_time.date_naive());
     }
-    let mut d = from;
+    // Days before the first row are before the data starts (a new account); gaps after it are real holes.
+    let mut d = days.first().copied().unwrap_or(from).max(from);
     let mut missing = Vec::new();
-    while d < to_exclusive {
+    if rows.is_empty() {
+        problems.push(format!("no metering rows at all between {from} and {to_exclusive}: check the source and its grants"));
+    }
+    while d < to_exclusive && !rows.is_empty() {
         if !days.contains(&d) {
             missing.push(d.to_string());
         }

@@ -1,0 +1,251 @@
+//! The product end to end: synthetic metering → prep → (event) → train → (event) → predict → report → Slack,
+//! chained only by dataset events through the real daemon, on PostgreSQL and on SQLite, with a real HTTP peer
+//! standing in for Slack.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::{Value, json};
+use snowpatrol_engine::{CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs};
+use snowpatrol_pipeline::store::FeatureRow;
+use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig};
+use snowpatrol_store::{Database, RunFilter, RunRecord};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Default)]
+struct SlackPeer {
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+async fn post_message(State(peer): State<SlackPeer>, headers: HeaderMap, body: String) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut r = peer.requests.lock().unwrap();
+    r.push((auth, json));
+    let answer = json!({ "ok": true, "channel": "C123", "ts": format!("1700000000.{:06}", r.len()) });
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], answer.to_string())
+}
+
+async fn start_slack_peer() -> (SlackPeer, String) {
+    let peer = SlackPeer::default();
+    let app = Router::new().route("/api/chat.postMessage", post(post_message)).with_state(peer.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (peer, format!("http://{addr}/api/"))
+}
+
+async fn runs(db: &Database, job: &str) -> Vec<RunRecord> {
+    db.list_runs(&RunFilter { job_name: Some(job.into()), state: None, limit: 100 }).await.unwrap()
+}
+
+async fn wait_runs(db: &Database, job: &str, n: usize) -> Vec<RunRecord> {
+    let start = std::time::Instant::now();
+    loop {
+        let r = runs(db, job).await;
+        if r.len() >= n && r.iter().all(|r| r.state.is_terminal()) {
+            return r;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let mut all = db.list_runs(&RunFilter { job_name: None, state: None, limit: 100 }).await.unwrap();
+            all.reverse();
+            let mut detail = String::new();
+            for run in &all {
+                detail.push_str(&format!("\n{} {} {:?} {:?}", run.job_name, run.run_id, run.state, run.error));
+                for t in db.list_task_instances(run.run_id).await.unwrap().iter().filter(|t| t.error.is_some() || t.state != snowpatrol_store::TaskState::Success).take(5) {
+                    detail.push_str(&format!("\n   {} [{}] {:?} {:?}", t.task_name, t.map_key, t.state, t.error));
+                }
+            }
+            panic!("timed out waiting for {n} finished {job} run(s): {detail}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn end_to_end(db: Database) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (peer, api_url) = start_slack_peer().await;
+    let token_file = dir.path().join("slack-token");
+    std::fs::write(&token_file, "xoxb-test-token\n").unwrap();
+    let pipeline_cfg: PipelineConfig = toml::from_str(&format!(
+        r#"
+        [source]
+        kind = "synthetic"
+        seed = 11
+        warehouses = 8
+        days = 150
+        end = "2025-06-30"
+        [predict]
+        score_days = 45
+        [slack]
+        channel = "C123"
+        token_env = "SNOWPATROL_E2E_TOKEN_THAT_IS_NOT_SET"
+        token_file = "{}"
+        api_url = "{api_url}"
+        max_attempts = 3
+        "#,
+        token_file.display()
+    ))
+    .unwrap();
+    let pipeline = Pipeline::new(db.clone(), pipeline_cfg, dir.path().to_path_buf()).unwrap();
+    let jobs_cfg: BTreeMap<String, JobConfig> = toml::from_str(&format!(
+        "[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n"
+    ))
+    .unwrap();
+    let settings = SchedulerSettings { poll_interval: Duration::from_millis(500), default_retries: 0, ..Default::default() };
+    let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
+    let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap().with_failure_hook(pipeline.failure_hook()));
+    engine.register_jobs().await.unwrap();
+    let stop = CancellationToken::new();
+    let daemon = {
+        let (e, s) = (engine.clone(), stop.clone());
+        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
+    };
+
+    let prep_id = engine.trigger("prep", &[], "test").await.unwrap();
+    let predict = wait_runs(&db, "predict", 1).await;
+    let prep = db.get_run(prep_id).await.unwrap().unwrap();
+    assert_eq!(prep.state, RunState::Success, "{prep:?}");
+    let train = runs(&db, "train").await;
+    assert_eq!((train.len(), train[0].state), (1, RunState::Success), "{train:?}");
+    assert_eq!(predict[0].state, RunState::Success, "{predict:?}");
+
+    // Lineage: train consumed prep's one features event, predict consumed train's one models event.
+    let consumed = db.consumed_events(train[0].run_id).await.unwrap();
+    assert_eq!(consumed.len(), 1);
+    assert_eq!((consumed[0].dataset_uri.as_str(), consumed[0].source_run_id), (FEATURES_DATASET, Some(prep_id)));
+    assert_eq!(consumed[0].extra["warehouses"], json!(8));
+    let consumed = db.consumed_events(predict[0].run_id).await.unwrap();
+    assert_eq!(consumed.len(), 1, "one models event per training run, not one per warehouse");
+    assert_eq!(consumed[0].source_run_id, Some(train[0].run_id));
+    assert_eq!(consumed[0].extra["trained"], json!(8));
+    assert_eq!(consumed[0].extra["failed"], json!(0));
+
+    // Registry: one model per (account, warehouse); COMPUTE_WH in two accounts is two models.
+    let models = pipeline.store.list_models(None).await.unwrap();
+    assert_eq!(models.len(), 8);
+    let compute: BTreeSet<_> = models.iter().filter(|m| m.warehouse_name == "COMPUTE_WH").map(|m| m.account_name.clone()).collect();
+    assert_eq!(compute.len(), 2, "{models:?}");
+    assert!(models.iter().all(|m| m.version == 1 && m.aliases == "latest" && m.training_run_id == Some(train[0].run_id)));
+
+    // Anomalies: linked to model and run, and mostly real (against the generator's labels).
+    let since = chrono::NaiveDate::from_ymd_opt(2025, 5, 17).unwrap();
+    let anomalies = pipeline.store.anomalies_since(since, None).await.unwrap();
+    assert!(!anomalies.is_empty(), "the synthetic window holds labelled incidents");
+    assert!(anomalies.iter().all(|a| a.run_id == predict[0].run_id && a.model_version == 1));
+    let labels = pipeline.labels().unwrap();
+    let labelled: BTreeSet<_> = labels.iter().filter(|l| l.kind.is_cost_increase()).map(|l| (l.key.to_string(), l.date)).collect();
+    let hits = anomalies
+        .iter()
+        .filter(|a| {
+            let k = format!("{}.{}", a.account_name, a.warehouse_name);
+            (0..7).any(|back| labelled.contains(&(k.clone(), a.incident_start - chrono::Days::new(back))))
+        })
+        .count();
+    assert!(hits * 2 >= anomalies.len(), "most flagged days belong to labelled incidents: {hits}/{}", anomalies.len());
+
+    // Report saved to disk and database.
+    let (markdown, path) = pipeline.store.report_markdown(predict[0].run_id).await.unwrap().unwrap();
+    assert!(markdown.contains("Anomalous activity in Snowflake usage"));
+    assert!(std::fs::read_to_string(&path).unwrap() == markdown);
+    let first = &anomalies[0];
+    assert!(
+        markdown.contains(&first.warehouse_name) || markdown.contains(&first.warehouse_name.replace('_', "\\_")),
+        "report names the warehouse: {markdown}"
+    );
+    assert!(std::fs::read_dir(std::path::Path::new(&path).parent().unwrap()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".png")));
+
+    // Slack: one message per incident, with the exact request shape.
+    let incidents: BTreeSet<_> = anomalies.iter().map(|a| (a.account_name.clone(), a.warehouse_name.clone(), a.incident_start)).collect();
+    let sent = peer.requests.lock().unwrap().clone();
+    assert_eq!(sent.len(), incidents.len(), "one alert per incident");
+    for (auth, body) in &sent {
+        assert_eq!(auth, "Bearer xoxb-test-token");
+        assert_eq!(body["channel"], json!("C123"));
+        assert!(body["text"].as_str().unwrap().contains("Anomalous"), "{body}");
+        assert_eq!(body["blocks"][0]["type"], json!("header"));
+    }
+    let alerts = pipeline.store.list_alerts(false, 100).await.unwrap();
+    assert!(alerts.iter().all(|a| a.state == "sent" && a.slack_ts.is_some()));
+
+    // Rerunning predict records nothing twice and sends nothing new.
+    engine.trigger("predict", &[], "test").await.unwrap();
+    wait_runs(&db, "predict", 2).await;
+    assert_eq!(pipeline.store.anomalies_since(since, None).await.unwrap().len(), anomalies.len());
+    assert_eq!(peer.requests.lock().unwrap().len(), sent.len(), "no repeat alerts");
+
+    // A new warehouse with too little history is skipped with a reason, not failed.
+    let short: Vec<FeatureRow> = (0..5)
+        .map(|i| FeatureRow {
+            usage: snowpatrol_detect::daily::DailyUsage {
+                key: snowpatrol_detect::WarehouseKey::new("ACME_NEW", "TINY_WH"),
+                date: chrono::NaiveDate::from_ymd_opt(2025, 6, 26).unwrap() + chrono::Days::new(i),
+                credits: 1.0,
+                credits_compute: 1.0,
+                credits_cloud_services: 0.0,
+                hours_active: 1.0,
+                peak_hourly_credits: 1.0,
+            },
+            trend: None,
+            seasonal: None,
+            residual: None,
+        })
+        .collect();
+    pipeline.store.upsert_features(&short).await.unwrap();
+    // No drift on unchanged data: a plain retrain run keeps most models; force_retrain retrains all.
+    engine.trigger("train", &[], "test").await.unwrap();
+    let train = wait_runs(&db, "train", 2).await;
+    let tis = db.task_instances_of(train[0].run_id, "train_warehouse").await.unwrap();
+    let tiny = tis.iter().find(|t| t.map_key == "ACME_NEW.TINY_WH").unwrap();
+    assert_eq!(tiny.state, snowpatrol_store::TaskState::Success);
+    assert!(tiny.output.as_ref().unwrap()["data"]["reason"].as_str().unwrap().contains("fewer than min_days"));
+    let statuses: Vec<&str> = tis.iter().map(|t| t.output.as_ref().unwrap()["data"]["status"].as_str().unwrap()).collect();
+    assert!(statuses.iter().filter(|s| **s == "skipped").count() >= 2, "{statuses:?}");
+    engine.trigger("train", &["force_retrain=true".into()], "test").await.unwrap();
+    let train = wait_runs(&db, "train", 3).await;
+    let tis = db.task_instances_of(train[0].run_id, "train_warehouse").await.unwrap();
+    let trained = tis.iter().filter(|t| t.output.as_ref().unwrap()["data"]["status"] == json!("trained")).count();
+    assert_eq!(trained, 8, "force_retrain trains every warehouse with enough history");
+    wait_runs(&db, "predict", 4).await;
+
+    stop.cancel();
+    daemon.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_on_postgres() {
+    end_to_end(snowpatrol_store::testing::fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_on_sqlite() {
+    let (db, _dir) = snowpatrol_store::testing::fresh_sqlite().await;
+    end_to_end(db).await;
+}
+
+#[test]
+fn validation_names_what_and_where() {
+    use chrono::TimeZone;
+    let row = |wh: &str, h: u32, c: f64| snowpatrol_detect::MeteringRow {
+        account_name: "ACME".into(),
+        warehouse_id: 1,
+        warehouse_name: wh.into(),
+        service_type: "WAREHOUSE_METERING".into(),
+        start_time: chrono::Utc.with_ymd_and_hms(2025, 6, 1, h, 0, 0).unwrap(),
+        end_time: chrono::Utc.with_ymd_and_hms(2025, 6, 1, h + 1, 0, 0).unwrap(),
+        credits_used: c,
+        credits_used_compute: c,
+        credits_used_cloud_services: 0.0,
+    };
+    let d = |day| chrono::NaiveDate::from_ymd_opt(2025, 6, day).unwrap();
+    assert!(snowpatrol_pipeline::jobs::validate_rows(&[row("WH", 1, 1.0)], d(1), d(2)).is_ok());
+    let e = snowpatrol_pipeline::jobs::validate_rows(&[row("WH", 1, -2.0), row("WH", 1, 1.0), row("", 3, 1.0)], d(1), d(3)).unwrap_err();
+    assert!(e.contains("CREDITS_USED = -2 for ACME.WH at 2025-06-01 01:00:00 UTC"), "{e}");
+    assert!(e.contains("duplicate hour 2025-06-01 01:00:00 UTC for ACME.WH"), "{e}");
+    assert!(e.contains("empty account or warehouse name"), "{e}");
+    assert!(e.contains("no metering rows at all on 1 day(s) of the window: 2025-06-02"), "{e}");
+}
