@@ -14,6 +14,10 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(cli.command, Command::Demo) {
+        init_demo_logging();
+        return crate::pipeline_cli::demo().await;
+    }
     let loaded = settings::load(cli.config.as_deref())?;
     init_logging(&loaded.settings, cli.log_format)?;
     let json = cli.json;
@@ -21,6 +25,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(&loaded, json).await,
+        Command::Demo => crate::pipeline_cli::demo().await,
         Command::Migrate => {
             let db = connect(&loaded.settings, false).await?;
             db.migrate()
@@ -623,4 +628,12 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     result.context("the scheduler stopped with an error")?;
     info!("snowpatrol daemon stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo prints its own story; only warnings and errors are logged.
+fn init_demo_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,6 +1,7 @@
 //! `snowpatrol`: the command line and the daemon. This is the edge of the program: errors become messages a
 //! person can act on and a non-zero exit code, never a panic.
 
+mod pipeline_cli;
 mod commands;
 mod examples;
 mod output;
@@ -41,6 +42,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Zero-setup demo: embedded SQLite, synthetic warehouses, the real daemon running prep -> train -> predict.
+    Demo,
     /// Run the scheduler and workers until SIGTERM/SIGINT; serves /healthz, /readyz and /metrics.
     Daemon,
     /// Run a job now in this process (recorded like any run); exits non-zero when the run fails.
