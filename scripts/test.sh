@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite. Starts what the tests need and fails loudly when something is missing:
+# PostgreSQL (127.0.0.1:5432, trust auth) and a Python virtualenv with the test peers (fakesnow, statsmodels, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# PostgreSQL: start the local cluster if it is installed but stopped.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  echo "== PostgreSQL is not answering; starting the local cluster"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || { echo "FATAL: PostgreSQL is required at 127.0.0.1:5432 and could not be started" >&2; exit 1; }
+export SNOWPATROL_TEST_DATABASE_URL="${SNOWPATROL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+# Python peers (fakesnow for the Snowflake protocol), in a project-local virtualenv.
+if ! .venv/bin/python -c 'import fakesnow, snowflake.connector' >/dev/null 2>&1; then
+  echo "== creating .venv with the Python test peers"
+  python3 -m venv .venv
+  .venv/bin/pip install -q -r scripts/requirements-test.txt
+fi
+export SNOWPATROL_TEST_PYTHON="$PWD/.venv/bin/python"
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "== installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+# One build shared by every test binary; nextest runs them in parallel.
+cargo nextest run --workspace --no-fail-fast "$@"
