@@ -21,7 +21,10 @@ fn series_730() -> snowpatrol_detect::daily::DailySeries {
     };
     let data = generate(&cfg);
     // Warehouse 0 is an ETL warehouse that exists from day one: 730 days.
-    series_from_rows(&data.rows, Some(cfg.end)).into_iter().find(|s| s.len() == 730).unwrap()
+    series_from_rows(&data.rows, Some(cfg.end))
+        .into_iter()
+        .find(|s| s.len() == 730)
+        .unwrap()
 }
 
 fn benches(c: &mut Criterion) {
@@ -33,14 +36,30 @@ fn benches(c: &mut Criterion) {
     let forest = IsolationForest::fit(x, &params).unwrap();
     let last8 = ArrayView2::from_shape((8, 1), &dec.resid[722..]).unwrap();
 
-    c.bench_function("seasonal_decompose_730", |b| b.iter(|| seasonal_decompose(black_box(&y), 7).unwrap()));
+    c.bench_function("seasonal_decompose_730", |b| {
+        b.iter(|| seasonal_decompose(black_box(&y), 7).unwrap())
+    });
     c.bench_function("stl_730", |b| b.iter(|| stl(black_box(&y), 7).unwrap()));
-    c.bench_function("iforest_fit_730", |b| b.iter(|| IsolationForest::fit(black_box(x), &params).unwrap()));
-    c.bench_function("iforest_score_730", |b| b.iter(|| forest.decision_function(black_box(x)).unwrap()));
-    c.bench_function("iforest_score_8", |b| b.iter(|| forest.decision_function(black_box(last8)).unwrap()));
-    c.bench_function("ks_2samp_7_vs_723", |b| b.iter(|| ks_2samp(black_box(&y[723..]), black_box(&y[..723])).unwrap()));
-    c.bench_function("ks_2samp_720_vs_168", |b| b.iter(|| ks_2samp(black_box(&y[..720]), black_box(&y[562..])).unwrap()));
-    let base = TrainConfig { kind: ModelKind::Baseline, seed: 7, ..Default::default() };
+    c.bench_function("iforest_fit_730", |b| {
+        b.iter(|| IsolationForest::fit(black_box(x), &params).unwrap())
+    });
+    c.bench_function("iforest_score_730", |b| {
+        b.iter(|| forest.decision_function(black_box(x)).unwrap())
+    });
+    c.bench_function("iforest_score_8", |b| {
+        b.iter(|| forest.decision_function(black_box(last8)).unwrap())
+    });
+    c.bench_function("ks_2samp_7_vs_723", |b| {
+        b.iter(|| ks_2samp(black_box(&y[723..]), black_box(&y[..723])).unwrap())
+    });
+    c.bench_function("ks_2samp_720_vs_168", |b| {
+        b.iter(|| ks_2samp(black_box(&y[..720]), black_box(&y[562..])).unwrap())
+    });
+    let base = TrainConfig {
+        kind: ModelKind::Baseline,
+        seed: 7,
+        ..Default::default()
+    };
     c.bench_function("job_baseline_730", |b| {
         b.iter(|| {
             let m = train(black_box(&s), &base).unwrap();

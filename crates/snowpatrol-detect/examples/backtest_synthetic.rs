@@ -11,11 +11,23 @@ use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
 use std::time::Instant;
 
 fn main() {
-    let seeds: Vec<u64> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
+    let seeds: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
     let seeds = if seeds.is_empty() { vec![1] } else { seeds };
-    let warehouses: usize = std::env::var("WAREHOUSES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let warehouses: usize = std::env::var("WAREHOUSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     for seed in seeds {
-        let cfg = SyntheticConfig { seed, warehouses, accounts: 4, days: 365, ..Default::default() };
+        let cfg = SyntheticConfig {
+            seed,
+            warehouses,
+            accounts: 4,
+            days: 365,
+            ..Default::default()
+        };
         let t = Instant::now();
         let data = generate(&cfg);
         let series = series_from_rows(&data.rows, Some(cfg.end));
@@ -29,12 +41,24 @@ fn main() {
             cfg.end
         );
         for kind in [ModelKind::Baseline, ModelKind::Default] {
-            let mut tc = TrainConfig { kind, seed, ..Default::default() };
+            let mut tc = TrainConfig {
+                kind,
+                seed,
+                ..Default::default()
+            };
             let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
-            if let Some(v) = env("Z") { tc.rule.z_threshold = v; }
-            if let Some(v) = env("ZH") { tc.rule.z_threshold_hourly = v; }
-            if let Some(v) = env("QUIET") { tc.rule.quiet_day_excess_level_ratio = v; }
-            if let Some(v) = env("LEVELGATE") { tc.rule.min_excess_level_ratio = v; }
+            if let Some(v) = env("Z") {
+                tc.rule.z_threshold = v;
+            }
+            if let Some(v) = env("ZH") {
+                tc.rule.z_threshold_hourly = v;
+            }
+            if let Some(v) = env("QUIET") {
+                tc.rule.quiet_day_excess_level_ratio = v;
+            }
+            if let Some(v) = env("LEVELGATE") {
+                tc.rule.min_excess_level_ratio = v;
+            }
             let bc = BacktestConfig::new(start, tc);
             let t = Instant::now();
             let r = match backtest(&series, &bc, Some(&data.labels)) {
@@ -62,20 +86,40 @@ fn main() {
                 r.trainings
             );
             if std::env::var("SHOW_FP").is_ok() && kind == ModelKind::Default {
-                let labels: std::collections::HashSet<_> =
-                    data.labels.iter().map(|l| (l.key.clone(), l.date)).collect();
+                let labels: std::collections::HashSet<_> = data
+                    .labels
+                    .iter()
+                    .map(|l| (l.key.clone(), l.date))
+                    .collect();
                 for d in r.days.iter().filter(|d| d.score.is_anomaly) {
-                    let hit = (0..3).any(|k| labels.contains(&(d.key.clone(), d.score.date - Days::new(k))));
+                    let hit = (0..3)
+                        .any(|k| labels.contains(&(d.key.clone(), d.score.date - Days::new(k))));
                     if !hit {
                         println!("    FP? {} {}", d.key, d.score.explanation);
                     }
                 }
-                let flagged: std::collections::HashSet<_> =
-                    r.days.iter().filter(|d| d.score.is_anomaly).map(|d| (d.key.clone(), d.score.date)).collect();
-                for l in data.labels.iter().filter(|l| l.date >= start && l.kind.is_cost_increase()) {
+                let flagged: std::collections::HashSet<_> = r
+                    .days
+                    .iter()
+                    .filter(|d| d.score.is_anomaly)
+                    .map(|d| (d.key.clone(), d.score.date))
+                    .collect();
+                for l in data
+                    .labels
+                    .iter()
+                    .filter(|l| l.date >= start && l.kind.is_cost_increase())
+                {
                     if !(0..3).any(|k| flagged.contains(&(l.key.clone(), l.date + Days::new(k)))) {
-                        let s = r.days.iter().find(|d| d.key == l.key && d.score.date == l.date);
-                        println!("    FN {:?} {} {}", l.kind, l.key, s.map(|s| s.score.explanation.as_str()).unwrap_or("-"));
+                        let s = r
+                            .days
+                            .iter()
+                            .find(|d| d.key == l.key && d.score.date == l.date);
+                        println!(
+                            "    FN {:?} {} {}",
+                            l.kind,
+                            l.key,
+                            s.map(|s| s.score.explanation.as_str()).unwrap_or("-")
+                        );
                     }
                 }
             }

@@ -38,7 +38,13 @@ fn main() {
             let pad = 730 - x.len();
             if pad > 0 {
                 x.start = x.start - chrono::Days::new(pad as u64);
-                for v in [&mut x.credits, &mut x.credits_compute, &mut x.credits_cloud_services, &mut x.hours_active, &mut x.peak_hourly_credits] {
+                for v in [
+                    &mut x.credits,
+                    &mut x.credits_compute,
+                    &mut x.credits_cloud_services,
+                    &mut x.hours_active,
+                    &mut x.peak_hourly_credits,
+                ] {
                     v.splice(0..0, std::iter::repeat_n(0.0, pad));
                 }
             }
@@ -46,7 +52,11 @@ fn main() {
         }
         series.extend(s);
     }
-    eprintln!("prepared {} series x 730 days in {:.1}s", series.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "prepared {} series x 730 days in {:.1}s",
+        series.len(),
+        t.elapsed().as_secs_f64()
+    );
     if let Some(path) = args.get(3) {
         let mut f = std::fs::File::create(path).unwrap_or_else(|e| panic!("create {path}: {e}"));
         writeln!(f, "warehouse,day,credits").ok();
@@ -65,7 +75,11 @@ fn main() {
             flagged = series
                 .par_iter()
                 .map(|s| {
-                    let cfg = TrainConfig { kind, seed: seed_for(&s.key, 1), ..Default::default() };
+                    let cfg = TrainConfig {
+                        kind,
+                        seed: seed_for(&s.key, 1),
+                        ..Default::default()
+                    };
                     match train(s, &cfg).and_then(|m| m.score(s, 8)) {
                         Ok(days) => days.iter().filter(|d| d.is_anomaly).count(),
                         Err(e) => panic!("{}: {e}", s.key),

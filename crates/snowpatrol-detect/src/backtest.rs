@@ -25,7 +25,13 @@ pub struct BacktestConfig {
 
 impl BacktestConfig {
     pub fn new(start: NaiveDate, model: TrainConfig) -> Self {
-        Self { start, retrain_every_days: 7, model, score_days: 1, resize_tolerance_days: 2 }
+        Self {
+            start,
+            retrain_every_days: 7,
+            model,
+            score_days: 1,
+            resize_tolerance_days: 2,
+        }
     }
 }
 
@@ -85,7 +91,9 @@ pub fn backtest(
     labels: Option<&[AnomalyLabel]>,
 ) -> Result<BacktestReport, DetectError> {
     if cfg.retrain_every_days == 0 {
-        return Err(DetectError::InvalidParameter("retrain_every_days must be >= 1".into()));
+        return Err(DetectError::InvalidParameter(
+            "retrain_every_days must be >= 1".into(),
+        ));
     }
     let per: Vec<Result<(Vec<ScoredDay>, usize), DetectError>> =
         series.par_iter().map(|s| backtest_one(s, cfg)).collect();
@@ -99,12 +107,24 @@ pub fn backtest(
     let flagged = days.iter().filter(|d| d.score.is_anomaly).count();
     let incidents = incidents_of(&days);
     let metrics = labels.map(|l| evaluate(&days, &incidents, l, cfg));
-    Ok(BacktestReport { scored: days.len(), flagged, incidents: incidents.len(), trainings, days, metrics })
+    Ok(BacktestReport {
+        scored: days.len(),
+        flagged,
+        incidents: incidents.len(),
+        trainings,
+        days,
+        metrics,
+    })
 }
 
-fn backtest_one(s: &DailySeries, cfg: &BacktestConfig) -> Result<(Vec<ScoredDay>, usize), DetectError> {
+fn backtest_one(
+    s: &DailySeries,
+    cfg: &BacktestConfig,
+) -> Result<(Vec<ScoredDay>, usize), DetectError> {
     let mut out = Vec::new();
-    let Some(end) = s.end() else { return Ok((out, 0)) };
+    let Some(end) = s.end() else {
+        return Ok((out, 0));
+    };
     let first = s.start.max(cfg.start);
     let mut model: Option<TrainedModel> = None;
     let mut trainings = 0;
@@ -130,7 +150,10 @@ fn backtest_one(s: &DailySeries, cfg: &BacktestConfig) -> Result<(Vec<ScoredDay>
             match m.score(&view, k) {
                 Ok(scores) => {
                     if let Some(last) = scores.into_iter().last() {
-                        out.push(ScoredDay { key: s.key.clone(), score: last });
+                        out.push(ScoredDay {
+                            key: s.key.clone(),
+                            score: last,
+                        });
                     }
                 }
                 Err(DetectError::TooShort { .. }) => {}
@@ -178,7 +201,9 @@ fn evaluate(
     let mut scored_range: HashMap<&WarehouseKey, (NaiveDate, NaiveDate)> = HashMap::new();
     let mut flagged: HashMap<&WarehouseKey, Vec<NaiveDate>> = HashMap::new();
     for d in days {
-        let e = scored_range.entry(&d.key).or_insert((d.score.date, d.score.date));
+        let e = scored_range
+            .entry(&d.key)
+            .or_insert((d.score.date, d.score.date));
         e.0 = e.0.min(d.score.date);
         e.1 = e.1.max(d.score.date);
         if d.score.is_anomaly {
@@ -186,18 +211,28 @@ fn evaluate(
         }
     }
     let window = |l: &AnomalyLabel| {
-        let tol = if l.kind == AnomalyKind::Resize { cfg.resize_tolerance_days.max(0) } else { 0 };
+        let tol = if l.kind == AnomalyKind::Resize {
+            cfg.resize_tolerance_days.max(0)
+        } else {
+            0
+        };
         (l.date, l.date + chrono::Days::new(tol as u64))
     };
     let in_scope: Vec<&AnomalyLabel> = labels
         .iter()
-        .filter(|l| scored_range.get(&l.key).is_some_and(|(a, b)| l.date >= *a && l.date <= *b))
+        .filter(|l| {
+            scored_range
+                .get(&l.key)
+                .is_some_and(|(a, b)| l.date >= *a && l.date <= *b)
+        })
         .collect();
     let mut by_kind: BTreeMap<AnomalyKind, (usize, usize)> = BTreeMap::new();
     let (mut detected, mut total) = (0, 0);
     for l in &in_scope {
         let (a, b) = window(l);
-        let hit = flagged.get(&l.key).is_some_and(|ds| ds.iter().any(|d| *d >= a && *d <= b));
+        let hit = flagged
+            .get(&l.key)
+            .is_some_and(|ds| ds.iter().any(|d| *d >= a && *d <= b));
         let e = by_kind.entry(l.kind).or_insert((0, 0));
         e.1 += 1;
         if hit {
@@ -218,9 +253,21 @@ fn evaluate(
         });
         if hit { tp += 1 } else { fp += 1 }
     }
-    let precision = if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 };
-    let recall = if total == 0 { 0.0 } else { detected as f64 / total as f64 };
-    let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+    let precision = if tp + fp == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fp) as f64
+    };
+    let recall = if total == 0 {
+        0.0
+    } else {
+        detected as f64 / total as f64
+    };
+    let f1 = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
     Metrics {
         precision,
         recall,

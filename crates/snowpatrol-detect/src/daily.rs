@@ -30,7 +30,11 @@ impl DailySeries {
     }
 
     pub fn end(&self) -> Option<NaiveDate> {
-        if self.is_empty() { None } else { Some(self.date(self.len() - 1)) }
+        if self.is_empty() {
+            None
+        } else {
+            Some(self.date(self.len() - 1))
+        }
     }
 
     pub fn date(&self, i: usize) -> NaiveDate {
@@ -142,7 +146,9 @@ pub fn build_series(days: &[DailyUsage], end: Option<NaiveDate>) -> Vec<DailySer
     let mut out = Vec::with_capacity(by_key.len());
     for (key, mut ds) in by_key {
         ds.sort_by_key(|d| d.date);
-        let Some(first) = ds.first().map(|d| d.date) else { continue };
+        let Some(first) = ds.first().map(|d| d.date) else {
+            continue;
+        };
         let last = match (end, ds.last()) {
             (Some(e), _) => e,
             (None, Some(d)) => d.date,

@@ -14,11 +14,17 @@ pub struct Decomposition {
 
 fn check_input(y: &[f64], period: usize, what: &'static str) -> Result<(), DetectError> {
     if period < 2 {
-        return Err(DetectError::InvalidParameter(format!("{what}: period must be >= 2, got {period}")));
+        return Err(DetectError::InvalidParameter(format!(
+            "{what}: period must be >= 2, got {period}"
+        )));
     }
     check_finite(what, y)?;
     if y.len() < 2 * period {
-        return Err(DetectError::TooShort { what, needed: 2 * period, got: y.len() });
+        return Err(DetectError::TooShort {
+            what,
+            needed: 2 * period,
+            got: y.len(),
+        });
     }
     Ok(())
 }
@@ -33,7 +39,7 @@ fn check_input(y: &[f64], period: usize, what: &'static str) -> Result<(), Detec
 pub fn seasonal_decompose(y: &[f64], period: usize) -> Result<Decomposition, DetectError> {
     check_input(y, period, "seasonal_decompose")?;
     let n = y.len();
-    let filt: Vec<f64> = if period % 2 == 0 {
+    let filt: Vec<f64> = if period.is_multiple_of(2) {
         let mut f = vec![1.0 / period as f64; period + 1];
         f[0] = 0.5 / period as f64;
         f[period] = 0.5 / period as f64;
@@ -58,7 +64,11 @@ pub fn seasonal_decompose(y: &[f64], period: usize) -> Result<Decomposition, Det
     let detrended: Vec<f64> = y.iter().zip(&trend).map(|(a, b)| a - b).collect();
     let mut averages = vec![0.0; period];
     for (phase, avg) in averages.iter_mut().enumerate() {
-        let (sum, cnt) = detrended.iter().skip(phase).step_by(period).fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
+        let (sum, cnt) = detrended
+            .iter()
+            .skip(phase)
+            .step_by(period)
+            .fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
         *avg = sum / cnt as f64;
     }
     let mean = averages.iter().sum::<f64>() / period as f64;
@@ -66,8 +76,16 @@ pub fn seasonal_decompose(y: &[f64], period: usize) -> Result<Decomposition, Det
         *a -= mean;
     }
     let seasonal: Vec<f64> = (0..n).map(|i| averages[i % period]).collect();
-    let resid: Vec<f64> = detrended.iter().zip(&seasonal).map(|(d, s)| d - s).collect();
-    Ok(Decomposition { trend, seasonal, resid })
+    let resid: Vec<f64> = detrended
+        .iter()
+        .zip(&seasonal)
+        .map(|(d, s)| d - s)
+        .collect();
+    Ok(Decomposition {
+        trend,
+        seasonal,
+        resid,
+    })
 }
 
 /// statsmodels `_extrapolate_trend(trend, npoints=period)`.
@@ -131,9 +149,9 @@ impl StlSettings {
     pub fn statsmodels_defaults(period: usize) -> Self {
         let seasonal = 7usize;
         let mut trend = (1.5 * period as f64 / (1.0 - 1.5 / seasonal as f64)).ceil() as usize;
-        trend += usize::from(trend % 2 == 0);
+        trend += usize::from(trend.is_multiple_of(2));
         let mut low_pass = period + 1;
-        low_pass += usize::from(low_pass % 2 == 0);
+        low_pass += usize::from(low_pass.is_multiple_of(2));
         Self {
             seasonal,
             trend,

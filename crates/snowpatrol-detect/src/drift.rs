@@ -17,7 +17,11 @@ pub struct DriftConfig {
 
 impl Default for DriftConfig {
     fn default() -> Self {
-        Self { window_days: 7, alpha: 0.05, min_history_days: 30 }
+        Self {
+            window_days: 7,
+            alpha: 0.05,
+            min_history_days: 30,
+        }
     }
 }
 
@@ -39,10 +43,15 @@ impl DriftDecision {
 /// Two-sample KS test of the last `window_days` daily credits against all days before them.
 pub fn check_drift(series: &DailySeries, cfg: &DriftConfig) -> Result<DriftDecision, DetectError> {
     if cfg.window_days == 0 {
-        return Err(DetectError::InvalidParameter("drift window_days must be >= 1".into()));
+        return Err(DetectError::InvalidParameter(
+            "drift window_days must be >= 1".into(),
+        ));
     }
     if !(0.0..=1.0).contains(&cfg.alpha) {
-        return Err(DetectError::InvalidParameter(format!("drift alpha must be in [0, 1], got {}", cfg.alpha)));
+        return Err(DetectError::InvalidParameter(format!(
+            "drift alpha must be in [0, 1], got {}",
+            cfg.alpha
+        )));
     }
     let n = series.len();
     if n < cfg.min_history_days.max(cfg.window_days + 1) {
@@ -51,8 +60,14 @@ pub fn check_drift(series: &DailySeries, cfg: &DriftConfig) -> Result<DriftDecis
     let split = n - cfg.window_days;
     let r = ks_2samp(&series.credits[split..], &series.credits[..split])?;
     Ok(if r.pvalue <= cfg.alpha {
-        DriftDecision::Drift { pvalue: r.pvalue, statistic: r.statistic }
+        DriftDecision::Drift {
+            pvalue: r.pvalue,
+            statistic: r.statistic,
+        }
     } else {
-        DriftDecision::NoDrift { pvalue: r.pvalue, statistic: r.statistic }
+        DriftDecision::NoDrift {
+            pvalue: r.pvalue,
+            statistic: r.statistic,
+        }
     })
 }

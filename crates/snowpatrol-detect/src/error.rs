@@ -6,11 +6,23 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum DetectError {
     /// Decomposition needs two full periods, training needs `min_days`; the original skipped such warehouses.
-    #[error("series too short: {what} needs at least {needed} days, got {got}; wait for more data or skip this warehouse")]
-    TooShort { what: &'static str, needed: usize, got: usize },
+    #[error(
+        "series too short: {what} needs at least {needed} days, got {got}; wait for more data or skip this warehouse"
+    )]
+    TooShort {
+        what: &'static str,
+        needed: usize,
+        got: usize,
+    },
     /// NaN or infinity would silently poison every downstream number, so it is refused at the door.
-    #[error("non-finite value {value} at index {index} in {what}; fix the source data (missing hours must be absent, not NaN)")]
-    NonFinite { what: &'static str, index: usize, value: f64 },
+    #[error(
+        "non-finite value {value} at index {index} in {what}; fix the source data (missing hours must be absent, not NaN)"
+    )]
+    NonFinite {
+        what: &'static str,
+        index: usize,
+        value: f64,
+    },
     #[error("empty input: {0}")]
     Empty(&'static str),
     #[error("invalid parameter: {0}")]
@@ -33,7 +45,11 @@ impl From<linfa::Error> for DetectError {
 /// Refuses NaN/inf with the position of the first offender, so the caller can find the bad row.
 pub(crate) fn check_finite(what: &'static str, values: &[f64]) -> Result<(), DetectError> {
     match values.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(DetectError::NonFinite { what, index, value: values[index] }),
+        Some(index) => Err(DetectError::NonFinite {
+            what,
+            index,
+            value: values[index],
+        }),
         None => Ok(()),
     }
 }

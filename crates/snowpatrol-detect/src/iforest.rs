@@ -43,7 +43,12 @@ pub struct IsolationForestParams {
 
 impl Default for IsolationForestParams {
     fn default() -> Self {
-        Self { n_estimators: 100, max_samples: 256, contamination: Contamination::Auto, seed: 0 }
+        Self {
+            n_estimators: 100,
+            max_samples: 256,
+            contamination: Contamination::Auto,
+            seed: 0,
+        }
     }
 }
 
@@ -55,15 +60,21 @@ impl IsolationForestParams {
 
     fn validate(&self) -> Result<(), DetectError> {
         if self.n_estimators == 0 {
-            return Err(DetectError::InvalidParameter("n_estimators must be >= 1".into()));
+            return Err(DetectError::InvalidParameter(
+                "n_estimators must be >= 1".into(),
+            ));
         }
         if self.max_samples == 0 {
-            return Err(DetectError::InvalidParameter("max_samples must be >= 1".into()));
+            return Err(DetectError::InvalidParameter(
+                "max_samples must be >= 1".into(),
+            ));
         }
-        if let Contamination::Fraction(c) = self.contamination {
-            if !(c > 0.0 && c <= 0.5) {
-                return Err(DetectError::InvalidParameter(format!("contamination must be in (0, 0.5], got {c}")));
-            }
+        if let Contamination::Fraction(c) = self.contamination
+            && !(c > 0.0 && c <= 0.5)
+        {
+            return Err(DetectError::InvalidParameter(format!(
+                "contamination must be in (0, 0.5], got {c}"
+            )));
         }
         Ok(())
     }
@@ -108,7 +119,11 @@ impl Tree {
             if node.feature == u32::MAX {
                 return node.value;
             }
-            i = if row[node.feature as usize] <= node.value { node.left } else { node.right } as usize;
+            i = if row[node.feature as usize] <= node.value {
+                node.left
+            } else {
+                node.right
+            } as usize;
         }
     }
 }
@@ -147,7 +162,9 @@ impl IsolationForest {
             return Err(DetectError::Empty("isolation forest training data"));
         }
         let x = x.as_standard_layout();
-        let flat = x.as_slice().ok_or_else(|| DetectError::InvalidParameter("non-contiguous data".into()))?;
+        let flat = x
+            .as_slice()
+            .ok_or_else(|| DetectError::InvalidParameter("non-contiguous data".into()))?;
         check_finite("isolation forest training data", flat)?;
         let max_samples = params.max_samples.min(n);
         let max_depth = (max_samples.max(2) as f64).log2().ceil() as usize;
@@ -159,7 +176,13 @@ impl IsolationForest {
         } else {
             seeds.iter().map(build).collect()
         };
-        let mut forest = IsolationForest { params: params.clone(), max_samples, n_features: d, offset: -0.5, trees };
+        let mut forest = IsolationForest {
+            params: params.clone(),
+            max_samples,
+            n_features: d,
+            offset: -0.5,
+            trees,
+        };
         if let Contamination::Fraction(c) = params.contamination {
             let scores = forest.score_samples(x.view())?;
             forest.offset = percentile_linear(scores.as_slice().unwrap_or(&[]), 100.0 * c);
@@ -177,7 +200,9 @@ impl IsolationForest {
             )));
         }
         let x = x.as_standard_layout();
-        let flat = x.as_slice().ok_or_else(|| DetectError::InvalidParameter("non-contiguous data".into()))?;
+        let flat = x
+            .as_slice()
+            .ok_or_else(|| DetectError::InvalidParameter("non-contiguous data".into()))?;
         check_finite("isolation forest input", flat)?;
         let denom = self.trees.len() as f64 * average_path_length(self.max_samples);
         if d == 1 && self.trees.iter().all(|t| t.steps.is_some()) {
@@ -190,7 +215,10 @@ impl IsolationForest {
             -(2f64.powf(-ratio))
         };
         let out: Vec<f64> = if n * self.trees.len() >= PAR_MIN_WORK {
-            flat.par_chunks(d.max(1)).with_min_len(128).map(score_row).collect()
+            flat.par_chunks(d.max(1))
+                .with_min_len(128)
+                .map(score_row)
+                .collect()
         } else {
             flat.chunks(d.max(1)).map(score_row).collect()
         };
@@ -204,7 +232,11 @@ impl IsolationForest {
 
     /// scikit-learn's `predict` as booleans: `true` when `decision_function < 0` (an outlier).
     pub fn predict_outliers(&self, x: ArrayView2<f64>) -> Result<Vec<bool>, DetectError> {
-        Ok(self.decision_function(x)?.iter().map(|v| *v < 0.0).collect())
+        Ok(self
+            .decision_function(x)?
+            .iter()
+            .map(|v| *v < 0.0)
+            .collect())
     }
 
     /// One feature: sort the batch once, then each tree is a merge of its sorted leaf bounds with the sorted
@@ -251,7 +283,11 @@ impl IsolationForest {
         };
         let mut out = vec![0.0f64; n];
         for (pos, &i) in order.iter().enumerate() {
-            let ratio = if denom != 0.0 { depth[pos] / denom } else { 1.0 };
+            let ratio = if denom != 0.0 {
+                depth[pos] / denom
+            } else {
+                1.0
+            };
             out[i] = -(2f64.powf(-ratio));
         }
         out
@@ -262,7 +298,14 @@ impl IsolationForest {
     }
 }
 
-fn build_tree(x: &[f64], n: usize, d: usize, max_samples: usize, max_depth: usize, seed: u64) -> Tree {
+fn build_tree(
+    x: &[f64],
+    n: usize,
+    d: usize,
+    max_samples: usize,
+    max_depth: usize,
+    seed: u64,
+) -> Tree {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let idx: Vec<usize> = rand::seq::index::sample(&mut rng, n, max_samples).into_vec();
     if d == 1 {
@@ -311,19 +354,38 @@ fn build_tree_1d(x: &[f64], idx: Vec<usize>, max_depth: usize, mut rng: ChaCha8R
         }
     }
     bounds.pop();
-    Tree { nodes: Vec::new(), steps: Some(Steps { bounds, values }) }
+    Tree {
+        nodes: Vec::new(),
+        steps: Some(Steps { bounds, values }),
+    }
 }
 
-fn build_tree_nd(x: &[f64], d: usize, mut idx: Vec<usize>, max_depth: usize, mut rng: ChaCha8Rng) -> Tree {
+fn build_tree_nd(
+    x: &[f64],
+    d: usize,
+    mut idx: Vec<usize>,
+    max_depth: usize,
+    mut rng: ChaCha8Rng,
+) -> Tree {
     let mut nodes = Vec::with_capacity(2 * idx.len());
     let mut features: Vec<usize> = (0..d).collect();
     // Explicit stack (node slot, range, depth) instead of recursion: depth is small, but no recursion means no
     // stack-size surprises on rayon worker threads.
-    nodes.push(Node { feature: u32::MAX, left: 0, right: 0, value: 0.0 });
+    nodes.push(Node {
+        feature: u32::MAX,
+        left: 0,
+        right: 0,
+        value: 0.0,
+    });
     let mut stack = vec![(0usize, 0usize, idx.len(), 0usize)];
     while let Some((slot, lo, hi, depth)) = stack.pop() {
         let count = hi - lo;
-        let leaf = Node { feature: u32::MAX, left: 0, right: 0, value: depth as f64 + average_path_length(count) };
+        let leaf = Node {
+            feature: u32::MAX,
+            left: 0,
+            right: 0,
+            value: depth as f64 + average_path_length(count),
+        };
         if depth >= max_depth || count <= 1 {
             nodes[slot] = leaf;
             continue;
@@ -367,7 +429,12 @@ fn build_tree_nd(x: &[f64], d: usize, mut idx: Vec<usize>, max_depth: usize, mut
         let left = nodes.len();
         nodes.push(leaf);
         nodes.push(leaf);
-        nodes[slot] = Node { feature: f as u32, left: left as u32, right: (left + 1) as u32, value: t };
+        nodes[slot] = Node {
+            feature: f as u32,
+            left: left as u32,
+            right: (left + 1) as u32,
+            value: t,
+        };
         stack.push((left + 1, mid, hi, depth + 1));
         stack.push((left, lo, mid, depth + 1));
     }
@@ -392,7 +459,10 @@ pub fn percentile_linear(values: &[f64], q: f64) -> f64 {
 impl<D: Data<Elem = f64>, T> Fit<ArrayBase<D, Ix2>, T, DetectError> for IsolationForestParams {
     type Object = IsolationForest;
 
-    fn fit(&self, dataset: &DatasetBase<ArrayBase<D, Ix2>, T>) -> Result<Self::Object, DetectError> {
+    fn fit(
+        &self,
+        dataset: &DatasetBase<ArrayBase<D, Ix2>, T>,
+    ) -> Result<Self::Object, DetectError> {
         IsolationForest::fit(dataset.records.view(), self)
     }
 }
@@ -419,14 +489,20 @@ mod tests {
     /// The one-feature fast path must build the very tree the general path builds.
     #[test]
     fn one_feature_fast_path_equals_general_path() {
-        let x: Vec<f64> = (0..700).map(|i| (((i * 7919) % 613) as f64 / 7.0).sin() * 10.0 + (i % 5) as f64).collect();
+        let x: Vec<f64> = (0..700)
+            .map(|i| (((i * 7919) % 613) as f64 / 7.0).sin() * 10.0 + (i % 5) as f64)
+            .collect();
         for seed in 0..20u64 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let idx: Vec<usize> = rand::seq::index::sample(&mut rng, x.len(), 256).into_vec();
             let fast = build_tree_1d(&x, idx.clone(), 8, rng.clone());
             let general = build_tree_nd(&x, 1, idx, 8, rng);
             for probe in x.iter().copied().chain([-1e9, 1e9, 0.0]) {
-                assert_eq!(fast.path_length(&[probe]), general.path_length(&[probe]), "seed {seed} x {probe}");
+                assert_eq!(
+                    fast.path_length(&[probe]),
+                    general.path_length(&[probe]),
+                    "seed {seed} x {probe}"
+                );
             }
         }
     }

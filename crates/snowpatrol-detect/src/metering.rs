@@ -16,7 +16,10 @@ pub struct WarehouseKey {
 
 impl WarehouseKey {
     pub fn new(account_name: impl Into<String>, warehouse_name: impl Into<String>) -> Self {
-        Self { account_name: account_name.into(), warehouse_name: warehouse_name.into() }
+        Self {
+            account_name: account_name.into(),
+            warehouse_name: warehouse_name.into(),
+        }
     }
 
     /// Parses the `ACCOUNT.WAREHOUSE` form produced by `Display` (the map key of fanned-out task instances).
@@ -96,7 +99,9 @@ impl std::str::FromStr for AnomalyKind {
             "runaway" => Ok(Self::Runaway),
             "resize" => Ok(Self::Resize),
             "drop" => Ok(Self::Drop),
-            other => Err(format!("unknown anomaly kind {other:?} (expected spike, runaway, resize or drop)")),
+            other => Err(format!(
+                "unknown anomaly kind {other:?} (expected spike, runaway, resize or drop)"
+            )),
         }
     }
 }

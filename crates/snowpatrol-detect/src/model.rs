@@ -54,9 +54,9 @@ impl FromStr for ModelKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "default" => Ok(ModelKind::Default),
             "baseline" => Ok(ModelKind::Baseline),
-            other => {
-                Err(DetectError::InvalidParameter(format!("unknown model kind {other:?} (expected default or baseline)")))
-            }
+            other => Err(DetectError::InvalidParameter(format!(
+                "unknown model kind {other:?} (expected default or baseline)"
+            ))),
         }
     }
 }
@@ -96,6 +96,10 @@ pub struct DefaultRuleConfig {
     pub quiet_day_excess_level_ratio: f64,
     /// Also flag falls in spend (off by default: drops do not cost money).
     pub flag_drops: bool,
+    /// Sustained-rise rule: the last this-many days, all above the expectation taken before them, whose combined
+    /// excess reaches `z_threshold` standard errors. Catches a level shift (a resize on a warehouse without a
+    /// visible cap) that no single day shows; 0 disables it.
+    pub sustained_days: usize,
 }
 
 impl Default for DefaultRuleConfig {
@@ -111,9 +115,10 @@ impl Default for DefaultRuleConfig {
             runaway_extra_hours: 6.0,
             runaway_min_hours: 16.0,
             resize_peak_ratio: 1.2,
-            resize_peak_ratio_uncapped: 2.0,
+            resize_peak_ratio_uncapped: 1.5,
             quiet_day_excess_level_ratio: 1.0,
             flag_drops: false,
+            sustained_days: 0,
         }
     }
 }
@@ -246,7 +251,12 @@ pub fn group_incidents(key: &WarehouseKey, days: &[DayScore]) -> Vec<Incident> {
                     inc.days.push(d.clone());
                 }
             }
-            _ => out.push(Incident { key: key.clone(), first_day: d.date, last_day: d.date, days: vec![d.clone()] }),
+            _ => out.push(Incident {
+                key: key.clone(),
+                first_day: d.date,
+                last_day: d.date,
+                days: vec![d.clone()],
+            }),
         }
     }
     out
@@ -262,7 +272,11 @@ fn check_series(series: &DailySeries) -> Result<(), DetectError> {
 pub fn train(series: &DailySeries, cfg: &TrainConfig) -> Result<TrainedModel, DetectError> {
     let n = series.len();
     if n < cfg.min_days.max(1) {
-        return Err(DetectError::TooShort { what: "training", needed: cfg.min_days.max(1), got: n });
+        return Err(DetectError::TooShort {
+            what: "training",
+            needed: cfg.min_days.max(1),
+            got: n,
+        });
     }
     check_series(series)?;
     let (training_start, training_end) = (series.start, series.date(n - 1));
@@ -308,7 +322,11 @@ pub fn train(series: &DailySeries, cfg: &TrainConfig) -> Result<TrainedModel, De
                     training_days: n,
                     score_mean: mean,
                     score_std: std,
-                    training_anomaly_rate: if scores.is_empty() { 0.0 } else { flagged as f64 / scores.len() as f64 },
+                    training_anomaly_rate: if scores.is_empty() {
+                        0.0
+                    } else {
+                        flagged as f64 / scores.len() as f64
+                    },
                     seed: cfg.seed,
                 },
                 detector: Detector::Default(model),
@@ -334,7 +352,11 @@ fn median(v: &mut [f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }
 
 fn mad(v: &mut [f64]) -> Option<f64> {
@@ -362,22 +384,39 @@ fn fit_default(series: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     } else {
         profile = [1.0; 7];
     }
-    let mut model = DefaultModel { rule: rule.clone(), profile, scale_rel: 0.0, scale_abs: 0.0 };
+    let mut model = DefaultModel {
+        rule: rule.clone(),
+        profile,
+        scale_rel: 0.0,
+        scale_abs: 0.0,
+    };
     let start = n.saturating_sub(90).max(7).min(n);
-    let expected: Vec<(f64, f64)> =
-        (start..n).map(|i| (model.expected(series, i), series.credits[i])).collect();
+    let expected: Vec<(f64, f64)> = (start..n)
+        .map(|i| (model.expected(series, i), series.credits[i]))
+        .collect();
     let level_mean = series.credits[from..n].iter().sum::<f64>() / (n - from).max(1) as f64;
     let mean_e = expected.iter().map(|(e, _)| *e).sum::<f64>() / expected.len().max(1) as f64;
-    let mut rel: Vec<f64> =
-        expected.iter().filter(|(e, _)| *e > 0.0 && *e >= 0.5 * mean_e).map(|(e, c)| (c - e) / e).collect();
-    let mut abs_quiet: Vec<f64> = expected.iter().filter(|(e, _)| *e < 0.5 * mean_e).map(|(e, c)| c - e).collect();
+    let mut rel: Vec<f64> = expected
+        .iter()
+        .filter(|(e, _)| *e > 0.0 && *e >= 0.5 * mean_e)
+        .map(|(e, c)| (c - e) / e)
+        .collect();
+    let mut abs_quiet: Vec<f64> = expected
+        .iter()
+        .filter(|(e, _)| *e < 0.5 * mean_e)
+        .map(|(e, c)| c - e)
+        .collect();
     // Spend is right-skewed (log-normal-ish): the MAD describes the bulk, the upper tail is heavier. Take the
     // larger of the MAD and the 95th percentile read as a normal quantile, so a warehouse whose good days are
     // often +100 % needs more than that to alert.
     let upper = {
         let mut a = rel.clone();
         a.sort_by(f64::total_cmp);
-        if a.is_empty() { 0.0 } else { a[((a.len() - 1) as f64 * 0.95).round() as usize] / 1.645 }
+        if a.is_empty() {
+            0.0
+        } else {
+            a[((a.len() - 1) as f64 * 0.95).round() as usize] / 1.645
+        }
     };
     model.scale_rel = mad(&mut rel).unwrap_or(0.1).max(upper).max(0.03);
     let floor = 0.02 * level_mean + 0.01;
@@ -386,9 +425,16 @@ fn fit_default(series: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     let q90 = {
         let mut a: Vec<f64> = abs_quiet.iter().map(|v| v.abs()).collect();
         a.sort_by(f64::total_cmp);
-        if a.is_empty() { 0.0 } else { a[((a.len() - 1) as f64 * 0.9).round() as usize] }
+        if a.is_empty() {
+            0.0
+        } else {
+            a[((a.len() - 1) as f64 * 0.9).round() as usize]
+        }
     };
-    model.scale_abs = mad(&mut abs_quiet).unwrap_or(floor).max(0.5 * q90).max(floor);
+    model.scale_abs = mad(&mut abs_quiet)
+        .unwrap_or(floor)
+        .max(0.5 * q90)
+        .max(floor);
     model
 }
 
@@ -409,6 +455,29 @@ impl DefaultModel {
         self.level(s, i) * self.profile[s.weekday(i)]
     }
 
+    /// Combined score of the last `sustained_days` days ending at `i`, each measured against the expectation
+    /// as it stood before the first of them; `None` unless every one of them is clearly (half a spread) above.
+    fn sustained_rise(&self, s: &DailySeries, i: usize) -> Option<(f64, usize)> {
+        let k = self.rule.sustained_days;
+        if k < 2 || i + 1 < k + 7 {
+            return None;
+        }
+        let first = i + 1 - k;
+        let level = self.level(s, first);
+        let (mut excess, mut var) = (0.0, 0.0);
+        for t in first..=i {
+            let e = level * self.profile[s.weekday(t)];
+            let spread = self.scale_rel * e + self.scale_abs;
+            let x = s.credits[t] - e;
+            if x < 1.0 * spread {
+                return None;
+            }
+            excess += x;
+            var += spread * spread;
+        }
+        Some((excess / var.sqrt(), k))
+    }
+
     /// Scores day `i` of `s` using days `..=i` only.
     pub fn score_day(&self, s: &DailySeries, i: usize) -> DayScore {
         let r = &self.rule;
@@ -423,14 +492,19 @@ impl DefaultModel {
                 score: 0.0,
                 threshold: r.z_threshold,
                 is_anomaly: false,
-                explanation: format!("{date}: {actual:.2} credits; fewer than 7 days of history, not scored"),
+                explanation: format!(
+                    "{date}: {actual:.2} credits; fewer than 7 days of history, not scored"
+                ),
             };
         }
         let expected = self.expected(s, i);
         let excess = actual - expected;
         let spread = self.scale_rel * expected + self.scale_abs;
         let z = excess / spread;
-        let mut same_weekday: Vec<f64> = (1..=4).filter_map(|w| i.checked_sub(7 * w)).map(|t| s.hours_active[t]).collect();
+        let mut same_weekday: Vec<f64> = (1..=4)
+            .filter_map(|w| i.checked_sub(7 * w))
+            .map(|t| s.hours_active[t])
+            .collect();
         let usual_hours = median(&mut same_weekday).unwrap_or(0.0);
         let hours = s.hours_active[i];
         let runaway = hours >= (usual_hours + r.runaway_extra_hours).max(r.runaway_min_hours);
@@ -439,11 +513,24 @@ impl DefaultModel {
         let usual_peak = recent_peaks.iter().copied().fold(0.0, f64::max);
         // A full hour bills exactly size x clusters, so a warehouse at its cap repeats the same peak to the
         // third decimal; 2 % slack allows for cloud-services rounding in exports.
-        let capped = recent_peaks.iter().filter(|p| **p >= 0.98 * usual_peak).count() >= 3;
+        let capped = recent_peaks
+            .iter()
+            .filter(|p| **p >= 0.98 * usual_peak)
+            .count()
+            >= 3;
         let peak = s.peak_hourly_credits[i];
-        let ratio = if capped { r.resize_peak_ratio } else { r.resize_peak_ratio_uncapped };
+        let ratio = if capped {
+            r.resize_peak_ratio
+        } else {
+            r.resize_peak_ratio_uncapped
+        };
         let resize = usual_peak > 0.0 && peak >= ratio * usual_peak;
-        let threshold = if runaway || resize { r.z_threshold_hourly } else { r.z_threshold };
+        let threshold = if runaway || resize {
+            r.z_threshold_hourly
+        } else {
+            r.z_threshold
+        };
+        let sustained = self.sustained_rise(s, i);
         // The level gates guard against noise on bursty warehouses; hourly evidence already shows the cause, so
         // with it only the absolute and relative gates apply (a resize adds ~50 %, less than half a level on a
         // busy weekday).
@@ -455,18 +542,39 @@ impl DefaultModel {
                 material = material.max(r.quiet_day_excess_level_ratio * level);
             }
         }
-        let rise = z >= threshold && excess >= material;
+        let rise = (z >= threshold && excess >= material)
+            || sustained.is_some_and(|(z3, _)| {
+                z3 >= r.z_threshold
+                    && excess >= r.min_excess_credits.max(r.min_excess_ratio * expected)
+            });
         let fall = r.flag_drops && z <= -threshold && -excess >= material;
         let is_anomaly = rise || fall;
-        let pct = if expected > 0.0 { format!("{:+.0}%", 100.0 * excess / expected) } else { "new usage".into() };
+        let pct = if expected > 0.0 {
+            format!("{:+.0}%", 100.0 * excess / expected)
+        } else {
+            "new usage".into()
+        };
         let mut why = Vec::new();
         if runaway {
-            why.push(format!("{hours:.0} h active vs usual {usual_hours:.0} h (left running?)"));
+            why.push(format!(
+                "{hours:.0} h active vs usual {usual_hours:.0} h (left running?)"
+            ));
+        }
+        if let Some((z3, k)) = sustained
+            && z3 >= r.z_threshold
+        {
+            why.push(format!(
+                "spend above expectation for {k} days running (combined score {z3:.1})"
+            ));
         }
         if resize {
             why.push(format!("peak {peak:.2} credits/h vs at most {usual_peak:.2} in 4 weeks (resize or scale-out?)"));
         }
-        let cmp = if is_anomaly { if rise { ">=" } else { "<= -" } } else { "vs" };
+        let cmp = if is_anomaly {
+            if rise { ">=" } else { "<= -" }
+        } else {
+            "vs"
+        };
         let explanation = format!(
             "{date}: {actual:.2} credits vs {expected:.2} expected ({excess:+.2}, {pct}); score {z:.1} {cmp} threshold {threshold:.1}{}{}",
             if why.is_empty() { "" } else { "; " },
@@ -490,10 +598,17 @@ impl TrainedModel {
     ///
     /// Baseline: decomposes the whole series (its trend ends extrapolated, as the original) and scores the
     /// residuals of the last days. Default: each day from the days before it only.
-    pub fn score(&self, series: &DailySeries, last_days: usize) -> Result<Vec<DayScore>, DetectError> {
+    pub fn score(
+        &self,
+        series: &DailySeries,
+        last_days: usize,
+    ) -> Result<Vec<DayScore>, DetectError> {
         let n = series.len();
         if last_days > n {
-            return Err(DetectError::ScoreWindow { requested: last_days, available: n });
+            return Err(DetectError::ScoreWindow {
+                requested: last_days,
+                available: n,
+            });
         }
         check_series(series)?;
         match &self.detector {
@@ -529,7 +644,9 @@ impl TrainedModel {
                     })
                     .collect())
             }
-            Detector::Default(m) => Ok((n - last_days..n).map(|i| m.score_day(series, i)).collect()),
+            Detector::Default(m) => {
+                Ok((n - last_days..n).map(|i| m.score_day(series, i)).collect())
+            }
         }
     }
 

@@ -82,8 +82,19 @@ struct Profile {
 }
 
 fn account_name(a: usize) -> String {
-    const NAMES: [&str; 6] = ["ACME_PROD", "ACME_ANALYTICS", "GLOBEX", "INITECH", "UMBRELLA", "HOOLI"];
-    if a < NAMES.len() { NAMES[a].to_string() } else { format!("ACCOUNT_{a}") }
+    const NAMES: [&str; 6] = [
+        "ACME_PROD",
+        "ACME_ANALYTICS",
+        "GLOBEX",
+        "INITECH",
+        "UMBRELLA",
+        "HOOLI",
+    ];
+    if a < NAMES.len() {
+        NAMES[a].to_string()
+    } else {
+        format!("ACCOUNT_{a}")
+    }
 }
 
 fn normal(rng: &mut ChaCha8Rng) -> f64 {
@@ -102,7 +113,9 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticData {
         .map(|w| {
             let account = w % accounts;
             let local = w / accounts;
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                cfg.seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
             let workload = match (local + account) % 4 {
                 0 => Workload::Etl,
                 1 => Workload::Bi,
@@ -166,7 +179,11 @@ fn warehouse(
     let p = Profile {
         workload,
         size: sizes[rng.random_range(0..sizes.len())],
-        max_clusters: if workload == Workload::Bi && rng.random::<f64>() < 0.5 { 2.0 } else { 1.0 },
+        max_clusters: if workload == Workload::Bi && rng.random::<f64>() < 0.5 {
+            2.0
+        } else {
+            1.0
+        },
         growth_per_day: (0.0008 + 0.0005 * normal(rng)).max(0.0),
         day_sigma: match workload {
             Workload::Etl => 0.08,
@@ -174,7 +191,11 @@ fn warehouse(
             Workload::AdHoc => 0.25,
             Workload::Dev => 0.2,
         },
-        first_day: if late { rng.random_range(0..cfg.days.max(2) / 3) } else { 0 },
+        first_day: if late {
+            rng.random_range(0..cfg.days.max(2) / 3)
+        } else {
+            0
+        },
         batch_start: rng.random_range(0..6),
         batch_hours: rng.random_range(2..6),
         base_util: match workload {
@@ -204,7 +225,8 @@ fn warehouse(
             Workload::Etl => {
                 let factor = if weekend { 0.6 } else { 1.0 };
                 // Per-second billing: the batch's last hour is partial, so spend varies smoothly with its length.
-                let duration = (p.batch_hours as f64 * growth * factor * day_noise).clamp(0.5, 20.0);
+                let duration =
+                    (p.batch_hours as f64 * growth * factor * day_noise).clamp(0.5, 20.0);
                 let mut h = 0;
                 while (h as f64) < duration {
                     let u = (p.base_util + 0.1 * normal(rng)).clamp(0.3, 1.0);
@@ -242,9 +264,14 @@ fn warehouse(
         } else if d + 1 < cfg.days && rng.random::<f64>() < cfg.anomaly_rate {
             let mut x = rng.random::<f64>() * total_w;
             let mut kind = AnomalyKind::Drop;
-            for (k, w) in [AnomalyKind::Spike, AnomalyKind::Runaway, AnomalyKind::Resize, AnomalyKind::Drop]
-                .into_iter()
-                .zip(cfg.kind_weights)
+            for (k, w) in [
+                AnomalyKind::Spike,
+                AnomalyKind::Runaway,
+                AnomalyKind::Resize,
+                AnomalyKind::Drop,
+            ]
+            .into_iter()
+            .zip(cfg.kind_weights)
             {
                 if x < w {
                     kind = k;
@@ -253,7 +280,11 @@ fn warehouse(
                 x -= w;
             }
             // Resizes are done by people at work: weekdays only (a weekend draw is skipped).
-            let kind = if kind == AnomalyKind::Resize && weekend { None } else { Some(kind) };
+            let kind = if kind == AnomalyKind::Resize && weekend {
+                None
+            } else {
+                Some(kind)
+            };
             label = kind;
             if kind.is_some() {
                 cooldown = 10;
@@ -315,7 +346,11 @@ fn warehouse(
             }
         }
         if let Some(kind) = label {
-            labels.push(AnomalyLabel { key: key.clone(), date, kind });
+            labels.push(AnomalyLabel {
+                key: key.clone(),
+                date,
+                kind,
+            });
         }
         let mut day_total = 0.0;
         for (h, &c) in compute.iter().enumerate() {

@@ -7,7 +7,9 @@ use snowpatrol_detect::backtest::{BacktestConfig, backtest};
 use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series, series_from_rows};
 use snowpatrol_detect::drift::{DriftConfig, DriftDecision, check_drift};
 use snowpatrol_detect::iforest::{IsolationForest, IsolationForestParams};
-use snowpatrol_detect::model::{ModelKind, TrainConfig, TrainedModel, group_incidents, seed_for, train};
+use snowpatrol_detect::model::{
+    ModelKind, TrainConfig, TrainedModel, group_incidents, seed_for, train,
+};
 use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
 use snowpatrol_detect::{AnomalyKind, DetectError, MeteringRow, WarehouseKey};
 use std::time::Instant;
@@ -16,7 +18,17 @@ fn d(y: i32, m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, day).unwrap()
 }
 
-fn row(account: &str, id: i64, wh: &str, y: i32, m: u32, day: u32, hour: u32, credits: f64) -> MeteringRow {
+#[allow(clippy::too_many_arguments)]
+fn row(
+    account: &str,
+    id: i64,
+    wh: &str,
+    y: i32,
+    m: u32,
+    day: u32,
+    hour: u32,
+    credits: f64,
+) -> MeteringRow {
     let t = Utc.with_ymd_and_hms(y, m, day, hour, 0, 0).unwrap();
     MeteringRow {
         account_name: account.into(),
@@ -50,7 +62,10 @@ fn daily_aggregation_keys_on_account_and_warehouse_and_drops_pseudo_warehouses()
     assert!((days[0].credits - 3.8).abs() < 1e-12);
     assert!((days[0].credits_cloud_services - 0.3).abs() < 1e-12);
     assert_eq!(days[0].hours_active, 2.0);
-    assert!((days[0].peak_hourly_credits - 2.5).abs() < 1e-12, "same-hour rows are summed before the peak");
+    assert!(
+        (days[0].peak_hourly_credits - 2.5).abs() < 1e-12,
+        "same-hour rows are summed before the peak"
+    );
     assert_eq!(days[2].key, WarehouseKey::new("B", "COMPUTE_WH"));
 
     let series = build_series(&days, Some(d(2025, 1, 6)));
@@ -71,12 +86,16 @@ fn daily_aggregation_keys_on_account_and_warehouse_and_drops_pseudo_warehouses()
 
 fn weekly_series(n: usize, level: f64) -> DailySeries {
     let pattern = [1.0, 1.1, 1.05, 1.0, 0.95, 0.3, 0.2];
-    let credits: Vec<f64> =
-        (0..n).map(|i| level * pattern[i % 7] * (1.0 + 0.05 * (((i * 37) % 11) as f64 / 10.0 - 0.5))).collect();
+    let credits: Vec<f64> = (0..n)
+        .map(|i| level * pattern[i % 7] * (1.0 + 0.05 * (((i * 37) % 11) as f64 / 10.0 - 0.5)))
+        .collect();
     DailySeries {
         key: WarehouseKey::new("ACME", "BI_WH"),
         start: d(2024, 1, 1), // a Monday
-        hours_active: credits.iter().map(|c| if *c > 0.5 * level { 10.0 } else { 3.0 }).collect(),
+        hours_active: credits
+            .iter()
+            .map(|c| if *c > 0.5 * level { 10.0 } else { 3.0 })
+            .collect(),
         peak_hourly_credits: credits.iter().map(|_| level / 10.0).collect(),
         credits_compute: credits.clone(),
         credits_cloud_services: vec![0.0; n],
@@ -88,8 +107,25 @@ fn weekly_series(n: usize, level: f64) -> DailySeries {
 fn training_refuses_short_series_with_a_typed_error() {
     let s = weekly_series(10, 50.0);
     for kind in [ModelKind::Baseline, ModelKind::Default] {
-        let err = train(&s, &TrainConfig { kind, ..Default::default() }).unwrap_err();
-        assert!(matches!(err, DetectError::TooShort { needed: 14, got: 10, .. }), "{err}");
+        let err = train(
+            &s,
+            &TrainConfig {
+                kind,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DetectError::TooShort {
+                    needed: 14,
+                    got: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }
 
@@ -97,7 +133,11 @@ fn training_refuses_short_series_with_a_typed_error() {
 fn baseline_is_reproducible_and_follows_the_original_rule() {
     let mut s = weekly_series(120, 50.0);
     s.credits[115] *= 4.0;
-    let cfg = TrainConfig { kind: ModelKind::Baseline, seed: seed_for(&s.key, 3), ..Default::default() };
+    let cfg = TrainConfig {
+        kind: ModelKind::Baseline,
+        seed: seed_for(&s.key, 3),
+        ..Default::default()
+    };
     let a = train(&s.slice(0, 112), &cfg).unwrap();
     let b = train(&s.slice(0, 112), &cfg).unwrap();
     assert_eq!(a, b, "same seed, same model");
@@ -138,14 +178,34 @@ fn default_model_flags_rises_not_drops_and_learns_a_resize() {
         let view = s.truncated_to(s.date(i));
         days.push(model.score(&view, 1).unwrap().remove(0));
     }
-    let flagged: Vec<NaiveDate> = days.iter().filter(|x| x.is_anomaly).map(|x| x.date).collect();
+    let flagged: Vec<NaiveDate> = days
+        .iter()
+        .filter(|x| x.is_anomaly)
+        .map(|x| x.date)
+        .collect();
     assert!(flagged.contains(&s.date(150)), "spike flagged: {flagged:?}");
-    assert!(!flagged.contains(&s.date(158)), "drop not flagged by default");
-    assert!(flagged.contains(&s.date(175)), "resize flagged on its first day: {flagged:?}");
+    assert!(
+        !flagged.contains(&s.date(158)),
+        "drop not flagged by default"
+    );
+    assert!(
+        flagged.contains(&s.date(175)),
+        "resize flagged on its first day: {flagged:?}"
+    );
     let incidents = group_incidents(&s.key, &days);
-    let resize: Vec<_> = incidents.iter().filter(|inc| inc.first_day >= s.date(175)).collect();
-    assert_eq!(resize.len(), 1, "a persisting resize is one incident: {incidents:?}");
-    assert!(resize[0].last_day < s.date(190), "and the model learns the new level within two weeks");
+    let resize: Vec<_> = incidents
+        .iter()
+        .filter(|inc| inc.first_day >= s.date(175))
+        .collect();
+    assert_eq!(
+        resize.len(),
+        1,
+        "a persisting resize is one incident: {incidents:?}"
+    );
+    assert!(
+        resize[0].last_day < s.date(190),
+        "and the model learns the new level within two weeks"
+    );
     let spike = days.iter().find(|x| x.date == s.date(150)).unwrap();
     assert!(spike.explanation.contains("expected") && spike.explanation.contains("threshold"));
     assert!((spike.actual_credits - spike.expected_credits - spike.excess_credits).abs() < 1e-9);
@@ -162,20 +222,38 @@ fn default_model_flags_rises_not_drops_and_learns_a_resize() {
 fn scoring_window_and_non_finite_input_are_errors() {
     let s = weekly_series(60, 10.0);
     let m = train(&s, &TrainConfig::default()).unwrap();
-    assert!(matches!(m.score(&s, 61), Err(DetectError::ScoreWindow { .. })));
+    assert!(matches!(
+        m.score(&s, 61),
+        Err(DetectError::ScoreWindow { .. })
+    ));
     let mut bad = s.clone();
     bad.credits[5] = f64::NAN;
-    assert!(matches!(train(&bad, &TrainConfig::default()), Err(DetectError::NonFinite { index: 5, .. })));
-    assert!(matches!(m.score(&bad, 3), Err(DetectError::NonFinite { .. })));
+    assert!(matches!(
+        train(&bad, &TrainConfig::default()),
+        Err(DetectError::NonFinite { index: 5, .. })
+    ));
+    assert!(matches!(
+        m.score(&bad, 3),
+        Err(DetectError::NonFinite { .. })
+    ));
 }
 
 #[test]
 fn model_kind_parses_and_displays() {
-    assert_eq!("baseline".parse::<ModelKind>().unwrap(), ModelKind::Baseline);
-    assert_eq!(" Default ".parse::<ModelKind>().unwrap(), ModelKind::Default);
+    assert_eq!(
+        "baseline".parse::<ModelKind>().unwrap(),
+        ModelKind::Baseline
+    );
+    assert_eq!(
+        " Default ".parse::<ModelKind>().unwrap(),
+        ModelKind::Default
+    );
     assert!("iforest".parse::<ModelKind>().is_err());
     assert_eq!(ModelKind::Baseline.to_string(), "baseline");
-    assert_eq!(serde_json::to_string(&ModelKind::Default).unwrap(), "\"default\"");
+    assert_eq!(
+        serde_json::to_string(&ModelKind::Default).unwrap(),
+        "\"default\""
+    );
 }
 
 #[test]
@@ -186,25 +264,44 @@ fn seeds_are_stable_and_distinct() {
     assert_ne!(seed_for(&a, 1), seed_for(&b, 1));
     assert_ne!(seed_for(&a, 1), seed_for(&a, 2));
     // Pinned: a change here silently retrains every warehouse differently.
-    assert_eq!(seed_for(&a, 1), seed_for(&WarehouseKey::new("ACME", "COMPUTE_WH"), 1));
-    assert_ne!(seed_for(&WarehouseKey::new("AB", "C"), 0), seed_for(&WarehouseKey::new("A", "BC"), 0));
+    assert_eq!(
+        seed_for(&a, 1),
+        seed_for(&WarehouseKey::new("ACME", "COMPUTE_WH"), 1)
+    );
+    assert_ne!(
+        seed_for(&WarehouseKey::new("AB", "C"), 0),
+        seed_for(&WarehouseKey::new("A", "BC"), 0)
+    );
 }
 
 #[test]
 fn drift_follows_the_original_rule() {
     let s = weekly_series(20, 10.0);
-    assert_eq!(check_drift(&s, &DriftConfig::default()).unwrap(), DriftDecision::InsufficientHistory { days: 20 });
-    assert!(check_drift(&s, &DriftConfig::default()).unwrap().should_retrain());
+    assert_eq!(
+        check_drift(&s, &DriftConfig::default()).unwrap(),
+        DriftDecision::InsufficientHistory { days: 20 }
+    );
+    assert!(
+        check_drift(&s, &DriftConfig::default())
+            .unwrap()
+            .should_retrain()
+    );
     let s = weekly_series(120, 10.0);
     let stable = check_drift(&s, &DriftConfig::default()).unwrap();
-    assert!(matches!(stable, DriftDecision::NoDrift { .. }), "{stable:?}");
+    assert!(
+        matches!(stable, DriftDecision::NoDrift { .. }),
+        "{stable:?}"
+    );
     assert!(!stable.should_retrain());
     let mut shifted = s.clone();
     for c in &mut shifted.credits[113..] {
         *c *= 5.0;
     }
     let drift = check_drift(&shifted, &DriftConfig::default()).unwrap();
-    assert!(matches!(drift, DriftDecision::Drift { pvalue, .. } if pvalue <= 0.05), "{drift:?}");
+    assert!(
+        matches!(drift, DriftDecision::Drift { pvalue, .. } if pvalue <= 0.05),
+        "{drift:?}"
+    );
     assert!(drift.should_retrain());
 }
 
@@ -219,7 +316,12 @@ fn isolation_forest_composes_with_linfa() {
     let scores: Array1<f64> = forest.predict(&x);
     let direct = forest.decision_function(x.view()).unwrap();
     assert_eq!(scores, direct);
-    let worst = scores.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    let worst = scores
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0;
     assert_eq!(worst, 42);
     assert!(forest.predict_outliers(x.view()).unwrap()[42]);
 }
@@ -230,33 +332,72 @@ fn synthetic_generator_is_seeded_labelled_and_fast() {
     let a = generate(&cfg);
     let b = generate(&cfg);
     assert_eq!(a, b, "same seed, same data");
-    assert_ne!(generate(&SyntheticConfig { seed: 7, ..cfg.clone() }).rows, a.rows);
+    assert_ne!(
+        generate(&SyntheticConfig {
+            seed: 7,
+            ..cfg.clone()
+        })
+        .rows,
+        a.rows
+    );
     let series = series_from_rows(&a.rows, Some(cfg.end));
     assert_eq!(series.len(), 12);
-    let compute: Vec<_> = series.iter().filter(|s| s.key.warehouse_name == "COMPUTE_WH").collect();
+    let compute: Vec<_> = series
+        .iter()
+        .filter(|s| s.key.warehouse_name == "COMPUTE_WH")
+        .collect();
     assert_eq!(compute.len(), 2, "two accounts, both with a COMPUTE_WH");
-    assert!(series.iter().all(|s| s.key.warehouse_name != "CLOUD_SERVICES_ONLY"));
-    assert!(a.rows.iter().any(|r| r.warehouse_id == 0), "pseudo warehouse rows exist in the raw data");
+    assert!(
+        series
+            .iter()
+            .all(|s| s.key.warehouse_name != "CLOUD_SERVICES_ONLY")
+    );
+    assert!(
+        a.rows.iter().any(|r| r.warehouse_id == 0),
+        "pseudo warehouse rows exist in the raw data"
+    );
     assert!(series.iter().all(|s| s.end() == Some(cfg.end)));
     assert!(a.labels.iter().any(|l| l.kind.is_cost_increase()));
     for l in &a.labels {
-        assert!(series.iter().any(|s| s.key == l.key && s.index_of(l.date).is_some()), "{l:?}");
+        assert!(
+            series
+                .iter()
+                .any(|s| s.key == l.key && s.index_of(l.date).is_some()),
+            "{l:?}"
+        );
     }
     // Hourly rows: at most 24 per warehouse-day, and compute never above size x clusters (8 x 2).
-    assert!(a.rows.iter().all(|r| r.credits_used_compute <= 16.0 * 2.0 + 1e-9 && r.credits_used >= r.credits_used_compute));
+    assert!(
+        a.rows
+            .iter()
+            .all(|r| r.credits_used_compute <= 16.0 * 2.0 + 1e-9
+                && r.credits_used >= r.credits_used_compute)
+    );
 
-    let big = SyntheticConfig { warehouses: 1000, days: 365, ..cfg };
+    let big = SyntheticConfig {
+        warehouses: 1000,
+        days: 365,
+        ..cfg
+    };
     let t = Instant::now();
     let data = generate(&big);
     let elapsed = t.elapsed();
-    eprintln!("1000 warehouses x 365 days: {} rows in {elapsed:?}", data.rows.len());
+    eprintln!(
+        "1000 warehouses x 365 days: {} rows in {elapsed:?}",
+        data.rows.len()
+    );
     let limit = if cfg!(debug_assertions) { 20.0 } else { 2.0 };
     assert!(elapsed.as_secs_f64() < limit, "generation took {elapsed:?}");
 }
 
 #[test]
 fn backtest_uses_no_future_data_and_reports_metrics() {
-    let cfg = SyntheticConfig { warehouses: 16, days: 240, seed: 11, ..Default::default() };
+    let cfg = SyntheticConfig {
+        warehouses: 16,
+        days: 240,
+        seed: 11,
+        ..Default::default()
+    };
     let data = generate(&cfg);
     let series = series_from_rows(&data.rows, Some(cfg.end));
     let start = cfg.end - Days::new(120);
@@ -267,7 +408,12 @@ fn backtest_uses_no_future_data_and_reports_metrics() {
     let m = report.metrics.clone().unwrap();
     assert!(m.precision > 0.5 && m.recall > 0.5, "{m:?}");
     assert_eq!(m.false_negatives, m.labels - m.detected_labels);
-    assert!(m.by_kind.get(&AnomalyKind::Drop).is_none_or(|(hit, _)| *hit == 0), "drops are not flagged");
+    assert!(
+        m.by_kind
+            .get(&AnomalyKind::Drop)
+            .is_none_or(|(hit, _)| *hit == 0),
+        "drops are not flagged"
+    );
 
     // No look-ahead: changing data after day d cannot change day d's score.
     let mut altered = series.clone();
@@ -278,12 +424,27 @@ fn backtest_uses_no_future_data_and_reports_metrics() {
     let r2 = backtest(&altered[..1], &bc, None).unwrap();
     let r1 = backtest(&series[..1], &bc, None).unwrap();
     let upto = |r: &snowpatrol_detect::backtest::BacktestReport| -> Vec<_> {
-        r.days.iter().filter(|d| d.score.date <= start + Days::new(30)).map(|d| d.score.clone()).collect()
+        r.days
+            .iter()
+            .filter(|d| d.score.date <= start + Days::new(30))
+            .map(|d| d.score.clone())
+            .collect()
     };
     assert_eq!(upto(&r1), upto(&r2));
     assert!(r2.metrics.is_none());
 
     // Baseline: the same holds, and it flags far more days.
-    let base = backtest(&series, &BacktestConfig::new(start, TrainConfig { kind: ModelKind::Baseline, ..Default::default() }), Some(&data.labels)).unwrap();
+    let base = backtest(
+        &series,
+        &BacktestConfig::new(
+            start,
+            TrainConfig {
+                kind: ModelKind::Baseline,
+                ..Default::default()
+            },
+        ),
+        Some(&data.labels),
+    )
+    .unwrap();
     assert!(base.flagged > report.flagged);
 }

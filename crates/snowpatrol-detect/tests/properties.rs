@@ -93,7 +93,8 @@ proptest! {
 fn isolation_forest_scores_constant_and_zero_series() {
     for v in [0.0, 3.5] {
         let x = Array2::from_elem((200, 1), v);
-        let f = IsolationForest::fit(x.view(), &IsolationForestParams::default().with_seed(1)).unwrap();
+        let f =
+            IsolationForest::fit(x.view(), &IsolationForestParams::default().with_seed(1)).unwrap();
         let s = f.score_samples(x.view()).unwrap();
         // Every point lands in the root leaf: path length c(256 capped at n) over c(n) = 1, score -0.5.
         assert!(s.iter().all(|v| (*v + 0.5).abs() < 1e-12), "{s:?}");
@@ -106,8 +107,14 @@ fn isolation_forest_same_result_on_one_thread_and_many() {
     let x = Array2::from_shape_vec((500, 1), y).unwrap();
     let p = IsolationForestParams::default().with_seed(9);
     let many = IsolationForest::fit(x.view(), &p).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let one = pool.install(|| IsolationForest::fit(x.view(), &p).unwrap());
     assert_eq!(many, one);
-    assert_eq!(many.score_samples(x.view()).unwrap(), pool.install(|| one.score_samples(x.view()).unwrap()));
+    assert_eq!(
+        many.score_samples(x.view()).unwrap(),
+        pool.install(|| one.score_samples(x.view()).unwrap())
+    );
 }

@@ -14,12 +14,19 @@ fn fixture(name: &str) -> Value {
 }
 
 fn vec(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -33,7 +40,11 @@ fn seasonal_decompose_matches_statsmodels() {
         let period = c["period"].as_u64().unwrap() as usize;
         let d = seasonal_decompose(&y, period).unwrap();
         let scale = y.iter().fold(1.0_f64, |m, v| m.max(v.abs()));
-        for (ours, theirs) in [(&d.trend, &c["trend"]), (&d.seasonal, &c["seasonal"]), (&d.resid, &c["resid"])] {
+        for (ours, theirs) in [
+            (&d.trend, &c["trend"]),
+            (&d.seasonal, &c["seasonal"]),
+            (&d.resid, &c["resid"]),
+        ] {
             let err = max_abs_diff(ours, &vec(theirs)) / scale;
             worst = worst.max(err);
             assert!(err <= 1e-12, "{}: relative error {err:e}", c["name"]);
@@ -50,7 +61,11 @@ fn stl_matches_statsmodels() {
         let y = vec(&c["y"]);
         let d = stl(&y, 7).unwrap();
         let scale = y.iter().fold(1.0_f64, |m, v| m.max(v.abs()));
-        for (ours, theirs) in [(&d.trend, &c["trend"]), (&d.seasonal, &c["seasonal"]), (&d.resid, &c["resid"])] {
+        for (ours, theirs) in [
+            (&d.trend, &c["trend"]),
+            (&d.seasonal, &c["seasonal"]),
+            (&d.resid, &c["resid"]),
+        ] {
             let err = max_abs_diff(ours, &vec(theirs)) / scale;
             worst = worst.max(err);
             assert!(err <= 1e-9, "{}: relative error {err:e}", c["name"]);
@@ -68,22 +83,40 @@ fn ks_2samp_matches_scipy() {
     for c in cases {
         let (a, b) = (vec(&c["a"]), vec(&c["b"]));
         let (r, method) = ks_2samp_method(&a, &b).unwrap();
-        let (d, p) = (c["statistic"].as_f64().unwrap(), c["pvalue"].as_f64().unwrap());
+        let (d, p) = (
+            c["statistic"].as_f64().unwrap(),
+            c["pvalue"].as_f64().unwrap(),
+        );
         match method {
             KsMethod::Exact => exact += 1,
             KsMethod::Asymptotic => asymp += 1,
         }
-        assert!((r.statistic - d).abs() <= 1e-12, "{}: D {} vs scipy {d}", c["name"], r.statistic);
+        assert!(
+            (r.statistic - d).abs() <= 1e-12,
+            "{}: D {} vs scipy {d}",
+            c["name"],
+            r.statistic
+        );
         let rel = (r.pvalue - p).abs() / p.abs().max(1e-300);
         worst = worst.max(rel);
-        assert!(rel <= 1e-8 || (r.pvalue - p).abs() <= 1e-300, "{}: p {:e} vs scipy {p:e} (rel {rel:e}, {method:?})", c["name"], r.pvalue);
+        assert!(
+            rel <= 1e-8 || (r.pvalue - p).abs() <= 1e-300,
+            "{}: p {:e} vs scipy {p:e} (rel {rel:e}, {method:?})",
+            c["name"],
+            r.pvalue
+        );
         // Symmetric in its arguments.
         let (r2, _) = ks_2samp_method(&b, &a).unwrap();
         assert_eq!(r.statistic, r2.statistic);
         assert!((r.pvalue - r2.pvalue).abs() <= 1e-12 * r.pvalue.max(1e-300));
     }
-    assert!(exact >= 10 && asymp >= 3, "fixture must cover both methods: {exact} exact, {asymp} asymptotic");
-    eprintln!("ks_2samp worst relative p-value error vs scipy: {worst:e} ({exact} exact, {asymp} asymptotic)");
+    assert!(
+        exact >= 10 && asymp >= 3,
+        "fixture must cover both methods: {exact} exact, {asymp} asymptotic"
+    );
+    eprintln!(
+        "ks_2samp worst relative p-value error vs scipy: {worst:e} ({exact} exact, {asymp} asymptotic)"
+    );
 }
 
 fn ranks(v: &[f64]) -> Vec<f64> {
@@ -130,41 +163,77 @@ fn isolation_forest_agrees_with_scikit_learn() {
         let rows: Vec<Vec<f64>> = c["x"].as_array().unwrap().iter().map(vec).collect();
         let (n, d) = (rows.len(), rows[0].len());
         let x = Array2::from_shape_vec((n, d), rows.concat()).unwrap();
-        let mut outliers: Vec<usize> =
-            c["outliers"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let mut outliers: Vec<usize> = c["outliers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         outliers.sort();
         let sk = c["sklearn"].as_array().unwrap();
         let expected = vec(&c["sklearn_mean20_score_samples"]);
         let mut rhos = Vec::new();
         let mut ours_mean = vec![0.0; n];
         for seed in 0..20u64 {
-            let forest = IsolationForest::fit(x.view(), &IsolationForestParams::default().with_seed(seed)).unwrap();
+            let forest =
+                IsolationForest::fit(x.view(), &IsolationForestParams::default().with_seed(seed))
+                    .unwrap();
             let ours = forest.score_samples(x.view()).unwrap();
             let ours = ours.as_slice().unwrap();
             rhos.push(spearman(ours, &expected));
             for (m, o) in ours_mean.iter_mut().zip(ours) {
                 *m += o / 20.0;
             }
-            assert_eq!(lowest(ours, outliers.len()), outliers, "{} seed {seed}: our top anomalies", c["name"]);
+            assert_eq!(
+                lowest(ours, outliers.len()),
+                outliers,
+                "{} seed {seed}: our top anomalies",
+                c["name"]
+            );
             let dec = forest.decision_function(x.view()).unwrap();
-            assert!((dec[0] - (ours[0] + 0.5)).abs() < 1e-15, "offset must be -0.5 for contamination auto");
+            assert!(
+                (dec[0] - (ours[0] + 0.5)).abs() < 1e-15,
+                "offset must be -0.5 for contamination auto"
+            );
         }
         for s in sk {
             let theirs = vec(&s["score_samples"]);
             assert_eq!(s["offset"].as_f64().unwrap(), -0.5);
-            assert_eq!(lowest(&theirs, outliers.len()), outliers, "{}: sklearn top anomalies", c["name"]);
+            assert_eq!(
+                lowest(&theirs, outliers.len()),
+                outliers,
+                "{}: sklearn top anomalies",
+                c["name"]
+            );
         }
         // Same scale as sklearn, not only the same order.
-        let (mo, mt) = (ours_mean.iter().sum::<f64>() / n as f64, expected.iter().sum::<f64>() / n as f64);
-        assert!((mo - mt).abs() < 0.01, "{}: mean score {mo} vs sklearn {mt}", c["name"]);
+        let (mo, mt) = (
+            ours_mean.iter().sum::<f64>() / n as f64,
+            expected.iter().sum::<f64>() / n as f64,
+        );
+        assert!(
+            (mo - mt).abs() < 0.01,
+            "{}: mean score {mo} vs sklearn {mt}",
+            c["name"]
+        );
         let mean_rho = rhos.iter().sum::<f64>() / rhos.len() as f64;
         let rho_of_means = spearman(&ours_mean, &expected);
         eprintln!(
             "{}: one forest vs sklearn expected score: mean spearman {mean_rho:.4} over 20 seeds (sklearn itself: {:.4}); \
              mean of 20 vs mean of 20: {rho_of_means:.4} (sklearn itself: {:.4}); mean score {mo:.4} vs {mt:.4}",
-            c["name"], c["sklearn_single_vs_mean20_rho"].as_f64().unwrap(), c["sklearn_mean20_vs_mean20_rho"].as_f64().unwrap()
+            c["name"],
+            c["sklearn_single_vs_mean20_rho"].as_f64().unwrap(),
+            c["sklearn_mean20_vs_mean20_rho"].as_f64().unwrap()
         );
-        assert!(mean_rho >= 0.95, "{}: mean rank correlation {mean_rho}", c["name"]);
-        assert!(rho_of_means >= 0.99, "{}: rank correlation of seed-averaged scores {rho_of_means}", c["name"]);
+        assert!(
+            mean_rho >= 0.95,
+            "{}: mean rank correlation {mean_rho}",
+            c["name"]
+        );
+        assert!(
+            rho_of_means >= 0.99,
+            "{}: rank correlation of seed-averaged scores {rho_of_means}",
+            c["name"]
+        );
     }
 }
