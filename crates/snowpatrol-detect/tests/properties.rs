@@ -1,4 +1,5 @@
 //! Property tests: invariants that must hold for any input, not just the reference vectors.
+#![allow(clippy::needless_range_loop)] // index loops over parallel component vectors read clearer here
 
 use ndarray::Array2;
 use proptest::prelude::*;
