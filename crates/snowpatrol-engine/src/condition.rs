@@ -45,7 +45,11 @@ impl Condition {
                     let cond = Self::parse(uri)?;
                     leaves.push(cond);
                 }
-                Ok(if leaves.len() == 1 { leaves.remove(0) } else { Condition::All(leaves) })
+                Ok(if leaves.len() == 1 {
+                    leaves.remove(0)
+                } else {
+                    Condition::All(leaves)
+                })
             }
             DatasetSpec::Expression(expr) => Self::parse(expr),
         }
@@ -90,7 +94,11 @@ impl fmt::Display for Condition {
         match self {
             Condition::Dataset(u) => f.write_str(u),
             Condition::All(c) | Condition::Any(c) => {
-                let sep = if matches!(self, Condition::All(_)) { " & " } else { " | " };
+                let sep = if matches!(self, Condition::All(_)) {
+                    " & "
+                } else {
+                    " | "
+                };
                 let parts: Vec<String> = c
                     .iter()
                     .map(|c| match c {
@@ -111,11 +119,18 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn error(&self, message: &str) -> ConditionError {
-        ConditionError { expression: self.src.to_string(), position: self.pos, message: message.to_string() }
+        ConditionError {
+            expression: self.src.to_string(),
+            position: self.pos,
+            message: message.to_string(),
+        }
     }
     fn skip_ws(&mut self) {
         while self.src[self.pos..].starts_with(char::is_whitespace) {
-            self.pos += self.src[self.pos..].chars().next().map_or(1, char::len_utf8);
+            self.pos += self.src[self.pos..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
         }
     }
     fn eat(&mut self, c: char) -> bool {
@@ -132,14 +147,22 @@ impl Parser<'_> {
         while self.eat('|') {
             parts.push(self.parse_and()?);
         }
-        Ok(if parts.len() == 1 { parts.remove(0) } else { Condition::Any(parts) })
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Condition::Any(parts)
+        })
     }
     fn parse_and(&mut self) -> Result<Condition, ConditionError> {
         let mut parts = vec![self.parse_atom()?];
         while self.eat('&') {
             parts.push(self.parse_atom()?);
         }
-        Ok(if parts.len() == 1 { parts.remove(0) } else { Condition::All(parts) })
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Condition::All(parts)
+        })
     }
     fn parse_atom(&mut self) -> Result<Condition, ConditionError> {
         if self.eat('(') {
@@ -152,13 +175,17 @@ impl Parser<'_> {
         self.skip_ws();
         let start = self.pos;
         let rest = &self.src[start..];
-        let len = rest.find(|c: char| c.is_whitespace() || "&|()".contains(c)).unwrap_or(rest.len());
+        let len = rest
+            .find(|c: char| c.is_whitespace() || "&|()".contains(c))
+            .unwrap_or(rest.len());
         if len == 0 {
             return Err(self.error("expected a dataset URI or `(`"));
         }
         let uri = &rest[..len];
         if !uri.contains("://") {
-            return Err(self.error(&format!("`{uri}` is not a dataset URI (expected scheme://path)")));
+            return Err(self.error(&format!(
+                "`{uri}` is not a dataset URI (expected scheme://path)"
+            )));
         }
         self.pos += len;
         Ok(Condition::Dataset(uri.to_string()))
@@ -186,7 +213,8 @@ mod tests {
 
     #[test]
     fn list_is_all_of() {
-        let c = Condition::from_spec(&DatasetSpec::AllOf(vec!["x://a".into(), "x://b".into()])).unwrap();
+        let c = Condition::from_spec(&DatasetSpec::AllOf(vec!["x://a".into(), "x://b".into()]))
+            .unwrap();
         assert!(!c.is_satisfied(&set(&["x://a"])));
         assert!(c.is_satisfied(&set(&["x://a", "x://b"])));
         assert_eq!(c.datasets(), vec!["x://a".to_string(), "x://b".to_string()]);
@@ -198,6 +226,11 @@ mod tests {
         assert!(e.message.contains("missing `)`"), "{e}");
         let e = Condition::parse("x://a && x://b").unwrap_err();
         assert_eq!(e.position, 7, "{e}");
-        assert!(Condition::parse("features").unwrap_err().message.contains("not a dataset URI"));
+        assert!(
+            Condition::parse("features")
+                .unwrap_err()
+                .message
+                .contains("not a dataset URI")
+        );
     }
 }

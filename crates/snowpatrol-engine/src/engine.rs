@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use snowpatrol_store::{
-    ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PendingEvent, RunId, RunRecord, StoreError,
-    TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
+    ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PendingEvent, RunId,
+    RunRecord, StoreError, TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -68,13 +68,17 @@ struct Finished {
 
 impl Engine {
     pub fn new(db: Database, jobs: Jobs, settings: SchedulerSettings) -> Result<Self, EngineError> {
-        let threads = settings.cpu_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let threads = settings
+            .cpu_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let cpu_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("snowpatrol-cpu-{i}"))
             .build()
             .map_err(|e| EngineError::Invalid(format!("cannot start the CPU pool: {e}")))?;
-        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into());
         let suffix: u32 = rand::rng().random();
         Ok(Self {
             db,
@@ -114,7 +118,9 @@ impl Engine {
     }
 
     fn job(&self, name: &str) -> Result<&ResolvedJob, EngineError> {
-        self.jobs.get(name).ok_or_else(|| EngineError::UnknownJob(self.jobs.unknown_job(name)))
+        self.jobs
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownJob(self.jobs.unknown_job(name)))
     }
 
     /// Records the jobs and their dataset subscriptions in the database.
@@ -124,7 +130,12 @@ impl Engine {
     }
 
     /// Queues a manual run for the daemon; parameters are type-checked first, so a bad one creates nothing.
-    pub async fn trigger(&self, job: &str, overrides: &[String], triggered_by: &str) -> Result<RunId, EngineError> {
+    pub async fn trigger(
+        &self,
+        job: &str,
+        overrides: &[String],
+        triggered_by: &str,
+    ) -> Result<RunId, EngineError> {
         let j = self.job(job)?;
         let params = j.params.resolve_cli(overrides)?;
         let run = NewRun {
@@ -135,7 +146,10 @@ impl Engine {
             params,
             triggered_by: triggered_by.into(),
         };
-        self.db.create_run(&run).await?.ok_or_else(|| EngineError::Invalid("run key collision".into()))
+        self.db
+            .create_run(&run)
+            .await?
+            .ok_or_else(|| EngineError::Invalid("run key collision".into()))
     }
 
     /// Runs a job now in this process (recorded like any run) and returns the finished run.
@@ -150,13 +164,23 @@ impl Engine {
         let shape = self.job(job)?.shape.clone();
         self.db.start_run(run_id, &shape).await?;
         self.worker_loop(shutdown, Some(run_id)).await;
-        self.db.get_run(run_id).await?.ok_or_else(|| EngineError::Invalid(format!("run {run_id} vanished")))
+        self.db
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("run {run_id} vanished")))
     }
 
     /// Records an external dataset event. Returns the event id and how many jobs it queued a trigger for.
-    pub async fn emit(&self, uri: &str, extra: &serde_json::Value, created_by: &str) -> Result<(EventId, i64), EngineError> {
+    pub async fn emit(
+        &self,
+        uri: &str,
+        extra: &serde_json::Value,
+        created_by: &str,
+    ) -> Result<(EventId, i64), EngineError> {
         if !uri.contains("://") {
-            return Err(EngineError::Invalid(format!("`{uri}` is not a dataset URI (expected scheme://path)")));
+            return Err(EngineError::Invalid(format!(
+                "`{uri}` is not a dataset URI (expected scheme://path)"
+            )));
         }
         Ok(self.db.emit_event(uri, extra, created_by).await?)
     }
@@ -169,7 +193,10 @@ impl Engine {
         let db = self.db.clone();
         let ls = listener_stop.clone();
         let listener = tokio::spawn(async move { db.run_notification_listener(ls).await });
-        tokio::join!(self.leader_loop(shutdown.clone()), self.worker_loop(shutdown.clone(), None));
+        tokio::join!(
+            self.leader_loop(shutdown.clone()),
+            self.worker_loop(shutdown.clone(), None)
+        );
         listener_stop.cancel();
         let _ = listener.await;
         info!(worker_id = %self.worker_id, "daemon stopped");
@@ -186,7 +213,8 @@ impl Engine {
             if shutdown.is_cancelled() {
                 break;
             }
-            let until = snowpatrol_store::now() + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+            let until = snowpatrol_store::now()
+                + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
             let mut healthy = true;
             match leadership.as_mut() {
                 None => match self.db.try_acquire_leadership(&self.worker_id, until).await {
@@ -209,7 +237,11 @@ impl Engine {
                 },
             }
             self.metrics.is_leader.set(i64::from(leadership.is_some()));
-            let mut next_wait = if leadership.is_some() { self.settings.poll_interval } else { retry_interval };
+            let mut next_wait = if leadership.is_some() {
+                self.settings.poll_interval
+            } else {
+                retry_interval
+            };
             if leadership.is_some() {
                 // Consume the change signal before the tick so changes made during it wake the next one.
                 wake.borrow_and_update();
@@ -249,7 +281,10 @@ impl Engine {
     ) -> Result<Option<Duration>, EngineError> {
         let (reaped, _) = self.db.reap_expired_leases(&self.jobs.shapes).await?;
         if reaped > 0 {
-            warn!(reaped, "returned task instances with expired leases to the queue");
+            warn!(
+                reaped,
+                "returned task instances with expired leases to the queue"
+            );
         }
         let now = snowpatrol_store::now();
         let mut until_next: Option<Duration> = None;
@@ -259,17 +294,40 @@ impl Engine {
                 match self.db.get_cron_cursor(name).await? {
                     None => {
                         // First sight of this job: schedule from now on; the past is not backfilled.
-                        self.db.create_cron_runs(name, &[], now, &job.params.defaults(), &self.worker_id).await?;
+                        self.db
+                            .create_cron_runs(
+                                name,
+                                &[],
+                                now,
+                                &job.params.defaults(),
+                                &self.worker_id,
+                            )
+                            .await?;
                     }
                     Some(cursor) => {
-                        let limit = if job.catchup { self.settings.max_catchup_runs } else { 1 };
+                        let limit = if job.catchup {
+                            self.settings.max_catchup_runs
+                        } else {
+                            1
+                        };
                         let ticks = cron.ticks_between(cursor, now, limit);
                         if let Some(last) = ticks.last().copied() {
                             let ids = self
                                 .db
-                                .create_cron_runs(name, &ticks, last, &job.params.defaults(), &self.worker_id)
+                                .create_cron_runs(
+                                    name,
+                                    &ticks,
+                                    last,
+                                    &job.params.defaults(),
+                                    &self.worker_id,
+                                )
                                 .await?;
-                            info!(job = name, created = ids.len(), ticks = ticks.len(), "cron runs created");
+                            info!(
+                                job = name,
+                                created = ids.len(),
+                                ticks = ticks.len(),
+                                "cron runs created"
+                            );
                         }
                     }
                 }
@@ -282,19 +340,39 @@ impl Engine {
                 let predicate = |set: &BTreeSet<String>| cond.is_satisfied(set);
                 if let Some(t) = self
                     .db
-                    .trigger_dataset_run(name, job.max_active_runs as i64, &job.params.defaults(), &self.worker_id, &predicate)
+                    .trigger_dataset_run(
+                        name,
+                        job.max_active_runs as i64,
+                        &job.params.defaults(),
+                        &self.worker_id,
+                        &predicate,
+                    )
                     .await?
                 {
-                    info!(job = name, run_id = t.run_id, events = t.events.len(), "dataset-triggered run created");
+                    info!(
+                        job = name,
+                        run_id = t.run_id,
+                        events = t.events.len(),
+                        "dataset-triggered run created"
+                    );
                     pending_latency.insert(t.run_id, (name.to_string(), t.oldest_event_at));
                 }
             }
-            let (started, _) = self.db.start_queued_runs(&job.shape, job.max_active_runs as i64).await?;
+            let (started, _) = self
+                .db
+                .start_queued_runs(&job.shape, job.max_active_runs as i64)
+                .await?;
             for run_id in started {
                 info!(job = name, run_id, "run started");
                 if let Some((job, at)) = pending_latency.remove(&run_id) {
-                    let secs = (snowpatrol_store::now() - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                    self.metrics.trigger_latency.get_or_create(&JobLabel { job }).observe(secs.max(0.0));
+                    let secs = (snowpatrol_store::now() - at)
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1e6;
+                    self.metrics
+                        .trigger_latency
+                        .get_or_create(&JobLabel { job })
+                        .observe(secs.max(0.0));
                 }
             }
         }
@@ -302,7 +380,8 @@ impl Engine {
     }
 
     fn lease_until(&self) -> DateTime<Utc> {
-        snowpatrol_store::now() + chrono::Duration::from_std(self.settings.lease).unwrap_or_default()
+        snowpatrol_store::now()
+            + chrono::Duration::from_std(self.settings.lease).unwrap_or_default()
     }
 
     /// Claims and runs task instances until shutdown (daemon) or until `only_run` has finished (`run_now`).
@@ -339,7 +418,11 @@ impl Engine {
                 }
             }
             if shutdown.is_cancelled() && draining.is_none() {
-                info!(running = running.len(), grace_s = self.settings.shutdown_grace.as_secs(), "shutting down: no new claims, waiting for running tasks");
+                info!(
+                    running = running.len(),
+                    grace_s = self.settings.shutdown_grace.as_secs(),
+                    "shutting down: no new claims, waiting for running tasks"
+                );
                 draining = Some(tokio::time::Instant::now() + self.settings.shutdown_grace);
             }
             if let Some(deadline) = draining {
@@ -352,8 +435,13 @@ impl Engine {
                         token.cancel();
                     }
                     match self.db.release_tasks(&self.worker_id, &ids).await {
-                        Ok(n) => info!(released = n, "grace period over: gave back the leases of unfinished tasks"),
-                        Err(e) => warn!(error = %e, "could not give back leases; they expire by themselves"),
+                        Ok(n) => info!(
+                            released = n,
+                            "grace period over: gave back the leases of unfinished tasks"
+                        ),
+                        Err(e) => {
+                            warn!(error = %e, "could not give back leases; they expire by themselves")
+                        }
                     }
                     break;
                 }
@@ -367,12 +455,19 @@ impl Engine {
                     }
                 }
             }
-            let free = self.settings.worker_concurrency.saturating_sub(running.len());
+            let free = self
+                .settings
+                .worker_concurrency
+                .saturating_sub(running.len());
             let mut claimed_any = false;
             if draining.is_none() && free > 0 && db_ok {
                 wake.borrow_and_update();
                 let limit = free.min(self.settings.claim_batch) as i64;
-                match self.db.claim_tasks(&self.worker_id, limit, self.lease_until(), only_run).await {
+                match self
+                    .db
+                    .claim_tasks(&self.worker_id, limit, self.lease_until(), only_run)
+                    .await
+                {
                     Ok(claims) => {
                         claimed_any = !claims.is_empty();
                         backoff = Duration::from_millis(100);
@@ -391,7 +486,11 @@ impl Engine {
             if claimed_any && running.len() < self.settings.worker_concurrency {
                 continue;
             }
-            let sleep_for = if db_ok { self.settings.poll_interval } else { backoff };
+            let sleep_for = if db_ok {
+                self.settings.poll_interval
+            } else {
+                backoff
+            };
             if !db_ok {
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -424,9 +523,16 @@ impl Engine {
         }
     }
 
-    fn spawn_task(&self, claim: ClaimedTask, cancel: CancellationToken, tx: mpsc::UnboundedSender<Finished>) {
+    fn spawn_task(
+        &self,
+        claim: ClaimedTask,
+        cancel: CancellationToken,
+        tx: mpsc::UnboundedSender<Finished>,
+    ) {
         let job = self.jobs.get(&claim.job_name);
-        let task = job.and_then(|j| j.task(&claim.task_name)).map(|t| t.task.clone());
+        let task = job
+            .and_then(|j| j.task(&claim.task_name))
+            .map(|t| t.task.clone());
         let policy = job.and_then(|j| j.policies.get(&claim.task_name)).cloned();
         let ctx = TaskContext {
             run_id: claim.run_id,
@@ -489,7 +595,9 @@ impl Engine {
             .iter()
             .map(|f| {
                 let outcome = match &f.result {
-                    Ok(out) => TaskOutcome::Success { output: out.to_json() },
+                    Ok(out) => TaskOutcome::Success {
+                        output: out.to_json(),
+                    },
                     Err(e) => {
                         let policy = self
                             .jobs
@@ -498,22 +606,46 @@ impl Engine {
                             .cloned();
                         let retry_at = match policy {
                             Some(p) if e.retryable && f.claim.try_number < f.claim.max_tries => {
-                                Some(now + chrono::Duration::from_std(backoff_delay(&p, f.claim.try_number)).unwrap_or_default())
+                                Some(
+                                    now + chrono::Duration::from_std(backoff_delay(
+                                        &p,
+                                        f.claim.try_number,
+                                    ))
+                                    .unwrap_or_default(),
+                                )
                             }
                             _ => None,
                         };
-                        TaskOutcome::Failed { error: e.message.clone(), retry_at }
+                        TaskOutcome::Failed {
+                            error: e.message.clone(),
+                            retry_at,
+                        }
                     }
                 };
-                TaskResult { task_instance_id: f.claim.task_instance_id, try_number: f.claim.try_number, outcome }
+                TaskResult {
+                    task_instance_id: f.claim.task_instance_id,
+                    try_number: f.claim.try_number,
+                    outcome,
+                }
             })
             .collect();
-        let report = self.db.finish_tasks(&self.worker_id, &results, &self.jobs.shapes).await?;
+        let report = self
+            .db
+            .finish_tasks(&self.worker_id, &results, &self.jobs.shapes)
+            .await?;
         for f in batch {
-            let outcome = if f.result.is_ok() { "success" } else { "failed" };
+            let outcome = if f.result.is_ok() {
+                "success"
+            } else {
+                "failed"
+            };
             self.metrics
                 .task_duration
-                .get_or_create(&JobTaskOutcome { job: f.claim.job_name.clone(), task: f.claim.task_name.clone(), outcome: outcome.into() })
+                .get_or_create(&JobTaskOutcome {
+                    job: f.claim.job_name.clone(),
+                    task: f.claim.task_name.clone(),
+                    outcome: outcome.into(),
+                })
                 .observe(f.elapsed.as_secs_f64());
         }
         for (run_id, state) in &report.finished_runs {
@@ -531,7 +663,12 @@ impl Engine {
                         task_name: f.claim.task_name.clone(),
                         map_key: (!f.claim.map_key.is_empty()).then(|| f.claim.map_key.clone()),
                         try_number: f.claim.try_number,
-                        error: f.result.as_ref().err().map(|e| e.message.clone()).unwrap_or_default(),
+                        error: f
+                            .result
+                            .as_ref()
+                            .err()
+                            .map(|e| e.message.clone())
+                            .unwrap_or_default(),
                     };
                     let hook = hook.clone();
                     tokio::spawn(async move { hook.on_task_failed(failure).await });
@@ -550,7 +687,10 @@ impl Engine {
         let pending = self.db.pending_events(job).await?;
         let (queued, running) = self.db.active_run_count(job).await?;
         let now = snowpatrol_store::now();
-        let next_cron = j.cron.as_ref().and_then(|c| c.next_after(row.and_then(|r| r.cron_cursor).unwrap_or(now).max(now)));
+        let next_cron = j
+            .cron
+            .as_ref()
+            .and_then(|c| c.next_after(row.and_then(|r| r.cron_cursor).unwrap_or(now).max(now)));
         let mut by_uri: BTreeMap<String, Vec<PendingEvent>> = BTreeMap::new();
         for p in pending {
             by_uri.entry(p.dataset_uri.clone()).or_default().push(p);
@@ -562,11 +702,21 @@ impl Engine {
             .unwrap_or_default()
             .into_iter()
             .map(|uri| {
-                let events = by_uri.get(&uri).map(|v| v.iter().map(|e| e.event_id).collect()).unwrap_or_default();
-                LeafStatus { dataset_uri: uri, pending_event_ids: events }
+                let events = by_uri
+                    .get(&uri)
+                    .map(|v| v.iter().map(|e| e.event_id).collect())
+                    .unwrap_or_default();
+                LeafStatus {
+                    dataset_uri: uri,
+                    pending_event_ids: events,
+                }
             })
             .collect();
-        let updated: BTreeSet<String> = leaves.iter().filter(|l| !l.pending_event_ids.is_empty()).map(|l| l.dataset_uri.clone()).collect();
+        let updated: BTreeSet<String> = leaves
+            .iter()
+            .filter(|l| !l.pending_event_ids.is_empty())
+            .map(|l| l.dataset_uri.clone())
+            .collect();
         let condition_met = j.condition.as_ref().map(|c| c.is_satisfied(&updated));
         let mut reasons = Vec::new();
         if paused {
@@ -580,17 +730,29 @@ impl Engine {
             ));
         }
         if let (Some(false), Some(c)) = (condition_met, &j.condition) {
-            let missing: Vec<_> = leaves.iter().filter(|l| l.pending_event_ids.is_empty()).map(|l| l.dataset_uri.as_str()).collect();
-            reasons.push(format!("dataset condition `{c}` not met; no pending events for: {}", missing.join(", ")));
+            let missing: Vec<_> = leaves
+                .iter()
+                .filter(|l| l.pending_event_ids.is_empty())
+                .map(|l| l.dataset_uri.as_str())
+                .collect();
+            reasons.push(format!(
+                "dataset condition `{c}` not met; no pending events for: {}",
+                missing.join(", ")
+            ));
         }
         let verdict = if !reasons.is_empty() {
             format!("will not run now: {}", reasons.join("; "))
         } else if condition_met == Some(true) {
             "will run: its dataset condition is met and it has room for a run".to_string()
         } else if let Some(t) = next_cron {
-            format!("will run at the next cron tick, {}", t.with_timezone(&j.cron.as_ref().map_or(chrono_tz::UTC, |c| c.timezone)).to_rfc3339())
+            format!(
+                "will run at the next cron tick, {}",
+                t.with_timezone(&j.cron.as_ref().map_or(chrono_tz::UTC, |c| c.timezone))
+                    .to_rfc3339()
+            )
         } else {
-            "manual only: runs when triggered (`snowpatrol trigger` or `snowpatrol run`)".to_string()
+            "manual only: runs when triggered (`snowpatrol trigger` or `snowpatrol run`)"
+                .to_string()
         };
         Ok(Explanation {
             job: job.into(),
@@ -613,7 +775,10 @@ impl Engine {
 /// capped, so many failing instances do not retry in lockstep.
 pub fn backoff_delay(policy: &TaskPolicy, try_number: i32) -> Duration {
     let exp = try_number.clamp(1, 30) as u32 - 1;
-    let base = policy.retry_delay.saturating_mul(2u32.saturating_pow(exp)).min(policy.max_retry_delay);
+    let base = policy
+        .retry_delay
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(policy.max_retry_delay);
     let jitter: f64 = rand::rng().random_range(0.5..=1.0);
     base.mul_f64(jitter)
 }

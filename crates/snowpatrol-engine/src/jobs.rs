@@ -78,7 +78,12 @@ pub struct JobDefinition {
 
 impl JobDefinition {
     pub fn new(name: &str, description: &str) -> Self {
-        Self { name: name.into(), description: description.into(), tasks: vec![], params: vec![] }
+        Self {
+            name: name.into(),
+            description: description.into(),
+            tasks: vec![],
+            params: vec![],
+        }
     }
     pub fn task(mut self, t: TaskDefinition) -> Self {
         self.tasks.push(t);
@@ -145,7 +150,11 @@ impl ResolvedJob {
         if let Some(c) = &self.condition {
             parts.push(format!("datasets {c}"));
         }
-        if parts.is_empty() { "manual".into() } else { parts.join(" or ") }
+        if parts.is_empty() {
+            "manual".into()
+        } else {
+            parts.join(" or ")
+        }
     }
     pub fn task(&self, name: &str) -> Option<&TaskDefinition> {
         self.definition.tasks.iter().find(|t| t.name == name)
@@ -170,12 +179,19 @@ impl Jobs {
             .map(|j| JobRegistration {
                 job_name: j.name().to_string(),
                 schedule: j.schedule_text(),
-                datasets: j.condition.as_ref().map(|c| c.datasets()).unwrap_or_default(),
+                datasets: j
+                    .condition
+                    .as_ref()
+                    .map(|c| c.datasets())
+                    .unwrap_or_default(),
             })
             .collect()
     }
     pub fn unknown_job(&self, name: &str) -> String {
-        format!("unknown job `{name}`; known jobs: {}", self.jobs.keys().cloned().collect::<Vec<_>>().join(", "))
+        format!(
+            "unknown job `{name}`; known jobs: {}",
+            self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
     }
 }
 
@@ -209,7 +225,10 @@ pub fn resolve_jobs(
         if !registry.jobs.contains_key(name) {
             issue(
                 format!("jobs.{name}"),
-                format!("unknown job `{name}`; jobs this binary provides: {}", registry.jobs.keys().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "unknown job `{name}`; jobs this binary provides: {}",
+                    registry.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             );
         }
     }
@@ -217,7 +236,10 @@ pub fn resolve_jobs(
     for job in registry.jobs.values() {
         for t in &job.tasks {
             for o in &t.outlets {
-                produced.entry(o.clone()).or_default().push(job.name.clone());
+                produced
+                    .entry(o.clone())
+                    .or_default()
+                    .push(job.name.clone());
             }
         }
     }
@@ -225,7 +247,11 @@ pub fn resolve_jobs(
     known_datasets.extend(registry.external_datasets.iter().cloned());
 
     let mut resolved = BTreeMap::new();
-    let default_cfg = JobConfig { timezone: "UTC".into(), max_active_runs: 1, ..Default::default() };
+    let default_cfg = JobConfig {
+        timezone: "UTC".into(),
+        max_active_runs: 1,
+        ..Default::default()
+    };
     for job in registry.jobs.values() {
         let cfg = configs.get(&job.name).unwrap_or(&default_cfg);
         let base = format!("jobs.{}", job.name);
@@ -240,7 +266,15 @@ pub fn resolve_jobs(
             if !job.tasks.iter().any(|t| &t.name == tname) {
                 issue(
                     format!("{base}.tasks.{tname}"),
-                    format!("job `{}` has no task `{tname}`; its tasks: {}", job.name, job.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "job `{}` has no task `{tname}`; its tasks: {}",
+                        job.name,
+                        job.tasks
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 );
             }
         }
@@ -248,7 +282,11 @@ pub fn resolve_jobs(
             Some(expr) => match CronSchedule::new(expr, &cfg.timezone) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    let key = if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) { "timezone" } else { "cron" };
+                    let key = if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) {
+                        "timezone"
+                    } else {
+                        "cron"
+                    };
                     issue(format!("{base}.{key}"), e.to_string());
                     None
                 }
@@ -264,7 +302,11 @@ pub fn resolve_jobs(
                                 format!("{base}.datasets"),
                                 format!(
                                     "unknown dataset `{uri}`: no job produces it and it is not declared external; known datasets: {}",
-                                    known_datasets.iter().cloned().collect::<Vec<_>>().join(", ")
+                                    known_datasets
+                                        .iter()
+                                        .cloned()
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ),
                             );
                         }
@@ -279,16 +321,26 @@ pub fn resolve_jobs(
             None => None,
         };
         if cfg.max_active_runs == 0 {
-            issue(format!("{base}.max_active_runs"), "must be at least 1".into());
+            issue(
+                format!("{base}.max_active_runs"),
+                "must be at least 1".into(),
+            );
         }
-        let mut params = ParamSchema { job: job.name.clone(), specs: BTreeMap::new() };
+        let mut params = ParamSchema {
+            job: job.name.clone(),
+            specs: BTreeMap::new(),
+        };
         for p in &job.params {
             params.specs.insert(p.name.clone(), p.clone());
         }
         for (pname, pcfg) in &cfg.params {
             let path = format!("{base}.params.{pname}");
             let (ty, value, description) = match pcfg {
-                ParamConfig::Declared { ty, default, description } => (Some(*ty), default.clone(), description.clone()),
+                ParamConfig::Declared {
+                    ty,
+                    default,
+                    description,
+                } => (Some(*ty), default.clone(), description.clone()),
                 ParamConfig::Value(v) => (None, v.clone(), String::new()),
             };
             let declared = params.specs.get(pname).map(|s| s.ty);
@@ -305,15 +357,30 @@ pub fn resolve_jobs(
                     serde_json::Value::Number(_) => ParamType::Float,
                     serde_json::Value::String(_) => ParamType::String,
                     _ => {
-                        issue(path.clone(), "a parameter must be a bool, integer, float or string".into());
+                        issue(
+                            path.clone(),
+                            "a parameter must be a bool, integer, float or string".into(),
+                        );
                         continue;
                     }
                 },
             };
             match coerce_value(ty, &value) {
                 Some(v) => {
-                    let desc = params.specs.get(pname).map(|s| s.description.clone()).unwrap_or(description);
-                    params.specs.insert(pname.clone(), ParamSpec { name: pname.clone(), ty, default: v, description: desc });
+                    let desc = params
+                        .specs
+                        .get(pname)
+                        .map(|s| s.description.clone())
+                        .unwrap_or(description);
+                    params.specs.insert(
+                        pname.clone(),
+                        ParamSpec {
+                            name: pname.clone(),
+                            ty,
+                            default: v,
+                            description: desc,
+                        },
+                    );
                 }
                 None => issue(path, format!("must be {ty}, got {value}")),
             }
@@ -327,7 +394,9 @@ pub fn resolve_jobs(
                 TaskPolicy {
                     max_tries: retries + 1,
                     retry_delay: p.retry_delay.unwrap_or(settings.default_retry_delay),
-                    max_retry_delay: p.max_retry_delay.unwrap_or(settings.default_max_retry_delay),
+                    max_retry_delay: p
+                        .max_retry_delay
+                        .unwrap_or(settings.default_max_retry_delay),
                     timeout: p.timeout.or(t.timeout),
                 },
             );
@@ -363,27 +432,48 @@ pub fn resolve_jobs(
     // A job triggered by a dataset that (transitively) it produces itself would trigger itself forever.
     let consumers: Vec<(String, Vec<String>)> = resolved
         .values()
-        .map(|j| (j.name().to_string(), j.condition.as_ref().map(|c| c.datasets()).unwrap_or_default()))
+        .map(|j| {
+            (
+                j.name().to_string(),
+                j.condition
+                    .as_ref()
+                    .map(|c| c.datasets())
+                    .unwrap_or_default(),
+            )
+        })
         .collect();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (consumer, datasets) in &consumers {
         for d in datasets {
             for producer in produced.get(d).into_iter().flatten() {
-                edges.entry(producer.clone()).or_default().insert(consumer.clone());
+                edges
+                    .entry(producer.clone())
+                    .or_default()
+                    .insert(consumer.clone());
             }
         }
     }
     if let Some(cycle) = find_cycle(&edges) {
         issue(
             "jobs".into(),
-            format!("dataset schedules form a cycle: {} (each job would trigger the next forever)", cycle.join(" -> ")),
+            format!(
+                "dataset schedules form a cycle: {} (each job would trigger the next forever)",
+                cycle.join(" -> ")
+            ),
         );
     }
     if !issues.is_empty() {
         return Err(ConfigErrors(issues));
     }
-    let shapes = resolved.iter().map(|(k, v)| (k.clone(), v.shape.clone())).collect();
-    Ok(Jobs { jobs: resolved, shapes, known_datasets })
+    let shapes = resolved
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape.clone()))
+        .collect();
+    Ok(Jobs {
+        jobs: resolved,
+        shapes,
+        known_datasets,
+    })
 }
 
 /// Tasks in dependency order; refuses unknown dependencies, duplicate names and cycles.
@@ -391,13 +481,19 @@ fn topo_order(job: &JobDefinition) -> Result<Vec<&TaskDefinition>, String> {
     let mut names = BTreeSet::new();
     for t in &job.tasks {
         if !names.insert(t.name.as_str()) {
-            return Err(format!("job `{}` defines task `{}` twice", job.name, t.name));
+            return Err(format!(
+                "job `{}` defines task `{}` twice",
+                job.name, t.name
+            ));
         }
     }
     for t in &job.tasks {
         for d in &t.depends_on {
             if !names.contains(d.as_str()) {
-                return Err(format!("task `{}` of job `{}` depends on unknown task `{d}`", t.name, job.name));
+                return Err(format!(
+                    "task `{}` of job `{}` depends on unknown task `{d}`",
+                    t.name, job.name
+                ));
             }
         }
     }
@@ -407,13 +503,19 @@ fn topo_order(job: &JobDefinition) -> Result<Vec<&TaskDefinition>, String> {
         .map(|t| (t.name.clone(), t.depends_on.iter().cloned().collect()))
         .collect();
     if let Some(cycle) = find_cycle(&edges) {
-        return Err(format!("tasks of job `{}` form a cycle: {}", job.name, cycle.join(" -> ")));
+        return Err(format!(
+            "tasks of job `{}` form a cycle: {}",
+            job.name,
+            cycle.join(" -> ")
+        ));
     }
     let mut done: BTreeSet<&str> = BTreeSet::new();
     let mut order = Vec::new();
     while order.len() < job.tasks.len() {
         for t in &job.tasks {
-            if !done.contains(t.name.as_str()) && t.depends_on.iter().all(|d| done.contains(d.as_str())) {
+            if !done.contains(t.name.as_str())
+                && t.depends_on.iter().all(|d| done.contains(d.as_str()))
+            {
                 done.insert(&t.name);
                 order.push(t);
             }

@@ -17,7 +17,9 @@ pub mod task;
 pub use condition::{Condition, DatasetSpec};
 pub use config::{JobConfig, ParamConfig, SchedulerSettings, TaskPolicyConfig};
 pub use engine::{Engine, EngineError, Explanation, FailureHook, TaskFailure, backoff_delay};
-pub use jobs::{ConfigErrors, ConfigIssue, JobDefinition, JobRegistry, Jobs, TaskDefinition, resolve_jobs};
+pub use jobs::{
+    ConfigErrors, ConfigIssue, JobDefinition, JobRegistry, Jobs, TaskDefinition, resolve_jobs,
+};
 pub use params::{ParamSpec, ParamType, Params};
 pub use snowpatrol_store::{Database, RunState, TaskState, TriggerRule};
 pub use task::{Task, TaskContext, TaskError, TaskOutput, task_fn};

@@ -38,11 +38,15 @@ pub struct Metrics {
 }
 
 fn duration_histogram() -> Histogram {
-    Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0])
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+    ])
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0])
+    Histogram::new([
+        0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+    ])
 }
 
 impl Default for Metrics {
@@ -57,19 +61,43 @@ impl Metrics {
         let runs = Family::<JobState, Gauge>::default();
         let task_instances = Family::<JobState, Gauge>::default();
         let pending = Family::<JobLabel, Gauge>::default();
-        let task_duration = Family::<JobTaskOutcome, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
-        let trigger_latency = Family::<JobLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let task_duration = Family::<JobTaskOutcome, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let trigger_latency = Family::<JobLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let is_leader = Gauge::default();
-        registry.register("job_runs", "Job runs by job and state (cluster-wide)", runs.clone());
-        registry.register("task_instances", "Task instances by job and state (cluster-wide)", task_instances.clone());
-        registry.register("pending_trigger_events", "Dataset events waiting to trigger a run, by job", pending.clone());
-        registry.register("task_duration_seconds", "Task try duration in this process", task_duration.clone());
+        registry.register(
+            "job_runs",
+            "Job runs by job and state (cluster-wide)",
+            runs.clone(),
+        );
+        registry.register(
+            "task_instances",
+            "Task instances by job and state (cluster-wide)",
+            task_instances.clone(),
+        );
+        registry.register(
+            "pending_trigger_events",
+            "Dataset events waiting to trigger a run, by job",
+            pending.clone(),
+        );
+        registry.register(
+            "task_duration_seconds",
+            "Task try duration in this process",
+            task_duration.clone(),
+        );
         registry.register(
             "dataset_trigger_latency_seconds",
             "From the oldest consumed dataset event to the triggered run's start",
             trigger_latency.clone(),
         );
-        registry.register("is_leader", "1 when this replica evaluates cron and dataset triggers", is_leader.clone());
+        registry.register(
+            "is_leader",
+            "1 when this replica evaluates cron and dataset triggers",
+            is_leader.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             runs,
@@ -90,14 +118,21 @@ impl Metrics {
         }
         self.task_instances.clear();
         for (job, state, n) in counts.task_instances {
-            self.task_instances.get_or_create(&JobState { job, state }).set(n);
+            self.task_instances
+                .get_or_create(&JobState { job, state })
+                .set(n);
         }
         self.pending_trigger_events.clear();
         for (job, n) in counts.pending_triggers {
-            self.pending_trigger_events.get_or_create(&JobLabel { job }).set(n);
+            self.pending_trigger_events
+                .get_or_create(&JobLabel { job })
+                .set(n);
         }
         let mut out = String::new();
-        let registry = self.registry.lock().map_err(|_| StoreError::Corrupt("metrics registry poisoned".into()))?;
+        let registry = self
+            .registry
+            .lock()
+            .map_err(|_| StoreError::Corrupt("metrics registry poisoned".into()))?;
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .map_err(|e| StoreError::Corrupt(format!("encoding metrics: {e}")))?;
         Ok(out)

@@ -35,16 +35,30 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     pub fn new(name: &str, ty: ParamType, default: Value, description: &str) -> Self {
-        Self { name: name.into(), ty, default, description: description.into() }
+        Self {
+            name: name.into(),
+            ty,
+            default,
+            description: description.into(),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ParamError {
     #[error("unknown parameter `{name}` for job `{job}`; declared parameters: {declared}")]
-    Unknown { job: String, name: String, declared: String },
+    Unknown {
+        job: String,
+        name: String,
+        declared: String,
+    },
     #[error("parameter `{name}` of job `{job}` must be {ty}, got `{value}`")]
-    WrongType { job: String, name: String, ty: ParamType, value: String },
+    WrongType {
+        job: String,
+        name: String,
+        ty: ParamType,
+        value: String,
+    },
     #[error("expected NAME=VALUE, got `{0}`")]
     Syntax(String),
 }
@@ -52,9 +66,14 @@ pub enum ParamError {
 /// Checks that a JSON value has the declared type (an int is accepted where a float is declared).
 pub fn coerce_value(ty: ParamType, v: &Value) -> Option<Value> {
     match (ty, v) {
-        (ParamType::Bool, Value::Bool(_)) | (ParamType::String, Value::String(_)) => Some(v.clone()),
+        (ParamType::Bool, Value::Bool(_)) | (ParamType::String, Value::String(_)) => {
+            Some(v.clone())
+        }
         (ParamType::Int, Value::Number(n)) if n.is_i64() => Some(v.clone()),
-        (ParamType::Float, Value::Number(n)) => n.as_f64().and_then(|f| serde_json::Number::from_f64(f)).map(Value::Number),
+        (ParamType::Float, Value::Number(n)) => n
+            .as_f64()
+            .and_then(|f| serde_json::Number::from_f64(f))
+            .map(Value::Number),
         _ => None,
     }
 }
@@ -68,7 +87,12 @@ pub fn parse_value(ty: ParamType, raw: &str) -> Option<Value> {
             _ => None,
         },
         ParamType::Int => raw.parse::<i64>().ok().map(Value::from),
-        ParamType::Float => raw.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64).map(Value::Number),
+        ParamType::Float => raw
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
         ParamType::String => Some(Value::String(raw.to_string())),
     }
 }
@@ -82,14 +106,23 @@ pub struct ParamSchema {
 
 impl ParamSchema {
     pub fn defaults(&self) -> Value {
-        Value::Object(self.specs.iter().map(|(k, s)| (k.clone(), s.default.clone())).collect())
+        Value::Object(
+            self.specs
+                .iter()
+                .map(|(k, s)| (k.clone(), s.default.clone()))
+                .collect(),
+        )
     }
 
     fn declared(&self) -> String {
         if self.specs.is_empty() {
             "(none)".into()
         } else {
-            self.specs.values().map(|s| format!("{}: {}", s.name, s.ty)).collect::<Vec<_>>().join(", ")
+            self.specs
+                .values()
+                .map(|s| format!("{}: {}", s.name, s.ty))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }
 
@@ -97,7 +130,9 @@ impl ParamSchema {
     pub fn resolve_cli(&self, overrides: &[String]) -> Result<Value, ParamError> {
         let mut pairs = Vec::new();
         for o in overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| ParamError::Syntax(o.clone()))?;
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ParamError::Syntax(o.clone()))?;
             pairs.push((k.trim().to_string(), v.to_string()));
         }
         let mut values = match self.defaults() {
@@ -151,16 +186,35 @@ mod tests {
 
     #[test]
     fn cli_overrides_are_typed() {
-        let mut s = ParamSchema { job: "train".into(), ..Default::default() };
-        s.specs.insert("force_retrain".into(), ParamSpec::new("force_retrain", ParamType::Bool, json!(false), ""));
-        s.specs.insert("days".into(), ParamSpec::new("days", ParamType::Int, json!(8), ""));
-        assert_eq!(s.resolve_cli(&["force_retrain=true".into()]).unwrap(), json!({"force_retrain": true, "days": 8}));
+        let mut s = ParamSchema {
+            job: "train".into(),
+            ..Default::default()
+        };
+        s.specs.insert(
+            "force_retrain".into(),
+            ParamSpec::new("force_retrain", ParamType::Bool, json!(false), ""),
+        );
+        s.specs.insert(
+            "days".into(),
+            ParamSpec::new("days", ParamType::Int, json!(8), ""),
+        );
+        assert_eq!(
+            s.resolve_cli(&["force_retrain=true".into()]).unwrap(),
+            json!({"force_retrain": true, "days": 8})
+        );
         let e = s.resolve_cli(&["force_retrain=maybe".into()]).unwrap_err();
         assert!(e.to_string().contains("must be bool, got `maybe`"), "{e}");
         let e = s.resolve_cli(&["days=1.5".into()]).unwrap_err();
         assert!(matches!(e, ParamError::WrongType { .. }));
         let e = s.resolve_cli(&["nope=1".into()]).unwrap_err();
-        assert!(e.to_string().contains("declared parameters: days: int, force_retrain: bool"), "{e}");
-        assert!(matches!(s.resolve_cli(&["days".into()]), Err(ParamError::Syntax(_))));
+        assert!(
+            e.to_string()
+                .contains("declared parameters: days: int, force_retrain: bool"),
+            "{e}"
+        );
+        assert!(matches!(
+            s.resolve_cli(&["days".into()]),
+            Err(ParamError::Syntax(_))
+        ));
     }
 }

@@ -16,7 +16,9 @@ pub struct CronSchedule {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("invalid cron expression `{expression}`: {reason} (use 5 fields `minute hour day-of-month month day-of-week`, e.g. `0 6 * * *`, or @hourly/@daily/@weekly/@monthly)")]
+    #[error(
+        "invalid cron expression `{expression}`: {reason} (use 5 fields `minute hour day-of-month month day-of-week`, e.g. `0 6 * * *`, or @hourly/@daily/@weekly/@monthly)"
+    )]
     Cron { expression: String, reason: String },
     #[error("unknown time zone `{0}` (use an IANA name such as `UTC` or `Europe/Berlin`)")]
     TimeZone(String),
@@ -24,27 +26,45 @@ pub enum ScheduleError {
 
 impl CronSchedule {
     pub fn new(expression: &str, timezone: &str) -> Result<Self, ScheduleError> {
-        let tz = Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.to_string()))?;
+        let tz =
+            Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.to_string()))?;
         let trimmed = expression.trim();
         if !trimmed.starts_with('@') && trimmed.split_whitespace().count() != 5 {
             return Err(ScheduleError::Cron {
                 expression: expression.to_string(),
-                reason: format!("expected 5 fields, found {}", trimmed.split_whitespace().count()),
+                reason: format!(
+                    "expected 5 fields, found {}",
+                    trimmed.split_whitespace().count()
+                ),
             });
         }
-        let cron = Cron::from_str(trimmed)
-            .map_err(|e| ScheduleError::Cron { expression: expression.to_string(), reason: e.to_string() })?;
-        Ok(Self { expression: trimmed.to_string(), timezone: tz, cron })
+        let cron = Cron::from_str(trimmed).map_err(|e| ScheduleError::Cron {
+            expression: expression.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            expression: trimmed.to_string(),
+            timezone: tz,
+            cron,
+        })
     }
 
     /// The first tick strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.timezone);
-        self.cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// Ticks in (`after`, `up_to`], at most `limit` of them (the newest ones if there are more).
-    pub fn ticks_between(&self, after: DateTime<Utc>, up_to: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
+    pub fn ticks_between(
+        &self,
+        after: DateTime<Utc>,
+        up_to: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
         let mut ticks = std::collections::VecDeque::new();
         let mut cursor = after;
         while let Some(next) = self.next_after(cursor) {
@@ -75,15 +95,29 @@ mod tests {
         let s = CronSchedule::new("30 2 * * *", "Europe/Berlin").unwrap();
         // 2026-03-29: clocks jump 02:00 -> 03:00 in Berlin; 02:30 does not exist that day.
         let start = Utc.with_ymd_and_hms(2026, 3, 27, 12, 0, 0).unwrap();
-        let ticks = s.ticks_between(start, Utc.with_ymd_and_hms(2026, 3, 31, 12, 0, 0).unwrap(), 100);
+        let ticks = s.ticks_between(
+            start,
+            Utc.with_ymd_and_hms(2026, 3, 31, 12, 0, 0).unwrap(),
+            100,
+        );
         let local: Vec<String> = ticks
             .iter()
-            .map(|t| t.with_timezone(&s.timezone).format("%m-%d %H:%M %Z").to_string())
+            .map(|t| {
+                t.with_timezone(&s.timezone)
+                    .format("%m-%d %H:%M %Z")
+                    .to_string()
+            })
             .collect();
         // One tick per day; each at 02:30 local where it exists; UTC offsets change across the transition.
         assert_eq!(ticks.len(), 4, "{local:?}");
-        assert_eq!(ticks[0], Utc.with_ymd_and_hms(2026, 3, 28, 1, 30, 0).unwrap());
-        assert_eq!(ticks[3], Utc.with_ymd_and_hms(2026, 3, 31, 0, 30, 0).unwrap());
+        assert_eq!(
+            ticks[0],
+            Utc.with_ymd_and_hms(2026, 3, 28, 1, 30, 0).unwrap()
+        );
+        assert_eq!(
+            ticks[3],
+            Utc.with_ymd_and_hms(2026, 3, 31, 0, 30, 0).unwrap()
+        );
         // Fall back 2026-10-25 03:00 -> 02:00: 02:30 happens twice; the job must run once.
         let ticks = s.ticks_between(
             Utc.with_ymd_and_hms(2026, 10, 24, 12, 0, 0).unwrap(),
@@ -95,11 +129,15 @@ mod tests {
 
     #[test]
     fn bad_expressions_are_refused_with_guidance() {
-        let e = CronSchedule::new("61 * * * *", "UTC").unwrap_err().to_string();
+        let e = CronSchedule::new("61 * * * *", "UTC")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("61 * * * *"), "{e}");
         let e = CronSchedule::new("* * * *", "UTC").unwrap_err().to_string();
         assert!(e.contains("expected 5 fields"), "{e}");
-        let e = CronSchedule::new("@daily", "Mars/Olympus").unwrap_err().to_string();
+        let e = CronSchedule::new("@daily", "Mars/Olympus")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Mars/Olympus"), "{e}");
         assert!(CronSchedule::new("@daily", "UTC").is_ok());
     }

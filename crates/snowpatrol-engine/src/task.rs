@@ -32,10 +32,16 @@ impl TaskOutput {
         Self::default()
     }
     pub fn with_map_keys(keys: Vec<String>) -> Self {
-        Self { map_keys: Some(keys), ..Default::default() }
+        Self {
+            map_keys: Some(keys),
+            ..Default::default()
+        }
     }
     pub fn with_extra(extra: Value) -> Self {
-        Self { extra: Some(extra), ..Default::default() }
+        Self {
+            extra: Some(extra),
+            ..Default::default()
+        }
     }
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = Some(data);
@@ -66,10 +72,16 @@ pub struct TaskError {
 
 impl TaskError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true }
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 

@@ -32,7 +32,9 @@ fn noop() -> Arc<dyn Task> {
 
 fn registry() -> JobRegistry {
     let mut r = JobRegistry::new();
-    r.external_dataset(A).external_dataset(B).external_dataset(C);
+    r.external_dataset(A)
+        .external_dataset(B)
+        .external_dataset(C);
     r.register(JobDefinition::new("all_of", "").task(TaskDefinition::new("t", noop())));
     r.register(JobDefinition::new("any_of", "").task(TaskDefinition::new("t", noop())));
     r.register(JobDefinition::new("nested", "").task(TaskDefinition::new("t", noop())));
@@ -43,7 +45,12 @@ fn cfg(toml_text: &str) -> BTreeMap<String, JobConfig> {
     toml::from_str(toml_text).expect("test config parses")
 }
 
-async fn engine_with(db: Database, reg: &JobRegistry, toml_text: &str, settings: SchedulerSettings) -> Engine {
+async fn engine_with(
+    db: Database,
+    reg: &JobRegistry,
+    toml_text: &str,
+    settings: SchedulerSettings,
+) -> Engine {
     let jobs = resolve_jobs(reg, &cfg(toml_text), &settings).expect("valid jobs");
     let e = Engine::new(db, jobs, settings).expect("engine");
     e.register_jobs().await.expect("register");
@@ -73,7 +80,13 @@ where
 }
 
 async fn runs_of(db: &Database, job: &str) -> Vec<snowpatrol_store::RunRecord> {
-    db.list_runs(&RunFilter { job_name: Some(job.into()), state: None, limit: 10_000 }).await.unwrap()
+    db.list_runs(&RunFilter {
+        job_name: Some(job.into()),
+        state: None,
+        limit: 10_000,
+    })
+    .await
+    .unwrap()
 }
 
 macro_rules! both_backends {
@@ -124,32 +137,59 @@ async fn all_of_any_of_and_nested_conditions(db: Database) {
     assert_eq!(runs_of(&db, "nested").await.len(), 0);
     e.emit(C, &json!({}), "test").await.unwrap();
     tick(&e).await;
-    assert_eq!(runs_of(&db, "nested").await.len(), 1, "A & (B | C) holds with A and C");
+    assert_eq!(
+        runs_of(&db, "nested").await.len(),
+        1,
+        "A & (B | C) holds with A and C"
+    );
     assert_eq!(runs_of(&db, "all_of").await.len(), 0);
     e.emit(B, &json!({}), "test").await.unwrap();
     tick(&e).await;
     let all = runs_of(&db, "all_of").await;
     assert_eq!(all.len(), 1);
     let consumed = db.consumed_events(all[0].run_id).await.unwrap();
-    assert_eq!(consumed.iter().map(|e| e.dataset_uri.as_str()).collect::<Vec<_>>(), vec![A, B]);
+    assert_eq!(
+        consumed
+            .iter()
+            .map(|e| e.dataset_uri.as_str())
+            .collect::<Vec<_>>(),
+        vec![A, B]
+    );
 }
 
 async fn five_events_collapse_into_one_run(db: Database) {
-    let e = Arc::new(engine_with(db.clone(), &registry(), &format!("[any_of]\ndatasets = [\"{A}\"]\n"), fast_settings()).await);
+    let e = Arc::new(
+        engine_with(
+            db.clone(),
+            &registry(),
+            &format!("[any_of]\ndatasets = [\"{A}\"]\n"),
+            fast_settings(),
+        )
+        .await,
+    );
     let mut ids = vec![];
     for i in 0..5 {
         ids.push(e.emit(A, &json!({ "i": i }), "test").await.unwrap().0);
     }
     let (stop, h) = spawn_daemon(e.clone());
     wait_for("the run to succeed", Duration::from_secs(20), || async {
-        runs_of(&db, "any_of").await.first().is_some_and(|r| r.state == RunState::Success)
+        runs_of(&db, "any_of")
+            .await
+            .first()
+            .is_some_and(|r| r.state == RunState::Success)
     })
     .await;
     stop.cancel();
     h.await.unwrap();
     let runs = runs_of(&db, "any_of").await;
     assert_eq!(runs.len(), 1, "five events, one run");
-    let consumed: Vec<_> = db.consumed_events(runs[0].run_id).await.unwrap().iter().map(|e| e.event_id).collect();
+    let consumed: Vec<_> = db
+        .consumed_events(runs[0].run_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
     assert_eq!(consumed, ids);
     assert!(db.pending_events("any_of").await.unwrap().is_empty());
 }
@@ -163,16 +203,30 @@ async fn max_active_runs_keeps_events_for_the_next_run(db: Database) {
         task_fn(move |_| {
             let g = g.clone();
             async move {
-                let _permit = g.acquire().await.map_err(|e| TaskError::permanent(e.to_string()))?;
+                let _permit = g
+                    .acquire()
+                    .await
+                    .map_err(|e| TaskError::permanent(e.to_string()))?;
                 Ok(TaskOutput::empty())
             }
         }),
     )));
-    let e = Arc::new(engine_with(db.clone(), &reg, &format!("[slow]\ndatasets = [\"{A}\"]\nmax_active_runs = 1\n"), fast_settings()).await);
+    let e = Arc::new(
+        engine_with(
+            db.clone(),
+            &reg,
+            &format!("[slow]\ndatasets = [\"{A}\"]\nmax_active_runs = 1\n"),
+            fast_settings(),
+        )
+        .await,
+    );
     let (stop, h) = spawn_daemon(e.clone());
     let first = e.emit(A, &json!({}), "test").await.unwrap().0;
     wait_for("first run running", Duration::from_secs(10), || async {
-        runs_of(&db, "slow").await.first().is_some_and(|r| r.state == RunState::Running)
+        runs_of(&db, "slow")
+            .await
+            .first()
+            .is_some_and(|r| r.state == RunState::Running)
     })
     .await;
     let later: Vec<i64> = {
@@ -183,7 +237,11 @@ async fn max_active_runs_keeps_events_for_the_next_run(db: Database) {
         v
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(runs_of(&db, "slow").await.len(), 1, "held back by max_active_runs");
+    assert_eq!(
+        runs_of(&db, "slow").await.len(),
+        1,
+        "held back by max_active_runs"
+    );
     let ex = e.explain("slow").await.unwrap();
     assert!(ex.verdict.contains("max_active_runs"), "{}", ex.verdict);
     assert_eq!(ex.leaves[0].pending_event_ids, later);
@@ -196,8 +254,20 @@ async fn max_active_runs_keeps_events_for_the_next_run(db: Database) {
     stop.cancel();
     h.await.unwrap();
     let runs = runs_of(&db, "slow").await;
-    let second: Vec<_> = db.consumed_events(runs[0].run_id).await.unwrap().iter().map(|e| e.event_id).collect();
-    let first_run: Vec<_> = db.consumed_events(runs[1].run_id).await.unwrap().iter().map(|e| e.event_id).collect();
+    let second: Vec<_> = db
+        .consumed_events(runs[0].run_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    let first_run: Vec<_> = db
+        .consumed_events(runs[1].run_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
     assert_eq!(first_run, vec![first]);
     assert_eq!(second, later, "no event lost, all in the next run");
 }
@@ -212,7 +282,11 @@ async fn retries_with_backoff_then_success(db: Database) {
             let a = a.clone();
             async move {
                 a.fetch_add(1, Ordering::SeqCst);
-                if ctx.try_number < 3 { Err(TaskError::retryable(format!("boom {}", ctx.try_number))) } else { Ok(TaskOutput::empty()) }
+                if ctx.try_number < 3 {
+                    Err(TaskError::retryable(format!("boom {}", ctx.try_number)))
+                } else {
+                    Ok(TaskOutput::empty())
+                }
             }
         }),
     )));
@@ -224,19 +298,34 @@ async fn retries_with_backoff_then_success(db: Database) {
     )
     .await;
     let started = std::time::Instant::now();
-    let run = e.run_now("flaky", &[], "test", CancellationToken::new()).await.unwrap();
+    let run = e
+        .run_now("flaky", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     assert_eq!(run.state, RunState::Success);
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
     // Backoff: try 2 waits in [100, 200] ms, try 3 in [200, 400] ms.
-    assert!(elapsed >= Duration::from_millis(300), "retries waited {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "retries waited {elapsed:?}"
+    );
     let tis = db.list_task_instances(run.run_id).await.unwrap();
     assert_eq!(tis[0].try_number, 3);
     assert_eq!(tis[0].state, TaskState::Success);
 
     // Out of retries: the run fails with the last error recorded.
-    let e2 = engine_with(db.clone(), &reg, "[flaky.tasks.t]\nretries = 1\nretry_delay = \"10ms\"\n", fast_settings()).await;
-    let run = e2.run_now("flaky", &[], "test", CancellationToken::new()).await.unwrap();
+    let e2 = engine_with(
+        db.clone(),
+        &reg,
+        "[flaky.tasks.t]\nretries = 1\nretry_delay = \"10ms\"\n",
+        fast_settings(),
+    )
+    .await;
+    let run = e2
+        .run_now("flaky", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(run.state, RunState::Failed);
     let ti = &db.list_task_instances(run.run_id).await.unwrap()[0];
     assert_eq!((ti.state, ti.try_number), (TaskState::Failed, 2));
@@ -252,13 +341,29 @@ async fn timeout_fails_the_try(db: Database) {
             Ok(TaskOutput::empty())
         }),
     )));
-    let e = engine_with(db.clone(), &reg, "[sleepy.tasks.t]\ntimeout = \"200ms\"\nretries = 0\n", fast_settings()).await;
+    let e = engine_with(
+        db.clone(),
+        &reg,
+        "[sleepy.tasks.t]\ntimeout = \"200ms\"\nretries = 0\n",
+        fast_settings(),
+    )
+    .await;
     let started = std::time::Instant::now();
-    let run = e.run_now("sleepy", &[], "test", CancellationToken::new()).await.unwrap();
+    let run = e
+        .run_now("sleepy", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(run.state, RunState::Failed);
     let ti = &db.list_task_instances(run.run_id).await.unwrap()[0];
-    assert!(ti.error.as_deref().unwrap_or("").contains("timed out after 200ms"), "{:?}", ti.error);
+    assert!(
+        ti.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out after 200ms"),
+        "{:?}",
+        ti.error
+    );
 }
 
 struct RecordingHook(tokio::sync::Mutex<Vec<TaskFailure>>);
@@ -275,7 +380,11 @@ fn fan_out_registry(keys: usize, fail_key: Option<usize>) -> JobRegistry {
         JobDefinition::new("fan", "")
             .task(TaskDefinition::new(
                 "list",
-                task_fn(move |_| async move { Ok(TaskOutput::with_map_keys((0..keys).map(|i| format!("k{i:05}")).collect())) }),
+                task_fn(move |_| async move {
+                    Ok(TaskOutput::with_map_keys(
+                        (0..keys).map(|i| format!("k{i:05}")).collect(),
+                    ))
+                }),
             ))
             .task(
                 TaskDefinition::new(
@@ -298,8 +407,13 @@ fn fan_out_registry(keys: usize, fail_key: Option<usize>) -> JobRegistry {
                     "report",
                     task_fn(|ctx| async move {
                         let work = ctx.upstream("work").await?;
-                        let ok = work.iter().filter(|t| t.state == TaskState::Success).count();
-                        Ok(TaskOutput::with_extra(json!({ "ok": ok, "total": work.len() })))
+                        let ok = work
+                            .iter()
+                            .filter(|t| t.state == TaskState::Success)
+                            .count();
+                        Ok(TaskOutput::with_extra(
+                            json!({ "ok": ok, "total": work.len() }),
+                        ))
                     }),
                 )
                 .depends_on(&["work"])
@@ -315,20 +429,40 @@ async fn mapped_fan_out_failed_key_does_not_stop_siblings(db: Database) {
     let hook = Arc::new(RecordingHook(Default::default()));
     let reg = fan_out_registry(50, Some(7));
     let jobs = resolve_jobs(&reg, &BTreeMap::new(), &fast_settings()).unwrap();
-    let e = Engine::new(db.clone(), jobs, fast_settings()).unwrap().with_failure_hook(hook.clone());
+    let e = Engine::new(db.clone(), jobs, fast_settings())
+        .unwrap()
+        .with_failure_hook(hook.clone());
     e.register_jobs().await.unwrap();
-    let run = e.run_now("fan", &[], "test", CancellationToken::new()).await.unwrap();
+    let run = e
+        .run_now("fan", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(run.state, RunState::Failed, "one key failed");
     let tis = db.list_task_instances(run.run_id).await.unwrap();
     let work: Vec<_> = tis.iter().filter(|t| t.task_name == "work").collect();
     assert_eq!(work.len(), 50);
-    assert_eq!(work.iter().filter(|t| t.state == TaskState::Success).count(), 49);
+    assert_eq!(
+        work.iter()
+            .filter(|t| t.state == TaskState::Success)
+            .count(),
+        49
+    );
     let bad = work.iter().find(|t| t.state == TaskState::Failed).unwrap();
     assert_eq!(bad.map_key, "k00007");
-    assert_eq!(work[9].output.as_ref().unwrap()["data"]["square"], json!(81));
+    assert_eq!(
+        work[9].output.as_ref().unwrap()["data"]["square"],
+        json!(81)
+    );
     let report = tis.iter().find(|t| t.task_name == "report").unwrap();
-    assert_eq!(report.state, TaskState::Success, "all_done runs despite the failure");
-    assert_eq!(report.output.as_ref().unwrap()["extra"], json!({"ok": 49, "total": 50}));
+    assert_eq!(
+        report.state,
+        TaskState::Success,
+        "all_done runs despite the failure"
+    );
+    assert_eq!(
+        report.output.as_ref().unwrap()["extra"],
+        json!({"ok": 49, "total": 50})
+    );
     let after = tis.iter().find(|t| t.task_name == "after").unwrap();
     assert_eq!(after.state, TaskState::Skipped, "all_success is skipped");
     let events = db.list_events(Some("test://fan/done"), 10).await.unwrap();
@@ -343,10 +477,17 @@ async fn mapped_fan_out_failed_key_does_not_stop_siblings(db: Database) {
 
 async fn outlets_chain_jobs_and_record_lineage(db: Database) {
     let mut reg = JobRegistry::new();
-    reg.register(JobDefinition::new("producer", "").task(TaskDefinition::new(
-        "make",
-        task_fn(|ctx| async move { Ok(TaskOutput::with_extra(json!({ "by_run": ctx.run_id }))) }),
-    ).outlet("test://made")));
+    reg.register(
+        JobDefinition::new("producer", "").task(
+            TaskDefinition::new(
+                "make",
+                task_fn(|ctx| async move {
+                    Ok(TaskOutput::with_extra(json!({ "by_run": ctx.run_id })))
+                }),
+            )
+            .outlet("test://made"),
+        ),
+    );
     let seen = Arc::new(tokio::sync::Mutex::new(vec![]));
     let s = seen.clone();
     reg.register(JobDefinition::new("consumer", "").task(TaskDefinition::new(
@@ -359,12 +500,27 @@ async fn outlets_chain_jobs_and_record_lineage(db: Database) {
             }
         }),
     )));
-    let e = Arc::new(engine_with(db.clone(), &reg, "[consumer]\ndatasets = [\"test://made\"]\n", fast_settings()).await);
+    let e = Arc::new(
+        engine_with(
+            db.clone(),
+            &reg,
+            "[consumer]\ndatasets = [\"test://made\"]\n",
+            fast_settings(),
+        )
+        .await,
+    );
     let (stop, h) = spawn_daemon(e.clone());
     let produced = e.trigger("producer", &[], "test").await.unwrap();
-    wait_for("consumer run to succeed", Duration::from_secs(20), || async {
-        runs_of(&db, "consumer").await.first().is_some_and(|r| r.state == RunState::Success)
-    })
+    wait_for(
+        "consumer run to succeed",
+        Duration::from_secs(20),
+        || async {
+            runs_of(&db, "consumer")
+                .await
+                .first()
+                .is_some_and(|r| r.state == RunState::Success)
+        },
+    )
     .await;
     stop.cancel();
     h.await.unwrap();
@@ -374,7 +530,10 @@ async fn outlets_chain_jobs_and_record_lineage(db: Database) {
     assert_eq!(consumed[0].source_run_id, Some(produced));
     assert_eq!(consumed[0].source_task.as_deref(), Some("make"));
     assert_eq!(consumed[0].extra, json!({ "by_run": produced }));
-    assert_eq!(consumer.trigger_kind, snowpatrol_store::TriggerKind::Dataset);
+    assert_eq!(
+        consumer.trigger_kind,
+        snowpatrol_store::TriggerKind::Dataset
+    );
 }
 
 async fn cron_catchup_on_and_off_after_downtime(db: Database) {
@@ -409,8 +568,19 @@ async fn cron_catchup_on_and_off_after_downtime(db: Database) {
     tick(&e).await;
     let caught = runs_of(&db, "hourly_catchup").await;
     assert_eq!(caught.len(), 5, "every missed tick with catchup");
-    assert!(caught.iter().all(|r| r.logical_time.timestamp() % 3600 == 0));
-    assert_eq!(caught.iter().filter(|r| r.state == RunState::Running).count(), 2, "max_active_runs = 2 started");
+    assert!(
+        caught
+            .iter()
+            .all(|r| r.logical_time.timestamp() % 3600 == 0)
+    );
+    assert_eq!(
+        caught
+            .iter()
+            .filter(|r| r.state == RunState::Running)
+            .count(),
+        2,
+        "max_active_runs = 2 started"
+    );
     let latest = runs_of(&db, "hourly_latest").await;
     assert_eq!(latest.len(), 1, "only the latest tick without catchup");
     // A second tick (or a second replica) creates nothing more.
@@ -424,10 +594,20 @@ async fn sqlx_reset_cursor(db: &Database, job: &str, at: chrono::DateTime<chrono
     // The cursor only moves forward through the public API; tests rewind it directly.
     match db.pool() {
         snowpatrol_store::Pool::Postgres(p) => {
-            sqlx::query("UPDATE jobs SET cron_cursor = $1 WHERE job_name = $2").bind(at).bind(job).execute(p).await.unwrap();
+            sqlx::query("UPDATE jobs SET cron_cursor = $1 WHERE job_name = $2")
+                .bind(at)
+                .bind(job)
+                .execute(p)
+                .await
+                .unwrap();
         }
         snowpatrol_store::Pool::Sqlite(p) => {
-            sqlx::query("UPDATE jobs SET cron_cursor = $1 WHERE job_name = $2").bind(at).bind(job).execute(p).await.unwrap();
+            sqlx::query("UPDATE jobs SET cron_cursor = $1 WHERE job_name = $2")
+                .bind(at)
+                .bind(job)
+                .execute(p)
+                .await
+                .unwrap();
         }
     }
 }
@@ -436,21 +616,49 @@ async fn typed_params_refused_before_a_run_exists(db: Database) {
     let mut reg = JobRegistry::new();
     reg.register(
         JobDefinition::new("train", "")
-            .param(ParamSpec::new("force_retrain", ParamType::Bool, json!(false), "retrain every warehouse"))
+            .param(ParamSpec::new(
+                "force_retrain",
+                ParamType::Bool,
+                json!(false),
+                "retrain every warehouse",
+            ))
             .task(TaskDefinition::new(
                 "t",
-                task_fn(|ctx| async move { Ok(TaskOutput::empty().with_data(json!({ "force": ctx.params.bool("force_retrain") }))) }),
+                task_fn(|ctx| async move {
+                    Ok(TaskOutput::empty()
+                        .with_data(json!({ "force": ctx.params.bool("force_retrain") })))
+                }),
             )),
     );
     let e = engine_with(db.clone(), &reg, "", fast_settings()).await;
-    let err = e.trigger("train", &["force_retrain=sure".into()], "test").await.unwrap_err();
-    assert!(err.to_string().contains("must be bool, got `sure`"), "{err}");
+    let err = e
+        .trigger("train", &["force_retrain=sure".into()], "test")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("must be bool, got `sure`"),
+        "{err}"
+    );
     assert!(runs_of(&db, "train").await.is_empty(), "nothing created");
-    let run = e.run_now("train", &["force_retrain=true".into()], "test", CancellationToken::new()).await.unwrap();
+    let run = e
+        .run_now(
+            "train",
+            &["force_retrain=true".into()],
+            "test",
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
     assert_eq!(run.params, json!({ "force_retrain": true }));
     let ti = &db.list_task_instances(run.run_id).await.unwrap()[0];
     assert_eq!(ti.output.as_ref().unwrap()["data"]["force"], json!(true));
-    assert!(e.trigger("nope", &[], "test").await.unwrap_err().to_string().contains("unknown job `nope`"));
+    assert!(
+        e.trigger("nope", &[], "test")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("unknown job `nope`")
+    );
 }
 
 async fn graceful_shutdown_gives_back_leases(db: Database) {
@@ -469,7 +677,10 @@ async fn graceful_shutdown_gives_back_leases(db: Database) {
             Ok(TaskOutput::empty())
         }),
     )));
-    let settings = SchedulerSettings { shutdown_grace: Duration::from_secs(1), ..fast_settings() };
+    let settings = SchedulerSettings {
+        shutdown_grace: Duration::from_secs(1),
+        ..fast_settings()
+    };
     let e = Arc::new(engine_with(db.clone(), &reg, "", settings).await);
     let long = e.trigger("long", &[], "test").await.unwrap();
     let short = e.trigger("short", &[], "test").await.unwrap();
@@ -477,15 +688,24 @@ async fn graceful_shutdown_gives_back_leases(db: Database) {
     wait_for("both tasks running", Duration::from_secs(10), || async {
         let a = db.list_task_instances(long).await.unwrap();
         let b = db.list_task_instances(short).await.unwrap();
-        a.first().is_some_and(|t| t.state == TaskState::Running) && b.first().is_some_and(|t| t.state == TaskState::Running)
+        a.first().is_some_and(|t| t.state == TaskState::Running)
+            && b.first().is_some_and(|t| t.state == TaskState::Running)
     })
     .await;
     stop.cancel();
     h.await.unwrap();
     let s = &db.list_task_instances(short).await.unwrap()[0];
-    assert_eq!(s.state, TaskState::Success, "finished within the grace period");
+    assert_eq!(
+        s.state,
+        TaskState::Success,
+        "finished within the grace period"
+    );
     let l = &db.list_task_instances(long).await.unwrap()[0];
-    assert_eq!((l.state, l.try_number, l.worker_id.clone()), (TaskState::Queued, 0, None), "lease given back, try not counted");
+    assert_eq!(
+        (l.state, l.try_number, l.worker_id.clone()),
+        (TaskState::Queued, 0, None),
+        "lease given back, try not counted"
+    );
 }
 
 // ---------- PostgreSQL-only: concurrency and several replicas ----------
@@ -493,7 +713,15 @@ async fn graceful_shutdown_gives_back_leases(db: Database) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_events_from_eight_producers_each_consumed_once() {
     let db = fresh_postgres().await;
-    let e = Arc::new(engine_with(db.clone(), &registry(), &format!("[any_of]\ndatasets = \"{A} | {B}\"\nmax_active_runs = 3\n"), fast_settings()).await);
+    let e = Arc::new(
+        engine_with(
+            db.clone(),
+            &registry(),
+            &format!("[any_of]\ndatasets = \"{A} | {B}\"\nmax_active_runs = 3\n"),
+            fast_settings(),
+        )
+        .await,
+    );
     let (stop, h) = spawn_daemon(e.clone());
     let mut producers = vec![];
     for p in 0..8 {
@@ -502,7 +730,13 @@ async fn thousand_events_from_eight_producers_each_consumed_once() {
             let mut ids = vec![];
             for i in 0..125 {
                 let uri = if (p + i) % 2 == 0 { A } else { B };
-                ids.push(url_db.emit_event(uri, &json!({ "p": p, "i": i }), "producer").await.unwrap().0);
+                ids.push(
+                    url_db
+                        .emit_event(uri, &json!({ "p": p, "i": i }), "producer")
+                        .await
+                        .unwrap()
+                        .0,
+                );
             }
             ids
         }));
@@ -517,14 +751,23 @@ async fn thousand_events_from_eight_producers_each_consumed_once() {
     })
     .await;
     wait_for("runs finished", Duration::from_secs(60), || async {
-        runs_of(&db, "any_of").await.iter().all(|r| r.state.is_terminal())
+        runs_of(&db, "any_of")
+            .await
+            .iter()
+            .all(|r| r.state.is_terminal())
     })
     .await;
     stop.cancel();
     h.await.unwrap();
     let mut consumed = vec![];
     for r in runs_of(&db, "any_of").await {
-        consumed.extend(db.consumed_events(r.run_id).await.unwrap().into_iter().map(|e| e.event_id));
+        consumed.extend(
+            db.consumed_events(r.run_id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_id),
+        );
     }
     consumed.sort();
     all.sort();
@@ -547,33 +790,74 @@ async fn two_replicas_no_duplicates_and_takeover_after_a_killed_worker() {
                 }
             }),
         )));
-        reg.register(JobDefinition::new("slow", "").task(TaskDefinition::new(
-            "t",
-            task_fn(|ctx| async move {
-                // Replica 1 hangs in this task until it is killed; the retry elsewhere is quick.
-                if ctx.try_number == 1 {
-                    tokio::time::sleep(Duration::from_secs(600)).await;
-                }
-                Ok(TaskOutput::empty().with_data(json!({ "try": ctx.try_number })))
-            }),
-        ).retries(2)));
+        reg.register(
+            JobDefinition::new("slow", "").task(
+                TaskDefinition::new(
+                    "t",
+                    task_fn(|ctx| async move {
+                        // Replica 1 hangs in this task until it is killed; the retry elsewhere is quick.
+                        if ctx.try_number == 1 {
+                            tokio::time::sleep(Duration::from_secs(600)).await;
+                        }
+                        Ok(TaskOutput::empty().with_data(json!({ "try": ctx.try_number })))
+                    }),
+                )
+                .retries(2),
+            ),
+        );
         reg
     };
-    let conf = format!("[any_of]\ndatasets = [\"{A}\"]\n[minutely]\ncron = \"* * * * *\"\ncatchup = true\nmax_active_runs = 5\n");
-    let settings = SchedulerSettings { lease: Duration::from_secs(2), ..fast_settings() };
+    let conf = format!(
+        "[any_of]\ndatasets = [\"{A}\"]\n[minutely]\ncron = \"* * * * *\"\ncatchup = true\nmax_active_runs = 5\n"
+    );
+    let settings = SchedulerSettings {
+        lease: Duration::from_secs(2),
+        ..fast_settings()
+    };
     let db1 = Database::connect(&url).await.unwrap();
     let db2 = Database::connect(&url).await.unwrap();
-    let e1 = Arc::new(engine_with(db1.clone(), &make_registry(runs_count.clone()), &conf, settings.clone()).await.with_worker_id("replica-1"));
-    let e2 = Arc::new(engine_with(db2.clone(), &make_registry(runs_count.clone()), &conf, settings.clone()).await.with_worker_id("replica-2"));
+    let e1 = Arc::new(
+        engine_with(
+            db1.clone(),
+            &make_registry(runs_count.clone()),
+            &conf,
+            settings.clone(),
+        )
+        .await
+        .with_worker_id("replica-1"),
+    );
+    let e2 = Arc::new(
+        engine_with(
+            db2.clone(),
+            &make_registry(runs_count.clone()),
+            &conf,
+            settings.clone(),
+        )
+        .await
+        .with_worker_id("replica-2"),
+    );
     // Rewind the cron cursor: both replicas now see the same 30 missed minutes.
     e1.scheduler_tick(&mut HashMap::new()).await.unwrap();
-    sqlx_reset_cursor(&db1, "minutely", snowpatrol_store::now() - chrono::Duration::minutes(30)).await;
+    sqlx_reset_cursor(
+        &db1,
+        "minutely",
+        snowpatrol_store::now() - chrono::Duration::minutes(30),
+    )
+    .await;
     // Replica 1 alone first, so it claims the slow task; then it dies without giving back its lease.
     let slow_run = e1.trigger("slow", &[], "test").await.unwrap();
     let (stop1, h1) = spawn_daemon(e1.clone());
-    wait_for("replica 1 running the slow task", Duration::from_secs(10), || async {
-        db2.list_task_instances(slow_run).await.unwrap().first().is_some_and(|t| t.worker_id.as_deref() == Some("replica-1"))
-    })
+    wait_for(
+        "replica 1 running the slow task",
+        Duration::from_secs(10),
+        || async {
+            db2.list_task_instances(slow_run)
+                .await
+                .unwrap()
+                .first()
+                .is_some_and(|t| t.worker_id.as_deref() == Some("replica-1"))
+        },
+    )
     .await;
     let (stop2, h2) = spawn_daemon(e2.clone());
     // Both schedulers race on the same ticks and events.
@@ -586,19 +870,33 @@ async fn two_replicas_no_duplicates_and_takeover_after_a_killed_worker() {
     let _ = h1.await;
     db1.close().await;
     drop(stop1);
-    wait_for("the slow task finished by replica 2 after the lease expired", Duration::from_secs(30), || async {
-        db2.get_run(slow_run).await.unwrap().is_some_and(|r| r.state == RunState::Success)
-    })
+    wait_for(
+        "the slow task finished by replica 2 after the lease expired",
+        Duration::from_secs(30),
+        || async {
+            db2.get_run(slow_run)
+                .await
+                .unwrap()
+                .is_some_and(|r| r.state == RunState::Success)
+        },
+    )
     .await;
     let ti = &db2.list_task_instances(slow_run).await.unwrap()[0];
     assert_eq!(ti.try_number, 2);
     assert_eq!(ti.output.as_ref().unwrap()["data"]["try"], json!(2));
-    wait_for("all minutely runs finished", Duration::from_secs(30), || async {
-        let r = runs_of(&db2, "minutely").await;
-        r.len() >= 30 && r.iter().all(|r| r.state.is_terminal())
+    wait_for(
+        "all minutely runs finished",
+        Duration::from_secs(30),
+        || async {
+            let r = runs_of(&db2, "minutely").await;
+            r.len() >= 30 && r.iter().all(|r| r.state.is_terminal())
+        },
+    )
+    .await;
+    wait_for("all events consumed", Duration::from_secs(30), || async {
+        db2.pending_events("any_of").await.unwrap().is_empty()
     })
     .await;
-    wait_for("all events consumed", Duration::from_secs(30), || async { db2.pending_events("any_of").await.unwrap().is_empty() }).await;
     stop2.cancel();
     h2.await.unwrap();
     let minutely = runs_of(&db2, "minutely").await;
@@ -606,25 +904,53 @@ async fn two_replicas_no_duplicates_and_takeover_after_a_killed_worker() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), minutely.len(), "no tick created twice");
-    assert_eq!(runs_count.load(Ordering::SeqCst), minutely.len(), "each run's task executed once");
+    assert_eq!(
+        runs_count.load(Ordering::SeqCst),
+        minutely.len(),
+        "each run's task executed once"
+    );
     let mut consumed = vec![];
     for r in runs_of(&db2, "any_of").await {
-        consumed.extend(db2.consumed_events(r.run_id).await.unwrap().into_iter().map(|e| e.event_id));
+        consumed.extend(
+            db2.consumed_events(r.run_id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_id),
+        );
     }
     let n = consumed.len();
     consumed.sort();
     consumed.dedup();
-    assert_eq!((n, consumed.len()), (20, 20), "each event consumed once by one replica");
+    assert_eq!(
+        (n, consumed.len()),
+        (20, 20),
+        "each event consumed once by one replica"
+    );
 }
 
 #[tokio::test]
 async fn unreachable_database_is_an_error_not_a_panic() {
-    let err = Database::connect("postgres://nobody@127.0.0.1:1/none").await.unwrap_err();
+    let err = Database::connect("postgres://nobody@127.0.0.1:1/none")
+        .await
+        .unwrap_err();
     assert!(err.is_transient(), "{err}");
-    assert!(err.to_string().contains("cannot connect to postgres://nobody:***@127.0.0.1:1/none"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot connect to postgres://nobody:***@127.0.0.1:1/none"),
+        "{err}"
+    );
     let started = std::time::Instant::now();
-    let err = Database::connect_with_retry("postgres://nobody@127.0.0.1:1/none", Duration::from_millis(800)).await.unwrap_err();
-    assert!(started.elapsed() >= Duration::from_millis(250), "it retried");
+    let err = Database::connect_with_retry(
+        "postgres://nobody@127.0.0.1:1/none",
+        Duration::from_millis(800),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it retried"
+    );
     assert!(err.to_string().contains("database unavailable"));
 }
 
@@ -651,12 +977,27 @@ fn config_errors_name_the_key() {
     assert!(paths.contains(&"jobs.fan.timezone"), "{err}");
     assert!(paths.contains(&"jobs.fan.datasets"), "{err}");
     let unknown = cfg("[fan]\ndatasets = \"test://fan/done | test://unknown\"\n");
-    let err = resolve_jobs(&reg, &unknown, &SchedulerSettings::default()).err().expect("refused");
-    assert!(err.to_string().contains("unknown dataset `test://unknown`"), "{err}");
-    assert!(err.to_string().contains("dataset schedules form a cycle: fan -> fan"), "{err}");
+    let err = resolve_jobs(&reg, &unknown, &SchedulerSettings::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("unknown dataset `test://unknown`"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("dataset schedules form a cycle: fan -> fan"),
+        "{err}"
+    );
     let bad_cron = cfg("[fan]\ncron = \"0 25 * * *\"\n");
-    let err = resolve_jobs(&reg, &bad_cron, &SchedulerSettings::default()).err().expect("refused");
-    assert!(err.to_string().starts_with("jobs.fan.cron: invalid cron expression `0 25 * * *`"), "{err}");
+    let err = resolve_jobs(&reg, &bad_cron, &SchedulerSettings::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .starts_with("jobs.fan.cron: invalid cron expression `0 25 * * *`"),
+        "{err}"
+    );
     let mut cyclic = JobRegistry::new();
     cyclic.register(
         JobDefinition::new("loop", "")
@@ -664,15 +1005,38 @@ fn config_errors_name_the_key() {
             .task(TaskDefinition::new("b", noop()).depends_on(&["a"]))
             .task(TaskDefinition::new("c", noop()).depends_on(&["b"])),
     );
-    let err = resolve_jobs(&cyclic, &BTreeMap::new(), &SchedulerSettings::default()).err().expect("refused");
-    assert!(err.to_string().contains("tasks of job `loop` form a cycle: a -> c -> b -> a"), "{err}");
+    let err = resolve_jobs(&cyclic, &BTreeMap::new(), &SchedulerSettings::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("tasks of job `loop` form a cycle: a -> c -> b -> a"),
+        "{err}"
+    );
     let mut unknown_task = JobRegistry::new();
-    unknown_task.register(JobDefinition::new("j", "").task(TaskDefinition::new("a", noop()).depends_on(&["zz"])));
-    let err = resolve_jobs(&unknown_task, &BTreeMap::new(), &SchedulerSettings::default()).err().expect("refused");
-    assert!(err.to_string().contains("depends on unknown task `zz`"), "{err}");
+    unknown_task.register(
+        JobDefinition::new("j", "").task(TaskDefinition::new("a", noop()).depends_on(&["zz"])),
+    );
+    let err = resolve_jobs(
+        &unknown_task,
+        &BTreeMap::new(),
+        &SchedulerSettings::default(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string().contains("depends on unknown task `zz`"),
+        "{err}"
+    );
     let bad_param = cfg("[fan.params]\nforce = { type = \"bool\", default = 3 }\n");
-    let err = resolve_jobs(&reg, &bad_param, &SchedulerSettings::default()).err().expect("refused");
-    assert!(err.to_string().contains("jobs.fan.params.force: must be bool, got 3"), "{err}");
+    let err = resolve_jobs(&reg, &bad_param, &SchedulerSettings::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("jobs.fan.params.force: must be bool, got 3"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -681,10 +1045,26 @@ async fn ten_thousand_mapped_no_op_instances_complete() {
     let (db, _dir) = fresh_sqlite().await;
     let reg = fan_out_registry(2000, None);
     let jobs = resolve_jobs(&reg, &BTreeMap::new(), &fast_settings()).unwrap();
-    let e = Engine::new(db.clone(), jobs, SchedulerSettings { worker_concurrency: 256, ..fast_settings() }).unwrap();
+    let e = Engine::new(
+        db.clone(),
+        jobs,
+        SchedulerSettings {
+            worker_concurrency: 256,
+            ..fast_settings()
+        },
+    )
+    .unwrap();
     e.register_jobs().await.unwrap();
-    let run = e.run_now("fan", &[], "test", CancellationToken::new()).await.unwrap();
+    let run = e
+        .run_now("fan", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(run.state, RunState::Success);
     let tis = db.list_task_instances(run.run_id).await.unwrap();
-    assert_eq!(tis.iter().filter(|t| t.task_name == "work" && t.state == TaskState::Success).count(), 2000);
+    assert_eq!(
+        tis.iter()
+            .filter(|t| t.task_name == "work" && t.state == TaskState::Success)
+            .count(),
+        2000
+    );
 }

@@ -19,36 +19,64 @@ pub enum Delivery {
 
 impl Pipeline {
     /// Queues the alert under `dedupe_key` (once ever) and delivers it.
-    pub async fn alert(&self, dedupe_key: &str, kind: &str, run_id: Option<i64>, message: &SlackMessage) -> Result<Delivery, crate::PipelineError> {
+    pub async fn alert(
+        &self,
+        dedupe_key: &str,
+        kind: &str,
+        run_id: Option<i64>,
+        message: &SlackMessage,
+    ) -> Result<Delivery, crate::PipelineError> {
         let channel = self.slack().map_or("file".to_string(), |(_, c)| c.clone());
         let payload = serde_json::to_value(message).unwrap_or_default();
-        let Some(id) = self.store.insert_alert(dedupe_key, kind, run_id, &channel, &payload).await? else {
+        let Some(id) = self
+            .store
+            .insert_alert(dedupe_key, kind, run_id, &channel, &payload)
+            .await?
+        else {
             return Ok(Delivery::Duplicate);
         };
         self.deliver(id, message).await
     }
 
-    async fn deliver(&self, id: i64, message: &SlackMessage) -> Result<Delivery, crate::PipelineError> {
+    async fn deliver(
+        &self,
+        id: i64,
+        message: &SlackMessage,
+    ) -> Result<Delivery, crate::PipelineError> {
         match self.slack() {
             Some((notifier, _)) => match notifier.send(message).await {
                 DeliveryOutcome::Delivered { ts, attempts } => {
-                    self.store.record_alert_outcome(id, "sent", attempts as i32, None, Some(&ts)).await?;
+                    self.store
+                        .record_alert_outcome(id, "sent", attempts as i32, None, Some(&ts))
+                        .await?;
                     Ok(Delivery::Sent)
                 }
-                DeliveryOutcome::Failed { error, permanent, attempts } => {
+                DeliveryOutcome::Failed {
+                    error,
+                    permanent,
+                    attempts,
+                } => {
                     let state = if permanent { "failed" } else { "pending" };
                     tracing::warn!(alert_id = id, permanent, attempts, error = %error, "Slack delivery failed");
-                    self.store.record_alert_outcome(id, state, attempts as i32, Some(&error), None).await?;
+                    self.store
+                        .record_alert_outcome(id, state, attempts as i32, Some(&error), None)
+                        .await?;
                     Ok(Delivery::Failed(error))
                 }
             },
             None => {
                 let dir = self.data_dir.join("alerts");
-                std::fs::create_dir_all(&dir).map_err(|e| crate::PipelineError::Config(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    crate::PipelineError::Config(format!("cannot create {}: {e}", dir.display()))
+                })?;
                 let path = dir.join(format!("alert-{id}.txt"));
-                std::fs::write(&path, &message.text).map_err(|e| crate::PipelineError::Config(format!("cannot write {}: {e}", path.display())))?;
+                std::fs::write(&path, &message.text).map_err(|e| {
+                    crate::PipelineError::Config(format!("cannot write {}: {e}", path.display()))
+                })?;
                 tracing::info!(alert_id = id, path = %path.display(), "no Slack configured: alert written to file\n{}", message.text);
-                self.store.record_alert_outcome(id, "written", 1, None, None).await?;
+                self.store
+                    .record_alert_outcome(id, "written", 1, None, None)
+                    .await?;
                 Ok(Delivery::Written(path))
             }
         }
@@ -60,7 +88,10 @@ impl Pipeline {
         let mut n = 0;
         for a in pending {
             if let Ok(msg) = serde_json::from_value::<SlackMessage>(a.message.clone()) {
-                if matches!(self.deliver(a.alert_id, &msg).await?, Delivery::Sent | Delivery::Written(_)) {
+                if matches!(
+                    self.deliver(a.alert_id, &msg).await?,
+                    Delivery::Sent | Delivery::Written(_)
+                ) {
                     n += 1;
                 }
             }
@@ -75,9 +106,24 @@ pub struct FailureAlerts(pub Arc<Pipeline>);
 #[async_trait]
 impl FailureHook for FailureAlerts {
     async fn on_task_failed(&self, f: TaskFailure) {
-        let msg = failure_message(&f.job_name, &f.task_name, f.map_key.as_deref(), &f.run_id.to_string(), &f.error);
-        let key = format!("failure:{}:{}:{}", f.run_id, f.task_name, f.map_key.as_deref().unwrap_or(""));
-        if let Err(e) = self.0.alert(&key, "task_failure", Some(f.run_id), &msg).await {
+        let msg = failure_message(
+            &f.job_name,
+            &f.task_name,
+            f.map_key.as_deref(),
+            &f.run_id.to_string(),
+            &f.error,
+        );
+        let key = format!(
+            "failure:{}:{}:{}",
+            f.run_id,
+            f.task_name,
+            f.map_key.as_deref().unwrap_or("")
+        );
+        if let Err(e) = self
+            .0
+            .alert(&key, "task_failure", Some(f.run_id), &msg)
+            .await
+        {
             tracing::error!(error = %e, run_id = f.run_id, "could not record the failure alert");
         }
     }

@@ -54,7 +54,12 @@ fn default_days() -> usize {
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig::Synthetic { seed: default_seed(), warehouses: default_warehouses(), days: default_days(), end: None }
+        SourceConfig::Synthetic {
+            seed: default_seed(),
+            warehouses: default_warehouses(),
+            days: default_days(),
+            end: None,
+        }
     }
 }
 
@@ -69,7 +74,10 @@ pub struct PrepConfig {
 
 impl Default for PrepConfig {
     fn default() -> Self {
-        Self { reread_days: 3, backfill_days: 365 }
+        Self {
+            reread_days: 3,
+            backfill_days: 365,
+        }
     }
 }
 
@@ -87,7 +95,12 @@ pub struct TrainSettings {
 
 impl Default for TrainSettings {
     fn default() -> Self {
-        Self { min_days: 14, drift_alpha: 0.05, drift_window_days: 7, drift_min_history_days: 30 }
+        Self {
+            min_days: 14,
+            drift_alpha: 0.05,
+            drift_window_days: 7,
+            drift_min_history_days: 30,
+        }
     }
 }
 
@@ -102,7 +115,10 @@ pub struct PredictSettings {
 
 impl Default for PredictSettings {
     fn default() -> Self {
-        Self { score_days: 8, history_days: 30 }
+        Self {
+            score_days: 8,
+            history_days: 30,
+        }
     }
 }
 

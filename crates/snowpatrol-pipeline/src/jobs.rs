@@ -11,8 +11,8 @@ use snowpatrol_detect::drift::{DriftConfig, DriftDecision, check_drift};
 use snowpatrol_detect::model::{ModelKind, TrainConfig, TrainedModel, seed_for, train};
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_engine::{
-    JobDefinition, JobRegistry, ParamSpec, ParamType, TaskContext, TaskDefinition, TaskError, TaskOutput, TaskState,
-    TriggerRule, task_fn,
+    JobDefinition, JobRegistry, ParamSpec, ParamType, TaskContext, TaskDefinition, TaskError,
+    TaskOutput, TaskState, TriggerRule, task_fn,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,18 +27,54 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
     let (a, b) = (p.clone(), p.clone());
     r.register(
         JobDefinition::new("prep", "Extract metering, validate, build daily features")
-            .param(ParamSpec::new("backfill_days", ParamType::Int, json!(p.config.prep.backfill_days), "days loaded on the first run"))
-            .param(ParamSpec::new("reread_days", ParamType::Int, json!(p.config.prep.reread_days), "days re-read on every run"))
-            .task(TaskDefinition::new("extract", task_fn(move |ctx| extract(a.clone(), ctx))).retries(3))
-            .task(TaskDefinition::new("features", task_fn(move |ctx| features(b.clone(), ctx))).depends_on(&["extract"]).outlet(FEATURES_DATASET)),
+            .param(ParamSpec::new(
+                "backfill_days",
+                ParamType::Int,
+                json!(p.config.prep.backfill_days),
+                "days loaded on the first run",
+            ))
+            .param(ParamSpec::new(
+                "reread_days",
+                ParamType::Int,
+                json!(p.config.prep.reread_days),
+                "days re-read on every run",
+            ))
+            .task(
+                TaskDefinition::new("extract", task_fn(move |ctx| extract(a.clone(), ctx)))
+                    .retries(3),
+            )
+            .task(
+                TaskDefinition::new("features", task_fn(move |ctx| features(b.clone(), ctx)))
+                    .depends_on(&["extract"])
+                    .outlet(FEATURES_DATASET),
+            ),
     );
     let (a, b, c) = (p.clone(), p.clone(), p.clone());
     r.register(
         JobDefinition::new("train", "Drift check and per-warehouse training")
-            .param(ParamSpec::new("force_retrain", ParamType::Bool, json!(false), "retrain every warehouse, drift or not"))
-            .param(ParamSpec::new("model", ParamType::String, json!("default"), "default or baseline"))
-            .task(TaskDefinition::new("list_warehouses", task_fn(move |_| list_warehouses(a.clone(), false))))
-            .task(TaskDefinition::new("train_warehouse", task_fn(move |ctx| train_warehouse(b.clone(), ctx))).map_over("list_warehouses"))
+            .param(ParamSpec::new(
+                "force_retrain",
+                ParamType::Bool,
+                json!(false),
+                "retrain every warehouse, drift or not",
+            ))
+            .param(ParamSpec::new(
+                "model",
+                ParamType::String,
+                json!("default"),
+                "default or baseline",
+            ))
+            .task(TaskDefinition::new(
+                "list_warehouses",
+                task_fn(move |_| list_warehouses(a.clone(), false)),
+            ))
+            .task(
+                TaskDefinition::new(
+                    "train_warehouse",
+                    task_fn(move |ctx| train_warehouse(b.clone(), ctx)),
+                )
+                .map_over("list_warehouses"),
+            )
             .task(
                 TaskDefinition::new("publish", task_fn(move |ctx| publish(c.clone(), ctx)))
                     .depends_on(&["train_warehouse"])
@@ -48,14 +84,26 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
     );
     let (a, b, c) = (p.clone(), p.clone(), p.clone());
     r.register(
-        JobDefinition::new("predict", "Score recent days, record anomalies, report and alert")
-            .task(TaskDefinition::new("list_warehouses", task_fn(move |_| list_warehouses(a.clone(), true))))
-            .task(TaskDefinition::new("score_warehouse", task_fn(move |ctx| score_warehouse(b.clone(), ctx))).map_over("list_warehouses"))
-            .task(
-                TaskDefinition::new("report", task_fn(move |ctx| report(c.clone(), ctx)))
-                    .depends_on(&["score_warehouse"])
-                    .trigger_rule(TriggerRule::AllDone),
-            ),
+        JobDefinition::new(
+            "predict",
+            "Score recent days, record anomalies, report and alert",
+        )
+        .task(TaskDefinition::new(
+            "list_warehouses",
+            task_fn(move |_| list_warehouses(a.clone(), true)),
+        ))
+        .task(
+            TaskDefinition::new(
+                "score_warehouse",
+                task_fn(move |ctx| score_warehouse(b.clone(), ctx)),
+            )
+            .map_over("list_warehouses"),
+        )
+        .task(
+            TaskDefinition::new("report", task_fn(move |ctx| report(c.clone(), ctx)))
+                .depends_on(&["score_warehouse"])
+                .trigger_rule(TriggerRule::AllDone),
+        ),
     );
     r
 }
@@ -65,21 +113,36 @@ fn day_start(d: NaiveDate) -> DateTime<Utc> {
 }
 
 /// Checks extracted rows; the error names what is wrong and where.
-pub fn validate_rows(rows: &[MeteringRow], from: NaiveDate, to_exclusive: NaiveDate) -> Result<(), String> {
+pub fn validate_rows(
+    rows: &[MeteringRow],
+    from: NaiveDate,
+    to_exclusive: NaiveDate,
+) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut seen = BTreeSet::new();
     let mut days = BTreeSet::new();
     for r in rows {
         let key = format!("{}.{}", r.account_name, r.warehouse_name);
         if r.account_name.trim().is_empty() || r.warehouse_name.trim().is_empty() {
-            problems.push(format!("empty account or warehouse name at {} (warehouse id {})", r.start_time, r.warehouse_id));
+            problems.push(format!(
+                "empty account or warehouse name at {} (warehouse id {})",
+                r.start_time, r.warehouse_id
+            ));
         }
-        for (name, v) in [("CREDITS_USED", r.credits_used), ("CREDITS_USED_COMPUTE", r.credits_used_compute), ("CREDITS_USED_CLOUD_SERVICES", r.credits_used_cloud_services)] {
+        for (name, v) in [
+            ("CREDITS_USED", r.credits_used),
+            ("CREDITS_USED_COMPUTE", r.credits_used_compute),
+            ("CREDITS_USED_CLOUD_SERVICES", r.credits_used_cloud_services),
+        ] {
             if !(v >= 0.0) {
                 problems.push(format!("{name} = {v} for {key} at {}", r.start_time));
             }
         }
-        if !seen.insert((r.account_name.as_str(), r.warehouse_name.as_str(), r.start_time)) {
+        if !seen.insert((
+            r.account_name.as_str(),
+            r.warehouse_name.as_str(),
+            r.start_time,
+        )) {
             problems.push(format!("duplicate hour {} for {key}", r.start_time));
         }
         days.insert(r.start_time.date_naive());
@@ -97,22 +160,52 @@ pub fn validate_rows(rows: &[MeteringRow], from: NaiveDate, to_exclusive: NaiveD
         d = d + Days::new(1);
     }
     if !missing.is_empty() {
-        problems.push(format!("no metering rows at all on {} day(s) of the window: {}", missing.len(), missing.iter().take(10).cloned().collect::<Vec<_>>().join(", ")));
+        problems.push(format!(
+            "no metering rows at all on {} day(s) of the window: {}",
+            missing.len(),
+            missing
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if problems.is_empty() {
         Ok(())
     } else {
         let n = problems.len();
-        Err(format!("validation failed ({n} problem(s)): {}{}", problems.iter().take(10).cloned().collect::<Vec<_>>().join("; "), if n > 10 { "; …" } else { "" }))
+        Err(format!(
+            "validation failed ({n} problem(s)): {}{}",
+            problems
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+            if n > 10 { "; …" } else { "" }
+        ))
     }
 }
 
 async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let end = p.data_end();
     let to = end + Days::new(1);
-    let range = p.store.daily_range().await.map_err(store_err("reading loaded range"))?;
-    let backfill = ctx.params.int("backfill_days").unwrap_or(p.config.prep.backfill_days).max(1) as u64;
-    let reread = ctx.params.int("reread_days").unwrap_or(p.config.prep.reread_days).max(1) as u64;
+    let range = p
+        .store
+        .daily_range()
+        .await
+        .map_err(store_err("reading loaded range"))?;
+    let backfill = ctx
+        .params
+        .int("backfill_days")
+        .unwrap_or(p.config.prep.backfill_days)
+        .max(1) as u64;
+    let reread = ctx
+        .params
+        .int("reread_days")
+        .unwrap_or(p.config.prep.reread_days)
+        .max(1) as u64;
     let from = match range {
         None => to - Days::new(backfill),
         // Re-read the lagging days, and everything missed since the last load.
@@ -123,23 +216,49 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
         .source
         .fetch(day_start(from), day_start(to))
         .await
-        .map_err(|e| if e.is_transient() { TaskError::retryable(e.to_string()) } else { TaskError::permanent(e.to_string()) })?;
+        .map_err(|e| {
+            if e.is_transient() {
+                TaskError::retryable(e.to_string())
+            } else {
+                TaskError::permanent(e.to_string())
+            }
+        })?;
     validate_rows(&rows, from, to).map_err(TaskError::permanent)?;
     let daily = aggregate_daily(&rows);
     p.store
         .replace_hourly(day_start(from), day_start(to), &rows, Some(ctx.run_id))
         .await
         .map_err(store_err("loading hourly rows"))?;
-    let features: Vec<FeatureRow> = daily.into_iter().map(|usage| FeatureRow { usage, trend: None, seasonal: None, residual: None }).collect();
-    p.store.upsert_features(&features).await.map_err(store_err("writing daily usage"))?;
+    let features: Vec<FeatureRow> = daily
+        .into_iter()
+        .map(|usage| FeatureRow {
+            usage,
+            trend: None,
+            seasonal: None,
+            residual: None,
+        })
+        .collect();
+    p.store
+        .upsert_features(&features)
+        .await
+        .map_err(store_err("writing daily usage"))?;
     info!(rows = rows.len(), days = features.len(), "metering loaded");
     Ok(TaskOutput::empty().with_data(json!({ "from": from, "to": end, "hourly_rows": rows.len(), "warehouse_days": features.len() })))
 }
 
 async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
-    let days = p.store.load_daily(None).await.map_err(store_err("loading daily usage"))?;
+    let days = p
+        .store
+        .load_daily(None)
+        .await
+        .map_err(store_err("loading daily usage"))?;
     let extracted = ctx.upstream("extract").await?;
-    let window = extracted.first().and_then(|t| t.output.as_ref()).and_then(|o| o.get("data")).cloned().unwrap_or(json!({}));
+    let window = extracted
+        .first()
+        .and_then(|t| t.output.as_ref())
+        .and_then(|o| o.get("data"))
+        .cloned()
+        .unwrap_or(json!({}));
     let end = p.data_end();
     let rows = ctx
         .run_cpu(move || {
@@ -148,7 +267,11 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
             series
                 .par_iter()
                 .flat_map_iter(|s| {
-                    let dec = if s.len() >= 14 { seasonal_decompose(&s.credits, 7).ok() } else { None };
+                    let dec = if s.len() >= 14 {
+                        seasonal_decompose(&s.credits, 7).ok()
+                    } else {
+                        None
+                    };
                     (0..s.len()).map(move |i| FeatureRow {
                         usage: snowpatrol_detect::daily::DailyUsage {
                             key: s.key.clone(),
@@ -167,8 +290,15 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
                 .collect::<Vec<_>>()
         })
         .await?;
-    let warehouses = rows.iter().map(|r| &r.usage.key).collect::<BTreeSet<_>>().len();
-    p.store.upsert_features(&rows).await.map_err(store_err("writing features"))?;
+    let warehouses = rows
+        .iter()
+        .map(|r| &r.usage.key)
+        .collect::<BTreeSet<_>>()
+        .len();
+    p.store
+        .upsert_features(&rows)
+        .await
+        .map_err(store_err("writing features"))?;
     Ok(TaskOutput::with_extra(json!({
         "from": window.get("from"), "to": window.get("to"), "hourly_rows": window.get("hourly_rows"),
         "warehouses": warehouses, "feature_rows": rows.len()
@@ -176,17 +306,28 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
 }
 
 async fn list_warehouses(p: Arc<Pipeline>, with_model: bool) -> Result<TaskOutput, TaskError> {
-    let keys = p.store.warehouses(with_model).await.map_err(store_err("listing warehouses"))?;
-    Ok(TaskOutput::with_map_keys(keys.iter().map(|k| k.to_string()).collect()))
+    let keys = p
+        .store
+        .warehouses(with_model)
+        .await
+        .map_err(store_err("listing warehouses"))?;
+    Ok(TaskOutput::with_map_keys(
+        keys.iter().map(|k| k.to_string()).collect(),
+    ))
 }
 
 fn key_of(ctx: &TaskContext) -> Result<WarehouseKey, TaskError> {
     let raw = ctx.map_key.clone().unwrap_or_default();
-    WarehouseKey::parse(&raw).ok_or_else(|| TaskError::permanent(format!("map key `{raw}` is not ACCOUNT.WAREHOUSE")))
+    WarehouseKey::parse(&raw)
+        .ok_or_else(|| TaskError::permanent(format!("map key `{raw}` is not ACCOUNT.WAREHOUSE")))
 }
 
 async fn series_for(p: &Pipeline, key: &WarehouseKey) -> Result<Option<DailySeries>, TaskError> {
-    let days = p.store.load_daily(Some(key)).await.map_err(store_err("loading daily usage"))?;
+    let days = p
+        .store
+        .load_daily(Some(key))
+        .await
+        .map_err(store_err("loading daily usage"))?;
     Ok(build_series(&days, Some(p.data_end())).into_iter().next())
 }
 
@@ -201,26 +342,50 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .map_err(|e| TaskError::permanent(format!("param model: {e}")))?;
     let force = ctx.params.bool("force_retrain").unwrap_or(false);
     let Some(series) = series_for(&p, &key).await? else {
-        return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no usage rows" })));
+        return Ok(TaskOutput::empty()
+            .with_data(json!({ "status": "skipped", "reason": "no usage rows" })));
     };
     let settings = &p.config.train;
     if series.len() < settings.min_days {
-        let reason = format!("only {} day(s) of history, fewer than min_days = {}", series.len(), settings.min_days);
+        let reason = format!(
+            "only {} day(s) of history, fewer than min_days = {}",
+            series.len(),
+            settings.min_days
+        );
         info!(warehouse = %key, "{reason}: skipped");
         return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": reason })));
     }
-    let latest = p.store.model_by_alias(&key, "latest").await.map_err(store_err("reading latest model"))?;
-    let drift_cfg = DriftConfig { window_days: settings.drift_window_days, alpha: settings.drift_alpha, min_history_days: settings.drift_min_history_days };
-    let drift = check_drift(&series, &drift_cfg).map_err(|e| TaskError::permanent(format!("drift check: {e}")))?;
+    let latest = p
+        .store
+        .model_by_alias(&key, "latest")
+        .await
+        .map_err(store_err("reading latest model"))?;
+    let drift_cfg = DriftConfig {
+        window_days: settings.drift_window_days,
+        alpha: settings.drift_alpha,
+        min_history_days: settings.drift_min_history_days,
+    };
+    let drift = check_drift(&series, &drift_cfg)
+        .map_err(|e| TaskError::permanent(format!("drift check: {e}")))?;
     let drift_json = match &drift {
-        DriftDecision::Drift { pvalue, statistic } => json!({ "result": "drift", "pvalue": pvalue, "statistic": statistic }),
-        DriftDecision::NoDrift { pvalue, statistic } => json!({ "result": "no_drift", "pvalue": pvalue, "statistic": statistic }),
-        DriftDecision::InsufficientHistory { days } => json!({ "result": "insufficient_history", "days": days }),
+        DriftDecision::Drift { pvalue, statistic } => {
+            json!({ "result": "drift", "pvalue": pvalue, "statistic": statistic })
+        }
+        DriftDecision::NoDrift { pvalue, statistic } => {
+            json!({ "result": "no_drift", "pvalue": pvalue, "statistic": statistic })
+        }
+        DriftDecision::InsufficientHistory { days } => {
+            json!({ "result": "insufficient_history", "days": days })
+        }
     };
     let reason = match &latest {
         _ if force => "force_retrain".to_string(),
         None => "no model yet".to_string(),
-        Some(m) if m.model_kind != kind.as_str() => format!("model kind changed from {} to {}", m.model_kind, kind.as_str()),
+        Some(m) if m.model_kind != kind.as_str() => format!(
+            "model kind changed from {} to {}",
+            m.model_kind,
+            kind.as_str()
+        ),
         Some(_) if drift.should_retrain() => format!("drift: {drift_json}"),
         Some(m) => {
             info!(warehouse = %key, version = m.version, "no drift: keeping the model");
@@ -228,13 +393,19 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         }
     };
     let next_version = latest.as_ref().map_or(1, |m| m.version as i64 + 1);
-    let cfg = TrainConfig { kind, seed: seed_for(&key, next_version), min_days: settings.min_days, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        kind,
+        seed: seed_for(&key, next_version),
+        min_days: settings.min_days,
+        ..TrainConfig::default()
+    };
     let s = series.clone();
     let model = ctx
         .run_cpu(move || train(&s, &cfg))
         .await?
         .map_err(|e| TaskError::permanent(format!("training {key}: {e}")))?;
-    let model_json = serde_json::to_value(&model).map_err(|e| TaskError::permanent(format!("serializing model: {e}")))?;
+    let model_json = serde_json::to_value(&model)
+        .map_err(|e| TaskError::permanent(format!("serializing model: {e}")))?;
     let (model_id, version) = p
         .store
         .register_model(&NewModel {
@@ -260,7 +431,11 @@ async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in &results {
         let status = match t.state {
-            TaskState::Success => t.output.as_ref().and_then(|o| o["data"]["status"].as_str()).unwrap_or("skipped"),
+            TaskState::Success => t
+                .output
+                .as_ref()
+                .and_then(|o| o["data"]["status"].as_str())
+                .unwrap_or("skipped"),
             TaskState::Skipped => "skipped",
             _ => "failed",
         };
@@ -278,13 +453,22 @@ async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
 
 async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let key = key_of(&ctx)?;
-    let Some(m) = p.store.model_by_alias(&key, "latest").await.map_err(store_err("reading latest model"))? else {
-        return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no model" })));
+    let Some(m) = p
+        .store
+        .model_by_alias(&key, "latest")
+        .await
+        .map_err(store_err("reading latest model"))?
+    else {
+        return Ok(
+            TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no model" }))
+        );
     };
-    let model: TrainedModel = serde_json::from_value(m.model.clone())
-        .map_err(|e| TaskError::permanent(format!("model {} v{} cannot be read: {e}", key, m.version)))?;
+    let model: TrainedModel = serde_json::from_value(m.model.clone()).map_err(|e| {
+        TaskError::permanent(format!("model {} v{} cannot be read: {e}", key, m.version))
+    })?;
     let Some(series) = series_for(&p, &key).await? else {
-        return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no usage rows" })));
+        return Ok(TaskOutput::empty()
+            .with_data(json!({ "status": "skipped", "reason": "no usage rows" })));
     };
     let days = p.config.predict.score_days;
     let scores = ctx
@@ -308,7 +492,11 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             explanation: s.explanation.clone(),
         })
         .collect();
-    let inserted = p.store.upsert_anomalies(&anomalies).await.map_err(store_err("recording anomalies"))?;
+    let inserted = p
+        .store
+        .upsert_anomalies(&anomalies)
+        .await
+        .map_err(store_err("recording anomalies"))?;
     if !anomalies.is_empty() {
         warn!(warehouse = %key, flagged = anomalies.len(), new = inserted, "anomalous days");
     }
@@ -318,10 +506,17 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
 async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let end = p.data_end();
     let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
-    let rows = p.store.anomalies_since(since, None).await.map_err(store_err("reading anomalies"))?;
+    let rows = p
+        .store
+        .anomalies_since(since, None)
+        .await
+        .map_err(store_err("reading anomalies"))?;
     let mut by_key: BTreeMap<WarehouseKey, Vec<crate::store::AnomalyRow>> = BTreeMap::new();
     for r in rows.into_iter().filter(|r| r.acknowledged_at.is_none()) {
-        by_key.entry(WarehouseKey::new(&r.account_name, &r.warehouse_name)).or_default().push(r);
+        by_key
+            .entry(WarehouseKey::new(&r.account_name, &r.warehouse_name))
+            .or_default()
+            .push(r);
     }
     let mut sections = Vec::new();
     for (key, mut list) in by_key {
@@ -350,20 +545,37 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         });
         let _ = &list;
     }
-    let report = Report { run_id: ctx.run_id.to_string(), generated_at: Utc::now(), price_per_credit: p.config.price_per_credit, sections };
+    let report = Report {
+        run_id: ctx.run_id.to_string(),
+        generated_at: Utc::now(),
+        price_per_credit: p.config.price_per_credit,
+        sections,
+    };
     let markdown = snowpatrol_alert::render_markdown(&report);
-    let dir = p.data_dir.join("reports").join(format!("run-{}", ctx.run_id));
-    std::fs::create_dir_all(&dir).map_err(|e| TaskError::retryable(format!("cannot create {}: {e}", dir.display())))?;
+    let dir = p
+        .data_dir
+        .join("reports")
+        .join(format!("run-{}", ctx.run_id));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| TaskError::retryable(format!("cannot create {}: {e}", dir.display())))?;
     for s in &report.sections {
-        let png = snowpatrol_alert::render_chart_png(s, 900, 420).map_err(|e| TaskError::permanent(format!("chart: {e}")))?;
+        let png = snowpatrol_alert::render_chart_png(s, 900, 420)
+            .map_err(|e| TaskError::permanent(format!("chart: {e}")))?;
         let path = dir.join(snowpatrol_alert::chart_file_name(s));
-        std::fs::write(&path, png).map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, png)
+            .map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())))?;
     }
     let path = dir.join("report.md");
-    std::fs::write(&path, &markdown).map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())))?;
+    std::fs::write(&path, &markdown)
+        .map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())))?;
     let total: usize = report.sections.iter().map(|s| s.anomalies.len()).sum();
     p.store
-        .save_report(ctx.run_id, &markdown, &path.display().to_string(), total as i32)
+        .save_report(
+            ctx.run_id,
+            &markdown,
+            &path.display().to_string(),
+            total as i32,
+        )
         .await
         .map_err(store_err("saving report"))?;
     // Alert once per incident (consecutive anomalous days of one warehouse), never again on reruns.
@@ -372,17 +584,35 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
     let mut duplicates = 0;
     for s in &report.sections {
         let key = WarehouseKey::new(&s.account_name, &s.warehouse_name);
-        let rows = p.store.anomalies_since(since, Some(&key)).await.map_err(store_err("reading anomalies"))?;
+        let rows = p
+            .store
+            .anomalies_since(since, Some(&key))
+            .await
+            .map_err(store_err("reading anomalies"))?;
         let mut incidents: HashMap<NaiveDate, Vec<NaiveDate>> = HashMap::new();
         for r in rows.iter().filter(|r| r.acknowledged_at.is_none()) {
-            incidents.entry(r.incident_start).or_default().push(r.usage_date);
+            incidents
+                .entry(r.incident_start)
+                .or_default()
+                .push(r.usage_date);
         }
         let mut starts: Vec<_> = incidents.keys().copied().collect();
         starts.sort();
         for start in starts {
             let days: BTreeSet<NaiveDate> = incidents[&start].iter().copied().collect();
-            let section = WarehouseSection { anomalies: s.anomalies.iter().filter(|a| days.contains(&a.date)).cloned().collect(), ..s.clone() };
-            let one = Report { sections: vec![section], ..report.clone() };
+            let section = WarehouseSection {
+                anomalies: s
+                    .anomalies
+                    .iter()
+                    .filter(|a| days.contains(&a.date))
+                    .cloned()
+                    .collect(),
+                ..s.clone()
+            };
+            let one = Report {
+                sections: vec![section],
+                ..report.clone()
+            };
             let msg = snowpatrol_alert::report_message(&one);
             let dedupe = format!("incident:{key}:{start}");
             match p.alert(&dedupe, "anomaly", Some(ctx.run_id), &msg).await {
@@ -396,16 +626,40 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
     Ok(TaskOutput::empty().with_data(json!({ "report": path.display().to_string(), "anomalies": total, "new_alerts": new_alerts, "already_alerted": duplicates })))
 }
 
-async fn history_points(p: &Pipeline, key: &WarehouseKey, days: i64) -> Result<Vec<DailyPoint>, TaskError> {
-    let Some(series) = series_for(p, key).await? else { return Ok(vec![]) };
+async fn history_points(
+    p: &Pipeline,
+    key: &WarehouseKey,
+    days: i64,
+) -> Result<Vec<DailyPoint>, TaskError> {
+    let Some(series) = series_for(p, key).await? else {
+        return Ok(vec![]);
+    };
     let n = series.len();
     let take = (days.max(1) as usize).min(n);
-    let expected: HashMap<NaiveDate, f64> = match p.store.model_by_alias(key, "latest").await.map_err(store_err("reading model"))? {
+    let expected: HashMap<NaiveDate, f64> = match p
+        .store
+        .model_by_alias(key, "latest")
+        .await
+        .map_err(store_err("reading model"))?
+    {
         Some(m) => match serde_json::from_value::<TrainedModel>(m.model) {
-            Ok(model) => model.score(&series, take).map(|v| v.into_iter().map(|d| (d.date, d.expected_credits)).collect()).unwrap_or_default(),
+            Ok(model) => model
+                .score(&series, take)
+                .map(|v| {
+                    v.into_iter()
+                        .map(|d| (d.date, d.expected_credits))
+                        .collect()
+                })
+                .unwrap_or_default(),
             Err(_) => HashMap::new(),
         },
         None => HashMap::new(),
     };
-    Ok((n - take..n).map(|i| DailyPoint { date: series.date(i), credits: series.credits[i], expected: expected.get(&series.date(i)).copied() }).collect())
+    Ok((n - take..n)
+        .map(|i| DailyPoint {
+            date: series.date(i),
+            credits: series.credits[i],
+            expected: expected.get(&series.date(i)).copied(),
+        })
+        .collect())
 }

@@ -12,7 +12,9 @@ pub mod config;
 pub mod jobs;
 pub mod store;
 
-pub use config::{PipelineConfig, PredictSettings, PrepConfig, SlackSettings, SourceConfig, TrainSettings};
+pub use config::{
+    PipelineConfig, PredictSettings, PrepConfig, SlackSettings, SourceConfig, TrainSettings,
+};
 pub use store::PipelineStore;
 
 use chrono::NaiveDate;
@@ -54,14 +56,26 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(db: Database, config: PipelineConfig, data_dir: PathBuf) -> Result<Arc<Self>, PipelineError> {
+    pub fn new(
+        db: Database,
+        config: PipelineConfig,
+        data_dir: PathBuf,
+    ) -> Result<Arc<Self>, PipelineError> {
         let mut data_end = None;
         let mut labels = None;
         let source: Arc<dyn MeteringSource> = match &config.source {
-            SourceConfig::Snowflake { snowflake } => Arc::new(SnowflakeSource::new((**snowflake).clone())?),
+            SourceConfig::Snowflake { snowflake } => {
+                Arc::new(SnowflakeSource::new((**snowflake).clone())?)
+            }
             SourceConfig::Csv { path } => Arc::new(CsvSource::new(path.clone())),
-            SourceConfig::Synthetic { seed, warehouses, days, end } => {
-                let end = end.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1));
+            SourceConfig::Synthetic {
+                seed,
+                warehouses,
+                days,
+                end,
+            } => {
+                let end =
+                    end.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1));
                 let src = SyntheticSource::new(SyntheticConfig {
                     seed: *seed,
                     warehouses: *warehouses,
@@ -76,7 +90,8 @@ impl Pipeline {
         };
         let slack = match &config.slack {
             Some(s) => {
-                let token = SlackConfig::token_from_env_or_file(&s.token_env, s.token_file.as_deref())?;
+                let token =
+                    SlackConfig::token_from_env_or_file(&s.token_env, s.token_file.as_deref())?;
                 let mut cfg = SlackConfig::new(s.channel.clone(), token);
                 cfg.api_url = s.api_url.clone();
                 cfg.max_attempts = s.max_attempts;
@@ -90,7 +105,16 @@ impl Pipeline {
                 config.train.drift_alpha
             )));
         }
-        Ok(Arc::new(Self { store: PipelineStore::new(db.clone()), db, config, data_dir, source, data_end, labels, slack }))
+        Ok(Arc::new(Self {
+            store: PipelineStore::new(db.clone()),
+            db,
+            config,
+            data_dir,
+            source,
+            data_end,
+            labels,
+            slack,
+        }))
     }
 
     /// Slack delivery, or None when alerts go to files under the data directory.
@@ -118,6 +142,7 @@ impl Pipeline {
 
     /// Last complete day of source data.
     pub fn data_end(&self) -> NaiveDate {
-        self.data_end.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1))
+        self.data_end
+            .unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1))
     }
 }

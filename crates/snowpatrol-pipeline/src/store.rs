@@ -112,8 +112,7 @@ const MODEL_COLUMNS: &str = "m.model_id, m.account_name, m.warehouse_name, m.ver
 const ANOMALY_COLUMNS: &str = "anomaly_id, account_name, warehouse_name, usage_date, model_version, run_id, \
     actual_credits, expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at, \
     acknowledged_at, ack_reason";
-const ALERT_COLUMNS: &str =
-    "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at";
+const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at";
 
 macro_rules! pipeline_backend {
     ($module:ident, $DB:ty, begin = $begin:literal) => {
@@ -516,7 +515,13 @@ impl PipelineStore {
 
     /// Replaces every hourly row with START_TIME in [from, to) by `rows`, atomically (delete then insert),
     /// so a rerun over the same window is idempotent. PostgreSQL loads through COPY.
-    pub async fn replace_hourly(&self, from: DateTime<Utc>, to: DateTime<Utc>, rows: &[MeteringRow], run_id: Option<i64>) -> Result<u64, StoreError> {
+    pub async fn replace_hourly(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        rows: &[MeteringRow],
+        run_id: Option<i64>,
+    ) -> Result<u64, StoreError> {
         match self.db.pool() {
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
@@ -567,7 +572,10 @@ impl PipelineStore {
     pub async fn upsert_features(&self, rows: &[FeatureRow]) -> Result<(), StoreError> {
         dispatch!(self.db, upsert_features(rows))
     }
-    pub async fn load_daily(&self, key: Option<&WarehouseKey>) -> Result<Vec<DailyUsage>, StoreError> {
+    pub async fn load_daily(
+        &self,
+        key: Option<&WarehouseKey>,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
         dispatch!(self.db, load_daily(key))
     }
     pub async fn daily_range(&self) -> Result<Option<(NaiveDate, NaiveDate)>, StoreError> {
@@ -576,7 +584,11 @@ impl PipelineStore {
     pub async fn warehouses(&self, with_model: bool) -> Result<Vec<WarehouseKey>, StoreError> {
         dispatch!(self.db, warehouses(with_model))
     }
-    pub async fn model_by_alias(&self, key: &WarehouseKey, alias: &str) -> Result<Option<ModelRow>, StoreError> {
+    pub async fn model_by_alias(
+        &self,
+        key: &WarehouseKey,
+        alias: &str,
+    ) -> Result<Option<ModelRow>, StoreError> {
         dispatch!(self.db, model_by_alias(key, alias))
     }
     pub async fn register_model(&self, m: &NewModel) -> Result<(i64, i32), StoreError> {
@@ -588,29 +600,69 @@ impl PipelineStore {
     pub async fn upsert_anomalies(&self, rows: &[NewAnomaly]) -> Result<usize, StoreError> {
         dispatch!(self.db, upsert_anomalies(rows))
     }
-    pub async fn anomalies_since(&self, since: NaiveDate, key: Option<&WarehouseKey>) -> Result<Vec<AnomalyRow>, StoreError> {
+    pub async fn anomalies_since(
+        &self,
+        since: NaiveDate,
+        key: Option<&WarehouseKey>,
+    ) -> Result<Vec<AnomalyRow>, StoreError> {
         dispatch!(self.db, anomalies_since(since, key))
     }
     pub async fn ack_anomaly(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
         dispatch!(self.db, ack_anomaly(id, reason))
     }
-    pub async fn save_report(&self, run_id: i64, markdown: &str, path: &str, anomalies: i32) -> Result<(), StoreError> {
+    pub async fn save_report(
+        &self,
+        run_id: i64,
+        markdown: &str,
+        path: &str,
+        anomalies: i32,
+    ) -> Result<(), StoreError> {
         dispatch!(self.db, save_report(run_id, markdown, path, anomalies))
     }
-    pub async fn report_markdown(&self, run_id: i64) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn report_markdown(
+        &self,
+        run_id: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
         dispatch!(self.db, report_markdown(run_id))
     }
-    pub async fn insert_alert(&self, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value) -> Result<Option<i64>, StoreError> {
-        dispatch!(self.db, insert_alert(dedupe_key, kind, run_id, channel, message))
+    pub async fn insert_alert(
+        &self,
+        dedupe_key: &str,
+        kind: &str,
+        run_id: Option<i64>,
+        channel: &str,
+        message: &serde_json::Value,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(
+            self.db,
+            insert_alert(dedupe_key, kind, run_id, channel, message)
+        )
     }
-    pub async fn record_alert_outcome(&self, id: i64, state: &str, attempts: i32, error: Option<&str>, ts: Option<&str>) -> Result<(), StoreError> {
-        dispatch!(self.db, record_alert_outcome(id, state, attempts, error, ts))
+    pub async fn record_alert_outcome(
+        &self,
+        id: i64,
+        state: &str,
+        attempts: i32,
+        error: Option<&str>,
+        ts: Option<&str>,
+    ) -> Result<(), StoreError> {
+        dispatch!(
+            self.db,
+            record_alert_outcome(id, state, attempts, error, ts)
+        )
     }
-    pub async fn list_alerts(&self, pending_only: bool, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+    pub async fn list_alerts(
+        &self,
+        pending_only: bool,
+        limit: i64,
+    ) -> Result<Vec<AlertRow>, StoreError> {
         dispatch!(self.db, list_alerts(pending_only, limit))
     }
 }
 
 fn copy_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }

@@ -7,7 +7,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::{Value, json};
-use snowpatrol_engine::{CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs};
+use snowpatrol_engine::{
+    CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
+};
 use snowpatrol_pipeline::store::FeatureRow;
 use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig};
 use snowpatrol_store::{Database, RunFilter, RunRecord};
@@ -20,18 +22,32 @@ struct SlackPeer {
     requests: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
-async fn post_message(State(peer): State<SlackPeer>, headers: HeaderMap, body: String) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+async fn post_message(
+    State(peer): State<SlackPeer>,
+    headers: HeaderMap,
+    body: String,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let mut r = peer.requests.lock().unwrap();
     r.push((auth, json));
-    let answer = json!({ "ok": true, "channel": "C123", "ts": format!("1700000000.{:06}", r.len()) });
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], answer.to_string())
+    let answer =
+        json!({ "ok": true, "channel": "C123", "ts": format!("1700000000.{:06}", r.len()) });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
 }
 
 async fn start_slack_peer() -> (SlackPeer, String) {
     let peer = SlackPeer::default();
-    let app = Router::new().route("/api/chat.postMessage", post(post_message)).with_state(peer.clone());
+    let app = Router::new()
+        .route("/api/chat.postMessage", post(post_message))
+        .with_state(peer.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -39,7 +55,13 @@ async fn start_slack_peer() -> (SlackPeer, String) {
 }
 
 async fn runs(db: &Database, job: &str) -> Vec<RunRecord> {
-    db.list_runs(&RunFilter { job_name: Some(job.into()), state: None, limit: 100 }).await.unwrap()
+    db.list_runs(&RunFilter {
+        job_name: Some(job.into()),
+        state: None,
+        limit: 100,
+    })
+    .await
+    .unwrap()
 }
 
 async fn wait_runs(db: &Database, job: &str, n: usize) -> Vec<RunRecord> {
@@ -50,13 +72,35 @@ async fn wait_runs(db: &Database, job: &str, n: usize) -> Vec<RunRecord> {
             return r;
         }
         if start.elapsed() > Duration::from_secs(90) {
-            let mut all = db.list_runs(&RunFilter { job_name: None, state: None, limit: 100 }).await.unwrap();
+            let mut all = db
+                .list_runs(&RunFilter {
+                    job_name: None,
+                    state: None,
+                    limit: 100,
+                })
+                .await
+                .unwrap();
             all.reverse();
             let mut detail = String::new();
             for run in &all {
-                detail.push_str(&format!("\n{} {} {:?} {:?}", run.job_name, run.run_id, run.state, run.error));
-                for t in db.list_task_instances(run.run_id).await.unwrap().iter().filter(|t| t.error.is_some() || t.state != snowpatrol_store::TaskState::Success).take(5) {
-                    detail.push_str(&format!("\n   {} [{}] {:?} {:?}", t.task_name, t.map_key, t.state, t.error));
+                detail.push_str(&format!(
+                    "\n{} {} {:?} {:?}",
+                    run.job_name, run.run_id, run.state, run.error
+                ));
+                for t in db
+                    .list_task_instances(run.run_id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|t| {
+                        t.error.is_some() || t.state != snowpatrol_store::TaskState::Success
+                    })
+                    .take(5)
+                {
+                    detail.push_str(&format!(
+                        "\n   {} [{}] {:?} {:?}",
+                        t.task_name, t.map_key, t.state, t.error
+                    ));
                 }
             }
             panic!("timed out waiting for {n} finished {job} run(s): {detail}");
@@ -96,9 +140,17 @@ async fn end_to_end(db: Database) {
         "[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n"
     ))
     .unwrap();
-    let settings = SchedulerSettings { poll_interval: Duration::from_millis(500), default_retries: 0, ..Default::default() };
+    let settings = SchedulerSettings {
+        poll_interval: Duration::from_millis(500),
+        default_retries: 0,
+        ..Default::default()
+    };
     let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
-    let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap().with_failure_hook(pipeline.failure_hook()));
+    let engine = Arc::new(
+        Engine::new(db.clone(), jobs, settings)
+            .unwrap()
+            .with_failure_hook(pipeline.failure_hook()),
+    );
     engine.register_jobs().await.unwrap();
     let stop = CancellationToken::new();
     let daemon = {
@@ -111,16 +163,27 @@ async fn end_to_end(db: Database) {
     let prep = db.get_run(prep_id).await.unwrap().unwrap();
     assert_eq!(prep.state, RunState::Success, "{prep:?}");
     let train = runs(&db, "train").await;
-    assert_eq!((train.len(), train[0].state), (1, RunState::Success), "{train:?}");
+    assert_eq!(
+        (train.len(), train[0].state),
+        (1, RunState::Success),
+        "{train:?}"
+    );
     assert_eq!(predict[0].state, RunState::Success, "{predict:?}");
 
     // Lineage: train consumed prep's one features event, predict consumed train's one models event.
     let consumed = db.consumed_events(train[0].run_id).await.unwrap();
     assert_eq!(consumed.len(), 1);
-    assert_eq!((consumed[0].dataset_uri.as_str(), consumed[0].source_run_id), (FEATURES_DATASET, Some(prep_id)));
+    assert_eq!(
+        (consumed[0].dataset_uri.as_str(), consumed[0].source_run_id),
+        (FEATURES_DATASET, Some(prep_id))
+    );
     assert_eq!(consumed[0].extra["warehouses"], json!(8));
     let consumed = db.consumed_events(predict[0].run_id).await.unwrap();
-    assert_eq!(consumed.len(), 1, "one models event per training run, not one per warehouse");
+    assert_eq!(
+        consumed.len(),
+        1,
+        "one models event per training run, not one per warehouse"
+    );
     assert_eq!(consumed[0].source_run_id, Some(train[0].run_id));
     assert_eq!(consumed[0].extra["trained"], json!(8));
     assert_eq!(consumed[0].extra["failed"], json!(0));
@@ -128,55 +191,116 @@ async fn end_to_end(db: Database) {
     // Registry: one model per (account, warehouse); COMPUTE_WH in two accounts is two models.
     let models = pipeline.store.list_models(None).await.unwrap();
     assert_eq!(models.len(), 8);
-    let compute: BTreeSet<_> = models.iter().filter(|m| m.warehouse_name == "COMPUTE_WH").map(|m| m.account_name.clone()).collect();
+    let compute: BTreeSet<_> = models
+        .iter()
+        .filter(|m| m.warehouse_name == "COMPUTE_WH")
+        .map(|m| m.account_name.clone())
+        .collect();
     assert_eq!(compute.len(), 2, "{models:?}");
-    assert!(models.iter().all(|m| m.version == 1 && m.aliases == "latest" && m.training_run_id == Some(train[0].run_id)));
+    assert!(models.iter().all(|m| m.version == 1
+        && m.aliases == "latest"
+        && m.training_run_id == Some(train[0].run_id)));
 
     // Anomalies: linked to model and run, and mostly real (against the generator's labels).
     let since = chrono::NaiveDate::from_ymd_opt(2025, 5, 17).unwrap();
     let anomalies = pipeline.store.anomalies_since(since, None).await.unwrap();
-    assert!(!anomalies.is_empty(), "the synthetic window holds labelled incidents");
-    assert!(anomalies.iter().all(|a| a.run_id == predict[0].run_id && a.model_version == 1));
+    assert!(
+        !anomalies.is_empty(),
+        "the synthetic window holds labelled incidents"
+    );
+    assert!(
+        anomalies
+            .iter()
+            .all(|a| a.run_id == predict[0].run_id && a.model_version == 1)
+    );
     let labels = pipeline.labels().unwrap();
-    let labelled: BTreeSet<_> = labels.iter().filter(|l| l.kind.is_cost_increase()).map(|l| (l.key.to_string(), l.date)).collect();
+    let labelled: BTreeSet<_> = labels
+        .iter()
+        .filter(|l| l.kind.is_cost_increase())
+        .map(|l| (l.key.to_string(), l.date))
+        .collect();
     let hits = anomalies
         .iter()
         .filter(|a| {
             let k = format!("{}.{}", a.account_name, a.warehouse_name);
-            (0..7).any(|back| labelled.contains(&(k.clone(), a.incident_start - chrono::Days::new(back))))
+            (0..7).any(|back| {
+                labelled.contains(&(k.clone(), a.incident_start - chrono::Days::new(back)))
+            })
         })
         .count();
-    assert!(hits * 2 >= anomalies.len(), "most flagged days belong to labelled incidents: {hits}/{}", anomalies.len());
+    assert!(
+        hits * 2 >= anomalies.len(),
+        "most flagged days belong to labelled incidents: {hits}/{}",
+        anomalies.len()
+    );
 
     // Report saved to disk and database.
-    let (markdown, path) = pipeline.store.report_markdown(predict[0].run_id).await.unwrap().unwrap();
+    let (markdown, path) = pipeline
+        .store
+        .report_markdown(predict[0].run_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(markdown.contains("Anomalous activity in Snowflake usage"));
     assert!(std::fs::read_to_string(&path).unwrap() == markdown);
     let first = &anomalies[0];
     assert!(
-        markdown.contains(&first.warehouse_name) || markdown.contains(&first.warehouse_name.replace('_', "\\_")),
+        markdown.contains(&first.warehouse_name)
+            || markdown.contains(&first.warehouse_name.replace('_', "\\_")),
         "report names the warehouse: {markdown}"
     );
-    assert!(std::fs::read_dir(std::path::Path::new(&path).parent().unwrap()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".png")));
+    assert!(
+        std::fs::read_dir(std::path::Path::new(&path).parent().unwrap())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".png"))
+    );
 
     // Slack: one message per incident, with the exact request shape.
-    let incidents: BTreeSet<_> = anomalies.iter().map(|a| (a.account_name.clone(), a.warehouse_name.clone(), a.incident_start)).collect();
+    let incidents: BTreeSet<_> = anomalies
+        .iter()
+        .map(|a| {
+            (
+                a.account_name.clone(),
+                a.warehouse_name.clone(),
+                a.incident_start,
+            )
+        })
+        .collect();
     let sent = peer.requests.lock().unwrap().clone();
     assert_eq!(sent.len(), incidents.len(), "one alert per incident");
     for (auth, body) in &sent {
         assert_eq!(auth, "Bearer xoxb-test-token");
         assert_eq!(body["channel"], json!("C123"));
-        assert!(body["text"].as_str().unwrap().contains("Anomalous"), "{body}");
+        assert!(
+            body["text"].as_str().unwrap().contains("Anomalous"),
+            "{body}"
+        );
         assert_eq!(body["blocks"][0]["type"], json!("header"));
     }
     let alerts = pipeline.store.list_alerts(false, 100).await.unwrap();
-    assert!(alerts.iter().all(|a| a.state == "sent" && a.slack_ts.is_some()));
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.state == "sent" && a.slack_ts.is_some())
+    );
 
     // Rerunning predict records nothing twice and sends nothing new.
     engine.trigger("predict", &[], "test").await.unwrap();
     wait_runs(&db, "predict", 2).await;
-    assert_eq!(pipeline.store.anomalies_since(since, None).await.unwrap().len(), anomalies.len());
-    assert_eq!(peer.requests.lock().unwrap().len(), sent.len(), "no repeat alerts");
+    assert_eq!(
+        pipeline
+            .store
+            .anomalies_since(since, None)
+            .await
+            .unwrap()
+            .len(),
+        anomalies.len()
+    );
+    assert_eq!(
+        peer.requests.lock().unwrap().len(),
+        sent.len(),
+        "no repeat alerts"
+    );
 
     // A new warehouse with too little history is skipped with a reason, not failed.
     let short: Vec<FeatureRow> = (0..5)
@@ -199,17 +323,50 @@ async fn end_to_end(db: Database) {
     // No drift on unchanged data: a plain retrain run keeps most models; force_retrain retrains all.
     engine.trigger("train", &[], "test").await.unwrap();
     let train = wait_runs(&db, "train", 2).await;
-    let tis = db.task_instances_of(train[0].run_id, "train_warehouse").await.unwrap();
-    let tiny = tis.iter().find(|t| t.map_key == "ACME_NEW.TINY_WH").unwrap();
+    let tis = db
+        .task_instances_of(train[0].run_id, "train_warehouse")
+        .await
+        .unwrap();
+    let tiny = tis
+        .iter()
+        .find(|t| t.map_key == "ACME_NEW.TINY_WH")
+        .unwrap();
     assert_eq!(tiny.state, snowpatrol_store::TaskState::Success);
-    assert!(tiny.output.as_ref().unwrap()["data"]["reason"].as_str().unwrap().contains("fewer than min_days"));
-    let statuses: Vec<&str> = tis.iter().map(|t| t.output.as_ref().unwrap()["data"]["status"].as_str().unwrap()).collect();
-    assert!(statuses.iter().filter(|s| **s == "skipped").count() >= 2, "{statuses:?}");
-    engine.trigger("train", &["force_retrain=true".into()], "test").await.unwrap();
+    assert!(
+        tiny.output.as_ref().unwrap()["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fewer than min_days")
+    );
+    let statuses: Vec<&str> = tis
+        .iter()
+        .map(|t| {
+            t.output.as_ref().unwrap()["data"]["status"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        statuses.iter().filter(|s| **s == "skipped").count() >= 2,
+        "{statuses:?}"
+    );
+    engine
+        .trigger("train", &["force_retrain=true".into()], "test")
+        .await
+        .unwrap();
     let train = wait_runs(&db, "train", 3).await;
-    let tis = db.task_instances_of(train[0].run_id, "train_warehouse").await.unwrap();
-    let trained = tis.iter().filter(|t| t.output.as_ref().unwrap()["data"]["status"] == json!("trained")).count();
-    assert_eq!(trained, 8, "force_retrain trains every warehouse with enough history");
+    let tis = db
+        .task_instances_of(train[0].run_id, "train_warehouse")
+        .await
+        .unwrap();
+    let trained = tis
+        .iter()
+        .filter(|t| t.output.as_ref().unwrap()["data"]["status"] == json!("trained"))
+        .count();
+    assert_eq!(
+        trained, 8,
+        "force_retrain trains every warehouse with enough history"
+    );
     wait_runs(&db, "predict", 4).await;
 
     stop.cancel();
@@ -236,16 +393,32 @@ fn validation_names_what_and_where() {
         warehouse_name: wh.into(),
         service_type: "WAREHOUSE_METERING".into(),
         start_time: chrono::Utc.with_ymd_and_hms(2025, 6, 1, h, 0, 0).unwrap(),
-        end_time: chrono::Utc.with_ymd_and_hms(2025, 6, 1, h + 1, 0, 0).unwrap(),
+        end_time: chrono::Utc
+            .with_ymd_and_hms(2025, 6, 1, h + 1, 0, 0)
+            .unwrap(),
         credits_used: c,
         credits_used_compute: c,
         credits_used_cloud_services: 0.0,
     };
     let d = |day| chrono::NaiveDate::from_ymd_opt(2025, 6, day).unwrap();
     assert!(snowpatrol_pipeline::jobs::validate_rows(&[row("WH", 1, 1.0)], d(1), d(2)).is_ok());
-    let e = snowpatrol_pipeline::jobs::validate_rows(&[row("WH", 1, -2.0), row("WH", 1, 1.0), row("", 3, 1.0)], d(1), d(3)).unwrap_err();
-    assert!(e.contains("CREDITS_USED = -2 for ACME.WH at 2025-06-01 01:00:00 UTC"), "{e}");
-    assert!(e.contains("duplicate hour 2025-06-01 01:00:00 UTC for ACME.WH"), "{e}");
+    let e = snowpatrol_pipeline::jobs::validate_rows(
+        &[row("WH", 1, -2.0), row("WH", 1, 1.0), row("", 3, 1.0)],
+        d(1),
+        d(3),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("CREDITS_USED = -2 for ACME.WH at 2025-06-01 01:00:00 UTC"),
+        "{e}"
+    );
+    assert!(
+        e.contains("duplicate hour 2025-06-01 01:00:00 UTC for ACME.WH"),
+        "{e}"
+    );
     assert!(e.contains("empty account or warehouse name"), "{e}");
-    assert!(e.contains("no metering rows at all on 1 day(s) of the window: 2025-06-02"), "{e}");
+    assert!(
+        e.contains("no metering rows at all on 1 day(s) of the window: 2025-06-02"),
+        "{e}"
+    );
 }

@@ -9,8 +9,8 @@ use crate::plan::{GroupStats, PlanStep, plan_run};
 use crate::types::*;
 use crate::{Database, Pool, StoreError};
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, Row};
 use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Row};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -1010,10 +1010,22 @@ macro_rules! backend {
     };
 }
 
-backend!(pg, sqlx::Postgres, begin = "BEGIN", for_update = "FOR UPDATE", skip_locked = "FOR UPDATE SKIP LOCKED",
-    notify = Some("SELECT pg_notify('snowpatrol_wakeup', '')"));
-backend!(lite, sqlx::Sqlite, begin = "BEGIN IMMEDIATE", for_update = "", skip_locked = "",
-    notify = None);
+backend!(
+    pg,
+    sqlx::Postgres,
+    begin = "BEGIN",
+    for_update = "FOR UPDATE",
+    skip_locked = "FOR UPDATE SKIP LOCKED",
+    notify = Some("SELECT pg_notify('snowpatrol_wakeup', '')")
+);
+backend!(
+    lite,
+    sqlx::Sqlite,
+    begin = "BEGIN IMMEDIATE",
+    for_update = "",
+    skip_locked = "",
+    notify = None
+);
 
 /// Dispatches to the backend; after each write that may unblock someone, wakes this process's waiters.
 macro_rules! dispatch {
@@ -1110,16 +1122,27 @@ impl Database {
     ) -> Result<FinishReport, StoreError> {
         dispatch!(notify_if |_: &FinishReport| true, self, finish_tasks(worker, results, shapes))
     }
-    pub async fn release_tasks(&self, worker: &str, ids: &[TaskInstanceId]) -> Result<u64, StoreError> {
+    pub async fn release_tasks(
+        &self,
+        worker: &str,
+        ids: &[TaskInstanceId],
+    ) -> Result<u64, StoreError> {
         dispatch!(notify_if |v: &u64| *v > 0, self, release_tasks(worker, ids))
     }
-    pub async fn reap_expired_leases(&self, shapes: &Shapes) -> Result<(u64, FinishReport), StoreError> {
+    pub async fn reap_expired_leases(
+        &self,
+        shapes: &Shapes,
+    ) -> Result<(u64, FinishReport), StoreError> {
         dispatch!(notify_if |v: &(u64, FinishReport)| v.0 > 0, self, reap_expired_leases(shapes))
     }
     pub async fn cancel_run(&self, run_id: RunId, reason: &str) -> Result<bool, StoreError> {
         dispatch!(notify_if |v: &bool| *v, self, cancel_run(run_id, reason))
     }
-    pub async fn start_run(&self, run_id: RunId, shape: &JobShape) -> Result<FinishReport, StoreError> {
+    pub async fn start_run(
+        &self,
+        run_id: RunId,
+        shape: &JobShape,
+    ) -> Result<FinishReport, StoreError> {
         dispatch!(notify_if |_: &FinishReport| true, self, start_run(run_id, shape))
     }
     pub async fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -1132,16 +1155,30 @@ impl Database {
     pub async fn active_run_count(&self, job: &str) -> Result<(i64, i64), StoreError> {
         dispatch!(self, active_run_count(job))
     }
-    pub async fn list_task_instances(&self, run_id: RunId) -> Result<Vec<TaskInstanceRecord>, StoreError> {
+    pub async fn list_task_instances(
+        &self,
+        run_id: RunId,
+    ) -> Result<Vec<TaskInstanceRecord>, StoreError> {
         dispatch!(self, list_task_instances(run_id))
     }
-    pub async fn task_instances_of(&self, run_id: RunId, task: &str) -> Result<Vec<TaskInstanceRecord>, StoreError> {
+    pub async fn task_instances_of(
+        &self,
+        run_id: RunId,
+        task: &str,
+    ) -> Result<Vec<TaskInstanceRecord>, StoreError> {
         dispatch!(self, task_instances_of(run_id, task))
     }
-    pub async fn get_task_instance(&self, id: TaskInstanceId) -> Result<Option<TaskInstanceRecord>, StoreError> {
+    pub async fn get_task_instance(
+        &self,
+        id: TaskInstanceId,
+    ) -> Result<Option<TaskInstanceRecord>, StoreError> {
         dispatch!(self, get_task_instance(id))
     }
-    pub async fn list_events(&self, dataset: Option<&str>, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+    pub async fn list_events(
+        &self,
+        dataset: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         dispatch!(self, list_events(dataset, limit))
     }
     pub async fn consumed_events(&self, run_id: RunId) -> Result<Vec<EventRecord>, StoreError> {
@@ -1153,7 +1190,12 @@ impl Database {
     pub async fn state_counts(&self) -> Result<StateCounts, StoreError> {
         dispatch!(self, state_counts())
     }
-    pub async fn try_lease(&self, name: &str, holder: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, try_lease(name, holder, until))
     }
     pub async fn drop_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {

@@ -58,7 +58,10 @@ impl Database {
     ) -> Result<bool, StoreError> {
         match leadership {
             Leadership::Advisory(conn) => {
-                let alive = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut **conn).await.is_ok();
+                let alive = sqlx::query_scalar::<_, i32>("SELECT 1")
+                    .fetch_one(&mut **conn)
+                    .await
+                    .is_ok();
                 if alive {
                     let _ = self.try_lease(LEASE_NAME, holder, until).await;
                 }
@@ -70,7 +73,10 @@ impl Database {
 
     pub async fn release_leadership(&self, leadership: Leadership, holder: &str) {
         if let Leadership::Advisory(mut conn) = leadership {
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(ADVISORY_KEY).execute(&mut *conn).await;
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(ADVISORY_KEY)
+                .execute(&mut *conn)
+                .await;
             let _ = conn.close().await;
         }
         let _ = self.drop_lease(LEASE_NAME, holder).await;
@@ -79,7 +85,9 @@ impl Database {
     /// Forwards NOTIFYs from other replicas to this process's wake-up channel; reconnects after errors.
     /// A no-op on SQLite.
     pub async fn run_notification_listener(&self, shutdown: tokio_util::sync::CancellationToken) {
-        let Pool::Postgres(pool) = self.pool() else { return };
+        let Pool::Postgres(pool) = self.pool() else {
+            return;
+        };
         let mut delay = std::time::Duration::from_millis(200);
         loop {
             let listener = async {
@@ -110,4 +118,3 @@ impl Database {
         }
     }
 }
-

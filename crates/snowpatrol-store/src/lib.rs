@@ -13,8 +13,8 @@ mod error;
 mod leader;
 pub use leader::Leadership;
 mod plan;
-mod types;
 pub mod testing;
+mod types;
 
 pub use error::StoreError;
 pub use plan::{GroupStats, PlanStep, plan_run};
@@ -58,7 +58,9 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("url", &self.url_redacted).finish()
+        f.debug_struct("Database")
+            .field("url", &self.url_redacted)
+            .finish()
     }
 }
 
@@ -82,7 +84,9 @@ impl Database {
         let url_redacted = redact_url(url);
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)
-                .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {url_redacted}: {e}")))?
+                .map_err(|e| {
+                    StoreError::Config(format!("invalid PostgreSQL URL {url_redacted}: {e}"))
+                })?
                 .application_name("snowpatrol")
                 .log_statements(tracing::log::LevelFilter::Trace);
             let pool = PgPoolOptions::new()
@@ -90,7 +94,9 @@ impl Database {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("cannot connect to {url_redacted}: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot connect to {url_redacted}: {e}"))
+                })?;
             Pool::Postgres(pool)
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
@@ -113,14 +119,22 @@ impl Database {
                 "unsupported database URL {url_redacted}: use postgres://... or sqlite:///path/to/file.db"
             )));
         };
-        Ok(Self { pool, wakeup: Arc::new(watch::Sender::new(0)), url_redacted })
+        Ok(Self {
+            pool,
+            wakeup: Arc::new(watch::Sender::new(0)),
+            url_redacted,
+        })
     }
 
     /// The embedded default: a SQLite file (created if missing).
     pub async fn open_sqlite_file(path: &Path) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Config(format!("cannot create data directory {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Config(format!(
+                    "cannot create data directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
         }
         Self::connect(&format!("sqlite://{}", path.display())).await
     }
@@ -134,7 +148,11 @@ impl Database {
             match Self::connect(url).await {
                 Ok(db) => return Ok(db),
                 Err(StoreError::Unavailable(msg)) if started.elapsed() + delay < max_wait => {
-                    tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, "database unavailable: {msg}");
+                    tracing::warn!(
+                        attempt,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "database unavailable: {msg}"
+                    );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                     attempt += 1;
@@ -183,18 +201,32 @@ impl Database {
         let (applied, known) = match &self.pool {
             Pool::Postgres(p) => {
                 let m = sqlx::migrate!("../../migrations/postgres");
-                let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                    .fetch_all(p)
-                    .await
-                    .or_else(|e| if is_undefined_table(&e) { Ok(vec![]) } else { Err(e) })?;
+                let applied: Vec<i64> =
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(p)
+                        .await
+                        .or_else(|e| {
+                            if is_undefined_table(&e) {
+                                Ok(vec![])
+                            } else {
+                                Err(e)
+                            }
+                        })?;
                 (applied, m.iter().map(|m| m.version).collect::<Vec<_>>())
             }
             Pool::Sqlite(p) => {
                 let m = sqlx::migrate!("../../migrations/sqlite");
-                let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                    .fetch_all(p)
-                    .await
-                    .or_else(|e| if is_undefined_table(&e) { Ok(vec![]) } else { Err(e) })?;
+                let applied: Vec<i64> =
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(p)
+                        .await
+                        .or_else(|e| {
+                            if is_undefined_table(&e) {
+                                Ok(vec![])
+                            } else {
+                                Err(e)
+                            }
+                        })?;
                 (applied, m.iter().map(|m| m.version).collect::<Vec<_>>())
             }
         };

@@ -19,7 +19,10 @@ impl GroupStats {
     }
     /// Skipped instances count as done-without-failure (e.g. a fan-out over zero keys).
     pub fn all_succeeded(&self) -> bool {
-        self.is_terminal() && self.failed == 0 && self.cancelled == 0 && self.success + self.skipped == self.total
+        self.is_terminal()
+            && self.failed == 0
+            && self.cancelled == 0
+            && self.success + self.skipped == self.total
     }
     pub fn has_success_only(&self) -> bool {
         self.total > 0 && self.success == self.total
@@ -29,7 +32,10 @@ impl GroupStats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlanStep {
     /// Create the task's instance(s); `map_over` names the upstream whose keys to fan out over.
-    Create { task: String, map_over: Option<String> },
+    Create {
+        task: String,
+        map_over: Option<String>,
+    },
     /// Record the task as skipped because an upstream did not succeed (trigger rule `all_success`).
     Skip { task: String, reason: String },
     /// Every task is terminal: the run ends in this state.
@@ -40,15 +46,21 @@ pub enum PlanStep {
 /// rule holds; otherwise skipped. Created groups count as pending, skipped ones as terminal, so skips cascade in
 /// the same pass and creations wait for the next.
 pub fn plan_run(shape: &JobShape, groups: &HashMap<String, GroupStats>) -> Vec<PlanStep> {
-    let mut view: HashMap<&str, Option<GroupStats>> =
-        shape.tasks.iter().map(|t| (t.name.as_str(), groups.get(&t.name).copied())).collect();
+    let mut view: HashMap<&str, Option<GroupStats>> = shape
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), groups.get(&t.name).copied()))
+        .collect();
     let mut steps = Vec::new();
     for task in &shape.tasks {
         if view.get(task.name.as_str()).copied().flatten().is_some() {
             continue;
         }
-        let upstream: Vec<Option<GroupStats>> =
-            task.depends_on.iter().map(|d| view.get(d.as_str()).copied().flatten()).collect();
+        let upstream: Vec<Option<GroupStats>> = task
+            .depends_on
+            .iter()
+            .map(|d| view.get(d.as_str()).copied().flatten())
+            .collect();
         if upstream.iter().any(|u| u.is_none_or(|g| !g.is_terminal())) {
             continue;
         }
@@ -58,31 +70,61 @@ pub fn plan_run(shape: &JobShape, groups: &HashMap<String, GroupStats>) -> Vec<P
             TriggerRule::AllDone => true,
         };
         if runnable {
-            steps.push(PlanStep::Create { task: task.name.clone(), map_over: task.map_over.clone() });
+            steps.push(PlanStep::Create {
+                task: task.name.clone(),
+                map_over: task.map_over.clone(),
+            });
             // Pending: one placeholder instance that is not terminal.
-            view.insert(&task.name, Some(GroupStats { total: 1, ..Default::default() }));
+            view.insert(
+                &task.name,
+                Some(GroupStats {
+                    total: 1,
+                    ..Default::default()
+                }),
+            );
         } else {
             let failed: Vec<&str> = task
                 .depends_on
                 .iter()
-                .filter(|d| view.get(d.as_str()).copied().flatten().is_some_and(|g| !g.all_succeeded()))
+                .filter(|d| {
+                    view.get(d.as_str())
+                        .copied()
+                        .flatten()
+                        .is_some_and(|g| !g.all_succeeded())
+                })
                 .map(|s| s.as_str())
                 .collect();
             steps.push(PlanStep::Skip {
                 task: task.name.clone(),
                 reason: format!("upstream task(s) did not succeed: {}", failed.join(", ")),
             });
-            view.insert(&task.name, Some(GroupStats { total: 1, skipped: 1, ..Default::default() }));
+            view.insert(
+                &task.name,
+                Some(GroupStats {
+                    total: 1,
+                    skipped: 1,
+                    ..Default::default()
+                }),
+            );
         }
     }
-    let all_terminal = shape.tasks.iter().all(|t| view.get(t.name.as_str()).copied().flatten().is_some_and(|g| g.is_terminal()));
+    let all_terminal = shape.tasks.iter().all(|t| {
+        view.get(t.name.as_str())
+            .copied()
+            .flatten()
+            .is_some_and(|g| g.is_terminal())
+    });
     if all_terminal && !steps.iter().any(|s| matches!(s, PlanStep::Create { .. })) {
         let failed = shape
             .tasks
             .iter()
             .filter_map(|t| view.get(t.name.as_str()).copied().flatten())
             .any(|g| g.failed > 0 || g.cancelled > 0);
-        steps.push(PlanStep::Finish(if failed { RunState::Failed } else { RunState::Success }));
+        steps.push(PlanStep::Finish(if failed {
+            RunState::Failed
+        } else {
+            RunState::Success
+        }));
     }
     steps
 }
@@ -113,12 +155,23 @@ mod tests {
     }
 
     fn done(success: i64, failed: i64) -> GroupStats {
-        GroupStats { total: success + failed, success, failed, ..Default::default() }
+        GroupStats {
+            total: success + failed,
+            success,
+            failed,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn fresh_run_creates_roots_only() {
-        assert_eq!(plan_run(&shape(), &HashMap::new()), vec![PlanStep::Create { task: "a".into(), map_over: None }]);
+        assert_eq!(
+            plan_run(&shape(), &HashMap::new()),
+            vec![PlanStep::Create {
+                task: "a".into(),
+                map_over: None
+            }]
+        );
     }
 
     #[test]
@@ -128,23 +181,52 @@ mod tests {
         g.insert("b".to_string(), done(3, 1));
         let steps = plan_run(&shape(), &g);
         assert!(matches!(&steps[0], PlanStep::Skip { task, .. } if task == "c"));
-        assert_eq!(steps[1], PlanStep::Create { task: "report".into(), map_over: None });
+        assert_eq!(
+            steps[1],
+            PlanStep::Create {
+                task: "report".into(),
+                map_over: None
+            }
+        );
         assert_eq!(steps.len(), 2);
-        g.insert("c".to_string(), GroupStats { total: 1, skipped: 1, ..Default::default() });
+        g.insert(
+            "c".to_string(),
+            GroupStats {
+                total: 1,
+                skipped: 1,
+                ..Default::default()
+            },
+        );
         g.insert("report".to_string(), done(1, 0));
-        assert_eq!(plan_run(&shape(), &g), vec![PlanStep::Finish(RunState::Failed)]);
+        assert_eq!(
+            plan_run(&shape(), &g),
+            vec![PlanStep::Finish(RunState::Failed)]
+        );
     }
 
     #[test]
     fn pending_group_blocks_downstream() {
         let mut g = HashMap::new();
-        g.insert("a".to_string(), GroupStats { total: 2, success: 1, ..Default::default() });
+        g.insert(
+            "a".to_string(),
+            GroupStats {
+                total: 2,
+                success: 1,
+                ..Default::default()
+            },
+        );
         assert!(plan_run(&shape(), &g).is_empty());
     }
 
     #[test]
     fn all_success_finishes_successfully() {
-        let g: HashMap<_, _> = ["a", "b", "c", "report"].iter().map(|t| (t.to_string(), done(2, 0))).collect();
-        assert_eq!(plan_run(&shape(), &g), vec![PlanStep::Finish(RunState::Success)]);
+        let g: HashMap<_, _> = ["a", "b", "c", "report"]
+            .iter()
+            .map(|t| (t.to_string(), done(2, 0)))
+            .collect();
+        assert_eq!(
+            plan_run(&shape(), &g),
+            vec![PlanStep::Finish(RunState::Success)]
+        );
     }
 }

@@ -8,7 +8,8 @@ use crate::Database;
 use sqlx::{Connection, Executor, PgConnection};
 
 pub fn admin_url() -> String {
-    std::env::var("SNOWPATROL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("SNOWPATROL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// Creates an empty, migrated PostgreSQL database and returns its URL.
@@ -18,11 +19,18 @@ pub async fn fresh_postgres_url() -> String {
         panic!("PostgreSQL is required for this test and is not reachable at {}: {e}. Start it (scripts/test.sh does) or set SNOWPATROL_TEST_DATABASE_URL.", crate::redact_url(&admin))
     });
     let name = format!("snowpatrol_test_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create test database");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create test database");
     let _ = conn.close().await;
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(admin.clone());
     let url = format!("{base}/{name}");
-    let db = Database::connect(&url).await.expect("connect to test database");
+    let db = Database::connect(&url)
+        .await
+        .expect("connect to test database");
     db.migrate().await.expect("migrate test database");
     db.close().await;
     url
@@ -30,13 +38,17 @@ pub async fn fresh_postgres_url() -> String {
 
 pub async fn fresh_postgres() -> Database {
     let url = fresh_postgres_url().await;
-    Database::connect(&url).await.expect("connect to test database")
+    Database::connect(&url)
+        .await
+        .expect("connect to test database")
 }
 
 /// A migrated SQLite database in a temporary directory (kept alive by the returned guard).
 pub async fn fresh_sqlite() -> (Database, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = Database::open_sqlite_file(&dir.path().join("snowpatrol.db")).await.expect("open sqlite");
+    let db = Database::open_sqlite_file(&dir.path().join("snowpatrol.db"))
+        .await
+        .expect("open sqlite");
     db.migrate().await.expect("migrate sqlite");
     (db, dir)
 }

@@ -53,13 +53,19 @@ string_enum!(
 
 impl RunState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunState::Success | RunState::Failed | RunState::Cancelled)
+        matches!(
+            self,
+            RunState::Success | RunState::Failed | RunState::Cancelled
+        )
     }
 }
 
 impl TaskState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Success | TaskState::Failed | TaskState::Skipped | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failed | TaskState::Skipped | TaskState::Cancelled
+        )
     }
 }
 
@@ -153,9 +159,14 @@ pub struct ClaimedTask {
 
 #[derive(Clone, Debug)]
 pub enum TaskOutcome {
-    Success { output: serde_json::Value },
+    Success {
+        output: serde_json::Value,
+    },
     /// `retry_at` is set when tries remain: the instance becomes `up_for_retry` until then.
-    Failed { error: String, retry_at: Option<DateTime<Utc>> },
+    Failed {
+        error: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
 }
 
 #[derive(Clone, Debug)]

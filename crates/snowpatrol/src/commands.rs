@@ -633,7 +633,9 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
 /// The demo prints its own story; only warnings and errors are logged.
 fn init_demo_logging() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -1,10 +1,10 @@
 //! `snowpatrol`: the command line and the daemon. This is the edge of the program: errors become messages a
 //! person can act on and a non-zero exit code, never a panic.
 
-mod pipeline_cli;
 mod commands;
 mod examples;
 mod output;
+mod pipeline_cli;
 mod server;
 mod settings;
 
