@@ -16,8 +16,9 @@ pub struct BacktestConfig {
     /// Retrain on all data before the cutoff every this many days (the first cutoff is `start`).
     pub retrain_every_days: usize,
     pub model: TrainConfig,
-    /// Days scored per predict run. 1 (the default) scores each day once with data up to it; the original's
-    /// predict job scored 8 and re-flagged the same days on every run.
+    /// How many days to score from `start` (0 = through the end of each series). Each day is scored once,
+    /// with the data up to it; the original's predict job re-scored the last 8 days on every run and so
+    /// reported the same anomaly up to 8 times.
     pub score_days: usize,
     /// Days after a resize's first day that still count as catching it (the rise can show a day late).
     pub resize_tolerance_days: i64,
@@ -29,7 +30,7 @@ impl BacktestConfig {
             start,
             retrain_every_days: 7,
             model,
-            score_days: 1,
+            score_days: 0,
             resize_tolerance_days: 2,
         }
     }
@@ -122,9 +123,12 @@ fn backtest_one(
     cfg: &BacktestConfig,
 ) -> Result<(Vec<ScoredDay>, usize), DetectError> {
     let mut out = Vec::new();
-    let Some(end) = s.end() else {
+    let Some(mut end) = s.end() else {
         return Ok((out, 0));
     };
+    if cfg.score_days > 0 {
+        end = end.min(cfg.start + chrono::Days::new(cfg.score_days as u64 - 1));
+    }
     let first = s.start.max(cfg.start);
     let mut model: Option<TrainedModel> = None;
     let mut trainings = 0;
@@ -146,8 +150,7 @@ fn backtest_one(
         }
         if let Some(m) = &model {
             let view = s.truncated_to(d);
-            let k = cfg.score_days.clamp(1, view.len());
-            match m.score(&view, k) {
+            match m.score(&view, 1) {
                 Ok(scores) => {
                     if let Some(last) = scores.into_iter().last() {
                         out.push(ScoredDay {

@@ -432,6 +432,13 @@ fn backtest_uses_no_future_data_and_reports_metrics() {
     };
     assert_eq!(upto(&r1), upto(&r2));
     assert!(r2.metrics.is_none());
+    let limited = BacktestConfig {
+        score_days: 10,
+        ..bc.clone()
+    };
+    let r3 = backtest(&series[..1], &limited, None).unwrap();
+    assert_eq!(r3.scored, 10);
+    assert_eq!(r3.days.last().unwrap().score.date, start + Days::new(9));
 
     // Baseline: the same holds, and it flags far more days.
     let base = backtest(
