@@ -405,10 +405,10 @@ impl Engine {
                     Ok(report) => {
                         unsent.clear();
                         db_ok = true;
-                        if let Some(run) = only_run {
-                            if report.finished_runs.iter().any(|(r, _)| *r == run) {
-                                break;
-                            }
+                        if let Some(run) = only_run
+                            && report.finished_runs.iter().any(|(r, _)| *r == run)
+                        {
+                            break;
                         }
                     }
                     Err(e) => {
@@ -446,13 +446,14 @@ impl Engine {
                     break;
                 }
             }
-            if let Some(run) = only_run {
-                if running.is_empty() && unsent.is_empty() {
-                    match self.db.get_run(run).await {
-                        Ok(Some(r)) if r.state.is_terminal() => break,
-                        Ok(None) => break,
-                        _ => {}
-                    }
+            if let Some(run) = only_run
+                && running.is_empty()
+                && unsent.is_empty()
+            {
+                match self.db.get_run(run).await {
+                    Ok(Some(r)) if r.state.is_terminal() => break,
+                    Ok(None) => break,
+                    _ => {}
                 }
             }
             let free = self

@@ -72,7 +72,7 @@ pub fn coerce_value(ty: ParamType, v: &Value) -> Option<Value> {
         (ParamType::Int, Value::Number(n)) if n.is_i64() => Some(v.clone()),
         (ParamType::Float, Value::Number(n)) => n
             .as_f64()
-            .and_then(|f| serde_json::Number::from_f64(f))
+            .and_then(serde_json::Number::from_f64)
             .map(Value::Number),
         _ => None,
     }

@@ -87,13 +87,13 @@ impl Pipeline {
         let pending = self.store.list_alerts(true, 100).await?;
         let mut n = 0;
         for a in pending {
-            if let Ok(msg) = serde_json::from_value::<SlackMessage>(a.message.clone()) {
-                if matches!(
+            if let Ok(msg) = serde_json::from_value::<SlackMessage>(a.message.clone())
+                && matches!(
                     self.deliver(a.alert_id, &msg).await?,
                     Delivery::Sent | Delivery::Written(_)
-                ) {
-                    n += 1;
-                }
+                )
+            {
+                n += 1;
             }
         }
         Ok(n)
