@@ -57,6 +57,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     cpu_pool: Arc<rayon::ThreadPool>,
     failure_hook: Option<Arc<dyn FailureHook>>,
+    /// Failure alerts in flight; awaited before a worker loop returns so `snowpatrol run` does not exit first.
+    hook_tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// A task try that ended (or was abandoned) in this process.
@@ -88,6 +90,7 @@ impl Engine {
             metrics: Arc::new(Metrics::new()),
             cpu_pool: Arc::new(cpu_pool),
             failure_hook: None,
+            hook_tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         })
     }
 
@@ -522,6 +525,22 @@ impl Engine {
                 _ = tokio::time::sleep(sleep_for) => { db_ok = true; }
             }
         }
+        self.drain_failure_hooks(self.settings.shutdown_grace).await;
+    }
+
+    /// Waits (up to `limit`) for failure alerts still being delivered.
+    async fn drain_failure_hooks(&self, limit: Duration) {
+        let mut set = match self.hook_tasks.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(_) => return,
+        };
+        if set.is_empty() {
+            return;
+        }
+        let drained = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(pending = set.len(), "failure alerts still in flight at exit; they stay pending in the outbox");
+        }
     }
 
     fn spawn_task(
@@ -672,7 +691,10 @@ impl Engine {
                             .unwrap_or_default(),
                     };
                     let hook = hook.clone();
-                    tokio::spawn(async move { hook.on_task_failed(failure).await });
+                    if let Ok(mut set) = self.hook_tasks.lock() {
+                        while set.try_join_next().is_some() {}
+                        set.spawn(async move { hook.on_task_failed(failure).await });
+                    }
                 }
             }
         }
