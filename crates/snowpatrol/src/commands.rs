@@ -18,6 +18,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         init_demo_logging();
         return crate::pipeline_cli::demo().await;
     }
+    // Offline commands: they read and write files only, so a missing database or config must not stop them.
+    let cli = match cli.command {
+        Command::Backtest(args) => {
+            init_demo_logging();
+            return crate::pipeline_cli::backtest_cmd(&args, cli.json);
+        }
+        Command::Synth(args) => {
+            init_demo_logging();
+            return crate::pipeline_cli::synth_cmd(&args, cli.json);
+        }
+        command => Cli { command, ..cli },
+    };
     let loaded = settings::load(cli.config.as_deref())?;
     init_logging(&loaded.settings, cli.log_format)?;
     let json = cli.json;
@@ -331,6 +343,24 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Models { warehouse } => {
+            let db = open_ready(&loaded.settings).await?;
+            crate::pipeline_cli::models(&db, warehouse.as_deref(), json).await
+        }
+        Command::Anomalies {
+            command,
+            since,
+            format,
+        } => {
+            let db = open_ready(&loaded.settings).await?;
+            crate::pipeline_cli::anomalies(&db, command, since, format, json).await
+        }
+        Command::Alerts { pending, limit } => {
+            let db = open_ready(&loaded.settings).await?;
+            crate::pipeline_cli::alerts(&db, pending, limit, json).await
+        }
+        Command::Backtest(args) => crate::pipeline_cli::backtest_cmd(&args, json),
+        Command::Synth(args) => crate::pipeline_cli::synth_cmd(&args, json),
         Command::Pause { job } => set_paused(&loaded, json, &job, true).await,
         Command::Unpause { job } => set_paused(&loaded, json, &job, false).await,
     }

@@ -95,6 +95,35 @@ pub enum Command {
     Unpause { job: String },
     /// Apply database migrations.
     Migrate,
+    /// Model versions per warehouse (version, kind, aliases, threshold, training window, training run).
+    Models {
+        /// WAREHOUSE (every account) or ACCOUNT.WAREHOUSE.
+        #[arg(long, value_name = "W")]
+        warehouse: Option<String>,
+    },
+    /// Anomalies found by predict; `anomalies ack ID --reason R` records feedback.
+    Anomalies {
+        #[command(subcommand)]
+        command: Option<pipeline_cli::AnomaliesCommand>,
+        /// First usage day shown (YYYY-MM-DD); default: 30 days ago.
+        #[arg(long, value_name = "DATE", value_parser = pipeline_cli::parse_date)]
+        since: Option<chrono::NaiveDate>,
+        /// Output format (`--json` also selects json).
+        #[arg(long, value_enum, default_value_t = pipeline_cli::ListFormat::Table)]
+        format: pipeline_cli::ListFormat,
+    },
+    /// The alert outbox: what was sent (or written to files), what is pending, what failed.
+    Alerts {
+        /// Only alerts still waiting to be delivered.
+        #[arg(long)]
+        pending: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Walk-forward evaluation of a detection model over a metering CSV export (no database, no config).
+    Backtest(pipeline_cli::BacktestArgs),
+    /// Write a seeded synthetic metering.csv and labels.csv, to try `backtest` without Snowflake.
+    Synth(pipeline_cli::SynthArgs),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
