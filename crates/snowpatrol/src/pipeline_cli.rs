@@ -3,19 +3,19 @@
 //! pair that evaluates a model on a CSV export without Snowflake, a database or a configuration file.
 
 use anyhow::Context;
-use serde_json::json;
-use snowpatrol_engine::{
-    CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
-};
-use snowpatrol_pipeline::{
-    FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig, SourceConfig,
-};
 use chrono::NaiveDate;
+use serde_json::json;
 use snowpatrol_detect::backtest::{BacktestConfig, backtest};
 use snowpatrol_detect::daily::{aggregate_daily, build_series};
 use snowpatrol_detect::model::{ModelKind, TrainConfig};
 use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
+use snowpatrol_engine::{
+    CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
+};
 use snowpatrol_pipeline::PipelineStore;
+use snowpatrol_pipeline::{
+    FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig, SourceConfig,
+};
 use snowpatrol_store::{Database, RunFilter};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -281,12 +281,10 @@ pub async fn models(
         .list_models(warehouse.map(str::trim))
         .await
         .context("listing model versions")?;
-    if rows.is_empty() {
-        if let Some(w) = warehouse {
-            anyhow::bail!(
-                "no model versions for warehouse `{w}` (give WAREHOUSE or ACCOUNT.WAREHOUSE as listed by `snowpatrol models`)"
-            );
-        }
+    if let (true, Some(w)) = (rows.is_empty(), warehouse) {
+        anyhow::bail!(
+            "no model versions for warehouse `{w}` (give WAREHOUSE or ACCOUNT.WAREHOUSE as listed by `snowpatrol models`)"
+        );
     }
     emit(json, &rows, || {
         if rows.is_empty() {
@@ -295,8 +293,15 @@ pub async fn models(
         }
         crate::output::table(
             &[
-                "account", "warehouse", "version", "kind", "aliases", "threshold", "training window",
-                "run", "created",
+                "account",
+                "warehouse",
+                "version",
+                "kind",
+                "aliases",
+                "threshold",
+                "training window",
+                "run",
+                "created",
             ],
             rows.iter()
                 .map(|m| {
@@ -352,13 +357,24 @@ pub async fn anomalies(
             .await
             .with_context(|| format!("acknowledging anomaly {id}"))?;
         if !found {
-            anyhow::bail!("no anomaly with id {id} (see the first column of `snowpatrol anomalies`)");
+            anyhow::bail!(
+                "no anomaly with id {id} (see the first column of `snowpatrol anomalies`)"
+            );
         }
-        tracing::info!(anomaly_id = id, reason = reason.as_str(), "anomaly acknowledged");
+        tracing::info!(
+            anomaly_id = id,
+            reason = reason.as_str(),
+            "anomaly acknowledged"
+        );
         emit(
             json,
             &json!({ "anomaly_id": id, "acknowledged": true, "reason": reason.as_str() }),
-            || format!("anomaly {id} acknowledged ({}); it will not be alerted again", reason.as_str()),
+            || {
+                format!(
+                    "anomaly {id} acknowledged ({}); it will not be alerted again",
+                    reason.as_str()
+                )
+            },
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -388,7 +404,9 @@ pub async fn anomalies(
                     a.run_id.to_string(),
                     a.incident_start.to_string(),
                     a.detected_at.to_rfc3339(),
-                    a.acknowledged_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    a.acknowledged_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
                     a.ack_reason.clone().unwrap_or_default(),
                     a.explanation.clone(),
                 ])?;
@@ -403,8 +421,19 @@ pub async fn anomalies(
                     "{}",
                     crate::output::table(
                         &[
-                            "id", "account", "warehouse", "date", "actual", "expected", "excess",
-                            "score", "threshold", "model", "run", "incident", "ack",
+                            "id",
+                            "account",
+                            "warehouse",
+                            "date",
+                            "actual",
+                            "expected",
+                            "excess",
+                            "score",
+                            "threshold",
+                            "model",
+                            "run",
+                            "incident",
+                            "ack",
                         ],
                         rows.iter()
                             .map(|a| {
@@ -453,7 +482,14 @@ pub async fn alerts(
         }
         crate::output::table(
             &[
-                "id", "kind", "dedupe key", "channel", "state", "attempts", "last error", "sent",
+                "id",
+                "kind",
+                "dedupe key",
+                "channel",
+                "state",
+                "attempts",
+                "last error",
+                "sent",
             ],
             rows.iter()
                 .map(|a| {
@@ -554,12 +590,13 @@ fn write_atomically(
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let result = (|| {
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut w = std::io::BufWriter::new(file);
         write(&mut w)?;
         use std::io::Write as _;
-        w.flush().with_context(|| format!("writing {}", tmp.display()))?;
+        w.flush()
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     })();
@@ -598,9 +635,7 @@ pub fn backtest_cmd(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode>
     let labels = args
         .labels
         .as_deref()
-        .map(|p| {
-            snowpatrol_sources::read_labels_csv(p).map_err(|e| anyhow::anyhow!("labels {e}"))
-        })
+        .map(|p| snowpatrol_sources::read_labels_csv(p).map_err(|e| anyhow::anyhow!("labels {e}")))
         .transpose()?;
     let series = build_series(&aggregate_daily(&rows), None);
     if series.is_empty() {

@@ -1,0 +1,624 @@
+//! The pipeline's operator commands through the real `snowpatrol` binary: `synth` → `backtest` (both models,
+//! with and without labels), bad input, `run prep/train/predict` on an embedded SQLite data directory followed
+//! by `models`, `anomalies` (table, CSV, JSON, ack) and `alerts`, and the shipped `config/snowpatrol.toml`.
+//!
+//! The shipped-config test makes an encrypted Snowflake key with Python's `cryptography` (from the interpreter
+//! in `SNOWPATROL_TEST_PYTHON`); it fails, not skips, when that variable is unset.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_snowpatrol");
+
+const FLAGGED_COLUMNS: [&str; 10] = [
+    "account_name",
+    "warehouse_name",
+    "usage_date",
+    "credits_used",
+    "expected_credits",
+    "excess_credits",
+    "score",
+    "threshold",
+    "is_anomaly",
+    "explanation",
+];
+
+/// A child process that sees none of the developer's Snowpatrol settings, only what the test gives it.
+fn snowpatrol(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).current_dir(dir);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SNOWPATROL") {
+            c.env_remove(&k);
+        }
+    }
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn failed(out: &Output, what: &str) -> String {
+    assert!(
+        !out.status.success(),
+        "{what} should have failed:\nstdout: {}",
+        text(&out.stdout)
+    );
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{what} panicked: {err}");
+    err
+}
+
+fn json_of(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Header and records of a CSV file or text.
+fn read_csv(data: &[u8]) -> (Vec<String>, Vec<csv::StringRecord>) {
+    let mut r = csv::Reader::from_reader(data);
+    let header = r.headers().unwrap().iter().map(str::to_string).collect();
+    let rows = r.records().collect::<Result<Vec<_>, _>>().unwrap();
+    (header, rows)
+}
+
+#[test]
+fn synth_then_backtest_both_models_with_and_without_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let synth = |out: &str| {
+        let mut c = snowpatrol(d, &["synth", "--output", out]);
+        c.args(SYNTH_ARGS);
+        c
+    };
+    const SYNTH_ARGS: [&str; 8] = [
+        "--warehouses",
+        "12",
+        "--days",
+        "365",
+        "--seed",
+        "1",
+        "--end",
+        "2025-06-30",
+    ];
+    let s = json_of(&ok(synth("data").arg("--json").output().unwrap(), "synth"));
+    assert_eq!(s["first_day"], "2024-07-01", "{s}");
+    assert!(s["rows"].as_u64().unwrap() > 10_000, "{s}");
+    assert!(s["label_count"].as_u64().unwrap() > 0, "{s}");
+    let metering = std::fs::read(d.join("data/metering.csv")).unwrap();
+    let (_, labels) = read_csv(&std::fs::read(d.join("data/labels.csv")).unwrap());
+    assert_eq!(labels.len() as u64, s["label_count"].as_u64().unwrap());
+    // Same seed and end: byte-identical files (a user can share a seed instead of a file).
+    ok(synth("again").output().unwrap(), "synth again");
+    assert!(metering == std::fs::read(d.join("again/metering.csv")).unwrap());
+
+    let start = "2025-01-01";
+    let mut precision = BTreeMap::new();
+    for model in ["default", "baseline"] {
+        let flagged = format!("flagged_{model}.csv");
+        let out = snowpatrol(
+            d,
+            &[
+                "backtest",
+                "--input",
+                "data/metering.csv",
+                "--labels",
+                "data/labels.csv",
+                "--start",
+                start,
+                "--output",
+                &flagged,
+                "--model",
+                model,
+                "--json",
+            ],
+        )
+        .output()
+        .unwrap();
+        let r = json_of(&ok(out, &format!("backtest --model {model}")));
+        assert_eq!(r["model"], model);
+        assert_eq!(r["warehouses"], 12, "{r}");
+        let scored = r["scored"].as_u64().unwrap() as usize;
+        let flagged_n = r["flagged"].as_u64().unwrap() as usize;
+        let m = &r["metrics"];
+        for k in ["precision", "recall", "f1"] {
+            let v = m[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+            assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+        }
+        precision.insert(model, m["precision"].as_f64().unwrap());
+
+        let (header, rows) = read_csv(&std::fs::read(d.join(&flagged)).unwrap());
+        assert_eq!(header, FLAGGED_COLUMNS);
+        assert_eq!(rows.len(), scored, "one row per scored warehouse-day");
+        // 12 warehouses, 2025-01-01 ..= 2025-06-30, each old enough to be scored from the first day.
+        assert_eq!(scored, 12 * 181);
+        let mut anomalies = 0;
+        let mut keys = BTreeSet::new();
+        for row in &rows {
+            let date = &row[2];
+            assert!(date >= start && date <= "2025-06-30", "{row:?}");
+            for i in 3..8 {
+                row[i]
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("column {} not a number: {row:?}", header[i]));
+            }
+            let actual: f64 = row[3].parse().unwrap();
+            let expected: f64 = row[4].parse().unwrap();
+            let excess: f64 = row[5].parse().unwrap();
+            assert!((actual - expected - excess).abs() < 1e-6, "{row:?}");
+            match &row[8] {
+                "true" => anomalies += 1,
+                "false" => {}
+                other => panic!("is_anomaly {other:?}"),
+            }
+            keys.insert((row[0].to_string(), row[1].to_string(), date.to_string()));
+        }
+        assert_eq!(keys.len(), rows.len(), "a warehouse-day appears once");
+        assert_eq!(anomalies, flagged_n);
+        assert!(flagged_n > 0, "{model} flagged nothing");
+    }
+    // DESIGN.md: the default model is far more precise than the original's rule on labelled data.
+    assert!(
+        precision["default"] > 2.0 * precision["baseline"],
+        "precision {precision:?}"
+    );
+
+    // People get the numbers in plain text; without labels, counts only.
+    let out = snowpatrol(
+        d,
+        &[
+            "backtest",
+            "--input",
+            "data/metering.csv",
+            "--labels",
+            "data/labels.csv",
+            "--start",
+            start,
+            "--output",
+            "t.csv",
+        ],
+    )
+    .output()
+    .unwrap();
+    let t = ok(out, "backtest (text)");
+    for word in ["precision", "recall", "F1", "scored 2172 warehouse-days"] {
+        assert!(t.contains(word), "{word} missing from:\n{t}");
+    }
+    let out = snowpatrol(
+        d,
+        &[
+            "backtest",
+            "--input",
+            "data/metering.csv",
+            "--start",
+            start,
+            "--output",
+            "nolabels.csv",
+            "--json",
+        ],
+    )
+    .output()
+    .unwrap();
+    let r = json_of(&ok(out, "backtest without labels"));
+    assert!(r["metrics"].is_null(), "{r}");
+    assert_eq!(r["scored"], 2172);
+    assert!(
+        std::fs::read(d.join("nolabels.csv")).unwrap() == std::fs::read(d.join("t.csv")).unwrap(),
+        "labels change the metrics, not the flagged days"
+    );
+}
+
+#[test]
+fn bad_backtest_input_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("bad.csv"),
+        "ACCOUNT_NAME,WAREHOUSE_ID,WAREHOUSE_NAME,SERVICE_TYPE,START_TIME,END_TIME,CREDITS_USED,CREDITS_USED_COMPUTE,CREDITS_USED_CLOUD_SERVICES\n\
+         ACME,1,WH,WAREHOUSE_METERING,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,1.5,1.4,0.1\n\
+         ACME,1,WH,WAREHOUSE_METERING,2025-01-01T01:00:00Z,2025-01-01T02:00:00Z,lots,1.4,0.1\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["backtest", "--output", "out.csv"];
+        args.extend_from_slice(extra);
+        snowpatrol(d, &args).output().unwrap()
+    };
+    let err = failed(
+        &run(&["--input", "bad.csv", "--start", "2025-01-01"]),
+        "malformed CSV",
+    );
+    assert!(
+        err.contains("bad.csv") && err.contains("line 3"),
+        "file and line expected: {err}"
+    );
+    assert!(!d.join("out.csv").exists(), "no output on failure");
+
+    let err = failed(
+        &run(&["--input", "bad.csv", "--start", "2025-02-30"]),
+        "bad date",
+    );
+    assert!(
+        err.contains("--start") && err.contains("YYYY-MM-DD"),
+        "{err}"
+    );
+
+    let err = failed(
+        &run(&[
+            "--input",
+            "bad.csv",
+            "--start",
+            "2025-01-01",
+            "--model",
+            "forest",
+        ]),
+        "unknown model",
+    );
+    assert!(
+        err.contains("forest") && err.contains("default or baseline"),
+        "{err}"
+    );
+
+    let err = failed(
+        &run(&["--input", "missing.csv", "--start", "2025-01-01"]),
+        "missing file",
+    );
+    assert!(err.contains("missing.csv"), "{err}");
+
+    // A labels file with an unknown kind names its line too.
+    ok(
+        snowpatrol(
+            d,
+            &[
+                "synth",
+                "--output",
+                "s",
+                "--warehouses",
+                "2",
+                "--days",
+                "60",
+                "--end",
+                "2025-06-30",
+            ],
+        )
+        .output()
+        .unwrap(),
+        "synth",
+    );
+    std::fs::write(
+        d.join("labels.csv"),
+        "account_name,warehouse_name,usage_date,kind\nACME,WH,2025-06-01,spike\nACME,WH,2025-06-02,meteor\n",
+    )
+    .unwrap();
+    let err = failed(
+        &run(&[
+            "--input",
+            "s/metering.csv",
+            "--labels",
+            "labels.csv",
+            "--start",
+            "2025-06-01",
+        ]),
+        "bad labels",
+    );
+    assert!(
+        err.contains("labels.csv") && err.contains("line 3"),
+        "{err}"
+    );
+
+    let err = failed(
+        &run(&["--input", "s/metering.csv", "--start", "2026-01-01"]),
+        "start after the data",
+    );
+    assert!(err.contains("after the last day"), "{err}");
+}
+
+struct DataDir {
+    dir: tempfile::TempDir,
+}
+
+impl DataDir {
+    fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("snowpatrol.toml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = snowpatrol(self.dir.path(), args);
+        c.env("SNOWPATROL_CONFIG", self.dir.path().join("snowpatrol.toml"))
+            .env("SNOWPATROL_DATA_DIR", self.dir.path().join("data"));
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        ok(self.cmd(args).output().unwrap(), &format!("{args:?}"))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        json_of(&self.ok(&all))
+    }
+}
+
+const SYNTHETIC_CONFIG: &str = r#"
+[pipeline.source]
+kind = "synthetic"
+seed = 7
+warehouses = 6
+days = 120
+end = "2025-06-30"
+
+[pipeline.predict]
+score_days = 45
+
+[logging]
+level = "warn"
+"#;
+
+#[test]
+fn pipeline_commands_on_sqlite() {
+    let env = DataDir::new(SYNTHETIC_CONFIG);
+    assert!(
+        env.ok(&["models"]).contains("no models yet"),
+        "empty registry"
+    );
+    let mut run_ids = BTreeMap::new();
+    for job in ["prep", "train", "predict"] {
+        let r = env.json(&["run", job]);
+        assert_eq!(r["run"]["state"], "success", "{job}: {r}");
+        run_ids.insert(job, r["run"]["run_id"].as_i64().unwrap());
+    }
+
+    // One version per warehouse, made by the train run, aliased latest.
+    let models = env.json(&["models"]);
+    let models = models.as_array().unwrap();
+    let keys: BTreeSet<(String, String)> = models
+        .iter()
+        .map(|m| {
+            (
+                m["account_name"].as_str().unwrap().to_string(),
+                m["warehouse_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(models.len(), 6, "{models:?}");
+    assert_eq!(keys.len(), 6);
+    for m in models {
+        assert_eq!(m["version"], 1);
+        assert_eq!(m["model_kind"], "default");
+        assert_eq!(m["aliases"], "latest");
+        assert_eq!(m["training_run_id"], run_ids["train"]);
+        assert!(m["training_start"].as_str().unwrap() < m["training_end"].as_str().unwrap());
+    }
+    // COMPUTE_WH exists in both accounts: the bare name matches both, ACCOUNT.WAREHOUSE one.
+    let compute: Vec<_> = models
+        .iter()
+        .filter(|m| m["warehouse_name"] == "COMPUTE_WH")
+        .collect();
+    let bare = env.json(&["models", "--warehouse", "COMPUTE_WH"]);
+    assert_eq!(bare.as_array().unwrap().len(), compute.len());
+    let account = compute[0]["account_name"].as_str().unwrap();
+    let qualified = env.json(&["models", "--warehouse", &format!("{account}.COMPUTE_WH")]);
+    assert_eq!(qualified.as_array().unwrap().len(), 1);
+    assert_eq!(qualified[0]["account_name"], account);
+    let table = env.ok(&["models"]);
+    assert!(
+        table.contains("latest") && table.contains("COMPUTE_WH"),
+        "{table}"
+    );
+    let err = failed(
+        &env.cmd(&["models", "--warehouse", "NO_SUCH_WH"])
+            .output()
+            .unwrap(),
+        "unknown warehouse",
+    );
+    assert!(err.contains("NO_SUCH_WH"), "{err}");
+
+    // The synthetic data ends 2025-06-30, more than 30 days ago: the default window shows none of it.
+    let recent = env.json(&["anomalies"]);
+    assert_eq!(recent.as_array().unwrap().len(), 0, "{recent}");
+    let all = env.json(&["anomalies", "--since", "2025-01-01"]);
+    let all = all.as_array().unwrap();
+    assert!(!all.is_empty(), "the synthetic data has anomalies");
+    for a in all {
+        assert_eq!(a["run_id"], run_ids["predict"]);
+        assert_eq!(a["model_version"], 1);
+        assert!(a["acknowledged_at"].is_null());
+        assert!(a["usage_date"].as_str().unwrap() >= "2025-05-17", "{a}");
+    }
+    let csv_text = env.ok(&["anomalies", "--since", "2025-01-01", "--format", "csv"]);
+    let (header, rows) = read_csv(csv_text.as_bytes());
+    assert_eq!(
+        header[..4],
+        ["anomaly_id", "account_name", "warehouse_name", "usage_date"]
+    );
+    assert_eq!(rows.len(), all.len());
+    for (row, a) in rows.iter().zip(all) {
+        assert_eq!(
+            row[0].parse::<i64>().unwrap(),
+            a["anomaly_id"].as_i64().unwrap()
+        );
+        let excess: f64 = row[6].parse().unwrap();
+        assert!((excess - a["excess_credits"].as_f64().unwrap()).abs() < 1e-9);
+    }
+    let table = env.ok(&["anomalies", "--since", "2025-01-01"]);
+    assert!(
+        table.contains("incident") && table.contains("v1"),
+        "{table}"
+    );
+
+    // Feedback.
+    let id = all[0]["anomaly_id"].as_i64().unwrap();
+    let acked = env.json(&["anomalies", "ack", &id.to_string(), "--reason", "planned"]);
+    assert_eq!(acked["acknowledged"], true);
+    let after = env.json(&["anomalies", "--since", "2025-01-01"]);
+    for a in after.as_array().unwrap() {
+        if a["anomaly_id"] == id {
+            assert_eq!(a["ack_reason"], "planned");
+            assert!(a["acknowledged_at"].is_string());
+        } else {
+            assert!(a["ack_reason"].is_null(), "{a}");
+        }
+    }
+    let err = failed(
+        &env.cmd(&["anomalies", "ack", &id.to_string(), "--reason", "bored"])
+            .output()
+            .unwrap(),
+        "unknown reason",
+    );
+    assert!(
+        err.contains("false_positive") && err.contains("planned"),
+        "{err}"
+    );
+    let err = failed(
+        &env.cmd(&["anomalies", "ack", "987654", "--reason", "expected"])
+            .output()
+            .unwrap(),
+        "unknown id",
+    );
+    assert!(err.contains("no anomaly with id 987654"), "{err}");
+    let err = failed(
+        &env.cmd(&["anomalies", "--since", "yesterday"])
+            .output()
+            .unwrap(),
+        "bad --since",
+    );
+    assert!(err.contains("--since"), "{err}");
+
+    // No Slack configured: one alert per incident, written to files.
+    let incidents: BTreeSet<String> = all
+        .iter()
+        .map(|a| {
+            format!(
+                "{}.{}:{}",
+                a["account_name"].as_str().unwrap(),
+                a["warehouse_name"].as_str().unwrap(),
+                a["incident_start"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let alerts = env.json(&["alerts"]);
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), incidents.len(), "{alerts:?}");
+    for a in alerts {
+        assert_eq!(a["kind"], "anomaly");
+        assert_eq!(a["state"], "written");
+        assert!(a["sent_at"].is_string());
+        let key = a["dedupe_key"].as_str().unwrap();
+        assert!(
+            incidents.iter().any(|i| key.ends_with(i.as_str())),
+            "{key} not among {incidents:?}"
+        );
+    }
+    assert_eq!(
+        env.json(&["alerts", "--pending"]).as_array().unwrap().len(),
+        0
+    );
+    assert!(env.ok(&["alerts"]).contains("written"));
+}
+
+/// The shipped file must parse and pass `config check` once its placeholders point at real things: the key
+/// path is overridden to an encrypted test key, the passphrase and Slack token come from the environment.
+#[test]
+fn shipped_config_passes_config_check_with_a_real_key() {
+    let python = std::env::var("SNOWPATROL_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "SNOWPATROL_TEST_PYTHON is not set: point it at a Python with `cryptography` (scripts/test.sh sets \
+             /work/main/.venv/bin/python)"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("snowflake_key.p8");
+    let passphrase = "correct-horse-battery";
+    let script = format!(
+        "from cryptography.hazmat.primitives.asymmetric import rsa\n\
+         from cryptography.hazmat.primitives import serialization as s\n\
+         k = rsa.generate_private_key(public_exponent=65537, key_size=2048)\n\
+         open({key:?}, 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, \
+         s.BestAvailableEncryption(b{passphrase:?})))\n",
+        key = key.display().to_string()
+    );
+    let out = Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    ok(out, "generating a test key with Python");
+
+    let shipped: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "..",
+        "config",
+        "snowpatrol.toml",
+    ]
+    .iter()
+    .collect();
+    let check = |passphrase: Option<&str>| {
+        let mut c = snowpatrol(
+            d,
+            &[
+                "--config",
+                shipped.to_str().unwrap(),
+                "config",
+                "check",
+                "--json",
+            ],
+        );
+        c.env("SNOWPATROL_DATA_DIR", d.join("data"))
+            .env("SNOWPATROL__PIPELINE__SOURCE__AUTH__PRIVATE_KEY_PATH", &key)
+            .env("SNOWPATROL_SLACK_TOKEN", "xoxb-test-token");
+        if let Some(p) = passphrase {
+            c.env("SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSPHRASE", p);
+        }
+        c.output().unwrap()
+    };
+    let r = json_of(&ok(
+        check(Some(passphrase)),
+        "config check of the shipped file",
+    ));
+    assert_eq!(r["ok"], true);
+    let jobs: BTreeMap<String, String> = r["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["job"].as_str().unwrap().to_string(),
+                j["schedule"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(jobs["prep"].contains("0 6 * * *"), "{jobs:?}");
+    assert!(
+        jobs["train"].contains("snowpatrol://features/daily"),
+        "{jobs:?}"
+    );
+    assert!(
+        jobs["predict"].contains("snowpatrol://models/latest"),
+        "{jobs:?}"
+    );
+
+    let err = failed(&check(None), "encrypted key without a passphrase");
+    assert!(err.contains("passphrase"), "{err}");
+    let wrong = "not-the-passphrase-42";
+    let err = failed(&check(Some(wrong)), "wrong passphrase");
+    assert!(err.contains("cannot decrypt"), "{err}");
+    assert!(!err.contains(wrong), "the passphrase leaked: {err}");
+}
