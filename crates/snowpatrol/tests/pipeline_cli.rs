@@ -329,19 +329,24 @@ fn bad_backtest_input_is_refused_clearly() {
 
 struct DataDir {
     dir: tempfile::TempDir,
+    /// PostgreSQL URL; `None` = the embedded SQLite file under the data directory.
+    db_url: Option<String>,
 }
 
 impl DataDir {
-    fn new(config: &str) -> Self {
+    fn new(config: &str, db_url: Option<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("snowpatrol.toml"), config).unwrap();
-        Self { dir }
+        Self { dir, db_url }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = snowpatrol(self.dir.path(), args);
         c.env("SNOWPATROL_CONFIG", self.dir.path().join("snowpatrol.toml"))
             .env("SNOWPATROL_DATA_DIR", self.dir.path().join("data"));
+        if let Some(url) = &self.db_url {
+            c.env("SNOWPATROL_DATABASE_URL", url);
+        }
         c
     }
 
@@ -373,7 +378,25 @@ level = "warn"
 
 #[test]
 fn pipeline_commands_on_sqlite() {
-    let env = DataDir::new(SYNTHETIC_CONFIG);
+    pipeline_flow(&DataDir::new(SYNTHETIC_CONFIG, None));
+}
+
+/// The same flow on PostgreSQL (`snowpatrol_store::testing`, `SNOWPATROL_TEST_DATABASE_URL`): the store's two
+/// backends share statements, but types (timestamptz, jsonb) come back through different drivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_commands_on_postgres() {
+    let url = snowpatrol_store::testing::fresh_postgres_url().await;
+    tokio::task::spawn_blocking(move || {
+        let env = DataDir::new(SYNTHETIC_CONFIG, Some(url));
+        // A shared database is migrated deliberately, never by a read-only command.
+        env.ok(&["migrate"]);
+        pipeline_flow(&env);
+    })
+    .await
+    .unwrap();
+}
+
+fn pipeline_flow(env: &DataDir) {
     assert!(
         env.ok(&["models"]).contains("no models yet"),
         "empty registry"
