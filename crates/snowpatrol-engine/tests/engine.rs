@@ -1068,3 +1068,49 @@ async fn ten_thousand_mapped_no_op_instances_complete() {
         2000
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_survives_losing_every_database_connection() {
+    let url = snowpatrol_store::testing::fresh_postgres_url().await;
+    let db = Database::connect(&url).await.unwrap();
+    let mut reg = registry();
+    reg.register(JobDefinition::new("steady", "").task(TaskDefinition::new(
+        "t",
+        task_fn(|_| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok(TaskOutput::empty())
+        }),
+    )));
+    let e = Arc::new(engine_with(db.clone(), &reg, &format!("[any_of]\ndatasets = [\"{A}\"]\n"), fast_settings()).await);
+    let (stop, h) = spawn_daemon(e.clone());
+    let run = e.trigger("steady", &[], "test").await.unwrap();
+    wait_for("task running", Duration::from_secs(10), || async {
+        db.list_task_instances(run).await.unwrap().first().is_some_and(|t| t.state == TaskState::Running)
+    })
+    .await;
+    // Kill every server connection of this database (pool, LISTEN and the leader's advisory-lock connection).
+    let admin = Database::connect(&snowpatrol_store::testing::admin_url()).await.unwrap();
+    let db_name = url.rsplit('/').next().unwrap().to_string();
+    if let snowpatrol_store::Pool::Postgres(p) = admin.pool() {
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&db_name)
+        .fetch_one(p)
+        .await
+        .unwrap();
+        assert!(killed >= 2, "killed {killed} connections");
+    }
+    // The run still finishes, and an event emitted after the outage still triggers its job.
+    wait_for("run to succeed after reconnecting", Duration::from_secs(30), || async {
+        matches!(db.get_run(run).await, Ok(Some(r)) if r.state == RunState::Success)
+    })
+    .await;
+    e.emit(A, &json!({}), "test").await.unwrap();
+    wait_for("dataset run after the outage", Duration::from_secs(30), || async {
+        runs_of(&db, "any_of").await.first().is_some_and(|r| r.state == RunState::Success)
+    })
+    .await;
+    stop.cancel();
+    h.await.unwrap();
+}

@@ -33,7 +33,7 @@ const EVENT_COLUMNS: &str =
 
 macro_rules! backend {
     ($module:ident, $DB:ty, begin = $begin:literal, for_update = $for_update:literal,
-     skip_locked = $skip_locked:literal, notify = $notify:expr) => {
+     skip_locked = $skip_locked:literal, notify = $notify:expr, update = $update:path) => {
         pub(crate) mod $module {
             use super::*;
             type DB = $DB;
@@ -731,44 +731,17 @@ macro_rules! backend {
                 let mut tx = begin(pool).await?;
                 let mut report = FinishReport::default();
                 let mut touched: HashMap<(i64, String), BTreeSet<String>> = HashMap::new();
-                for res in results {
-                    let (state, output, error, finished, next) = match &res.outcome {
-                        TaskOutcome::Success { output } => ("success", Some(Json(output)), None, Some(now), None),
-                        TaskOutcome::Failed { error, retry_at: Some(at) } => ("up_for_retry", None, Some(error.as_str()), None, Some(*at)),
-                        TaskOutcome::Failed { error, retry_at: None } => ("failed", None, Some(error.as_str()), Some(now), None),
-                    };
-                    let row = sqlx::query(
-                        "UPDATE task_instances SET state = $1, output = $2, error = $3, finished_at = $4, next_attempt_at = $5, \
-                         worker_id = NULL, lease_expires_at = NULL \
-                         WHERE task_instance_id = $6 AND worker_id = $7 AND state = 'running' AND try_number = $8 \
-                         RETURNING run_id, job_name, task_name",
-                    )
-                    .bind(state)
-                    .bind(output)
-                    .bind(error)
-                    .bind(finished)
-                    .bind(next)
-                    .bind(res.task_instance_id)
-                    .bind(worker)
-                    .bind(res.try_number)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    match row {
-                        Some(r) => {
-                            report.accepted += 1;
-                            if state == "failed" {
-                                report.failed_tasks.push(res.task_instance_id);
-                            }
-                            if state != "up_for_retry" {
-                                touched
-                                    .entry((r.try_get("run_id")?, r.try_get("job_name")?))
-                                    .or_default()
-                                    .insert(r.try_get("task_name")?);
-                            }
-                        }
-                        None => report.discarded += 1,
+                let updated = $update(&mut tx, worker, results, now).await?;
+                for (id, run_id, job, task, state) in updated {
+                    report.accepted += 1;
+                    if state == "failed" {
+                        report.failed_tasks.push(id);
+                    }
+                    if state != "up_for_retry" {
+                        touched.entry((run_id, job)).or_default().insert(task);
                     }
                 }
+                report.discarded = results.len() - report.accepted;
                 let mut keys: Vec<_> = touched.into_iter().collect();
                 keys.sort_by_key(|((run, _), _)| *run);
                 for ((run_id, job), tasks) in keys {
@@ -1010,13 +983,109 @@ macro_rules! backend {
     };
 }
 
+
+/// (task instance, run, job, task, new state) of each result applied.
+type Updated = Vec<(TaskInstanceId, RunId, String, String, String)>;
+
+type OutcomeColumns = (&'static str, Option<String>, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn outcome_columns(outcome: &TaskOutcome, now: DateTime<Utc>) -> OutcomeColumns {
+    match outcome {
+        TaskOutcome::Success { output } => ("success", Some(output.to_string()), None, Some(now), None),
+        TaskOutcome::Failed { error, retry_at: Some(at) } => ("up_for_retry", None, Some(error.clone()), None, Some(*at)),
+        TaskOutcome::Failed { error, retry_at: None } => ("failed", None, Some(error.clone()), Some(now), None),
+    }
+}
+
+/// PostgreSQL: one UPDATE for the whole batch (UNNEST of arrays), guarded by ownership and try number so a
+/// result whose lease was lost meanwhile is discarded.
+async fn pg_update_results(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    worker: &str,
+    results: &[TaskResult],
+    now: DateTime<Utc>,
+) -> Result<Updated, StoreError> {
+    let mut ids = Vec::with_capacity(results.len());
+    let mut tries = Vec::with_capacity(results.len());
+    let mut states = Vec::with_capacity(results.len());
+    let mut outputs = Vec::with_capacity(results.len());
+    let mut errors = Vec::with_capacity(results.len());
+    let mut finished = Vec::with_capacity(results.len());
+    let mut next = Vec::with_capacity(results.len());
+    for r in results {
+        let (state, output, error, fin, nxt) = outcome_columns(&r.outcome, now);
+        ids.push(r.task_instance_id);
+        tries.push(r.try_number);
+        states.push(state.to_string());
+        outputs.push(output);
+        errors.push(error);
+        finished.push(fin);
+        next.push(nxt);
+    }
+    let rows = sqlx::query(
+        "UPDATE task_instances t SET state = v.state, output = v.output::jsonb, error = v.error, finished_at = v.finished_at, \
+         next_attempt_at = v.next_at, worker_id = NULL, lease_expires_at = NULL \
+         FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[]) \
+              AS v(id, try_number, state, output, error, finished_at, next_at) \
+         WHERE t.task_instance_id = v.id AND t.worker_id = $8 AND t.state = 'running' AND t.try_number = v.try_number \
+         RETURNING t.task_instance_id, t.run_id, t.job_name, t.task_name, t.state",
+    )
+    .bind(&ids)
+    .bind(&tries)
+    .bind(&states)
+    .bind(&outputs)
+    .bind(&errors)
+    .bind(&finished)
+    .bind(&next)
+    .bind(worker)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)))
+        .collect()
+}
+
+/// SQLite: row by row inside the batch transaction (in-process, so there are no round trips to save).
+async fn lite_update_results(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    worker: &str,
+    results: &[TaskResult],
+    now: DateTime<Utc>,
+) -> Result<Updated, StoreError> {
+    let mut out = Vec::with_capacity(results.len());
+    for res in results {
+        let (state, output, error, finished, next) = outcome_columns(&res.outcome, now);
+        let row = sqlx::query(
+            "UPDATE task_instances SET state = $1, output = $2, error = $3, finished_at = $4, next_attempt_at = $5, \
+             worker_id = NULL, lease_expires_at = NULL \
+             WHERE task_instance_id = $6 AND worker_id = $7 AND state = 'running' AND try_number = $8 \
+             RETURNING run_id, job_name, task_name",
+        )
+        .bind(state)
+        .bind(output)
+        .bind(error)
+        .bind(finished)
+        .bind(next)
+        .bind(res.task_instance_id)
+        .bind(worker)
+        .bind(res.try_number)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(r) = row {
+            out.push((res.task_instance_id, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, state.to_string()));
+        }
+    }
+    Ok(out)
+}
+
 backend!(
     pg,
     sqlx::Postgres,
     begin = "BEGIN",
     for_update = "FOR UPDATE",
     skip_locked = "FOR UPDATE SKIP LOCKED",
-    notify = Some("SELECT pg_notify('snowpatrol_wakeup', '')")
+    notify = Some("SELECT pg_notify('snowpatrol_wakeup', '')"),
+    update = super::pg_update_results
 );
 backend!(
     lite,
@@ -1024,7 +1093,8 @@ backend!(
     begin = "BEGIN IMMEDIATE",
     for_update = "",
     skip_locked = "",
-    notify = None
+    notify = None,
+    update = super::lite_update_results
 );
 
 /// Dispatches to the backend; after each write that may unblock someone, wakes this process's waiters.
