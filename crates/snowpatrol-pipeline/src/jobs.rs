@@ -134,7 +134,8 @@ pub fn validate_rows(
             ("CREDITS_USED_COMPUTE", r.credits_used_compute),
             ("CREDITS_USED_CLOUD_SERVICES", r.credits_used_cloud_services),
         ] {
-            if !(v >= 0.0) {
+            // NaN is as wrong as a negative value.
+            if v.is_nan() || v < 0.0 {
                 problems.push(format!("{name} = {v} for {key} at {}", r.start_time));
             }
         }

@@ -236,7 +236,9 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
     builder = builder.add_source(
         config::Environment::with_prefix(ENV_PREFIX)
             .separator(ENV_SEPARATOR)
-            .try_parsing(true)
+            // No type guessing: a numeric passphrase or token must stay a string. Typed fields (ints, bools,
+            // durations) still parse from the string when deserialized.
+            .try_parsing(false)
             .ignore_empty(true),
     );
     let built = builder.build().map_err(|e| env_problem(&source, e))?;

@@ -569,7 +569,8 @@ fn shipped_config_passes_config_check_with_a_real_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let key = d.join("snowflake_key.p8");
-    let passphrase = "correct-horse-battery";
+    // Numeric on purpose: environment overrides must not turn a secret into an integer.
+    let passphrase = "20261127";
     let script = format!(
         "from cryptography.hazmat.primitives.asymmetric import rsa\n\
          from cryptography.hazmat.primitives import serialization as s\n\

@@ -1,0 +1,95 @@
+//! Pipeline benchmarks on PostgreSQL (not timed tests): `cargo bench -p snowpatrol-pipeline --bench pipeline`.
+//!
+//! 1. CSV export -> PostgreSQL hourly table (parse + COPY), rows per second.
+//! 2. Full prep + train + predict for 1,000 warehouses x 365 days through the daemon (dataset-event chained).
+
+use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
+use snowpatrol_engine::{CancellationToken, Engine, JobConfig, SchedulerSettings, resolve_jobs};
+use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig, PipelineStore, SourceConfig};
+use snowpatrol_store::RunFilter;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+async fn ingest() {
+    let data = generate(&SyntheticConfig { warehouses: 200, days: 365, seed: 3, ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metering.csv");
+    snowpatrol_sources::write_metering_csv(&data.rows, std::fs::File::create(&path).unwrap()).unwrap();
+    let n = data.rows.len() as f64;
+    let (mut total, mut load) = (vec![], vec![]);
+    for _ in 0..3 {
+        let db = snowpatrol_store::testing::fresh_postgres().await;
+        let store = PipelineStore::new(db.clone());
+        let t0 = Instant::now();
+        let rows = snowpatrol_sources::read_metering_csv(&path).unwrap();
+        let t1 = Instant::now();
+        let from = rows.iter().map(|r| r.start_time).min().unwrap();
+        let to = rows.iter().map(|r| r.start_time).max().unwrap() + chrono::Duration::hours(1);
+        store.replace_hourly(from, to, &rows, None).await.unwrap();
+        let t2 = Instant::now();
+        total.push(n / (t2 - t0).as_secs_f64());
+        load.push(n / (t2 - t1).as_secs_f64());
+        db.close().await;
+    }
+    println!(
+        "CSV -> PostgreSQL ({} hourly rows): parse+COPY median {:.0} rows/s, COPY alone median {:.0} rows/s",
+        data.rows.len(),
+        median(total),
+        median(load)
+    );
+}
+
+async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
+    let db = snowpatrol_store::testing::fresh_postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = PipelineConfig {
+        source: SourceConfig::Synthetic { seed: 5, warehouses, days, end: chrono::NaiveDate::from_ymd_opt(2025, 6, 30) },
+        ..Default::default()
+    };
+    let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
+    let jobs_cfg: BTreeMap<String, JobConfig> =
+        toml::from_str(&format!("[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n")).unwrap();
+    let settings = SchedulerSettings { worker_concurrency: 64, ..Default::default() };
+    let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
+    let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap());
+    engine.register_jobs().await.unwrap();
+    let stop = CancellationToken::new();
+    let daemon = {
+        let (e, s) = (engine.clone(), stop.clone());
+        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
+    };
+    let t0 = Instant::now();
+    engine.trigger("prep", &[], "bench").await.unwrap();
+    loop {
+        let runs = db.list_runs(&RunFilter { job_name: Some("predict".into()), state: None, limit: 1 }).await.unwrap();
+        if runs.first().is_some_and(|r| r.state.is_terminal()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let mut all = db.list_runs(&RunFilter { job_name: None, state: None, limit: 10 }).await.unwrap();
+    all.reverse();
+    for r in &all {
+        let took = r.finished_at.zip(r.started_at).map(|(f, s)| (f - s).num_milliseconds()).unwrap_or(0);
+        println!("    {} {} {} ms", r.job_name, r.state, took);
+    }
+    stop.cancel();
+    daemon.await.unwrap();
+    secs
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        ingest().await;
+        let secs = full_pipeline(1000, 365).await;
+        println!("full prep + train + predict, 1,000 warehouses x 365 days on PostgreSQL: {secs:.2} s");
+    });
+}
