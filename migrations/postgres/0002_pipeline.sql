@@ -14,7 +14,6 @@ CREATE TABLE warehouse_metering_hourly (
 );
 COMMENT ON TABLE warehouse_metering_hourly IS 'Hourly rows of WAREHOUSE_METERING_HISTORY as extracted; each prep run replaces its window (delete then insert), so reloads are idempotent.';
 CREATE INDEX warehouse_metering_hourly_by_time ON warehouse_metering_hourly (start_time);
-CREATE INDEX warehouse_metering_hourly_by_key ON warehouse_metering_hourly (account_name, warehouse_name, start_time);
 
 CREATE TABLE warehouse_daily_usage (
     account_name                 text             NOT NULL,

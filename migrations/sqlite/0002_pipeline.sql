@@ -13,7 +13,6 @@ CREATE TABLE warehouse_metering_hourly (
     loaded_by_run_id             INTEGER
 );
 CREATE INDEX warehouse_metering_hourly_by_time ON warehouse_metering_hourly (start_time);
-CREATE INDEX warehouse_metering_hourly_by_key ON warehouse_metering_hourly (account_name, warehouse_name, start_time);
 
 CREATE TABLE warehouse_daily_usage (
     account_name                 TEXT             NOT NULL,

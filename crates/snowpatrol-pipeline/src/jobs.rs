@@ -119,7 +119,7 @@ pub fn validate_rows(
     to_exclusive: NaiveDate,
 ) -> Result<(), String> {
     let mut problems = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
     let mut days = BTreeSet::new();
     for r in rows {
         let key = format!("{}.{}", r.account_name, r.warehouse_name);

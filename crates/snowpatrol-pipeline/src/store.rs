@@ -529,32 +529,37 @@ impl PipelineStore {
                 let mut copy = tx
                     .copy_in_raw(
                         "COPY warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, end_time, \
-                         credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) FROM STDIN WITH (FORMAT text)",
+                         credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) FROM STDIN WITH (FORMAT binary)",
                     )
                     .await?;
-                let run = run_id.map_or("\\N".to_string(), |r| r.to_string());
-                let mut buf = String::with_capacity(1 << 20);
-                for chunk in rows.chunks(20_000) {
-                    buf.clear();
-                    for r in chunk {
-                        use std::fmt::Write;
-                        let _ = writeln!(
-                            buf,
-                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                            copy_escape(&r.account_name),
-                            r.warehouse_id,
-                            copy_escape(&r.warehouse_name),
-                            copy_escape(&r.service_type),
-                            r.start_time.format("%Y-%m-%d %H:%M:%S%.f+00"),
-                            r.end_time.format("%Y-%m-%d %H:%M:%S%.f+00"),
-                            r.credits_used,
-                            r.credits_used_compute,
-                            r.credits_used_cloud_services,
-                            run
-                        );
+                // Binary COPY: the server does not parse timestamps and floats from text, which was most of
+                // its cost per row.
+                let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
+                buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+                buf.extend_from_slice(&0i32.to_be_bytes());
+                buf.extend_from_slice(&0i32.to_be_bytes());
+                for (i, r) in rows.iter().enumerate() {
+                    buf.extend_from_slice(&10i16.to_be_bytes());
+                    put_binary_text(&mut buf, &r.account_name);
+                    put_binary_i64(&mut buf, r.warehouse_id);
+                    put_binary_text(&mut buf, &r.warehouse_name);
+                    put_binary_text(&mut buf, &r.service_type);
+                    put_binary_i64(&mut buf, pg_timestamp_micros(r.start_time));
+                    put_binary_i64(&mut buf, pg_timestamp_micros(r.end_time));
+                    put_binary_f64(&mut buf, r.credits_used);
+                    put_binary_f64(&mut buf, r.credits_used_compute);
+                    put_binary_f64(&mut buf, r.credits_used_cloud_services);
+                    match run_id {
+                        Some(id) => put_binary_i64(&mut buf, id),
+                        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
                     }
-                    copy.send(buf.as_bytes()).await?;
+                    if i % 20_000 == 19_999 {
+                        copy.send(std::mem::take(&mut buf)).await?;
+                        buf.reserve(4 << 20);
+                    }
                 }
+                buf.extend_from_slice(&(-1i16).to_be_bytes());
+                copy.send(buf).await?;
                 copy.finish().await?;
                 tx.commit().await?;
                 Ok(deleted)
@@ -569,8 +574,64 @@ impl PipelineStore {
         }
     }
 
+    /// Upserts daily rows. PostgreSQL stages them with COPY and merges with one `INSERT ... ON CONFLICT`,
+    /// an order of magnitude faster than multi-row inserts for a year of a thousand warehouses.
     pub async fn upsert_features(&self, rows: &[FeatureRow]) -> Result<(), StoreError> {
-        dispatch!(self.db, upsert_features(rows))
+        let Pool::Postgres(p) = self.db.pool() else {
+            return dispatch!(self.db, upsert_features(rows));
+        };
+        let mut stamp = String::new();
+        push_copy_timestamp(&mut stamp, snowpatrol_store::now());
+        let mut tx = p.begin().await?;
+        sqlx::query("CREATE TEMP TABLE daily_usage_stage (LIKE warehouse_daily_usage INCLUDING DEFAULTS) ON COMMIT DROP")
+            .execute(&mut *tx)
+            .await?;
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY daily_usage_stage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
+                 credits_used_cloud_services, hours_active, peak_hourly_credits, trend, seasonal, residual, updated_at) \
+                 FROM STDIN WITH (FORMAT text)",
+            )
+            .await?;
+        let opt = |v: Option<f64>| v.map_or_else(|| "\\N".to_string(), |x| x.to_string());
+        let mut buf = String::with_capacity(1 << 20);
+        for chunk in rows.chunks(20_000) {
+            buf.clear();
+            for f in chunk {
+                use std::fmt::Write;
+                let u = &f.usage;
+                push_copy_text(&mut buf, &u.key.account_name);
+                buf.push('\t');
+                push_copy_text(&mut buf, &u.key.warehouse_name);
+                let _ = writeln!(
+                    buf,
+                    "\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    u.date,
+                    u.credits,
+                    u.credits_compute,
+                    u.credits_cloud_services,
+                    u.hours_active,
+                    u.peak_hourly_credits,
+                    opt(f.trend),
+                    opt(f.seasonal),
+                    opt(f.residual),
+                    stamp
+                );
+            }
+            copy.send(buf.as_bytes()).await?;
+        }
+        copy.finish().await?;
+        sqlx::query(
+            "INSERT INTO warehouse_daily_usage SELECT * FROM daily_usage_stage \
+             ON CONFLICT (account_name, warehouse_name, usage_date) DO UPDATE SET credits_used = excluded.credits_used, \
+             credits_used_compute = excluded.credits_used_compute, credits_used_cloud_services = excluded.credits_used_cloud_services, \
+             hours_active = excluded.hours_active, peak_hourly_credits = excluded.peak_hourly_credits, trend = excluded.trend, \
+             seasonal = excluded.seasonal, residual = excluded.residual, updated_at = excluded.updated_at",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
     pub async fn load_daily(
         &self,
@@ -660,9 +721,63 @@ impl PipelineStore {
     }
 }
 
-fn copy_escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('\t', "\\t")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
+/// Appends a value in COPY text format (backslash escapes for the delimiter, newlines and backslashes).
+fn push_copy_text(buf: &mut String, s: &str) {
+    if !s.contains(['\\', '\t', '\n', '\r']) {
+        buf.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => buf.push_str("\\\\"),
+            '\t' => buf.push_str("\\t"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            c => buf.push(c),
+        }
+    }
+}
+
+/// Appends a UTC timestamp as `YYYY-MM-DD HH:MM:SS[.ffffff]+00`; hand-written because chrono's `format`
+/// re-parses its pattern for every value, which dominated the COPY encoder's time.
+fn push_copy_timestamp(buf: &mut String, t: DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let n = t.naive_utc();
+    let _ = write!(
+        buf,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        n.year(),
+        n.month(),
+        n.day(),
+        n.hour(),
+        n.minute(),
+        n.second()
+    );
+    let micros = n.nanosecond() / 1000;
+    if micros != 0 {
+        let _ = write!(buf, ".{micros:06}");
+    }
+    buf.push_str("+00");
+}
+
+/// Microseconds since 2000-01-01 UTC, PostgreSQL's binary timestamp representation.
+fn pg_timestamp_micros(t: DateTime<Utc>) -> i64 {
+    const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+    t.timestamp_micros() - PG_EPOCH_UNIX_MICROS
+}
+
+fn put_binary_i64(buf: &mut Vec<u8>, v: i64) {
+    buf.extend_from_slice(&8i32.to_be_bytes());
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_binary_f64(buf: &mut Vec<u8>, v: f64) {
+    buf.extend_from_slice(&8i32.to_be_bytes());
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_binary_text(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
 }
