@@ -14,6 +14,10 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
 fi
 pg_isready -h 127.0.0.1 -p 5432 || { echo "FATAL: PostgreSQL is required at 127.0.0.1:5432 and could not be started" >&2; exit 1; }
 export SNOWPATROL_TEST_DATABASE_URL="${SNOWPATROL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# Each test creates its own database; drop the ones earlier runs left behind (best effort).
+for db in $(psql "$SNOWPATROL_TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'snowpatrol\_test\_%'" 2>/dev/null); do
+  psql "$SNOWPATROL_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+done
 
 # Python peers (fakesnow for the Snowflake protocol), in a project-local virtualenv.
 if ! .venv/bin/python -c 'import fakesnow, snowflake.connector' >/dev/null 2>&1; then

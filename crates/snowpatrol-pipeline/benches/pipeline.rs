@@ -5,7 +5,9 @@
 
 use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
 use snowpatrol_engine::{CancellationToken, Engine, JobConfig, SchedulerSettings, resolve_jobs};
-use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig, PipelineStore, SourceConfig};
+use snowpatrol_pipeline::{
+    FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig, PipelineStore, SourceConfig,
+};
 use snowpatrol_store::RunFilter;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,10 +19,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn ingest() {
-    let data = generate(&SyntheticConfig { warehouses: 200, days: 365, seed: 3, ..Default::default() });
+    let data = generate(&SyntheticConfig {
+        warehouses: 200,
+        days: 365,
+        seed: 3,
+        ..Default::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metering.csv");
-    snowpatrol_sources::write_metering_csv(&data.rows, std::fs::File::create(&path).unwrap()).unwrap();
+    snowpatrol_sources::write_metering_csv(&data.rows, std::fs::File::create(&path).unwrap())
+        .unwrap();
     let n = data.rows.len() as f64;
     let (mut total, mut load) = (vec![], vec![]);
     for _ in 0..3 {
@@ -49,13 +57,21 @@ async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
     let db = snowpatrol_store::testing::fresh_postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = PipelineConfig {
-        source: SourceConfig::Synthetic { seed: 5, warehouses, days, end: chrono::NaiveDate::from_ymd_opt(2025, 6, 30) },
+        source: SourceConfig::Synthetic {
+            seed: 5,
+            warehouses,
+            days,
+            end: chrono::NaiveDate::from_ymd_opt(2025, 6, 30),
+        },
         ..Default::default()
     };
     let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
     let jobs_cfg: BTreeMap<String, JobConfig> =
         toml::from_str(&format!("[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n")).unwrap();
-    let settings = SchedulerSettings { worker_concurrency: 64, ..Default::default() };
+    let settings = SchedulerSettings {
+        worker_concurrency: 64,
+        ..Default::default()
+    };
     let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
     let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap());
     engine.register_jobs().await.unwrap();
@@ -67,18 +83,59 @@ async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
     let t0 = Instant::now();
     engine.trigger("prep", &[], "bench").await.unwrap();
     loop {
-        let runs = db.list_runs(&RunFilter { job_name: Some("predict".into()), state: None, limit: 1 }).await.unwrap();
+        let runs = db
+            .list_runs(&RunFilter {
+                job_name: Some("predict".into()),
+                state: None,
+                limit: 1,
+            })
+            .await
+            .unwrap();
         if runs.first().is_some_and(|r| r.state.is_terminal()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let mut all = db.list_runs(&RunFilter { job_name: None, state: None, limit: 10 }).await.unwrap();
+    let mut all = db
+        .list_runs(&RunFilter {
+            job_name: None,
+            state: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
     all.reverse();
     for r in &all {
-        let took = r.finished_at.zip(r.started_at).map(|(f, s)| (f - s).num_milliseconds()).unwrap_or(0);
+        let took = r
+            .finished_at
+            .zip(r.started_at)
+            .map(|(f, s)| (f - s).num_milliseconds())
+            .unwrap_or(0);
         println!("    {} {} {} ms", r.job_name, r.state, took);
+        for t in db
+            .list_task_instances(r.run_id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|t| t.map_key.is_empty())
+        {
+            let took = t
+                .finished_at
+                .zip(t.started_at)
+                .map(|(f, s)| (f - s).num_milliseconds())
+                .unwrap_or(0);
+            let timings = t
+                .output
+                .as_ref()
+                .and_then(|o| o["data"].get("timings_ms").cloned());
+            println!(
+                "      {} {} ms {}",
+                t.task_name,
+                took,
+                timings.map(|v| v.to_string()).unwrap_or_default()
+            );
+        }
     }
     stop.cancel();
     daemon.await.unwrap();
@@ -86,10 +143,15 @@ async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         ingest().await;
         let secs = full_pipeline(1000, 365).await;
-        println!("full prep + train + predict, 1,000 warehouses x 365 days on PostgreSQL: {secs:.2} s");
+        println!(
+            "full prep + train + predict, 1,000 warehouses x 365 days on PostgreSQL: {secs:.2} s"
+        );
     });
 }

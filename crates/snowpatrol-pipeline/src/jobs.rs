@@ -213,6 +213,7 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
         Some((_, last)) => (to - Days::new(reread)).min(last + Days::new(1)),
     };
     info!(source = %p.source_description(), %from, %to, "extracting metering");
+    let started = std::time::Instant::now();
     let rows = p
         .source
         .fetch(day_start(from), day_start(to))
@@ -224,12 +225,15 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
                 TaskError::permanent(e.to_string())
             }
         })?;
-    validate_rows(&rows, from, to).map_err(TaskError::permanent)?;
-    let daily = aggregate_daily(&rows);
-    p.store
-        .replace_hourly(day_start(from), day_start(to), &rows, Some(ctx.run_id))
-        .await
-        .map_err(store_err("loading hourly rows"))?;
+    let t_fetch = started.elapsed();
+    // Validation and aggregation are CPU work over every hourly row: keep them off tokio's threads.
+    let rows = Arc::new(rows);
+    let checked = rows.clone();
+    let daily = ctx
+        .run_cpu(move || validate_rows(&checked, from, to).map(|()| aggregate_daily(&checked)))
+        .await?
+        .map_err(TaskError::permanent)?;
+    let t_validate = started.elapsed();
     let features: Vec<FeatureRow> = daily
         .into_iter()
         .map(|usage| FeatureRow {
@@ -239,20 +243,33 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
             residual: None,
         })
         .collect();
-    p.store
-        .upsert_features(&features)
-        .await
-        .map_err(store_err("writing daily usage"))?;
+    // Hourly and daily tables load on two connections at once; each replacement is atomic on its own, and a
+    // failure of either fails the task, whose retry replaces both windows again.
+    let (hourly, daily) = tokio::join!(
+        p.store
+            .replace_hourly(day_start(from), day_start(to), &rows, Some(ctx.run_id)),
+        p.store.replace_daily(Some((from, to)), &features),
+    );
+    hourly.map_err(store_err("loading hourly rows"))?;
+    daily.map_err(store_err("writing daily usage"))?;
+    let t_load = started.elapsed();
     info!(rows = rows.len(), days = features.len(), "metering loaded");
-    Ok(TaskOutput::empty().with_data(json!({ "from": from, "to": end, "hourly_rows": rows.len(), "warehouse_days": features.len() })))
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    Ok(TaskOutput::empty().with_data(json!({
+        "from": from, "to": end, "hourly_rows": rows.len(), "warehouse_days": features.len(),
+        "timings_ms": { "fetch": ms(t_fetch), "validate_aggregate": ms(t_validate - t_fetch),
+                        "load_hourly_and_daily": ms(t_load - t_validate) }
+    })))
 }
 
 async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+    let started = std::time::Instant::now();
     let days = p
         .store
         .load_daily(None)
         .await
         .map_err(store_err("loading daily usage"))?;
+    let t_read = started.elapsed();
     let extracted = ctx.upstream("extract").await?;
     let window = extracted
         .first()
@@ -296,14 +313,19 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
         .map(|r| &r.usage.key)
         .collect::<BTreeSet<_>>()
         .len();
+    let t_compute = started.elapsed();
+    // The decomposition of every day changes as days arrive, so the whole table is rewritten in one go.
     p.store
-        .upsert_features(&rows)
+        .replace_daily(None, &rows)
         .await
         .map_err(store_err("writing features"))?;
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let timings = json!({ "read_daily": ms(t_read), "decompose": ms(t_compute - t_read), "write": ms(started.elapsed() - t_compute) });
     Ok(TaskOutput::with_extra(json!({
         "from": window.get("from"), "to": window.get("to"), "hourly_rows": window.get("hourly_rows"),
         "warehouses": warehouses, "feature_rows": rows.len()
-    })))
+    }))
+    .with_data(json!({ "timings_ms": timings })))
 }
 
 async fn list_warehouses(p: Arc<Pipeline>, with_model: bool) -> Result<TaskOutput, TaskError> {

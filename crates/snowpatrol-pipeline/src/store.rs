@@ -574,65 +574,104 @@ impl PipelineStore {
         }
     }
 
-    /// Upserts daily rows. PostgreSQL stages them with COPY and merges with one `INSERT ... ON CONFLICT`,
-    /// an order of magnitude faster than multi-row inserts for a year of a thousand warehouses.
+    /// Upserts daily rows (a few reloaded days).
     pub async fn upsert_features(&self, rows: &[FeatureRow]) -> Result<(), StoreError> {
+        dispatch!(self.db, upsert_features(rows))
+    }
+
+    /// Replaces every daily row with `usage_date` in [from, to) — or every row when `range` is None — by
+    /// `rows`, atomically. PostgreSQL deletes and loads with binary COPY, an order of magnitude faster than
+    /// `INSERT ... ON CONFLICT` for a year of a thousand warehouses.
+    pub async fn replace_daily(
+        &self,
+        range: Option<(NaiveDate, NaiveDate)>,
+        rows: &[FeatureRow],
+    ) -> Result<(), StoreError> {
         let Pool::Postgres(p) = self.db.pool() else {
-            return dispatch!(self.db, upsert_features(rows));
+            match self.db.pool() {
+                Pool::Sqlite(p) => {
+                    let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                    match range {
+                        Some((from, to)) => sqlx::query("DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2")
+                            .bind(from)
+                            .bind(to)
+                            .execute(&mut *tx)
+                            .await?,
+                        None => sqlx::query("DELETE FROM warehouse_daily_usage").execute(&mut *tx).await?,
+                    };
+                    tx.commit().await?;
+                }
+                Pool::Postgres(_) => {}
+            }
+            return self.upsert_features(rows).await;
         };
-        let mut stamp = String::new();
-        push_copy_timestamp(&mut stamp, snowpatrol_store::now());
+        let now = pg_timestamp_micros(snowpatrol_store::now());
         let mut tx = p.begin().await?;
-        sqlx::query("CREATE TEMP TABLE daily_usage_stage (LIKE warehouse_daily_usage INCLUDING DEFAULTS) ON COMMIT DROP")
-            .execute(&mut *tx)
-            .await?;
+        match range {
+            Some((from, to)) => {
+                sqlx::query(
+                    "DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2",
+                )
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?
+            }
+            // A full rewrite: TRUNCATE leaves no dead tuples (a daily DELETE of every row would bloat the table)
+            // at the price of a brief exclusive lock; the readers, train and predict, run after this task.
+            None => {
+                sqlx::query("TRUNCATE warehouse_daily_usage")
+                    .execute(&mut *tx)
+                    .await?
+            }
+        };
         let mut copy = tx
             .copy_in_raw(
-                "COPY daily_usage_stage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
+                "COPY warehouse_daily_usage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
                  credits_used_cloud_services, hours_active, peak_hourly_credits, trend, seasonal, residual, updated_at) \
-                 FROM STDIN WITH (FORMAT text)",
+                 FROM STDIN WITH (FORMAT binary)",
             )
             .await?;
-        let opt = |v: Option<f64>| v.map_or_else(|| "\\N".to_string(), |x| x.to_string());
-        let mut buf = String::with_capacity(1 << 20);
-        for chunk in rows.chunks(20_000) {
-            buf.clear();
-            for f in chunk {
-                use std::fmt::Write;
-                let u = &f.usage;
-                push_copy_text(&mut buf, &u.key.account_name);
-                buf.push('\t');
-                push_copy_text(&mut buf, &u.key.warehouse_name);
-                let _ = writeln!(
-                    buf,
-                    "\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    u.date,
-                    u.credits,
-                    u.credits_compute,
-                    u.credits_cloud_services,
-                    u.hours_active,
-                    u.peak_hourly_credits,
-                    opt(f.trend),
-                    opt(f.seasonal),
-                    opt(f.residual),
-                    stamp
-                );
+        let pg_epoch = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+        let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        for (i, f) in rows.iter().enumerate() {
+            let u = &f.usage;
+            buf.extend_from_slice(&12i16.to_be_bytes());
+            put_binary_text(&mut buf, &u.key.account_name);
+            put_binary_text(&mut buf, &u.key.warehouse_name);
+            buf.extend_from_slice(&4i32.to_be_bytes());
+            buf.extend_from_slice(&((u.date - pg_epoch).num_days() as i32).to_be_bytes());
+            for v in [
+                u.credits,
+                u.credits_compute,
+                u.credits_cloud_services,
+                u.hours_active,
+                u.peak_hourly_credits,
+            ] {
+                put_binary_f64(&mut buf, v);
             }
-            copy.send(buf.as_bytes()).await?;
+            for v in [f.trend, f.seasonal, f.residual] {
+                match v {
+                    Some(x) => put_binary_f64(&mut buf, x),
+                    None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+            put_binary_i64(&mut buf, now);
+            if i % 20_000 == 19_999 {
+                copy.send(std::mem::take(&mut buf)).await?;
+                buf.reserve(4 << 20);
+            }
         }
+        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        copy.send(buf).await?;
         copy.finish().await?;
-        sqlx::query(
-            "INSERT INTO warehouse_daily_usage SELECT * FROM daily_usage_stage \
-             ON CONFLICT (account_name, warehouse_name, usage_date) DO UPDATE SET credits_used = excluded.credits_used, \
-             credits_used_compute = excluded.credits_used_compute, credits_used_cloud_services = excluded.credits_used_cloud_services, \
-             hours_active = excluded.hours_active, peak_hourly_credits = excluded.peak_hourly_credits, trend = excluded.trend, \
-             seasonal = excluded.seasonal, residual = excluded.residual, updated_at = excluded.updated_at",
-        )
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(())
     }
+
     pub async fn load_daily(
         &self,
         key: Option<&WarehouseKey>,
@@ -719,46 +758,6 @@ impl PipelineStore {
     ) -> Result<Vec<AlertRow>, StoreError> {
         dispatch!(self.db, list_alerts(pending_only, limit))
     }
-}
-
-/// Appends a value in COPY text format (backslash escapes for the delimiter, newlines and backslashes).
-fn push_copy_text(buf: &mut String, s: &str) {
-    if !s.contains(['\\', '\t', '\n', '\r']) {
-        buf.push_str(s);
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '\\' => buf.push_str("\\\\"),
-            '\t' => buf.push_str("\\t"),
-            '\n' => buf.push_str("\\n"),
-            '\r' => buf.push_str("\\r"),
-            c => buf.push(c),
-        }
-    }
-}
-
-/// Appends a UTC timestamp as `YYYY-MM-DD HH:MM:SS[.ffffff]+00`; hand-written because chrono's `format`
-/// re-parses its pattern for every value, which dominated the COPY encoder's time.
-fn push_copy_timestamp(buf: &mut String, t: DateTime<Utc>) {
-    use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
-    let n = t.naive_utc();
-    let _ = write!(
-        buf,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        n.year(),
-        n.month(),
-        n.day(),
-        n.hour(),
-        n.minute(),
-        n.second()
-    );
-    let micros = n.nanosecond() / 1000;
-    if micros != 0 {
-        let _ = write!(buf, ".{micros:06}");
-    }
-    buf.push_str("+00");
 }
 
 /// Microseconds since 2000-01-01 UTC, PostgreSQL's binary timestamp representation.

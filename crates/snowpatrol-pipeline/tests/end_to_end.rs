@@ -426,7 +426,10 @@ fn validation_names_what_and_where() {
 #[tokio::test]
 async fn hourly_rows_round_trip_exactly_and_reloads_are_idempotent() {
     use chrono::TimeZone;
-    for db in [snowpatrol_store::testing::fresh_postgres().await, snowpatrol_store::testing::fresh_sqlite().await.0] {
+    for db in [
+        snowpatrol_store::testing::fresh_postgres().await,
+        snowpatrol_store::testing::fresh_sqlite().await.0,
+    ] {
         let store = snowpatrol_pipeline::PipelineStore::new(db.clone());
         let at = |d, h| chrono::Utc.with_ymd_and_hms(2025, 6, d, h, 0, 0).unwrap();
         let row = |name: &str, d, h, c: f64| snowpatrol_detect::MeteringRow {
@@ -440,11 +443,21 @@ async fn hourly_rows_round_trip_exactly_and_reloads_are_idempotent() {
             credits_used_compute: c * 0.9,
             credits_used_cloud_services: c * 0.1,
         };
-        let rows = vec![row("ODD\tNAME\\WH", 1, 0, 0.123456789012), row("WH", 1, 5, 1e-9), row("WH", 2, 23, 12345.5)];
+        let rows = vec![
+            row("ODD\tNAME\\WH", 1, 0, 0.123456789012),
+            row("WH", 1, 5, 1e-9),
+            row("WH", 2, 23, 12345.5),
+        ];
         let (from, to) = (at(1, 0), at(3, 0));
-        store.replace_hourly(from, to, &rows, Some(42)).await.unwrap();
+        store
+            .replace_hourly(from, to, &rows, Some(42))
+            .await
+            .unwrap();
         // A rerun over the same window replaces instead of appending.
-        store.replace_hourly(from, to, &rows, Some(43)).await.unwrap();
+        store
+            .replace_hourly(from, to, &rows, Some(43))
+            .await
+            .unwrap();
         let read: Vec<(String, f64, chrono::DateTime<chrono::Utc>, Option<i64>)> = match db.pool() {
             snowpatrol_store::Pool::Postgres(p) => sqlx::query_as(
                 "SELECT warehouse_name, credits_used, start_time, loaded_by_run_id FROM warehouse_metering_hourly ORDER BY start_time",
@@ -461,7 +474,15 @@ async fn hourly_rows_round_trip_exactly_and_reloads_are_idempotent() {
         };
         assert_eq!(read.len(), 3, "{}", db.backend_name());
         for (r, orig) in read.iter().zip(&rows) {
-            assert_eq!((r.0.as_str(), r.1, r.2, r.3), (orig.warehouse_name.as_str(), orig.credits_used, orig.start_time, Some(43)));
+            assert_eq!(
+                (r.0.as_str(), r.1, r.2, r.3),
+                (
+                    orig.warehouse_name.as_str(),
+                    orig.credits_used,
+                    orig.start_time,
+                    Some(43)
+                )
+            );
         }
     }
 }
