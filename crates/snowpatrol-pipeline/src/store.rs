@@ -532,34 +532,24 @@ impl PipelineStore {
                          credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) FROM STDIN WITH (FORMAT binary)",
                     )
                     .await?;
-                // Binary COPY: the server does not parse timestamps and floats from text, which was most of
-                // its cost per row.
-                let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
-                buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-                buf.extend_from_slice(&0i32.to_be_bytes());
-                buf.extend_from_slice(&0i32.to_be_bytes());
-                for (i, r) in rows.iter().enumerate() {
-                    buf.extend_from_slice(&10i16.to_be_bytes());
-                    put_binary_text(&mut buf, &r.account_name);
-                    put_binary_i64(&mut buf, r.warehouse_id);
-                    put_binary_text(&mut buf, &r.warehouse_name);
-                    put_binary_text(&mut buf, &r.service_type);
-                    put_binary_i64(&mut buf, pg_timestamp_micros(r.start_time));
-                    put_binary_i64(&mut buf, pg_timestamp_micros(r.end_time));
-                    put_binary_f64(&mut buf, r.credits_used);
-                    put_binary_f64(&mut buf, r.credits_used_compute);
-                    put_binary_f64(&mut buf, r.credits_used_cloud_services);
-                    match run_id {
-                        Some(id) => put_binary_i64(&mut buf, id),
-                        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
-                    }
-                    if i % 20_000 == 19_999 {
-                        copy.send(std::mem::take(&mut buf)).await?;
-                        buf.reserve(4 << 20);
+                let mut enc = BinaryCopy::new();
+                for r in rows {
+                    enc.row(10);
+                    enc.text(&r.account_name);
+                    enc.i64(r.warehouse_id);
+                    enc.text(&r.warehouse_name);
+                    enc.text(&r.service_type);
+                    enc.timestamp(r.start_time);
+                    enc.timestamp(r.end_time);
+                    enc.f64(r.credits_used);
+                    enc.f64(r.credits_used_compute);
+                    enc.f64(r.credits_used_cloud_services);
+                    enc.opt_i64(run_id);
+                    if let Some(chunk) = enc.take_if_full() {
+                        copy.send(chunk).await?;
                     }
                 }
-                buf.extend_from_slice(&(-1i16).to_be_bytes());
-                copy.send(buf).await?;
+                copy.send(enc.finish()).await?;
                 copy.finish().await?;
                 tx.commit().await?;
                 Ok(deleted)
@@ -605,7 +595,7 @@ impl PipelineStore {
             }
             return self.upsert_features(rows).await;
         };
-        let now = pg_timestamp_micros(snowpatrol_store::now());
+        let now = snowpatrol_store::now();
         let mut tx = p.begin().await?;
         match range {
             Some((from, to)) => {
@@ -632,18 +622,13 @@ impl PipelineStore {
                  FROM STDIN WITH (FORMAT binary)",
             )
             .await?;
-        let pg_epoch = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
-        let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
-        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        for (i, f) in rows.iter().enumerate() {
+        let mut enc = BinaryCopy::new();
+        for f in rows {
             let u = &f.usage;
-            buf.extend_from_slice(&12i16.to_be_bytes());
-            put_binary_text(&mut buf, &u.key.account_name);
-            put_binary_text(&mut buf, &u.key.warehouse_name);
-            buf.extend_from_slice(&4i32.to_be_bytes());
-            buf.extend_from_slice(&((u.date - pg_epoch).num_days() as i32).to_be_bytes());
+            enc.row(12);
+            enc.text(&u.key.account_name);
+            enc.text(&u.key.warehouse_name);
+            enc.date(u.date);
             for v in [
                 u.credits,
                 u.credits_compute,
@@ -651,22 +636,17 @@ impl PipelineStore {
                 u.hours_active,
                 u.peak_hourly_credits,
             ] {
-                put_binary_f64(&mut buf, v);
+                enc.f64(v);
             }
             for v in [f.trend, f.seasonal, f.residual] {
-                match v {
-                    Some(x) => put_binary_f64(&mut buf, x),
-                    None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
-                }
+                enc.opt_f64(v);
             }
-            put_binary_i64(&mut buf, now);
-            if i % 20_000 == 19_999 {
-                copy.send(std::mem::take(&mut buf)).await?;
-                buf.reserve(4 << 20);
+            enc.timestamp(now);
+            if let Some(chunk) = enc.take_if_full() {
+                copy.send(chunk).await?;
             }
         }
-        buf.extend_from_slice(&(-1i16).to_be_bytes());
-        copy.send(buf).await?;
+        copy.send(enc.finish()).await?;
         copy.finish().await?;
         tx.commit().await?;
         Ok(())
@@ -760,23 +740,73 @@ impl PipelineStore {
     }
 }
 
-/// Microseconds since 2000-01-01 UTC, PostgreSQL's binary timestamp representation.
-fn pg_timestamp_micros(t: DateTime<Utc>) -> i64 {
+/// Encoder for PostgreSQL's binary COPY format. Hand-written (the format is a header, length-prefixed
+/// big-endian fields and a trailer) because the server then parses no text per value, which was most of its
+/// cost per row with text COPY; sqlx exposes only the raw COPY stream.
+struct BinaryCopy {
+    buf: Vec<u8>,
+}
+
+impl BinaryCopy {
+    const CHUNK: usize = 4 << 20;
+    /// Microseconds (timestamps) and days (dates) count from 2000-01-01 in PostgreSQL.
     const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
-    t.timestamp_micros() - PG_EPOCH_UNIX_MICROS
-}
+    const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
 
-fn put_binary_i64(buf: &mut Vec<u8>, v: i64) {
-    buf.extend_from_slice(&8i32.to_be_bytes());
-    buf.extend_from_slice(&v.to_be_bytes());
-}
-
-fn put_binary_f64(buf: &mut Vec<u8>, v: f64) {
-    buf.extend_from_slice(&8i32.to_be_bytes());
-    buf.extend_from_slice(&v.to_be_bytes());
-}
-
-fn put_binary_text(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
-    buf.extend_from_slice(s.as_bytes());
+    fn new() -> Self {
+        let mut buf = Vec::with_capacity(Self::CHUNK + 4096);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        Self { buf }
+    }
+    fn row(&mut self, fields: i16) {
+        self.buf.extend_from_slice(&fields.to_be_bytes());
+    }
+    fn field(&mut self, bytes: &[u8]) {
+        self.buf
+            .extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        self.buf.extend_from_slice(bytes);
+    }
+    fn null(&mut self) {
+        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+    fn text(&mut self, s: &str) {
+        self.field(s.as_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.field(&v.to_be_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.field(&v.to_be_bytes());
+    }
+    fn opt_i64(&mut self, v: Option<i64>) {
+        match v {
+            Some(v) => self.i64(v),
+            None => self.null(),
+        }
+    }
+    fn opt_f64(&mut self, v: Option<f64>) {
+        match v {
+            Some(v) => self.f64(v),
+            None => self.null(),
+        }
+    }
+    fn timestamp(&mut self, t: DateTime<Utc>) {
+        self.i64(t.timestamp_micros() - Self::PG_EPOCH_UNIX_MICROS);
+    }
+    fn date(&mut self, d: NaiveDate) {
+        let days =
+            d.signed_duration_since(NaiveDate::default()).num_days() - Self::PG_EPOCH_UNIX_DAYS;
+        self.field(&(days as i32).to_be_bytes());
+    }
+    /// A chunk to send once the buffer is large, so memory stays bounded for big loads.
+    fn take_if_full(&mut self) -> Option<Vec<u8>> {
+        (self.buf.len() >= Self::CHUNK)
+            .then(|| std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK + 4096)))
+    }
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buf
+    }
 }

@@ -198,38 +198,23 @@ impl Database {
 
     /// True when the database answers and every migration this binary knows is applied (the readiness probe).
     pub async fn is_ready(&self) -> Result<bool, StoreError> {
-        let (applied, known) = match &self.pool {
-            Pool::Postgres(p) => {
-                let m = sqlx::migrate!("../../migrations/postgres");
-                let applied: Vec<i64> =
-                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                        .fetch_all(p)
-                        .await
-                        .or_else(|e| {
-                            if is_undefined_table(&e) {
-                                Ok(vec![])
-                            } else {
-                                Err(e)
-                            }
-                        })?;
-                (applied, m.iter().map(|m| m.version).collect::<Vec<_>>())
-            }
-            Pool::Sqlite(p) => {
-                let m = sqlx::migrate!("../../migrations/sqlite");
-                let applied: Vec<i64> =
-                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                        .fetch_all(p)
-                        .await
-                        .or_else(|e| {
-                            if is_undefined_table(&e) {
-                                Ok(vec![])
-                            } else {
-                                Err(e)
-                            }
-                        })?;
-                (applied, m.iter().map(|m| m.version).collect::<Vec<_>>())
-            }
+        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        let (applied, migrator) = match &self.pool {
+            Pool::Postgres(p) => (
+                sqlx::query_scalar::<_, i64>(APPLIED).fetch_all(p).await,
+                sqlx::migrate!("../../migrations/postgres"),
+            ),
+            Pool::Sqlite(p) => (
+                sqlx::query_scalar::<_, i64>(APPLIED).fetch_all(p).await,
+                sqlx::migrate!("../../migrations/sqlite"),
+            ),
         };
+        // No migrations table yet means nothing is applied, not an error.
+        let applied = match applied {
+            Err(e) if is_undefined_table(&e) => vec![],
+            other => other?,
+        };
+        let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
         Ok(known.iter().all(|v| applied.contains(v)))
     }
 
