@@ -25,8 +25,12 @@ async fn trigger_latency(samples: usize) -> Vec<f64> {
     let mut reg = JobRegistry::new();
     reg.external_dataset("bench://in");
     reg.register(JobDefinition::new("consumer", "").task(TaskDefinition::new("t", noop())));
-    let cfg: BTreeMap<String, JobConfig> = toml::from_str("[consumer]\ndatasets = [\"bench://in\"]\n").unwrap();
-    let settings = SchedulerSettings { poll_interval: Duration::from_secs(30), ..Default::default() };
+    let cfg: BTreeMap<String, JobConfig> =
+        toml::from_str("[consumer]\ndatasets = [\"bench://in\"]\n").unwrap();
+    let settings = SchedulerSettings {
+        poll_interval: Duration::from_secs(30),
+        ..Default::default()
+    };
     let jobs = resolve_jobs(&reg, &cfg, &settings).unwrap();
     let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap());
     engine.register_jobs().await.unwrap();
@@ -38,9 +42,19 @@ async fn trigger_latency(samples: usize) -> Vec<f64> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latencies = Vec::with_capacity(samples);
     for i in 0..samples {
-        let (event_id, _) = db.emit_event("bench://in", &json!({ "i": i }), "bench").await.unwrap();
+        let (event_id, _) = db
+            .emit_event("bench://in", &json!({ "i": i }), "bench")
+            .await
+            .unwrap();
         let event = loop {
-            let runs = db.list_runs(&RunFilter { job_name: Some("consumer".into()), state: None, limit: 1 }).await.unwrap();
+            let runs = db
+                .list_runs(&RunFilter {
+                    job_name: Some("consumer".into()),
+                    state: None,
+                    limit: 1,
+                })
+                .await
+                .unwrap();
             if let Some(r) = runs.first().filter(|r| r.state.is_terminal()) {
                 let consumed = db.consumed_events(r.run_id).await.unwrap();
                 if consumed.iter().any(|e| e.event_id == event_id) {
@@ -66,25 +80,45 @@ async fn mapped(n: usize) -> f64 {
         JobDefinition::new("fan", "")
             .task(TaskDefinition::new(
                 "list",
-                task_fn(move |_| async move { Ok(TaskOutput::with_map_keys((0..n).map(|i| format!("k{i}")).collect())) }),
+                task_fn(move |_| async move {
+                    Ok(TaskOutput::with_map_keys(
+                        (0..n).map(|i| format!("k{i}")).collect(),
+                    ))
+                }),
             ))
             .task(TaskDefinition::new("work", noop()).map_over("list")),
     );
-    let settings = SchedulerSettings { worker_concurrency: 512, claim_batch: 512, ..Default::default() };
+    let settings = SchedulerSettings {
+        worker_concurrency: 512,
+        claim_batch: 512,
+        ..Default::default()
+    };
     let jobs = resolve_jobs(&reg, &BTreeMap::new(), &settings).unwrap();
     let engine = Engine::new(db.clone(), jobs, settings).unwrap();
     engine.register_jobs().await.unwrap();
     let started = Instant::now();
-    let run = engine.run_now("fan", &[], "bench", CancellationToken::new()).await.unwrap();
+    let run = engine
+        .run_now("fan", &[], "bench", CancellationToken::new())
+        .await
+        .unwrap();
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(run.state, RunState::Success);
-    let done = db.list_task_instances(run.run_id).await.unwrap().iter().filter(|t| t.state == TaskState::Success).count();
+    let done = db
+        .list_task_instances(run.run_id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.state == TaskState::Success)
+        .count();
     assert_eq!(done, n + 1);
     secs
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut lat = trigger_latency(300).await;
         lat.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -537,9 +537,13 @@ impl Engine {
         if set.is_empty() {
             return;
         }
-        let drained = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
+        let drained =
+            tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            warn!(pending = set.len(), "failure alerts still in flight at exit; they stay pending in the outbox");
+            warn!(
+                pending = set.len(),
+                "failure alerts still in flight at exit; they stay pending in the outbox"
+            );
         }
     }
 

@@ -1081,15 +1081,29 @@ async fn daemon_survives_losing_every_database_connection() {
             Ok(TaskOutput::empty())
         }),
     )));
-    let e = Arc::new(engine_with(db.clone(), &reg, &format!("[any_of]\ndatasets = [\"{A}\"]\n"), fast_settings()).await);
+    let e = Arc::new(
+        engine_with(
+            db.clone(),
+            &reg,
+            &format!("[any_of]\ndatasets = [\"{A}\"]\n"),
+            fast_settings(),
+        )
+        .await,
+    );
     let (stop, h) = spawn_daemon(e.clone());
     let run = e.trigger("steady", &[], "test").await.unwrap();
     wait_for("task running", Duration::from_secs(10), || async {
-        db.list_task_instances(run).await.unwrap().first().is_some_and(|t| t.state == TaskState::Running)
+        db.list_task_instances(run)
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|t| t.state == TaskState::Running)
     })
     .await;
     // Kill every server connection of this database (pool, LISTEN and the leader's advisory-lock connection).
-    let admin = Database::connect(&snowpatrol_store::testing::admin_url()).await.unwrap();
+    let admin = Database::connect(&snowpatrol_store::testing::admin_url())
+        .await
+        .unwrap();
     let db_name = url.rsplit('/').next().unwrap().to_string();
     if let snowpatrol_store::Pool::Postgres(p) = admin.pool() {
         let killed: i64 = sqlx::query_scalar(
@@ -1102,14 +1116,23 @@ async fn daemon_survives_losing_every_database_connection() {
         assert!(killed >= 2, "killed {killed} connections");
     }
     // The run still finishes, and an event emitted after the outage still triggers its job.
-    wait_for("run to succeed after reconnecting", Duration::from_secs(30), || async {
-        matches!(db.get_run(run).await, Ok(Some(r)) if r.state == RunState::Success)
-    })
+    wait_for(
+        "run to succeed after reconnecting",
+        Duration::from_secs(30),
+        || async { matches!(db.get_run(run).await, Ok(Some(r)) if r.state == RunState::Success) },
+    )
     .await;
     e.emit(A, &json!({}), "test").await.unwrap();
-    wait_for("dataset run after the outage", Duration::from_secs(30), || async {
-        runs_of(&db, "any_of").await.first().is_some_and(|r| r.state == RunState::Success)
-    })
+    wait_for(
+        "dataset run after the outage",
+        Duration::from_secs(30),
+        || async {
+            runs_of(&db, "any_of")
+                .await
+                .first()
+                .is_some_and(|r| r.state == RunState::Success)
+        },
+    )
     .await;
     stop.cancel();
     h.await.unwrap();

@@ -983,17 +983,30 @@ macro_rules! backend {
     };
 }
 
-
 /// (task instance, run, job, task, new state) of each result applied.
 type Updated = Vec<(TaskInstanceId, RunId, String, String, String)>;
 
-type OutcomeColumns = (&'static str, Option<String>, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+type OutcomeColumns = (
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
 
 fn outcome_columns(outcome: &TaskOutcome, now: DateTime<Utc>) -> OutcomeColumns {
     match outcome {
-        TaskOutcome::Success { output } => ("success", Some(output.to_string()), None, Some(now), None),
-        TaskOutcome::Failed { error, retry_at: Some(at) } => ("up_for_retry", None, Some(error.clone()), None, Some(*at)),
-        TaskOutcome::Failed { error, retry_at: None } => ("failed", None, Some(error.clone()), Some(now), None),
+        TaskOutcome::Success { output } => {
+            ("success", Some(output.to_string()), None, Some(now), None)
+        }
+        TaskOutcome::Failed {
+            error,
+            retry_at: Some(at),
+        } => ("up_for_retry", None, Some(error.clone()), None, Some(*at)),
+        TaskOutcome::Failed {
+            error,
+            retry_at: None,
+        } => ("failed", None, Some(error.clone()), Some(now), None),
     }
 }
 
@@ -1041,7 +1054,15 @@ async fn pg_update_results(
     .fetch_all(&mut **tx)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)))
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            ))
+        })
         .collect()
 }
 
@@ -1072,7 +1093,13 @@ async fn lite_update_results(
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(r) = row {
-            out.push((res.task_instance_id, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, state.to_string()));
+            out.push((
+                res.task_instance_id,
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                state.to_string(),
+            ));
         }
     }
     Ok(out)
