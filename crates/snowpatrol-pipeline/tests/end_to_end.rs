@@ -486,3 +486,116 @@ async fn hourly_rows_round_trip_exactly_and_reloads_are_idempotent() {
         }
     }
 }
+
+/// prep reads from Snowflake (the fakesnow peer, through the real connector) and the chain runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prep_extracts_from_snowflake_and_the_chain_flags_a_spike() {
+    use snowpatrol_sources::SnowflakeAuth;
+    use snowpatrol_sources::testing::{FakeSnowflake, PASSWORD};
+    let peer = FakeSnowflake::start(&[]);
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let first = yesterday - chrono::Days::new(27);
+    let mut rows = vec![];
+    for (account, id, wh, base) in [
+        ("ACME_PROD", 1, "COMPUTE_WH", 1.0),
+        ("ACME_DEV", 2, "COMPUTE_WH", 0.5),
+        ("ACME_PROD", 3, "ETL_WH", 2.0),
+    ] {
+        let mut d = first;
+        while d <= yesterday {
+            let weekend = d.format("%u").to_string().parse::<u32>().unwrap_or(1) >= 6;
+            let spike = wh == "ETL_WH" && d == yesterday;
+            for h in 0..24u32 {
+                let working = (8..18).contains(&h);
+                let credits = if spike {
+                    base * 8.0
+                } else if working && !weekend {
+                    base
+                } else if working {
+                    base * 0.3
+                } else {
+                    0.0
+                };
+                if credits == 0.0 {
+                    continue;
+                }
+                let start = d.and_hms_opt(h, 0, 0).unwrap().and_utc();
+                rows.push(snowpatrol_detect::MeteringRow {
+                    account_name: account.into(),
+                    warehouse_id: id,
+                    warehouse_name: wh.into(),
+                    service_type: "WAREHOUSE_METERING".into(),
+                    start_time: start,
+                    end_time: start + chrono::Duration::hours(1),
+                    credits_used: credits,
+                    credits_used_compute: credits * 0.95,
+                    credits_used_cloud_services: credits * 0.05,
+                });
+            }
+            d = d + chrono::Days::new(1);
+        }
+    }
+    peer.load(&rows).await;
+    let db = snowpatrol_store::testing::fresh_postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snowflake = peer.config(SnowflakeAuth::Password {
+        password: PASSWORD.to_string().into(),
+    });
+    let cfg = PipelineConfig {
+        source: snowpatrol_pipeline::SourceConfig::Snowflake {
+            snowflake: Box::new(snowflake),
+        },
+        ..Default::default()
+    };
+    let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
+    let jobs_cfg: BTreeMap<String, JobConfig> =
+        toml::from_str(&format!("[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n")).unwrap();
+    let settings = SchedulerSettings {
+        poll_interval: Duration::from_millis(500),
+        default_retries: 0,
+        ..Default::default()
+    };
+    let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
+    let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap());
+    engine.register_jobs().await.unwrap();
+    let stop = CancellationToken::new();
+    let daemon = {
+        let (e, s) = (engine.clone(), stop.clone());
+        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
+    };
+    let prep = engine
+        .trigger("prep", &["backfill_days=28".into()], "test")
+        .await
+        .unwrap();
+    let predict = wait_runs(&db, "predict", 1).await;
+    stop.cancel();
+    daemon.await.unwrap();
+    assert_eq!(
+        db.get_run(prep).await.unwrap().unwrap().state,
+        RunState::Success
+    );
+    assert_eq!(predict[0].state, RunState::Success);
+    let extract = &db.task_instances_of(prep, "extract").await.unwrap()[0];
+    assert_eq!(
+        extract.output.as_ref().unwrap()["data"]["hourly_rows"],
+        json!(rows.len()),
+        "every Snowflake row loaded"
+    );
+    let models = pipeline.store.list_models(None).await.unwrap();
+    assert_eq!(models.len(), 3, "COMPUTE_WH of two accounts and ETL_WH");
+    let anomalies = pipeline
+        .store
+        .anomalies_since(yesterday - chrono::Days::new(7), None)
+        .await
+        .unwrap();
+    assert!(
+        anomalies
+            .iter()
+            .any(|a| a.warehouse_name == "ETL_WH" && a.usage_date == yesterday),
+        "the 24-hour, 8x spike is flagged: {anomalies:?}"
+    );
+    assert!(
+        anomalies.iter().all(|a| a.warehouse_name == "ETL_WH"),
+        "nothing else: {anomalies:?}"
+    );
+}

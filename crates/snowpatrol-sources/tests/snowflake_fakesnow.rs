@@ -4,148 +4,20 @@
 //! sets it to /work/main/.venv/bin/python). Each test starts its own peer on a free port, so tests run in
 //! parallel and share nothing.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, TimeZone, Utc};
 use pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::RsaPrivateKey;
 use secrecy::SecretString;
-use snowflake_connector_rs::bind::TimestampLtz;
-use snowflake_connector_rs::{AuthConfig, Client, ClientConfig, EndpointConfig, Statement};
 use snowpatrol_sources::{
     MeteringRow, MeteringSource, SnowflakeAuth, SnowflakeConfig, SnowflakeSource, SourceError,
     UsageView, public_key_fingerprint,
 };
 
-const USER: &str = "SNOWPATROL";
-const PASSWORD: &str = "correct-horse-battery";
-
-fn python() -> String {
-    std::env::var("SNOWPATROL_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SNOWPATROL_TEST_PYTHON is not set: point it at a Python with fakesnow[server] installed \
-             (e.g. SNOWPATROL_TEST_PYTHON=/work/main/.venv/bin/python; see scripts/requirements-test.txt)"
-        )
-    })
-}
-
-/// A running fakesnow JSON peer; killed on drop.
-struct Peer {
-    child: Child,
-    port: u16,
-}
-
-impl Peer {
-    fn start(extra: &[String]) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fakesnow_json_server.py");
-        let mut child = Command::new(python())
-            .arg(&script)
-            .args(["--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} with {}: {e}", script.display(), python()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!("fakesnow peer did not print LISTENING <port>, got {line:?}")
-            });
-        Self { child, port }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn config(&self, auth: SnowflakeAuth) -> SnowflakeConfig {
-        let mut cfg = SnowflakeConfig::with_password("acme-org", USER, PASSWORD);
-        cfg.auth = auth;
-        cfg.role = Some("COST_READER".into());
-        cfg.warehouse = Some("SNOWPATROL_WH".into());
-        cfg.base_url = Some(self.base_url());
-        cfg
-    }
-
-    /// Creates the view's tables through the Rust connector itself and loads rows with bind parameters.
-    async fn load(&self, rows: &[MeteringRow]) {
-        let client = Client::new(
-            ClientConfig::new(USER, "acme-org", AuthConfig::password(PASSWORD)).with_endpoint(
-                EndpointConfig::custom_base_url(url::Url::parse(&self.base_url()).unwrap()),
-            ),
-        )
-        .unwrap();
-        let s = client.create_session().await.unwrap();
-        for sql in [
-            "CREATE DATABASE IF NOT EXISTS SNOWFLAKE",
-            "CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ORGANIZATION_USAGE",
-            "CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ACCOUNT_USAGE",
-            "CREATE TABLE SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY (ORGANIZATION_NAME VARCHAR, \
-             ACCOUNT_NAME VARCHAR, REGION VARCHAR, SERVICE_TYPE VARCHAR, START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, \
-             WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, CREDITS_USED NUMBER(38,9), CREDITS_USED_COMPUTE NUMBER(38,9), \
-             CREDITS_USED_CLOUD_SERVICES NUMBER(38,9))",
-            "CREATE TABLE SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY (START_TIME TIMESTAMP_LTZ, \
-             END_TIME TIMESTAMP_LTZ, WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, CREDITS_USED NUMBER(38,9), \
-             CREDITS_USED_COMPUTE NUMBER(38,9), CREDITS_USED_CLOUD_SERVICES NUMBER(38,9))",
-        ] {
-            s.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
-        for r in rows {
-            s.query(
-                Statement::new(
-                    "INSERT INTO SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY (ORGANIZATION_NAME, ACCOUNT_NAME, \
-                     REGION, SERVICE_TYPE, START_TIME, END_TIME, WAREHOUSE_ID, WAREHOUSE_NAME, CREDITS_USED, \
-                     CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES ('ACME', ?, 'AWS_US_WEST_2', ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(r.account_name.clone())
-                .bind(r.service_type.clone())
-                .bind(TimestampLtz::try_from(r.start_time).unwrap())
-                .bind(TimestampLtz::try_from(r.end_time).unwrap())
-                .bind(r.warehouse_id)
-                .bind(r.warehouse_name.clone())
-                .bind(r.credits_used)
-                .bind(r.credits_used_compute)
-                .bind(r.credits_used_cloud_services),
-            )
-            .await
-            .unwrap();
-            if r.account_name == "ACME_PROD" {
-                s.query(
-                    Statement::new(
-                        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY (START_TIME, END_TIME, WAREHOUSE_ID, \
-                         WAREHOUSE_NAME, CREDITS_USED, CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(TimestampLtz::try_from(r.start_time).unwrap())
-                    .bind(TimestampLtz::try_from(r.end_time).unwrap())
-                    .bind(r.warehouse_id)
-                    .bind(r.warehouse_name.clone())
-                    .bind(r.credits_used)
-                    .bind(r.credits_used_compute)
-                    .bind(r.credits_used_cloud_services),
-                )
-                .await
-                .unwrap();
-            }
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use snowpatrol_sources::testing::{FakeSnowflake as Peer, PASSWORD, USER, python};
 
 fn hour(d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 9, d, h, 0, 0).unwrap()

@@ -1,0 +1,152 @@
+//! A Snowflake protocol peer for tests: `scripts/fakesnow_json_server.py` (fakesnow behind a JSON-results
+//! wrapper) started as a child process on a free port, with the metering views created and loaded through the
+//! Rust connector itself. Shared by this crate's tests and the pipeline's, so both talk to the same peer.
+//!
+//! Needs `SNOWPATROL_TEST_PYTHON` (set by scripts/test.sh); panics with the reason otherwise — a missing peer
+//! is a broken test setup, never a reason to skip.
+
+use crate::{MeteringRow, SnowflakeAuth, SnowflakeConfig};
+use snowflake_connector_rs::bind::TimestampLtz;
+use snowflake_connector_rs::{AuthConfig, Client, ClientConfig, EndpointConfig, Statement};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub const USER: &str = "SNOWPATROL";
+pub const PASSWORD: &str = "correct-horse-battery";
+
+pub fn python() -> String {
+    std::env::var("SNOWPATROL_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "SNOWPATROL_TEST_PYTHON is not set: point it at a Python with fakesnow[server] installed \
+             (scripts/test.sh sets it to .venv/bin/python; see scripts/requirements-test.txt)"
+        )
+    })
+}
+
+/// A running fakesnow JSON peer; killed on drop.
+pub struct FakeSnowflake {
+    child: Child,
+    pub port: u16,
+}
+
+impl FakeSnowflake {
+    /// Starts the peer; `extra` are wrapper flags such as `--user NAME:PASSWORD`.
+    pub fn start(extra: &[String]) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fakesnow_json_server.py");
+        let mut child = Command::new(python())
+            .arg(&script)
+            .args(["--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} with {}: {e}", script.display(), python()));
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the peer's port");
+        let port = line
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!("fakesnow peer did not print LISTENING <port>, got {line:?}")
+            });
+        Self { child, port }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A source configuration pointing at this peer.
+    pub fn config(&self, auth: SnowflakeAuth) -> SnowflakeConfig {
+        let mut cfg = SnowflakeConfig::with_password("acme-org", USER, PASSWORD);
+        cfg.auth = auth;
+        cfg.role = Some("COST_READER".into());
+        cfg.warehouse = Some("SNOWPATROL_WH".into());
+        cfg.base_url = Some(self.base_url());
+        cfg
+    }
+
+    /// Creates both metering views and loads `rows` with bind parameters (ACME_PROD's rows also go to
+    /// ACCOUNT_USAGE, which has no ACCOUNT_NAME column), many rows per statement.
+    pub async fn load(&self, rows: &[MeteringRow]) {
+        let base = url::Url::parse(&self.base_url()).expect("peer URL");
+        let client = Client::new(
+            ClientConfig::new(USER, "acme-org", AuthConfig::password(PASSWORD))
+                .with_endpoint(EndpointConfig::custom_base_url(base)),
+        )
+        .expect("connector client");
+        let s = client.create_session().await.expect("login to the peer");
+        for sql in [
+            "CREATE DATABASE IF NOT EXISTS SNOWFLAKE",
+            "CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ORGANIZATION_USAGE",
+            "CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ACCOUNT_USAGE",
+            "CREATE TABLE SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY (ORGANIZATION_NAME VARCHAR, \
+             ACCOUNT_NAME VARCHAR, REGION VARCHAR, SERVICE_TYPE VARCHAR, START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, \
+             WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, CREDITS_USED NUMBER(38,9), CREDITS_USED_COMPUTE NUMBER(38,9), \
+             CREDITS_USED_CLOUD_SERVICES NUMBER(38,9))",
+            "CREATE TABLE SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY (START_TIME TIMESTAMP_LTZ, \
+             END_TIME TIMESTAMP_LTZ, WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, CREDITS_USED NUMBER(38,9), \
+             CREDITS_USED_COMPUTE NUMBER(38,9), CREDITS_USED_CLOUD_SERVICES NUMBER(38,9))",
+        ] {
+            s.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        for chunk in rows.chunks(200) {
+            let values = vec!["('ACME', ?, 'AWS_US_WEST_2', ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()]
+                .join(", ");
+            let mut st = Statement::new_positional(format!(
+                "INSERT INTO SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY (ORGANIZATION_NAME, ACCOUNT_NAME, \
+                 REGION, SERVICE_TYPE, START_TIME, END_TIME, WAREHOUSE_ID, WAREHOUSE_NAME, CREDITS_USED, \
+                 CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES {values}"
+            ));
+            for r in chunk {
+                st = st
+                    .bind(r.account_name.clone())
+                    .bind(r.service_type.clone())
+                    .bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
+                    .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
+                    .bind(r.warehouse_id)
+                    .bind(r.warehouse_name.clone())
+                    .bind(r.credits_used)
+                    .bind(r.credits_used_compute)
+                    .bind(r.credits_used_cloud_services);
+            }
+            s.query(st).await.expect("insert metering rows");
+            let prod: Vec<&MeteringRow> = chunk
+                .iter()
+                .filter(|r| r.account_name == "ACME_PROD")
+                .collect();
+            if prod.is_empty() {
+                continue;
+            }
+            let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; prod.len()].join(", ");
+            let mut st = Statement::new_positional(format!(
+                "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY (START_TIME, END_TIME, WAREHOUSE_ID, \
+                 WAREHOUSE_NAME, CREDITS_USED, CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES {values}"
+            ));
+            for r in prod {
+                st = st
+                    .bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
+                    .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
+                    .bind(r.warehouse_id)
+                    .bind(r.warehouse_name.clone())
+                    .bind(r.credits_used)
+                    .bind(r.credits_used_compute)
+                    .bind(r.credits_used_cloud_services);
+            }
+            s.query(st).await.expect("insert account usage rows");
+        }
+    }
+}
+
+impl Drop for FakeSnowflake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
