@@ -101,14 +101,16 @@ CREATE TABLE alerts (
     run_id        bigint,
     channel       text        NOT NULL,
     message       jsonb       NOT NULL,
-    state         text        NOT NULL CHECK (state IN ('pending', 'sent', 'failed', 'written')),
+    state         text        NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'written')),
     attempts      integer     NOT NULL DEFAULT 0,
     last_error    text,
     slack_ts      text,
+    claimed_at    timestamptz,
     created_at    timestamptz NOT NULL,
     sent_at       timestamptz
 );
 COMMENT ON TABLE alerts IS 'Alert outbox: one row per incident or task failure (dedupe_key), delivered at least once; failed deliveries keep Slack''s error.';
+COMMENT ON COLUMN alerts.state IS 'pending (to retry), sending (claimed by a replica at claimed_at; retried if that replica died), sent, failed (permanent Slack error), written (no Slack: written to a file).';
 
 CREATE VIEW open_incidents AS
 SELECT account_name, warehouse_name, incident_start, max(usage_date) AS last_day, count(*) AS days,

@@ -93,10 +93,11 @@ CREATE TABLE alerts (
     run_id        INTEGER,
     channel       TEXT        NOT NULL,
     message       TEXT       NOT NULL,
-    state         TEXT        NOT NULL CHECK (state IN ('pending', 'sent', 'failed', 'written')),
+    state         TEXT        NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'written')),
     attempts      INTEGER     NOT NULL DEFAULT 0,
     last_error    text,
     slack_ts      text,
+    claimed_at    TEXT,
     created_at    TEXT NOT NULL,
     sent_at       TEXT
 );

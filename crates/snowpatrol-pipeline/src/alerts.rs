@@ -82,21 +82,53 @@ impl Pipeline {
         }
     }
 
-    /// Retries alerts whose last delivery failed with a retryable error.
+    /// Delivers alerts whose last try failed with a retryable error, and alerts a replica claimed but never
+    /// finished (it died mid-send; at-least-once means they go out again). Returns how many were delivered.
     pub async fn retry_pending_alerts(&self) -> Result<usize, crate::PipelineError> {
-        let pending = self.store.list_alerts(true, 100).await?;
+        let stale_before = snowpatrol_store::now() - chrono::Duration::minutes(10);
+        let claimed = self.store.claim_alerts(stale_before, 100).await?;
         let mut n = 0;
-        for a in pending {
-            if let Ok(msg) = serde_json::from_value::<SlackMessage>(a.message.clone())
-                && matches!(
-                    self.deliver(a.alert_id, &msg).await?,
-                    Delivery::Sent | Delivery::Written(_)
-                )
-            {
-                n += 1;
+        for a in claimed {
+            match serde_json::from_value::<SlackMessage>(a.message.clone()) {
+                Ok(msg) => {
+                    if matches!(
+                        self.deliver(a.alert_id, &msg).await?,
+                        Delivery::Sent | Delivery::Written(_)
+                    ) {
+                        n += 1;
+                    }
+                }
+                Err(e) => {
+                    let error = format!("stored message cannot be read: {e}");
+                    self.store
+                        .record_alert_outcome(a.alert_id, "failed", 0, Some(&error), None)
+                        .await?;
+                }
             }
         }
         Ok(n)
+    }
+
+    /// Retries undelivered alerts every `every` until `shutdown` (run by the daemon, so a Slack outage does
+    /// not wait for the next predict run).
+    pub async fn alert_retry_loop(
+        self: std::sync::Arc<Self>,
+        every: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match self.retry_pending_alerts().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(delivered = n, "delivered alerts that had been pending"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "retrying pending alerts failed; will try again")
+                }
+            }
+        }
     }
 }
 

@@ -434,8 +434,8 @@ macro_rules! pipeline_backend {
             /// `None` when an alert with this dedupe key exists already (it was sent or is being sent).
             pub async fn insert_alert(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value) -> Result<Option<i64>, StoreError> {
                 Ok(sqlx::query_scalar(
-                    "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
+                    "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at, claimed_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'sending', 0, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
                 )
                 .bind(dedupe_key)
                 .bind(kind)
@@ -461,6 +461,26 @@ macro_rules! pipeline_backend {
                 Ok(())
             }
 
+            /// Claims alerts to (re)deliver: pending ones, and ones a replica claimed but never finished (it died
+            /// mid-send) before `stale_before`. The claim is a state change, so two replicas never send the same row.
+            pub async fn claim_alerts(pool: &PoolT, stale_before: DateTime<Utc>, limit: i64, skip_locked: &str) -> Result<Vec<AlertRow>, StoreError> {
+                let now = snowpatrol_store::now();
+                let mut tx = pool.begin_with($begin).await?;
+                let rows = sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE alerts SET state = 'sending', claimed_at = $1 WHERE alert_id IN (\
+                       SELECT alert_id FROM alerts WHERE state = 'pending' OR (state = 'sending' AND claimed_at < $2) \
+                       ORDER BY alert_id LIMIT $3 {skip_locked}) \
+                     RETURNING {ALERT_COLUMNS}"
+                )))
+                .bind(now)
+                .bind(stale_before)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows.iter().map(alert_from_row).collect()
+            }
+
             fn alert_from_row(r: &RowT) -> Result<AlertRow, StoreError> {
                 Ok(AlertRow {
                     alert_id: r.try_get("alert_id")?,
@@ -479,7 +499,7 @@ macro_rules! pipeline_backend {
             }
 
             pub async fn list_alerts(pool: &PoolT, pending_only: bool, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
-                let filter = if pending_only { "WHERE state = 'pending'" } else { "" };
+                let filter = if pending_only { "WHERE state IN ('pending', 'sending')" } else { "" };
                 let rows = sqlx::query(AssertSqlSafe(format!("SELECT {ALERT_COLUMNS} FROM alerts {filter} ORDER BY alert_id DESC LIMIT $1")))
                     .bind(limit)
                     .fetch_all(pool)
@@ -717,6 +737,18 @@ impl PipelineStore {
             self.db,
             insert_alert(dedupe_key, kind, run_id, channel, message)
         )
+    }
+    pub async fn claim_alerts(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        match self.db.pool() {
+            Pool::Postgres(p) => {
+                pg::claim_alerts(p, stale_before, limit, "FOR UPDATE SKIP LOCKED").await
+            }
+            Pool::Sqlite(p) => lite::claim_alerts(p, stale_before, limit, "").await,
+        }
     }
     pub async fn record_alert_outcome(
         &self,

@@ -599,3 +599,141 @@ async fn prep_extracts_from_snowflake_and_the_chain_flags_a_spike() {
         "nothing else: {anomalies:?}"
     );
 }
+
+#[derive(Clone, Default)]
+struct FlakySlack {
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<Mutex<usize>>,
+}
+
+async fn flaky_post(
+    State(peer): State<FlakySlack>,
+) -> (
+    axum::http::StatusCode,
+    [(axum::http::header::HeaderName, &'static str); 1],
+    String,
+) {
+    *peer.requests.lock().unwrap() += 1;
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    if peer.healthy.load(std::sync::atomic::Ordering::SeqCst) {
+        (
+            axum::http::StatusCode::OK,
+            json,
+            json!({ "ok": true, "ts": "1.2" }).to_string(),
+        )
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            json,
+            json!({ "ok": false, "error": "service_unavailable" }).to_string(),
+        )
+    }
+}
+
+/// At least once, never twice: an alert Slack refused stays pending and goes out when Slack is back; one a
+/// replica claimed and never finished (it died mid-send) is retried once its claim is stale; a delivered
+/// alert's key is never sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_alerts_are_retried_and_never_repeated() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let peer = FlakySlack::default();
+    let app = Router::new()
+        .route("/api/chat.postMessage", post(flaky_post))
+        .with_state(peer.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "xoxb-t").unwrap();
+    let cfg: PipelineConfig = toml::from_str(&format!(
+        "[slack]\nchannel = \"C1\"\ntoken_env = \"SNOWPATROL_UNSET_TOKEN_VAR\"\ntoken_file = \"{}\"\napi_url = \"http://{addr}/api/\"\nmax_attempts = 2\n",
+        token.display()
+    ))
+    .unwrap();
+    let db = snowpatrol_store::testing::fresh_postgres().await;
+    let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
+    let msg =
+        snowpatrol_alert::failure_message("predict", "score_warehouse", Some("A.W"), "7", "boom");
+
+    let first = pipeline
+        .alert(
+            "failure:7:score_warehouse:A.W",
+            "task_failure",
+            Some(7),
+            &msg,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, snowpatrol_pipeline::alerts::Delivery::Failed(_)),
+        "{first:?}"
+    );
+    let alerts = pipeline.store.list_alerts(false, 10).await.unwrap();
+    assert_eq!(
+        (alerts[0].state.as_str(), alerts[0].attempts),
+        ("pending", 2)
+    );
+    assert!(
+        alerts[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("service_unavailable"),
+        "{:?}",
+        alerts[0].last_error
+    );
+
+    peer.healthy
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(pipeline.retry_pending_alerts().await.unwrap(), 1);
+    let alerts = pipeline.store.list_alerts(false, 10).await.unwrap();
+    assert_eq!(
+        (alerts[0].state.as_str(), alerts[0].slack_ts.as_deref()),
+        ("sent", Some("1.2"))
+    );
+    assert_eq!(
+        pipeline.retry_pending_alerts().await.unwrap(),
+        0,
+        "nothing left to send"
+    );
+    let again = pipeline
+        .alert(
+            "failure:7:score_warehouse:A.W",
+            "task_failure",
+            Some(7),
+            &msg,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, snowpatrol_pipeline::alerts::Delivery::Duplicate);
+
+    // A claim whose sender died: not retried while fresh, retried once stale.
+    let orphan = pipeline
+        .store
+        .insert_alert(
+            "incident:A.W:2025-06-01",
+            "anomaly",
+            None,
+            "C1",
+            &serde_json::to_value(&msg).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let before = *peer.requests.lock().unwrap();
+    assert_eq!(
+        pipeline.retry_pending_alerts().await.unwrap(),
+        0,
+        "a fresh claim belongs to its sender"
+    );
+    if let snowpatrol_store::Pool::Postgres(p) = db.pool() {
+        sqlx::query("UPDATE alerts SET claimed_at = now() - interval '1 hour' WHERE alert_id = $1")
+            .bind(orphan)
+            .execute(p)
+            .await
+            .unwrap();
+    }
+    assert_eq!(pipeline.retry_pending_alerts().await.unwrap(), 1);
+    assert_eq!(*peer.requests.lock().unwrap(), before + 1);
+}

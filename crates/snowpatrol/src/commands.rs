@@ -646,7 +646,14 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let server_stop = CancellationToken::new();
     let app = server::router(db.clone(), engine.metrics());
     let server_task = tokio::spawn(server::serve(listener, app, server_stop.clone()));
+    // Undelivered alerts (Slack down, or a replica died mid-send) are retried every minute.
+    let alert_retry = tokio::spawn(
+        pipeline
+            .clone()
+            .alert_retry_loop(std::time::Duration::from_secs(60), shutdown.clone()),
+    );
     let result = engine.run_daemon(shutdown.clone()).await;
+    let _ = alert_retry.await;
     // Probes keep answering while the engine drains; the server stops last.
     server_stop.cancel();
     match server_task.await {
