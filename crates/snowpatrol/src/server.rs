@@ -72,3 +72,49 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(url: &str) -> (u16, String) {
+        let r = reqwest::get(url).await.expect("request");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    }
+
+    /// Readiness follows the database: 503 before migrations and after the pool is gone, 200 in between.
+    #[tokio::test]
+    async fn readyz_reports_unmigrated_and_unreachable_databases() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::open_sqlite_file(&dir.path().join("s.db"))
+            .await
+            .expect("sqlite");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let stop = CancellationToken::new();
+        let app = router(db.clone(), Arc::new(Metrics::new()));
+        let server = tokio::spawn(serve(listener, app, stop.clone()));
+
+        assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+        let (code, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!(code, 503);
+        assert!(body.contains("run `snowpatrol migrate`"), "{body}");
+
+        db.migrate().await.expect("migrate");
+        assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+        let (code, body) = get(&format!("{base}/metrics")).await;
+        assert_eq!(code, 200);
+        assert!(body.contains("snowpatrol_is_leader"), "{body}");
+
+        db.close().await;
+        let (code, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(
+            get(&format!("{base}/healthz")).await.0,
+            200,
+            "liveness does not depend on the database"
+        );
+        stop.cancel();
+        let _ = server.await;
+    }
+}
