@@ -74,6 +74,9 @@ pub struct JobDefinition {
     pub description: String,
     pub tasks: Vec<TaskDefinition>,
     pub params: Vec<ParamSpec>,
+    /// Schedule and limits used when the TOML has no `[jobs.<name>]` table, so a product's job chain works
+    /// out of the box; any table in the TOML replaces it whole.
+    pub default_config: Option<JobConfig>,
 }
 
 impl JobDefinition {
@@ -83,6 +86,7 @@ impl JobDefinition {
             description: description.into(),
             tasks: vec![],
             params: vec![],
+            default_config: None,
         }
     }
     pub fn task(mut self, t: TaskDefinition) -> Self {
@@ -91,6 +95,10 @@ impl JobDefinition {
     }
     pub fn param(mut self, p: ParamSpec) -> Self {
         self.params.push(p);
+        self
+    }
+    pub fn default_config(mut self, cfg: JobConfig) -> Self {
+        self.default_config = Some(cfg);
         self
     }
 }
@@ -253,7 +261,10 @@ pub fn resolve_jobs(
         ..Default::default()
     };
     for job in registry.jobs.values() {
-        let cfg = configs.get(&job.name).unwrap_or(&default_cfg);
+        let cfg = configs
+            .get(&job.name)
+            .or(job.default_config.as_ref())
+            .unwrap_or(&default_cfg);
         let base = format!("jobs.{}", job.name);
         let order = match topo_order(job) {
             Ok(o) => o,

@@ -11,8 +11,8 @@ use snowpatrol_detect::drift::{DriftConfig, DriftDecision, check_drift};
 use snowpatrol_detect::model::{ModelKind, TrainConfig, TrainedModel, seed_for, train};
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_engine::{
-    JobDefinition, JobRegistry, ParamSpec, ParamType, TaskContext, TaskDefinition, TaskError,
-    TaskOutput, TaskState, TriggerRule, task_fn,
+    DatasetSpec, JobConfig, JobDefinition, JobRegistry, ParamSpec, ParamType, TaskContext,
+    TaskDefinition, TaskError, TaskOutput, TaskState, TriggerRule, task_fn,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,6 +27,12 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
     let (a, b) = (p.clone(), p.clone());
     r.register(
         JobDefinition::new("prep", "Extract metering, validate, build daily features")
+            .default_config(JobConfig {
+                cron: Some("0 6 * * *".into()),
+                timezone: "UTC".into(),
+                max_active_runs: 1,
+                ..Default::default()
+            })
             .param(ParamSpec::new(
                 "backfill_days",
                 ParamType::Int,
@@ -52,6 +58,7 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
     let (a, b, c) = (p.clone(), p.clone(), p.clone());
     r.register(
         JobDefinition::new("train", "Drift check and per-warehouse training")
+            .default_config(on_dataset(FEATURES_DATASET))
             .param(ParamSpec::new(
                 "force_retrain",
                 ParamType::Bool,
@@ -88,6 +95,7 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
             "predict",
             "Score recent days, record anomalies, report and alert",
         )
+        .default_config(on_dataset(MODELS_DATASET))
         .task(TaskDefinition::new(
             "list_warehouses",
             task_fn(move |_| list_warehouses(a.clone(), true)),
@@ -106,6 +114,16 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
         ),
     );
     r
+}
+
+/// The chain's built-in schedule: a job that runs whenever `uri` gets an event.
+fn on_dataset(uri: &str) -> JobConfig {
+    JobConfig {
+        datasets: Some(DatasetSpec::AllOf(vec![uri.to_string()])),
+        timezone: "UTC".into(),
+        max_active_runs: 1,
+        ..Default::default()
+    }
 }
 
 fn day_start(d: NaiveDate) -> DateTime<Utc> {

@@ -737,3 +737,30 @@ async fn undelivered_alerts_are_retried_and_never_repeated() {
     assert_eq!(pipeline.retry_pending_alerts().await.unwrap(), 1);
     assert_eq!(*peer.requests.lock().unwrap(), before + 1);
 }
+
+/// Without any `[jobs.*]` table the product chain is wired: prep on a daily cron, train on the features
+/// dataset, predict on the models dataset; a table in the TOML replaces the default whole.
+#[tokio::test]
+async fn built_in_schedules_chain_the_jobs_unless_the_toml_says_otherwise() {
+    let (db, _dir) = snowpatrol_store::testing::fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::new(db, PipelineConfig::default(), dir.path().to_path_buf()).unwrap();
+    let settings = SchedulerSettings::default();
+    let jobs = resolve_jobs(&pipeline.registry(), &BTreeMap::new(), &settings).unwrap();
+    assert_eq!(
+        jobs.get("prep").unwrap().schedule_text(),
+        "cron `0 6 * * *` (UTC)"
+    );
+    assert_eq!(
+        jobs.get("train").unwrap().schedule_text(),
+        format!("datasets {FEATURES_DATASET}")
+    );
+    assert_eq!(
+        jobs.get("predict").unwrap().schedule_text(),
+        format!("datasets {MODELS_DATASET}")
+    );
+    let manual: BTreeMap<String, JobConfig> =
+        toml::from_str("[train]\nmax_active_runs = 1\n").unwrap();
+    let jobs = resolve_jobs(&pipeline.registry(), &manual, &settings).unwrap();
+    assert_eq!(jobs.get("train").unwrap().schedule_text(), "manual");
+}

@@ -13,9 +13,7 @@ use snowpatrol_engine::{
     CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
 };
 use snowpatrol_pipeline::PipelineStore;
-use snowpatrol_pipeline::{
-    FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig, SourceConfig,
-};
+use snowpatrol_pipeline::{Pipeline, PipelineConfig, SourceConfig};
 use snowpatrol_store::{Database, RunFilter};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,9 +46,8 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
     };
     let pipeline =
         Pipeline::new(db.clone(), config, dir.clone()).context("building the pipeline")?;
-    let jobs_cfg: BTreeMap<String, JobConfig> =
-        toml::from_str(&format!("[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n"))
-            .context("demo schedule")?;
+    // The jobs' built-in schedules: train on the features dataset, predict on the models dataset.
+    let jobs_cfg: BTreeMap<String, JobConfig> = BTreeMap::new();
     let settings = SchedulerSettings {
         poll_interval: Duration::from_millis(500),
         ..Default::default()
