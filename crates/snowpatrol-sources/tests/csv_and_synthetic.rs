@@ -278,3 +278,54 @@ fn snowflake_config_parses_from_toml_and_redacts_secrets() {
         .unwrap_err();
     assert!(err.to_string().contains("warehose"), "{err}");
 }
+
+/// Large exports parse in parallel chunks: the same rows in the same order as the sequential parser, and a
+/// bad row deep in the file is reported with its true line number.
+#[test]
+fn large_exports_parse_in_parallel_with_true_line_numbers() {
+    let data = snowpatrol_detect::synthetic::generate(&SyntheticConfig {
+        warehouses: 100,
+        days: 150,
+        seed: 9,
+        ..SyntheticConfig::default()
+    });
+    let mut bytes = Vec::new();
+    snowpatrol_sources::write_metering_csv(&data.rows, &mut bytes).unwrap();
+    assert!(
+        bytes.len() > 4 << 20,
+        "big enough for the parallel path: {} bytes",
+        bytes.len()
+    );
+    let good = file(std::str::from_utf8(&bytes).unwrap());
+    let parallel = snowpatrol_sources::read_metering_csv(good.path()).unwrap();
+    let sequential = snowpatrol_sources::parse_metering_csv(&bytes[..], good.path()).unwrap();
+    assert_eq!(parallel.len(), data.rows.len());
+    assert!(
+        parallel == sequential,
+        "parallel and sequential parses differ"
+    );
+
+    let text = String::from_utf8(bytes).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let bad_line = 51_234; // 1-based, header is line 1
+    let broken = lines[bad_line - 1].replacen(',', ",not-a-number-", 1);
+    let corrupted = {
+        let mut fields: Vec<String> = broken.split(',').map(str::to_string).collect();
+        let last = fields.len() - 1;
+        fields[last] = "abc".into();
+        fields.join(",")
+    };
+    lines[bad_line - 1] = &corrupted;
+    let bad = file(&(lines.join("\n") + "\n"));
+    let err = snowpatrol_sources::read_metering_csv(bad.path())
+        .unwrap_err()
+        .to_string();
+    let seq = snowpatrol_sources::parse_metering_csv(
+        std::fs::File::open(bad.path()).unwrap(),
+        bad.path(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(err, seq, "same error from both parsers");
+    assert!(err.contains(&format!("line {bad_line}")), "{err}");
+}
