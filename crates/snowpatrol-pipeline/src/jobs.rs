@@ -584,7 +584,6 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
                 .collect(),
             history,
         });
-        let _ = &list;
     }
     let report = Report {
         run_id: ctx.run_id.to_string(),

@@ -189,7 +189,6 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         dir.display()
     );
-    let _ = json!({});
     Ok(if predict.state == RunState::Success {
         ExitCode::SUCCESS
     } else {
