@@ -117,6 +117,25 @@ impl Pipeline {
         }))
     }
 
+    /// The jobs' definitions without building sources or Slack (no credentials read): for commands that only
+    /// inspect or queue jobs (`explain`, `jobs`, `trigger`, ...). Running a task of it fails with a clear error.
+    pub fn definitions_only(db: Database, config: PipelineConfig, data_dir: PathBuf) -> Arc<Self> {
+        let data_end = match &config.source {
+            SourceConfig::Synthetic { end, .. } => *end,
+            _ => None,
+        };
+        Arc::new(Self {
+            store: PipelineStore::new(db.clone()),
+            db,
+            config,
+            data_dir,
+            source: Arc::new(NoSource),
+            data_end,
+            labels: None,
+            slack: None,
+        })
+    }
+
     /// Slack delivery, or None when alerts go to files under the data directory.
     pub fn slack(&self) -> Option<&(SlackNotifier, String)> {
         self.slack.as_ref()
@@ -144,5 +163,24 @@ impl Pipeline {
     pub fn data_end(&self) -> NaiveDate {
         self.data_end
             .unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1))
+    }
+}
+
+/// The source of a definitions-only pipeline.
+struct NoSource;
+
+#[async_trait::async_trait]
+impl MeteringSource for NoSource {
+    async fn fetch(
+        &self,
+        _from: chrono::DateTime<chrono::Utc>,
+        _to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<snowpatrol_detect::MeteringRow>, snowpatrol_sources::SourceError> {
+        Err(snowpatrol_sources::SourceError::Config(
+            "this process was started for a read-only command and has no metering source; run prep with `snowpatrol run prep` or the daemon".into(),
+        ))
+    }
+    fn describe(&self) -> String {
+        "none (definitions only)".into()
     }
 }

@@ -167,7 +167,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { job, params } => {
-            let app = App::open(&loaded).await?;
+            let app = App::open(&loaded, true).await?;
             let shutdown = CancellationToken::new();
             spawn_signal_watcher(shutdown.clone());
             let run = app
@@ -211,7 +211,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Trigger { job, params } => {
-            let app = App::open(&loaded).await?;
+            let app = App::open(&loaded, false).await?;
             let run_id = app
                 .engine
                 .trigger(&job, &params, &triggered_by())
@@ -230,7 +230,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("--extra is not valid JSON: {s}"))?,
                 None => json!({}),
             };
-            let app = App::open(&loaded).await?;
+            let app = App::open(&loaded, false).await?;
             if !app.jobs().known_datasets.contains(&dataset) {
                 warn!(
                     dataset,
@@ -250,7 +250,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { job } => {
-            let app = App::open(&loaded).await?;
+            let app = App::open(&loaded, false).await?;
             let x = app
                 .engine
                 .explain(&job)
@@ -298,7 +298,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs => {
-            let app = App::open(&loaded).await?;
+            let app = App::open(&loaded, false).await?;
             let rows = app.engine.db().list_jobs().await.context("listing jobs")?;
             let list: Vec<serde_json::Value> = app
                 .jobs()
@@ -470,10 +470,20 @@ async fn open_ready(settings: &Settings) -> anyhow::Result<Database> {
 }
 
 /// Builds the job set: the pipeline's jobs, plus the examples when enabled, validated against `[jobs.*]`.
-fn build_jobs(loaded: &LoadedConfig, db: &Database) -> anyhow::Result<(Jobs, Arc<Pipeline>)> {
+/// Jobs and the pipeline. `with_sources` builds the metering source and Slack (reading their credentials);
+/// commands that only inspect or queue jobs go without, so they work on a machine that has no credentials.
+fn build_jobs(
+    loaded: &LoadedConfig,
+    db: &Database,
+    with_sources: bool,
+) -> anyhow::Result<(Jobs, Arc<Pipeline>)> {
     let s = &loaded.settings;
-    let pipeline = Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir())
-        .context("setting up the pipeline ([pipeline])")?;
+    let pipeline = if with_sources {
+        Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir())
+            .context("setting up the pipeline ([pipeline])")?
+    } else {
+        Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir())
+    };
     let mut registry = pipeline.registry();
     let mut configs = s.jobs.clone();
     if s.examples.enabled {
@@ -490,9 +500,9 @@ struct App {
 
 impl App {
     /// Database, jobs and engine for a one-shot command; jobs are registered so runs and events refer to them.
-    async fn open(loaded: &LoadedConfig) -> anyhow::Result<Self> {
+    async fn open(loaded: &LoadedConfig, with_sources: bool) -> anyhow::Result<Self> {
         let db = open_ready(&loaded.settings).await?;
-        let (jobs, pipeline) = build_jobs(loaded, &db)?;
+        let (jobs, pipeline) = build_jobs(loaded, &db, with_sources)?;
         let engine = Engine::new(db, jobs, loaded.settings.scheduler.clone())
             .context("starting the engine")?
             .with_failure_hook(pipeline.failure_hook());
@@ -513,7 +523,7 @@ async fn set_paused(
     job: &str,
     paused: bool,
 ) -> anyhow::Result<ExitCode> {
-    let app = App::open(loaded).await?;
+    let app = App::open(loaded, false).await?;
     if app.jobs().get(job).is_none() {
         bail!("{}", app.jobs().unknown_job(job));
     }
@@ -538,7 +548,7 @@ async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitC
     let scratch = Database::connect("sqlite::memory:")
         .await
         .context("opening a scratch in-memory database")?;
-    let (jobs, _) = build_jobs(loaded, &scratch)?;
+    let (jobs, _) = build_jobs(loaded, &scratch, true)?;
     let s = &loaded.settings;
     let database = match s.database_url() {
         Some(u) => redact_url(u.expose_secret()),
@@ -630,7 +640,7 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
             db.url_redacted()
         );
     }
-    let (jobs, pipeline) = build_jobs(&loaded, &db)?;
+    let (jobs, pipeline) = build_jobs(&loaded, &db, true)?;
     let engine = Engine::new(db.clone(), jobs, s.scheduler.clone())
         .context("starting the engine")?
         .with_failure_hook(pipeline.failure_hook());

@@ -646,3 +646,46 @@ fn shipped_config_passes_config_check_with_a_real_key() {
     assert!(err.contains("cannot decrypt"), "{err}");
     assert!(!err.contains(wrong), "the passphrase leaked: {err}");
 }
+
+/// Inspecting and queueing jobs needs no Snowflake key or Slack token; only running them does.
+#[test]
+fn inspecting_jobs_needs_no_credentials_running_them_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let shipped: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "..",
+        "config",
+        "snowpatrol.toml",
+    ]
+    .iter()
+    .collect();
+    let cmd = |args: &[&str]| {
+        let mut full = vec!["--config", shipped.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let mut c = snowpatrol(d, &full);
+        c.env("SNOWPATROL_DATA_DIR", d.join("data"));
+        c.output().unwrap()
+    };
+    ok(cmd(&["migrate"]), "migrate");
+    let explained = ok(
+        cmd(&["explain", "prep", "--json"]),
+        "explain prep without credentials",
+    );
+    assert_eq!(
+        json_of(&explained)["schedule"],
+        serde_json::json!("cron `0 6 * * *` (UTC)")
+    );
+    ok(cmd(&["jobs"]), "jobs without credentials");
+    ok(
+        cmd(&["trigger", "train", "--param", "force_retrain=true"]),
+        "trigger without credentials",
+    );
+    let out = cmd(&["run", "prep"]);
+    let err = failed(&out, "run prep without the Snowflake key");
+    assert!(
+        err.contains("private key") || err.contains("private_key_path"),
+        "{err}"
+    );
+}
