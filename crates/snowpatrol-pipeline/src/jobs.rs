@@ -560,7 +560,17 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
             .push(r);
     }
     let mut sections = Vec::new();
+    // Incidents (start day -> its days) per warehouse, from the same rows the report shows.
+    let mut incidents_by_key: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, BTreeSet<NaiveDate>>> =
+        BTreeMap::new();
     for (key, mut list) in by_key {
+        let incidents = incidents_by_key.entry(key.clone()).or_default();
+        for a in &list {
+            incidents
+                .entry(a.incident_start)
+                .or_default()
+                .insert(a.usage_date);
+        }
         // One row per day: the newest model version's verdict.
         list.sort_by_key(|a| (a.usage_date, std::cmp::Reverse(a.model_version)));
         list.dedup_by_key(|a| a.usage_date);
@@ -624,22 +634,10 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
     let mut duplicates = 0;
     for s in &report.sections {
         let key = WarehouseKey::new(&s.account_name, &s.warehouse_name);
-        let rows = p
-            .store
-            .anomalies_since(since, Some(&key))
-            .await
-            .map_err(store_err("reading anomalies"))?;
-        let mut incidents: HashMap<NaiveDate, Vec<NaiveDate>> = HashMap::new();
-        for r in rows.iter().filter(|r| r.acknowledged_at.is_none()) {
-            incidents
-                .entry(r.incident_start)
-                .or_default()
-                .push(r.usage_date);
-        }
-        let mut starts: Vec<_> = incidents.keys().copied().collect();
-        starts.sort();
-        for start in starts {
-            let days: BTreeSet<NaiveDate> = incidents[&start].iter().copied().collect();
+        let Some(incidents) = incidents_by_key.get(&key) else {
+            continue;
+        };
+        for (start, days) in incidents {
             let section = WarehouseSection {
                 anomalies: s
                     .anomalies
