@@ -7,7 +7,7 @@ use crate::model::{DayScore, TrainConfig, TrainedModel, train};
 use chrono::NaiveDate;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BacktestConfig {
@@ -42,23 +42,56 @@ pub struct ScoredDay {
     pub score: DayScore,
 }
 
-/// Incident-level metrics on cost increases; see [`backtest`] for the matching rule.
+/// Caught and labelled incidents of one kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCounts {
+    /// Labelled incidents (runs of consecutive labelled days of one kind).
+    pub incidents: usize,
+    /// Of those, caught: any day of their window flagged (for `expected` and `drop`: flagged at all).
+    pub flagged: usize,
+}
+
+/// How well flagged days match labelled ones; see [`backtest`] for the matching rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    /// Incidents that match a labelled cost increase.
-    pub true_positives: usize,
-    /// Incidents that match none (a flagged drop counts here: it is not a cost increase).
-    pub false_positives: usize,
-    /// Labelled cost increases no flagged day caught.
-    pub false_negatives: usize,
-    /// Labelled cost increases that were caught.
-    pub detected_labels: usize,
-    pub labels: usize,
-    /// (detected, labelled) per kind, drops included for information.
-    pub by_kind: BTreeMap<AnomalyKind, (usize, usize)>,
+    /// Day level: flagged days inside a cost-increase window / flagged days (flags on neutral `drop` days are
+    /// not counted either way).
+    pub day_precision: f64,
+    /// Day level: labelled cost-increase days whose window holds a flag / labelled cost-increase days.
+    pub day_recall: f64,
+    pub day_f1: f64,
+    pub flagged_days: usize,
+    pub flagged_days_in_windows: usize,
+    pub labelled_days: usize,
+    pub labelled_days_caught: usize,
+    /// Incident level: labelled cost-increase incidents caught / labelled.
+    pub incident_recall: f64,
+    pub labelled_incidents: usize,
+    pub caught_incidents: usize,
+    /// Flagged incidents (runs of consecutive flagged days) and those touching no cost-increase window.
+    pub flagged_incidents: usize,
+    pub false_alarms: usize,
+    /// True flagged incidents / flagged incidents.
+    pub incident_precision: f64,
+    /// Scored warehouse-days / 30.4375.
+    pub warehouse_months: f64,
+    pub false_alarms_per_100_warehouse_months: f64,
+    /// Recurring patterns labelled `expected` (e.g. month-end close): occurrences and how many were flagged.
+    pub expected_occurrences: usize,
+    pub expected_flagged: usize,
+    /// Labelled incidents and how many were caught, per kind (drops and expected included for information).
+    pub by_kind: BTreeMap<AnomalyKind, KindCounts>,
+}
+
+impl Metrics {
+    /// Share of recurring-pattern occurrences flagged (0 when there are none).
+    pub fn expected_flag_rate(&self) -> f64 {
+        if self.expected_occurrences == 0 {
+            0.0
+        } else {
+            self.expected_flagged as f64 / self.expected_occurrences as f64
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,12 +113,14 @@ pub struct BacktestReport {
 /// score day `d` from the series truncated to `d`, so nothing after `d` is seen (for the baseline, that means the
 /// decomposition's trend end is extrapolated exactly as on the morning after `d`).
 ///
-/// Matching rule (with labels): an incident is a run of consecutive flagged days of one warehouse. A labelled
-/// cost increase (spike, runaway, resize) has a window: its day, or for a resize its first day plus
-/// `resize_tolerance_days`. An incident is a true positive when any of its days falls in the window of a
-/// labelled cost increase of that warehouse, else a false positive. A label is detected when any day in its
-/// window is flagged. Precision = TP / (TP + FP) incidents; recall = detected / labelled cost increases within the
-/// scored period; F1 their harmonic mean.
+/// Matching rule (with labels): a labelled cost increase (spike, runaway, resize, scale-out) day has a window:
+/// its day, or for a resize its day plus `resize_tolerance_days` (a resize can first show a day late).
+/// *Day level*: a flagged day is a true positive when it lies in a window, neutral on a labelled drop day,
+/// else a false positive; a labelled day is caught when its window holds a flag. *Incident level*: labelled
+/// incidents are runs of consecutive labelled days of one kind, caught when any of their windows holds a flag;
+/// flagged incidents are runs of consecutive flagged days, a false alarm when none of their days lies in a
+/// window. Days labelled `expected` (recurring patterns such as a month-end close) are false alarms when
+/// flagged, and their flag rate is reported on its own.
 pub fn backtest(
     series: &[DailySeries],
     cfg: &BacktestConfig,
@@ -107,7 +142,7 @@ pub fn backtest(
     }
     let flagged = days.iter().filter(|d| d.score.is_anomaly).count();
     let incidents = incidents_of(&days);
-    let metrics = labels.map(|l| evaluate(&days, &incidents, l, cfg));
+    let metrics = labels.map(|l| evaluate_with(&days, &incidents, l, cfg));
     Ok(BacktestReport {
         scored: days.len(),
         flagged,
@@ -195,14 +230,58 @@ fn incidents_of(days: &[ScoredDay]) -> Vec<(WarehouseKey, NaiveDate, NaiveDate)>
     out
 }
 
-fn evaluate(
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn f1(p: f64, r: f64) -> f64 {
+    if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    }
+}
+
+/// Metrics of `days` against `labels` (labels of warehouses or dates that were not scored are out of scope).
+pub fn evaluate(days: &[ScoredDay], labels: &[AnomalyLabel], cfg: &BacktestConfig) -> Metrics {
+    let incidents = incidents_of(days);
+    evaluate_with(days, &incidents, labels, cfg)
+}
+
+/// [`evaluate`] per group of warehouses (e.g. per archetype); warehouses without a group are left out.
+pub fn evaluate_by_group(
+    days: &[ScoredDay],
+    labels: &[AnomalyLabel],
+    cfg: &BacktestConfig,
+    group_of: &BTreeMap<WarehouseKey, String>,
+) -> BTreeMap<String, Metrics> {
+    let mut groups: BTreeMap<&str, (Vec<ScoredDay>, Vec<AnomalyLabel>)> = BTreeMap::new();
+    for d in days {
+        if let Some(g) = group_of.get(&d.key) {
+            groups.entry(g).or_default().0.push(d.clone());
+        }
+    }
+    for l in labels {
+        if let Some(g) = group_of.get(&l.key)
+            && let Some(e) = groups.get_mut(g.as_str())
+        {
+            e.1.push(l.clone());
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(g, (d, l))| (g.to_string(), evaluate(&d, &l, cfg)))
+        .collect()
+}
+
+fn evaluate_with(
     days: &[ScoredDay],
     incidents: &[(WarehouseKey, NaiveDate, NaiveDate)],
     labels: &[AnomalyLabel],
     cfg: &BacktestConfig,
 ) -> Metrics {
     let mut scored_range: HashMap<&WarehouseKey, (NaiveDate, NaiveDate)> = HashMap::new();
-    let mut flagged: HashMap<&WarehouseKey, Vec<NaiveDate>> = HashMap::new();
+    let mut flagged: HashMap<&WarehouseKey, HashSet<NaiveDate>> = HashMap::new();
     for d in days {
         let e = scored_range
             .entry(&d.key)
@@ -210,18 +289,17 @@ fn evaluate(
         e.0 = e.0.min(d.score.date);
         e.1 = e.1.max(d.score.date);
         if d.score.is_anomaly {
-            flagged.entry(&d.key).or_default().push(d.score.date);
+            flagged.entry(&d.key).or_default().insert(d.score.date);
         }
     }
-    let window = |l: &AnomalyLabel| {
-        let tol = if l.kind == AnomalyKind::Resize {
-            cfg.resize_tolerance_days.max(0)
+    let tol = |l: &AnomalyLabel| {
+        if l.kind == AnomalyKind::Resize {
+            cfg.resize_tolerance_days.max(0) as u64
         } else {
             0
-        };
-        (l.date, l.date + chrono::Days::new(tol as u64))
+        }
     };
-    let in_scope: Vec<&AnomalyLabel> = labels
+    let mut in_scope: Vec<&AnomalyLabel> = labels
         .iter()
         .filter(|l| {
             scored_range
@@ -229,57 +307,120 @@ fn evaluate(
                 .is_some_and(|(a, b)| l.date >= *a && l.date <= *b)
         })
         .collect();
-    let mut by_kind: BTreeMap<AnomalyKind, (usize, usize)> = BTreeMap::new();
-    let (mut detected, mut total) = (0, 0);
+    in_scope.sort_by(|a, b| (&a.key, a.kind, a.date).cmp(&(&b.key, b.kind, b.date)));
+    // Positive (cost-increase window) and neutral (drop) days per warehouse.
+    let mut positive: HashMap<&WarehouseKey, HashSet<NaiveDate>> = HashMap::new();
+    let mut neutral: HashMap<&WarehouseKey, HashSet<NaiveDate>> = HashMap::new();
     for l in &in_scope {
-        let (a, b) = window(l);
-        let hit = flagged
-            .get(&l.key)
-            .is_some_and(|ds| ds.iter().any(|d| *d >= a && *d <= b));
-        let e = by_kind.entry(l.kind).or_insert((0, 0));
-        e.1 += 1;
-        if hit {
-            e.0 += 1;
-        }
         if l.kind.is_cost_increase() {
-            total += 1;
-            if hit {
-                detected += 1;
+            let set = positive.entry(&l.key).or_default();
+            for k in 0..=tol(l) {
+                set.insert(l.date + chrono::Days::new(k));
+            }
+        } else if l.kind == AnomalyKind::Drop {
+            neutral.entry(&l.key).or_default().insert(l.date);
+        }
+    }
+    let is_flagged =
+        |k: &WarehouseKey, d: NaiveDate| flagged.get(k).is_some_and(|s| s.contains(&d));
+    let window_hit =
+        |l: &AnomalyLabel| (0..=tol(l)).any(|k| is_flagged(&l.key, l.date + chrono::Days::new(k)));
+    // Day level.
+    let (mut flagged_days, mut flagged_in) = (0, 0);
+    for (k, set) in &flagged {
+        for d in set {
+            if positive.get(k).is_some_and(|p| p.contains(d)) {
+                flagged_days += 1;
+                flagged_in += 1;
+            } else if !neutral.get(k).is_some_and(|p| p.contains(d)) {
+                flagged_days += 1;
             }
         }
     }
-    let (mut tp, mut fp) = (0, 0);
-    for (key, a, b) in incidents {
-        let hit = in_scope.iter().any(|l| {
-            let (la, lb) = window(l);
-            l.kind.is_cost_increase() && &l.key == key && la <= *b && lb >= *a
-        });
-        if hit { tp += 1 } else { fp += 1 }
+    let (mut labelled_days, mut labelled_caught) = (0, 0);
+    let mut expected = (0, 0);
+    for l in &in_scope {
+        if l.kind.is_cost_increase() {
+            labelled_days += 1;
+            if window_hit(l) {
+                labelled_caught += 1;
+            }
+        } else if l.kind == AnomalyKind::Expected {
+            expected.0 += 1;
+            if is_flagged(&l.key, l.date) {
+                expected.1 += 1;
+            }
+        }
     }
-    let precision = if tp + fp == 0 {
-        0.0
-    } else {
-        tp as f64 / (tp + fp) as f64
-    };
-    let recall = if total == 0 {
-        0.0
-    } else {
-        detected as f64 / total as f64
-    };
-    let f1 = if precision + recall == 0.0 {
-        0.0
-    } else {
-        2.0 * precision * recall / (precision + recall)
-    };
+    // Incident level: runs of consecutive labelled days of one kind.
+    let mut by_kind: BTreeMap<AnomalyKind, KindCounts> = BTreeMap::new();
+    let (mut inc_total, mut inc_caught) = (0, 0);
+    let mut i = 0;
+    while i < in_scope.len() {
+        let mut j = i + 1;
+        while j < in_scope.len()
+            && in_scope[j].key == in_scope[i].key
+            && in_scope[j].kind == in_scope[i].kind
+            && (in_scope[j].date - in_scope[j - 1].date).num_days() <= 1
+        {
+            j += 1;
+        }
+        let run = &in_scope[i..j];
+        let kind = run[0].kind;
+        let hit = run.iter().any(|l| window_hit(l));
+        let e = by_kind.entry(kind).or_default();
+        e.incidents += 1;
+        if hit {
+            e.flagged += 1;
+        }
+        if kind.is_cost_increase() {
+            inc_total += 1;
+            if hit {
+                inc_caught += 1;
+            }
+        }
+        i = j;
+    }
+    let mut false_alarms = 0;
+    for (key, a, b) in incidents {
+        let mut d = *a;
+        let mut hit = false;
+        while d <= *b {
+            if positive.get(key).is_some_and(|p| p.contains(&d)) {
+                hit = true;
+                break;
+            }
+            d = d + chrono::Days::new(1);
+        }
+        if !hit {
+            false_alarms += 1;
+        }
+    }
+    let warehouse_months = days.len() as f64 / 30.4375;
+    let day_precision = ratio(flagged_in, flagged_days);
+    let day_recall = ratio(labelled_caught, labelled_days);
     Metrics {
-        precision,
-        recall,
-        f1,
-        true_positives: tp,
-        false_positives: fp,
-        false_negatives: total - detected,
-        detected_labels: detected,
-        labels: total,
+        day_precision,
+        day_recall,
+        day_f1: f1(day_precision, day_recall),
+        flagged_days,
+        flagged_days_in_windows: flagged_in,
+        labelled_days,
+        labelled_days_caught: labelled_caught,
+        incident_recall: ratio(inc_caught, inc_total),
+        labelled_incidents: inc_total,
+        caught_incidents: inc_caught,
+        flagged_incidents: incidents.len(),
+        false_alarms,
+        incident_precision: ratio(incidents.len() - false_alarms, incidents.len()),
+        warehouse_months,
+        false_alarms_per_100_warehouse_months: if warehouse_months > 0.0 {
+            100.0 * false_alarms as f64 / warehouse_months
+        } else {
+            0.0
+        },
+        expected_occurrences: expected.0,
+        expected_flagged: expected.1,
         by_kind,
     }
 }

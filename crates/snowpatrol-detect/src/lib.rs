@@ -5,8 +5,10 @@
 //! (`scripts/detect/make_reference.py`).
 
 pub mod backtest;
+pub mod calendar;
 pub mod daily;
 pub mod decompose;
+pub mod default_model;
 pub mod drift;
 pub mod error;
 pub mod iforest;
@@ -14,6 +16,7 @@ pub mod ks;
 pub mod metering;
 pub mod model;
 pub mod synthetic;
+pub mod synthetic_billing;
 
 pub use error::DetectError;
 pub use metering::{AnomalyKind, AnomalyLabel, MeteringRow, WarehouseKey};

@@ -73,12 +73,17 @@ pub enum AnomalyKind {
     Resize,
     /// Spend falls; not a cost increase, so the default model does not alert on it.
     Drop,
+    /// More clusters than usual (a multi-cluster storm): the hourly burn rises above its usual cap.
+    ScaleOut,
+    /// A recurring, known pattern (e.g. the month-end close run): labelled so that flagging it counts as a
+    /// false alarm.
+    Expected,
 }
 
 impl AnomalyKind {
     /// Cost increases are what Snowpatrol alerts on by default.
     pub fn is_cost_increase(self) -> bool {
-        !matches!(self, AnomalyKind::Drop)
+        !matches!(self, AnomalyKind::Drop | AnomalyKind::Expected)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +92,8 @@ impl AnomalyKind {
             AnomalyKind::Runaway => "runaway",
             AnomalyKind::Resize => "resize",
             AnomalyKind::Drop => "drop",
+            AnomalyKind::ScaleOut => "scale_out",
+            AnomalyKind::Expected => "expected",
         }
     }
 }
@@ -99,8 +106,10 @@ impl std::str::FromStr for AnomalyKind {
             "runaway" => Ok(Self::Runaway),
             "resize" => Ok(Self::Resize),
             "drop" => Ok(Self::Drop),
+            "scale_out" | "scaleout" => Ok(Self::ScaleOut),
+            "expected" => Ok(Self::Expected),
             other => Err(format!(
-                "unknown anomaly kind {other:?} (expected spike, runaway, resize or drop)"
+                "unknown anomaly kind {other:?} (expected spike, runaway, resize, scale_out, drop or expected)"
             )),
         }
     }

@@ -1,7 +1,8 @@
 //! `[pipeline]` settings: where metering comes from, how models train and score, where alerts go.
 
 use serde::{Deserialize, Serialize};
-use snowpatrol_detect::model::ModelKind;
+use snowpatrol_detect::model::{DefaultRuleConfig, ModelKind};
+use snowpatrol_engine::ConfigIssue;
 use snowpatrol_sources::SnowflakeConfig;
 use std::path::PathBuf;
 
@@ -13,8 +14,54 @@ pub struct PipelineConfig {
     pub train: TrainSettings,
     pub predict: PredictSettings,
     pub slack: Option<SlackSettings>,
-    /// Price of one credit in your contract currency; adds a cost column to reports.
+    /// Price of one credit in your contract currency; adds a cost column to reports and enables the default
+    /// model's money gate (`detection.min_excess_cost`).
     pub price_per_credit: Option<f64>,
+    /// `[pipeline.detection]`: the default model's knobs (false-alarm budget, materiality, holiday calendar).
+    pub detection: DefaultRuleConfig,
+}
+
+impl PipelineConfig {
+    /// Every semantic problem of the `[pipeline]` tables at once, by key path (the CLI adds FILE:LINE).
+    pub fn problems(&self) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        let a = self.train.drift_alpha;
+        if !(a > 0.0 && a < 1.0) {
+            out.push(ConfigIssue {
+                path: "pipeline.train.drift_alpha".into(),
+                message: format!("must be between 0 and 1 (exclusive), got {a}"),
+            });
+        }
+        if let Some(p) = self.price_per_credit
+            && !(p.is_finite() && p > 0.0)
+        {
+            out.push(ConfigIssue {
+                path: "pipeline.price_per_credit".into(),
+                message: format!("must be a number > 0, got {p}"),
+            });
+        }
+        if self.detection.credit_price.is_some() {
+            out.push(ConfigIssue {
+                path: "pipeline.detection.credit_price".into(),
+                message: "set the price once, as pipeline.price_per_credit".into(),
+            });
+        }
+        for problem in self.detection.problems() {
+            let (key, message) = problem.split_once(": ").unwrap_or(("", problem.as_str()));
+            out.push(ConfigIssue {
+                path: format!("pipeline.detection.{key}"),
+                message: message.to_string(),
+            });
+        }
+        out
+    }
+
+    /// The default model's rule as training should use it (the credit price filled in).
+    pub fn detection_rule(&self) -> DefaultRuleConfig {
+        let mut rule = self.detection.clone();
+        rule.credit_price = self.price_per_credit;
+        rule
+    }
 }
 
 /// Where metering rows come from.

@@ -1,6 +1,6 @@
 //! The three jobs and their tasks.
 
-use crate::store::{FeatureRow, NewAnomaly, NewModel};
+use crate::store::{FeatureRow, IncidentFilter, IncidentStatus, NewAnomaly, NewModel};
 use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde_json::json;
@@ -427,6 +427,16 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             m.model_kind,
             kind.as_str()
         ),
+        Some(m) if serde_json::from_value::<TrainedModel>(m.model.clone()).is_err() => format!(
+            "model v{} was stored by an older version of Snowpatrol and cannot be read",
+            m.version
+        ),
+        Some(m)
+            if m.model_kind == ModelKind::Default.as_str()
+                && stale_rule(&m.model, &p.config.detection_rule()) =>
+        {
+            "the [pipeline.detection] settings changed".to_string()
+        }
         Some(_) if drift.should_retrain() => format!("drift: {drift_json}"),
         Some(m) => {
             info!(warehouse = %key, version = m.version, "no drift: keeping the model");
@@ -438,6 +448,7 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         kind,
         seed: seed_for(&key, next_version),
         min_days: settings.min_days,
+        rule: p.config.detection_rule(),
         ..TrainConfig::default()
     };
     let s = series.clone();
@@ -465,6 +476,15 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .map_err(store_err("registering model"))?;
     info!(warehouse = %key, version, model_id, %reason, "model trained");
     Ok(TaskOutput::empty().with_data(json!({ "status": "trained", "version": version, "model_id": model_id, "reason": reason, "drift": drift_json })))
+}
+
+/// Whether a stored default model was trained with other detection settings than the configured ones.
+fn stale_rule(
+    model: &serde_json::Value,
+    rule: &snowpatrol_detect::model::DefaultRuleConfig,
+) -> bool {
+    let stored = model.pointer("/detector/rule");
+    stored.is_some_and(|r| serde_json::to_value(rule).is_ok_and(|now| &now != r))
 }
 
 async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
@@ -533,47 +553,71 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             explanation: s.explanation.clone(),
         })
         .collect();
-    let inserted = p
+    let recorded = p
         .store
-        .upsert_anomalies(&anomalies)
+        .upsert_anomalies(&anomalies, p.config.price_per_credit)
         .await
         .map_err(store_err("recording anomalies"))?;
+    // Incidents that ended before the newest scored day are over: mark them resolved.
+    let resolved = match scores.iter().map(|s| s.date).max() {
+        Some(newest) => p
+            .store
+            .resolve_incidents(&key, newest)
+            .await
+            .map_err(store_err("resolving incidents"))?,
+        None => 0,
+    };
     if !anomalies.is_empty() {
-        warn!(warehouse = %key, flagged = anomalies.len(), new = inserted, "anomalous days");
+        warn!(warehouse = %key, flagged = anomalies.len(), new = recorded.new_days, rescored = recorded.rescored_days, "anomalous days");
     }
-    Ok(TaskOutput::empty().with_data(json!({ "scored": scores.len(), "flagged": anomalies.len(), "new": inserted, "model_version": m.version })))
+    Ok(TaskOutput::empty().with_data(json!({
+        "scored": scores.len(), "flagged": anomalies.len(), "new": recorded.new_days,
+        "rescored": recorded.rescored_days, "new_incidents": recorded.new_incidents,
+        "extended_incidents": recorded.extended_incidents, "merged_incidents": recorded.merged_incidents,
+        "resolved_incidents": resolved, "model_version": m.version
+    })))
 }
 
 async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let end = p.data_end();
     let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
+    // The incidents of the scored window that nobody acknowledged (open, or resolved meanwhile), and their
+    // days in the window: one row per day whatever model version scored it.
+    let filter = IncidentFilter {
+        since: Some(since),
+        statuses: vec![IncidentStatus::Open, IncidentStatus::Resolved],
+        ..Default::default()
+    };
+    let incidents = p
+        .store
+        .list_incidents(&filter)
+        .await
+        .map_err(store_err("reading incidents"))?;
     let rows = p
         .store
-        .anomalies_since(since, None)
+        .list_anomalies(&filter)
         .await
         .map_err(store_err("reading anomalies"))?;
+    let listed: BTreeSet<i64> = incidents.iter().map(|i| i.incident_id).collect();
     let mut by_key: BTreeMap<WarehouseKey, Vec<crate::store::AnomalyRow>> = BTreeMap::new();
-    for r in rows.into_iter().filter(|r| r.acknowledged_at.is_none()) {
+    for r in rows.into_iter().filter(|r| listed.contains(&r.incident_id)) {
         by_key
             .entry(WarehouseKey::new(&r.account_name, &r.warehouse_name))
             .or_default()
             .push(r);
     }
-    let mut sections = Vec::new();
-    // Incidents (start day -> its days) per warehouse, from the same rows the report shows.
-    let mut incidents_by_key: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, BTreeSet<NaiveDate>>> =
+    // Incident id -> its days in the window, per warehouse.
+    let mut incidents_by_key: BTreeMap<WarehouseKey, BTreeMap<i64, BTreeSet<NaiveDate>>> =
         BTreeMap::new();
-    for (key, mut list) in by_key {
+    let mut sections = Vec::new();
+    for (key, list) in by_key {
         let incidents = incidents_by_key.entry(key.clone()).or_default();
         for a in &list {
             incidents
-                .entry(a.incident_start)
+                .entry(a.incident_id)
                 .or_default()
                 .insert(a.usage_date);
         }
-        // One row per day: the newest model version's verdict.
-        list.sort_by_key(|a| (a.usage_date, std::cmp::Reverse(a.model_version)));
-        list.dedup_by_key(|a| a.usage_date);
         let version = list.iter().map(|a| a.model_version).max().unwrap_or(0);
         let history = history_points(&p, &key, p.config.predict.history_days).await?;
         sections.push(WarehouseSection {
@@ -628,7 +672,8 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         )
         .await
         .map_err(store_err("saving report"))?;
-    // Alert once per incident (consecutive anomalous days of one warehouse), never again on reruns.
+    // Alert once per incident (its id: stable when it grows, merges or a model retrains), never again on
+    // reruns; acknowledged incidents are not listed at all.
     let _ = p.retry_pending_alerts().await;
     let mut new_alerts = 0;
     let mut duplicates = 0;
@@ -637,7 +682,7 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         let Some(incidents) = incidents_by_key.get(&key) else {
             continue;
         };
-        for (start, days) in incidents {
+        for (incident_id, days) in incidents {
             let section = WarehouseSection {
                 anomalies: s
                     .anomalies
@@ -652,7 +697,7 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
                 ..report.clone()
             };
             let msg = snowpatrol_alert::report_message(&one);
-            let dedupe = format!("incident:{key}:{start}");
+            let dedupe = format!("incident:{incident_id}");
             match p.alert(&dedupe, "anomaly", Some(ctx.run_id), &msg).await {
                 Ok(crate::alerts::Delivery::Duplicate) => duplicates += 1,
                 Ok(_) => new_alerts += 1,

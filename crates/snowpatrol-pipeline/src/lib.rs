@@ -99,11 +99,10 @@ impl Pipeline {
             }
             None => None,
         };
-        if config.train.drift_alpha <= 0.0 || config.train.drift_alpha >= 1.0 {
-            return Err(PipelineError::Config(format!(
-                "pipeline.train.drift_alpha must be between 0 and 1, got {}",
-                config.train.drift_alpha
-            )));
+        let problems = config.problems();
+        if !problems.is_empty() {
+            let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            return Err(PipelineError::Config(text.join("; ")));
         }
         Ok(Arc::new(Self {
             store: PipelineStore::new(db.clone()),

@@ -1,4 +1,4 @@
-//! The pipeline's tables (see migrations/*/0002_pipeline.sql), on PostgreSQL and SQLite.
+//! The pipeline's tables (see migrations/*/0002_pipeline.sql and 0003_incidents.sql), on PostgreSQL and SQLite.
 //!
 //! Written once in a macro like the engine's store so both backends run the same statements; PostgreSQL
 //! additionally loads hourly rows with COPY, which is what makes large backfills fast.
@@ -10,6 +10,19 @@ use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_store::{Database, Pool, StoreError};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
+use std::collections::BTreeSet;
+
+snowpatrol_store::string_enum!(
+    /// Lifecycle of an incident (`incidents.status`). Predict creates incidents `open`, marks them `resolved`
+    /// once a later day was scored and the incident did not grow (and reopens them if it grows after all);
+    /// an operator moves any incident to `acknowledged`, which is final: it is never alerted again.
+    IncidentStatus { Open => "open", Acknowledged => "acknowledged", Resolved => "resolved" }
+);
+snowpatrol_store::string_enum!(
+    /// Why an operator acknowledged an incident (`ack_reason`). A closed set, not free text, so the feedback
+    /// can be counted (false-positive rate per model version).
+    AckReason { FalsePositive => "false_positive", Planned => "planned", Expected => "expected" }
+);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelRow {
@@ -44,10 +57,70 @@ pub struct AnomalyRow {
     pub score: f64,
     pub threshold: f64,
     pub explanation: String,
+    /// Start day of its incident (kept for older tooling; `incident_id` is the reference).
     pub incident_start: NaiveDate,
+    /// First flagged.
     pub detected_at: DateTime<Utc>,
+    /// Last (re-)scored and flagged, by `model_version` in `run_id`.
+    pub scored_at: DateTime<Utc>,
+    pub incident_id: i64,
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub ack_reason: Option<String>,
+}
+
+/// A run of consecutive anomalous days of one warehouse (`incidents`).
+#[derive(Clone, Debug, Serialize)]
+pub struct IncidentRow {
+    pub incident_id: i64,
+    pub account_name: String,
+    pub warehouse_name: String,
+    pub start_day: NaiveDate,
+    pub end_day: NaiveDate,
+    pub days: i32,
+    pub excess_credits: f64,
+    /// `excess_credits` x the configured price per credit; None without a price.
+    pub excess_cost: Option<f64>,
+    pub peak_score: f64,
+    pub status: IncidentStatus,
+    pub ack_reason: Option<AckReason>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl IncidentRow {
+    pub fn key(&self) -> WarehouseKey {
+        WarehouseKey::new(&self.account_name, &self.warehouse_name)
+    }
+}
+
+/// Which incidents (or anomalous days) to list.
+#[derive(Clone, Debug, Default)]
+pub struct IncidentFilter {
+    /// Incidents that end on or after this day; days on or after it.
+    pub since: Option<NaiveDate>,
+    /// `WAREHOUSE` (that name in every account) or `ACCOUNT.WAREHOUSE`.
+    pub warehouse: Option<String>,
+    /// Only incidents (days of incidents) in one of these states; empty = any.
+    pub statuses: Vec<IncidentStatus>,
+    /// Only these incidents; empty = any.
+    pub incident_ids: Vec<i64>,
+}
+
+/// What [`PipelineStore::upsert_anomalies`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AnomalyUpsert {
+    /// Days flagged for the first time.
+    pub new_days: usize,
+    /// Days flagged before and updated with the new scores (a rerun or a retrained model).
+    pub rescored_days: usize,
+    pub new_incidents: usize,
+    /// New days added to an existing incident.
+    pub extended_incidents: usize,
+    /// Incidents absorbed by another because a new day bridged them.
+    pub merged_incidents: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -109,9 +182,11 @@ pub struct FeatureRow {
 
 const MODEL_COLUMNS: &str = "m.model_id, m.account_name, m.warehouse_name, m.version, m.model_kind, m.threshold, \
     m.training_start, m.training_end, m.metrics, m.drift, m.training_run_id, m.created_at, m.model";
-const ANOMALY_COLUMNS: &str = "anomaly_id, account_name, warehouse_name, usage_date, model_version, run_id, \
-    actual_credits, expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at, \
-    acknowledged_at, ack_reason";
+const ANOMALY_COLUMNS: &str = "a.anomaly_id, a.account_name, a.warehouse_name, a.usage_date, a.model_version, a.run_id, \
+    a.actual_credits, a.expected_credits, a.excess_credits, a.score, a.threshold, a.explanation, a.incident_start, a.detected_at, \
+    a.scored_at, a.incident_id, a.acknowledged_at, a.ack_reason";
+const INCIDENT_COLUMNS: &str = "i.incident_id, i.account_name, i.warehouse_name, i.start_day, i.end_day, i.days, i.excess_credits, \
+    i.excess_cost, i.peak_score, i.status, i.ack_reason, i.acknowledged_at, i.acknowledged_by, i.resolved_at, i.created_at, i.updated_at";
 const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at";
 
 macro_rules! pipeline_backend {
@@ -339,31 +414,215 @@ macro_rules! pipeline_backend {
                     explanation: r.try_get("explanation")?,
                     incident_start: r.try_get("incident_start")?,
                     detected_at: r.try_get("detected_at")?,
+                    scored_at: r.try_get("scored_at")?,
+                    incident_id: r.try_get("incident_id")?,
                     acknowledged_at: r.try_get("acknowledged_at")?,
                     ack_reason: r.try_get("ack_reason")?,
                 })
             }
 
-            /// Inserts unless the same (warehouse, day, model version) exists; consecutive days share an incident.
-            pub async fn upsert_anomalies(pool: &PoolT, rows: &[NewAnomaly]) -> Result<usize, StoreError> {
+            fn incident_from_row(r: &RowT) -> Result<IncidentRow, StoreError> {
+                let status: String = r.try_get("status")?;
+                let reason: Option<String> = r.try_get("ack_reason")?;
+                Ok(IncidentRow {
+                    incident_id: r.try_get("incident_id")?,
+                    account_name: r.try_get("account_name")?,
+                    warehouse_name: r.try_get("warehouse_name")?,
+                    start_day: r.try_get("start_day")?,
+                    end_day: r.try_get("end_day")?,
+                    days: r.try_get("days")?,
+                    excess_credits: r.try_get("excess_credits")?,
+                    excess_cost: r.try_get("excess_cost")?,
+                    peak_score: r.try_get("peak_score")?,
+                    status: status.parse().map_err(StoreError::Corrupt)?,
+                    ack_reason: reason.map(|r| r.parse()).transpose().map_err(StoreError::Corrupt)?,
+                    acknowledged_at: r.try_get("acknowledged_at")?,
+                    acknowledged_by: r.try_get("acknowledged_by")?,
+                    resolved_at: r.try_get("resolved_at")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            }
+
+            async fn incident_in_tx(tx: &mut sqlx::Transaction<'_, DB>, id: i64) -> Result<IncidentRow, StoreError> {
+                let row = sqlx::query(AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents i WHERE i.incident_id = $1")))
+                    .bind(id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                incident_from_row(&row)
+            }
+
+            /// Recomputes an incident from its days (range, count, totals, cost, peak), reopens it when it grew at
+            /// its end after being resolved, and mirrors its start day and acknowledgement onto its days.
+            async fn refresh_incident(tx: &mut sqlx::Transaction<'_, DB>, id: i64, price: Option<f64>, grew: bool, now: DateTime<Utc>) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE incidents SET \
+                       start_day = (SELECT min(usage_date) FROM anomalies WHERE incident_id = $1), \
+                       end_day = (SELECT max(usage_date) FROM anomalies WHERE incident_id = $1), \
+                       days = (SELECT count(*) FROM anomalies WHERE incident_id = $1), \
+                       excess_credits = (SELECT sum(excess_credits) FROM anomalies WHERE incident_id = $1), \
+                       excess_cost = (SELECT sum(excess_credits) FROM anomalies WHERE incident_id = $1) * $2, \
+                       peak_score = (SELECT max(score) FROM anomalies WHERE incident_id = $1), \
+                       updated_at = $3 \
+                     WHERE incident_id = $1",
+                )
+                .bind(id)
+                .bind(price)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                if grew {
+                    sqlx::query("UPDATE incidents SET status = 'open', resolved_at = NULL WHERE incident_id = $1 AND status = 'resolved'")
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                let inc = incident_in_tx(tx, id).await?;
+                sqlx::query("UPDATE anomalies SET incident_start = $1 WHERE incident_id = $2 AND incident_start <> $1")
+                    .bind(inc.start_day)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                if inc.status == IncidentStatus::Acknowledged {
+                    sqlx::query("UPDATE anomalies SET acknowledged_at = $1, ack_reason = $2 WHERE incident_id = $3 AND acknowledged_at IS NULL")
+                        .bind(inc.acknowledged_at)
+                        .bind(inc.ack_reason.map(|r| r.as_str()))
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// Moves the days of `other` to `keep` and deletes `other`. The merged incident is acknowledged when
+            /// either was, with the earlier acknowledgement (time, reason, who).
+            async fn merge_incidents(tx: &mut sqlx::Transaction<'_, DB>, keep: i64, other: i64) -> Result<(), StoreError> {
+                let (k, o) = (incident_in_tx(tx, keep).await?, incident_in_tx(tx, other).await?);
+                let take_ack = o.status == IncidentStatus::Acknowledged
+                    && (k.status != IncidentStatus::Acknowledged || o.acknowledged_at < k.acknowledged_at);
+                if take_ack {
+                    sqlx::query("UPDATE incidents SET status = 'acknowledged', ack_reason = $1, acknowledged_at = $2, acknowledged_by = $3 WHERE incident_id = $4")
+                        .bind(o.ack_reason.map(|r| r.as_str()))
+                        .bind(o.acknowledged_at)
+                        .bind(o.acknowledged_by.as_deref())
+                        .bind(keep)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                if o.status == IncidentStatus::Open && k.status == IncidentStatus::Resolved {
+                    sqlx::query("UPDATE incidents SET status = 'open', resolved_at = NULL WHERE incident_id = $1")
+                        .bind(keep)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                sqlx::query("UPDATE anomalies SET incident_id = $1 WHERE incident_id = $2")
+                    .bind(keep)
+                    .bind(other)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query("DELETE FROM incidents WHERE incident_id = $1").bind(other).execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            /// Records flagged days: a day flagged before is updated in place (model, run, scores, scored_at); a
+            /// new day joins the incident of an adjacent day (merging two incidents it bridges) or starts one.
+            /// Incident totals are recomputed; everything commits in one transaction. `lock` (PostgreSQL)
+            /// serializes writers per warehouse so two predict runs cannot split one incident.
+            pub async fn upsert_anomalies(pool: &PoolT, rows: &[NewAnomaly], price: Option<f64>, lock: &str) -> Result<AnomalyUpsert, StoreError> {
+                let mut out = AnomalyUpsert::default();
+                if rows.is_empty() {
+                    return Ok(out);
+                }
                 let now = snowpatrol_store::now();
+                let mut sorted: Vec<&NewAnomaly> = rows.iter().collect();
+                sorted.sort_by(|a, b| (&a.key, a.usage_date).cmp(&(&b.key, b.usage_date)));
                 let mut tx = pool.begin_with($begin).await?;
-                let mut inserted = 0;
-                for a in rows {
-                    let prev: Option<NaiveDate> = sqlx::query_scalar(
-                        "SELECT incident_start FROM anomalies WHERE account_name = $1 AND warehouse_name = $2 AND usage_date = $3 \
-                         ORDER BY model_version DESC LIMIT 1",
+                let mut locked: BTreeSet<&WarehouseKey> = BTreeSet::new();
+                for a in sorted {
+                    if !lock.is_empty() && locked.insert(&a.key) {
+                        sqlx::query(AssertSqlSafe(lock.to_string()))
+                            .bind(&a.key.account_name)
+                            .bind(&a.key.warehouse_name)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let existing: Option<i64> = sqlx::query_scalar(
+                        "SELECT incident_id FROM anomalies WHERE account_name = $1 AND warehouse_name = $2 AND usage_date = $3",
+                    )
+                    .bind(&a.key.account_name)
+                    .bind(&a.key.warehouse_name)
+                    .bind(a.usage_date)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(incident_id) = existing {
+                        sqlx::query(
+                            "UPDATE anomalies SET model_id = $1, model_version = $2, run_id = $3, actual_credits = $4, expected_credits = $5, \
+                             excess_credits = $6, score = $7, threshold = $8, explanation = $9, scored_at = $10 \
+                             WHERE account_name = $11 AND warehouse_name = $12 AND usage_date = $13",
+                        )
+                        .bind(a.model_id)
+                        .bind(a.model_version)
+                        .bind(a.run_id)
+                        .bind(a.actual_credits)
+                        .bind(a.expected_credits)
+                        .bind(a.excess_credits)
+                        .bind(a.score)
+                        .bind(a.threshold)
+                        .bind(&a.explanation)
+                        .bind(now)
+                        .bind(&a.key.account_name)
+                        .bind(&a.key.warehouse_name)
+                        .bind(a.usage_date)
+                        .execute(&mut *tx)
+                        .await?;
+                        refresh_incident(&mut tx, incident_id, price, false, now).await?;
+                        out.rescored_days += 1;
+                        continue;
+                    }
+                    // Every day between an incident's start and end is one of its days, so a new day is in no
+                    // incident; at most two touch it: one ending the day before and one starting the day after.
+                    let neighbours: Vec<(i64, NaiveDate)> = sqlx::query_as(
+                        "SELECT incident_id, end_day FROM incidents WHERE account_name = $1 AND warehouse_name = $2 \
+                         AND end_day >= $3 AND start_day <= $4 ORDER BY start_day",
                     )
                     .bind(&a.key.account_name)
                     .bind(&a.key.warehouse_name)
                     .bind(a.usage_date - chrono::Days::new(1))
-                    .fetch_optional(&mut *tx)
+                    .bind(a.usage_date + chrono::Days::new(1))
+                    .fetch_all(&mut *tx)
                     .await?;
-                    let n = sqlx::query(
+                    // A resolved incident that grows at its end is going on after all: it is reopened.
+                    let grew_at_end = neighbours.last().is_some_and(|(_, end)| a.usage_date > *end);
+                    let incident_id = match neighbours.split_first() {
+                        None => {
+                            out.new_incidents += 1;
+                            sqlx::query_scalar(
+                                "INSERT INTO incidents (account_name, warehouse_name, start_day, end_day, days, excess_credits, excess_cost, \
+                                 peak_score, status, created_at, updated_at) VALUES ($1, $2, $3, $3, 1, $4, $5, $6, 'open', $7, $7) RETURNING incident_id",
+                            )
+                            .bind(&a.key.account_name)
+                            .bind(&a.key.warehouse_name)
+                            .bind(a.usage_date)
+                            .bind(a.excess_credits)
+                            .bind(price.map(|p| p * a.excess_credits))
+                            .bind(a.score)
+                            .bind(now)
+                            .fetch_one(&mut *tx)
+                            .await?
+                        }
+                        Some((&(keep, _), others)) => {
+                            out.extended_incidents += 1;
+                            for &(other, _) in others {
+                                merge_incidents(&mut tx, keep, other).await?;
+                                out.merged_incidents += 1;
+                            }
+                            keep
+                        }
+                    };
+                    sqlx::query(
                         "INSERT INTO anomalies (account_name, warehouse_name, usage_date, model_id, model_version, run_id, actual_credits, \
-                         expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                         ON CONFLICT (account_name, warehouse_name, usage_date, model_version) DO NOTHING",
+                         expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at, scored_at, incident_id) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13, $13, $14)",
                     )
                     .bind(&a.key.account_name)
                     .bind(&a.key.warehouse_name)
@@ -377,38 +636,133 @@ macro_rules! pipeline_backend {
                     .bind(a.score)
                     .bind(a.threshold)
                     .bind(&a.explanation)
-                    .bind(prev.unwrap_or(a.usage_date))
                     .bind(now)
+                    .bind(incident_id)
                     .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    inserted += n as usize;
+                    .await?;
+                    refresh_incident(&mut tx, incident_id, price, grew_at_end, now).await?;
+                    out.new_days += 1;
                 }
                 tx.commit().await?;
-                Ok(inserted)
+                Ok(out)
             }
 
-            pub async fn anomalies_since(pool: &PoolT, since: NaiveDate, key: Option<&WarehouseKey>) -> Result<Vec<AnomalyRow>, StoreError> {
-                let mut qb = sqlx::QueryBuilder::<DB>::new(format!("SELECT {ANOMALY_COLUMNS} FROM anomalies WHERE usage_date >= "));
-                qb.push_bind(since);
-                if let Some(k) = key {
-                    qb.push(" AND account_name = ").push_bind(k.account_name.clone());
-                    qb.push(" AND warehouse_name = ").push_bind(k.warehouse_name.clone());
+            /// Marks `resolved` the open incidents of a warehouse that end before `newest_scored_day`: a later
+            /// day was scored and the incident did not grow into it.
+            pub async fn resolve_incidents(pool: &PoolT, key: &WarehouseKey, newest_scored_day: NaiveDate) -> Result<u64, StoreError> {
+                let now = snowpatrol_store::now();
+                Ok(sqlx::query(
+                    "UPDATE incidents SET status = 'resolved', resolved_at = $1, updated_at = $1 \
+                     WHERE account_name = $2 AND warehouse_name = $3 AND status = 'open' AND end_day < $4",
+                )
+                .bind(now)
+                .bind(&key.account_name)
+                .bind(&key.warehouse_name)
+                .bind(newest_scored_day)
+                .execute(pool)
+                .await?
+                .rows_affected())
+            }
+
+            fn push_filter(qb: &mut sqlx::QueryBuilder<DB>, f: &IncidentFilter, day_column: &str) {
+                if let Some(since) = f.since {
+                    qb.push(format_args!(" AND {day_column} >= ")).push_bind(since);
                 }
-                qb.push(" ORDER BY account_name, warehouse_name, usage_date, model_version");
+                if let Some(w) = &f.warehouse {
+                    qb.push(" AND (i.warehouse_name = ").push_bind(w.clone());
+                    qb.push(" OR i.account_name || '.' || i.warehouse_name = ").push_bind(w.clone()).push(")");
+                }
+                if !f.statuses.is_empty() {
+                    qb.push(" AND i.status IN (");
+                    let mut list = qb.separated(", ");
+                    for st in &f.statuses {
+                        list.push_bind(st.as_str());
+                    }
+                    list.push_unseparated(")");
+                }
+                if !f.incident_ids.is_empty() {
+                    qb.push(" AND i.incident_id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in &f.incident_ids {
+                        list.push_bind(*id);
+                    }
+                    list.push_unseparated(")");
+                }
+            }
+
+            pub async fn list_incidents(pool: &PoolT, f: &IncidentFilter) -> Result<Vec<IncidentRow>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(format!("SELECT {INCIDENT_COLUMNS} FROM incidents i WHERE 1 = 1"));
+                push_filter(&mut qb, f, "i.end_day");
+                qb.push(" ORDER BY i.account_name, i.warehouse_name, i.start_day");
+                let rows = qb.build().fetch_all(pool).await?;
+                rows.iter().map(incident_from_row).collect()
+            }
+
+            pub async fn list_anomalies(pool: &PoolT, f: &IncidentFilter) -> Result<Vec<AnomalyRow>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(format!(
+                    "SELECT {ANOMALY_COLUMNS} FROM anomalies a JOIN incidents i ON i.incident_id = a.incident_id WHERE 1 = 1"
+                ));
+                push_filter(&mut qb, f, "a.usage_date");
+                qb.push(" ORDER BY a.account_name, a.warehouse_name, a.usage_date");
                 let rows = qb.build().fetch_all(pool).await?;
                 rows.iter().map(anomaly_from_row).collect()
             }
 
-            pub async fn ack_anomaly(pool: &PoolT, id: i64, reason: &str) -> Result<bool, StoreError> {
-                let n = sqlx::query("UPDATE anomalies SET acknowledged_at = $1, ack_reason = $2 WHERE anomaly_id = $3")
-                    .bind(snowpatrol_store::now())
-                    .bind(reason)
+            pub async fn anomalies_since(pool: &PoolT, since: NaiveDate, key: Option<&WarehouseKey>) -> Result<Vec<AnomalyRow>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(format!("SELECT {ANOMALY_COLUMNS} FROM anomalies a WHERE a.usage_date >= "));
+                qb.push_bind(since);
+                if let Some(k) = key {
+                    qb.push(" AND a.account_name = ").push_bind(k.account_name.clone());
+                    qb.push(" AND a.warehouse_name = ").push_bind(k.warehouse_name.clone());
+                }
+                qb.push(" ORDER BY a.account_name, a.warehouse_name, a.usage_date");
+                let rows = qb.build().fetch_all(pool).await?;
+                rows.iter().map(anomaly_from_row).collect()
+            }
+
+            pub async fn incident(pool: &PoolT, id: i64) -> Result<Option<IncidentRow>, StoreError> {
+                let row = sqlx::query(AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents i WHERE i.incident_id = $1")))
                     .bind(id)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
+                    .fetch_optional(pool)
+                    .await?;
+                row.as_ref().map(incident_from_row).transpose()
+            }
+
+            /// Acknowledges an incident and every one of its days (acking again overwrites the reason).
+            pub async fn ack_incident(pool: &PoolT, id: i64, reason: AckReason, by: Option<&str>) -> Result<bool, StoreError> {
+                let now = snowpatrol_store::now();
+                let mut tx = pool.begin_with($begin).await?;
+                let n = sqlx::query(
+                    "UPDATE incidents SET status = 'acknowledged', ack_reason = $1, acknowledged_at = $2, acknowledged_by = $3, updated_at = $2 \
+                     WHERE incident_id = $4",
+                )
+                .bind(reason.as_str())
+                .bind(now)
+                .bind(by)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query("UPDATE anomalies SET acknowledged_at = $1, ack_reason = $2 WHERE incident_id = $3")
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 Ok(n > 0)
+            }
+
+            /// Acknowledges the incident of an anomalous day; returns that incident's id.
+            pub async fn ack_anomaly(pool: &PoolT, anomaly_id: i64, reason: AckReason, by: Option<&str>) -> Result<Option<i64>, StoreError> {
+                let incident: Option<i64> = sqlx::query_scalar("SELECT incident_id FROM anomalies WHERE anomaly_id = $1")
+                    .bind(anomaly_id)
+                    .fetch_optional(pool)
+                    .await?;
+                match incident {
+                    Some(id) if ack_incident(pool, id, reason, by).await? => Ok(Some(id)),
+                    _ => Ok(None),
+                }
             }
 
             pub async fn save_report(pool: &PoolT, run_id: i64, markdown: &str, path: &str, anomalies: i32) -> Result<(), StoreError> {
@@ -512,6 +866,11 @@ macro_rules! pipeline_backend {
 
 pipeline_backend!(pg, sqlx::Postgres, begin = "BEGIN");
 pipeline_backend!(lite, sqlx::Sqlite, begin = "BEGIN IMMEDIATE");
+
+/// Serializes incident maintenance per warehouse on PostgreSQL (transaction-scoped advisory lock; the two-key
+/// form, whose key space does not overlap the leader's one-key lock). SQLite writers are serialized anyway.
+const PG_WAREHOUSE_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(1936682871, hashtext($1 || '.' || $2))";
 
 macro_rules! dispatch {
     ($db:expr, $f:ident ( $($arg:expr),* )) => {
@@ -697,8 +1056,53 @@ impl PipelineStore {
     pub async fn list_models(&self, warehouse: Option<&str>) -> Result<Vec<ModelRow>, StoreError> {
         dispatch!(self.db, list_models(warehouse))
     }
-    pub async fn upsert_anomalies(&self, rows: &[NewAnomaly]) -> Result<usize, StoreError> {
-        dispatch!(self.db, upsert_anomalies(rows))
+    /// Records flagged days and maintains their incidents (see `upsert_anomalies` in the backend macro): a day
+    /// flagged again (rerun, retrained model) updates its one row; `price_per_credit` fills `excess_cost`.
+    pub async fn upsert_anomalies(
+        &self,
+        rows: &[NewAnomaly],
+        price_per_credit: Option<f64>,
+    ) -> Result<AnomalyUpsert, StoreError> {
+        match self.db.pool() {
+            Pool::Postgres(p) => {
+                pg::upsert_anomalies(p, rows, price_per_credit, PG_WAREHOUSE_LOCK).await
+            }
+            Pool::Sqlite(p) => lite::upsert_anomalies(p, rows, price_per_credit, "").await,
+        }
+    }
+    /// Marks `resolved` the open incidents of `key` that end before `newest_scored_day` (see
+    /// [`IncidentStatus`]); returns how many.
+    pub async fn resolve_incidents(
+        &self,
+        key: &WarehouseKey,
+        newest_scored_day: NaiveDate,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self.db, resolve_incidents(key, newest_scored_day))
+    }
+    pub async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+    ) -> Result<Vec<IncidentRow>, StoreError> {
+        dispatch!(self.db, list_incidents(filter))
+    }
+    /// Anomalous days, filtered like incidents (`since` applies to the day, the status to its incident).
+    pub async fn list_anomalies(
+        &self,
+        filter: &IncidentFilter,
+    ) -> Result<Vec<AnomalyRow>, StoreError> {
+        dispatch!(self.db, list_anomalies(filter))
+    }
+    pub async fn incident(&self, incident_id: i64) -> Result<Option<IncidentRow>, StoreError> {
+        dispatch!(self.db, incident(incident_id))
+    }
+    /// Acknowledges an incident and its days; false when no incident has this id.
+    pub async fn ack_incident(
+        &self,
+        incident_id: i64,
+        reason: AckReason,
+        by: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.db, ack_incident(incident_id, reason, by))
     }
     pub async fn anomalies_since(
         &self,
@@ -707,8 +1111,15 @@ impl PipelineStore {
     ) -> Result<Vec<AnomalyRow>, StoreError> {
         dispatch!(self.db, anomalies_since(since, key))
     }
-    pub async fn ack_anomaly(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
-        dispatch!(self.db, ack_anomaly(id, reason))
+    /// Acknowledges the incident an anomalous day belongs to (anomaly ids predate incidents); returns the
+    /// incident's id, None when no anomaly has this id.
+    pub async fn ack_anomaly(
+        &self,
+        anomaly_id: i64,
+        reason: AckReason,
+        by: Option<&str>,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(self.db, ack_anomaly(anomaly_id, reason, by))
     }
     pub async fn save_report(
         &self,

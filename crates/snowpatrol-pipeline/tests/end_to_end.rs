@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use snowpatrol_engine::{
     CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
 };
-use snowpatrol_pipeline::store::FeatureRow;
+use snowpatrol_pipeline::store::{
+    AckReason, FeatureRow, IncidentFilter, IncidentStatus, NewAnomaly,
+};
 use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig};
 use snowpatrol_store::{Database, RunFilter, RunRecord};
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,6 +111,21 @@ async fn wait_runs(db: &Database, job: &str, n: usize) -> Vec<RunRecord> {
     }
 }
 
+/// The errors of a run's failed task instances, for assertion messages.
+async fn task_errors(db: &Database, run_id: i64) -> String {
+    db.list_task_instances(run_id)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|t| {
+            t.error
+                .as_ref()
+                .map(|e| format!("{} [{}]: {e}", t.task_name, t.map_key))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 async fn end_to_end(db: Database) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
@@ -168,7 +185,12 @@ async fn end_to_end(db: Database) {
         (1, RunState::Success),
         "{train:?}"
     );
-    assert_eq!(predict[0].state, RunState::Success, "{predict:?}");
+    assert_eq!(
+        predict[0].state,
+        RunState::Success,
+        "{predict:?}: {}",
+        task_errors(&db, predict[0].run_id).await
+    );
 
     // Lineage: train consumed prep's one features event, predict consumed train's one models event.
     let consumed = db.consumed_events(train[0].run_id).await.unwrap();
@@ -302,6 +324,72 @@ async fn end_to_end(db: Database) {
         "no repeat alerts"
     );
 
+    // Incidents are rows of their own; each was alerted once, under its id.
+    let incident_rows = pipeline
+        .store
+        .list_incidents(&IncidentFilter {
+            since: Some(since),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(incident_rows.len(), incidents.len(), "{incident_rows:?}");
+    let alert_keys: BTreeSet<String> = alerts.iter().map(|a| a.dedupe_key.clone()).collect();
+    let incident_keys: BTreeSet<String> = incident_rows
+        .iter()
+        .map(|i| format!("incident:{}", i.incident_id))
+        .collect();
+    assert_eq!(alert_keys, incident_keys);
+
+    // An operator acknowledges one incident before the retrains below.
+    let acked = incident_rows[0].incident_id;
+    assert!(
+        pipeline
+            .store
+            .ack_incident(acked, AckReason::Planned, Some("test"))
+            .await
+            .unwrap()
+    );
+    let snapshot = || async {
+        let days: Vec<(i64, String, String, chrono::NaiveDate, i64)> = pipeline
+            .store
+            .anomalies_since(since, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                (
+                    a.anomaly_id,
+                    a.account_name,
+                    a.warehouse_name,
+                    a.usage_date,
+                    a.incident_id,
+                )
+            })
+            .collect();
+        let incidents: Vec<_> = pipeline
+            .store
+            .list_incidents(&IncidentFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| {
+                (
+                    i.incident_id,
+                    i.key(),
+                    i.start_day,
+                    i.end_day,
+                    i.days,
+                    i.status,
+                    i.ack_reason,
+                )
+            })
+            .collect();
+        (days, incidents)
+    };
+    let (days_before, incidents_before) = snapshot().await;
+    let unacked_in_window = incident_rows.len() - 1;
+
     // A new warehouse with too little history is skipped with a reason, not failed.
     let short: Vec<FeatureRow> = (0..5)
         .map(|i| FeatureRow {
@@ -368,6 +456,119 @@ async fn end_to_end(db: Database) {
         "force_retrain trains every warehouse with enough history"
     );
     wait_runs(&db, "predict", 4).await;
+
+    // Retrained twice (new model versions each time), predict re-scoring after each: the same warehouse-days
+    // are the same rows (now scored by the newest version), the incidents are the same, nothing is alerted
+    // again, and the acknowledgement made before the retrains stands.
+    for (round, predicts) in [(1, 4), (2, 5)] {
+        if round == 2 {
+            engine
+                .trigger("train", &["force_retrain=true".into()], "test")
+                .await
+                .unwrap();
+            wait_runs(&db, "train", 4).await;
+        }
+        let predict = wait_runs(&db, "predict", predicts).await;
+        assert_eq!(predict[0].state, RunState::Success, "{predict:?}");
+        let (days_now, incidents_now) = snapshot().await;
+        assert_eq!(
+            days_now, days_before,
+            "retrain {round}: one row per warehouse-day, none lost or added"
+        );
+        assert_eq!(
+            incidents_now, incidents_before,
+            "retrain {round}: incidents unchanged"
+        );
+        let latest: BTreeMap<(String, String), i32> = pipeline
+            .store
+            .list_models(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.aliases == "latest")
+            .map(|m| ((m.account_name, m.warehouse_name), m.version))
+            .collect();
+        for a in pipeline.store.anomalies_since(since, None).await.unwrap() {
+            assert_eq!(
+                (Some(&a.model_version), a.run_id),
+                (
+                    latest.get(&(a.account_name.clone(), a.warehouse_name.clone())),
+                    predict[0].run_id
+                ),
+                "re-scored in place by the newest model: {a:?}"
+            );
+        }
+        assert_eq!(
+            peer.requests.lock().unwrap().len(),
+            sent.len(),
+            "retrain {round}: no new alert"
+        );
+        assert_eq!(
+            pipeline.store.list_alerts(false, 100).await.unwrap().len(),
+            alerts.len()
+        );
+        let report = &db
+            .task_instances_of(predict[0].run_id, "report")
+            .await
+            .unwrap()[0];
+        let data = &report.output.as_ref().unwrap()["data"];
+        assert_eq!(data["new_alerts"], json!(0), "{data}");
+        assert_eq!(
+            data["already_alerted"],
+            json!(unacked_in_window),
+            "the acknowledged incident is left out of the report: {data}"
+        );
+        let ack = pipeline.store.incident(acked).await.unwrap().unwrap();
+        assert_eq!(
+            (ack.status, ack.ack_reason),
+            (IncidentStatus::Acknowledged, Some(AckReason::Planned))
+        );
+    }
+
+    // An incident that grows (here: a late-flagged day just before its start) keeps its id and its alert.
+    let grow = incident_rows
+        .iter()
+        .find(|i| i.incident_id != acked)
+        .expect("a second incident");
+    let key = grow.key();
+    let model = pipeline
+        .store
+        .model_by_alias(&key, "latest")
+        .await
+        .unwrap()
+        .unwrap();
+    let before = grow.start_day - chrono::Days::new(1);
+    let r = pipeline
+        .store
+        .upsert_anomalies(
+            &[NewAnomaly {
+                key: key.clone(),
+                usage_date: before,
+                model_id: model.model_id,
+                model_version: model.version,
+                run_id: 0,
+                actual_credits: 10.0,
+                expected_credits: 1.0,
+                excess_credits: 9.0,
+                score: 9.0,
+                threshold: model.threshold,
+                explanation: "flagged late".into(),
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.new_days, r.extended_incidents), (1, 1), "{r:?}");
+    engine.trigger("predict", &[], "test").await.unwrap();
+    let predict = wait_runs(&db, "predict", 6).await;
+    assert_eq!(predict[0].state, RunState::Success);
+    let alerts_now = pipeline.store.list_alerts(false, 100).await.unwrap();
+    assert_eq!(
+        peer.requests.lock().unwrap().len(),
+        sent.len(),
+        "a grown incident is not alerted twice"
+    );
+    assert_eq!(alerts_now.len(), alerts.len());
 
     stop.cancel();
     daemon.await.unwrap();

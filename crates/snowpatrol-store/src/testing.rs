@@ -14,6 +14,17 @@ pub fn admin_url() -> String {
 
 /// Creates an empty, migrated PostgreSQL database and returns its URL.
 pub async fn fresh_postgres_url() -> String {
+    let url = empty_postgres_url().await;
+    let db = Database::connect(&url)
+        .await
+        .expect("connect to test database");
+    db.migrate().await.expect("migrate test database");
+    db.close().await;
+    url
+}
+
+/// Creates an empty PostgreSQL database with no migration applied (for upgrade tests) and returns its URL.
+pub async fn empty_postgres_url() -> String {
     let admin = admin_url();
     let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
         panic!("PostgreSQL is required for this test and is not reachable at {}: {e}. Start it (scripts/test.sh does) or set SNOWPATROL_TEST_DATABASE_URL.", crate::redact_url(&admin))
@@ -27,13 +38,7 @@ pub async fn fresh_postgres_url() -> String {
         .rsplit_once('/')
         .map(|(b, _)| b.to_string())
         .unwrap_or(admin.clone());
-    let url = format!("{base}/{name}");
-    let db = Database::connect(&url)
-        .await
-        .expect("connect to test database");
-    db.migrate().await.expect("migrate test database");
-    db.close().await;
-    url
+    format!("{base}/{name}")
 }
 
 pub async fn fresh_postgres() -> Database {
@@ -51,4 +56,19 @@ pub async fn fresh_sqlite() -> (Database, tempfile::TempDir) {
         .expect("open sqlite");
     db.migrate().await.expect("migrate sqlite");
     (db, dir)
+}
+
+/// Applies this backend's migrations up to and including `version` only: builds a database at an older schema,
+/// so upgrade tests can fill it the way an older release did and then run [`Database::migrate`].
+pub async fn migrate_to(db: &Database, version: i64) {
+    match db.pool() {
+        crate::Pool::Postgres(p) => sqlx::migrate!("../../migrations/postgres")
+            .run_to(version, p)
+            .await
+            .expect("migrate postgres to version"),
+        crate::Pool::Sqlite(p) => sqlx::migrate!("../../migrations/sqlite")
+            .run_to(version, p)
+            .await
+            .expect("migrate sqlite to version"),
+    }
 }

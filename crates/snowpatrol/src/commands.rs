@@ -350,10 +350,20 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Anomalies {
             command,
             since,
+            warehouse,
+            open,
+            days,
             format,
         } => {
             let db = open_ready(&loaded.settings).await?;
-            crate::pipeline_cli::anomalies(&db, command, since, format, json).await
+            let view = crate::pipeline_cli::AnomaliesView {
+                since,
+                warehouse,
+                open,
+                days,
+                format,
+            };
+            crate::pipeline_cli::anomalies(&db, command, view, &triggered_by(), json).await
         }
         Command::Alerts { pending, limit } => {
             let db = open_ready(&loaded.settings).await?;
@@ -380,7 +390,7 @@ fn print<T: serde::Serialize>(
 }
 
 /// Who asked, recorded on runs and events (`cli:<user>@<host>`).
-fn triggered_by() -> String {
+pub(crate) fn triggered_by() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
@@ -478,19 +488,32 @@ fn build_jobs(
     with_sources: bool,
 ) -> anyhow::Result<(Jobs, Arc<Pipeline>)> {
     let s = &loaded.settings;
+    let resolve = |pipeline: &Arc<Pipeline>| {
+        let mut registry = pipeline.registry();
+        let mut configs = s.jobs.clone();
+        if s.examples.enabled {
+            examples::register(&mut registry);
+            examples::default_configs(&mut configs);
+        }
+        resolve_jobs(&registry, &configs, &s.scheduler)
+    };
+    // Every problem at once, located in the file: the pipeline's settings and the job tables, before any
+    // source or secret is touched.
+    let mut issues = s.pipeline.problems();
+    if !issues.is_empty() {
+        let defs = Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir());
+        if let Err(e) = resolve(&defs) {
+            issues.extend(e.0);
+        }
+        return Err(loaded.locate(&issues).into());
+    }
     let pipeline = if with_sources {
         Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir())
             .context("setting up the pipeline ([pipeline])")?
     } else {
         Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir())
     };
-    let mut registry = pipeline.registry();
-    let mut configs = s.jobs.clone();
-    if s.examples.enabled {
-        examples::register(&mut registry);
-        examples::default_configs(&mut configs);
-    }
-    let jobs = resolve_jobs(&registry, &configs, &s.scheduler).map_err(|e| loaded.locate(&e.0))?;
+    let jobs = resolve(&pipeline).map_err(|e| loaded.locate(&e.0))?;
     Ok((jobs, pipeline))
 }
 

@@ -101,13 +101,23 @@ pub enum Command {
         #[arg(long, value_name = "W")]
         warehouse: Option<String>,
     },
-    /// Anomalies found by predict; `anomalies ack ID --reason R` records feedback.
+    /// Incidents found by predict (runs of anomalous days per warehouse); `--days` lists the days;
+    /// `anomalies ack ID --reason R` acknowledges an incident.
     Anomalies {
         #[command(subcommand)]
         command: Option<pipeline_cli::AnomaliesCommand>,
-        /// First usage day shown (YYYY-MM-DD); default: 30 days ago.
+        /// Incidents ending (days) on or after this day (YYYY-MM-DD); default: 30 days ago.
         #[arg(long, value_name = "DATE", value_parser = pipeline_cli::parse_date)]
         since: Option<chrono::NaiveDate>,
+        /// Only this warehouse: WAREHOUSE (every account) or ACCOUNT.WAREHOUSE.
+        #[arg(long, value_name = "W")]
+        warehouse: Option<String>,
+        /// Only open incidents (neither acknowledged nor resolved); with --days, the days of open incidents.
+        #[arg(long)]
+        open: bool,
+        /// One row per anomalous day instead of one per incident.
+        #[arg(long)]
+        days: bool,
         /// Output format (`--json` also selects json).
         #[arg(long, value_enum, default_value_t = pipeline_cli::ListFormat::Table)]
         format: pipeline_cli::ListFormat,

@@ -1,5 +1,6 @@
 //! Product commands on top of the engine CLI: the zero-setup demo, the operator views of the pipeline's tables
-//! (`models`, `anomalies`, `alerts`), anomaly feedback (`anomalies ack`), and the offline `backtest` / `synth`
+//! (`models`, `anomalies` = incidents and their days, `alerts`), incident feedback (`anomalies ack`), and the
+//! offline `backtest` / `synth`
 //! pair that evaluates a model on a CSV export without Snowflake, a database or a configuration file.
 
 use anyhow::Context;
@@ -13,6 +14,9 @@ use snowpatrol_engine::{
     CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
 };
 use snowpatrol_pipeline::PipelineStore;
+use snowpatrol_pipeline::store::{
+    AckReason as StoredAckReason, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus,
+};
 use snowpatrol_pipeline::{Pipeline, PipelineConfig, SourceConfig};
 use snowpatrol_store::{Database, RunFilter};
 use std::collections::BTreeMap;
@@ -210,16 +214,19 @@ pub enum ListFormat {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AnomaliesCommand {
-    /// Record feedback on an anomaly; acknowledged anomalies are left out of later alerts.
+    /// Acknowledge an incident: it is never alerted again (also when it grows), and its days are marked too.
     Ack {
-        /// Anomaly id (first column of `snowpatrol anomalies`).
+        /// Incident id (first column of `snowpatrol anomalies`); with --anomaly, an anomaly (day) id.
         id: i64,
         #[arg(long, value_enum)]
         reason: AckReason,
+        /// ID is an anomaly id (first column of `snowpatrol anomalies --days`): acknowledge its incident.
+        #[arg(long)]
+        anomaly: bool,
     },
 }
 
-/// Why an operator dismissed an anomaly. A closed set, not free text, so the feedback can be counted later
+/// Why an operator dismissed an incident. A closed set, not free text, so the feedback can be counted later
 /// (false-positive rate per model version) without cleaning up spellings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AckReason {
@@ -235,11 +242,11 @@ pub enum AckReason {
 }
 
 impl AckReason {
-    pub fn as_str(self) -> &'static str {
+    pub fn stored(self) -> StoredAckReason {
         match self {
-            AckReason::FalsePositive => "false_positive",
-            AckReason::Planned => "planned",
-            AckReason::Expected => "expected",
+            AckReason::FalsePositive => StoredAckReason::FalsePositive,
+            AckReason::Planned => StoredAckReason::Planned,
+            AckReason::Expected => StoredAckReason::Expected,
         }
     }
 }
@@ -319,8 +326,8 @@ pub async fn models(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Columns of `anomalies --format csv`, stable for scripts.
-pub const ANOMALY_CSV_COLUMNS: [&str; 16] = [
+/// Columns of `anomalies --days --format csv`, stable for scripts (new columns are appended).
+pub const ANOMALY_CSV_COLUMNS: [&str; 18] = [
     "anomaly_id",
     "account_name",
     "warehouse_name",
@@ -337,55 +344,227 @@ pub const ANOMALY_CSV_COLUMNS: [&str; 16] = [
     "acknowledged_at",
     "ack_reason",
     "explanation",
+    "scored_at",
+    "incident_id",
 ];
+
+/// Columns of `anomalies --format csv` (incidents), stable for scripts.
+pub const INCIDENT_CSV_COLUMNS: [&str; 16] = [
+    "incident_id",
+    "account_name",
+    "warehouse_name",
+    "start_day",
+    "end_day",
+    "days",
+    "excess_credits",
+    "excess_cost",
+    "peak_score",
+    "status",
+    "ack_reason",
+    "acknowledged_at",
+    "acknowledged_by",
+    "resolved_at",
+    "created_at",
+    "updated_at",
+];
+
+/// What `snowpatrol anomalies` lists.
+#[derive(Clone, Debug)]
+pub struct AnomaliesView {
+    pub since: Option<NaiveDate>,
+    pub warehouse: Option<String>,
+    pub open: bool,
+    pub days: bool,
+    pub format: ListFormat,
+}
+
+fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339()).unwrap_or_default()
+}
 
 pub async fn anomalies(
     db: &Database,
     command: Option<AnomaliesCommand>,
-    since: Option<NaiveDate>,
-    format: ListFormat,
+    view: AnomaliesView,
+    acknowledged_by: &str,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = PipelineStore::new(db.clone());
-    if let Some(AnomaliesCommand::Ack { id, reason }) = command {
-        let found = store
-            .ack_anomaly(id, reason.as_str())
+    if let Some(AnomaliesCommand::Ack {
+        id,
+        reason,
+        anomaly,
+    }) = command
+    {
+        let incident_id = if anomaly {
+            store
+                .ack_anomaly(id, reason.stored(), Some(acknowledged_by))
+                .await
+                .with_context(|| format!("acknowledging the incident of anomaly {id}"))?
+                .with_context(|| {
+                    format!(
+                        "no anomaly with id {id} (see the first column of `snowpatrol anomalies --days`)"
+                    )
+                })?
+        } else {
+            let found = store
+                .ack_incident(id, reason.stored(), Some(acknowledged_by))
+                .await
+                .with_context(|| format!("acknowledging incident {id}"))?;
+            if !found {
+                anyhow::bail!(
+                    "no incident with id {id} (see the first column of `snowpatrol anomalies`; \
+                     an anomaly (day) id needs --anomaly)"
+                );
+            }
+            id
+        };
+        let incident = store
+            .incident(incident_id)
             .await
-            .with_context(|| format!("acknowledging anomaly {id}"))?;
-        if !found {
-            anyhow::bail!(
-                "no anomaly with id {id} (see the first column of `snowpatrol anomalies`)"
-            );
-        }
+            .context("reading the incident")?
+            .with_context(|| format!("incident {incident_id} vanished"))?;
         tracing::info!(
-            anomaly_id = id,
-            reason = reason.as_str(),
-            "anomaly acknowledged"
+            incident_id,
+            reason = reason.stored().as_str(),
+            "incident acknowledged"
         );
-        emit(
-            json,
-            &json!({ "anomaly_id": id, "acknowledged": true, "reason": reason.as_str() }),
-            || {
-                format!(
-                    "anomaly {id} acknowledged ({}); it will not be alerted again",
-                    reason.as_str()
-                )
-            },
-        )?;
+        let mut out = json!({
+            "incident_id": incident_id, "acknowledged": true, "reason": reason.stored().as_str(),
+            "incident": incident,
+        });
+        if anomaly {
+            out["anomaly_id"] = json!(id);
+        }
+        emit(json, &out, || {
+            format!(
+                "incident {incident_id} ({}.{}, {} .. {}, {} day(s)) acknowledged ({}); it will not be alerted again",
+                incident.account_name,
+                incident.warehouse_name,
+                incident.start_day,
+                incident.end_day,
+                incident.days,
+                reason.stored().as_str()
+            )
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let since = since.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(30));
-    let rows = store
-        .anomalies_since(since, None)
-        .await
-        .context("listing anomalies")?;
-    let format = if json { ListFormat::Json } else { format };
+    let since = view
+        .since
+        .unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(30));
+    let filter = IncidentFilter {
+        since: Some(since),
+        warehouse: view.warehouse.as_deref().map(|w| w.trim().to_string()),
+        statuses: if view.open {
+            vec![IncidentStatus::Open]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    };
+    let format = if json { ListFormat::Json } else { view.format };
+    let what = format!(
+        "{}{} on or after {since}{}",
+        if view.open { "open " } else { "" },
+        if view.days {
+            "anomalous days"
+        } else {
+            "incidents"
+        },
+        view.warehouse
+            .as_deref()
+            .map(|w| format!(" for warehouse `{w}`"))
+            .unwrap_or_default()
+    );
+    if view.days {
+        let rows = store
+            .list_anomalies(&filter)
+            .await
+            .context("listing anomalies")?;
+        print_days(&rows, format, &what)?;
+    } else {
+        let rows = store
+            .list_incidents(&filter)
+            .await
+            .context("listing incidents")?;
+        print_incidents(&rows, format, &what)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_incidents(rows: &[IncidentRow], format: ListFormat, what: &str) -> anyhow::Result<()> {
+    match format {
+        ListFormat::Json => println!("{}", crate::output::json(&rows)?),
+        ListFormat::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            w.write_record(INCIDENT_CSV_COLUMNS)?;
+            for i in rows {
+                w.write_record([
+                    i.incident_id.to_string(),
+                    i.account_name.clone(),
+                    i.warehouse_name.clone(),
+                    i.start_day.to_string(),
+                    i.end_day.to_string(),
+                    i.days.to_string(),
+                    i.excess_credits.to_string(),
+                    i.excess_cost.map(|c| c.to_string()).unwrap_or_default(),
+                    i.peak_score.to_string(),
+                    i.status.to_string(),
+                    i.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+                    rfc3339(i.acknowledged_at),
+                    i.acknowledged_by.clone().unwrap_or_default(),
+                    rfc3339(i.resolved_at),
+                    i.created_at.to_rfc3339(),
+                    i.updated_at.to_rfc3339(),
+                ])?;
+            }
+            w.flush().context("writing CSV to stdout")?;
+        }
+        ListFormat::Table if rows.is_empty() => println!("no {what}"),
+        ListFormat::Table => println!(
+            "{}",
+            crate::output::table(
+                &[
+                    "id",
+                    "account",
+                    "warehouse",
+                    "start",
+                    "end",
+                    "days",
+                    "excess credits",
+                    "cost",
+                    "status",
+                    "reason",
+                ],
+                rows.iter()
+                    .map(|i| {
+                        vec![
+                            i.incident_id.to_string(),
+                            i.account_name.clone(),
+                            i.warehouse_name.clone(),
+                            i.start_day.to_string(),
+                            i.end_day.to_string(),
+                            i.days.to_string(),
+                            credits(i.excess_credits),
+                            i.excess_cost.map(credits).unwrap_or_default(),
+                            i.status.to_string(),
+                            i.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+                        ]
+                    })
+                    .collect(),
+            )
+        ),
+    }
+    Ok(())
+}
+
+fn print_days(rows: &[AnomalyRow], format: ListFormat, what: &str) -> anyhow::Result<()> {
     match format {
         ListFormat::Json => println!("{}", crate::output::json(&rows)?),
         ListFormat::Csv => {
             let mut w = csv::Writer::from_writer(std::io::stdout().lock());
             w.write_record(ANOMALY_CSV_COLUMNS)?;
-            for a in &rows {
+            for a in rows {
                 w.write_record([
                     a.anomaly_id.to_string(),
                     a.account_name.clone(),
@@ -400,62 +579,57 @@ pub async fn anomalies(
                     a.run_id.to_string(),
                     a.incident_start.to_string(),
                     a.detected_at.to_rfc3339(),
-                    a.acknowledged_at
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_default(),
+                    rfc3339(a.acknowledged_at),
                     a.ack_reason.clone().unwrap_or_default(),
                     a.explanation.clone(),
+                    a.scored_at.to_rfc3339(),
+                    a.incident_id.to_string(),
                 ])?;
             }
             w.flush().context("writing CSV to stdout")?;
         }
-        ListFormat::Table => {
-            if rows.is_empty() {
-                println!("no anomalies on or after {since}");
-            } else {
-                println!(
-                    "{}",
-                    crate::output::table(
-                        &[
-                            "id",
-                            "account",
-                            "warehouse",
-                            "date",
-                            "actual",
-                            "expected",
-                            "excess",
-                            "score",
-                            "threshold",
-                            "model",
-                            "run",
-                            "incident",
-                            "ack",
-                        ],
-                        rows.iter()
-                            .map(|a| {
-                                vec![
-                                    a.anomaly_id.to_string(),
-                                    a.account_name.clone(),
-                                    a.warehouse_name.clone(),
-                                    a.usage_date.to_string(),
-                                    credits(a.actual_credits),
-                                    credits(a.expected_credits),
-                                    credits(a.excess_credits),
-                                    format!("{:.3}", a.score),
-                                    format!("{:.3}", a.threshold),
-                                    format!("v{}", a.model_version),
-                                    a.run_id.to_string(),
-                                    a.incident_start.to_string(),
-                                    a.ack_reason.clone().unwrap_or_default(),
-                                ]
-                            })
-                            .collect(),
-                    )
-                );
-            }
-        }
+        ListFormat::Table if rows.is_empty() => println!("no {what}"),
+        ListFormat::Table => println!(
+            "{}",
+            crate::output::table(
+                &[
+                    "id",
+                    "account",
+                    "warehouse",
+                    "date",
+                    "actual",
+                    "expected",
+                    "excess",
+                    "score",
+                    "threshold",
+                    "model",
+                    "run",
+                    "incident",
+                    "ack",
+                ],
+                rows.iter()
+                    .map(|a| {
+                        vec![
+                            a.anomaly_id.to_string(),
+                            a.account_name.clone(),
+                            a.warehouse_name.clone(),
+                            a.usage_date.to_string(),
+                            credits(a.actual_credits),
+                            credits(a.expected_credits),
+                            credits(a.excess_credits),
+                            format!("{:.3}", a.score),
+                            format!("{:.3}", a.threshold),
+                            format!("v{}", a.model_version),
+                            a.run_id.to_string(),
+                            a.incident_id.to_string(),
+                            a.ack_reason.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect(),
+            )
+        ),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub async fn alerts(
@@ -737,19 +911,39 @@ fn backtest_text(s: &BacktestSummary) -> String {
     match &s.metrics {
         Some(m) => {
             out.push_str(&format!(
-                "precision {:.3}  recall {:.3}  F1 {:.3}\n\
-                 incidents: {} true positive, {} false positive; labelled cost increases: {} of {} detected, {} missed\n",
-                m.precision,
-                m.recall,
-                m.f1,
-                m.true_positives,
-                m.false_positives,
-                m.detected_labels,
-                m.labels,
-                m.false_negatives
+                "day level: precision {:.3}  recall {:.3}  F1 {:.3} ({} of {} flagged days in a labelled window; {} of {} labelled days caught)\n\
+                 incident level: recall {:.3} ({} of {} labelled incidents caught); {} of {} flagged incidents are false alarms, \
+                 {:.2} per 100 warehouse-months\n",
+                m.day_precision,
+                m.day_recall,
+                m.day_f1,
+                m.flagged_days_in_windows,
+                m.flagged_days,
+                m.labelled_days_caught,
+                m.labelled_days,
+                m.incident_recall,
+                m.caught_incidents,
+                m.labelled_incidents,
+                m.false_alarms,
+                m.flagged_incidents,
+                m.false_alarms_per_100_warehouse_months,
             ));
-            for (kind, (found, total)) in &m.by_kind {
-                out.push_str(&format!("  {:<8} {found}/{total}\n", kind.as_str()));
+            if m.expected_occurrences > 0 {
+                out.push_str(&format!(
+                    "recurring patterns labelled expected: {} of {} flagged ({:.0} %)\n",
+                    m.expected_flagged,
+                    m.expected_occurrences,
+                    100.0 * m.expected_flag_rate()
+                ));
+            }
+            out.push_str("labelled incidents caught by kind:\n");
+            for (kind, c) in &m.by_kind {
+                out.push_str(&format!(
+                    "  {:<9} {}/{}\n",
+                    kind.as_str(),
+                    c.flagged,
+                    c.incidents
+                ));
             }
         }
         None => out.push_str("no --labels: precision and recall need labelled days\n"),

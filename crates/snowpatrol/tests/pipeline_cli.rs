@@ -1,6 +1,7 @@
 //! The pipeline's operator commands through the real `snowpatrol` binary: `synth` → `backtest` (both models,
 //! with and without labels), bad input, `run prep/train/predict` on an embedded SQLite data directory followed
-//! by `models`, `anomalies` (table, CSV, JSON, ack) and `alerts`, and the shipped `config/snowpatrol.toml`.
+//! by `models`, `anomalies` (incidents and `--days`, table, CSV, JSON, filters, ack) and `alerts`, and the shipped
+//! `config/snowpatrol.toml`.
 //!
 //! The shipped-config test makes an encrypted Snowflake key with Python's `cryptography` (from the interpreter
 //! in `SNOWPATROL_TEST_PYTHON`); it fails, not skips, when that variable is unset.
@@ -135,11 +136,23 @@ fn synth_then_backtest_both_models_with_and_without_labels() {
         let scored = r["scored"].as_u64().unwrap() as usize;
         let flagged_n = r["flagged"].as_u64().unwrap() as usize;
         let m = &r["metrics"];
-        for k in ["precision", "recall", "f1"] {
+        for k in [
+            "day_precision",
+            "day_recall",
+            "day_f1",
+            "incident_recall",
+            "incident_precision",
+        ] {
             let v = m[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
             assert!((0.0..=1.0).contains(&v), "{k} = {v}");
         }
-        precision.insert(model, m["precision"].as_f64().unwrap());
+        assert!(
+            m["false_alarms_per_100_warehouse_months"]
+                .as_f64()
+                .is_some(),
+            "{r}"
+        );
+        precision.insert(model, m["day_precision"].as_f64().unwrap());
 
         let (header, rows) = read_csv(&std::fs::read(d.join(&flagged)).unwrap());
         assert_eq!(header, FLAGGED_COLUMNS);
@@ -195,7 +208,13 @@ fn synth_then_backtest_both_models_with_and_without_labels() {
     .output()
     .unwrap();
     let t = ok(out, "backtest (text)");
-    for word in ["precision", "recall", "F1", "scored 2172 warehouse-days"] {
+    for word in [
+        "day level: precision",
+        "incident level: recall",
+        "per 100 warehouse-months",
+        "F1",
+        "scored 2172 warehouse-days",
+    ] {
         assert!(t.contains(word), "{word} missing from:\n{t}");
     }
     let out = snowpatrol(
@@ -456,7 +475,13 @@ fn pipeline_flow(env: &DataDir) {
     // The synthetic data ends 2025-06-30, more than 30 days ago: the default window shows none of it.
     let recent = env.json(&["anomalies"]);
     assert_eq!(recent.as_array().unwrap().len(), 0, "{recent}");
-    let all = env.json(&["anomalies", "--since", "2025-01-01"]);
+    assert!(
+        env.ok(&["anomalies"]).contains("no incidents on or after"),
+        "empty table says what it looked for"
+    );
+
+    // --days: one row per anomalous day, linked to the predict run and model version.
+    let all = env.json(&["anomalies", "--days", "--since", "2025-01-01"]);
     let all = all.as_array().unwrap();
     assert!(!all.is_empty(), "the synthetic data has anomalies");
     for a in all {
@@ -464,13 +489,34 @@ fn pipeline_flow(env: &DataDir) {
         assert_eq!(a["model_version"], 1);
         assert!(a["acknowledged_at"].is_null());
         assert!(a["usage_date"].as_str().unwrap() >= "2025-05-17", "{a}");
+        assert!(a["incident_id"].is_i64(), "{a}");
     }
-    let csv_text = env.ok(&["anomalies", "--since", "2025-01-01", "--format", "csv"]);
+    let days_of = |w: &str| -> BTreeSet<(String, String)> {
+        all.iter()
+            .filter(|a| a["warehouse_name"] == w || w.is_empty())
+            .map(|a| {
+                (
+                    a["warehouse_name"].as_str().unwrap().to_string(),
+                    a["usage_date"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(days_of("").len(), all.len(), "one row per warehouse-day");
+    let csv_text = env.ok(&[
+        "anomalies",
+        "--days",
+        "--since",
+        "2025-01-01",
+        "--format",
+        "csv",
+    ]);
     let (header, rows) = read_csv(csv_text.as_bytes());
     assert_eq!(
         header[..4],
         ["anomaly_id", "account_name", "warehouse_name", "usage_date"]
     );
+    assert_eq!(header.last().unwrap(), "incident_id");
     assert_eq!(rows.len(), all.len());
     for (row, a) in rows.iter().zip(all) {
         assert_eq!(
@@ -480,40 +526,228 @@ fn pipeline_flow(env: &DataDir) {
         let excess: f64 = row[6].parse().unwrap();
         assert!((excess - a["excess_credits"].as_f64().unwrap()).abs() < 1e-9);
     }
-    let table = env.ok(&["anomalies", "--since", "2025-01-01"]);
+    let table = env.ok(&["anomalies", "--days", "--since", "2025-01-01"]);
     assert!(
         table.contains("incident") && table.contains("v1"),
         "{table}"
     );
 
-    // Feedback.
-    let id = all[0]["anomaly_id"].as_i64().unwrap();
-    let acked = env.json(&["anomalies", "ack", &id.to_string(), "--reason", "planned"]);
+    // Default view: incidents, their totals from their days.
+    let incidents = env.json(&["anomalies", "--since", "2025-01-01"]);
+    let incidents = incidents.as_array().unwrap();
+    assert!(!incidents.is_empty());
+    let mut day_total = 0;
+    for i in incidents {
+        let id = i["incident_id"].as_i64().unwrap();
+        let mine: Vec<&Value> = all
+            .iter()
+            .filter(|a| a["incident_id"].as_i64() == Some(id))
+            .collect();
+        assert_eq!(i["days"].as_u64().unwrap() as usize, mine.len(), "{i}");
+        let excess: f64 = mine
+            .iter()
+            .map(|a| a["excess_credits"].as_f64().unwrap())
+            .sum();
+        assert!(
+            (excess - i["excess_credits"].as_f64().unwrap()).abs() < 1e-6,
+            "{i}"
+        );
+        assert!(
+            mine.iter().all(|a| a["incident_start"] == i["start_day"]
+                && a["warehouse_name"] == i["warehouse_name"]),
+            "{i}"
+        );
+        assert!(
+            ["open", "resolved"].contains(&i["status"].as_str().unwrap()),
+            "{i}"
+        );
+        assert!(i["ack_reason"].is_null());
+        day_total += mine.len();
+    }
+    assert_eq!(
+        day_total,
+        all.len(),
+        "every day belongs to one listed incident"
+    );
+    let table = env.ok(&["anomalies", "--since", "2025-01-01"]);
+    for column in [
+        "id",
+        "start",
+        "end",
+        "days",
+        "excess credits",
+        "cost",
+        "status",
+        "reason",
+    ] {
+        assert!(table.contains(column), "{column} missing: {table}");
+    }
+    let csv_text = env.ok(&["anomalies", "--since", "2025-01-01", "--format", "csv"]);
+    let (header, rows) = read_csv(csv_text.as_bytes());
+    assert_eq!(
+        header[..6],
+        [
+            "incident_id",
+            "account_name",
+            "warehouse_name",
+            "start_day",
+            "end_day",
+            "days"
+        ]
+    );
+    assert_eq!(rows.len(), incidents.len());
+    // --warehouse (bare name or ACCOUNT.NAME) and --open filter.
+    let first = &incidents[0];
+    let (account, warehouse) = (
+        first["account_name"].as_str().unwrap(),
+        first["warehouse_name"].as_str().unwrap(),
+    );
+    let qualified = format!("{account}.{warehouse}");
+    let only = env.json(&[
+        "anomalies",
+        "--since",
+        "2025-01-01",
+        "--warehouse",
+        &qualified,
+    ]);
+    let only = only.as_array().unwrap();
+    assert!(!only.is_empty());
+    assert!(
+        only.iter()
+            .all(|i| i["account_name"] == account && i["warehouse_name"] == warehouse)
+    );
+    let bare = env.json(&[
+        "anomalies",
+        "--since",
+        "2025-01-01",
+        "--warehouse",
+        warehouse,
+    ]);
+    assert!(bare.as_array().unwrap().len() >= only.len());
+    let none = env.ok(&[
+        "anomalies",
+        "--since",
+        "2025-01-01",
+        "--warehouse",
+        "NO_SUCH_WH",
+    ]);
+    assert!(
+        none.contains("no incidents") && none.contains("NO_SUCH_WH"),
+        "{none}"
+    );
+    let open_ids = |v: &Value| -> BTreeSet<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["status"] == "open")
+            .map(|i| i["incident_id"].as_i64().unwrap())
+            .collect()
+    };
+    let open = env.json(&["anomalies", "--since", "2025-01-01", "--open"]);
+    let open_listed: BTreeSet<i64> = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["incident_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        open_listed,
+        open_ids(&env.json(&["anomalies", "--since", "2025-01-01"]))
+    );
+
+    // Feedback on an incident: it and all its days, nothing else.
+    let target = open_listed
+        .iter()
+        .next()
+        .copied()
+        .unwrap_or_else(|| first["incident_id"].as_i64().unwrap());
+    let acked = env.json(&[
+        "anomalies",
+        "ack",
+        &target.to_string(),
+        "--reason",
+        "planned",
+    ]);
     assert_eq!(acked["acknowledged"], true);
+    assert_eq!(acked["incident_id"], target);
+    assert_eq!(acked["incident"]["status"], "acknowledged");
+    assert!(
+        acked["incident"]["acknowledged_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli:")
+    );
     let after = env.json(&["anomalies", "--since", "2025-01-01"]);
-    for a in after.as_array().unwrap() {
-        if a["anomaly_id"] == id {
-            assert_eq!(a["ack_reason"], "planned");
-            assert!(a["acknowledged_at"].is_string());
+    for i in after.as_array().unwrap() {
+        if i["incident_id"] == target {
+            assert_eq!(
+                (i["status"].as_str(), i["ack_reason"].as_str()),
+                (Some("acknowledged"), Some("planned"))
+            );
+            assert!(i["acknowledged_at"].is_string());
+        } else {
+            assert!(i["ack_reason"].is_null(), "{i}");
+        }
+    }
+    let open_after = env.json(&["anomalies", "--since", "2025-01-01", "--open"]);
+    assert!(
+        open_after
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["incident_id"] != target),
+        "an acknowledged incident is not open"
+    );
+    let days_after = env.json(&["anomalies", "--days", "--since", "2025-01-01"]);
+    for a in days_after.as_array().unwrap() {
+        if a["incident_id"] == target {
+            assert_eq!(a["ack_reason"], "planned", "{a}");
         } else {
             assert!(a["ack_reason"].is_null(), "{a}");
         }
     }
-    let err = failed(
-        &env.cmd(&["anomalies", "ack", &id.to_string(), "--reason", "bored"])
-            .output()
-            .unwrap(),
-        "unknown reason",
-    );
+    // Old tooling: an anomaly (day) id acknowledges its incident.
+    let other_day = days_after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["incident_id"] != target)
+        .cloned();
+    if let Some(d) = other_day {
+        let id = d["anomaly_id"].as_i64().unwrap().to_string();
+        let r = env.json(&["anomalies", "ack", &id, "--reason", "expected", "--anomaly"]);
+        assert_eq!(r["incident_id"], d["incident_id"]);
+        assert_eq!(r["anomaly_id"], d["anomaly_id"]);
+    }
+    let out = env
+        .cmd(&["anomalies", "ack", &target.to_string(), "--reason", "bored"])
+        .output()
+        .unwrap();
+    let err = failed(&out, "unknown reason");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("false_positive") && err.contains("planned"),
-        "{err}"
+        err.contains("false_positive") && err.contains("planned") && err.contains("expected"),
+        "the refusal names the allowed values: {err}"
     );
     let err = failed(
         &env.cmd(&["anomalies", "ack", "987654", "--reason", "expected"])
             .output()
             .unwrap(),
         "unknown id",
+    );
+    assert!(err.contains("no incident with id 987654"), "{err}");
+    let err = failed(
+        &env.cmd(&[
+            "anomalies",
+            "ack",
+            "987654",
+            "--reason",
+            "expected",
+            "--anomaly",
+        ])
+        .output()
+        .unwrap(),
+        "unknown anomaly id",
     );
     assert!(err.contains("no anomaly with id 987654"), "{err}");
     let err = failed(
@@ -524,17 +758,10 @@ fn pipeline_flow(env: &DataDir) {
     );
     assert!(err.contains("--since"), "{err}");
 
-    // No Slack configured: one alert per incident, written to files.
-    let incidents: BTreeSet<String> = all
+    // No Slack configured: one alert per incident (keyed on its id), written to files.
+    let incident_keys: BTreeSet<String> = incidents
         .iter()
-        .map(|a| {
-            format!(
-                "{}.{}:{}",
-                a["account_name"].as_str().unwrap(),
-                a["warehouse_name"].as_str().unwrap(),
-                a["incident_start"].as_str().unwrap()
-            )
-        })
+        .map(|i| format!("incident:{}", i["incident_id"]))
         .collect();
     let alerts = env.json(&["alerts"]);
     let alerts = alerts.as_array().unwrap();
@@ -545,8 +772,8 @@ fn pipeline_flow(env: &DataDir) {
         assert!(a["sent_at"].is_string());
         let key = a["dedupe_key"].as_str().unwrap();
         assert!(
-            incidents.iter().any(|i| key.ends_with(i.as_str())),
-            "{key} not among {incidents:?}"
+            incident_keys.contains(key),
+            "{key} not among {incident_keys:?}"
         );
     }
     assert_eq!(

@@ -1,0 +1,824 @@
+//! The `default` model: a causal, per-warehouse calibrated rule for cost increases.
+//!
+//! Stated as a rule (`docs/detection.md` has the measured behaviour). For day `d` of a warehouse, using only
+//! days `<= d`:
+//!
+//! * **Intermittent usage is a hurdle, not an anomaly.** A day is *active* when it bills more than
+//!   `active_min_credits`. The model learns how often the warehouse runs per weekday (for the explanation) and
+//!   judges an active day only against what the warehouse spends *when it runs*: the reference set is the last
+//!   `reference_days` active, non-holiday days within `max_lookback_days` (month boundaries enter with their
+//!   learned effect removed). A
+//!   dev warehouse idle most days is therefore compared with its own active days, never with a zero median.
+//! * **Log scale.** Spend is multiplicative (longer jobs, more of them, a bigger size), so the level `mu(d)` is
+//!   the median of `ln(credits) - weekday_profile` over the reference set, the expectation is
+//!   `E = exp(mu + weekday_profile[d] + calendar_effect[class(d)])` and the score is
+//!   `z = (ln(credits) - ln E) / sigma` with `sigma` the robust (1.4826 MAD) spread of causal log residuals on
+//!   training days.
+//! * **Calendar effects are learned.** The first and last business day of the month (per the configured holiday
+//!   calendar) get their own effect: the median causal residual of their past occurrences, applied when at
+//!   least two occurrences were seen and it is clearly positive. A month-end close that runs every month is
+//!   thus expected. Holidays never enter a reference set.
+//! * **A threshold per warehouse, calibrated to a false-alarm budget.** At training the model scores every
+//!   training day from the days before it (out of sample), fits an exponential tail to the top decile of those
+//!   scores and sets the threshold where the expected number of exceedances is
+//!   `expected_false_alarms_per_year`; clamped to `[min_threshold, max_threshold]`. A steady ETL warehouse
+//!   ends up near 3, a heavy-tailed data-science warehouse higher.
+//! * **Hourly evidence** lowers the threshold to `hourly_threshold`: *left running* (hours active at least
+//!   `max(usual + runaway_extra_hours, runaway_min_hours)`), or *peak above cap* (the peak hourly burn at least
+//!   `resize_peak_ratio` x the highest peak of the reference days when that peak is a cap, i.e. reached on 3 or
+//!   more of them; a full hour bills exactly size x clusters, so only a resize or a scale-out lifts it; without
+//!   a visible cap `resize_peak_ratio_uncapped`).
+//! * **Materiality**, like AWS's alert thresholds: the excess must reach `min_excess_credits`, `min_excess_ratio`
+//!   of the expectation, `min_excess_cost` in money when `credit_price` is set, and, without hourly evidence,
+//!   `min_excess_level_ratio` of the warehouse's typical active day (so a weekend blip of an office warehouse is
+//!   not a cost problem even when it is many times that weekend's usual).
+//!
+//! Deterministic (no randomness at all) and causal: nothing looks at a day after `d`.
+
+use crate::calendar::{Calendar, CalendarConfig, DayClass};
+use crate::daily::DailySeries;
+use crate::model::{DayScore, Evidence};
+use serde::{Deserialize, Serialize};
+
+/// Knobs of the default rule. Tuned on the billing-shaped synthetic family, seed 1 only (see
+/// `docs/detection.md`); everything else is held out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultRuleConfig {
+    /// A day billing at most this many credits counts as idle.
+    pub active_min_credits: f64,
+    /// Active ordinary days the level is the median of.
+    pub reference_days: usize,
+    /// How far back to look for them (an intermittent warehouse's active days are sparse).
+    pub max_lookback_days: usize,
+    /// Fewer reference days than this: fall back to the level learned at training.
+    pub min_reference_days: usize,
+    /// Weeks of training data the weekday profile is estimated from.
+    pub profile_weeks: usize,
+    /// The false-alarm budget each warehouse's threshold is calibrated to.
+    pub expected_false_alarms_per_year: f64,
+    /// Prior for the log spread (0.7: a day twice the usual is one spread away) and how many days of evidence
+    /// it is worth; it dominates only while a warehouse has few active days.
+    pub prior_log_spread: f64,
+    pub prior_days: f64,
+    /// Bounds of the calibrated threshold (robust z on the log scale).
+    pub min_threshold: f64,
+    pub max_threshold: f64,
+    /// Threshold when the hours show a runaway or a resize (the cause is visible, so less spread is needed).
+    pub hourly_threshold: f64,
+    /// With hourly evidence, spend at least this multiple of the expectation also suffices (for warehouses
+    /// whose spend varies so much that a doubled day is not many spreads away, such as data science).
+    pub hourly_spend_ratio: f64,
+    /// A new, higher level is accepted after this many consecutive active days above the old one (0 = never).
+    pub shift_days: usize,
+    /// ... each at least this many spreads above it.
+    pub shift_sigma: f64,
+
+    /// Excess below this many credits is never worth an alert, however unusual.
+    pub min_excess_credits: f64,
+    /// Excess must also be at least this fraction of the expectation ...
+    pub min_excess_ratio: f64,
+    /// ... and, without hourly evidence, of the warehouse's typical active day.
+    pub min_excess_level_ratio: f64,
+    /// Excess in money below this is not worth an alert (applies when `credit_price` is set).
+    pub min_excess_cost: f64,
+    /// Price of one credit (from `[pipeline] price_per_credit`); enables the money gate and cost in reports.
+    pub credit_price: Option<f64>,
+    /// Left running: at least this many more active hours than usual ...
+    pub runaway_extra_hours: f64,
+    /// ... and at least this many in total.
+    pub runaway_min_hours: f64,
+    /// Peak above cap: this multiple of the reference days' highest peak, when that peak is a cap.
+    pub resize_peak_ratio: f64,
+    /// The same without a visible cap (peaks vary freely): a larger jump is needed.
+    pub resize_peak_ratio_uncapped: f64,
+    /// Holidays (built-in rules and listed dates) for the calendar effects.
+    pub calendar: CalendarConfig,
+    /// Also flag falls in spend (off by default: drops do not cost money).
+    pub flag_drops: bool,
+}
+
+impl Default for DefaultRuleConfig {
+    fn default() -> Self {
+        Self {
+            active_min_credits: 0.01,
+            reference_days: 14,
+            max_lookback_days: 91,
+            min_reference_days: 3,
+            profile_weeks: 12,
+            expected_false_alarms_per_year: 1.0,
+            prior_log_spread: 0.7,
+            prior_days: 5.0,
+            min_threshold: 3.0,
+            max_threshold: 8.0,
+            hourly_threshold: 1.5,
+            hourly_spend_ratio: 2.0,
+            shift_days: 3,
+            shift_sigma: 1.5,
+            min_excess_credits: 2.0,
+            min_excess_ratio: 0.25,
+            min_excess_level_ratio: 0.5,
+            min_excess_cost: 0.0,
+            credit_price: None,
+            runaway_extra_hours: 6.0,
+            runaway_min_hours: 16.0,
+            resize_peak_ratio: 1.2,
+            resize_peak_ratio_uncapped: 1.5,
+            calendar: CalendarConfig::default(),
+            flag_drops: false,
+        }
+    }
+}
+
+impl DefaultRuleConfig {
+    /// Every problem with the knobs at once, as `key: message`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut positive = |k: &str, v: f64| {
+            if !(v.is_finite() && v > 0.0) {
+                out.push(format!("{k}: must be a number > 0 (got {v})"));
+            }
+        };
+        positive(
+            "expected_false_alarms_per_year",
+            self.expected_false_alarms_per_year,
+        );
+        positive("min_threshold", self.min_threshold);
+        positive("max_threshold", self.max_threshold);
+        positive("hourly_threshold", self.hourly_threshold);
+        positive("resize_peak_ratio", self.resize_peak_ratio);
+        positive(
+            "resize_peak_ratio_uncapped",
+            self.resize_peak_ratio_uncapped,
+        );
+        for (k, v) in [
+            ("active_min_credits", self.active_min_credits),
+            ("prior_log_spread", self.prior_log_spread),
+            ("prior_days", self.prior_days),
+            ("min_excess_credits", self.min_excess_credits),
+            ("min_excess_ratio", self.min_excess_ratio),
+            ("min_excess_level_ratio", self.min_excess_level_ratio),
+            ("min_excess_cost", self.min_excess_cost),
+            ("runaway_extra_hours", self.runaway_extra_hours),
+            ("runaway_min_hours", self.runaway_min_hours),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                out.push(format!("{k}: must be a number >= 0 (got {v})"));
+            }
+        }
+        if self.max_threshold < self.min_threshold {
+            out.push(format!(
+                "max_threshold: must be >= min_threshold ({} < {})",
+                self.max_threshold, self.min_threshold
+            ));
+        }
+        if let Some(p) = self.credit_price
+            && !(p.is_finite() && p > 0.0)
+        {
+            out.push(format!("credit_price: must be a number > 0 (got {p})"));
+        }
+        for (k, v) in [
+            ("reference_days", self.reference_days),
+            ("max_lookback_days", self.max_lookback_days),
+            ("min_reference_days", self.min_reference_days),
+            ("profile_weeks", self.profile_weeks),
+        ] {
+            if v == 0 {
+                out.push(format!("{k}: must be >= 1"));
+            }
+        }
+        out
+    }
+}
+
+/// Learned effect of the month boundaries, on the log scale (0 = none learned).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CalendarEffects {
+    pub first_business_day: f64,
+    pub last_business_day: f64,
+    /// Past occurrences the effects were learned from.
+    pub first_business_day_seen: usize,
+    pub last_business_day_seen: usize,
+}
+
+impl CalendarEffects {
+    fn of(&self, class: DayClass) -> f64 {
+        match class {
+            DayClass::FirstBusinessDay => self.first_business_day,
+            DayClass::LastBusinessDay => self.last_business_day,
+            _ => 0.0,
+        }
+    }
+}
+
+/// How the threshold was calibrated, for the registry and for people asking "why 4.2?".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Training days scored out of sample (active, not holidays).
+    pub scored_days: usize,
+    /// Share of calendar days the warehouse was active.
+    pub active_share: f64,
+    /// Tail fit: 90th percentile of the scores and the exponential tail's scale above it.
+    pub tail_start: f64,
+    pub tail_scale: f64,
+    /// The threshold before clamping to `[min_threshold, max_threshold]`.
+    pub raw_threshold: f64,
+}
+
+/// What the default model learned at training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DefaultModel {
+    pub rule: DefaultRuleConfig,
+    /// Weekday effect on the log of active-day spend (Monday first), relative to the median active day.
+    pub weekday_log_profile: [f64; 7],
+    /// Share of each weekday on which the warehouse ran (Monday first).
+    pub weekday_active_share: [f64; 7],
+    /// Robust spread of the causal log residuals on busy weekdays ...
+    pub log_spread: f64,
+    /// ... and on quiet ones (below half the median active day, e.g. an office warehouse's weekend), whose
+    /// small, irregular spend varies far more.
+    pub quiet_log_spread: f64,
+    /// Level (log credits, weekday-neutral) learned at training: the fallback reference.
+    pub training_log_level: Option<f64>,
+    pub calendar_effects: CalendarEffects,
+    /// The calibrated threshold.
+    pub threshold: f64,
+    pub calibration: Calibration,
+}
+
+/// Series-wide inputs computed once per call.
+struct Prepared {
+    classes: Vec<DayClass>,
+    log_credits: Vec<f64>,
+    active: Vec<bool>,
+}
+
+fn prepare(s: &DailySeries, rule: &DefaultRuleConfig) -> Prepared {
+    let n = s.len();
+    let end = s.end().unwrap_or(s.start);
+    let cal = Calendar::new(&rule.calendar, s.start, end);
+    let active: Vec<bool> = s
+        .credits
+        .iter()
+        .map(|c| *c > rule.active_min_credits)
+        .collect();
+    Prepared {
+        classes: cal.classes(s.start, n),
+        log_credits: s
+            .credits
+            .iter()
+            .zip(&active)
+            .map(|(c, a)| if *a { c.ln() } else { f64::NEG_INFINITY })
+            .collect(),
+        active,
+    }
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+fn mad(v: &[f64]) -> Option<f64> {
+    let mut a = v.to_vec();
+    let med = median(&mut a)?;
+    let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
+    median(&mut dev).map(|m| 1.4826 * m)
+}
+
+fn quantile_sorted(a: &[f64], q: f64) -> f64 {
+    if a.is_empty() {
+        return f64::NAN;
+    }
+    let pos = (a.len() - 1) as f64 * q.clamp(0.0, 1.0);
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    a[lo] + (a[hi] - a[lo]) * (pos - lo as f64)
+}
+
+/// The reference days of day `i`: what "usual" means for it.
+struct Reference {
+    /// Weekday-neutral log level; `None` when the warehouse never ran before.
+    log_level: Option<f64>,
+    usual_hours: f64,
+    usual_peak: f64,
+    capped: bool,
+    days: usize,
+}
+
+/// The model's view of one day before the threshold is applied.
+struct Assessment {
+    expected: f64,
+    log_residual: f64,
+    reference: Reference,
+    left_running: bool,
+    peak_above_cap: bool,
+}
+
+/// Weekdays whose usual active spend is below half the median active day are quiet.
+const QUIET_LOG_PROFILE: f64 = -std::f64::consts::LN_2;
+
+impl DefaultModel {
+    fn is_quiet(&self, weekday: usize) -> bool {
+        model_is_quiet(&self.weekday_log_profile, weekday)
+    }
+
+    fn spread(&self, weekday: usize) -> f64 {
+        if self.is_quiet(weekday) {
+            self.quiet_log_spread
+        } else {
+            self.log_spread
+        }
+    }
+
+    fn reference(&self, s: &DailySeries, p: &Prepared, i: usize) -> Reference {
+        let r = &self.rule;
+        let k = r.reference_days.max(1);
+        let stop = i.saturating_sub(r.max_lookback_days.max(1));
+        let mut levels = Vec::with_capacity(k);
+        let mut hours = Vec::with_capacity(k);
+        let mut peaks = Vec::with_capacity(k);
+        let mut busy = Vec::with_capacity(k);
+        let mut t = i;
+        while t > stop && levels.len() < k {
+            t -= 1;
+            if p.active[t] && p.classes[t] != DayClass::Holiday {
+                levels.push(
+                    p.log_credits[t]
+                        - self.weekday_log_profile[s.weekday(t)]
+                        - self.calendar_effects.of(p.classes[t]),
+                );
+                hours.push(s.hours_active[t]);
+                peaks.push(s.peak_hourly_credits[t]);
+                busy.push(!self.is_quiet(s.weekday(t)));
+            }
+        }
+        let days = levels.len();
+        // A new level is accepted once the last `shift_days` active days all sat clearly above the old one
+        // (a resize left in place, new workloads): flagged on its first days, then learned, instead of
+        // alerting until the median of two weeks has moved. Only upwards: after an outage the old level must
+        // stay, or the return to normal would look like a rise.
+        // Judged on busy days only: an office warehouse's weekend is too noisy to confirm or refute anything.
+        let k_shift = r.shift_days;
+        let mut recent: Vec<f64> = levels
+            .iter()
+            .zip(&busy)
+            .filter(|(_, b)| **b)
+            .map(|(l, _)| *l)
+            .take(k_shift)
+            .collect();
+        let shifted = if k_shift >= 1
+            && recent.len() == k_shift
+            && days >= r.min_reference_days.max(1)
+            && self.log_spread.is_finite()
+        {
+            let mut all = levels.clone();
+            median(&mut all).and_then(|long| {
+                recent
+                    .iter()
+                    .all(|l| *l > long + r.shift_sigma * self.log_spread)
+                    .then(|| median(&mut recent))
+                    .flatten()
+            })
+        } else {
+            None
+        };
+        let log_level = if let Some(l) = shifted {
+            Some(l)
+        } else if days >= r.min_reference_days.max(1) {
+            median(&mut levels)
+        } else {
+            self.training_log_level.or_else(|| median(&mut levels))
+        };
+        let usual_peak = peaks.iter().copied().fold(0.0, f64::max);
+        // A full hour bills exactly size x clusters, so a warehouse at its cap repeats the same peak to the
+        // third decimal; 2 % slack allows for cloud-services rounding in exports.
+        let capped =
+            usual_peak > 0.0 && peaks.iter().filter(|x| **x >= 0.98 * usual_peak).count() >= 3;
+        Reference {
+            log_level,
+            usual_hours: median(&mut hours).unwrap_or(0.0),
+            usual_peak,
+            capped,
+            days,
+        }
+    }
+
+    fn assess(&self, s: &DailySeries, p: &Prepared, i: usize) -> Assessment {
+        let r = &self.rule;
+        let reference = self.reference(s, p, i);
+        let w = s.weekday(i);
+        let log_expected = reference
+            .log_level
+            .map(|l| l + self.weekday_log_profile[w] + self.calendar_effects.of(p.classes[i]));
+        let expected = log_expected.map_or(0.0, f64::exp);
+        let log_residual = match log_expected {
+            Some(e) if p.active[i] => p.log_credits[i] - e,
+            Some(_) => f64::NEG_INFINITY,
+            None if p.active[i] => f64::INFINITY,
+            None => 0.0,
+        };
+        let hours = s.hours_active[i];
+        // A learned calendar effect (the close run) lengthens the usual day too.
+        let usual_hours =
+            (reference.usual_hours * self.calendar_effects.of(p.classes[i]).exp()).min(24.0);
+        let left_running =
+            p.active[i] && hours >= (usual_hours + r.runaway_extra_hours).max(r.runaway_min_hours);
+
+        let ratio = if reference.capped {
+            r.resize_peak_ratio
+        } else {
+            r.resize_peak_ratio_uncapped
+        };
+        let peak_above_cap = reference.days >= r.min_reference_days.max(1)
+            && reference.usual_peak > 0.0
+            && s.peak_hourly_credits[i] >= ratio * reference.usual_peak;
+        Assessment {
+            expected,
+            log_residual,
+            reference,
+            left_running,
+            peak_above_cap,
+        }
+    }
+
+    /// The smallest excess (credits) worth an alert for a day expected to bill `expected`.
+    fn material_excess(&self, expected: f64, log_level: Option<f64>, hourly: bool) -> f64 {
+        let r = &self.rule;
+        let mut m = r.min_excess_credits.max(r.min_excess_ratio * expected);
+        if let Some(price) = r.credit_price
+            && price > 0.0
+        {
+            m = m.max(r.min_excess_cost / price);
+        }
+        if !hourly && let Some(l) = log_level {
+            m = m.max(r.min_excess_level_ratio * l.exp());
+        }
+        m
+    }
+
+    /// Scores day `i` of `s` using days `..=i` only.
+    pub fn score_day(&self, s: &DailySeries, i: usize) -> DayScore {
+        let p = prepare(s, &self.rule);
+        self.score_prepared(s, &p, i)
+    }
+
+    /// Scores the days `from..s.len()`.
+    pub fn score_range(&self, s: &DailySeries, from: usize) -> Vec<DayScore> {
+        let p = prepare(s, &self.rule);
+        (from..s.len())
+            .map(|i| self.score_prepared(s, &p, i))
+            .collect()
+    }
+
+    fn score_prepared(&self, s: &DailySeries, p: &Prepared, i: usize) -> DayScore {
+        let r = &self.rule;
+        let date = s.date(i);
+        let actual = s.credits[i];
+        let a = self.assess(s, p, i);
+        let sigma = self.spread(s.weekday(i)).max(1e-6);
+        // Capped so that a day with nothing to compare with (or an idle one) still serializes as a number.
+        let z = if a.log_residual.is_finite() {
+            (a.log_residual / sigma).clamp(-99.0, 99.0)
+        } else if a.log_residual > 0.0 {
+            99.0
+        } else {
+            -99.0
+        };
+        let hourly = a.left_running || a.peak_above_cap;
+        let threshold = if hourly {
+            self.threshold.min(r.hourly_threshold)
+        } else {
+            self.threshold
+        };
+        let excess = actual - a.expected;
+        let material = self.material_excess(a.expected, a.reference.log_level, hourly);
+        let doubled = hourly && a.expected > 0.0 && actual >= r.hourly_spend_ratio * a.expected;
+        let rise = p.active[i] && (z >= threshold || doubled) && excess >= material;
+        let w = s.weekday(i);
+        let fall = r.flag_drops
+            && a.reference.log_level.is_some()
+            && (z <= -threshold || (!p.active[i] && self.weekday_active_share[w] >= 0.9))
+            && -excess >= material;
+        let is_anomaly = rise || fall;
+        let mut evidence = Vec::new();
+        if a.left_running {
+            evidence.push(Evidence::LeftRunning {
+                hours_active: s.hours_active[i],
+                usual_hours: a.reference.usual_hours,
+            });
+        }
+        if a.peak_above_cap {
+            evidence.push(Evidence::PeakAboveCap {
+                peak_hourly_credits: s.peak_hourly_credits[i],
+                usual_peak_hourly_credits: a.reference.usual_peak,
+                capped: a.reference.capped,
+            });
+        }
+        let explanation = self.explain(s, p, i, &a, z, threshold, is_anomaly, rise, &evidence);
+        DayScore {
+            date,
+            actual_credits: actual,
+            expected_credits: a.expected,
+            excess_credits: if p.active[i] || r.flag_drops {
+                excess
+            } else {
+                0.0
+            },
+            score: z,
+            threshold,
+            is_anomaly,
+            explanation,
+            evidence,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn explain(
+        &self,
+        s: &DailySeries,
+        p: &Prepared,
+        i: usize,
+        a: &Assessment,
+        z: f64,
+        threshold: f64,
+        is_anomaly: bool,
+        rise: bool,
+        evidence: &[Evidence],
+    ) -> String {
+        let date = s.date(i);
+        let actual = s.credits[i];
+        let w = s.weekday(i);
+        let share = self.weekday_active_share[w];
+        if !p.active[i] {
+            return format!(
+                "{date}: idle (runs on {:.0}% of {}s)",
+                100.0 * share,
+                weekday_name(w)
+            );
+        }
+        let Some(_) = a.reference.log_level else {
+            return format!(
+                "{date}: {actual:.2} credits; first active day, nothing to compare with"
+            );
+        };
+        let excess = actual - a.expected;
+        let pct = if a.expected > 0.0 {
+            format!("{:+.0}%", 100.0 * excess / a.expected)
+        } else {
+            "new usage".into()
+        };
+        let usual = if share < 0.9 {
+            format!(
+                " when it runs (it runs on {:.0}% of {}s)",
+                100.0 * share,
+                weekday_name(w)
+            )
+        } else {
+            String::new()
+        };
+        let cost = self
+            .rule
+            .credit_price
+            .filter(|p| *p > 0.0)
+            .map(|p| format!(", {:+.2} in money", excess * p))
+            .unwrap_or_default();
+        let cmp = if is_anomaly {
+            if rise { ">=" } else { "<= -" }
+        } else if z >= threshold {
+            ">= (not material)"
+        } else {
+            "<"
+        };
+        let mut out = format!(
+            "{date}: {actual:.2} credits vs {:.2} expected{usual} ({excess:+.2}, {pct}{cost}); score {z:.1} {cmp} threshold {threshold:.1}",
+            a.expected
+        );
+        let class = p.classes[i];
+        let effect = self.calendar_effects.of(class);
+        if effect != 0.0 {
+            out.push_str(&format!(
+                "; {} usually x{:.2}",
+                class.as_str(),
+                effect.exp()
+            ));
+        }
+        for e in evidence {
+            match e {
+                Evidence::LeftRunning {
+                    hours_active,
+                    usual_hours,
+                } => out.push_str(&format!(
+                    "; {hours_active:.0} h active vs usual {usual_hours:.0} h (left running?)"
+                )),
+                Evidence::PeakAboveCap {
+                    peak_hourly_credits,
+                    usual_peak_hourly_credits,
+                    capped,
+                } => out.push_str(&format!(
+                    "; peak {peak_hourly_credits:.2} credits/h vs {} {usual_peak_hourly_credits:.2} (resize or scale-out?)",
+                    if *capped { "its cap of" } else { "at most" }
+                )),
+            }
+        }
+        out
+    }
+}
+
+fn weekday_name(w: usize) -> &'static str {
+    [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ][w.min(6)]
+}
+
+fn model_is_quiet(profile: &[f64; 7], weekday: usize) -> bool {
+    profile[weekday] < QUIET_LOG_PROFILE
+}
+
+/// Fits the default model on every day of `s` (the caller truncates it to the training cutoff).
+pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
+    let n = s.len();
+    let p = prepare(s, rule);
+    // Weekday profile of active-day spend (log), relative to the median active day, shrunk towards 0 when a
+    // weekday has few active days (an intermittent warehouse's weekdays are noisy).
+    let from = n.saturating_sub(rule.profile_weeks.max(1) * 7);
+    let mut all = Vec::new();
+    let mut by_day: [Vec<f64>; 7] = Default::default();
+    let mut days_of: [usize; 7] = [0; 7];
+    let mut active_of: [usize; 7] = [0; 7];
+    for i in from..n {
+        if p.classes[i] == DayClass::Holiday {
+            continue;
+        }
+        let w = s.weekday(i);
+        days_of[w] += 1;
+        if p.active[i] {
+            active_of[w] += 1;
+            if p.classes[i] == DayClass::Ordinary {
+                by_day[w].push(p.log_credits[i]);
+                all.push(p.log_credits[i]);
+            }
+        }
+    }
+    let overall = median(&mut all.clone());
+    let mut weekday_log_profile = [0.0; 7];
+    let mut weekday_active_share = [0.0; 7];
+    for w in 0..7 {
+        let k = by_day[w].len();
+        weekday_active_share[w] = active_of[w] as f64 / days_of[w].max(1) as f64;
+        if let (Some(o), Some(m)) = (overall, median(&mut by_day[w])) {
+            weekday_log_profile[w] = (m - o) * k as f64 / (k as f64 + 2.0);
+        }
+    }
+    let mut model = DefaultModel {
+        rule: rule.clone(),
+        weekday_log_profile,
+        weekday_active_share,
+        // Infinite until estimated: the first residual pass must not accept level shifts.
+        log_spread: f64::INFINITY,
+        quiet_log_spread: f64::INFINITY,
+        training_log_level: None,
+        calendar_effects: CalendarEffects::default(),
+        threshold: rule.min_threshold,
+        calibration: Calibration::default(),
+    };
+    // Fallback level: the median weekday-neutral log spend of the last year's active ordinary days.
+    let year = n.saturating_sub(365);
+    let mut lv: Vec<f64> = (year..n)
+        .filter(|&i| p.active[i] && p.classes[i] == DayClass::Ordinary)
+        .map(|i| p.log_credits[i] - model.weekday_log_profile[s.weekday(i)])
+        .collect();
+    model.training_log_level = median(&mut lv);
+    // Out-of-sample residuals of the training days (each from the days before it), without calendar effects.
+    // Two passes: the spread from residuals without level-shift acceptance, then the residuals as scoring
+    // will see them (with it).
+    let cal_from = year.max(7);
+    let residuals_of = |model: &DefaultModel| -> Vec<(usize, f64)> {
+        (cal_from..n)
+            .filter(|&i| p.active[i] && p.classes[i] != DayClass::Holiday)
+            .filter_map(|i| {
+                let a = model.assess(s, &p, i);
+                (a.reference.days >= rule.min_reference_days.max(1) && a.log_residual.is_finite())
+                    .then_some((i, a.log_residual))
+            })
+            .collect()
+    };
+    // The spread is shrunk towards a wide prior (`prior_log_spread`, worth `prior_days` days) so that a
+    // warehouse with few active days (a young or intermittent one) starts cautious instead of with the
+    // spread of a handful of similar days.
+    let spread_of = |res: &[(usize, f64)], quiet: bool| {
+        let ordinary: Vec<f64> = res
+            .iter()
+            .filter(|(i, _)| {
+                p.classes[*i] == DayClass::Ordinary
+                    && model_is_quiet(&weekday_log_profile, s.weekday(*i)) == quiet
+            })
+            .map(|(_, r)| *r)
+            .collect();
+        let k = ordinary.len() as f64;
+        let m = mad(&ordinary).unwrap_or(0.0);
+        let k0 = rule.prior_days;
+        let prior = rule.prior_log_spread;
+        ((k * m * m + k0 * prior * prior) / (k + k0).max(1e-9))
+            .sqrt()
+            .max(0.05)
+    };
+    let first = residuals_of(&model);
+    model.log_spread = spread_of(&first, false);
+    model.quiet_log_spread = spread_of(&first, true).max(model.log_spread);
+    let residuals = residuals_of(&model);
+    // Calendar effects: the median residual of the last six occurrences, when seen twice and clearly positive.
+    for class in [DayClass::FirstBusinessDay, DayClass::LastBusinessDay] {
+        let mut occ: Vec<f64> = residuals
+            .iter()
+            .rev()
+            .filter(|(i, _)| p.classes[*i] == class)
+            .take(6)
+            .map(|(_, r)| *r)
+            .collect();
+        let seen = occ.len();
+        let effect = if seen >= 2 {
+            median(&mut occ)
+                .filter(|m| *m > 0.5 * model.log_spread)
+                .unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        match class {
+            DayClass::FirstBusinessDay => {
+                model.calendar_effects.first_business_day = effect;
+                model.calendar_effects.first_business_day_seen = seen;
+            }
+            _ => {
+                model.calendar_effects.last_business_day = effect;
+                model.calendar_effects.last_business_day_seen = seen;
+            }
+        }
+    }
+    // Calibration: scores of the training days with the calendar effects applied.
+    let mut z: Vec<f64> = residuals
+        .iter()
+        .map(|(i, r)| (r - model.calendar_effects.of(p.classes[*i])) / model.spread(s.weekday(*i)))
+        .collect();
+    z.sort_by(f64::total_cmp);
+    let span = (n - cal_from).max(1);
+    let active_share = (cal_from..n).filter(|&i| p.active[i]).count() as f64 / span as f64;
+    let (threshold, calibration) = calibrate(&z, active_share, rule);
+    model.threshold = threshold;
+    model.calibration = calibration;
+    model
+}
+
+/// Threshold for which the expected number of exceedances per year is the budget: an exponential tail fitted
+/// above the 90th percentile of the out-of-sample scores (its scale from the median excess, so a few past
+/// incidents in the history do not inflate it). Too few scores: the lower bound.
+fn calibrate(sorted_z: &[f64], active_share: f64, rule: &DefaultRuleConfig) -> (f64, Calibration) {
+    let n = sorted_z.len();
+    let mut cal = Calibration {
+        scored_days: n,
+        active_share,
+        ..Calibration::default()
+    };
+    if n < 20 {
+        cal.raw_threshold = rule.min_threshold;
+        return (rule.min_threshold, cal);
+    }
+    // Chance per active day that the budget allows.
+    let q = (rule.expected_false_alarms_per_year / (365.0 * active_share.max(1.0 / 365.0)))
+        .clamp(1e-6, 0.5);
+    let u = quantile_sorted(sorted_z, 0.9);
+    let mut excess: Vec<f64> = sorted_z.iter().filter(|x| **x > u).map(|x| x - u).collect();
+    let beta = if excess.len() >= 5 {
+        median(&mut excess).map_or(0.5, |m| m / std::f64::consts::LN_2)
+    } else {
+        0.5
+    }
+    .max(0.1);
+    let raw = if q >= 0.1 {
+        quantile_sorted(sorted_z, 1.0 - q)
+    } else {
+        u + beta * (0.1 / q).ln()
+    };
+    cal.tail_start = u;
+    cal.tail_scale = beta;
+    cal.raw_threshold = raw;
+    let t = if raw.is_finite() {
+        raw.clamp(rule.min_threshold, rule.max_threshold)
+    } else {
+        rule.max_threshold
+    };
+    (t, cal)
+}

@@ -1,0 +1,296 @@
+//! The default model on the situations users meet: intermittent warehouses, month-end close runs, resizes on
+//! capped warehouses, per-warehouse calibration. Each series is built by hand (seeded noise) so the test says
+//! exactly what is ordinary and what is not.
+
+use chrono::{Datelike, NaiveDate};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use snowpatrol_detect::WarehouseKey;
+use snowpatrol_detect::calendar::{Calendar, CalendarConfig, DayClass};
+use snowpatrol_detect::daily::DailySeries;
+use snowpatrol_detect::model::{DayScore, Detector, Evidence, TrainConfig, TrainedModel, train};
+
+fn start() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid date") // a Monday
+}
+
+fn empty(name: &str, n: usize) -> DailySeries {
+    DailySeries {
+        key: WarehouseKey::new("ACME", name),
+        start: start(),
+        credits: vec![0.0; n],
+        credits_compute: vec![0.0; n],
+        credits_cloud_services: vec![0.0; n],
+        hours_active: vec![0.0; n],
+        peak_hourly_credits: vec![0.0; n],
+    }
+}
+
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(1e-300);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// Walk forward: train on the days before `from`, score each later day from the data up to it.
+fn walk(s: &DailySeries, from: usize) -> (TrainedModel, Vec<DayScore>) {
+    let model = train(&s.slice(0, from), &TrainConfig::default()).expect("trains");
+    let days = (from..s.len())
+        .map(|i| {
+            model
+                .score(&s.truncated_to(s.date(i)), 1)
+                .expect("scores")
+                .remove(0)
+        })
+        .collect();
+    (model, days)
+}
+
+fn flagged(days: &[DayScore]) -> Vec<String> {
+    days.iter()
+        .filter(|d| d.is_anomaly)
+        .map(|d| d.explanation.clone())
+        .collect()
+}
+
+/// A dev warehouse: idle on most days; on about a third of weekdays a few short sessions of log-normal spend
+/// (XS: at most 1 credit an hour).
+fn dev_warehouse(n: usize, seed: u64) -> DailySeries {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = empty("DEV_WH", n);
+    for i in 0..n {
+        let weekend = s.date(i).weekday().num_days_from_monday() >= 5;
+        let p = if weekend { 0.03 } else { 0.35 };
+        if rng.random::<f64>() < p {
+            let hours = rng.random_range(1..=4) as f64;
+            let credits = (hours * 0.5 * (0.4 * normal(&mut rng)).exp()).min(hours);
+            s.credits[i] = credits;
+            s.credits_compute[i] = credits;
+            s.hours_active[i] = hours;
+            s.peak_hourly_credits[i] = (credits / hours * 1.5).min(1.0);
+        }
+    }
+    s
+}
+
+#[test]
+fn an_intermittent_warehouses_ordinary_days_raise_nothing_and_its_runaway_is_caught() {
+    let n = 420;
+    let s = dev_warehouse(n, 7);
+    let (_, days) = walk(&s, 300);
+    let active = days.iter().filter(|d| d.actual_credits > 0.0).count();
+    assert!(active > 25, "the test needs active days to judge: {active}");
+    assert_eq!(flagged(&days), Vec::<String>::new(), "ordinary days");
+
+    // Left running for a day: 24 hours at its size (XS: 1 credit an hour).
+    let mut r = s.clone();
+    let i = 380;
+    r.credits[i] = 24.0;
+    r.credits_compute[i] = 24.0;
+    r.hours_active[i] = 24.0;
+    r.peak_hourly_credits[i] = 1.0;
+    let (_, days) = walk(&r, 300);
+    let day = days.iter().find(|d| d.date == r.date(i)).expect("scored");
+    assert!(day.is_anomaly, "{}", day.explanation);
+    assert!(
+        day.evidence.iter().any(
+            |e| matches!(e, Evidence::LeftRunning { hours_active, .. } if *hours_active == 24.0)
+        ),
+        "{:?}",
+        day.evidence
+    );
+    assert_eq!(
+        flagged(&days).len(),
+        1,
+        "only the runaway: {:?}",
+        flagged(&days)
+    );
+}
+
+/// A nightly transformation: a batch of about 4 hours every day (less at weekends), and on the last business
+/// day of each month a close run 1.6-2x as long.
+fn transform_with_month_end(n: usize, seed: u64) -> DailySeries {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cal = Calendar::new(
+        &CalendarConfig::default(),
+        start(),
+        start() + chrono::Days::new(n as u64),
+    );
+    let mut s = empty("TRANSFORM_WH", n);
+    for i in 0..n {
+        let date = s.date(i);
+        let weekend = date.weekday().num_days_from_monday() >= 5;
+        let mut hours = if weekend { 2.5 } else { 4.0 } * (0.08 * normal(&mut rng)).exp();
+        if cal.class(date) == DayClass::LastBusinessDay {
+            hours *= 1.6 + 0.4 * rng.random::<f64>();
+        }
+        let credits = 8.0 * hours; // L: 8 credits an hour, running flat out
+        s.credits[i] = credits;
+        s.credits_compute[i] = credits;
+        s.hours_active[i] = hours.ceil();
+        s.peak_hourly_credits[i] = 8.0;
+    }
+    s
+}
+
+#[test]
+fn a_month_end_close_seen_in_previous_months_is_not_flagged_but_a_spike_of_its_size_is() {
+    let n = 430;
+    let s = transform_with_month_end(n, 3);
+    let (model, days) = walk(&s, 300);
+    let Detector::Default(m) = &model.detector else {
+        panic!("default model")
+    };
+    assert!(
+        m.calendar_effects.last_business_day > 0.4,
+        "the close run is learned: {:?}",
+        m.calendar_effects
+    );
+    let cal = Calendar::new(&CalendarConfig::default(), s.start, s.date(n - 1));
+    let month_ends = days
+        .iter()
+        .filter(|d| cal.class(d.date) == DayClass::LastBusinessDay)
+        .count();
+    assert!(month_ends >= 4, "{month_ends} month ends scored");
+    assert_eq!(flagged(&days), Vec::<String>::new());
+
+    // The same extra hours on an ordinary Wednesday are a cost increase.
+    let mut spiked = s.clone();
+    let i = (360..n)
+        .find(|&i| {
+            spiked.date(i).weekday() == chrono::Weekday::Wed
+                && cal.class(spiked.date(i)) == DayClass::Ordinary
+        })
+        .expect("a Wednesday");
+    spiked.credits[i] *= 1.8;
+    spiked.hours_active[i] = (spiked.hours_active[i] * 1.8).ceil();
+    let (_, days) = walk(&spiked, 300);
+    let f = flagged(&days);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0].starts_with(&spiked.date(i).to_string()), "{f:?}");
+}
+
+/// An office BI warehouse (M, one cluster) that runs at its cap of 4 credits an hour most of the day.
+fn capped_bi(n: usize, seed: u64) -> DailySeries {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = empty("BI_WH", n);
+    for i in 0..n {
+        let weekend = s.date(i).weekday().num_days_from_monday() >= 5;
+        if weekend {
+            continue;
+        }
+        let full_hours = 6.0 + 3.0 * rng.random::<f64>();
+        let partial = 2.0 * rng.random::<f64>();
+        s.credits[i] = 4.0 * (full_hours + partial);
+        s.credits_compute[i] = s.credits[i];
+        s.hours_active[i] = (full_hours + 2.0).ceil();
+        s.peak_hourly_credits[i] = 4.0;
+    }
+    s
+}
+
+#[test]
+fn a_resize_on_a_capped_warehouse_is_caught_on_its_first_day_and_then_learned() {
+    let n = 400;
+    let mut s = capped_bi(n, 5);
+    // Resized from M to L on a Tuesday: queries finish a little faster, every hour at the cap bills 8.
+    let first = (330..n)
+        .find(|&i| s.date(i).weekday() == chrono::Weekday::Tue)
+        .expect("a Tuesday");
+    for i in first..n {
+        if s.credits[i] > 0.0 {
+            s.credits[i] *= 1.35;
+            s.credits_compute[i] = s.credits[i];
+            s.peak_hourly_credits[i] = 8.0;
+        }
+    }
+    let (_, days) = walk(&s, 300);
+    let day = days
+        .iter()
+        .find(|d| d.date == s.date(first))
+        .expect("scored");
+    assert!(day.is_anomaly, "{}", day.explanation);
+    assert!(
+        day.evidence
+            .iter()
+            .any(|e| matches!(e, Evidence::PeakAboveCap { capped: true, .. })),
+        "{:?}",
+        day.evidence
+    );
+    let f: Vec<_> = days
+        .iter()
+        .filter(|d| d.is_anomaly)
+        .map(|d| d.date)
+        .collect();
+    assert!(
+        f.iter()
+            .all(|d| *d >= s.date(first) && *d < s.date(first + 14)),
+        "the new level is learned within two weeks: {:?}",
+        flagged(&days)
+    );
+}
+
+#[test]
+fn thresholds_are_calibrated_per_warehouse_to_the_false_alarm_budget() {
+    // Same level; one steady, one with a heavy right tail (occasional big but ordinary days).
+    let n = 400;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut steady = empty("STEADY_WH", n);
+    let mut heavy = empty("HEAVY_WH", n);
+    for i in 0..n {
+        for (s, tail) in [(&mut steady, 0.0), (&mut heavy, 1.0)] {
+            let bump = if rng.random::<f64>() < 0.05 {
+                tail * 0.8
+            } else {
+                0.0
+            };
+            let c = 20.0 * (0.1 * normal(&mut rng) + bump).exp();
+            s.credits[i] = c;
+            s.credits_compute[i] = c;
+            s.hours_active[i] = 12.0;
+            s.peak_hourly_credits[i] = 2.0 + rng.random::<f64>();
+        }
+    }
+    let a = train(&steady, &TrainConfig::default()).expect("trains");
+    let b = train(&heavy, &TrainConfig::default()).expect("trains");
+    assert!(
+        b.threshold > a.threshold + 1.0,
+        "heavy tail -> higher threshold: {} vs {}",
+        b.threshold,
+        a.threshold
+    );
+    // A budget of one false alarm a year: on fresh days from the same process, the heavy-tailed warehouse's
+    // ordinary big days stay below its threshold.
+    let (_, days) = walk(&heavy, 300);
+    assert!(
+        flagged(&days).len() <= 1,
+        "at most about one false alarm in 100 days: {:?}",
+        flagged(&days)
+    );
+    // A stricter budget never lowers the threshold.
+    let mut strict = TrainConfig::default();
+    strict.rule.expected_false_alarms_per_year = 0.1;
+    let c = train(&heavy, &strict).expect("trains");
+    assert!(c.threshold >= b.threshold);
+}
+
+#[test]
+fn the_default_model_is_deterministic_and_survives_the_registry_round_trip() {
+    let s = capped_bi(200, 1);
+    let a = train(&s, &TrainConfig::default()).expect("trains");
+    let b = train(&s, &TrainConfig::default()).expect("trains");
+    assert_eq!(a, b);
+    let json = serde_json::to_string(&a).expect("serializes");
+    let back: TrainedModel = serde_json::from_str(&json).expect("deserializes");
+    assert_eq!(
+        back.score(&s, 30).expect("scores"),
+        a.score(&s, 30).expect("scores")
+    );
+    // A model stored by the previous default rule (different fields) is refused, so train retrains it.
+    let old = serde_json::json!({
+        "kind": "default", "threshold": 3.5, "training_start": "2024-01-01", "training_end": "2024-06-01",
+        "metrics": {"training_days": 150, "score_mean": 0.0, "score_std": 1.0, "training_anomaly_rate": 0.0, "seed": 0},
+        "detector": {"type": "default", "rule": {}, "profile": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], "scale_rel": 0.1, "scale_abs": 0.1}
+    });
+    assert!(serde_json::from_value::<TrainedModel>(old).is_err());
+}
