@@ -192,15 +192,51 @@ impl Calendar {
         DayClass::Ordinary
     }
 
-    /// Classes of `n` consecutive days from `start`.
+    /// Classes of `n` consecutive days from `start`, in one pass (equal to calling [`Calendar::class`] per
+    /// day, which a test checks): each month's first and last business days are found once.
     pub fn classes(&self, start: NaiveDate, n: usize) -> Vec<DayClass> {
-        (0..n)
-            .map(|i| {
-                start
-                    .checked_add_days(Days::new(i as u64))
-                    .map_or(DayClass::Ordinary, |d| self.class(d))
-            })
-            .collect()
+        let mut out = vec![DayClass::Ordinary; n];
+        if n == 0 {
+            return out;
+        }
+        // Extend to whole months so the month boundaries are known at both ends.
+        let Some(first) = start.with_day(1) else {
+            return out;
+        };
+        let Some(last) = start.checked_add_days(Days::new(n as u64 - 1)) else {
+            return out;
+        };
+        let mut d = first;
+        let mut month: Vec<NaiveDate> = Vec::with_capacity(31);
+        let index = |x: NaiveDate| -> Option<usize> {
+            let o = (x - start).num_days();
+            (o >= 0 && (o as usize) < n).then_some(o as usize)
+        };
+        while d <= last || d.month() == last.month() && d.year() == last.year() {
+            month.clear();
+            let (y, m) = (d.year(), d.month());
+            while d.year() == y && d.month() == m {
+                if self.is_holiday(d) {
+                    if let Some(i) = index(d) {
+                        out[i] = DayClass::Holiday;
+                    }
+                } else if self.is_business_day(d) {
+                    month.push(d);
+                }
+                match d.succ_opt() {
+                    Some(next) => d = next,
+                    None => return out,
+                }
+            }
+            if let Some(i) = month.first().and_then(|x| index(*x)) {
+                out[i] = DayClass::FirstBusinessDay;
+            }
+            // The last wins when a month has a single business day, as in `class`.
+            if let Some(i) = month.last().and_then(|x| index(*x)) {
+                out[i] = DayClass::LastBusinessDay;
+            }
+        }
+        out
     }
 }
 
@@ -265,5 +301,28 @@ mod tests {
         );
         assert_eq!(none.class(d(2025, 5, 29)), DayClass::LastBusinessDay);
         assert_eq!(none.class(d(2025, 1, 1)), DayClass::FirstBusinessDay);
+    }
+
+    #[test]
+    fn classes_in_one_pass_equal_class_per_day() {
+        for (cfg, start, n) in [
+            (CalendarConfig::default(), d(2023, 12, 17), 800),
+            (CalendarConfig::default(), d(2024, 11, 29), 1),
+            (
+                CalendarConfig {
+                    rules: HolidayRules::UsFederal,
+                    extra_holidays: vec![d(2024, 3, 29)],
+                },
+                d(2024, 3, 31),
+                400,
+            ),
+        ] {
+            let cal = Calendar::new(&cfg, start, start + Days::new(n as u64));
+            let fast = cal.classes(start, n);
+            let slow: Vec<DayClass> = (0..n)
+                .map(|i| cal.class(start + Days::new(i as u64)))
+                .collect();
+            assert_eq!(fast, slow, "{start} + {n}");
+        }
     }
 }

@@ -38,6 +38,7 @@
 use crate::calendar::{Calendar, CalendarConfig, DayClass};
 use crate::daily::DailySeries;
 use crate::model::{DayScore, Evidence};
+use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
 /// Knobs of the default rule. Tuned on the billing-shaped synthetic family, seed 1 only (see
@@ -166,6 +167,18 @@ impl DefaultRuleConfig {
                 out.push(format!("{k}: must be a number >= 0 (got {v})"));
             }
         }
+        if self.reference_days > MAX_REFERENCE_DAYS {
+            out.push(format!(
+                "reference_days: must be at most {MAX_REFERENCE_DAYS} (got {})",
+                self.reference_days
+            ));
+        }
+        if self.shift_days > self.reference_days {
+            out.push(format!(
+                "shift_days: must be at most reference_days ({} > {})",
+                self.shift_days, self.reference_days
+            ));
+        }
         if self.max_threshold < self.min_threshold {
             out.push(format!(
                 "max_threshold: must be >= min_threshold ({} < {})",
@@ -249,6 +262,8 @@ pub struct DefaultModel {
 /// Series-wide inputs computed once per call.
 struct Prepared {
     classes: Vec<DayClass>,
+    /// Weekday of each day (0 = Monday); computed once, as date arithmetic per lookup dominated the profile.
+    weekday: Vec<usize>,
     log_credits: Vec<f64>,
     active: Vec<bool>,
 }
@@ -262,8 +277,10 @@ fn prepare(s: &DailySeries, rule: &DefaultRuleConfig) -> Prepared {
         .iter()
         .map(|c| *c > rule.active_min_credits)
         .collect();
+    let first = s.start.weekday().num_days_from_monday() as usize;
     Prepared {
         classes: cal.classes(s.start, n),
+        weekday: (0..n).map(|i| (first + i) % 7).collect(),
         log_credits: s
             .credits
             .iter()
@@ -274,16 +291,20 @@ fn prepare(s: &DailySeries, rule: &DefaultRuleConfig) -> Prepared {
     }
 }
 
+/// Median by selection (O(n), reorders `v`); the hot path scores hundreds of days per warehouse.
 fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
+    let odd = v.len() % 2 == 1;
+    let (lower, upper, _) = v.select_nth_unstable_by(m, f64::total_cmp);
+    let upper = *upper;
+    Some(if odd {
+        upper
     } else {
-        (v[m - 1] + v[m]) / 2.0
+        let below = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (below + upper) / 2.0
     })
 }
 
@@ -322,6 +343,9 @@ struct Assessment {
     peak_above_cap: bool,
 }
 
+/// Upper bound of `reference_days` (the reference set lives in fixed buffers on the stack).
+pub const MAX_REFERENCE_DAYS: usize = 64;
+
 /// Weekdays whose usual active spend is below half the median active day are quiet.
 const QUIET_LOG_PROFILE: f64 = -std::f64::consts::LN_2;
 
@@ -342,24 +366,28 @@ impl DefaultModel {
         let r = &self.rule;
         let k = r.reference_days.max(1);
         let stop = i.saturating_sub(r.max_lookback_days.max(1));
-        let mut levels = Vec::with_capacity(k);
-        let mut hours = Vec::with_capacity(k);
-        let mut peaks = Vec::with_capacity(k);
-        let mut busy = Vec::with_capacity(k);
+        // Fixed-size buffers on the stack: this runs for every scored and calibrated day.
+        let mut lv = [0.0; MAX_REFERENCE_DAYS];
+        let mut hv = [0.0; MAX_REFERENCE_DAYS];
+        let mut pv = [0.0; MAX_REFERENCE_DAYS];
+        let mut bv = [false; MAX_REFERENCE_DAYS];
+        let k = k.min(MAX_REFERENCE_DAYS);
+        let mut m = 0;
         let mut t = i;
-        while t > stop && levels.len() < k {
+        while t > stop && m < k {
             t -= 1;
             if p.active[t] && p.classes[t] != DayClass::Holiday {
-                levels.push(
-                    p.log_credits[t]
-                        - self.weekday_log_profile[s.weekday(t)]
-                        - self.calendar_effects.of(p.classes[t]),
-                );
-                hours.push(s.hours_active[t]);
-                peaks.push(s.peak_hourly_credits[t]);
-                busy.push(!self.is_quiet(s.weekday(t)));
+                let w = p.weekday[t];
+                lv[m] = p.log_credits[t]
+                    - self.weekday_log_profile[w]
+                    - self.calendar_effects.of(p.classes[t]);
+                hv[m] = s.hours_active[t];
+                pv[m] = s.peak_hourly_credits[t];
+                bv[m] = !self.is_quiet(w);
+                m += 1;
             }
         }
+        let (levels, hours, peaks, busy) = (&mut lv[..m], &mut hv[..m], &pv[..m], &bv[..m]);
         let days = levels.len();
         // A new level is accepted once the last `shift_days` active days all sat clearly above the old one
         // (a resize left in place, new workloads): flagged on its first days, then learned, instead of
@@ -367,24 +395,25 @@ impl DefaultModel {
         // stay, or the return to normal would look like a rise.
         // Judged on busy days only: an office warehouse's weekend is too noisy to confirm or refute anything.
         let k_shift = r.shift_days;
-        let mut recent: Vec<f64> = levels
-            .iter()
-            .zip(&busy)
-            .filter(|(_, b)| **b)
-            .map(|(l, _)| *l)
-            .take(k_shift)
-            .collect();
+        let mut rv = [0.0; MAX_REFERENCE_DAYS];
+        let mut nr = 0;
+        for (l, _) in levels.iter().zip(busy).filter(|(_, b)| **b).take(k_shift) {
+            rv[nr] = *l;
+            nr += 1;
+        }
+        let recent = &mut rv[..nr];
         let shifted = if k_shift >= 1
             && recent.len() == k_shift
             && days >= r.min_reference_days.max(1)
             && self.log_spread.is_finite()
         {
-            let mut all = levels.clone();
-            median(&mut all).and_then(|long| {
+            // `median` reorders `levels`; `recent` was copied out first.
+            let long = median(levels);
+            long.and_then(|long| {
                 recent
                     .iter()
                     .all(|l| *l > long + r.shift_sigma * self.log_spread)
-                    .then(|| median(&mut recent))
+                    .then(|| median(recent))
                     .flatten()
             })
         } else {
@@ -393,9 +422,9 @@ impl DefaultModel {
         let log_level = if let Some(l) = shifted {
             Some(l)
         } else if days >= r.min_reference_days.max(1) {
-            median(&mut levels)
+            median(levels)
         } else {
-            self.training_log_level.or_else(|| median(&mut levels))
+            self.training_log_level.or_else(|| median(levels))
         };
         let usual_peak = peaks.iter().copied().fold(0.0, f64::max);
         // A full hour bills exactly size x clusters, so a warehouse at its cap repeats the same peak to the
@@ -404,7 +433,7 @@ impl DefaultModel {
             usual_peak > 0.0 && peaks.iter().filter(|x| **x >= 0.98 * usual_peak).count() >= 3;
         Reference {
             log_level,
-            usual_hours: median(&mut hours).unwrap_or(0.0),
+            usual_hours: median(hours).unwrap_or(0.0),
             usual_peak,
             capped,
             days,
@@ -414,7 +443,7 @@ impl DefaultModel {
     fn assess(&self, s: &DailySeries, p: &Prepared, i: usize) -> Assessment {
         let r = &self.rule;
         let reference = self.reference(s, p, i);
-        let w = s.weekday(i);
+        let w = p.weekday[i];
         let log_expected = reference
             .log_level
             .map(|l| l + self.weekday_log_profile[w] + self.calendar_effects.of(p.classes[i]));
@@ -483,7 +512,7 @@ impl DefaultModel {
         let date = s.date(i);
         let actual = s.credits[i];
         let a = self.assess(s, p, i);
-        let sigma = self.spread(s.weekday(i)).max(1e-6);
+        let sigma = self.spread(p.weekday[i]).max(1e-6);
         // Capped so that a day with nothing to compare with (or an idle one) still serializes as a number.
         let z = if a.log_residual.is_finite() {
             (a.log_residual / sigma).clamp(-99.0, 99.0)
@@ -502,7 +531,7 @@ impl DefaultModel {
         let material = self.material_excess(a.expected, a.reference.log_level, hourly);
         let doubled = hourly && a.expected > 0.0 && actual >= r.hourly_spend_ratio * a.expected;
         let rise = p.active[i] && (z >= threshold || doubled) && excess >= material;
-        let w = s.weekday(i);
+        let w = p.weekday[i];
         let fall = r.flag_drops
             && a.reference.log_level.is_some()
             && (z <= -threshold || (!p.active[i] && self.weekday_active_share[w] >= 0.9))
@@ -555,7 +584,7 @@ impl DefaultModel {
     ) -> String {
         let date = s.date(i);
         let actual = s.credits[i];
-        let w = s.weekday(i);
+        let w = p.weekday[i];
         let share = self.weekday_active_share[w];
         if !p.active[i] {
             return format!(
@@ -663,7 +692,7 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
         if p.classes[i] == DayClass::Holiday {
             continue;
         }
-        let w = s.weekday(i);
+        let w = p.weekday[i];
         days_of[w] += 1;
         if p.active[i] {
             active_of[w] += 1;
@@ -699,7 +728,7 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     let year = n.saturating_sub(365);
     let mut lv: Vec<f64> = (year..n)
         .filter(|&i| p.active[i] && p.classes[i] == DayClass::Ordinary)
-        .map(|i| p.log_credits[i] - model.weekday_log_profile[s.weekday(i)])
+        .map(|i| p.log_credits[i] - model.weekday_log_profile[p.weekday[i]])
         .collect();
     model.training_log_level = median(&mut lv);
     // Out-of-sample residuals of the training days (each from the days before it), without calendar effects.
@@ -724,7 +753,7 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
             .iter()
             .filter(|(i, _)| {
                 p.classes[*i] == DayClass::Ordinary
-                    && model_is_quiet(&weekday_log_profile, s.weekday(*i)) == quiet
+                    && model_is_quiet(&weekday_log_profile, p.weekday[*i]) == quiet
             })
             .map(|(_, r)| *r)
             .collect();
@@ -771,7 +800,7 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     // Calibration: scores of the training days with the calendar effects applied.
     let mut z: Vec<f64> = residuals
         .iter()
-        .map(|(i, r)| (r - model.calendar_effects.of(p.classes[*i])) / model.spread(s.weekday(*i)))
+        .map(|(i, r)| (r - model.calendar_effects.of(p.classes[*i])) / model.spread(p.weekday[*i]))
         .collect();
     z.sort_by(f64::total_cmp);
     let span = (n - cal_from).max(1);

@@ -520,3 +520,34 @@ async fn daemon_refuses_an_unmigrated_database_without_migrate_on_start() {
         "{err}"
     );
 }
+
+#[test]
+fn config_check_lists_every_detection_problem_with_file_line_and_key() {
+    let config = format!(
+        "{EXAMPLES_CONFIG}\n[pipeline.train]\ndrift_alpha = 2\n\n[pipeline.detection]\nexpected_false_alarms_per_year = -1\nreference_days = 100\nmin_threshold = 5\nmax_threshold = 4\n"
+    );
+    let err = assert_config_error(
+        &config,
+        &[
+            ":14: pipeline.train.drift_alpha: must be between 0 and 1",
+            ":17: pipeline.detection.expected_false_alarms_per_year: must be a number > 0",
+            ":18: pipeline.detection.reference_days: must be at most 64",
+            ":20: pipeline.detection.max_threshold: must be >= min_threshold",
+        ],
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // An unknown knob is refused with its line, not ignored.
+    assert_config_error(
+        &format!("{EXAMPLES_CONFIG}\n[pipeline.detection]\nz_threshold = 3.5\n"),
+        &[":14:", "z_threshold"],
+    );
+    // Good values pass, the holiday calendar included.
+    let env = Env::new(
+        &format!(
+            "{EXAMPLES_CONFIG}\n[pipeline]\nprice_per_credit = 3.0\n\n[pipeline.detection]\nexpected_false_alarms_per_year = 0.5\nmin_excess_cost = 50.0\n\n[pipeline.detection.calendar]\nrules = \"us_federal\"\nextra_holidays = [\"2025-12-24\"]\n"
+        ),
+        None,
+    );
+    let out = env.ok(&["config", "check"]);
+    assert!(out.contains("configuration OK"), "{out}");
+}
