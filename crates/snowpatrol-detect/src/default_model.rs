@@ -529,6 +529,13 @@ impl DefaultModel {
         };
         let excess = actual - a.expected;
         let material = self.material_excess(a.expected, a.reference.log_level, hourly);
+        // Reported expectation: what it spends when it runs on an active day; on an idle day, that times the
+        // share of such weekdays it runs on (so actual - expected = excess holds on every row).
+        let expected = if p.active[i] {
+            a.expected
+        } else {
+            a.expected * self.weekday_active_share[p.weekday[i]]
+        };
         let doubled = hourly && a.expected > 0.0 && actual >= r.hourly_spend_ratio * a.expected;
         let rise = p.active[i] && (z >= threshold || doubled) && excess >= material;
         let w = p.weekday[i];
@@ -555,12 +562,8 @@ impl DefaultModel {
         DayScore {
             date,
             actual_credits: actual,
-            expected_credits: a.expected,
-            excess_credits: if p.active[i] || r.flag_drops {
-                excess
-            } else {
-                0.0
-            },
+            expected_credits: expected,
+            excess_credits: actual - expected,
             score: z,
             threshold,
             is_anomaly,
