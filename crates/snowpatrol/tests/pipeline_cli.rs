@@ -184,7 +184,7 @@ fn synth_then_backtest_both_models_with_and_without_labels() {
         assert_eq!(anomalies, flagged_n);
         assert!(flagged_n > 0, "{model} flagged nothing");
     }
-    // DESIGN.md: the default model is far more precise than the original's rule on labelled data.
+    // The default model is far more precise than the original's rule on labelled data.
     assert!(
         precision["default"] > 2.0 * precision["baseline"],
         "precision {precision:?}"
