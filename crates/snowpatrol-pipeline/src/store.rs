@@ -10,7 +10,7 @@ use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_store::{Database, Pool, StoreError};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 snowpatrol_store::string_enum!(
     /// Lifecycle of an incident (`incidents.status`). Predict creates incidents `open`, marks them `resolved`
@@ -521,12 +521,28 @@ macro_rules! pipeline_backend {
                     .execute(&mut **tx)
                     .await?;
                 sqlx::query("DELETE FROM incidents WHERE incident_id = $1").bind(other).execute(&mut **tx).await?;
+                widen_incident(tx, keep, o.start_day).await?;
+                widen_incident(tx, keep, o.end_day).await
+            }
+
+            /// Stretches an incident's range to cover `day`, so later days of the same batch find it as their
+            /// neighbour; its totals are recomputed once per batch by `refresh_incident`.
+            async fn widen_incident(tx: &mut sqlx::Transaction<'_, DB>, id: i64, day: NaiveDate) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE incidents SET start_day = CASE WHEN $2 < start_day THEN $2 ELSE start_day END, \
+                     end_day = CASE WHEN $2 > end_day THEN $2 ELSE end_day END WHERE incident_id = $1",
+                )
+                .bind(id)
+                .bind(day)
+                .execute(&mut **tx)
+                .await?;
                 Ok(())
             }
 
             /// Records flagged days: a day flagged before is updated in place (model, run, scores, scored_at); a
             /// new day joins the incident of an adjacent day (merging two incidents it bridges) or starts one.
-            /// Incident totals are recomputed; everything commits in one transaction. `lock` (PostgreSQL)
+            /// Incident totals are recomputed once per touched incident at the end of the batch (predict re-scores
+            /// the same days on every run); everything commits in one transaction. `lock` (PostgreSQL)
             /// serializes writers per warehouse so two predict runs cannot split one incident.
             pub async fn upsert_anomalies(pool: &PoolT, rows: &[NewAnomaly], price: Option<f64>, lock: &str) -> Result<AnomalyUpsert, StoreError> {
                 let mut out = AnomalyUpsert::default();
@@ -538,6 +554,8 @@ macro_rules! pipeline_backend {
                 sorted.sort_by(|a, b| (&a.key, a.usage_date).cmp(&(&b.key, b.usage_date)));
                 let mut tx = pool.begin_with($begin).await?;
                 let mut locked: BTreeSet<&WarehouseKey> = BTreeSet::new();
+                // Incident id -> whether it grew at its end (a resolved one is then reopened).
+                let mut touched: BTreeMap<i64, bool> = BTreeMap::new();
                 for a in sorted {
                     if !lock.is_empty() && locked.insert(&a.key) {
                         sqlx::query(AssertSqlSafe(lock.to_string()))
@@ -575,7 +593,7 @@ macro_rules! pipeline_backend {
                         .bind(a.usage_date)
                         .execute(&mut *tx)
                         .await?;
-                        refresh_incident(&mut tx, incident_id, price, false, now).await?;
+                        touched.entry(incident_id).or_insert(false);
                         out.rescored_days += 1;
                         continue;
                     }
@@ -615,7 +633,11 @@ macro_rules! pipeline_backend {
                             for &(other, _) in others {
                                 merge_incidents(&mut tx, keep, other).await?;
                                 out.merged_incidents += 1;
+                                if touched.remove(&other) == Some(true) {
+                                    touched.insert(keep, true);
+                                }
                             }
+                            widen_incident(&mut tx, keep, a.usage_date).await?;
                             keep
                         }
                     };
@@ -640,8 +662,11 @@ macro_rules! pipeline_backend {
                     .bind(incident_id)
                     .execute(&mut *tx)
                     .await?;
-                    refresh_incident(&mut tx, incident_id, price, grew_at_end, now).await?;
+                    *touched.entry(incident_id).or_insert(false) |= grew_at_end;
                     out.new_days += 1;
+                }
+                for (id, grew) in touched {
+                    refresh_incident(&mut tx, id, price, grew, now).await?;
                 }
                 tx.commit().await?;
                 Ok(out)
