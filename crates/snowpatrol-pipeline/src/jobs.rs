@@ -3,12 +3,15 @@
 use crate::store::{FeatureRow, IncidentFilter, IncidentStatus, NewAnomaly, NewModel};
 use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline};
 use chrono::{DateTime, Days, NaiveDate, Utc};
+use serde::Deserialize;
 use serde_json::json;
 use snowpatrol_alert::{AnomalyDay, DailyPoint, Report, WarehouseSection};
 use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series};
 use snowpatrol_detect::decompose::seasonal_decompose;
 use snowpatrol_detect::drift::{DriftConfig, DriftDecision, check_drift};
-use snowpatrol_detect::model::{ModelKind, TrainConfig, TrainedModel, seed_for, train};
+use snowpatrol_detect::model::{
+    DefaultRuleConfig, ModelKind, TrainConfig, TrainedModel, seed_for, train,
+};
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_engine::{
     DatasetSpec, JobConfig, JobDefinition, JobRegistry, ParamSpec, ParamType, TaskContext,
@@ -419,26 +422,31 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             json!({ "result": "insufficient_history", "days": days })
         }
     };
-    let reason = match &latest {
+    let rule = p.config.detection_rule();
+    // A default model also retrains when it was stored in a format this version cannot read, or trained
+    // with other [pipeline.detection] settings.
+    let stale = latest
+        .as_ref()
+        .filter(|m| m.model_kind == ModelKind::Default.as_str())
+        .and_then(|m| match stored_rule(&m.model) {
+            None => Some(format!(
+                "model v{} was stored by an older version of Snowpatrol and cannot be read",
+                m.version
+            )),
+            Some(r) if r != rule => Some("the [pipeline.detection] settings changed".to_string()),
+            Some(_) => None,
+        });
+    let reason = match (&latest, stale) {
         _ if force => "force_retrain".to_string(),
-        None => "no model yet".to_string(),
-        Some(m) if m.model_kind != kind.as_str() => format!(
+        (None, _) => "no model yet".to_string(),
+        (Some(m), _) if m.model_kind != kind.as_str() => format!(
             "model kind changed from {} to {}",
             m.model_kind,
             kind.as_str()
         ),
-        Some(m) if serde_json::from_value::<TrainedModel>(m.model.clone()).is_err() => format!(
-            "model v{} was stored by an older version of Snowpatrol and cannot be read",
-            m.version
-        ),
-        Some(m)
-            if m.model_kind == ModelKind::Default.as_str()
-                && stale_rule(&m.model, &p.config.detection_rule()) =>
-        {
-            "the [pipeline.detection] settings changed".to_string()
-        }
-        Some(_) if drift.should_retrain() => format!("drift: {drift_json}"),
-        Some(m) => {
+        (Some(_), Some(why)) => why,
+        (Some(_), None) if drift.should_retrain() => format!("drift: {drift_json}"),
+        (Some(m), None) => {
             info!(warehouse = %key, version = m.version, "no drift: keeping the model");
             return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no drift", "drift": drift_json, "version": m.version })));
         }
@@ -448,7 +456,7 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         kind,
         seed: seed_for(&key, next_version),
         min_days: settings.min_days,
-        rule: p.config.detection_rule(),
+        rule,
         ..TrainConfig::default()
     };
     let s = series.clone();
@@ -478,13 +486,13 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
     Ok(TaskOutput::empty().with_data(json!({ "status": "trained", "version": version, "model_id": model_id, "reason": reason, "drift": drift_json })))
 }
 
-/// Whether a stored default model was trained with other detection settings than the configured ones.
-fn stale_rule(
-    model: &serde_json::Value,
-    rule: &snowpatrol_detect::model::DefaultRuleConfig,
-) -> bool {
-    let stored = model.pointer("/detector/rule");
-    stored.is_some_and(|r| serde_json::to_value(rule).is_ok_and(|now| &now != r))
+/// The detection settings a stored default model was trained with; `None` when the model was stored in a
+/// format this version cannot read (the previous default rule's fields are refused by `deny_unknown_fields`).
+/// Reads only the rule, not the whole model.
+fn stored_rule(model: &serde_json::Value) -> Option<DefaultRuleConfig> {
+    model
+        .pointer("/detector/rule")
+        .and_then(|r| DefaultRuleConfig::deserialize(r).ok())
 }
 
 async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
@@ -745,4 +753,23 @@ async fn history_points(
             expected: expected.get(&series.date(i)).copied(),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_rule_reads_current_models_and_refuses_the_previous_format() {
+        let current = serde_json::json!({ "detector": { "type": "default",
+            "rule": serde_json::to_value(DefaultRuleConfig::default()).unwrap_or_default() } });
+        assert_eq!(stored_rule(&current), Some(DefaultRuleConfig::default()));
+        // The previous default rule's knobs are unknown fields now: the model must be retrained.
+        let previous = serde_json::json!({ "detector": { "type": "default",
+            "rule": { "level_window_days": 14, "z_threshold": 3.5 }, "scale_rel": 0.1 } });
+        assert_eq!(stored_rule(&previous), None);
+        let changed = serde_json::json!({ "detector": { "type": "default",
+            "rule": { "expected_false_alarms_per_year": 2.0 } } });
+        assert_ne!(stored_rule(&changed), Some(DefaultRuleConfig::default()));
+    }
 }
