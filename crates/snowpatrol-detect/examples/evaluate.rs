@@ -236,32 +236,22 @@ fn main() {
             if flag("--show") {
                 show(&days, &f.labels);
             }
-            // Keys differ per seed only by data, not by name: prefix them so groups stay apart.
-            for d in days {
-                let key = WarehouseKey::new(
-                    format!("S{seed}_{}", d.key.account_name),
-                    d.key.warehouse_name.clone(),
-                );
-                all_days.push(ScoredDay {
-                    key,
-                    score: d.score,
-                });
-            }
-            for l in &f.labels {
-                all_labels.push(AnomalyLabel {
-                    key: WarehouseKey::new(
-                        format!("S{seed}_{}", l.key.account_name),
-                        l.key.warehouse_name.clone(),
-                    ),
-                    ..l.clone()
-                });
-            }
-            for (k, g) in f.groups {
-                all_groups.insert(
-                    WarehouseKey::new(format!("S{seed}_{}", k.account_name), k.warehouse_name),
-                    g,
-                );
-            }
+            // Seeds reuse warehouse names: prefix the account with the seed so pooled seeds stay apart.
+            let tag = |k: &WarehouseKey| {
+                WarehouseKey::new(
+                    format!("S{seed}_{}", k.account_name),
+                    k.warehouse_name.clone(),
+                )
+            };
+            all_days.extend(days.into_iter().map(|d| ScoredDay {
+                key: tag(&d.key),
+                score: d.score,
+            }));
+            all_labels.extend(f.labels.iter().map(|l| AnomalyLabel {
+                key: tag(&l.key),
+                ..l.clone()
+            }));
+            all_groups.extend(f.groups.iter().map(|(k, g)| (tag(k), g.clone())));
         }
         let cfg = BacktestConfig::new(chrono::NaiveDate::MIN, TrainConfig::default());
         println!(

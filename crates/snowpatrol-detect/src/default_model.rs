@@ -493,13 +493,7 @@ impl DefaultModel {
         m
     }
 
-    /// Scores day `i` of `s` using days `..=i` only.
-    pub fn score_day(&self, s: &DailySeries, i: usize) -> DayScore {
-        let p = prepare(s, &self.rule);
-        self.score_prepared(s, &p, i)
-    }
-
-    /// Scores the days `from..s.len()`.
+    /// Scores the days `from..s.len()`, each from the days up to it.
     pub fn score_range(&self, s: &DailySeries, from: usize) -> Vec<DayScore> {
         let p = prepare(s, &self.rule);
         (from..s.len())
