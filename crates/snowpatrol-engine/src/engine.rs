@@ -216,11 +216,22 @@ impl Engine {
             if shutdown.is_cancelled() {
                 break;
             }
-            let until = snowpatrol_store::now()
-                + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+            let lease = self.settings.lease;
             let mut healthy = true;
+            // Every database call of the leader is bounded by the lease: a partitioned connection must not
+            // keep this loop (and the decision to step down) waiting for TCP to give up.
+            let bounded = |what: &'static str| {
+                move |_| StoreError::Unavailable(format!("{what} took longer than the lease"))
+            };
             match leadership.as_mut() {
-                None => match self.db.try_acquire_leadership(&self.worker_id, until).await {
+                None => match tokio::time::timeout(
+                    lease,
+                    self.db.try_acquire_leadership(&self.worker_id, lease),
+                )
+                .await
+                .map_err(bounded("leader election"))
+                .and_then(|r| r)
+                {
                     Ok(Some(l)) => {
                         info!(worker_id = %self.worker_id, "became scheduler leader");
                         leadership = Some(l);
@@ -231,24 +242,50 @@ impl Engine {
                         warn!(error = %e, "leader election failed; database unreachable?");
                     }
                 },
-                Some(l) => match self.db.renew_leadership(l, &self.worker_id, until).await {
+                Some(l) => match tokio::time::timeout(
+                    lease,
+                    self.db.renew_leadership(l, &self.worker_id, lease),
+                )
+                .await
+                .map_err(bounded("renewing leadership"))
+                .and_then(|r| r)
+                {
                     Ok(true) => {}
-                    Ok(false) | Err(_) => {
-                        warn!(worker_id = %self.worker_id, "lost scheduler leadership");
+                    Ok(false) => {
+                        warn!(worker_id = %self.worker_id, "lost scheduler leadership: another replica took the lease over (this one stalled past it)");
+                        self.metrics.leadership_lost.inc();
                         leadership = None;
+                    }
+                    Err(e) if l.unconfirmed_for() >= lease => {
+                        warn!(worker_id = %self.worker_id, error = %e, "stepping down as scheduler leader: the lease could not be renewed within one lease period");
+                        self.metrics.leadership_lost.inc();
+                        leadership = None;
+                        healthy = false;
+                    }
+                    Err(e) => {
+                        // Still ours for the rest of the lease; a tick would fail on the same database anyway.
+                        healthy = false;
+                        warn!(error = %e, "renewing leadership failed; retrying");
                     }
                 },
             }
             self.metrics.is_leader.set(i64::from(leadership.is_some()));
             let mut next_wait = if leadership.is_some() {
-                self.settings.poll_interval
+                // The lease is renewed every tick, so ticks come at least every heartbeat (< lease).
+                self.settings.poll_interval.min(self.settings.heartbeat)
             } else {
                 retry_interval
             };
-            if leadership.is_some() {
+            if leadership.is_some() && healthy {
                 // Consume the change signal before the tick so changes made during it wake the next one.
                 wake.borrow_and_update();
-                match self.scheduler_tick(&mut pending_latency).await {
+                match tokio::time::timeout(lease, self.scheduler_tick(&mut pending_latency))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(EngineError::Store(StoreError::Unavailable(
+                            "scheduler tick took longer than the lease".into(),
+                        )))
+                    }) {
                     Ok(until_next_cron) => {
                         backoff = Duration::from_millis(100);
                         if let Some(d) = until_next_cron {
@@ -390,7 +427,9 @@ impl Engine {
     /// Claims and runs task instances until shutdown (daemon) or until `only_run` has finished (`run_now`).
     async fn worker_loop(&self, shutdown: CancellationToken, only_run: Option<RunId>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
+        // Each running try with the time its lease was last confirmed (claimed or heartbeated) in the database.
         let mut running: HashMap<TaskInstanceId, (ClaimedTask, CancellationToken)> = HashMap::new();
+        let mut lease_confirmed: HashMap<TaskInstanceId, Instant> = HashMap::new();
         let mut unsent: Vec<Finished> = Vec::new();
         let mut wake = self.db.subscribe();
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
@@ -478,6 +517,7 @@ impl Engine {
                         for claim in claims {
                             let token = CancellationToken::new();
                             running.insert(claim.task_instance_id, (claim.clone(), token.clone()));
+                            lease_confirmed.insert(claim.task_instance_id, Instant::now());
                             self.spawn_task(claim, token, tx.clone());
                         }
                     }
@@ -505,20 +545,9 @@ impl Engine {
                 }
                 _ = wake.changed(), if draining.is_none() => {}
                 _ = heartbeat.tick() => {
+                    lease_confirmed.retain(|id, _| running.contains_key(id));
                     if !running.is_empty() {
-                        let ids: Vec<_> = running.keys().copied().collect();
-                        match self.db.heartbeat(&self.worker_id, &ids, self.lease_until()).await {
-                            Ok(kept) => {
-                                let kept: BTreeSet<_> = kept.into_iter().collect();
-                                for id in ids.iter().filter(|id| !kept.contains(id)) {
-                                    if let Some((c, token)) = running.remove(id) {
-                                        warn!(run_id = c.run_id, job = %c.job_name, task = %c.task_name, "lease lost; abandoning the task");
-                                        token.cancel();
-                                    }
-                                }
-                            }
-                            Err(e) => warn!(error = %e, "heartbeat failed; will retry"),
-                        }
+                        self.heartbeat_running(&mut running, &mut lease_confirmed).await;
                     }
                 }
                 _ = shutdown.cancelled(), if draining.is_none() => {}
@@ -526,6 +555,64 @@ impl Engine {
             }
         }
         self.drain_failure_hooks(self.settings.shutdown_grace).await;
+    }
+
+    /// Renews the leases of this worker's running tries. A try whose lease the database no longer shows as
+    /// this worker's (reaped after a stall, cancelled) is cancelled here; so is every try whose lease could not
+    /// be confirmed for a whole lease period (database unreachable or partitioned), because by then the leader
+    /// of another replica may have handed the instance to someone else. Either way the try's writes are also
+    /// refused by its [`snowpatrol_store::TaskFence`], so stopping here only saves work.
+    async fn heartbeat_running(
+        &self,
+        running: &mut HashMap<TaskInstanceId, (ClaimedTask, CancellationToken)>,
+        lease_confirmed: &mut HashMap<TaskInstanceId, Instant>,
+    ) {
+        let ids: Vec<_> = running.keys().copied().collect();
+        let beat = tokio::time::timeout(
+            self.settings.lease,
+            self.db.heartbeat(&self.worker_id, &ids, self.lease_until()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "heartbeat took longer than the lease ({})",
+                humantime::format_duration(self.settings.lease)
+            )))
+        });
+        let now = Instant::now();
+        let lost: Vec<(TaskInstanceId, &'static str)> = match beat {
+            Ok(kept) => {
+                let kept: BTreeSet<_> = kept.into_iter().collect();
+                for id in &kept {
+                    lease_confirmed.insert(*id, now);
+                }
+                ids.iter()
+                    .filter(|id| !kept.contains(id))
+                    .map(|id| (*id, "lease lost (reaped or cancelled); abandoning the try"))
+                    .collect()
+            }
+            Err(e) => {
+                warn!(error = %e, "heartbeat failed; will retry");
+                lease_confirmed
+                    .iter()
+                    .filter(|(_, at)| now.duration_since(**at) >= self.settings.lease)
+                    .map(|(id, _)| {
+                        (
+                            *id,
+                            "lease not confirmed for a whole lease period; stopping the try",
+                        )
+                    })
+                    .collect()
+            }
+        };
+        for (id, why) in lost {
+            lease_confirmed.remove(&id);
+            if let Some((c, token)) = running.remove(&id) {
+                warn!(run_id = c.run_id, job = %c.job_name, task = %c.task_name, key = %c.map_key, try_number = c.try_number, "{why}");
+                self.metrics.leases_lost.inc();
+                token.cancel();
+            }
+        }
     }
 
     /// Waits (up to `limit`) for failure alerts still being delivered.
@@ -570,6 +657,11 @@ impl Engine {
             logical_time: claim.logical_time,
             trigger_kind: claim.trigger_kind,
             cancel: cancel.clone(),
+            fence: snowpatrol_store::TaskFence {
+                task_instance_id: claim.task_instance_id,
+                try_number: claim.try_number,
+                worker_id: self.worker_id.clone(),
+            },
             db: self.db.clone(),
             cpu_pool: self.cpu_pool.clone(),
         };

@@ -2,6 +2,7 @@
 //! replica reports the same cluster-wide truth; histograms are this process's own observations.
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -35,6 +36,10 @@ pub struct Metrics {
     pub task_duration: Family<JobTaskOutcome, Histogram>,
     pub trigger_latency: Family<JobLabel, Histogram>,
     pub is_leader: Gauge,
+    /// Task tries this process stopped because their lease was lost or could not be confirmed.
+    pub leases_lost: Counter,
+    /// Times this process gave up scheduler leadership because it could not renew it in time.
+    pub leadership_lost: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -68,6 +73,18 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let is_leader = Gauge::default();
+        let leases_lost = Counter::default();
+        let leadership_lost = Counter::default();
+        registry.register(
+            "task_leases_lost",
+            "Task tries this process stopped because their lease was lost or could not be renewed in time",
+            leases_lost.clone(),
+        );
+        registry.register(
+            "leadership_lost",
+            "Times this process stepped down as scheduler leader (renewal refused or not possible in time)",
+            leadership_lost.clone(),
+        );
         registry.register(
             "job_runs",
             "Job runs by job and state (cluster-wide)",
@@ -106,6 +123,8 @@ impl Metrics {
             task_duration,
             trigger_latency,
             is_leader,
+            leases_lost,
+            leadership_lost,
         }
     }
 

@@ -5,7 +5,7 @@ use crate::params::Params;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use snowpatrol_store::{Database, RunId, TaskInstanceRecord, TriggerKind};
+use snowpatrol_store::{Database, RunId, TaskFence, TaskInstanceRecord, TriggerKind};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +25,10 @@ pub struct TaskOutput {
     pub extra: Option<Value>,
     /// Anything else worth recording (shown by `snowpatrol tasks RUN_ID`).
     pub data: Option<Value>,
+    /// The task succeeded but produced nothing new (e.g. a training run that changed no model): its outlets
+    /// emit no dataset event, so downstream jobs do not run for nothing. Recorded in the output as
+    /// `"outlets_suppressed": true`.
+    pub outlets_suppressed: bool,
 }
 
 impl TaskOutput {
@@ -47,6 +51,11 @@ impl TaskOutput {
         self.data = Some(data);
         self
     }
+    /// See [`TaskOutput::outlets_suppressed`].
+    pub fn without_outlet_events(mut self) -> Self {
+        self.outlets_suppressed = true;
+        self
+    }
     pub fn to_json(&self) -> Value {
         let mut m = serde_json::Map::new();
         if let Some(k) = &self.map_keys {
@@ -57,6 +66,9 @@ impl TaskOutput {
         }
         if let Some(d) = &self.data {
             m.insert("data".into(), d.clone());
+        }
+        if self.outlets_suppressed {
+            m.insert("outlets_suppressed".into(), Value::Bool(true));
         }
         Value::Object(m)
     }
@@ -101,6 +113,9 @@ pub struct TaskContext {
     pub trigger_kind: TriggerKind,
     /// Cancelled on timeout, lost lease or shutdown past the grace period; long CPU work should poll it.
     pub cancel: CancellationToken,
+    /// This try's identity: pass it to every write the task makes (see [`TaskFence`]), so a try that lost its
+    /// lease cannot commit anything.
+    pub fence: TaskFence,
     pub(crate) db: Database,
     pub(crate) cpu_pool: Arc<rayon::ThreadPool>,
 }

@@ -39,7 +39,14 @@ async fn ingest() {
         let t1 = Instant::now();
         let from = rows.iter().map(|r| r.start_time).min().unwrap();
         let to = rows.iter().map(|r| r.start_time).max().unwrap() + chrono::Duration::hours(1);
-        store.replace_hourly(from, to, &rows, None).await.unwrap();
+        let window = snowpatrol_pipeline::store::MeteringLoad {
+            from: from.date_naive(),
+            to: to.date_naive() + chrono::Days::new(1),
+            hourly: &rows,
+            daily: &[],
+            run_id: None,
+        };
+        store.load_metering(&window, None).await.unwrap();
         let t2 = Instant::now();
         total.push(n / (t2 - t0).as_secs_f64());
         load.push(n / (t2 - t1).as_secs_f64());

@@ -1,6 +1,8 @@
 //! The three jobs and their tasks.
 
-use crate::store::{FeatureRow, IncidentFilter, IncidentStatus, NewAnomaly, NewModel};
+use crate::store::{
+    FeatureRow, IncidentFilter, IncidentStatus, MeteringLoad, NewAnomaly, NewModel,
+};
 use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::Deserialize;
@@ -21,8 +23,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use tracing::{info, warn};
 
+/// A store error as a task error. A write refused by the try's fence is logged here (the try's own result is
+/// discarded by the engine anyway, since another try owns the instance now).
 fn store_err(what: &str) -> impl Fn(snowpatrol_store::StoreError) -> TaskError + '_ {
-    move |e| TaskError::retryable(format!("{what}: {e}"))
+    move |e| {
+        if e.is_fenced() {
+            warn!(error = %e, "{what}: refused, this try lost its lease; another try owns the work");
+        }
+        TaskError::retryable(format!("{what}: {e}"))
+    }
 }
 
 pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
@@ -160,12 +169,19 @@ pub fn validate_rows(
                 problems.push(format!("{name} = {v} for {key} at {}", r.start_time));
             }
         }
+        // The view has several rows per warehouse name and hour by design: one per SERVICE_TYPE
+        // (WAREHOUSE_METERING, WAREHOUSE_METERING_READER) and one per warehouse id when a warehouse was dropped
+        // and re-created under the same name. A duplicate is the same (account, id, service type, hour).
         if !seen.insert((
             r.account_name.as_str(),
-            r.warehouse_name.as_str(),
+            r.warehouse_id,
+            r.service_type.as_str(),
             r.start_time,
         )) {
-            problems.push(format!("duplicate hour {} for {key}", r.start_time));
+            problems.push(format!(
+                "duplicate hour {} for {key} (warehouse id {}, service type {})",
+                r.start_time, r.warehouse_id, r.service_type
+            ));
         }
         days.insert(r.start_time.date_naive());
     }
@@ -213,11 +229,6 @@ pub fn validate_rows(
 async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let end = p.data_end();
     let to = end + Days::new(1);
-    let range = p
-        .store
-        .daily_range()
-        .await
-        .map_err(store_err("reading loaded range"))?;
     let backfill = ctx
         .params
         .int("backfill_days")
@@ -228,11 +239,7 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
         .int("reread_days")
         .unwrap_or(p.config.prep.reread_days)
         .max(1) as u64;
-    let from = match range {
-        None => to - Days::new(backfill),
-        // Re-read the lagging days, and everything missed since the last load.
-        Some((_, last)) => (to - Days::new(reread)).min(last + Days::new(1)),
-    };
+    let from = load_window_start(&p, to, backfill, reread).await?;
     info!(source = %p.source_description(), %from, %to, "extracting metering");
     let started = std::time::Instant::now();
     let rows = p
@@ -264,15 +271,21 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
             residual: None,
         })
         .collect();
-    // Hourly and daily tables load on two connections at once; each replacement is atomic on its own, and a
-    // failure of either fails the task, whose retry replaces both windows again.
-    let (hourly, daily) = tokio::join!(
-        p.store
-            .replace_hourly(day_start(from), day_start(to), &rows, Some(ctx.run_id)),
-        p.store.replace_daily(Some((from, to)), &features),
-    );
-    hourly.map_err(store_err("loading hourly rows"))?;
-    daily.map_err(store_err("writing daily usage"))?;
+    // Hourly rows, daily rows and the load ledger commit together, fenced by this try's lease: an interrupted
+    // load leaves nothing behind, and a try that lost its lease cannot load the window a second time.
+    p.store
+        .load_metering(
+            &MeteringLoad {
+                from,
+                to,
+                hourly: &rows,
+                daily: &features,
+                run_id: Some(ctx.run_id),
+            },
+            Some(&ctx.fence),
+        )
+        .await
+        .map_err(store_err("loading metering"))?;
     let t_load = started.elapsed();
     info!(rows = rows.len(), days = features.len(), "metering loaded");
     let ms = |d: std::time::Duration| d.as_millis() as u64;
@@ -281,6 +294,44 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
         "timings_ms": { "fetch": ms(t_fetch), "validate_aggregate": ms(t_validate - t_fetch),
                         "load_hourly_and_daily": ms(t_load - t_validate) }
     })))
+}
+
+/// First day prep must (re)load: the re-read window (Snowflake revises the last days of metering), and
+/// before it every day since the first loaded one that the load ledger lacks (an interrupted load, downtime
+/// of any length, a day that failed validation), so nothing stays missing. On an empty database: the
+/// backfill.
+async fn load_window_start(
+    p: &Pipeline,
+    to: NaiveDate,
+    backfill: u64,
+    reread: u64,
+) -> Result<NaiveDate, TaskError> {
+    let backfill_start = to - Days::new(backfill);
+    let reread_start = to - Days::new(reread).min(Days::new(backfill));
+    let loaded = p
+        .store
+        .loaded_days(backfill_start)
+        .await
+        .map_err(store_err("reading the load ledger"))?;
+    // Where the data starts: the first loaded day, or an earlier day the daily table holds without a ledger
+    // entry (a database from before the ledger whose hourly load was lost).
+    let daily_first = p
+        .store
+        .daily_range()
+        .await
+        .map_err(store_err("reading loaded range"))?
+        .map(|(lo, _)| lo);
+    let Some(first) = loaded.first().copied().into_iter().chain(daily_first).min() else {
+        return Ok(backfill_start);
+    };
+    let mut d = first.max(backfill_start);
+    while d < reread_start {
+        if !loaded.contains(&d) {
+            return Ok(d);
+        }
+        d = d + Days::new(1);
+    }
+    Ok(reread_start)
 }
 
 async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
@@ -337,7 +388,7 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
     let t_compute = started.elapsed();
     // The decomposition of every day changes as days arrive, so the whole table is rewritten in one go.
     p.store
-        .replace_daily(None, &rows)
+        .replace_daily(&rows, Some(&ctx.fence))
         .await
         .map_err(store_err("writing features"))?;
     let ms = |d: std::time::Duration| d.as_millis() as u64;
@@ -466,23 +517,32 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .map_err(|e| TaskError::permanent(format!("training {key}: {e}")))?;
     let model_json = serde_json::to_value(&model)
         .map_err(|e| TaskError::permanent(format!("serializing model: {e}")))?;
-    let (model_id, version) = p
+    let registered = p
         .store
-        .register_model(&NewModel {
-            key: key.clone(),
-            model_kind: kind.as_str().into(),
-            params: model.params_json(),
-            threshold: model.threshold,
-            training_start: model.training_start,
-            training_end: model.training_end,
-            metrics: serde_json::to_value(&model.metrics).unwrap_or_default(),
-            drift: drift_json.clone(),
-            model: model_json,
-            training_run_id: Some(ctx.run_id),
-        })
+        .register_model(
+            &NewModel {
+                key: key.clone(),
+                model_kind: kind.as_str().into(),
+                params: model.params_json(),
+                threshold: model.threshold,
+                training_start: model.training_start,
+                training_end: model.training_end,
+                metrics: serde_json::to_value(&model.metrics).unwrap_or_default(),
+                drift: drift_json.clone(),
+                model: model_json,
+                training_run_id: Some(ctx.run_id),
+            },
+            Some(&ctx.fence),
+        )
         .await
         .map_err(store_err("registering model"))?;
-    info!(warehouse = %key, version, model_id, %reason, "model trained");
+    snowpatrol_store::failpoint("train.after_register").map_err(store_err("failpoint"))?;
+    let (model_id, version) = (registered.model_id, registered.version);
+    if registered.created {
+        info!(warehouse = %key, version, model_id, %reason, "model trained");
+    } else {
+        info!(warehouse = %key, version, model_id, "this run had registered the model already (a retried try): kept it");
+    }
     Ok(TaskOutput::empty().with_data(json!({ "status": "trained", "version": version, "model_id": model_id, "reason": reason, "drift": drift_json })))
 }
 
@@ -563,14 +623,15 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .collect();
     let recorded = p
         .store
-        .upsert_anomalies(&anomalies, p.config.price_per_credit)
+        .upsert_anomalies(&anomalies, p.config.price_per_credit, Some(&ctx.fence))
         .await
         .map_err(store_err("recording anomalies"))?;
+    snowpatrol_store::failpoint("predict.score.after_upsert").map_err(store_err("failpoint"))?;
     // Incidents that ended before the newest scored day are over: mark them resolved.
     let resolved = match scores.iter().map(|s| s.date).max() {
         Some(newest) => p
             .store
-            .resolve_incidents(&key, newest)
+            .resolve_incidents(&key, newest, Some(&ctx.fence))
             .await
             .map_err(store_err("resolving incidents"))?,
         None => 0,
@@ -677,9 +738,11 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
             &markdown,
             &path.display().to_string(),
             total as i32,
+            Some(&ctx.fence),
         )
         .await
         .map_err(store_err("saving report"))?;
+    snowpatrol_store::failpoint("predict.report.after_save").map_err(store_err("failpoint"))?;
     // Alert once per incident (its id: stable when it grows, merges or a model retrains), never again on
     // reruns; acknowledged incidents are not listed at all.
     let _ = p.retry_pending_alerts().await;

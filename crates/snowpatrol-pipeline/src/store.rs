@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use snowpatrol_detect::daily::DailyUsage;
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
-use snowpatrol_store::{Database, Pool, StoreError};
+use snowpatrol_store::{Database, Pool, StoreError, TaskFence};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::{BTreeMap, BTreeSet};
@@ -171,6 +171,16 @@ pub struct NewModel {
     pub training_run_id: Option<i64>,
 }
 
+/// What [`PipelineStore::register_model`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelRegistration {
+    pub model_id: i64,
+    pub version: i32,
+    /// False when this training run had registered this warehouse's model already (a retried try): the
+    /// existing version is returned and nothing is written.
+    pub created: bool,
+}
+
 /// One warehouse-day with its decomposition, as written by prep.
 #[derive(Clone, Debug)]
 pub struct FeatureRow {
@@ -190,12 +200,21 @@ const INCIDENT_COLUMNS: &str = "i.incident_id, i.account_name, i.warehouse_name,
 const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at";
 
 macro_rules! pipeline_backend {
-    ($module:ident, $DB:ty, begin = $begin:literal) => {
+    ($module:ident, $DB:ty, begin = $begin:literal, fence = $fence:ident) => {
         pub(crate) mod $module {
             use super::*;
             type DB = $DB;
             type PoolT = sqlx::Pool<DB>;
             type RowT = <DB as sqlx::Database>::Row;
+
+            /// The last statement before a task's commit: refuses the whole transaction when the try lost its
+            /// lease (see [`TaskFence`]). `None`: an operator command or a test, not a task try.
+            pub async fn check_fence(tx: &mut sqlx::Transaction<'_, DB>, fence: Option<&TaskFence>) -> Result<(), StoreError> {
+                match fence {
+                    Some(f) => f.$fence(&mut **tx).await,
+                    None => Ok(()),
+                }
+            }
 
             pub async fn delete_hourly_window(tx: &mut sqlx::Transaction<'_, DB>, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<u64, StoreError> {
                 Ok(sqlx::query("DELETE FROM warehouse_metering_hourly WHERE start_time >= $1 AND start_time < $2")
@@ -206,6 +225,47 @@ macro_rules! pipeline_backend {
                     .rows_affected())
             }
 
+            /// Marks every day of the load's window loaded (with its hourly row count), replacing earlier marks.
+            pub async fn record_loaded_days(tx: &mut sqlx::Transaction<'_, DB>, load: &MeteringLoad<'_>) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM metering_loads WHERE usage_date >= $1 AND usage_date < $2")
+                    .bind(load.from)
+                    .bind(load.to)
+                    .execute(&mut **tx)
+                    .await?;
+                let mut per_day: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+                let mut d = load.from;
+                while d < load.to {
+                    per_day.insert(d, 0);
+                    d = d + chrono::Days::new(1);
+                }
+                for r in load.hourly {
+                    if let Some(n) = per_day.get_mut(&r.start_time.date_naive()) {
+                        *n += 1;
+                    }
+                }
+                let now = snowpatrol_store::now();
+                let days: Vec<(NaiveDate, i64)> = per_day.into_iter().collect();
+                for chunk in days.chunks(1000) {
+                    let mut qb = sqlx::QueryBuilder::<DB>::new(
+                        "INSERT INTO metering_loads (usage_date, hourly_rows, loaded_by_run_id, loaded_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, (day, n)| {
+                        b.push_bind(*day).push_bind(*n).push_bind(load.run_id).push_bind(now);
+                    });
+                    qb.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            pub async fn loaded_days(pool: &PoolT, since: NaiveDate) -> Result<BTreeSet<NaiveDate>, StoreError> {
+                let days: Vec<NaiveDate> = sqlx::query_scalar("SELECT usage_date FROM metering_loads WHERE usage_date >= $1")
+                    .bind(since)
+                    .fetch_all(pool)
+                    .await?;
+                Ok(days.into_iter().collect())
+            }
+
+            /// SQLite's hourly load (PostgreSQL uses COPY).
             #[allow(dead_code)]
             pub async fn insert_hourly_batched(tx: &mut sqlx::Transaction<'_, DB>, rows: &[MeteringRow], run_id: Option<i64>) -> Result<(), StoreError> {
                 for chunk in rows.chunks(2000) {
@@ -230,9 +290,16 @@ macro_rules! pipeline_backend {
                 Ok(())
             }
 
-            pub async fn upsert_features(pool: &PoolT, rows: &[FeatureRow]) -> Result<(), StoreError> {
-                let now = snowpatrol_store::now();
+            pub async fn upsert_features(pool: &PoolT, rows: &[FeatureRow], fence: Option<&TaskFence>) -> Result<(), StoreError> {
                 let mut tx = pool.begin_with($begin).await?;
+                upsert_features_in(&mut tx, rows).await?;
+                check_fence(&mut tx, fence).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            pub async fn upsert_features_in(tx: &mut sqlx::Transaction<'_, DB>, rows: &[FeatureRow]) -> Result<(), StoreError> {
+                let now = snowpatrol_store::now();
                 for chunk in rows.chunks(1000) {
                     let mut qb = sqlx::QueryBuilder::<DB>::new(
                         "INSERT INTO warehouse_daily_usage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
@@ -259,9 +326,8 @@ macro_rules! pipeline_backend {
                          hours_active = excluded.hours_active, peak_hourly_credits = excluded.peak_hourly_credits, trend = excluded.trend, \
                          seasonal = excluded.seasonal, residual = excluded.residual, updated_at = excluded.updated_at",
                     );
-                    qb.build().execute(&mut *tx).await?;
+                    qb.build().execute(&mut **tx).await?;
                 }
-                tx.commit().await?;
                 Ok(())
             }
 
@@ -342,9 +408,25 @@ macro_rules! pipeline_backend {
                 row.as_ref().map(model_from_row).transpose()
             }
 
-            pub async fn register_model(pool: &PoolT, m: &NewModel) -> Result<(i64, i32), StoreError> {
+            pub async fn register_model(pool: &PoolT, m: &NewModel, fence: Option<&TaskFence>) -> Result<ModelRegistration, StoreError> {
                 let now = snowpatrol_store::now();
                 let mut tx = pool.begin_with($begin).await?;
+                // One version per (training run, warehouse): a retried or stale try of the same run gets the
+                // version the first try registered (the unique index `models_once_per_run` backs this up).
+                if let Some(run_id) = m.training_run_id {
+                    let existing: Option<(i64, i32)> = sqlx::query_as(
+                        "SELECT model_id, version FROM models WHERE training_run_id = $1 AND account_name = $2 AND warehouse_name = $3 \
+                         AND duplicate_of_model_id IS NULL",
+                    )
+                    .bind(run_id)
+                    .bind(&m.key.account_name)
+                    .bind(&m.key.warehouse_name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some((model_id, version)) = existing {
+                        return Ok(ModelRegistration { model_id, version, created: false });
+                    }
+                }
                 let version: i32 = sqlx::query_scalar(
                     "SELECT CAST(coalesce(max(version), 0) + 1 AS INTEGER) FROM models WHERE account_name = $1 AND warehouse_name = $2",
                 )
@@ -381,8 +463,9 @@ macro_rules! pipeline_backend {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                check_fence(&mut tx, fence).await?;
                 tx.commit().await?;
-                Ok((id, version))
+                Ok(ModelRegistration { model_id: id, version, created: true })
             }
 
             pub async fn list_models(pool: &PoolT, warehouse: Option<&str>) -> Result<Vec<ModelRow>, StoreError> {
@@ -544,7 +627,7 @@ macro_rules! pipeline_backend {
             /// Incident totals are recomputed once per touched incident at the end of the batch (predict re-scores
             /// the same days on every run); everything commits in one transaction. `lock` (PostgreSQL)
             /// serializes writers per warehouse so two predict runs cannot split one incident.
-            pub async fn upsert_anomalies(pool: &PoolT, rows: &[NewAnomaly], price: Option<f64>, lock: &str) -> Result<AnomalyUpsert, StoreError> {
+            pub async fn upsert_anomalies(pool: &PoolT, rows: &[NewAnomaly], price: Option<f64>, lock: &str, fence: Option<&TaskFence>) -> Result<AnomalyUpsert, StoreError> {
                 let mut out = AnomalyUpsert::default();
                 if rows.is_empty() {
                     return Ok(out);
@@ -668,15 +751,17 @@ macro_rules! pipeline_backend {
                 for (id, grew) in touched {
                     refresh_incident(&mut tx, id, price, grew, now).await?;
                 }
+                check_fence(&mut tx, fence).await?;
                 tx.commit().await?;
                 Ok(out)
             }
 
             /// Marks `resolved` the open incidents of a warehouse that end before `newest_scored_day`: a later
             /// day was scored and the incident did not grow into it.
-            pub async fn resolve_incidents(pool: &PoolT, key: &WarehouseKey, newest_scored_day: NaiveDate) -> Result<u64, StoreError> {
+            pub async fn resolve_incidents(pool: &PoolT, key: &WarehouseKey, newest_scored_day: NaiveDate, fence: Option<&TaskFence>) -> Result<u64, StoreError> {
                 let now = snowpatrol_store::now();
-                Ok(sqlx::query(
+                let mut tx = pool.begin_with($begin).await?;
+                let n = sqlx::query(
                     "UPDATE incidents SET status = 'resolved', resolved_at = $1, updated_at = $1 \
                      WHERE account_name = $2 AND warehouse_name = $3 AND status = 'open' AND end_day < $4",
                 )
@@ -684,9 +769,12 @@ macro_rules! pipeline_backend {
                 .bind(&key.account_name)
                 .bind(&key.warehouse_name)
                 .bind(newest_scored_day)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected())
+                .rows_affected();
+                check_fence(&mut tx, fence).await?;
+                tx.commit().await?;
+                Ok(n)
             }
 
             fn push_filter(qb: &mut sqlx::QueryBuilder<DB>, f: &IncidentFilter, day_column: &str) {
@@ -790,7 +878,8 @@ macro_rules! pipeline_backend {
                 }
             }
 
-            pub async fn save_report(pool: &PoolT, run_id: i64, markdown: &str, path: &str, anomalies: i32) -> Result<(), StoreError> {
+            pub async fn save_report(pool: &PoolT, run_id: i64, markdown: &str, path: &str, anomalies: i32, fence: Option<&TaskFence>) -> Result<(), StoreError> {
+                let mut tx = pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO reports (run_id, markdown, path, anomalies, created_at) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (run_id) DO UPDATE SET markdown = excluded.markdown, path = excluded.path, anomalies = excluded.anomalies",
@@ -800,8 +889,10 @@ macro_rules! pipeline_backend {
                 .bind(path)
                 .bind(anomalies)
                 .bind(snowpatrol_store::now())
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+                check_fence(&mut tx, fence).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -889,8 +980,13 @@ macro_rules! pipeline_backend {
     };
 }
 
-pipeline_backend!(pg, sqlx::Postgres, begin = "BEGIN");
-pipeline_backend!(lite, sqlx::Sqlite, begin = "BEGIN IMMEDIATE");
+pipeline_backend!(pg, sqlx::Postgres, begin = "BEGIN", fence = check_postgres);
+pipeline_backend!(
+    lite,
+    sqlx::Sqlite,
+    begin = "BEGIN IMMEDIATE",
+    fence = check_sqlite
+);
 
 /// Serializes incident maintenance per warehouse on PostgreSQL (transaction-scoped advisory lock; the two-key
 /// form, whose key space does not overlap the leader's one-key lock). SQLite writers are serialized anyway.
@@ -917,142 +1013,103 @@ impl PipelineStore {
         Self { db }
     }
 
-    /// Replaces every hourly row with START_TIME in [from, to) by `rows`, atomically (delete then insert),
-    /// so a rerun over the same window is idempotent. PostgreSQL loads through COPY.
-    pub async fn replace_hourly(
+    /// One prep load, all or nothing: replaces the hourly rows with START_TIME in the window's days, the daily
+    /// rows of those days, and the window's days in the load ledger (`metering_loads`), in ONE transaction
+    /// fenced by the task's lease. An interrupted load leaves no trace, so the ledger never claims a day whose
+    /// hourly rows are missing, and the next prep reloads every day the ledger lacks (see
+    /// [`PipelineStore::loaded_days`]). PostgreSQL loads both tables through binary COPY.
+    pub async fn load_metering(
         &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        rows: &[MeteringRow],
-        run_id: Option<i64>,
+        load: &MeteringLoad<'_>,
+        fence: Option<&TaskFence>,
     ) -> Result<u64, StoreError> {
+        let (from, to) = (day_start(load.from), day_start(load.to));
         match self.db.pool() {
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
                 let deleted = pg::delete_hourly_window(&mut tx, from, to).await?;
-                let mut copy = tx
-                    .copy_in_raw(
-                        "COPY warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, end_time, \
-                         credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) FROM STDIN WITH (FORMAT binary)",
-                    )
-                    .await?;
-                let mut enc = BinaryCopy::new();
-                for r in rows {
-                    enc.row(10);
-                    enc.text(&r.account_name);
-                    enc.i64(r.warehouse_id);
-                    enc.text(&r.warehouse_name);
-                    enc.text(&r.service_type);
-                    enc.timestamp(r.start_time);
-                    enc.timestamp(r.end_time);
-                    enc.f64(r.credits_used);
-                    enc.f64(r.credits_used_compute);
-                    enc.f64(r.credits_used_cloud_services);
-                    enc.opt_i64(run_id);
-                    if let Some(chunk) = enc.take_if_full() {
-                        copy.send(chunk).await?;
-                    }
-                }
-                copy.send(enc.finish()).await?;
-                copy.finish().await?;
+                copy_hourly(&mut tx, load.hourly, load.run_id).await?;
+                sqlx::query(
+                    "DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2",
+                )
+                .bind(load.from)
+                .bind(load.to)
+                .execute(&mut *tx)
+                .await?;
+                copy_daily(&mut tx, load.daily).await?;
+                pg::record_loaded_days(&mut tx, load).await?;
+                snowpatrol_store::failpoint("prep.load.before_commit")?;
+                pg::check_fence(&mut tx, fence).await?;
                 tx.commit().await?;
                 Ok(deleted)
             }
             Pool::Sqlite(p) => {
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
                 let deleted = lite::delete_hourly_window(&mut tx, from, to).await?;
-                lite::insert_hourly_batched(&mut tx, rows, run_id).await?;
+                lite::insert_hourly_batched(&mut tx, load.hourly, load.run_id).await?;
+                sqlx::query(
+                    "DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2",
+                )
+                .bind(load.from)
+                .bind(load.to)
+                .execute(&mut *tx)
+                .await?;
+                lite::upsert_features_in(&mut tx, load.daily).await?;
+                lite::record_loaded_days(&mut tx, load).await?;
+                snowpatrol_store::failpoint("prep.load.before_commit")?;
+                lite::check_fence(&mut tx, fence).await?;
                 tx.commit().await?;
                 Ok(deleted)
             }
         }
     }
 
-    /// Upserts daily rows (a few reloaded days).
-    pub async fn upsert_features(&self, rows: &[FeatureRow]) -> Result<(), StoreError> {
-        dispatch!(self.db, upsert_features(rows))
+    /// The days from `since` on that a prep load committed completely (the load ledger).
+    pub async fn loaded_days(&self, since: NaiveDate) -> Result<BTreeSet<NaiveDate>, StoreError> {
+        dispatch!(self.db, loaded_days(since))
     }
 
-    /// Replaces every daily row with `usage_date` in [from, to) — or every row when `range` is None — by
-    /// `rows`, atomically. PostgreSQL deletes and loads with binary COPY, an order of magnitude faster than
+    /// Upserts daily rows (a few reloaded days).
+    pub async fn upsert_features(
+        &self,
+        rows: &[FeatureRow],
+        fence: Option<&TaskFence>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.db, upsert_features(rows, fence))
+    }
+
+    /// Replaces the whole daily table by `rows` (the features task's rewrite with decompositions), atomically
+    /// and fenced. PostgreSQL truncates and loads with binary COPY, an order of magnitude faster than
     /// `INSERT ... ON CONFLICT` for a year of a thousand warehouses.
     pub async fn replace_daily(
         &self,
-        range: Option<(NaiveDate, NaiveDate)>,
         rows: &[FeatureRow],
+        fence: Option<&TaskFence>,
     ) -> Result<(), StoreError> {
-        let Pool::Postgres(p) = self.db.pool() else {
-            match self.db.pool() {
-                Pool::Sqlite(p) => {
-                    let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                    match range {
-                        Some((from, to)) => sqlx::query("DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2")
-                            .bind(from)
-                            .bind(to)
-                            .execute(&mut *tx)
-                            .await?,
-                        None => sqlx::query("DELETE FROM warehouse_daily_usage").execute(&mut *tx).await?,
-                    };
-                    tx.commit().await?;
-                }
-                Pool::Postgres(_) => {}
+        match self.db.pool() {
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::query("DELETE FROM warehouse_daily_usage")
+                    .execute(&mut *tx)
+                    .await?;
+                lite::upsert_features_in(&mut tx, rows).await?;
+                snowpatrol_store::failpoint("prep.features.before_commit")?;
+                lite::check_fence(&mut tx, fence).await?;
+                tx.commit().await?;
             }
-            return self.upsert_features(rows).await;
-        };
-        let now = snowpatrol_store::now();
-        let mut tx = p.begin().await?;
-        match range {
-            Some((from, to)) => {
-                sqlx::query(
-                    "DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2",
-                )
-                .bind(from)
-                .bind(to)
-                .execute(&mut *tx)
-                .await?
-            }
-            // A full rewrite: TRUNCATE leaves no dead tuples (a daily DELETE of every row would bloat the table)
-            // at the price of a brief exclusive lock; the readers, train and predict, run after this task.
-            None => {
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                // TRUNCATE leaves no dead tuples (a daily DELETE of every row would bloat the table) at the
+                // price of a brief exclusive lock; the readers, train and predict, run after this task.
                 sqlx::query("TRUNCATE warehouse_daily_usage")
                     .execute(&mut *tx)
-                    .await?
-            }
-        };
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY warehouse_daily_usage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
-                 credits_used_cloud_services, hours_active, peak_hourly_credits, trend, seasonal, residual, updated_at) \
-                 FROM STDIN WITH (FORMAT binary)",
-            )
-            .await?;
-        let mut enc = BinaryCopy::new();
-        for f in rows {
-            let u = &f.usage;
-            enc.row(12);
-            enc.text(&u.key.account_name);
-            enc.text(&u.key.warehouse_name);
-            enc.date(u.date);
-            for v in [
-                u.credits,
-                u.credits_compute,
-                u.credits_cloud_services,
-                u.hours_active,
-                u.peak_hourly_credits,
-            ] {
-                enc.f64(v);
-            }
-            for v in [f.trend, f.seasonal, f.residual] {
-                enc.opt_f64(v);
-            }
-            enc.timestamp(now);
-            if let Some(chunk) = enc.take_if_full() {
-                copy.send(chunk).await?;
+                    .await?;
+                copy_daily(&mut tx, rows).await?;
+                snowpatrol_store::failpoint("prep.features.before_commit")?;
+                pg::check_fence(&mut tx, fence).await?;
+                tx.commit().await?;
             }
         }
-        copy.send(enc.finish()).await?;
-        copy.finish().await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -1075,8 +1132,13 @@ impl PipelineStore {
     ) -> Result<Option<ModelRow>, StoreError> {
         dispatch!(self.db, model_by_alias(key, alias))
     }
-    pub async fn register_model(&self, m: &NewModel) -> Result<(i64, i32), StoreError> {
-        dispatch!(self.db, register_model(m))
+    /// Registers a model version and points `latest` at it, fenced; idempotent per (training run, warehouse).
+    pub async fn register_model(
+        &self,
+        m: &NewModel,
+        fence: Option<&TaskFence>,
+    ) -> Result<ModelRegistration, StoreError> {
+        dispatch!(self.db, register_model(m, fence))
     }
     pub async fn list_models(&self, warehouse: Option<&str>) -> Result<Vec<ModelRow>, StoreError> {
         dispatch!(self.db, list_models(warehouse))
@@ -1087,12 +1149,13 @@ impl PipelineStore {
         &self,
         rows: &[NewAnomaly],
         price_per_credit: Option<f64>,
+        fence: Option<&TaskFence>,
     ) -> Result<AnomalyUpsert, StoreError> {
         match self.db.pool() {
             Pool::Postgres(p) => {
-                pg::upsert_anomalies(p, rows, price_per_credit, PG_WAREHOUSE_LOCK).await
+                pg::upsert_anomalies(p, rows, price_per_credit, PG_WAREHOUSE_LOCK, fence).await
             }
-            Pool::Sqlite(p) => lite::upsert_anomalies(p, rows, price_per_credit, "").await,
+            Pool::Sqlite(p) => lite::upsert_anomalies(p, rows, price_per_credit, "", fence).await,
         }
     }
     /// Marks `resolved` the open incidents of `key` that end before `newest_scored_day` (see
@@ -1101,8 +1164,9 @@ impl PipelineStore {
         &self,
         key: &WarehouseKey,
         newest_scored_day: NaiveDate,
+        fence: Option<&TaskFence>,
     ) -> Result<u64, StoreError> {
-        dispatch!(self.db, resolve_incidents(key, newest_scored_day))
+        dispatch!(self.db, resolve_incidents(key, newest_scored_day, fence))
     }
     pub async fn list_incidents(
         &self,
@@ -1152,8 +1216,12 @@ impl PipelineStore {
         markdown: &str,
         path: &str,
         anomalies: i32,
+        fence: Option<&TaskFence>,
     ) -> Result<(), StoreError> {
-        dispatch!(self.db, save_report(run_id, markdown, path, anomalies))
+        dispatch!(
+            self.db,
+            save_report(run_id, markdown, path, anomalies, fence)
+        )
     }
     pub async fn report_markdown(
         &self,
@@ -1206,6 +1274,94 @@ impl PipelineStore {
     ) -> Result<Vec<AlertRow>, StoreError> {
         dispatch!(self.db, list_alerts(pending_only, limit))
     }
+}
+
+/// A prep load: the window [from, to) in UTC days, its hourly rows and the daily rows aggregated from them.
+#[derive(Clone, Copy, Debug)]
+pub struct MeteringLoad<'a> {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub hourly: &'a [MeteringRow],
+    pub daily: &'a [FeatureRow],
+    pub run_id: Option<i64>,
+}
+
+fn day_start(d: NaiveDate) -> DateTime<Utc> {
+    d.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+async fn copy_hourly(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[MeteringRow],
+    run_id: Option<i64>,
+) -> Result<(), StoreError> {
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, end_time, \
+             credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) FROM STDIN WITH (FORMAT binary)",
+        )
+        .await?;
+    let mut enc = BinaryCopy::new();
+    for r in rows {
+        enc.row(10);
+        enc.text(&r.account_name);
+        enc.i64(r.warehouse_id);
+        enc.text(&r.warehouse_name);
+        enc.text(&r.service_type);
+        enc.timestamp(r.start_time);
+        enc.timestamp(r.end_time);
+        enc.f64(r.credits_used);
+        enc.f64(r.credits_used_compute);
+        enc.f64(r.credits_used_cloud_services);
+        enc.opt_i64(run_id);
+        if let Some(chunk) = enc.take_if_full() {
+            copy.send(chunk).await?;
+        }
+    }
+    copy.send(enc.finish()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+async fn copy_daily(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[FeatureRow],
+) -> Result<(), StoreError> {
+    let now = snowpatrol_store::now();
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY warehouse_daily_usage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
+             credits_used_cloud_services, hours_active, peak_hourly_credits, trend, seasonal, residual, updated_at) \
+             FROM STDIN WITH (FORMAT binary)",
+        )
+        .await?;
+    let mut enc = BinaryCopy::new();
+    for f in rows {
+        let u = &f.usage;
+        enc.row(12);
+        enc.text(&u.key.account_name);
+        enc.text(&u.key.warehouse_name);
+        enc.date(u.date);
+        for v in [
+            u.credits,
+            u.credits_compute,
+            u.credits_cloud_services,
+            u.hours_active,
+            u.peak_hourly_credits,
+        ] {
+            enc.f64(v);
+        }
+        for v in [f.trend, f.seasonal, f.residual] {
+            enc.opt_f64(v);
+        }
+        enc.timestamp(now);
+        if let Some(chunk) = enc.take_if_full() {
+            copy.send(chunk).await?;
+        }
+    }
+    copy.send(enc.finish()).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 /// Encoder for PostgreSQL's binary COPY format. Hand-written (the format is a header, length-prefixed

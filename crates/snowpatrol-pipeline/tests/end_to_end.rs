@@ -407,7 +407,7 @@ async fn end_to_end(db: Database) {
             residual: None,
         })
         .collect();
-    pipeline.store.upsert_features(&short).await.unwrap();
+    pipeline.store.upsert_features(&short, None).await.unwrap();
     // No drift on unchanged data: a plain retrain run keeps most models; force_retrain retrains all.
     engine.trigger("train", &[], "test").await.unwrap();
     let train = wait_runs(&db, "train", 2).await;
@@ -555,6 +555,7 @@ async fn end_to_end(db: Database) {
                 explanation: "flagged late".into(),
             }],
             None,
+            None,
         )
         .await
         .unwrap();
@@ -649,16 +650,22 @@ async fn hourly_rows_round_trip_exactly_and_reloads_are_idempotent() {
             row("WH", 1, 5, 1e-9),
             row("WH", 2, 23, 12345.5),
         ];
-        let (from, to) = (at(1, 0), at(3, 0));
-        store
-            .replace_hourly(from, to, &rows, Some(42))
-            .await
-            .unwrap();
+        let load = |run_id| snowpatrol_pipeline::store::MeteringLoad {
+            from: at(1, 0).date_naive(),
+            to: at(3, 0).date_naive(),
+            hourly: &rows,
+            daily: &[],
+            run_id: Some(run_id),
+        };
+        store.load_metering(&load(42), None).await.unwrap();
         // A rerun over the same window replaces instead of appending.
-        store
-            .replace_hourly(from, to, &rows, Some(43))
-            .await
-            .unwrap();
+        store.load_metering(&load(43), None).await.unwrap();
+        let ledger = store.loaded_days(at(1, 0).date_naive()).await.unwrap();
+        assert_eq!(
+            ledger.into_iter().collect::<Vec<_>>(),
+            vec![at(1, 0).date_naive(), at(2, 0).date_naive()],
+            "both days of the window are in the load ledger"
+        );
         let read: Vec<(String, f64, chrono::DateTime<chrono::Utc>, Option<i64>)> = match db.pool() {
             snowpatrol_store::Pool::Postgres(p) => sqlx::query_as(
                 "SELECT warehouse_name, credits_used, start_time, loaded_by_run_id FROM warehouse_metering_hourly ORDER BY start_time",

@@ -53,19 +53,23 @@ fn at(m: u32, d: u32, h: u32) -> DateTime<Utc> {
 
 async fn model(store: &PipelineStore, key: &WarehouseKey) -> (i64, i32) {
     store
-        .register_model(&NewModel {
-            key: key.clone(),
-            model_kind: "default".into(),
-            params: serde_json::json!({}),
-            threshold: 3.0,
-            training_start: day(1, 1),
-            training_end: day(5, 1),
-            metrics: serde_json::json!({}),
-            drift: serde_json::json!({}),
-            model: serde_json::json!({}),
-            training_run_id: None,
-        })
+        .register_model(
+            &NewModel {
+                key: key.clone(),
+                model_kind: "default".into(),
+                params: serde_json::json!({}),
+                threshold: 3.0,
+                training_start: day(1, 1),
+                training_end: day(5, 1),
+                metrics: serde_json::json!({}),
+                drift: serde_json::json!({}),
+                model: serde_json::json!({}),
+                training_run_id: None,
+            },
+            None,
+        )
         .await
+        .map(|r| (r.model_id, r.version))
         .unwrap()
 }
 
@@ -433,7 +437,11 @@ async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
 
     // The upgraded database is maintained like a new one: June 4 extends the acknowledged incident.
     let r = store
-        .upsert_anomalies(&[new_day(&wh, day(6, 4), wh_v2, 2, 30, 1.0, 4.0)], None)
+        .upsert_anomalies(
+            &[new_day(&wh, day(6, 4), wh_v2, 2, 30, 1.0, 4.0)],
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!((r.new_days, r.extended_incidents), (1, 1));
@@ -495,6 +503,7 @@ async fn one_row_per_day_and_incidents_maintained_across_rescores(db: Database) 
                 new_day(&wh, day(6, 1), m1, 1, 10, 4.0, 4.0),
             ],
             None,
+            None,
         )
         .await
         .unwrap();
@@ -515,6 +524,7 @@ async fn one_row_per_day_and_incidents_maintained_across_rescores(db: Database) 
                 new_day(&wh, day(6, 1), m2, 2, 11, 6.0, 6.0),
                 new_day(&wh, day(6, 2), m2, 2, 11, 5.0, 7.0),
             ],
+            None,
             None,
         )
         .await
@@ -546,13 +556,13 @@ async fn one_row_per_day_and_incidents_maintained_across_rescores(db: Database) 
 
     // June 4 is not adjacent: a second incident. June 3 bridges them: one incident again, the earlier id.
     let r = store
-        .upsert_anomalies(&[new_day(&wh, day(6, 4), m2, 2, 12, 1.0, 4.0)], None)
+        .upsert_anomalies(&[new_day(&wh, day(6, 4), m2, 2, 12, 1.0, 4.0)], None, None)
         .await
         .unwrap();
     assert_eq!(r.new_incidents, 1);
     assert_eq!(incidents(&store).await.len(), 2);
     let r = store
-        .upsert_anomalies(&[new_day(&wh, day(6, 3), m2, 2, 12, 2.0, 4.0)], None)
+        .upsert_anomalies(&[new_day(&wh, day(6, 3), m2, 2, 12, 2.0, 4.0)], None, None)
         .await
         .unwrap();
     assert_eq!((r.extended_incidents, r.merged_incidents), (1, 1));
@@ -572,7 +582,7 @@ async fn one_row_per_day_and_incidents_maintained_across_rescores(db: Database) 
 
     // A day just before the start extends it backwards: same id, start moves, days follow.
     store
-        .upsert_anomalies(&[new_day(&wh, day(5, 31), m2, 2, 13, 1.0, 4.0)], None)
+        .upsert_anomalies(&[new_day(&wh, day(5, 31), m2, 2, 13, 1.0, 4.0)], None, None)
         .await
         .unwrap();
     let inc = incidents(&store).await;
@@ -597,6 +607,7 @@ async fn one_row_per_day_and_incidents_maintained_across_rescores(db: Database) 
                 new_day(&other, day(6, 5), b1, 1, 14, 1.0, 4.0),
                 new_day(&other, day(6, 6), b1, 1, 14, 1.0, 4.0),
             ],
+            None,
             None,
         )
         .await
@@ -643,6 +654,7 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
                 new_day(&wh, day(6, 2), m1, 1, 10, 2.0, 4.0),
             ],
             price,
+            None,
         )
         .await
         .unwrap();
@@ -689,6 +701,7 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
                 new_day(&wh, day(6, 3), m2, 2, 11, 1.0, 4.0),
             ],
             price,
+            None,
         )
         .await
         .unwrap();
@@ -727,13 +740,19 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
             .unwrap()
     );
     // Resolution never touches acknowledged incidents.
-    assert_eq!(store.resolve_incidents(&wh, day(6, 30)).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .resolve_incidents(&wh, day(6, 30), None)
+            .await
+            .unwrap(),
+        0
+    );
 
     // Another warehouse: open, resolved once a later day is scored, reopened when it grows at its end.
     let bi = WarehouseKey::new("ACME", "BI_WH");
     let (b1, _) = model(&store, &bi).await;
     store
-        .upsert_anomalies(&[new_day(&bi, day(6, 10), b1, 1, 12, 1.0, 4.0)], None)
+        .upsert_anomalies(&[new_day(&bi, day(6, 10), b1, 1, 12, 1.0, 4.0)], None, None)
         .await
         .unwrap();
     let bi_filter = IncidentFilter {
@@ -743,16 +762,25 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
     let bi_inc = store.list_incidents(&bi_filter).await.unwrap();
     assert_eq!(bi_inc[0].excess_cost, None, "no price, no cost");
     assert_eq!(
-        store.resolve_incidents(&bi, day(6, 10)).await.unwrap(),
+        store
+            .resolve_incidents(&bi, day(6, 10), None)
+            .await
+            .unwrap(),
         0,
         "still its last day"
     );
-    assert_eq!(store.resolve_incidents(&bi, day(6, 11)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .resolve_incidents(&bi, day(6, 11), None)
+            .await
+            .unwrap(),
+        1
+    );
     let r = store.list_incidents(&bi_filter).await.unwrap()[0].clone();
     assert_eq!(r.status, IncidentStatus::Resolved);
     assert!(r.resolved_at.is_some());
     store
-        .upsert_anomalies(&[new_day(&bi, day(6, 11), b1, 1, 13, 1.0, 4.0)], None)
+        .upsert_anomalies(&[new_day(&bi, day(6, 11), b1, 1, 13, 1.0, 4.0)], None, None)
         .await
         .unwrap();
     let r = store.list_incidents(&bi_filter).await.unwrap()[0].clone();
@@ -761,7 +789,10 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
         (bi_inc[0].incident_id, IncidentStatus::Open, None, 2)
     );
     // A resolved incident acknowledged later is acknowledged (and keeps its resolution time).
-    store.resolve_incidents(&bi, day(6, 12)).await.unwrap();
+    store
+        .resolve_incidents(&bi, day(6, 12), None)
+        .await
+        .unwrap();
     store
         .ack_incident(r.incident_id, AckReason::Expected, None)
         .await
@@ -780,6 +811,7 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
                 new_day(&dw, day(6, 3), d1, 1, 14, 1.0, 4.0),
             ],
             None,
+            None,
         )
         .await
         .unwrap();
@@ -794,7 +826,7 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
         .await
         .unwrap();
     store
-        .upsert_anomalies(&[new_day(&dw, day(6, 2), d1, 1, 15, 1.0, 4.0)], None)
+        .upsert_anomalies(&[new_day(&dw, day(6, 2), d1, 1, 15, 1.0, 4.0)], None, None)
         .await
         .unwrap();
     let dev = store.list_incidents(&dev_filter).await.unwrap();

@@ -442,9 +442,14 @@ macro_rules! backend {
                             .bind(&task.name)
                             .fetch_optional(&mut **tx)
                             .await?;
-                            let extra = extra
-                                .flatten()
-                                .and_then(|j| j.0.get("extra").cloned())
+                            let output = extra.flatten().map(|j| j.0);
+                            // A producer that did no useful work says so (`TaskOutput::without_outlet_events`):
+                            // its success must not wake the jobs scheduled on its datasets.
+                            if output.as_ref().and_then(|o| o.get("outlets_suppressed")).and_then(|v| v.as_bool()) == Some(true) {
+                                continue;
+                            }
+                            let extra = output
+                                .and_then(|o| o.get("extra").cloned())
                                 .unwrap_or_else(|| serde_json::json!({}));
                             for uri in &task.outlets {
                                 if let Some(id) = insert_event(
@@ -778,20 +783,25 @@ macro_rules! backend {
             }
 
             /// Running instances whose lease expired belong to a dead worker: back to the queue while tries
-            /// remain, failed otherwise.
+            /// remain, failed otherwise. A row locked by its own try's write transaction (the try is committing,
+            /// fenced by `TaskFence`) is skipped, not waited for: the leader must never block on a worker, and
+            /// the next tick reaps it if the lease is still expired then.
             pub async fn reap_expired_leases(pool: &PoolT, shapes: &Shapes) -> Result<(u64, FinishReport), StoreError> {
                 let now = crate::now();
                 let mut tx = begin(pool).await?;
-                let rows = sqlx::query(
+                let sql = format!(
                     "UPDATE task_instances SET \
                        state = CASE WHEN try_number < max_tries THEN 'up_for_retry' ELSE 'failed' END, \
                        error = 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating (killed or partitioned)', \
                        next_attempt_at = CASE WHEN try_number < max_tries THEN $1 ELSE NULL END, \
                        finished_at = CASE WHEN try_number < max_tries THEN NULL ELSE $1 END, \
                        worker_id = NULL, lease_expires_at = NULL \
-                     WHERE state = 'running' AND lease_expires_at < $1 \
+                     WHERE task_instance_id IN (SELECT task_instance_id FROM task_instances \
+                        WHERE state = 'running' AND lease_expires_at < $1 {}) \
                      RETURNING task_instance_id, run_id, job_name, task_name, state",
-                )
+                    $skip_locked
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(now)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -953,7 +963,7 @@ macro_rules! backend {
                 Ok(StateCounts { runs, task_instances: tis, pending_triggers: pending })
             }
 
-            /// A time-bound lease row: authoritative leadership on SQLite, informational on PostgreSQL.
+            /// A time-bound lease row judged by this process's clock (SQLite's leader lease; see `leader.rs`).
             pub async fn try_lease(pool: &PoolT, name: &str, holder: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
                 let now = crate::now();
                 let got: Option<String> = sqlx::query_scalar(

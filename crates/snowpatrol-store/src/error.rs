@@ -15,9 +15,17 @@ pub enum StoreError {
     NotFound(String),
     #[error("invalid stored value: {0}")]
     Corrupt(String),
+    /// A task try wrote after losing its lease (see [`crate::TaskFence`]); nothing was committed.
+    #[error("stale task try: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
+    /// The write was refused because the task try lost its lease: the try must stop, another owns the work.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced(_))
+    }
+
     /// Connection-level failures that a retry may cure (as opposed to constraint or SQL errors).
     pub fn is_transient(&self) -> bool {
         match self {

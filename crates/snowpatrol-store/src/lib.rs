@@ -10,6 +10,8 @@
 mod backend;
 pub use backend::{ConditionFn, Shapes};
 mod error;
+mod failpoint;
+pub use failpoint::{FAILPOINTS_ENV, failpoint};
 mod leader;
 pub use leader::Leadership;
 mod plan;
@@ -88,6 +90,15 @@ impl Database {
                     StoreError::Config(format!("invalid PostgreSQL URL {url_redacted}: {e}"))
                 })?
                 .application_name("snowpatrol")
+                // A process frozen or partitioned inside a transaction must not hold its row locks (a task
+                // fence, a claimed alert) for ever: the server ends such sessions, and TCP keepalives let it
+                // notice a peer that vanished without closing the connection.
+                .options([
+                    ("idle_in_transaction_session_timeout", "120s"),
+                    ("tcp_keepalives_idle", "30"),
+                    ("tcp_keepalives_interval", "10"),
+                    ("tcp_keepalives_count", "3"),
+                ])
                 .log_statements(tracing::log::LevelFilter::Trace);
             let pool = PgPoolOptions::new()
                 .max_connections(16)

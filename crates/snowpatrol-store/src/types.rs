@@ -239,3 +239,78 @@ pub struct StateCounts {
     pub task_instances: Vec<(String, String, i64)>,
     pub pending_triggers: Vec<(String, i64)>,
 }
+
+/// The identity of one task try, which every write the try makes is fenced by.
+///
+/// A try's lease can pass to another try while it still runs: its worker froze (SIGSTOP, a long GC-like stall,
+/// a partition) past `lease`, the leader reaped the instance and another worker claimed it. Without a fence the
+/// stale try would keep writing (a second model version from the same run, a second load of the same hours).
+/// So each write transaction a task makes calls [`TaskFence::check_postgres`] / [`TaskFence::check_sqlite`]
+/// as its last statement before `COMMIT`: the check passes only while the instance is `running` with this try
+/// number, this worker and an unexpired lease, and on PostgreSQL it locks the instance row (`FOR SHARE`) until
+/// the commit, so the reaper cannot take the lease between the check and the commit. Checking last keeps that
+/// lock short (the heartbeat's `UPDATE` of the row waits for it); the reaper skips locked rows rather than
+/// wait. SQLite serializes writers (`BEGIN IMMEDIATE`), which gives the same guarantee.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskFence {
+    pub task_instance_id: TaskInstanceId,
+    pub try_number: i32,
+    pub worker_id: String,
+}
+
+impl TaskFence {
+    fn lost(&self, detail: &str) -> crate::StoreError {
+        crate::StoreError::Fenced(format!(
+            "task instance {} try {} of worker {} {detail}; its write was refused",
+            self.task_instance_id, self.try_number, self.worker_id
+        ))
+    }
+
+    /// Checks, inside `tx`, that this try still holds its lease, and keeps the instance row locked until the
+    /// transaction ends.
+    pub async fn check_postgres(
+        &self,
+        tx: &mut sqlx::PgConnection,
+    ) -> Result<(), crate::StoreError> {
+        let row: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM task_instances \
+             WHERE task_instance_id = $1 AND try_number = $2 AND worker_id = $3 AND state = 'running' AND lease_expires_at > $4 FOR SHARE",
+        )
+        .bind(self.task_instance_id)
+        .bind(self.try_number)
+        .bind(&self.worker_id)
+        .bind(crate::now())
+        .fetch_optional(tx)
+        .await?;
+        self.verdict(row.is_some())
+    }
+
+    /// [`TaskFence::check_postgres`] for SQLite (the write lock of `BEGIN IMMEDIATE` stands in for the row lock).
+    pub async fn check_sqlite(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+    ) -> Result<(), crate::StoreError> {
+        let row: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM task_instances \
+             WHERE task_instance_id = $1 AND try_number = $2 AND worker_id = $3 AND state = 'running' AND lease_expires_at > $4",
+        )
+        .bind(self.task_instance_id)
+        .bind(self.try_number)
+        .bind(&self.worker_id)
+        .bind(crate::now())
+        .fetch_optional(tx)
+        .await?;
+        self.verdict(row.is_some())
+    }
+
+    /// The lease condition is in the `WHERE` clause so a refused check locks nothing: the refused
+    /// transaction's rollback may reach the server only when its connection is next used.
+    fn verdict(&self, holds: bool) -> Result<(), crate::StoreError> {
+        if holds {
+            Ok(())
+        } else {
+            Err(self
+                .lost("does not hold an unexpired lease (expired, reaped, retried or cancelled)"))
+        }
+    }
+}
