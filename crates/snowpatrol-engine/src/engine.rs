@@ -32,18 +32,77 @@ pub enum EngineError {
     Invalid(String),
 }
 
-/// A task that failed for good (after its retries), for alerting.
+/// A task of a finished run whose instances (one, or some keys of a fan-out) failed for good, for alerting:
+/// one per (run, task), never one per key, so a fan-out over 1,000 warehouses that all fail is one alert.
 #[derive(Clone, Debug)]
 pub struct TaskFailure {
     pub run_id: RunId,
     pub job_name: String,
     pub task_name: String,
-    pub map_key: Option<String>,
+    /// Map keys of the failed instances (empty for an unmapped task), sorted, at most
+    /// [`TaskFailure::MAX_KEYS_LISTED`] of them.
+    pub failed_keys: Vec<String>,
+    /// How many instances of the task failed, and how many the task had in this run.
+    pub failed_count: usize,
+    pub instance_count: usize,
+    /// The highest try number among the failed instances.
     pub try_number: i32,
+    /// The most frequent error, and how many failed instances ended with it.
     pub error: String,
+    pub error_count: usize,
 }
 
-/// Called once per task instance that failed after its retries (like Airflow's `on_failure_callback`).
+impl TaskFailure {
+    pub const MAX_KEYS_LISTED: usize = 20;
+
+    /// The failed instances of each task of a finished run, grouped by task.
+    pub fn of_run(instances: &[snowpatrol_store::TaskInstanceRecord]) -> Vec<TaskFailure> {
+        let mut by_task: BTreeMap<&str, Vec<&snowpatrol_store::TaskInstanceRecord>> =
+            BTreeMap::new();
+        let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in instances {
+            *totals.entry(&t.task_name).or_default() += 1;
+            if t.state == snowpatrol_store::TaskState::Failed {
+                by_task.entry(&t.task_name).or_default().push(t);
+            }
+        }
+        by_task
+            .into_iter()
+            .map(|(task, failed)| {
+                let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
+                for t in &failed {
+                    *errors.entry(t.error.as_deref().unwrap_or("")).or_default() += 1;
+                }
+                let (error, error_count) = errors
+                    .iter()
+                    .max_by_key(|(e, n)| (**n, std::cmp::Reverse(**e)))
+                    .map(|(e, n)| (e.to_string(), *n))
+                    .unwrap_or_default();
+                let mut keys: Vec<String> = failed
+                    .iter()
+                    .filter(|t| !t.map_key.is_empty())
+                    .map(|t| t.map_key.clone())
+                    .collect();
+                keys.sort();
+                keys.truncate(Self::MAX_KEYS_LISTED);
+                TaskFailure {
+                    run_id: failed[0].run_id,
+                    job_name: failed[0].job_name.clone(),
+                    task_name: task.to_string(),
+                    failed_keys: keys,
+                    failed_count: failed.len(),
+                    instance_count: totals.get(task).copied().unwrap_or(failed.len()),
+                    try_number: failed.iter().map(|t| t.try_number).max().unwrap_or(0),
+                    error,
+                    error_count,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Called once per (run, task) with failed instances, when the run has finished (like Airflow's
+/// `on_failure_callback`, but summarised over a fan-out's keys).
 #[async_trait]
 pub trait FailureHook: Send + Sync {
     async fn on_task_failed(&self, failure: TaskFailure);
@@ -319,7 +378,8 @@ impl Engine {
         &self,
         pending_latency: &mut HashMap<RunId, (String, DateTime<Utc>)>,
     ) -> Result<Option<Duration>, EngineError> {
-        let (reaped, _) = self.db.reap_expired_leases(&self.jobs.shapes).await?;
+        let (reaped, report) = self.db.reap_expired_leases(&self.jobs.shapes).await?;
+        self.alert_failed_runs(&report.finished_runs);
         if reaped > 0 {
             warn!(
                 reaped,
@@ -770,31 +830,36 @@ impl Engine {
         if !report.events.is_empty() {
             info!(events = ?report.events, "dataset events emitted");
         }
-        if let Some(hook) = &self.failure_hook {
-            for id in &report.failed_tasks {
-                if let Some(f) = batch.iter().find(|f| f.claim.task_instance_id == *id) {
-                    let failure = TaskFailure {
-                        run_id: f.claim.run_id,
-                        job_name: f.claim.job_name.clone(),
-                        task_name: f.claim.task_name.clone(),
-                        map_key: (!f.claim.map_key.is_empty()).then(|| f.claim.map_key.clone()),
-                        try_number: f.claim.try_number,
-                        error: f
-                            .result
-                            .as_ref()
-                            .err()
-                            .map(|e| e.message.clone())
-                            .unwrap_or_default(),
-                    };
-                    let hook = hook.clone();
-                    if let Ok(mut set) = self.hook_tasks.lock() {
-                        while set.try_join_next().is_some() {}
-                        set.spawn(async move { hook.on_task_failed(failure).await });
+        self.alert_failed_runs(&report.finished_runs);
+        Ok(report)
+    }
+
+    /// Hands the failed tasks of runs that just finished `failed` to the failure hook, one call per (run,
+    /// task), off the caller's path. Exactly one process sees a run finish (the transaction that finished it),
+    /// whether a worker recorded the last result or the leader reaped the last lease.
+    fn alert_failed_runs(&self, finished: &[(RunId, snowpatrol_store::RunState)]) {
+        let Some(hook) = &self.failure_hook else {
+            return;
+        };
+        for (run_id, state) in finished {
+            if *state != snowpatrol_store::RunState::Failed {
+                continue;
+            }
+            let (hook, db, run_id) = (hook.clone(), self.db.clone(), *run_id);
+            if let Ok(mut set) = self.hook_tasks.lock() {
+                while set.try_join_next().is_some() {}
+                set.spawn(async move {
+                    match db.list_task_instances(run_id).await {
+                        Ok(instances) => {
+                            for failure in TaskFailure::of_run(&instances) {
+                                hook.on_task_failed(failure).await;
+                            }
+                        }
+                        Err(e) => warn!(run_id, error = %e, "could not read the failed run's tasks; no failure alert"),
                     }
-                }
+                });
             }
         }
-        Ok(report)
     }
 
     /// Why a job will or will not run next.

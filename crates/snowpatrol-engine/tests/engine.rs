@@ -472,10 +472,23 @@ async fn mapped_fan_out_failed_key_does_not_stop_siblings(db: Database) {
     let events = db.list_events(Some("test://fan/done"), 10).await.unwrap();
     assert_eq!(events.len(), 1, "one event per task, not per key");
     assert_eq!(events[0].extra, json!({"ok": 49, "total": 50}));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The hook runs off the worker's path once the run has finished: wait for it, then check it ran once.
+    wait_for("the failure hook", Duration::from_secs(10), || async {
+        !hook.0.lock().await.is_empty()
+    })
+    .await;
+    e.scheduler_tick(&mut HashMap::new()).await.unwrap();
     let failures = hook.0.lock().await;
-    assert_eq!(failures.len(), 1);
-    assert_eq!(failures[0].map_key.as_deref(), Some("k00007"));
+    assert_eq!(
+        failures.len(),
+        1,
+        "one failure per (run, task), not per key"
+    );
+    assert_eq!(failures[0].failed_keys, vec!["k00007".to_string()]);
+    assert_eq!(
+        (failures[0].failed_count, failures[0].instance_count),
+        (1, 50)
+    );
     assert!(failures[0].error.contains("key k00007 is bad"));
 }
 

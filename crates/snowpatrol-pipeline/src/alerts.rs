@@ -132,25 +132,43 @@ impl Pipeline {
     }
 }
 
-/// Sends a short alert for each task instance that failed after its retries.
+/// Sends one short alert per (run, task) that failed after its retries, listing the failed keys of a fan-out.
 pub struct FailureAlerts(pub Arc<Pipeline>);
 
 #[async_trait]
 impl FailureHook for FailureAlerts {
     async fn on_task_failed(&self, f: TaskFailure) {
+        let keys = if f.failed_keys.is_empty() {
+            None
+        } else {
+            let listed = f.failed_keys.join(", ");
+            Some(if f.failed_count > f.failed_keys.len() {
+                format!(
+                    "{} of {}: {listed}, and {} more",
+                    f.failed_count,
+                    f.instance_count,
+                    f.failed_count - f.failed_keys.len()
+                )
+            } else {
+                format!("{} of {}: {listed}", f.failed_count, f.instance_count)
+            })
+        };
+        let error = if f.error_count < f.failed_count {
+            format!(
+                "{}\n({} of {} failed instances ended with this error; `snowpatrol tasks {}` lists the others)",
+                f.error, f.error_count, f.failed_count, f.run_id
+            )
+        } else {
+            f.error.clone()
+        };
         let msg = failure_message(
             &f.job_name,
             &f.task_name,
-            f.map_key.as_deref(),
+            keys.as_deref(),
             &f.run_id.to_string(),
-            &f.error,
+            &error,
         );
-        let key = format!(
-            "failure:{}:{}:{}",
-            f.run_id,
-            f.task_name,
-            f.map_key.as_deref().unwrap_or("")
-        );
+        let key = format!("failure:{}:{}", f.run_id, f.task_name);
         if let Err(e) = self
             .0
             .alert(&key, "task_failure", Some(f.run_id), &msg)

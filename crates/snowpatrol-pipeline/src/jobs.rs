@@ -558,16 +558,18 @@ fn stored_rule(model: &serde_json::Value) -> Option<DefaultRuleConfig> {
 async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let results = ctx.upstream("train_warehouse").await?;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    // Warehouses with a current model after this run: retrained, or kept because their data did not drift.
+    let mut current = 0;
     for t in &results {
+        let data = t.output.as_ref().map(|o| &o["data"]);
         let status = match t.state {
-            TaskState::Success => t
-                .output
-                .as_ref()
-                .and_then(|o| o["data"]["status"].as_str())
-                .unwrap_or("skipped"),
+            TaskState::Success => data.and_then(|d| d["status"].as_str()).unwrap_or("skipped"),
             TaskState::Skipped => "skipped",
             _ => "failed",
         };
+        if status == "trained" || data.is_some_and(|d| d["reason"] == "no drift") {
+            current += 1;
+        }
         *counts.entry(status).or_default() += 1;
     }
     let extra = json!({
@@ -577,6 +579,13 @@ async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
         "training_run_id": ctx.run_id,
     });
     info!(%extra, "training run summary");
+    // Useful work is a warehouse with a current model (retrained, or kept for the new data, which predict must
+    // still score). When every warehouse failed or had too little history, predict has nothing to score with:
+    // no models event, so a broken training run does not start a predict run.
+    if current == 0 {
+        info!("no warehouse has a current model after this run: no models event");
+        return Ok(TaskOutput::with_extra(extra).without_outlet_events());
+    }
     Ok(TaskOutput::with_extra(extra))
 }
 
