@@ -37,6 +37,7 @@ both_backends!(
     a_dead_senders_claim_is_taken_over_after_it_expires_and_sent_once,
     rate_limits_are_waited_out_and_server_errors_end_in_failed,
     two_senders_never_send_the_same_alert,
+    shutdown_hands_claims_back_instead_of_leaving_them_sending,
     upgrade_from_0003_keeps_every_alert_and_maps_its_state,
 );
 
@@ -555,6 +556,61 @@ async fn two_senders_never_send_the_same_alert(backend: Backend) {
         rows.iter()
             .all(|r| r.state == AlertState::Sent && r.attempts == 1),
         "{rows:#?}"
+    );
+}
+
+/// SIGTERM while Slack hangs: the sender loop stops within one request timeout, the attempt in flight is
+/// recorded (outcome unknown) and the other claimed rows go back to `pending` at once: nothing stays
+/// `sending` for another replica to wait out.
+async fn shutdown_hands_claims_back_instead_of_leaving_them_sending(backend: Backend) {
+    let db = backend.migrated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let peer = SlackPeer::start().await;
+    peer.set_mode(Mode::Hang);
+    let p = pipeline(&db, &peer, dir.path(), "");
+    for i in 0..3 {
+        enqueue(&p, &format!("stop:{i}"), i).await;
+    }
+    let stop = CancellationToken::new();
+    let sender = tokio::spawn(p.clone().outbox_sender_loop(stop.clone()));
+    let start = Instant::now();
+    while peer.count("chat.postMessage", "hang") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the sender never posted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = Instant::now();
+    stop.cancel();
+    sender.await.unwrap();
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped within a request timeout: {took:?}"
+    );
+    let rows = p.store.list_alerts(false, 10).await.unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.state == AlertState::Pending && r.claimed_by.is_none()),
+        "{rows:#?}"
+    );
+    let tried: Vec<_> = rows.iter().filter(|r| r.attempts == 1).collect();
+    assert_eq!(tried.len(), 1, "one attempt was in flight: {rows:#?}");
+    assert!(
+        tried[0].outcome_unknown,
+        "its outcome is unknown: {:?}",
+        tried[0]
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.attempts == 0)
+            .all(|r| !r.outcome_unknown && r.next_attempt_at.is_none()),
+        "handed back untried, due at once: {rows:#?}"
+    );
+    println!(
+        "sender stopped {:.2} s after shutdown with a post hanging",
+        took.as_secs_f64()
     );
 }
 
