@@ -223,6 +223,9 @@ const INCIDENT_COLUMNS: &str = "i.incident_id, i.account_name, i.warehouse_name,
 const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at, \
     claimed_by, claim_expires_at, next_attempt_at, first_attempt_at, outcome_unknown";
 
+/// How long the release before 0004 let a claim live (it wrote no `claim_expires_at`).
+const LEGACY_CLAIM: chrono::Duration = chrono::Duration::minutes(10);
+
 fn parse_state(text: String) -> Result<AlertState, StoreError> {
     text.parse().map_err(StoreError::Corrupt)
 }
@@ -892,7 +895,9 @@ macro_rules! pipeline_backend {
             /// Claims up to `limit` alerts for `sender` until `expires`: `pending` rows that are due, and `sending`
             /// rows whose claim expired (their sender died mid-attempt: that attempt is counted and its outcome is
             /// unknown, so the new sender looks in Slack's history before posting). The claim is a state change
-            /// (rows locked with SKIP LOCKED on PostgreSQL), so two senders never hold the same row.
+            /// (rows locked with SKIP LOCKED on PostgreSQL), so two senders never hold the same row. A row a replica of
+            /// the previous release claimed during a rolling upgrade has no `claim_expires_at`: its old 10-minute
+            /// rule applies.
             pub async fn claim_alerts(pool: &PoolT, sender: &str, expires: DateTime<Utc>, limit: i64, skip_locked: &str) -> Result<Vec<AlertRow>, StoreError> {
                 let now = snowpatrol_store::now();
                 let mut tx = pool.begin_with($begin).await?;
@@ -905,6 +910,7 @@ macro_rules! pipeline_backend {
                        SELECT alert_id FROM alerts \
                        WHERE (state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
                           OR (state = 'sending' AND claim_expires_at < $2) \
+                          OR (state = 'sending' AND claim_expires_at IS NULL AND claimed_at < $5) \
                        ORDER BY alert_id LIMIT $4 {skip_locked}) \
                      RETURNING {ALERT_COLUMNS}"
                 )))
@@ -912,6 +918,7 @@ macro_rules! pipeline_backend {
                 .bind(now)
                 .bind(expires)
                 .bind(limit)
+                .bind(now - LEGACY_CLAIM)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;

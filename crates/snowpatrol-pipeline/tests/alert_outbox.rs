@@ -614,6 +614,61 @@ async fn shutdown_hands_claims_back_instead_of_leaving_them_sending(backend: Bac
     );
 }
 
+/// (key, state, attempts, claimed_at, slack_ts, last_error) of a row as the release before 0004 wrote it.
+type Old<'a> = (
+    &'a str,
+    &'a str,
+    i32,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// Inserts rows with the columns the release before 0004 wrote.
+async fn insert_old(
+    db: &Database,
+    rows: &[Old<'_>],
+    msg: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    for (key, state, attempts, claimed, ts, err) in rows {
+        let sql = "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, claimed_at, created_at) \
+                   VALUES ($1, 'anomaly', 1, 'C123', $2, $3, $4, $5, $6, $7, $8)";
+        match db.pool() {
+            Pool::Postgres(p) => {
+                sqlx::query(sql)
+                    .bind(key)
+                    .bind(sqlx::types::Json(
+                        serde_json::from_str::<serde_json::Value>(msg).unwrap(),
+                    ))
+                    .bind(state)
+                    .bind(attempts)
+                    .bind(err)
+                    .bind(ts)
+                    .bind(claimed)
+                    .bind(now - chrono::Duration::hours(1))
+                    .execute(p)
+                    .await
+                    .unwrap();
+            }
+            Pool::Sqlite(p) => {
+                sqlx::query(sql)
+                    .bind(key)
+                    .bind(msg)
+                    .bind(state)
+                    .bind(attempts)
+                    .bind(err)
+                    .bind(ts)
+                    .bind(claimed)
+                    .bind(now - chrono::Duration::hours(1))
+                    .execute(p)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
 /// A 0003 outbox (written by the previous release) upgraded in place: every row kept; pending rows due at
 /// once; a row the previous release left `sending` keeps its 10-minute rule and is looked up before a re-post;
 /// delivered and failed rows untouched; the CHECK constraint accepts exactly the Rust enum's states.
@@ -624,15 +679,6 @@ async fn upgrade_from_0003_keeps_every_alert_and_maps_its_state(backend: Backend
     let now = snowpatrol_store::now();
     let old_claim = now - chrono::Duration::minutes(11);
     let fresh_claim = now - chrono::Duration::minutes(2);
-    // (key, state, attempts, claimed_at, slack_ts, last_error)
-    type Old<'a> = (
-        &'a str,
-        &'a str,
-        i32,
-        Option<chrono::DateTime<chrono::Utc>>,
-        Option<&'a str>,
-        Option<&'a str>,
-    );
     let rows: Vec<Old> = vec![
         (
             "old:pending",
@@ -676,44 +722,15 @@ async fn upgrade_from_0003_keeps_every_alert_and_maps_its_state(backend: Backend
         ),
         ("old:written", "written", 1, Some(now), None, None),
     ];
-    for (key, state, attempts, claimed, ts, err) in &rows {
-        let sql = "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, claimed_at, created_at) \
-                   VALUES ($1, 'anomaly', 1, 'C123', $2, $3, $4, $5, $6, $7, $8)";
-        match db.pool() {
-            Pool::Postgres(p) => {
-                sqlx::query(sql)
-                    .bind(key)
-                    .bind(sqlx::types::Json(
-                        serde_json::from_str::<serde_json::Value>(&msg).unwrap(),
-                    ))
-                    .bind(state)
-                    .bind(attempts)
-                    .bind(err)
-                    .bind(ts)
-                    .bind(claimed)
-                    .bind(now - chrono::Duration::hours(1))
-                    .execute(p)
-                    .await
-                    .unwrap();
-            }
-            Pool::Sqlite(p) => {
-                sqlx::query(sql)
-                    .bind(key)
-                    .bind(&msg)
-                    .bind(state)
-                    .bind(attempts)
-                    .bind(err)
-                    .bind(ts)
-                    .bind(claimed)
-                    .bind(now - chrono::Duration::hours(1))
-                    .execute(p)
-                    .await
-                    .unwrap();
-            }
-        }
-    }
+    insert_old(&db, &rows, &msg, now).await;
     db.migrate().await.unwrap();
     assert!(db.is_ready().await.unwrap());
+    // Rows a replica of the previous release writes during a rolling upgrade: `sending` without an expiry.
+    let rolling: Vec<Old> = vec![
+        ("rolling:stale", "sending", 0, Some(old_claim), None, None),
+        ("rolling:fresh", "sending", 0, Some(now), None, None),
+    ];
+    insert_old(&db, &rolling, &msg, now).await;
 
     let peer = SlackPeer::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -724,7 +741,7 @@ async fn upgrade_from_0003_keeps_every_alert_and_maps_its_state(backend: Backend
             .collect()
     };
     let after = by_key(p.store.list_alerts(false, 100).await.unwrap());
-    assert_eq!(after.len(), rows.len(), "no row lost");
+    assert_eq!(after.len(), rows.len() + rolling.len(), "no row lost");
     let pending = &after["old:pending"];
     assert_eq!(
         (
@@ -773,13 +790,15 @@ async fn upgrade_from_0003_keeps_every_alert_and_maps_its_state(backend: Backend
     // The sender: the pending row and the stale claim go out (the stale one after a look-up), once each; the
     // fresh claim of the previous release is left alone until its 10 minutes are up.
     let pass = p.deliver_due_alerts().await.unwrap();
-    assert_eq!((pass.claimed, pass.sent), (2, 2), "{pass:?}");
+    assert_eq!((pass.claimed, pass.sent), (3, 3), "{pass:?}");
     assert_eq!(peer.count("conversations.history", "history"), 1);
     let after = by_key(p.store.list_alerts(false, 100).await.unwrap());
     assert_eq!(after["old:pending"].state, AlertState::Sent);
     assert_eq!(after["old:sending-stale"].state, AlertState::Sent);
+    assert_eq!(after["rolling:stale"].state, AlertState::Sent);
     assert_eq!(after["old:sending-fresh"].state, AlertState::Sending);
-    assert_eq!(peer.channel().len(), 2);
+    assert_eq!(after["rolling:fresh"].state, AlertState::Sending);
+    assert_eq!(peer.channel().len(), 3);
 
     // The CHECK constraint and the enum agree.
     for (i, state) in AlertState::ALL.iter().enumerate() {
