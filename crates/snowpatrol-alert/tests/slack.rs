@@ -690,3 +690,53 @@ async fn refused_connections_are_not_posted_and_gateway_timeouts_are_unknown() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn a_connection_closed_after_the_request_was_sent_is_unknown() {
+    // Reads the whole request, then closes without answering: Slack may have posted it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 65536];
+            let _ = stream.read(&mut buf);
+            drop(stream);
+        }
+    });
+    let notifier = SlackNotifier::new(config(&url, 1)).unwrap();
+    let outcome = notifier.post_once(&message(), None).await;
+    assert!(
+        matches!(&outcome, PostOutcome::Unknown { error } if error.contains("cannot reach Slack")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn find_posted_follows_the_cursor_and_refuses_to_guess_past_its_page_limit() {
+    let page = |messages: Value, cursor: &str| Scripted {
+        status: 200,
+        headers: vec![],
+        body: json!({"ok": true, "messages": messages, "has_more": !cursor.is_empty(),
+                     "response_metadata": {"next_cursor": cursor}})
+        .to_string(),
+        delay: Duration::ZERO,
+    };
+    let ours = json!([{"ts": "5.5", "metadata": {"event_type": "snowpatrol_alert", "event_payload": {"dedupe_key": "k"}}}]);
+    let (peer, url) = start_peer(vec![
+        page(json!([{"ts": "6.6", "text": "chatter"}]), "page2"),
+        page(ours, ""),
+        page(json!([{"ts": "6.6", "text": "chatter"}]), "page2"),
+    ])
+    .await;
+    let notifier = SlackNotifier::new(config(&url, 1)).unwrap();
+    let keys = ["k".to_string()].into();
+    let since = chrono::Utc::now();
+    let found = notifier.find_posted(since, &keys, 3).await.unwrap();
+    assert_eq!(found.get("k").map(String::as_str), Some("5.5"));
+    assert!(peer.seen.lock().unwrap()[1].query.contains("cursor=page2"));
+    // One page allowed and more to read: not "not found" (which would mean a repeat post), a retryable failure.
+    let err = notifier.find_posted(since, &keys, 1).await.unwrap_err();
+    assert!(!err.permanent, "{err:?}");
+    assert!(err.error.contains("more than 1 pages"), "{err:?}");
+}
