@@ -831,3 +831,52 @@ async fn upgrade_from_0003_keeps_every_alert_and_maps_its_state(backend: Backend
     };
     assert!(refused, "a state outside the enum is refused");
 }
+
+/// The delivery settings' defaults, and a claim shorter than one attempt refused by key path.
+#[test]
+fn delivery_settings_default_sensibly_and_a_claim_shorter_than_an_attempt_is_refused() {
+    let cfg: PipelineConfig = toml::from_str("[slack]\nchannel = \"C1\"\n").unwrap();
+    let s = cfg.slack.as_ref().unwrap();
+    assert_eq!(
+        (
+            s.max_attempts,
+            s.request_timeout,
+            s.claim_ttl,
+            s.history_pages,
+            s.drain_timeout
+        ),
+        (
+            5,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            3,
+            Duration::from_secs(60)
+        )
+    );
+    assert_eq!(
+        (s.initial_backoff, s.max_backoff),
+        (Duration::from_secs(30), Duration::from_secs(900))
+    );
+    assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+    let cfg: PipelineConfig = toml::from_str(
+        "[slack]\nchannel = \"C1\"\nrequest_timeout = \"10s\"\nclaim_ttl = \"30s\"\nmax_attempts = 0\n",
+    )
+    .unwrap();
+    let problems: Vec<String> = cfg
+        .problems()
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("pipeline.slack.claim_ttl: must be longer than one attempt")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("pipeline.slack.max_attempts")),
+        "{problems:?}"
+    );
+}
