@@ -16,7 +16,8 @@ pub use chart::{chart_file_name, render_chart_png};
 pub use error::AlertError;
 pub use report::{CONTEXT_DAYS, render_markdown};
 pub use slack::{
-    DeliveryOutcome, SlackConfig, SlackMessage, SlackNotifier, failure_message, report_message,
+    AlertMetadata, DEFAULT_REQUEST_TIMEOUT, DeliveryOutcome, LookupFailure, METADATA_EVENT_TYPE,
+    PostOutcome, SlackConfig, SlackMessage, SlackNotifier, failure_message, report_message,
 };
 /// Re-exported so callers can inspect or store [`SlackMessage::blocks`] without depending on
 /// slack-morphism themselves.

@@ -1,9 +1,13 @@
 //! Slack messages (Block Kit plus plain-text fallback) and their delivery through
-//! `slack-morphism`'s `chat.postMessage`.
+//! `slack-morphism`'s `chat.postMessage`, with message metadata so that a post whose outcome is
+//! unknown can be found again in `conversations.history` instead of being posted twice.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -17,6 +21,7 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::hyper_tokio::{SlackClientHyperConnector, SlackClientHyperHttpsConnector};
 use slack_morphism::{
     SlackApiToken, SlackApiTokenValue, SlackChannelId, SlackClient, SlackMessageContent,
+    SlackMessageMetadata,
 };
 
 use crate::format::{credits, score, slack as esc, truncate};
@@ -31,8 +36,13 @@ const MAX_FIELD_CHARS: usize = 2000;
 /// `text` may be 40k characters, but as a notification preview anything past a few lines is
 /// noise; the blocks carry the detail.
 const MAX_FALLBACK_CHARS: usize = 3000;
-/// Per-attempt bound, so a hung connection becomes a retry instead of a stuck worker.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound of one HTTP call: a hung Slack costs a sender this long per attempt, never more.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// `metadata.event_type` of every alert Snowpatrol posts; the history look-up matches on it.
+pub const METADATA_EVENT_TYPE: &str = "snowpatrol_alert";
+/// A message can carry a timestamp slightly before the request that made it (clocks of the sender and Slack
+/// differ), so the history look-up starts this much before the first attempt.
+const HISTORY_MARGIN: chrono::Duration = chrono::Duration::minutes(2);
 
 /// A message ready for `chat.postMessage`: Block Kit blocks plus the plain-text fallback Slack
 /// shows in notifications and to clients that cannot render blocks.
@@ -223,14 +233,17 @@ pub struct SlackConfig {
     pub token: SecretString,
     /// Base URL of the Web API (default `https://slack.com/api`); tests point it at a local peer.
     pub api_url: Option<String>,
-    /// Total attempts per `send`, including the first (at least 1).
+    /// Total attempts per `send` (and per alert in the pipeline's outbox), including the first (at least 1).
     pub max_attempts: u32,
+    /// Delay before the second attempt; doubles per attempt up to `max_backoff` (Retry-After wins).
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Bound of one HTTP call (post or history page); the outbox's claims must outlast a few of them.
+    pub request_timeout: Duration,
 }
 
 impl SlackConfig {
-    /// Defaults for production: 5 attempts, 1 s doubling to at most 60 s (Retry-After wins).
+    /// Defaults for production: 5 attempts, 1 s doubling to at most 60 s (Retry-After wins), 10 s per call.
     pub fn new(channel: impl Into<String>, token: SecretString) -> Self {
         Self {
             channel: channel.into(),
@@ -239,6 +252,7 @@ impl SlackConfig {
             max_attempts: 5,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -308,6 +322,87 @@ impl DeliveryOutcome {
     }
 }
 
+/// What identifies an alert in Slack: sent as the message's `metadata` (`event_type` [`METADATA_EVENT_TYPE`],
+/// `event_payload` with the outbox's dedupe key and alert id), invisible to readers, returned by
+/// `conversations.history` with `include_all_metadata`. Slack has no idempotency key for `chat.postMessage`;
+/// this is what lets a sender find out whether a post that timed out reached the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertMetadata {
+    pub dedupe_key: String,
+    pub alert_id: i64,
+}
+
+impl AlertMetadata {
+    fn to_slack(&self) -> SlackMessageMetadata {
+        let payload = HashMap::from([
+            ("dedupe_key".to_string(), self.dedupe_key.clone()),
+            ("alert_id".to_string(), self.alert_id.to_string()),
+        ]);
+        SlackMessageMetadata::new(METADATA_EVENT_TYPE.to_string()).with_event_payload(payload)
+    }
+}
+
+/// The result of ONE `chat.postMessage` call ([`SlackNotifier::post_once`]); the caller decides about retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostOutcome {
+    /// In the channel, with Slack's message timestamp.
+    Posted { ts: String },
+    /// Slack refused the request itself (auth, channel, scopes, payload): repeating it cannot help.
+    Rejected { error: String },
+    /// Not posted (Slack answered with an error, or the connection was never made): retry, not before
+    /// `retry_after` when Slack sent one (429 Retry-After).
+    NotPosted {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request may have reached Slack but no answer came (timeout, connection lost after sending, a
+    /// gateway timeout): the message may be in the channel. Look it up before posting again.
+    Unknown { error: String },
+}
+
+/// Why [`SlackNotifier::find_posted`] could not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupFailure {
+    pub error: String,
+    /// The look-up cannot work with this configuration (missing `channels:history` scope, a channel name
+    /// instead of an id, ...): asking again will not help.
+    pub permanent: bool,
+    pub retry_after: Option<Duration>,
+}
+
+/// One page of `conversations.history`, only the fields the look-up needs (a lenient shape, like [`PostAck`]).
+#[derive(Debug, Deserialize)]
+struct HistoryPage {
+    #[serde(default)]
+    messages: Vec<HistoryMessage>,
+    #[serde(default)]
+    has_more: bool,
+    response_metadata: Option<HistoryCursor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryMessage {
+    ts: Option<String>,
+    metadata: Option<HistoryMetadata>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryMetadata {
+    event_type: Option<String>,
+    #[serde(default)]
+    event_payload: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryCursor {
+    next_cursor: Option<String>,
+}
+
+/// Slack's `ts` form of a time: seconds and microseconds since the epoch.
+fn slack_ts(t: DateTime<Utc>) -> String {
+    format!("{}.{:06}", t.timestamp(), t.timestamp_subsec_micros())
+}
+
 /// Only `ts` is read from Slack's answer. slack-morphism's typed response also requires the full
 /// echoed message; if Slack ever changed that shape, a delivered message would look failed and
 /// be sent again. `ts` is what proves delivery.
@@ -322,6 +417,49 @@ enum Failure {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// Sent, perhaps received, never answered.
+    Unknown(String),
+}
+
+impl Failure {
+    fn into_post_outcome(self) -> PostOutcome {
+        match self {
+            Failure::Permanent(error) => PostOutcome::Rejected { error },
+            Failure::Retryable {
+                message,
+                retry_after,
+            } => PostOutcome::NotPosted {
+                error: message,
+                retry_after,
+            },
+            Failure::Unknown(error) => PostOutcome::Unknown { error },
+        }
+    }
+}
+
+/// True when the error chain says the TCP/TLS connection was never made (refused, no route, DNS): then the
+/// request cannot have reached Slack. Any other transport error may have happened after the request was sent.
+fn never_connected(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        // hyper-util's client error for a failed connect ("client error (Connect)", DNS included).
+        if e.to_string().contains("(Connect)") {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Slack `error` codes that describe a transient condition on Slack's side
@@ -396,7 +534,10 @@ fn classify(err: &SlackClientError) -> Failure {
                 .map(|b| format!(": {}", truncate(b.trim(), 200)))
                 .unwrap_or_default();
             let message = format!("Slack answered HTTP {status}{body}");
-            if status.is_server_error() || status.as_u16() == 408 {
+            if status.as_u16() == 504 {
+                // A gateway gave up waiting for Slack, which may still have posted.
+                Failure::Unknown(message)
+            } else if status.is_server_error() || status.as_u16() == 408 {
                 Failure::Retryable {
                     message,
                     retry_after: None,
@@ -405,39 +546,44 @@ fn classify(err: &SlackClientError) -> Failure {
                 Failure::Permanent(message)
             }
         }
-        SlackClientError::ProtocolError(p) => Failure::Retryable {
-            message: format!("Slack's answer was not the expected JSON: {}", p.json_error),
-            retry_after: None,
-        },
+        // A 200 whose body is not Slack's JSON: something answered after the request arrived.
+        SlackClientError::ProtocolError(p) => Failure::Unknown(format!(
+            "Slack's answer was not the expected JSON: {}",
+            p.json_error
+        )),
         // slack-morphism formats these causes with `{:?}`; walk the chain for readable text.
-        SlackClientError::HttpProtocolError(p) => Failure::Retryable {
-            message: match p.cause.as_deref() {
-                Some(cause) => format!("cannot reach Slack: {}", chain(cause)),
-                None => "cannot reach Slack: HTTP protocol error".to_string(),
-            },
-            retry_after: None,
+        SlackClientError::HttpProtocolError(p) => match p.cause.as_deref() {
+            Some(cause) => transport(format!("cannot reach Slack: {}", chain(cause)), cause),
+            None => Failure::Unknown("cannot reach Slack: HTTP protocol error".to_string()),
         },
-        SlackClientError::SystemError(e) => Failure::Retryable {
-            message: match (e.message.as_deref(), e.cause.as_deref()) {
-                (_, Some(cause)) => format!("cannot reach Slack: {}", chain(cause)),
-                (Some(m), None) => format!("cannot reach Slack: {m}"),
-                (None, None) => "cannot reach Slack: system error".to_string(),
-            },
-            retry_after: None,
+        SlackClientError::SystemError(e) => match (e.message.as_deref(), e.cause.as_deref()) {
+            (_, Some(cause)) => transport(format!("cannot reach Slack: {}", chain(cause)), cause),
+            (Some(m), None) => Failure::Unknown(format!("cannot reach Slack: {m}")),
+            (None, None) => Failure::Unknown("cannot reach Slack: system error".to_string()),
         },
-        other => Failure::Retryable {
-            message: format!("cannot reach Slack: {}", chain(other)),
-            retry_after: None,
-        },
+        other => transport(format!("cannot reach Slack: {}", chain(other)), other),
     }
 }
 
-/// Posts messages to one channel with retries.
+/// A transport error: retryable when the connection was never made, unknown otherwise.
+fn transport(message: String, cause: &(dyn std::error::Error + Send + Sync + 'static)) -> Failure {
+    if never_connected(cause) {
+        Failure::Retryable {
+            message,
+            retry_after: None,
+        }
+    } else {
+        Failure::Unknown(message)
+    }
+}
+
+/// Posts messages to one channel.
 ///
-/// Retries happen inside `send` (short outages, rate limits); the outbox retries failed
-/// non-permanent deliveries across runs. Slack has no idempotency key for `chat.postMessage`, so
-/// a request that times out after Slack accepted it can still produce a repeat; the outbox's
-/// dedupe key prevents every other kind.
+/// [`post_once`](Self::post_once) is one bounded `chat.postMessage` call with an outcome the pipeline's outbox
+/// records (and retries across attempts with backoff); [`send`](Self::send) retries inside the call for callers
+/// without an outbox. Slack has no idempotency key, so a post that timed out after Slack accepted it would be a
+/// repeat if simply sent again: the outbox sends [`AlertMetadata`] and asks
+/// [`find_posted`](Self::find_posted) first.
 pub struct SlackNotifier {
     client: SlackClient<SlackClientHyperHttpsConnector>,
     channel: SlackChannelId,
@@ -445,6 +591,7 @@ pub struct SlackNotifier {
     max_attempts: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for SlackNotifier {
@@ -453,6 +600,7 @@ impl std::fmt::Debug for SlackNotifier {
             .field("channel", &self.channel.0)
             .field("token", &"[REDACTED]")
             .field("max_attempts", &self.max_attempts)
+            .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -480,6 +628,11 @@ impl SlackNotifier {
         if cfg.max_attempts == 0 {
             return Err(AlertError::InvalidSlackConfig(
                 "max_attempts must be at least 1".into(),
+            ));
+        }
+        if cfg.request_timeout.is_zero() {
+            return Err(AlertError::InvalidSlackConfig(
+                "request_timeout must be more than 0 s".into(),
             ));
         }
 
@@ -513,67 +666,198 @@ impl SlackNotifier {
             max_attempts: cfg.max_attempts,
             initial_backoff: cfg.initial_backoff,
             max_backoff: cfg.max_backoff.max(cfg.initial_backoff),
+            request_timeout: cfg.request_timeout,
         })
     }
 
-    /// Posts `msg` to the configured channel.
-    ///
-    /// Retries 429 (waiting at least Retry-After), 5xx, transient Slack errors and network
-    /// errors with exponential backoff and jitter, up to `max_attempts` in total. Slack's
-    /// `invalid_auth`, `channel_not_found` and other request errors fail at once as permanent.
-    pub async fn send(&self, msg: &SlackMessage) -> DeliveryOutcome {
-        let token = SlackApiToken::new(SlackApiTokenValue(self.token.expose_secret().to_string()));
-        let session = self.client.open_session(&token);
-        let request = SlackApiChatPostMessageRequest::new(
-            self.channel.clone(),
-            SlackMessageContent::new()
-                .with_text(msg.text.clone())
-                .with_blocks(msg.blocks.clone()),
-        );
+    /// Attempts per alert (or per `send`), including the first.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
 
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let started = Instant::now();
+    /// The bound of one HTTP call.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    fn api_token(&self) -> SlackApiToken {
+        SlackApiToken::new(SlackApiTokenValue(self.token.expose_secret().to_string()))
+    }
+
+    /// ONE `chat.postMessage` call, bounded by `request_timeout`, with `metadata` when given.
+    ///
+    /// A timeout is [`PostOutcome::Unknown`], not a failure: the request may have been processed.
+    pub async fn post_once(
+        &self,
+        msg: &SlackMessage,
+        metadata: Option<&AlertMetadata>,
+    ) -> PostOutcome {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let mut content = SlackMessageContent::new()
+            .with_text(msg.text.clone())
+            .with_blocks(msg.blocks.clone());
+        if let Some(m) = metadata {
+            content = content.with_metadata(m.to_slack());
+        }
+        let request = SlackApiChatPostMessageRequest::new(self.channel.clone(), content);
+        let result = tokio::time::timeout(
+            self.request_timeout,
+            session
+                .http_session_api
+                .http_post::<_, PostAck>("chat.postMessage", &request, None),
+        )
+        .await;
+        match result {
+            Ok(Ok(PostAck { ts: Some(ts) })) => {
+                tracing::info!(channel = %self.channel.0, ts = %ts, "Slack message delivered");
+                PostOutcome::Posted { ts }
+            }
+            // Not Slack (a proxy page?): Slack always returns `ts` for a posted message.
+            Ok(Ok(PostAck { ts: None })) => PostOutcome::Unknown {
+                error: "Slack's answer carried no message timestamp".into(),
+            },
+            Ok(Err(err)) => classify(&err).into_post_outcome(),
+            Err(_) => PostOutcome::Unknown {
+                error: format!(
+                    "Slack did not answer within {} s",
+                    self.request_timeout.as_secs_f64()
+                ),
+            },
+        }
+    }
+
+    /// Looks in the channel's history, from `since` (minus a margin for clock skew), for messages Snowpatrol
+    /// posted with [`AlertMetadata`] whose dedupe key is in `keys`; returns dedupe key -> message `ts`.
+    ///
+    /// Reads at most `max_pages` pages (each bounded by `request_timeout`); a history longer than that since
+    /// `since` is a retryable failure rather than a "not found" that would cause a repeat. Needs the
+    /// `channels:history` scope (`groups:history` for a private channel) and a channel id.
+    pub async fn find_posted(
+        &self,
+        since: DateTime<Utc>,
+        keys: &BTreeSet<String>,
+        max_pages: u32,
+    ) -> Result<BTreeMap<String, String>, LookupFailure> {
+        let mut found = BTreeMap::new();
+        if keys.is_empty() {
+            return Ok(found);
+        }
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let oldest = slack_ts(since - HISTORY_MARGIN);
+        let mut cursor: Option<String> = None;
+        for _ in 0..max_pages.max(1) {
+            let mut params: Vec<(&str, Option<String>)> = vec![
+                ("channel", Some(self.channel.0.clone())),
+                ("oldest", Some(oldest.clone())),
+                ("inclusive", Some("true".into())),
+                ("include_all_metadata", Some("true".into())),
+                ("limit", Some("200".into())),
+            ];
+            if let Some(c) = &cursor {
+                params.push(("cursor", Some(c.clone())));
+            }
             let result = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                session.http_session_api.http_post::<_, PostAck>(
-                    "chat.postMessage",
-                    &request,
+                self.request_timeout,
+                session.http_session_api.http_get::<HistoryPage, _, String>(
+                    "conversations.history",
+                    &params,
                     None,
                 ),
             )
             .await;
-            let failure = match result {
-                Ok(Ok(PostAck { ts: Some(ts) })) => {
-                    tracing::info!(
-                        channel = %self.channel.0,
-                        ts = %ts,
-                        attempts = attempt,
-                        "Slack message delivered"
-                    );
+            let page = match result {
+                Ok(Ok(page)) => page,
+                Ok(Err(err)) => {
+                    return Err(match classify(&err) {
+                        Failure::Permanent(error) => LookupFailure {
+                            error: format!("conversations.history: {error}"),
+                            permanent: true,
+                            retry_after: None,
+                        },
+                        Failure::Retryable {
+                            message,
+                            retry_after,
+                        } => LookupFailure {
+                            error: format!("conversations.history: {message}"),
+                            permanent: false,
+                            retry_after,
+                        },
+                        Failure::Unknown(error) => LookupFailure {
+                            error: format!("conversations.history: {error}"),
+                            permanent: false,
+                            retry_after: None,
+                        },
+                    });
+                }
+                Err(_) => {
+                    return Err(LookupFailure {
+                        error: format!(
+                            "conversations.history did not answer within {} s",
+                            self.request_timeout.as_secs_f64()
+                        ),
+                        permanent: false,
+                        retry_after: None,
+                    });
+                }
+            };
+            for m in &page.messages {
+                let (Some(ts), Some(meta)) = (&m.ts, &m.metadata) else {
+                    continue;
+                };
+                if meta.event_type.as_deref() != Some(METADATA_EVENT_TYPE) {
+                    continue;
+                }
+                if let Some(key) = meta
+                    .event_payload
+                    .get("dedupe_key")
+                    .and_then(|k| k.as_str())
+                    && keys.contains(key)
+                {
+                    found.entry(key.to_string()).or_insert_with(|| ts.clone());
+                }
+            }
+            if found.len() == keys.len() {
+                return Ok(found);
+            }
+            cursor = page
+                .response_metadata
+                .and_then(|r| r.next_cursor)
+                .filter(|c| !c.is_empty());
+            if !page.has_more || cursor.is_none() {
+                return Ok(found);
+            }
+        }
+        Err(LookupFailure {
+            error: format!(
+                "conversations.history has more than {max_pages} pages since {}; will look again",
+                since.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            permanent: false,
+            retry_after: None,
+        })
+    }
+
+    /// Posts `msg` to the configured channel, retrying inside the call (no outbox, no metadata).
+    ///
+    /// Retries 429 (waiting at least Retry-After), 5xx, transient Slack errors, network errors and
+    /// timeouts with exponential backoff and jitter, up to `max_attempts` in total, so a timeout can
+    /// become a repeat: the pipeline uses [`post_once`](Self::post_once) with metadata instead. Slack's
+    /// `invalid_auth`, `channel_not_found` and other request errors fail at once as permanent.
+    pub async fn send(&self, msg: &SlackMessage) -> DeliveryOutcome {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let (message, retry_after) = match self.post_once(msg, None).await {
+                PostOutcome::Posted { ts } => {
                     return DeliveryOutcome::Delivered {
                         ts,
                         attempts: attempt,
                     };
                 }
-                // Not Slack (a proxy page?): Slack always returns `ts` for a posted message.
-                Ok(Ok(PostAck { ts: None })) => Failure::Retryable {
-                    message: "Slack's answer carried no message timestamp".into(),
-                    retry_after: None,
-                },
-                Ok(Err(err)) => classify(&err),
-                Err(_) => Failure::Retryable {
-                    message: format!(
-                        "Slack did not answer within {} s",
-                        REQUEST_TIMEOUT.as_secs()
-                    ),
-                    retry_after: None,
-                },
-            };
-
-            match failure {
-                Failure::Permanent(error) => {
+                PostOutcome::Rejected { error } => {
                     tracing::error!(channel = %self.channel.0, attempts = attempt, %error,
                         "Slack delivery failed permanently");
                     return DeliveryOutcome::Failed {
@@ -582,30 +866,32 @@ impl SlackNotifier {
                         attempts: attempt,
                     };
                 }
-                Failure::Retryable {
-                    message,
-                    retry_after,
-                } => {
-                    if attempt >= self.max_attempts {
-                        tracing::warn!(channel = %self.channel.0, attempts = attempt,
-                            error = %message, "Slack delivery failed; giving up for now");
-                        return DeliveryOutcome::Failed {
-                            error: message,
-                            permanent: false,
-                            attempts: attempt,
-                        };
-                    }
-                    let backoff = self.backoff(attempt);
-                    // Retry-After is Slack's instruction, not a hint: never wait less.
-                    let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
-                    tracing::warn!(channel = %self.channel.0, attempt, error = %message,
-                        wait_ms = wait.as_millis() as u64,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "Slack delivery failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
+                PostOutcome::NotPosted { error, retry_after } => (error, retry_after),
+                PostOutcome::Unknown { error } => (error, None),
+            };
+            if attempt >= self.max_attempts {
+                tracing::warn!(channel = %self.channel.0, attempts = attempt,
+                    error = %message, "Slack delivery failed; giving up for now");
+                return DeliveryOutcome::Failed {
+                    error: message,
+                    permanent: false,
+                    attempts: attempt,
+                };
             }
+            let wait = self.retry_delay(attempt, retry_after);
+            tracing::warn!(channel = %self.channel.0, attempt, error = %message,
+                wait_ms = wait.as_millis() as u64,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Slack delivery failed; retrying");
+            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// How long to wait after `attempts` failed attempts: the backoff, but never less than Slack's
+    /// Retry-After (Slack's instruction, not a hint).
+    pub fn retry_delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
+        let backoff = self.backoff(attempts);
+        retry_after.map_or(backoff, |ra| ra.max(backoff))
     }
 
     /// "Equal jitter" exponential backoff: half the doubled delay fixed, half random, so

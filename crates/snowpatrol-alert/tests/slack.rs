@@ -1,4 +1,6 @@
-//! Delivery against a real local HTTP peer (axum on 127.0.0.1:0) standing in for slack.com.
+//! Delivery against a real local HTTP peer (axum on 127.0.0.1:0) standing in for slack.com. The peer makes the
+//! checks Slack makes before anything else (bearer token, a channel, text or blocks), then answers from a
+//! script (which may hang, like a Slack that accepted a post and never answered).
 
 mod common;
 
@@ -15,7 +17,8 @@ use common::*;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use snowpatrol_alert::{
-    DeliveryOutcome, SlackConfig, SlackMessage, SlackNotifier, failure_message, report_message,
+    AlertMetadata, DeliveryOutcome, PostOutcome, SlackConfig, SlackMessage, SlackNotifier,
+    failure_message, report_message,
 };
 
 const TOKEN: &str = "xoxb-1111-2222-TOPSECRETtoken";
@@ -25,6 +28,8 @@ struct Scripted {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: String,
+    /// Answer only after this long (a hanging Slack).
+    delay: Duration,
 }
 
 fn slack_ok(ts: &str) -> Scripted {
@@ -36,6 +41,14 @@ fn slack_ok(ts: &str) -> Scripted {
             "message": {"type": "message", "ts": ts, "text": "…", "bot_id": "B1"}
         })
         .to_string(),
+        delay: Duration::ZERO,
+    }
+}
+
+fn hang() -> Scripted {
+    Scripted {
+        delay: Duration::from_secs(600),
+        ..slack_ok("never")
     }
 }
 
@@ -44,6 +57,7 @@ fn slack_error(code: &str) -> Scripted {
         status: 200,
         headers: vec![],
         body: json!({"ok": false, "error": code}).to_string(),
+        delay: Duration::ZERO,
     }
 }
 
@@ -52,12 +66,14 @@ fn http_status(status: u16, body: &str) -> Scripted {
         status,
         headers: vec![],
         body: body.to_string(),
+        delay: Duration::ZERO,
     }
 }
 
 struct Captured {
     method: String,
     path: String,
+    query: String,
     headers: HeaderMap,
     body: Vec<u8>,
     at: Instant,
@@ -75,16 +91,48 @@ async fn answer(State(peer): State<Peer>, req: Request) -> Response {
     peer.seen.lock().unwrap().push(Captured {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
         headers: parts.headers.clone(),
         body: body.to_vec(),
         at: Instant::now(),
     });
+    // What Slack checks before anything else, whatever the script says.
+    let refuse = |code: &str| {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json; charset=utf-8")
+            .body(Body::from(json!({"ok": false, "error": code}).to_string()))
+            .unwrap()
+    };
+    match parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => return refuse("not_authed"),
+        Some(a) if a != format!("Bearer {TOKEN}") => return refuse("invalid_auth"),
+        Some(_) => {}
+    }
+    if parts.uri.path().ends_with("/chat.postMessage") {
+        let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if msg["channel"].as_str().is_none_or(str::is_empty) {
+            return refuse("channel_not_found");
+        }
+        let text = msg["text"].as_str().is_some_and(|t| !t.is_empty());
+        let blocks = msg["blocks"].as_array().is_some_and(|b| !b.is_empty());
+        if !text && !blocks {
+            return refuse("no_text");
+        }
+    }
     let next = peer
         .script
         .lock()
         .unwrap()
         .pop_front()
         .unwrap_or_else(|| http_status(599, "test peer: script exhausted"));
+    if !next.delay.is_zero() {
+        tokio::time::sleep(next.delay).await;
+    }
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(next.status).unwrap())
         .header("content-type", "application/json; charset=utf-8");
@@ -113,6 +161,7 @@ fn config(api_url: &str, max_attempts: u32) -> SlackConfig {
         max_attempts,
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
+        request_timeout: Duration::from_secs(5),
     }
 }
 
@@ -198,6 +247,7 @@ async fn rate_limit_waits_for_retry_after_then_delivers() {
         status: 429,
         headers: vec![("retry-after", "1".into())],
         body: json!({"ok": false, "error": "ratelimited"}).to_string(),
+        delay: Duration::ZERO,
     };
     let (peer, url) = start_peer(vec![limited, slack_ok("1.2")]).await;
     let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
@@ -498,4 +548,195 @@ fn many_warehouses_stay_within_slacks_block_limit() {
             .unwrap()
             .contains("more warehouses")
     );
+}
+
+#[tokio::test]
+async fn the_peer_refuses_a_wrong_or_missing_token_and_an_empty_message() {
+    // Scripted successes behind each check: only a request that passes them would consume one.
+    let (peer, url) = start_peer(vec![slack_ok("1.1"), slack_ok("1.2")]).await;
+    let mut cfg = config(&url, 3);
+    cfg.token = SecretString::from("xoxb-wrong");
+    let wrong = SlackNotifier::new(cfg).unwrap();
+    match wrong.send(&message()).await {
+        DeliveryOutcome::Failed {
+            error, permanent, ..
+        } => {
+            assert!(permanent);
+            assert!(error.contains("invalid_auth"), "{error}");
+        }
+        other => panic!("a wrong token must be refused: {other:?}"),
+    }
+    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let empty = SlackMessage {
+        text: String::new(),
+        blocks: vec![],
+    };
+    match notifier.post_once(&empty, None).await {
+        PostOutcome::Rejected { error } => assert!(error.contains("no_text"), "{error}"),
+        other => panic!("an empty message must be refused: {other:?}"),
+    }
+    assert_eq!(
+        peer.script.lock().unwrap().len(),
+        2,
+        "nothing got past the checks"
+    );
+    assert!(notifier.post_once(&message(), None).await == PostOutcome::Posted { ts: "1.1".into() });
+}
+
+#[tokio::test]
+async fn post_once_sends_the_alert_metadata_and_find_posted_reads_it_back() {
+    let history = Scripted {
+        status: 200,
+        headers: vec![],
+        body: json!({"ok": true, "has_more": false, "messages": [
+            {"type": "message", "ts": "1700000002.000200", "text": "other"},
+            {"type": "message", "ts": "1700000001.000100", "text": "…",
+             "metadata": {"event_type": "snowpatrol_alert", "event_payload": {"dedupe_key": "incident:42", "alert_id": "7"}}},
+            {"type": "message", "ts": "1700000000.000100", "text": "…",
+             "metadata": {"event_type": "someone_else", "event_payload": {"dedupe_key": "incident:43"}}}
+        ]})
+        .to_string(),
+        delay: Duration::ZERO,
+    };
+    let (peer, url) = start_peer(vec![slack_ok("1700000001.000100"), history]).await;
+    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let meta = AlertMetadata {
+        dedupe_key: "incident:42".into(),
+        alert_id: 7,
+    };
+    assert_eq!(
+        notifier.post_once(&message(), Some(&meta)).await,
+        PostOutcome::Posted {
+            ts: "1700000001.000100".into()
+        }
+    );
+    let since = chrono::DateTime::from_timestamp(1_700_000_100, 0).unwrap();
+    let keys = ["incident:42".to_string(), "incident:43".to_string()].into();
+    let found = notifier.find_posted(since, &keys, 3).await.unwrap();
+    assert_eq!(
+        found.into_iter().collect::<Vec<_>>(),
+        vec![("incident:42".to_string(), "1700000001.000100".to_string())],
+        "only Snowpatrol's own event type counts"
+    );
+
+    let seen = peer.seen.lock().unwrap();
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(
+        body["metadata"],
+        json!({"event_type": "snowpatrol_alert", "event_payload": {"dedupe_key": "incident:42", "alert_id": "7"}})
+    );
+    assert_eq!(
+        body["text"],
+        json!(message().text),
+        "the message itself is unchanged"
+    );
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        ("GET", "/api/conversations.history")
+    );
+    let query = &seen[1].query;
+    assert!(query.contains(&format!("channel={CHANNEL}")), "{query}");
+    assert!(query.contains("include_all_metadata=true"), "{query}");
+    // Two minutes before `since`, for clock skew.
+    assert!(query.contains("oldest=1699999980.000000"), "{query}");
+}
+
+#[tokio::test]
+async fn a_post_left_unanswered_is_unknown_after_the_request_timeout() {
+    let (_peer, url) = start_peer(vec![hang()]).await;
+    let mut cfg = config(&url, 3);
+    cfg.request_timeout = Duration::from_millis(300);
+    let notifier = SlackNotifier::new(cfg).unwrap();
+    let started = Instant::now();
+    let outcome = notifier.post_once(&message(), None).await;
+    assert!(
+        matches!(&outcome, PostOutcome::Unknown { error } if error.contains("did not answer")),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn refused_connections_are_not_posted_and_gateway_timeouts_are_unknown() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/api", listener.local_addr().unwrap())
+    };
+    let notifier = SlackNotifier::new(config(&closed, 1)).unwrap();
+    let outcome = notifier.post_once(&message(), None).await;
+    assert!(
+        matches!(outcome, PostOutcome::NotPosted { .. }),
+        "{outcome:?}"
+    );
+
+    let (_peer, url) = start_peer(vec![
+        http_status(504, "gateway timeout"),
+        http_status(503, "down"),
+    ])
+    .await;
+    let notifier = SlackNotifier::new(config(&url, 1)).unwrap();
+    let outcome = notifier.post_once(&message(), None).await;
+    assert!(
+        matches!(outcome, PostOutcome::Unknown { .. }),
+        "{outcome:?}"
+    );
+    let outcome = notifier.post_once(&message(), None).await;
+    assert!(
+        matches!(outcome, PostOutcome::NotPosted { .. }),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_closed_after_the_request_was_sent_is_unknown() {
+    // Reads the whole request, then closes without answering: Slack may have posted it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 65536];
+            let _ = stream.read(&mut buf);
+            drop(stream);
+        }
+    });
+    let notifier = SlackNotifier::new(config(&url, 1)).unwrap();
+    let outcome = notifier.post_once(&message(), None).await;
+    assert!(
+        matches!(&outcome, PostOutcome::Unknown { error } if error.contains("cannot reach Slack")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn find_posted_follows_the_cursor_and_refuses_to_guess_past_its_page_limit() {
+    let page = |messages: Value, cursor: &str| Scripted {
+        status: 200,
+        headers: vec![],
+        body: json!({"ok": true, "messages": messages, "has_more": !cursor.is_empty(),
+                     "response_metadata": {"next_cursor": cursor}})
+        .to_string(),
+        delay: Duration::ZERO,
+    };
+    let ours = json!([{"ts": "5.5", "metadata": {"event_type": "snowpatrol_alert", "event_payload": {"dedupe_key": "k"}}}]);
+    let (peer, url) = start_peer(vec![
+        page(json!([{"ts": "6.6", "text": "chatter"}]), "page2"),
+        page(ours, ""),
+        page(json!([{"ts": "6.6", "text": "chatter"}]), "page2"),
+    ])
+    .await;
+    let notifier = SlackNotifier::new(config(&url, 1)).unwrap();
+    let keys = ["k".to_string()].into();
+    let since = chrono::Utc::now();
+    let found = notifier.find_posted(since, &keys, 3).await.unwrap();
+    assert_eq!(found.get("k").map(String::as_str), Some("5.5"));
+    assert!(peer.seen.lock().unwrap()[1].query.contains("cursor=page2"));
+    // One page allowed and more to read: not "not found" (which would mean a repeat post), a retryable failure.
+    let err = notifier.find_posted(since, &keys, 1).await.unwrap_err();
+    assert!(!err.permanent, "{err:?}");
+    assert!(err.error.contains("more than 1 pages"), "{err:?}");
 }

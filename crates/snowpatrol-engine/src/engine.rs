@@ -359,7 +359,7 @@ impl Engine {
             }
             if !healthy {
                 next_wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(DbRetry::MAX);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -495,8 +495,10 @@ impl Engine {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining: Option<tokio::time::Instant> = None;
-        let mut backoff = Duration::from_millis(100);
-        let mut db_ok = true;
+        // After a database error the loop waits until `db_retry.at` before claiming again; the deadline lives
+        // across iterations (heartbeat ticks and wake-ups must not postpone it, as a sleep re-created on every
+        // pass would be).
+        let mut db_retry = DbRetry::default();
         loop {
             while let Ok(f) = rx.try_recv() {
                 running.remove(&f.claim.task_instance_id);
@@ -506,7 +508,7 @@ impl Engine {
                 match self.finish_batch(&unsent).await {
                     Ok(report) => {
                         unsent.clear();
-                        db_ok = true;
+                        db_retry.succeeded();
                         if let Some(run) = only_run
                             && report.finished_runs.iter().any(|(r, _)| *r == run)
                         {
@@ -514,7 +516,7 @@ impl Engine {
                         }
                     }
                     Err(e) => {
-                        db_ok = false;
+                        db_retry.failed();
                         warn!(error = %e, results = unsent.len(), "could not record task results; keeping them and retrying");
                     }
                 }
@@ -563,7 +565,7 @@ impl Engine {
                 .worker_concurrency
                 .saturating_sub(running.len());
             let mut claimed_any = false;
-            if draining.is_none() && free > 0 && db_ok {
+            if draining.is_none() && free > 0 && db_retry.due() {
                 wake.borrow_and_update();
                 let limit = free.min(self.settings.claim_batch) as i64;
                 match self
@@ -573,7 +575,7 @@ impl Engine {
                 {
                     Ok(claims) => {
                         claimed_any = !claims.is_empty();
-                        backoff = Duration::from_millis(100);
+                        db_retry.succeeded();
                         for claim in claims {
                             let token = CancellationToken::new();
                             running.insert(claim.task_instance_id, (claim.clone(), token.clone()));
@@ -582,7 +584,7 @@ impl Engine {
                         }
                     }
                     Err(e) => {
-                        db_ok = false;
+                        db_retry.failed();
                         warn!(error = %e, "claiming tasks failed; database unreachable?");
                     }
                 }
@@ -590,14 +592,11 @@ impl Engine {
             if claimed_any && running.len() < self.settings.worker_concurrency {
                 continue;
             }
-            let sleep_for = if db_ok {
-                self.settings.poll_interval
-            } else {
-                backoff
+            let now = tokio::time::Instant::now();
+            let wake_at = match db_retry.at {
+                Some(t) if t > now => t,
+                _ => now + self.settings.poll_interval,
             };
-            if !db_ok {
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
             tokio::select! {
                 Some(f) = rx.recv() => {
                     running.remove(&f.claim.task_instance_id);
@@ -611,7 +610,7 @@ impl Engine {
                     }
                 }
                 _ = shutdown.cancelled(), if draining.is_none() => {}
-                _ = tokio::time::sleep(sleep_for) => { db_ok = true; }
+                _ = tokio::time::sleep_until(wake_at) => {}
             }
         }
         self.drain_failure_hooks(self.settings.shutdown_grace).await;
@@ -952,6 +951,44 @@ impl Engine {
             catchup: j.catchup,
             verdict,
         })
+    }
+}
+
+/// When the worker loop may use the database again after an error: exponential backoff from 100 ms to
+/// [`DbRetry::MAX`], reset by the first success.
+#[derive(Debug)]
+struct DbRetry {
+    at: Option<tokio::time::Instant>,
+    backoff: Duration,
+}
+
+impl Default for DbRetry {
+    fn default() -> Self {
+        Self {
+            at: None,
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+impl DbRetry {
+    /// Short enough that work resumes within seconds of a database coming back.
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn due(&self) -> bool {
+        self.at.is_none_or(|t| tokio::time::Instant::now() >= t)
+    }
+
+    fn failed(&mut self) {
+        // A failure while a retry is already scheduled (another call of the same pass) does not push it back.
+        if self.due() {
+            self.at = Some(tokio::time::Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(Self::MAX);
+        }
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::default();
     }
 }
 

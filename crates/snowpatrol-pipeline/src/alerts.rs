@@ -1,138 +1,574 @@
-//! Alert delivery through the outbox: every alert is a row first (deduplicated by key), then sent to Slack or,
-//! without Slack, written to a file; the outcome is recorded on the row.
+//! The alert outbox: every alert is a row first (one per dedupe key, ever), and the only thing the report task
+//! and the failure hook do is insert it ([`Pipeline::enqueue_alert`]). Delivery is the outbox sender's job
+//! ([`Pipeline::outbox_sender_loop`], run by every daemon; [`Pipeline::drain_outbox`] for one-shot commands), so
+//! a slow or hanging Slack never holds up a run: predict takes the time of writing its rows.
+//!
+//! The sender claims due rows for `claim_ttl` (two senders never hold one row; a dead sender's claim expires),
+//! makes ONE bounded attempt per claim and records the outcome on the row: `sent` / `written`, back to `pending`
+//! with `next_attempt_at` (exponential backoff, never before Slack's Retry-After), or `failed`. Every post
+//! carries Slack message metadata with the dedupe key; a row whose last post may have arrived (timeout,
+//! connection lost after sending, claim expired while sending) is first looked up in `conversations.history`
+//! and recorded as sent when found, so a timeout does not become a second message.
 
 use crate::Pipeline;
+use crate::store::{AlertAttempt, AlertRow, AlertState};
 use async_trait::async_trait;
-use snowpatrol_alert::{DeliveryOutcome, SlackMessage, failure_message};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use snowpatrol_alert::{
+    AlertMetadata, LookupFailure, PostOutcome, SlackMessage, SlackNotifier, failure_message,
+};
 use snowpatrol_engine::{FailureHook, TaskFailure};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
-/// What happened to one alert.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Delivery {
-    /// Another run already alerted on this key.
+/// Rows claimed per pass. Small, so that a hanging Slack (one `request_timeout` per row) cannot outlast the
+/// claims: rows whose claim is about to run out are handed back before they are tried.
+const BATCH: i64 = 10;
+/// The slow poll: rows enqueued by other replicas, expired claims of dead senders. Enqueues in this process and
+/// due retries wake the sender earlier.
+const POLL: Duration = Duration::from_secs(30);
+/// An attempt starts only when the claim still has one request timeout plus this margin (at most half a request
+/// timeout) left, so its outcome is recorded before another sender may take the row over.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+
+/// What [`Pipeline::enqueue_alert`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new row, delivered by the outbox sender.
+    Queued(i64),
+    /// An alert with this key exists already (queued, sent or failed): nothing new.
     Duplicate,
-    Sent,
-    Written(std::path::PathBuf),
-    Failed(String),
+}
+
+/// What one pass of the outbox sender did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxPass {
+    pub claimed: usize,
+    /// Posted to Slack now.
+    pub sent: usize,
+    /// A post whose outcome was unknown was found in the channel's history: recorded, not posted again.
+    pub found_in_history: usize,
+    /// No Slack configured: written to a file.
+    pub written: usize,
+    /// Back to `pending` for a later attempt.
+    pub retrying: usize,
+    pub failed: usize,
+    /// Handed back untried (shutdown, claim running out, a rate limit met by another row).
+    pub released: usize,
+}
+
+impl OutboxPass {
+    fn delivered(&self) -> usize {
+        self.sent + self.found_in_history + self.written
+    }
+}
+
+/// Delivery state shared by the sender loop and one-shot drains of this process.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    /// This process's claims: `host:pid:random`.
+    pub(crate) sender_id: String,
+    /// Bumped on every enqueue so the sender loop starts at once instead of at its next poll.
+    pub(crate) wake: tokio::sync::watch::Sender<u64>,
+    /// Slack's Retry-After for the channel: no post before then.
+    pub(crate) paused_until: std::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Self {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        Self {
+            sender_id: format!("{host}:{}:{suffix}", std::process::id()),
+            wake: tokio::sync::watch::channel(0).0,
+            paused_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn paused_until(&self) -> Option<DateTime<Utc>> {
+        let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.filter(|t| *t > snowpatrol_store::now())
+    }
+
+    fn pause(&self, until: DateTime<Utc>) {
+        let mut p = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none_or(|t| t < until) {
+            *p = Some(until);
+        }
+    }
+}
+
+fn after(d: Duration) -> DateTime<Utc> {
+    snowpatrol_store::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn until(t: DateTime<Utc>) -> Duration {
+    (t - snowpatrol_store::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO)
 }
 
 impl Pipeline {
-    /// Queues the alert under `dedupe_key` (once ever) and delivers it.
-    pub async fn alert(
+    /// Queues the alert under `dedupe_key` (once ever) for the outbox sender and wakes it. The insert is the
+    /// only write: nothing here waits for Slack. The one place alerts enter the outbox.
+    pub async fn enqueue_alert(
         &self,
         dedupe_key: &str,
         kind: &str,
         run_id: Option<i64>,
         message: &SlackMessage,
-    ) -> Result<Delivery, crate::PipelineError> {
+        fence: Option<&snowpatrol_store::TaskFence>,
+    ) -> Result<Enqueued, crate::PipelineError> {
         let channel = self.slack().map_or("file".to_string(), |(_, c)| c.clone());
-        let payload = serde_json::to_value(message).unwrap_or_default();
+        let payload = serde_json::to_value(message).map_err(|e| {
+            crate::PipelineError::Config(format!("the alert message cannot be stored: {e}"))
+        })?;
         let Some(id) = self
             .store
-            .insert_alert(dedupe_key, kind, run_id, &channel, &payload)
+            .insert_alert(dedupe_key, kind, run_id, &channel, &payload, fence)
             .await?
         else {
-            return Ok(Delivery::Duplicate);
+            return Ok(Enqueued::Duplicate);
         };
-        self.deliver(id, message).await
+        self.outbox.wake.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(Enqueued::Queued(id))
     }
 
-    async fn deliver(
+    /// This process's sender id, as written to `alerts.claimed_by`.
+    pub fn outbox_sender_id(&self) -> &str {
+        &self.outbox.sender_id
+    }
+
+    fn claim_ttl(&self) -> Duration {
+        self.config
+            .slack
+            .as_ref()
+            .map_or(Duration::from_secs(60), |s| s.claim_ttl)
+    }
+
+    /// One pass: claims due alerts and makes one attempt on each. Returns what happened.
+    pub async fn deliver_due_alerts(&self) -> Result<OutboxPass, crate::PipelineError> {
+        self.deliver_pass(&CancellationToken::new()).await
+    }
+
+    /// One pass; `stop` hands the rows not yet tried back (the attempt in flight, bounded by the request
+    /// timeout, is finished and recorded).
+    async fn deliver_pass(
         &self,
-        id: i64,
-        message: &SlackMessage,
-    ) -> Result<Delivery, crate::PipelineError> {
+        stop: &CancellationToken,
+    ) -> Result<OutboxPass, crate::PipelineError> {
+        let mut pass = OutboxPass::default();
+        if self.slack().is_some() && self.outbox.paused_until().is_some() {
+            return Ok(pass);
+        }
+        let ttl = self.claim_ttl();
+        let claim_deadline = tokio::time::Instant::now() + ttl;
+        let claimed = self
+            .store
+            .claim_alerts(&self.outbox.sender_id, after(ttl), BATCH)
+            .await?;
+        pass.claimed = claimed.len();
+        if claimed.is_empty() {
+            return Ok(pass);
+        }
         match self.slack() {
-            Some((notifier, _)) => match notifier.send(message).await {
-                DeliveryOutcome::Delivered { ts, attempts } => {
-                    self.store
-                        .record_alert_outcome(id, "sent", attempts as i32, None, Some(&ts))
-                        .await?;
-                    Ok(Delivery::Sent)
-                }
-                DeliveryOutcome::Failed {
-                    error,
-                    permanent,
-                    attempts,
-                } => {
-                    let state = if permanent { "failed" } else { "pending" };
-                    tracing::warn!(alert_id = id, permanent, attempts, error = %error, "Slack delivery failed");
-                    self.store
-                        .record_alert_outcome(id, state, attempts as i32, Some(&error), None)
-                        .await?;
-                    Ok(Delivery::Failed(error))
-                }
-            },
             None => {
-                let dir = self.data_dir.join("alerts");
-                std::fs::create_dir_all(&dir).map_err(|e| {
-                    crate::PipelineError::Config(format!("cannot create {}: {e}", dir.display()))
-                })?;
-                let path = dir.join(format!("alert-{id}.txt"));
-                std::fs::write(&path, &message.text).map_err(|e| {
-                    crate::PipelineError::Config(format!("cannot write {}: {e}", path.display()))
-                })?;
-                tracing::info!(alert_id = id, path = %path.display(), "no Slack configured: alert written to file\n{}", message.text);
-                self.store
-                    .record_alert_outcome(id, "written", 1, None, None)
-                    .await?;
-                Ok(Delivery::Written(path))
+                for row in &claimed {
+                    self.write_to_file(row, &mut pass).await?;
+                }
             }
+            Some((notifier, _)) => {
+                self.deliver_to_slack(notifier, &claimed, claim_deadline, stop, &mut pass)
+                    .await?;
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Records an attempt; a lost claim (taken over after expiring) is logged, not an error.
+    async fn finish(
+        &self,
+        row: &AlertRow,
+        attempt: AlertAttempt,
+    ) -> Result<(), crate::PipelineError> {
+        let held = self
+            .store
+            .finish_alert_attempt(row.alert_id, &self.outbox.sender_id, &attempt)
+            .await?;
+        if !held {
+            tracing::warn!(alert_id = row.alert_id, state = %attempt.state,
+                "the claim on this alert expired before its outcome was recorded; the sender that took it over decides");
+        }
+        Ok(())
+    }
+
+    async fn write_to_file(
+        &self,
+        row: &AlertRow,
+        pass: &mut OutboxPass,
+    ) -> Result<(), crate::PipelineError> {
+        let text = match serde_json::from_value::<SlackMessage>(row.message.clone()) {
+            Ok(m) => m.text,
+            Err(e) => {
+                pass.failed += 1;
+                return self.finish(row, unreadable(&e)).await;
+            }
+        };
+        let dir = self.data_dir.join("alerts");
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            crate::PipelineError::Config(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(format!("alert-{}.txt", row.alert_id));
+        std::fs::write(&path, &text).map_err(|e| {
+            crate::PipelineError::Config(format!("cannot write {}: {e}", path.display()))
+        })?;
+        tracing::info!(alert_id = row.alert_id, path = %path.display(), "no Slack configured: alert written to file\n{text}");
+        pass.written += 1;
+        self.finish(
+            row,
+            AlertAttempt {
+                state: AlertState::Written,
+                counted: 1,
+                error: None,
+                slack_ts: None,
+                next_attempt_at: None,
+                outcome_unknown: false,
+            },
+        )
+        .await
+    }
+
+    async fn deliver_to_slack(
+        &self,
+        notifier: &SlackNotifier,
+        claimed: &[AlertRow],
+        claim_deadline: tokio::time::Instant,
+        stop: &CancellationToken,
+        pass: &mut OutboxPass,
+    ) -> Result<(), crate::PipelineError> {
+        let pages = self.config.slack.as_ref().map_or(3, |s| s.history_pages);
+        // One history look-up for every row of the batch whose last post may have arrived.
+        let unknown: BTreeSet<String> = claimed
+            .iter()
+            .filter(|r| r.outcome_unknown)
+            .map(|r| r.dedupe_key.clone())
+            .collect();
+        let mut found = BTreeMap::new();
+        let mut lookup: Option<LookupFailure> = None;
+        if !unknown.is_empty() {
+            let since = claimed
+                .iter()
+                .filter(|r| r.outcome_unknown)
+                .map(|r| r.first_attempt_at.unwrap_or(r.created_at))
+                .min()
+                .unwrap_or_else(snowpatrol_store::now);
+            match notifier.find_posted(since, &unknown, pages).await {
+                Ok(f) => found = f,
+                Err(e) => {
+                    if e.permanent {
+                        tracing::warn!(error = %e.error, "cannot check Slack's history for alerts whose post may have arrived; \
+                            posting them again, which may repeat them (the bot needs channels:history and a channel id)");
+                    }
+                    lookup = Some(e);
+                }
+            }
+        }
+        let max_attempts = notifier.max_attempts() as i32;
+        for row in claimed {
+            let attempts = row.attempts + 1;
+            if let Some(ts) = found.get(&row.dedupe_key) {
+                tracing::info!(alert_id = row.alert_id, ts = %ts,
+                    "alert found in Slack's history (an earlier post arrived unanswered): recorded, not posted again");
+                pass.found_in_history += 1;
+                self.finish(row, sent(ts.clone())).await?;
+                continue;
+            }
+            // The look-up failed for a reason that may pass: do not post blind, try again later.
+            if row.outcome_unknown
+                && let Some(e) = lookup.as_ref().filter(|e| !e.permanent)
+            {
+                if let Some(ra) = e.retry_after {
+                    self.outbox.pause(after(ra));
+                }
+                let attempt = retry_or_fail(
+                    notifier,
+                    attempts,
+                    max_attempts,
+                    &e.error,
+                    e.retry_after,
+                    true,
+                );
+                self.count(&attempt, pass);
+                self.finish(row, attempt).await?;
+                continue;
+            }
+            let remaining = claim_deadline.saturating_duration_since(tokio::time::Instant::now());
+            let paused = self.outbox.paused_until();
+            if stop.is_cancelled()
+                || paused.is_some()
+                || remaining
+                    < notifier.request_timeout() + CLAIM_MARGIN.min(notifier.request_timeout() / 2)
+            {
+                pass.released += 1;
+                self.finish(
+                    row,
+                    AlertAttempt {
+                        state: AlertState::Pending,
+                        counted: 0,
+                        error: row.last_error.clone(),
+                        slack_ts: None,
+                        next_attempt_at: paused.or(row.next_attempt_at),
+                        outcome_unknown: row.outcome_unknown,
+                    },
+                )
+                .await?;
+                continue;
+            }
+            let msg = match serde_json::from_value::<SlackMessage>(row.message.clone()) {
+                Ok(m) => m,
+                Err(e) => {
+                    pass.failed += 1;
+                    self.finish(row, unreadable(&e)).await?;
+                    continue;
+                }
+            };
+            // Still possibly in the channel when the look-up could not run (a permanent look-up failure).
+            let still_unknown = row.outcome_unknown && lookup.is_some();
+            let meta = AlertMetadata {
+                dedupe_key: row.dedupe_key.clone(),
+                alert_id: row.alert_id,
+            };
+            let attempt = match notifier.post_once(&msg, Some(&meta)).await {
+                PostOutcome::Posted { ts } => sent(ts),
+                PostOutcome::Rejected { error } => {
+                    tracing::error!(alert_id = row.alert_id, %error, "Slack refused the alert; fix the configuration, then set the row back to pending");
+                    failed(error)
+                }
+                PostOutcome::NotPosted { error, retry_after } => {
+                    if let Some(ra) = retry_after {
+                        tracing::warn!(
+                            alert_id = row.alert_id,
+                            retry_after_s = ra.as_secs_f64(),
+                            "Slack rate limited the alerts; pausing posts to the channel"
+                        );
+                        self.outbox.pause(after(ra));
+                    }
+                    retry_or_fail(
+                        notifier,
+                        attempts,
+                        max_attempts,
+                        &error,
+                        retry_after,
+                        still_unknown,
+                    )
+                }
+                PostOutcome::Unknown { error } => {
+                    tracing::warn!(alert_id = row.alert_id, %error,
+                        "Slack did not confirm the alert; it will be looked up in the channel's history before any re-post");
+                    retry_or_fail(notifier, attempts, max_attempts, &error, None, true)
+                }
+            };
+            if attempt.state == AlertState::Sent {
+                pass.sent += 1;
+            } else {
+                self.count(&attempt, pass);
+            }
+            self.finish(row, attempt).await?;
+        }
+        Ok(())
+    }
+
+    fn count(&self, attempt: &AlertAttempt, pass: &mut OutboxPass) {
+        match attempt.state {
+            AlertState::Failed => pass.failed += 1,
+            _ => pass.retrying += 1,
         }
     }
 
-    /// Delivers alerts whose last try failed with a retryable error, and alerts a replica claimed but never
-    /// finished (it died mid-send; at-least-once means they go out again). Returns how many were delivered.
-    pub async fn retry_pending_alerts(&self) -> Result<usize, crate::PipelineError> {
-        let stale_before = snowpatrol_store::now() - chrono::Duration::minutes(10);
-        let claimed = self.store.claim_alerts(stale_before, 100).await?;
-        let mut n = 0;
-        for a in claimed {
-            match serde_json::from_value::<SlackMessage>(a.message.clone()) {
-                Ok(msg) => {
-                    if matches!(
-                        self.deliver(a.alert_id, &msg).await?,
-                        Delivery::Sent | Delivery::Written(_)
-                    ) {
-                        n += 1;
+    /// Delivers alerts until `shutdown`: woken by enqueues in this process, by the next due retry or expiring
+    /// claim, and at least every 30 s (rows of other replicas). Run by every daemon replica; claims keep them
+    /// from sending the same row.
+    pub async fn outbox_sender_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut wake = self.outbox.wake.subscribe();
+        tracing::info!(sender = %self.outbox.sender_id, "alert outbox sender started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let wait = match self.deliver_pass(&shutdown).await {
+                Ok(pass) => {
+                    if pass.claimed > 0 {
+                        tracing::info!(?pass, "alert outbox pass");
+                    }
+                    if pass.claimed as i64 == BATCH && pass.released == 0 {
+                        Duration::ZERO
+                    } else {
+                        self.next_wait().await
                     }
                 }
                 Err(e) => {
-                    let error = format!("stored message cannot be read: {e}");
-                    self.store
-                        .record_alert_outcome(a.alert_id, "failed", 0, Some(&error), None)
-                        .await?;
+                    tracing::warn!(error = %e, "delivering alerts failed; will try again");
+                    Duration::from_secs(5)
                 }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
-        Ok(n)
+        tracing::info!("alert outbox sender stopped");
     }
 
-    /// Retries undelivered alerts every `every` until `shutdown` (run by the daemon, so a Slack outage does
-    /// not wait for the next predict run).
-    pub async fn alert_retry_loop(
-        self: std::sync::Arc<Self>,
-        every: std::time::Duration,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
+    /// Until the next row is due (or Slack's pause ends), at most the poll interval and at least a little, so a
+    /// row another replica holds never makes the loop spin.
+    async fn next_wait(&self) -> Duration {
+        let due = match self.store.next_alert_due().await {
+            Ok(Some(t)) => until(t),
+            Ok(None) => POLL,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the alert outbox failed; will try again");
+                Duration::from_secs(5)
             }
-            match self.retry_pending_alerts().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(delivered = n, "delivered alerts that had been pending"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "retrying pending alerts failed; will try again")
-                }
+        };
+        let due = match self.outbox.paused_until() {
+            Some(t) => due.max(until(t)),
+            None => due,
+        };
+        due.clamp(Duration::from_millis(50), POLL)
+    }
+
+    /// Delivers what is in the outbox, waiting at most `timeout` (for retries that become due within it): for
+    /// `snowpatrol run` and the demo, which have no daemon behind them. Returns how many alerts are left
+    /// undelivered (they stay `pending` for the daemon or the next run, and a log line says so).
+    pub async fn drain_outbox(&self, timeout: Duration) -> Result<usize, crate::PipelineError> {
+        let stop = CancellationToken::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                stop.cancel();
+            })
+        };
+        let mut delivered = 0;
+        let result = loop {
+            let pass = match self.deliver_pass(&stop).await {
+                Ok(p) => p,
+                Err(e) => break Err(e),
+            };
+            delivered += pass.delivered();
+            let due = match self.store.next_alert_due().await {
+                Ok(d) => d,
+                Err(e) => break Err(e.into()),
+            };
+            let Some(due) = due else {
+                break Ok(0);
+            };
+            if stop.is_cancelled() {
+                break self
+                    .store
+                    .list_alerts(true, 100_000)
+                    .await
+                    .map(|rows| rows.len())
+                    .map_err(Into::into);
+            }
+            if pass.claimed as i64 == BATCH && pass.released == 0 {
+                continue;
+            }
+            let mut wait = until(due).max(Duration::from_millis(20));
+            if let Some(t) = self.outbox.paused_until() {
+                wait = wait.max(until(t));
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        };
+        timer.abort();
+        if let Ok(left) = result {
+            if left > 0 {
+                tracing::warn!(
+                    delivered,
+                    left,
+                    waited_s = timeout.as_secs_f64(),
+                    "alerts not delivered before exiting: they stay pending and the daemon (or the next `snowpatrol run`) \
+                     delivers them; see `snowpatrol alerts --pending`"
+                );
+            } else if delivered > 0 {
+                tracing::info!(delivered, "alert outbox drained");
             }
         }
+        result
     }
 }
 
-/// Sends one short alert per (run, task) that failed after its retries, listing the failed keys of a fan-out.
+fn sent(ts: String) -> AlertAttempt {
+    AlertAttempt {
+        state: AlertState::Sent,
+        counted: 1,
+        error: None,
+        slack_ts: Some(ts),
+        next_attempt_at: None,
+        outcome_unknown: false,
+    }
+}
+
+fn failed(error: String) -> AlertAttempt {
+    AlertAttempt {
+        state: AlertState::Failed,
+        counted: 1,
+        error: Some(error),
+        slack_ts: None,
+        next_attempt_at: None,
+        outcome_unknown: false,
+    }
+}
+
+fn unreadable(e: &serde_json::Error) -> AlertAttempt {
+    AlertAttempt {
+        counted: 0,
+        ..failed(format!("stored message cannot be read: {e}"))
+    }
+}
+
+/// Back to `pending` after the backoff for `attempts` (at least `retry_after`), or `failed` when this was the
+/// last attempt.
+fn retry_or_fail(
+    notifier: &SlackNotifier,
+    attempts: i32,
+    max_attempts: i32,
+    error: &str,
+    retry_after: Option<Duration>,
+    outcome_unknown: bool,
+) -> AlertAttempt {
+    if attempts >= max_attempts {
+        tracing::error!(attempts, %error, "alert not delivered after its last attempt: failed");
+        return AlertAttempt {
+            outcome_unknown,
+            ..failed(format!("gave up after {attempts} attempts: {error}"))
+        };
+    }
+    let wait = notifier.retry_delay(attempts.max(1) as u32, retry_after);
+    AlertAttempt {
+        state: AlertState::Pending,
+        counted: 1,
+        error: Some(error.to_string()),
+        slack_ts: None,
+        next_attempt_at: Some(after(wait)),
+        outcome_unknown,
+    }
+}
+
+/// Queues one short alert per (run, task) that failed after its retries, listing the failed keys of a fan-out.
 pub struct FailureAlerts(pub Arc<Pipeline>);
 
 #[async_trait]
@@ -171,10 +607,10 @@ impl FailureHook for FailureAlerts {
         let key = format!("failure:{}:{}", f.run_id, f.task_name);
         if let Err(e) = self
             .0
-            .alert(&key, "task_failure", Some(f.run_id), &msg)
+            .enqueue_alert(&key, "task_failure", Some(f.run_id), &msg, None)
             .await
         {
-            tracing::error!(error = %e, run_id = f.run_id, "could not record the failure alert");
+            tracing::error!(error = %e, run_id = f.run_id, "could not queue the failure alert");
         }
     }
 }

@@ -5,6 +5,7 @@ use snowpatrol_detect::model::{DefaultRuleConfig, ModelKind};
 use snowpatrol_engine::ConfigIssue;
 use snowpatrol_sources::SnowflakeConfig;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +46,9 @@ impl PipelineConfig {
                 path: "pipeline.detection.credit_price".into(),
                 message: "set the price once, as pipeline.price_per_credit".into(),
             });
+        }
+        if let Some(slack) = &self.slack {
+            out.extend(slack.problems());
         }
         for problem in self.detection.problems() {
             let (key, message) = problem.split_once(": ").unwrap_or(("", problem.as_str()));
@@ -183,8 +187,63 @@ pub struct SlackSettings {
     /// Overrides https://slack.com/api/ (tests, proxies).
     #[serde(default)]
     pub api_url: Option<String>,
+    /// Delivery attempts per alert, including the first; after the last one the alert is `failed`.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Bound of one HTTP call to Slack (a post, or one page of the history look-up). Short, because a hung
+    /// Slack costs the outbox sender this much per attempt.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Wait before an alert's second attempt; doubles per attempt (with jitter) up to `max_backoff`. A 429's
+    /// Retry-After is waited at least.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How long a sender's claim on an alert lasts; another replica takes the alert over after that (its
+    /// sender died). Must outlast one attempt: a history look-up (up to `history_pages` calls) plus a post.
+    #[serde(default = "default_claim_ttl", with = "humantime_serde")]
+    pub claim_ttl: Duration,
+    /// Pages of `conversations.history` read when checking whether a post whose outcome is unknown arrived.
+    #[serde(default = "default_history_pages")]
+    pub history_pages: u32,
+    /// `snowpatrol run` and `snowpatrol demo` (no daemon) wait this long at most for the alerts they queued
+    /// to be delivered before exiting; what is left stays `pending` for the daemon.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl SlackSettings {
+    /// Problems of the delivery settings, by key path.
+    pub fn problems(&self) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        let issue = |key: &str, message: String| ConfigIssue {
+            path: format!("pipeline.slack.{key}"),
+            message,
+        };
+        if self.max_attempts == 0 {
+            out.push(issue("max_attempts", "must be at least 1".into()));
+        }
+        if self.request_timeout.is_zero() {
+            out.push(issue("request_timeout", "must be more than 0 s".into()));
+        }
+        if self.history_pages == 0 {
+            out.push(issue("history_pages", "must be at least 1".into()));
+        }
+        let attempt = self.request_timeout * (self.history_pages.saturating_add(1));
+        if self.claim_ttl <= attempt {
+            out.push(issue(
+                "claim_ttl",
+                format!(
+                    "must be longer than one attempt, (history_pages + 1) x request_timeout = {} s, or a slow attempt \
+                     loses its claim to another sender; got {} s",
+                    attempt.as_secs_f64(),
+                    self.claim_ttl.as_secs_f64()
+                ),
+            ));
+        }
+        out
+    }
 }
 
 fn default_token_env() -> String {
@@ -192,6 +251,24 @@ fn default_token_env() -> String {
 }
 fn default_attempts() -> u32 {
     5
+}
+fn default_request_timeout() -> Duration {
+    snowpatrol_alert::DEFAULT_REQUEST_TIMEOUT
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_claim_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_history_pages() -> u32 {
+    3
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Default model for `train` when the run does not say (`model` param).

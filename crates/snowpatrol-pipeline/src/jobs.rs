@@ -753,8 +753,8 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         .map_err(store_err("saving report"))?;
     snowpatrol_store::failpoint("predict.report.after_save").map_err(store_err("failpoint"))?;
     // Alert once per incident (its id: stable when it grows, merges or a model retrains), never again on
-    // reruns; acknowledged incidents are not listed at all.
-    let _ = p.retry_pending_alerts().await;
+    // reruns; acknowledged incidents are not listed at all. Only queued here: the outbox sender delivers, so
+    // the run never waits for Slack.
     let mut new_alerts = 0;
     let mut duplicates = 0;
     for s in &report.sections {
@@ -778,9 +778,12 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
             };
             let msg = snowpatrol_alert::report_message(&one);
             let dedupe = format!("incident:{incident_id}");
-            match p.alert(&dedupe, "anomaly", Some(ctx.run_id), &msg).await {
-                Ok(crate::alerts::Delivery::Duplicate) => duplicates += 1,
-                Ok(_) => new_alerts += 1,
+            match p
+                .enqueue_alert(&dedupe, "anomaly", Some(ctx.run_id), &msg, Some(&ctx.fence))
+                .await
+            {
+                Ok(crate::alerts::Enqueued::Duplicate) => duplicates += 1,
+                Ok(crate::alerts::Enqueued::Queued(_)) => new_alerts += 1,
                 Err(e) => return Err(TaskError::retryable(format!("alert outbox: {e}"))),
             }
         }

@@ -5,7 +5,8 @@
 //! - `train` (on features): fan out per warehouse; KS drift gate; train, register a version, move `latest`;
 //!   emits [`MODELS_DATASET`] once per run with counts.
 //! - `predict` (on models): fan out per warehouse; score recent days with `latest`; record anomalies; then one
-//!   `report` task (all_done) writes the Markdown report and charts and alerts on NEW incidents only.
+//!   `report` task (all_done) writes the Markdown report and charts and queues alerts for NEW incidents only,
+//!   which the daemon's outbox sender delivers ([`alerts`]).
 
 pub mod alerts;
 pub mod config;
@@ -53,6 +54,7 @@ pub struct Pipeline {
     data_end: Option<NaiveDate>,
     labels: Option<Vec<AnomalyLabel>>,
     slack: Option<(SlackNotifier, String)>,
+    outbox: alerts::Outbox,
 }
 
 impl Pipeline {
@@ -95,6 +97,9 @@ impl Pipeline {
                 let mut cfg = SlackConfig::new(s.channel.clone(), token);
                 cfg.api_url = s.api_url.clone();
                 cfg.max_attempts = s.max_attempts;
+                cfg.request_timeout = s.request_timeout;
+                cfg.initial_backoff = s.initial_backoff;
+                cfg.max_backoff = s.max_backoff;
                 Some((SlackNotifier::new(cfg)?, s.channel.clone()))
             }
             None => None,
@@ -113,6 +118,7 @@ impl Pipeline {
             data_end,
             labels,
             slack,
+            outbox: alerts::Outbox::new(),
         }))
     }
 
@@ -132,6 +138,7 @@ impl Pipeline {
             data_end,
             labels: None,
             slack: None,
+            outbox: alerts::Outbox::new(),
         })
     }
 

@@ -1,4 +1,5 @@
-//! The pipeline's tables (see migrations/*/0002_pipeline.sql and 0003_incidents.sql), on PostgreSQL and SQLite.
+//! The pipeline's tables (see migrations/*/0002_pipeline.sql, 0003_incidents.sql and 0004_alert_delivery.sql), on
+//! PostgreSQL and SQLite.
 //!
 //! Written once in a macro like the engine's store so both backends run the same statements; PostgreSQL
 //! additionally loads hourly rows with COPY, which is what makes large backfills fast.
@@ -17,6 +18,14 @@ snowpatrol_store::string_enum!(
     /// once a later day was scored and the incident did not grow (and reopens them if it grows after all);
     /// an operator moves any incident to `acknowledged`, which is final: it is never alerted again.
     IncidentStatus { Open => "open", Acknowledged => "acknowledged", Resolved => "resolved" }
+);
+snowpatrol_store::string_enum!(
+    /// Delivery state of an alert (`alerts.state`, CHECK-constrained to these values). The report task and the
+    /// failure hook insert rows `pending`; an outbox sender claims a due row (`sending`, with `claimed_by` and
+    /// `claim_expires_at`), makes one attempt and moves it to `sent` / `written`, back to `pending` (with
+    /// `next_attempt_at`) or to `failed` (permanent Slack error, or `max_attempts` reached). Any sender takes
+    /// over a `sending` row whose claim expired.
+    AlertState { Pending => "pending", Sending => "sending", Sent => "sent", Written => "written", Failed => "failed" }
 );
 snowpatrol_store::string_enum!(
     /// Why an operator acknowledged an incident (`ack_reason`). A closed set, not free text, so the feedback
@@ -130,14 +139,38 @@ pub struct AlertRow {
     pub kind: String,
     pub run_id: Option<i64>,
     pub channel: String,
-    pub state: String,
+    pub state: AlertState,
+    /// Delivery attempts made (posts, history look-ups, and attempts of senders that died).
     pub attempts: i32,
     pub last_error: Option<String>,
     pub slack_ts: Option<String>,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// The sender holding the claim while `sending`.
+    pub claimed_by: Option<String>,
+    pub claim_expires_at: Option<DateTime<Utc>>,
+    /// Earliest next attempt of a `pending` row (None = now).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the first attempt started: how far back the history look-up reads.
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    /// The last post may have reached Slack: look it up before posting again.
+    pub outcome_unknown: bool,
     #[serde(skip)]
     pub message: serde_json::Value,
+}
+
+/// How one attempt on a claimed alert ended, as [`PipelineStore::finish_alert_attempt`] records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertAttempt {
+    pub state: AlertState,
+    /// 1 when a post or look-up was made, 0 when the claim is handed back untried (shutdown, a rate limit
+    /// that arrived for another alert).
+    pub counted: i32,
+    pub error: Option<String>,
+    pub slack_ts: Option<String>,
+    /// For `pending`: not before this.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub outcome_unknown: bool,
 }
 
 /// A scored anomalous day to record.
@@ -197,7 +230,15 @@ const ANOMALY_COLUMNS: &str = "a.anomaly_id, a.account_name, a.warehouse_name, a
     a.scored_at, a.incident_id, a.acknowledged_at, a.ack_reason";
 const INCIDENT_COLUMNS: &str = "i.incident_id, i.account_name, i.warehouse_name, i.start_day, i.end_day, i.days, i.excess_credits, \
     i.excess_cost, i.peak_score, i.status, i.ack_reason, i.acknowledged_at, i.acknowledged_by, i.resolved_at, i.created_at, i.updated_at";
-const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at";
+const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at, \
+    claimed_by, claim_expires_at, next_attempt_at, first_attempt_at, outcome_unknown";
+
+/// How long the release before 0004 let a claim live (it wrote no `claim_expires_at`).
+const LEGACY_CLAIM: chrono::Duration = chrono::Duration::minutes(10);
+
+fn parse_state(text: String) -> Result<AlertState, StoreError> {
+    text.parse().map_err(StoreError::Corrupt)
+}
 
 macro_rules! pipeline_backend {
     ($module:ident, $DB:ty, begin = $begin:literal, fence = $fence:ident) => {
@@ -901,11 +942,13 @@ macro_rules! pipeline_backend {
                 row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
             }
 
-            /// `None` when an alert with this dedupe key exists already (it was sent or is being sent).
-            pub async fn insert_alert(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value) -> Result<Option<i64>, StoreError> {
-                Ok(sqlx::query_scalar(
-                    "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at, claimed_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'sending', 0, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
+            /// Enqueues an alert (`pending`, due now). `None` when an alert with this dedupe key exists already (it
+            /// was sent, or is queued or being sent): one alert per key, ever.
+            pub async fn insert_alert(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value, fence: Option<&TaskFence>) -> Result<Option<i64>, StoreError> {
+                let mut tx = pool.begin_with($begin).await?;
+                let id = sqlx::query_scalar(
+                    "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
                 )
                 .bind(dedupe_key)
                 .bind(kind)
@@ -913,42 +956,81 @@ macro_rules! pipeline_backend {
                 .bind(channel)
                 .bind(Json(message))
                 .bind(snowpatrol_store::now())
-                .fetch_optional(pool)
-                .await?)
+                .fetch_optional(&mut *tx)
+                .await?;
+                check_fence(&mut tx, fence).await?;
+                tx.commit().await?;
+                Ok(id)
             }
 
-            pub async fn record_alert_outcome(pool: &PoolT, id: i64, state: &str, attempts: i32, error: Option<&str>, ts: Option<&str>) -> Result<(), StoreError> {
-                let sent = if state == "sent" || state == "written" { Some(snowpatrol_store::now()) } else { None };
-                sqlx::query("UPDATE alerts SET state = $1, attempts = attempts + $2, last_error = $3, slack_ts = $4, sent_at = $5 WHERE alert_id = $6")
-                    .bind(state)
-                    .bind(attempts)
-                    .bind(error)
-                    .bind(ts)
-                    .bind(sent)
-                    .bind(id)
-                    .execute(pool)
-                    .await?;
-                Ok(())
+            /// Records the end of an attempt on a row `sender` claimed. False when the claim was lost meanwhile (it
+            /// expired and another sender took the row over): then nothing is written, the other sender decides.
+            pub async fn finish_alert_attempt(pool: &PoolT, id: i64, sender: &str, a: &AlertAttempt) -> Result<bool, StoreError> {
+                let now = snowpatrol_store::now();
+                let sent = matches!(a.state, AlertState::Sent | AlertState::Written).then_some(now);
+                let done = sqlx::query(
+                    "UPDATE alerts SET state = $1, attempts = attempts + $2, last_error = $3, slack_ts = COALESCE($4, slack_ts), \
+                       sent_at = $5, next_attempt_at = $6, outcome_unknown = $7, claimed_by = NULL, claim_expires_at = NULL \
+                     WHERE alert_id = $8 AND state = 'sending' AND claimed_by = $9",
+                )
+                .bind(a.state.as_str())
+                .bind(a.counted)
+                .bind(a.error.as_deref())
+                .bind(a.slack_ts.as_deref())
+                .bind(sent)
+                .bind(a.next_attempt_at)
+                .bind(a.outcome_unknown)
+                .bind(id)
+                .bind(sender)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
-            /// Claims alerts to (re)deliver: pending ones, and ones a replica claimed but never finished (it died
-            /// mid-send) before `stale_before`. The claim is a state change, so two replicas never send the same row.
-            pub async fn claim_alerts(pool: &PoolT, stale_before: DateTime<Utc>, limit: i64, skip_locked: &str) -> Result<Vec<AlertRow>, StoreError> {
+            /// Claims up to `limit` alerts for `sender` until `expires`: `pending` rows that are due, and `sending`
+            /// rows whose claim expired (their sender died mid-attempt: that attempt is counted and its outcome is
+            /// unknown, so the new sender looks in Slack's history before posting). The claim is a state change
+            /// (rows locked with SKIP LOCKED on PostgreSQL), so two senders never hold the same row. A row a replica of
+            /// the previous release claimed during a rolling upgrade has no `claim_expires_at`: its old 10-minute
+            /// rule applies.
+            pub async fn claim_alerts(pool: &PoolT, sender: &str, expires: DateTime<Utc>, limit: i64, skip_locked: &str) -> Result<Vec<AlertRow>, StoreError> {
                 let now = snowpatrol_store::now();
                 let mut tx = pool.begin_with($begin).await?;
                 let rows = sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE alerts SET state = 'sending', claimed_at = $1 WHERE alert_id IN (\
-                       SELECT alert_id FROM alerts WHERE state = 'pending' OR (state = 'sending' AND claimed_at < $2) \
-                       ORDER BY alert_id LIMIT $3 {skip_locked}) \
+                    "UPDATE alerts SET state = 'sending', claimed_by = $1, claimed_at = $2, claim_expires_at = $3, \
+                       first_attempt_at = COALESCE(first_attempt_at, $2), \
+                       attempts = attempts + CASE WHEN state = 'sending' THEN 1 ELSE 0 END, \
+                       outcome_unknown = (outcome_unknown OR state = 'sending') \
+                     WHERE alert_id IN (\
+                       SELECT alert_id FROM alerts \
+                       WHERE (state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
+                          OR (state = 'sending' AND claim_expires_at < $2) \
+                          OR (state = 'sending' AND claim_expires_at IS NULL AND claimed_at < $5) \
+                       ORDER BY alert_id LIMIT $4 {skip_locked}) \
                      RETURNING {ALERT_COLUMNS}"
                 )))
+                .bind(sender)
                 .bind(now)
-                .bind(stale_before)
+                .bind(expires)
                 .bind(limit)
+                .bind(now - LEGACY_CLAIM)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                rows.iter().map(alert_from_row).collect()
+                let mut rows = rows.iter().map(alert_from_row).collect::<Result<Vec<_>, _>>()?;
+                rows.sort_by_key(|a| a.alert_id);
+                Ok(rows)
+            }
+
+            /// When the next undelivered alert becomes due: the earliest `next_attempt_at` of a pending row (its
+            /// creation when due now) or claim expiry of a sending row; None when nothing is undelivered.
+            pub async fn next_alert_due(pool: &PoolT) -> Result<Option<DateTime<Utc>>, StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT min(CASE WHEN state = 'pending' THEN COALESCE(next_attempt_at, created_at) ELSE claim_expires_at END) \
+                     FROM alerts WHERE state IN ('pending', 'sending')",
+                )
+                .fetch_one(pool)
+                .await?)
             }
 
             fn alert_from_row(r: &RowT) -> Result<AlertRow, StoreError> {
@@ -958,12 +1040,17 @@ macro_rules! pipeline_backend {
                     kind: r.try_get("kind")?,
                     run_id: r.try_get("run_id")?,
                     channel: r.try_get("channel")?,
-                    state: r.try_get("state")?,
+                    state: parse_state(r.try_get("state")?)?,
                     attempts: r.try_get("attempts")?,
                     last_error: r.try_get("last_error")?,
                     slack_ts: r.try_get("slack_ts")?,
                     created_at: r.try_get("created_at")?,
                     sent_at: r.try_get("sent_at")?,
+                    claimed_by: r.try_get("claimed_by")?,
+                    claim_expires_at: r.try_get("claim_expires_at")?,
+                    next_attempt_at: r.try_get("next_attempt_at")?,
+                    first_attempt_at: r.try_get("first_attempt_at")?,
+                    outcome_unknown: r.try_get("outcome_unknown")?,
                     message: r.try_get::<Json<serde_json::Value>, _>("message")?.0,
                 })
             }
@@ -1236,36 +1323,38 @@ impl PipelineStore {
         run_id: Option<i64>,
         channel: &str,
         message: &serde_json::Value,
+        fence: Option<&TaskFence>,
     ) -> Result<Option<i64>, StoreError> {
         dispatch!(
             self.db,
-            insert_alert(dedupe_key, kind, run_id, channel, message)
+            insert_alert(dedupe_key, kind, run_id, channel, message, fence)
         )
     }
+    /// Claims due alerts for `sender` until `expires` (see the backend function).
     pub async fn claim_alerts(
         &self,
-        stale_before: DateTime<Utc>,
+        sender: &str,
+        expires: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<AlertRow>, StoreError> {
         match self.db.pool() {
             Pool::Postgres(p) => {
-                pg::claim_alerts(p, stale_before, limit, "FOR UPDATE SKIP LOCKED").await
+                pg::claim_alerts(p, sender, expires, limit, "FOR UPDATE SKIP LOCKED").await
             }
-            Pool::Sqlite(p) => lite::claim_alerts(p, stale_before, limit, "").await,
+            Pool::Sqlite(p) => lite::claim_alerts(p, sender, expires, limit, "").await,
         }
     }
-    pub async fn record_alert_outcome(
+    /// Records an attempt's outcome if `sender` still holds the claim; false when it does not.
+    pub async fn finish_alert_attempt(
         &self,
         id: i64,
-        state: &str,
-        attempts: i32,
-        error: Option<&str>,
-        ts: Option<&str>,
-    ) -> Result<(), StoreError> {
-        dispatch!(
-            self.db,
-            record_alert_outcome(id, state, attempts, error, ts)
-        )
+        sender: &str,
+        attempt: &AlertAttempt,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.db, finish_alert_attempt(id, sender, attempt))
+    }
+    pub async fn next_alert_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        dispatch!(self.db, next_alert_due())
     }
     pub async fn list_alerts(
         &self,

@@ -1,59 +1,40 @@
 //! The product end to end: synthetic metering → prep → (event) → train → (event) → predict → report → Slack,
-//! chained only by dataset events through the real daemon, on PostgreSQL and on SQLite, with a real HTTP peer
-//! standing in for Slack.
+//! chained only by dataset events through the real daemon and its alert outbox sender, on PostgreSQL and on
+//! SQLite, with a real HTTP peer standing in for Slack (tests/common).
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::routing::post;
-use serde_json::{Value, json};
+mod common;
+
+use common::{Mode, SlackPeer};
+use serde_json::json;
 use snowpatrol_engine::{
     CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
 };
 use snowpatrol_pipeline::store::{
-    AckReason, FeatureRow, IncidentFilter, IncidentStatus, NewAnomaly,
+    AckReason, AlertState, FeatureRow, IncidentFilter, IncidentStatus, NewAnomaly,
 };
 use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig};
 use snowpatrol_store::{Database, RunFilter, RunRecord};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Clone, Default)]
-struct SlackPeer {
-    requests: Arc<Mutex<Vec<(String, Value)>>>,
-}
-
-async fn post_message(
-    State(peer): State<SlackPeer>,
-    headers: HeaderMap,
-    body: String,
-) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let mut r = peer.requests.lock().unwrap();
-    r.push((auth, json));
-    let answer =
-        json!({ "ok": true, "channel": "C123", "ts": format!("1700000000.{:06}", r.len()) });
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        answer.to_string(),
-    )
-}
-
-async fn start_slack_peer() -> (SlackPeer, String) {
-    let peer = SlackPeer::default();
-    let app = Router::new()
-        .route("/api/chat.postMessage", post(post_message))
-        .with_state(peer.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (peer, format!("http://{addr}/api/"))
+/// Waits until the outbox has nothing undelivered (the sender runs beside the daemon).
+async fn wait_alerts_delivered(pipeline: &Pipeline) -> Vec<snowpatrol_pipeline::store::AlertRow> {
+    let start = std::time::Instant::now();
+    loop {
+        let alerts = pipeline.store.list_alerts(false, 1000).await.unwrap();
+        if alerts
+            .iter()
+            .all(|a| !matches!(a.state, AlertState::Pending | AlertState::Sending))
+        {
+            return alerts;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "alerts not delivered: {alerts:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn runs(db: &Database, job: &str) -> Vec<RunRecord> {
@@ -129,7 +110,8 @@ async fn task_errors(db: &Database, run_id: i64) -> String {
 async fn end_to_end(db: Database) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (peer, api_url) = start_slack_peer().await;
+    let peer = SlackPeer::start().await;
+    let api_url = peer.api_url.clone();
     let token_file = dir.path().join("slack-token");
     std::fs::write(&token_file, "xoxb-test-token\n").unwrap();
     let pipeline_cfg: PipelineConfig = toml::from_str(&format!(
@@ -174,6 +156,7 @@ async fn end_to_end(db: Database) {
         let (e, s) = (engine.clone(), stop.clone());
         tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
     };
+    let sender = tokio::spawn(pipeline.clone().outbox_sender_loop(stop.clone()));
 
     let prep_id = engine.trigger("prep", &[], "test").await.unwrap();
     let predict = wait_runs(&db, "predict", 1).await;
@@ -288,22 +271,28 @@ async fn end_to_end(db: Database) {
             )
         })
         .collect();
-    let sent = peer.requests.lock().unwrap().clone();
+    let alerts = wait_alerts_delivered(&pipeline).await;
+    let sent = peer.channel();
     assert_eq!(sent.len(), incidents.len(), "one alert per incident");
-    for (auth, body) in &sent {
-        assert_eq!(auth, "Bearer xoxb-test-token");
+    assert_eq!(
+        peer.count("", "refused"),
+        0,
+        "the peer checks token, channel and text"
+    );
+    for posted in &sent {
+        let body = &posted.body;
         assert_eq!(body["channel"], json!("C123"));
+        assert!(posted.dedupe_key().unwrap().starts_with("incident:"));
         assert!(
             body["text"].as_str().unwrap().contains("Anomalous"),
             "{body}"
         );
         assert_eq!(body["blocks"][0]["type"], json!("header"));
     }
-    let alerts = pipeline.store.list_alerts(false, 100).await.unwrap();
     assert!(
         alerts
             .iter()
-            .all(|a| a.state == "sent" && a.slack_ts.is_some())
+            .all(|a| a.state == AlertState::Sent && a.slack_ts.is_some())
     );
 
     // Rerunning predict records nothing twice and sends nothing new.
@@ -318,11 +307,7 @@ async fn end_to_end(db: Database) {
             .len(),
         anomalies.len()
     );
-    assert_eq!(
-        peer.requests.lock().unwrap().len(),
-        sent.len(),
-        "no repeat alerts"
-    );
+    assert_eq!(peer.channel().len(), sent.len(), "no repeat alerts");
 
     // Incidents are rows of their own; each was alerted once, under its id.
     let incident_rows = pipeline
@@ -499,7 +484,7 @@ async fn end_to_end(db: Database) {
             );
         }
         assert_eq!(
-            peer.requests.lock().unwrap().len(),
+            peer.channel().len(),
             sent.len(),
             "retrain {round}: no new alert"
         );
@@ -565,7 +550,7 @@ async fn end_to_end(db: Database) {
     assert_eq!(predict[0].state, RunState::Success);
     let alerts_now = pipeline.store.list_alerts(false, 100).await.unwrap();
     assert_eq!(
-        peer.requests.lock().unwrap().len(),
+        peer.channel().len(),
         sent.len(),
         "a grown incident is not alerted twice"
     );
@@ -573,6 +558,7 @@ async fn end_to_end(db: Database) {
 
     stop.cancel();
     daemon.await.unwrap();
+    sender.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -808,142 +794,81 @@ async fn prep_extracts_from_snowflake_and_the_chain_flags_a_spike() {
     );
 }
 
-#[derive(Clone, Default)]
-struct FlakySlack {
-    healthy: Arc<std::sync::atomic::AtomicBool>,
-    requests: Arc<Mutex<usize>>,
-}
-
-async fn flaky_post(
-    State(peer): State<FlakySlack>,
-) -> (
-    axum::http::StatusCode,
-    [(axum::http::header::HeaderName, &'static str); 1],
-    String,
-) {
-    *peer.requests.lock().unwrap() += 1;
-    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
-    if peer.healthy.load(std::sync::atomic::Ordering::SeqCst) {
-        (
-            axum::http::StatusCode::OK,
-            json,
-            json!({ "ok": true, "ts": "1.2" }).to_string(),
-        )
-    } else {
-        (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            json,
-            json!({ "ok": false, "error": "service_unavailable" }).to_string(),
-        )
-    }
-}
-
-/// At least once, never twice: an alert Slack refused stays pending and goes out when Slack is back; one a
-/// replica claimed and never finished (it died mid-send) is retried once its claim is stale; a delivered
-/// alert's key is never sent again.
+/// At least once, never twice: an alert Slack refused with a 500 goes back to `pending` with a backoff and
+/// goes out when Slack is back; a delivered alert's key is never queued again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_alerts_are_retried_and_never_repeated() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let peer = FlakySlack::default();
-    let app = Router::new()
-        .route("/api/chat.postMessage", post(flaky_post))
-        .with_state(peer.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let peer = SlackPeer::start().await;
+    peer.set_mode(Mode::ServerError);
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "xoxb-t").unwrap();
+    std::fs::write(&token, common::TOKEN).unwrap();
     let cfg: PipelineConfig = toml::from_str(&format!(
-        "[slack]\nchannel = \"C1\"\ntoken_env = \"SNOWPATROL_UNSET_TOKEN_VAR\"\ntoken_file = \"{}\"\napi_url = \"http://{addr}/api/\"\nmax_attempts = 2\n",
-        token.display()
+        "[slack]\nchannel = \"{}\"\ntoken_env = \"SNOWPATROL_UNSET_TOKEN_VAR\"\ntoken_file = \"{}\"\napi_url = \"{}\"\nmax_attempts = 3\ninitial_backoff = \"300ms\"\n",
+        common::CHANNEL,
+        token.display(),
+        peer.api_url
     ))
     .unwrap();
     let db = snowpatrol_store::testing::fresh_postgres().await;
     let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
     let msg =
         snowpatrol_alert::failure_message("predict", "score_warehouse", Some("A.W"), "7", "boom");
+    let key = "failure:7:score_warehouse:A.W";
 
-    let first = pipeline
-        .alert(
-            "failure:7:score_warehouse:A.W",
-            "task_failure",
-            Some(7),
-            &msg,
-        )
+    let queued = pipeline
+        .enqueue_alert(key, "task_failure", Some(7), &msg, None)
         .await
         .unwrap();
     assert!(
-        matches!(first, snowpatrol_pipeline::alerts::Delivery::Failed(_)),
-        "{first:?}"
+        matches!(queued, snowpatrol_pipeline::alerts::Enqueued::Queued(_)),
+        "{queued:?}"
     );
+    let pass = pipeline.deliver_due_alerts().await.unwrap();
+    assert_eq!((pass.claimed, pass.retrying), (1, 1), "{pass:?}");
     let alerts = pipeline.store.list_alerts(false, 10).await.unwrap();
     assert_eq!(
-        (alerts[0].state.as_str(), alerts[0].attempts),
-        ("pending", 2)
+        (alerts[0].state, alerts[0].attempts),
+        (AlertState::Pending, 1)
     );
     assert!(
         alerts[0]
             .last_error
             .as_deref()
             .unwrap_or("")
-            .contains("service_unavailable"),
+            .contains("500"),
         "{:?}",
         alerts[0].last_error
     );
-
-    peer.healthy
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(pipeline.retry_pending_alerts().await.unwrap(), 1);
-    let alerts = pipeline.store.list_alerts(false, 10).await.unwrap();
+    let due = alerts[0].next_attempt_at.expect("a backoff");
+    assert!(due > snowpatrol_store::now(), "not due at once: {due}");
     assert_eq!(
-        (alerts[0].state.as_str(), alerts[0].slack_ts.as_deref()),
-        ("sent", Some("1.2"))
+        pipeline.deliver_due_alerts().await.unwrap().claimed,
+        0,
+        "nothing before the backoff"
+    );
+
+    peer.set_mode(Mode::Normal);
+    tokio::time::sleep((due - snowpatrol_store::now()).to_std().unwrap_or_default()).await;
+    assert_eq!(pipeline.deliver_due_alerts().await.unwrap().sent, 1);
+    let alerts = pipeline.store.list_alerts(false, 10).await.unwrap();
+    assert_eq!(alerts[0].state, AlertState::Sent);
+    assert_eq!(
+        alerts[0].slack_ts.as_deref(),
+        Some(peer.channel()[0].ts.as_str())
     );
     assert_eq!(
-        pipeline.retry_pending_alerts().await.unwrap(),
+        pipeline.deliver_due_alerts().await.unwrap().claimed,
         0,
         "nothing left to send"
     );
     let again = pipeline
-        .alert(
-            "failure:7:score_warehouse:A.W",
-            "task_failure",
-            Some(7),
-            &msg,
-        )
+        .enqueue_alert(key, "task_failure", Some(7), &msg, None)
         .await
         .unwrap();
-    assert_eq!(again, snowpatrol_pipeline::alerts::Delivery::Duplicate);
-
-    // A claim whose sender died: not retried while fresh, retried once stale.
-    let orphan = pipeline
-        .store
-        .insert_alert(
-            "incident:A.W:2025-06-01",
-            "anomaly",
-            None,
-            "C1",
-            &serde_json::to_value(&msg).unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    let before = *peer.requests.lock().unwrap();
-    assert_eq!(
-        pipeline.retry_pending_alerts().await.unwrap(),
-        0,
-        "a fresh claim belongs to its sender"
-    );
-    if let snowpatrol_store::Pool::Postgres(p) = db.pool() {
-        sqlx::query("UPDATE alerts SET claimed_at = now() - interval '1 hour' WHERE alert_id = $1")
-            .bind(orphan)
-            .execute(p)
-            .await
-            .unwrap();
-    }
-    assert_eq!(pipeline.retry_pending_alerts().await.unwrap(), 1);
-    assert_eq!(*peer.requests.lock().unwrap(), before + 1);
+    assert_eq!(again, snowpatrol_pipeline::alerts::Enqueued::Duplicate);
+    assert_eq!(peer.posts_for(key), 1);
 }
 
 /// Without any `[jobs.*]` table the product chain is wired: prep on a daily cron, train on the features

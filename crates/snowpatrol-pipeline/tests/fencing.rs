@@ -216,6 +216,20 @@ async fn a_stale_try_cannot_write_and_the_live_one_can(db: Database) {
         "report",
     );
     assert_eq!(count(&db, "SELECT count(*) FROM reports").await, 0);
+    assert_fenced(
+        store
+            .insert_alert(
+                "incident:1",
+                "anomaly",
+                Some(run_id),
+                "file",
+                &serde_json::json!({}),
+                Some(&stale),
+            )
+            .await,
+        "alert",
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM alerts").await, 0);
 
     // The live try writes, and registering twice in one run keeps one version.
     store.load_metering(&bigger, Some(&live)).await.unwrap();

@@ -264,7 +264,7 @@ async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
             "anomaly"
         };
         store
-            .insert_alert(key, kind, None, "file", &msg)
+            .insert_alert(key, kind, None, "file", &msg, None)
             .await
             .unwrap()
             .unwrap();

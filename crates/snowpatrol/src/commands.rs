@@ -172,9 +172,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             spawn_signal_watcher(shutdown.clone());
             let run = app
                 .engine
-                .run_now(&job, &params, &triggered_by(), shutdown)
+                .run_now(&job, &params, &triggered_by(), shutdown.clone())
                 .await
                 .with_context(|| format!("running job `{job}`"))?;
+            // No daemon behind a one-shot run: deliver the alerts it queued before exiting, for a bounded
+            // time (what is left stays pending for the daemon or the next run).
+            if !shutdown.is_cancelled() {
+                let wait = loaded
+                    .settings
+                    .pipeline
+                    .slack
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(60), |s| s.drain_timeout);
+                if let Err(e) = app.pipeline.drain_outbox(wait).await {
+                    warn!(error = %e, "delivering the run's alerts failed; they stay pending");
+                }
+            }
             let tasks = app
                 .engine
                 .db()
@@ -519,6 +532,7 @@ fn build_jobs(
 
 struct App {
     engine: Engine,
+    pipeline: Arc<Pipeline>,
 }
 
 impl App {
@@ -533,7 +547,7 @@ impl App {
             .register_jobs()
             .await
             .context("registering jobs in the database")?;
-        Ok(Self { engine })
+        Ok(Self { engine, pipeline })
     }
     fn jobs(&self) -> &Jobs {
         self.engine.jobs()
@@ -679,14 +693,12 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let server_stop = CancellationToken::new();
     let app = server::router(db.clone(), engine.metrics());
     let server_task = tokio::spawn(server::serve(listener, app, server_stop.clone()));
-    // Undelivered alerts (Slack down, or a replica died mid-send) are retried every minute.
-    let alert_retry = tokio::spawn(
-        pipeline
-            .clone()
-            .alert_retry_loop(std::time::Duration::from_secs(60), shutdown.clone()),
-    );
+    // Alerts are delivered by the outbox sender, off the runs' critical path: woken by every enqueue, retrying
+    // with backoff, taking over the claims of replicas that died. On shutdown it finishes the attempt in
+    // flight and hands back the rest.
+    let outbox = tokio::spawn(pipeline.clone().outbox_sender_loop(shutdown.clone()));
     let result = engine.run_daemon(shutdown.clone()).await;
-    let _ = alert_retry.await;
+    let _ = outbox.await;
     // Probes keep answering while the engine drains; the server stops last.
     server_stop.cancel();
     match server_task.await {

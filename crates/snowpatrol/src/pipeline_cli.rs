@@ -71,6 +71,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         let (e, s) = (engine.clone(), stop.clone());
         tokio::spawn(async move { e.run_daemon(s).await })
     };
+    let outbox = tokio::spawn(pipeline.clone().outbox_sender_loop(stop.clone()));
     engine.trigger("prep", &[], "demo").await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let predict = loop {
@@ -94,6 +95,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         if !failed.is_empty() || Instant::now() > deadline {
             stop.cancel();
             let _ = daemon.await;
+            let _ = outbox.await;
             anyhow::bail!(
                 "the demo chain did not complete: {:?}",
                 failed
@@ -106,6 +108,12 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
     };
     stop.cancel();
     daemon.await.context("daemon task")??;
+    let _ = outbox.await;
+    // What the sender had not done yet (queued in the last moments), bounded.
+    pipeline
+        .drain_outbox(Duration::from_secs(30))
+        .await
+        .context("delivering the demo's alerts")?;
 
     let (markdown, path) = pipeline
         .store
@@ -658,6 +666,7 @@ pub async fn alerts(
                 "channel",
                 "state",
                 "attempts",
+                "next attempt",
                 "last error",
                 "sent",
             ],
@@ -668,8 +677,9 @@ pub async fn alerts(
                         a.kind.clone(),
                         crate::output::short(Some(&a.dedupe_key), 50),
                         a.channel.clone(),
-                        a.state.clone(),
+                        a.state.to_string(),
                         a.attempts.to_string(),
+                        crate::output::time(a.next_attempt_at),
                         crate::output::short(a.last_error.as_deref(), 60),
                         crate::output::time(a.sent_at),
                     ]

@@ -916,3 +916,63 @@ fn inspecting_jobs_needs_no_credentials_running_them_does() {
         "{err}"
     );
 }
+
+/// `snowpatrol run predict` with no daemon behind it and a Slack that accepts connections and never answers:
+/// the run succeeds, the command waits for its alerts at most `drain_timeout` (plus the attempt in flight),
+/// says so, and leaves them `pending` for the daemon.
+#[test]
+fn run_with_a_hanging_slack_exits_after_the_drain_timeout_leaving_alerts_pending() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        // Keep every connection open and never answer.
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let config = format!(
+        "{SYNTHETIC_CONFIG}\n[pipeline.slack]\nchannel = \"C0123\"\ntoken_env = \"SNOWPATROL_CLI_TEST_SLACK_TOKEN\"\n\
+         api_url = \"http://{addr}/api/\"\nrequest_timeout = \"1s\"\ninitial_backoff = \"30s\"\ndrain_timeout = \"3s\"\n"
+    );
+    let env = DataDir::new(&config, None);
+    let run = |job: &str| {
+        let started = std::time::Instant::now();
+        let out = env
+            .cmd(&["run", job, "--json"])
+            .env("SNOWPATROL_CLI_TEST_SLACK_TOKEN", "xoxb-cli-test")
+            .output()
+            .unwrap();
+        (out, started.elapsed())
+    };
+    for job in ["prep", "train"] {
+        let (out, _) = run(job);
+        ok(out, job);
+    }
+    let (out, took) = run("predict");
+    let stderr = text(&out.stderr);
+    let r = json_of(&ok(out, "predict"));
+    assert_eq!(r["run"]["state"], "success", "{r}");
+    assert!(
+        stderr.contains("alerts not delivered before exiting"),
+        "says what it left: {stderr}"
+    );
+    // Before the outbox this waited max_attempts x 30 s per alert; now the drain bound (3 s) plus the
+    // attempt in flight (1 s) and the run itself. Generous for a loaded machine.
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    println!(
+        "run predict with a hanging Slack exited after {:.1} s",
+        took.as_secs_f64()
+    );
+    let pending = env.json(&["alerts", "--pending"]);
+    let pending = pending.as_array().unwrap();
+    assert!(!pending.is_empty(), "the run queued alerts");
+    for a in pending {
+        assert_eq!(a["state"], "pending", "{a}");
+        assert!(a["attempts"].as_i64().unwrap() <= 1, "{a}");
+    }
+    assert!(
+        pending.iter().any(|a| a["outcome_unknown"] == true),
+        "the hung post is marked for a history look-up: {pending:?}"
+    );
+}
