@@ -551,3 +551,59 @@ fn config_check_lists_every_detection_problem_with_file_line_and_key() {
     let out = env.ok(&["config", "check"]);
     assert!(out.contains("configuration OK"), "{out}");
 }
+
+#[test]
+fn a_query_string_password_appears_nowhere() {
+    let secret = "qs-Secret-91c";
+    for url in [
+        format!("postgres://nobody@127.0.0.1:1/x?password={secret}"),
+        format!(
+            "postgres://nobody@127.0.0.1:1/x?sslmode=disable&PASSWORD={secret}&application_name=a"
+        ),
+        format!("postgres://nobody:{secret}@127.0.0.1:1/x?sslpassword={secret}"),
+        format!("postgres://nobody@127.0.0.1:1/x?pass%77ord={secret}"),
+    ] {
+        let env = Env::new(EXAMPLES_CONFIG, Some(url.clone()));
+        let check = env.run(&["config", "check"]);
+        let (stdout, stderr) = (text(&check.stdout), text(&check.stderr));
+        assert!(check.status.success(), "{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{url}: {stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains("127.0.0.1:1/x") && stdout.contains("***"),
+            "{stdout}"
+        );
+
+        let migrate = env.run(&["migrate"]);
+        let (stdout, stderr) = (text(&migrate.stdout), text(&migrate.stderr));
+        assert_eq!(migrate.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("cannot connect"), "{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{url}: {stdout}{stderr}"
+        );
+    }
+    // The daemon's connection errors and retries (logged) too.
+    let env = Env::new(
+        EXAMPLES_CONFIG,
+        Some(format!("postgres://nobody@127.0.0.1:1/x?password={secret}")),
+    );
+    let out = env
+        .command(&["daemon"])
+        .env("SNOWPATROL__DATABASE__CONNECT_TIMEOUT", "1s")
+        .env(
+            "SNOWPATROL__SERVER__HEALTH_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("password=***"), "{stderr}");
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "{stdout}{stderr}"
+    );
+}
