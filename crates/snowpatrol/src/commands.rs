@@ -1,5 +1,6 @@
 //! What each subcommand does. Every path returns `anyhow` errors with context; `main` prints them.
 
+use crate::output::outln;
 use crate::settings::{self, LoadedConfig, LogFormat, Settings};
 use crate::{Cli, Command, ConfigCommand, EXIT_RUN_FAILED, examples, output, server};
 use anyhow::{Context, bail};
@@ -382,9 +383,9 @@ fn print<T: serde::Serialize>(
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
     if json {
-        println!("{}", output::json(value)?);
+        outln!("{}", output::json(value)?);
     } else {
-        println!("{}", text());
+        outln!("{}", text());
     }
     Ok(())
 }

@@ -607,3 +607,55 @@ fn a_query_string_password_appears_nowhere() {
         "{stdout}{stderr}"
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    env.ok(&["migrate"]);
+    for i in 0..40 {
+        env.ok(&[
+            "emit",
+            "snowpatrol://examples/extracted",
+            "--extra",
+            &format!("{{\"i\": {i}}}"),
+        ]);
+    }
+    for read_one_line in [false, true] {
+        for args in [vec!["events"], vec!["events", "--json"]] {
+            let mut child = env
+                .command(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            if read_one_line {
+                use std::io::BufRead;
+                let mut line = String::new();
+                std::io::BufReader::new(stdout)
+                    .read_line(&mut line)
+                    .unwrap();
+                assert!(!line.is_empty());
+            } else {
+                drop(stdout);
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+            assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+        }
+    }
+    // A full disk is an error message, not a panic.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = env.command(&["events"]).stdout(full).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("writing to stdout") && err.contains("No space left"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
