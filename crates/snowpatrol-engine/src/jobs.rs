@@ -220,14 +220,19 @@ impl fmt::Display for ConfigIssue {
 #[error("{}", .0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigIssue>);
 
+/// A cron without a tick within this many years is refused as one that never fires.
+const NEVER_FIRES_YEARS: i64 = 5;
+
 /// Validates the registry against the TOML job configs: unknown jobs and tasks, cycles, bad cron and time
-/// zones, unknown datasets, dataset cycles between jobs, and parameter types. Reports every problem at once.
+/// zones, crons that never fire, unknown datasets, dataset cycles between jobs, parameter types and domains, and
+/// dangerous `[scheduler]` settings ([`SchedulerSettings::problems`]). Reports every problem at once.
 pub fn resolve_jobs(
     registry: &JobRegistry,
     configs: &BTreeMap<String, JobConfig>,
     settings: &SchedulerSettings,
 ) -> Result<Jobs, ConfigErrors> {
-    let mut issues = Vec::new();
+    // The scheduler's own settings first: they decide whether work is lost or done twice, whatever the jobs.
+    let mut issues = settings.problems();
     let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
     for name in configs.keys() {
         if !registry.jobs.contains_key(name) {
@@ -291,7 +296,20 @@ pub fn resolve_jobs(
         }
         let cron = match &cfg.cron {
             Some(expr) => match CronSchedule::new(expr, &cfg.timezone) {
-                Ok(c) => Some(c),
+                Ok(c) => {
+                    // `0 6 30 2 *` parses, but February 30th never comes: the job would silently never run.
+                    let now = chrono::Utc::now();
+                    let horizon = now + chrono::Duration::days(NEVER_FIRES_YEARS * 366);
+                    if c.next_after(now).is_none_or(|t| t > horizon) {
+                        issue(
+                            format!("{base}.cron"),
+                            format!(
+                                "cron `{expr}` never fires: it has no tick in the next {NEVER_FIRES_YEARS} years (a day that does not exist in the month, such as February 30th?)"
+                            ),
+                        );
+                    }
+                    Some(c)
+                }
                 Err(e) => {
                     let key = if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) {
                         "timezone"
