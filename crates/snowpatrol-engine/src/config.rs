@@ -37,8 +37,10 @@ pub struct JobConfig {
     pub tasks: BTreeMap<String, TaskPolicyConfig>,
 }
 
+/// A parameter in `[jobs.<name>.params]`: a new default, or a declaration with a type, a default and an
+/// optional domain (`one_of`, `min`, `max`) that every value must satisfy, checked before a run is created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum ParamConfig {
     Declared {
         #[serde(rename = "type")]
@@ -46,6 +48,14 @@ pub enum ParamConfig {
         default: serde_json::Value,
         #[serde(default)]
         description: String,
+        /// The only accepted values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        one_of: Option<Vec<serde_json::Value>>,
+        /// Inclusive bounds of an int or float parameter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<f64>,
     },
     Value(serde_json::Value),
 }

@@ -364,14 +364,30 @@ pub fn resolve_jobs(
         }
         for (pname, pcfg) in &cfg.params {
             let path = format!("{base}.params.{pname}");
-            let (ty, value, description) = match pcfg {
+            let (ty, value, description, domain) = match pcfg {
                 ParamConfig::Declared {
                     ty,
                     default,
                     description,
-                } => (Some(*ty), default.clone(), description.clone()),
-                ParamConfig::Value(v) => (None, v.clone(), String::new()),
+                    one_of,
+                    min,
+                    max,
+                } => (
+                    Some(*ty),
+                    default.clone(),
+                    description.clone(),
+                    (one_of.clone(), *min, *max),
+                ),
+                ParamConfig::Value(v) => (None, v.clone(), String::new(), (None, None, None)),
             };
+            // A table that is no declaration (a misspelt `minimum`, a missing `type`) must not pass as a value.
+            if matches!(pcfg, ParamConfig::Value(serde_json::Value::Object(_))) {
+                issue(
+                    path.clone(),
+                    "a declaration is `{ type = \"int\", default = 3 }` with optional description, one_of, min and max, and nothing else".into(),
+                );
+                continue;
+            }
             let declared = params.specs.get(pname).map(|s| s.ty);
             let ty = match (declared, ty) {
                 (Some(d), Some(t)) if d != t => {
@@ -396,22 +412,25 @@ pub fn resolve_jobs(
             };
             match coerce_value(ty, &value) {
                 Some(v) => {
-                    let desc = params
+                    // The code's declaration keeps its description and domain; the TOML can only narrow it.
+                    let mut spec = params
                         .specs
                         .get(pname)
-                        .map(|s| s.description.clone())
-                        .unwrap_or(description);
-                    params.specs.insert(
-                        pname.clone(),
-                        ParamSpec {
-                            name: pname.clone(),
-                            ty,
-                            default: v,
-                            description: desc,
-                        },
-                    );
+                        .cloned()
+                        .unwrap_or_else(|| ParamSpec::new(pname, ty, v.clone(), &description));
+                    spec.default = v;
+                    let (one_of, min, max) = domain;
+                    spec.narrow(one_of, min, max);
+                    params.specs.insert(pname.clone(), spec);
                 }
                 None => issue(path, format!("must be {ty}, got {value}")),
+            }
+        }
+        // Every default, the code's included, must lie in its own domain: a cron or dataset run uses them as
+        // they are, with nobody to refuse them.
+        for spec in params.specs.values() {
+            for problem in spec.declaration_problems(&job.name) {
+                issue(format!("{base}.params.{}", spec.name), problem);
             }
         }
         let mut policies = HashMap::new();

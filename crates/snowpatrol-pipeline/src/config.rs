@@ -32,6 +32,19 @@ impl PipelineConfig {
                 message: format!("must be between 0 and 1 (exclusive), got {a}"),
             });
         }
+        // The defaults of prep's `reread_days` and `backfill_days` params: refused here, at their own lines,
+        // rather than clamped to 1 when a run reads them.
+        for (key, v) in [
+            ("reread_days", self.prep.reread_days),
+            ("backfill_days", self.prep.backfill_days),
+        ] {
+            if v < 1 {
+                out.push(ConfigIssue {
+                    path: format!("pipeline.prep.{key}"),
+                    message: format!("must be at least 1, got {v}"),
+                });
+            }
+        }
         if let Some(p) = self.price_per_credit
             && !(p.is_finite() && p > 0.0)
         {
