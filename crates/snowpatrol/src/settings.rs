@@ -5,6 +5,11 @@
 //! de-table lets us map a semantic error's key path (`jobs.prep.cron`, from `resolve_jobs`) back to its line.
 //! Then the `config` crate builds the effective settings from the same file plus `SNOWPATROL__SECTION__KEY`
 //! environment overrides, which is what runs.
+//!
+//! Between the two, secrets are resolved ([`SECRETS`]): a password may be in the environment or in a file
+//! (`password_file`, `..._PASSWORD_FILE`) rather than in the TOML, so the strict parse of the file alone must
+//! not call it a missing field. The resolved values go into the spanned table (spans still point into the
+//! file) and into the overrides the `config` crate reads; the `_file` keys, which are not settings, go away.
 
 use anyhow::Context;
 use secrecy::SecretString;
@@ -499,34 +504,17 @@ fn resolve_secrets(
             );
         }
         let origin: Option<String> = if let Some(var) = &shortcut {
-            Some(var.clone())
+            // SNOWPATROL_SLACK_TOKEN set on a host without `[pipeline.slack]` is no secret in effect.
+            (path != "pipeline.slack.token" || secret_required(secret, root.as_deref(), env))
+                .then(|| var.clone())
         } else if let Some(name) = env_value {
             // The `config` crate applies the override; the strict parse needs to know a value is coming.
-            if let Some(t) = table
-                && t.get(secret.key).is_none()
-            {
-                let span = 0..0;
-                t.insert(
-                    toml::Spanned::new(span.clone(), std::borrow::Cow::Owned(secret.key.into())),
-                    toml::Spanned::new(span, toml::de::DeValue::String("***".into())),
-                );
-            }
+            announce(table, secret.key);
             Some(name)
         } else if let Some((name, file)) = env_file {
             match read_secret_file(Path::new(&file)) {
                 Ok(value) => {
-                    if let Some(t) = table
-                        && t.get(secret.key).is_none()
-                    {
-                        let span = 0..0;
-                        t.insert(
-                            toml::Spanned::new(
-                                span.clone(),
-                                std::borrow::Cow::Owned(secret.key.into()),
-                            ),
-                            toml::Spanned::new(span, toml::de::DeValue::String("***".into())),
-                        );
-                    }
+                    announce(table, secret.key);
                     env.vars
                         .insert(path.clone(), (EnvOverrides::var_name(&path), value));
                     Some(format!("{name} ({file})"))
@@ -613,6 +601,23 @@ fn resolve_secrets(
     }
     Ok(ResolvedSecrets { found, deferred })
 }
+
+/// Puts a placeholder for a secret the environment provides into the table the strict parse checks (the
+/// `config` crate puts the real value in its place), so a secret required by the file's shape (`password` for
+/// `method = "password"`) is not a missing field there.
+fn announce(table: Option<&mut DeTable<'_>>, key: &str) {
+    if let Some(t) = table
+        && t.get(key).is_none()
+    {
+        t.insert(
+            toml::Spanned::new(0..0, std::borrow::Cow::Owned(key.into())),
+            toml::Spanned::new(0..0, toml::de::DeValue::String(REDACTED_PLACEHOLDER.into())),
+        );
+    }
+}
+
+/// The placeholder [`announce`] uses; never used as a value (the environment override replaces it).
+const REDACTED_PLACEHOLDER: &str = "***";
 
 /// Whether the settings in effect need this secret: a Snowflake password for `method = "password"`, a token
 /// for `method = "oauth"`, a Slack token whenever `[pipeline.slack]` exists. The database URL and a key's

@@ -576,6 +576,8 @@ fn secrets_come_from_the_environment_or_files_and_are_never_printed() {
         let out = env
             .command(&args)
             .env("SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD", secret)
+            // Set, but without `[pipeline.slack]` no secret in effect: not listed.
+            .env("SNOWPATROL_SLACK_TOKEN", "xoxb-unused")
             .output()
             .unwrap();
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -593,6 +595,7 @@ fn secrets_come_from_the_environment_or_files_and_are_never_printed() {
                 s["from"], "SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD",
                 "{v}"
             );
+            assert_eq!(v["secrets"].as_array().map(Vec::len), Some(1), "{v}");
         } else {
             assert!(
                 stdout.contains("pipeline.source.auth.password: *** (from SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD)"),
