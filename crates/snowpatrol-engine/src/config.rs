@@ -1,6 +1,7 @@
 //! The TOML side of jobs: schedules, limits, parameters and task policies that operators edit.
 
 use crate::condition::DatasetSpec;
+use crate::jobs::ConfigIssue;
 use crate::params::ParamType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,8 +37,10 @@ pub struct JobConfig {
     pub tasks: BTreeMap<String, TaskPolicyConfig>,
 }
 
+/// A parameter in `[jobs.<name>.params]`: a new default, or a declaration with a type, a default and an
+/// optional domain (`one_of`, `min`, `max`) that every value must satisfy, checked before a run is created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum ParamConfig {
     Declared {
         #[serde(rename = "type")]
@@ -45,6 +48,14 @@ pub enum ParamConfig {
         default: serde_json::Value,
         #[serde(default)]
         description: String,
+        /// The only accepted values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        one_of: Option<Vec<serde_json::Value>>,
+        /// Inclusive bounds of an int or float parameter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<f64>,
     },
     Value(serde_json::Value),
 }
@@ -108,5 +119,135 @@ impl Default for SchedulerSettings {
             default_retry_delay: Duration::from_secs(30),
             default_max_retry_delay: Duration::from_secs(600),
         }
+    }
+}
+
+impl SchedulerSettings {
+    /// Every setting that would make the daemon lose or repeat work, by key path (the CLI adds FILE:LINE).
+    /// `resolve_jobs` reports these with the job problems, so `config check`, `run` and the daemon refuse the
+    /// same files.
+    pub fn problems(&self) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        let mut issue = |key: &str, message: String| {
+            out.push(ConfigIssue {
+                path: format!("scheduler.{key}"),
+                message,
+            })
+        };
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if self.lease.is_zero() {
+            issue(
+                "lease",
+                "must be greater than 0: every claim would expire at once and be run again by another worker"
+                    .into(),
+            );
+        }
+        if self.heartbeat.is_zero() {
+            issue(
+                "heartbeat",
+                "must be greater than 0 (a zero interval renews leases in a busy loop)".into(),
+            );
+        } else if !self.lease.is_zero() && self.heartbeat >= self.lease {
+            issue(
+                "heartbeat",
+                format!(
+                    "must be shorter than lease ({}), got {}: a lease that expires before its renewal is reaped while \
+                     the task still runs, and the task runs twice; keep lease >= 3 x heartbeat (e.g. heartbeat = \"{}\")",
+                    show(self.lease),
+                    show(self.heartbeat),
+                    show(self.lease / 3),
+                ),
+            );
+        }
+        if self.worker_concurrency == 0 {
+            issue(
+                "worker_concurrency",
+                "must be at least 1: with 0 this process claims nothing and the runs it starts stay `running` forever"
+                    .into(),
+            );
+        }
+        if self.poll_interval.is_zero() {
+            issue(
+                "poll_interval",
+                "must be greater than 0: a zero safety-net poll spins an idle daemon on the CPU"
+                    .into(),
+            );
+        } else if !self.lease.is_zero() && self.poll_interval >= self.lease {
+            issue(
+                "poll_interval",
+                format!(
+                    "must be shorter than lease ({}), got {}: an idle leader renews its lease once per poll, and a \
+                     lease that expires in between lets a second scheduler take over while the first still runs",
+                    show(self.lease),
+                    show(self.poll_interval),
+                ),
+            );
+        }
+        if self.claim_batch == 0 {
+            issue(
+                "claim_batch",
+                "must be at least 1: with 0 no task instance is ever claimed".into(),
+            );
+        }
+        if self.max_catchup_runs == 0 {
+            issue(
+                "max_catchup_runs",
+                "must be at least 1: with 0 a job with `catchup = true` never gets a cron run"
+                    .into(),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(s: &SchedulerSettings) -> Vec<String> {
+        s.problems().into_iter().map(|i| i.path).collect()
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        assert_eq!(keys(&SchedulerSettings::default()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn dangerous_settings_are_all_reported() {
+        let s = SchedulerSettings {
+            heartbeat: Duration::from_secs(30),
+            worker_concurrency: 0,
+            poll_interval: Duration::ZERO,
+            claim_batch: 0,
+            max_catchup_runs: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(&s),
+            [
+                "scheduler.heartbeat",
+                "scheduler.worker_concurrency",
+                "scheduler.poll_interval",
+                "scheduler.claim_batch",
+                "scheduler.max_catchup_runs"
+            ]
+        );
+        let msg = s.problems()[0].message.clone();
+        assert!(
+            msg.contains("shorter than lease (30s)") && msg.contains("3 x heartbeat"),
+            "{msg}"
+        );
+        let s = SchedulerSettings {
+            lease: Duration::ZERO,
+            heartbeat: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(keys(&s), ["scheduler.lease", "scheduler.heartbeat"]);
+        let s = SchedulerSettings {
+            poll_interval: Duration::from_secs(60),
+            ..Default::default()
+        };
+        assert_eq!(keys(&s), ["scheduler.poll_interval"]);
     }
 }

@@ -220,14 +220,19 @@ impl fmt::Display for ConfigIssue {
 #[error("{}", .0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigIssue>);
 
+/// A cron without a tick within this many years is refused as one that never fires.
+const NEVER_FIRES_YEARS: i64 = 5;
+
 /// Validates the registry against the TOML job configs: unknown jobs and tasks, cycles, bad cron and time
-/// zones, unknown datasets, dataset cycles between jobs, and parameter types. Reports every problem at once.
+/// zones, crons that never fire, unknown datasets, dataset cycles between jobs, parameter types and domains, and
+/// dangerous `[scheduler]` settings ([`SchedulerSettings::problems`]). Reports every problem at once.
 pub fn resolve_jobs(
     registry: &JobRegistry,
     configs: &BTreeMap<String, JobConfig>,
     settings: &SchedulerSettings,
 ) -> Result<Jobs, ConfigErrors> {
-    let mut issues = Vec::new();
+    // The scheduler's own settings first: they decide whether work is lost or done twice, whatever the jobs.
+    let mut issues = settings.problems();
     let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
     for name in configs.keys() {
         if !registry.jobs.contains_key(name) {
@@ -291,7 +296,20 @@ pub fn resolve_jobs(
         }
         let cron = match &cfg.cron {
             Some(expr) => match CronSchedule::new(expr, &cfg.timezone) {
-                Ok(c) => Some(c),
+                Ok(c) => {
+                    // `0 6 30 2 *` parses, but February 30th never comes: the job would silently never run.
+                    let now = chrono::Utc::now();
+                    let horizon = now + chrono::Duration::days(NEVER_FIRES_YEARS * 366);
+                    if c.next_after(now).is_none_or(|t| t > horizon) {
+                        issue(
+                            format!("{base}.cron"),
+                            format!(
+                                "cron `{expr}` never fires: it has no tick in the next {NEVER_FIRES_YEARS} years (a day that does not exist in the month, such as February 30th?)"
+                            ),
+                        );
+                    }
+                    Some(c)
+                }
                 Err(e) => {
                     let key = if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) {
                         "timezone"
@@ -346,14 +364,30 @@ pub fn resolve_jobs(
         }
         for (pname, pcfg) in &cfg.params {
             let path = format!("{base}.params.{pname}");
-            let (ty, value, description) = match pcfg {
+            let (ty, value, description, domain) = match pcfg {
                 ParamConfig::Declared {
                     ty,
                     default,
                     description,
-                } => (Some(*ty), default.clone(), description.clone()),
-                ParamConfig::Value(v) => (None, v.clone(), String::new()),
+                    one_of,
+                    min,
+                    max,
+                } => (
+                    Some(*ty),
+                    default.clone(),
+                    description.clone(),
+                    (one_of.clone(), *min, *max),
+                ),
+                ParamConfig::Value(v) => (None, v.clone(), String::new(), (None, None, None)),
             };
+            // A table that is no declaration (a misspelt `minimum`, a missing `type`) must not pass as a value.
+            if matches!(pcfg, ParamConfig::Value(serde_json::Value::Object(_))) {
+                issue(
+                    path.clone(),
+                    "a declaration is `{ type = \"int\", default = 3 }` with optional description, one_of, min and max, and nothing else".into(),
+                );
+                continue;
+            }
             let declared = params.specs.get(pname).map(|s| s.ty);
             let ty = match (declared, ty) {
                 (Some(d), Some(t)) if d != t => {
@@ -378,22 +412,25 @@ pub fn resolve_jobs(
             };
             match coerce_value(ty, &value) {
                 Some(v) => {
-                    let desc = params
+                    // The code's declaration keeps its description and domain; the TOML can only narrow it.
+                    let mut spec = params
                         .specs
                         .get(pname)
-                        .map(|s| s.description.clone())
-                        .unwrap_or(description);
-                    params.specs.insert(
-                        pname.clone(),
-                        ParamSpec {
-                            name: pname.clone(),
-                            ty,
-                            default: v,
-                            description: desc,
-                        },
-                    );
+                        .cloned()
+                        .unwrap_or_else(|| ParamSpec::new(pname, ty, v.clone(), &description));
+                    spec.default = v;
+                    let (one_of, min, max) = domain;
+                    spec.narrow(one_of, min, max);
+                    params.specs.insert(pname.clone(), spec);
                 }
                 None => issue(path, format!("must be {ty}, got {value}")),
+            }
+        }
+        // Every default, the code's included, must lie in its own domain: a cron or dataset run uses them as
+        // they are, with nobody to refuse them.
+        for spec in params.specs.values() {
+            for problem in spec.declaration_problems(&job.name) {
+                issue(format!("{base}.params.{}", spec.name), problem);
             }
         }
         let mut policies = HashMap::new();

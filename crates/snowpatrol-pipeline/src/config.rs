@@ -1,5 +1,6 @@
 //! `[pipeline]` settings: where metering comes from, how models train and score, where alerts go.
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use snowpatrol_detect::model::{DefaultRuleConfig, ModelKind};
 use snowpatrol_engine::ConfigIssue;
@@ -32,6 +33,19 @@ impl PipelineConfig {
                 path: "pipeline.train.drift_alpha".into(),
                 message: format!("must be between 0 and 1 (exclusive), got {a}"),
             });
+        }
+        // The defaults of prep's `reread_days` and `backfill_days` params: refused here, at their own lines,
+        // rather than clamped to 1 when a run reads them.
+        for (key, v) in [
+            ("reread_days", self.prep.reread_days),
+            ("backfill_days", self.prep.backfill_days),
+        ] {
+            if v < 1 {
+                out.push(ConfigIssue {
+                    path: format!("pipeline.prep.{key}"),
+                    message: format!("must be at least 1, got {v}"),
+                });
+            }
         }
         if let Some(p) = self.price_per_credit
             && !(p.is_finite() && p > 0.0)
@@ -178,7 +192,11 @@ impl Default for PredictSettings {
 pub struct SlackSettings {
     /// Channel id (`C…`) the bot is a member of.
     pub channel: String,
-    /// Environment variable holding the bot token (`xoxb-…`).
+    /// The bot token (`xoxb-…`). A secret: set it from `SNOWPATROL__PIPELINE__SLACK__TOKEN`, a file
+    /// (`token_file`, `SNOWPATROL__PIPELINE__SLACK__TOKEN_FILE`) or `token_env`, rather than in the TOML.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// Environment variable holding the bot token; when set it wins over `token` and `token_file`.
     #[serde(default = "default_token_env")]
     pub token_env: String,
     /// File holding the token (e.g. a mounted Kubernetes secret), used when the variable is unset.

@@ -45,18 +45,24 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
                 max_active_runs: 1,
                 ..Default::default()
             })
-            .param(ParamSpec::new(
-                "backfill_days",
-                ParamType::Int,
-                json!(p.config.prep.backfill_days),
-                "days loaded on the first run",
-            ))
-            .param(ParamSpec::new(
-                "reread_days",
-                ParamType::Int,
-                json!(p.config.prep.reread_days),
-                "days re-read on every run",
-            ))
+            .param(
+                ParamSpec::new(
+                    "backfill_days",
+                    ParamType::Int,
+                    json!(p.config.prep.backfill_days),
+                    "days loaded on the first run",
+                )
+                .min(1),
+            )
+            .param(
+                ParamSpec::new(
+                    "reread_days",
+                    ParamType::Int,
+                    json!(p.config.prep.reread_days),
+                    "days re-read on every run",
+                )
+                .min(1),
+            )
             .task(
                 TaskDefinition::new("extract", task_fn(move |ctx| extract(a.clone(), ctx)))
                     .retries(3),
@@ -77,12 +83,15 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
                 json!(false),
                 "retrain every warehouse, drift or not",
             ))
-            .param(ParamSpec::new(
-                "model",
-                ParamType::String,
-                json!("default"),
-                "default or baseline",
-            ))
+            .param(
+                ParamSpec::new(
+                    "model",
+                    ParamType::String,
+                    json!("default"),
+                    "default or baseline",
+                )
+                .one_of(["default", "baseline"]),
+            )
             .task(TaskDefinition::new(
                 "list_warehouses",
                 task_fn(move |_| list_warehouses(a.clone(), false)),

@@ -92,8 +92,17 @@ impl Pipeline {
         };
         let slack = match &config.slack {
             Some(s) => {
-                let token =
-                    SlackConfig::token_from_env_or_file(&s.token_env, s.token_file.as_deref())?;
+                // The variable named by `token_env` wins (as `SNOWPATROL_DATABASE_URL` does for the database),
+                // then the token the settings resolved (TOML, its environment override or a file).
+                let from_env = std::env::var(&s.token_env)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty());
+                let token = match (&s.token, from_env) {
+                    (Some(t), None) => t.clone(),
+                    _ => {
+                        SlackConfig::token_from_env_or_file(&s.token_env, s.token_file.as_deref())?
+                    }
+                };
                 let mut cfg = SlackConfig::new(s.channel.clone(), token);
                 cfg.api_url = s.api_url.clone();
                 cfg.max_attempts = s.max_attempts;

@@ -17,6 +17,7 @@ pub use leader::Leadership;
 mod plan;
 pub mod testing;
 mod types;
+mod url_secrets;
 
 pub use error::StoreError;
 pub use plan::{GroupStats, PlanStep, plan_run};
@@ -66,28 +67,30 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// Hides the password of a database URL so it can be logged.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
+pub use url_secrets::{REDACTED, redact_text, redact_url};
 
 impl Database {
     /// Connects once; callers that must survive a database that is not up yet use [`Database::connect_with_retry`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let url_redacted = redact_url(url);
+        // Driver errors may quote the URL or the password; none reaches a log or a caller unredacted.
+        let scrub = |e: &dyn std::fmt::Display| redact_text(&e.to_string(), url);
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url)
+            // sqlx is handed the URL without its secrets and the password through its API: it logs unknown
+            // query parameters with their values, and its errors may quote what it was given.
+            let (bare, password, dropped) = url_secrets::split_password(url);
+            for key in dropped {
+                tracing::warn!(
+                    parameter = %key,
+                    "ignoring the secret connection parameter `{key}` (not supported by the PostgreSQL driver)"
+                );
+            }
+            let mut opts = PgConnectOptions::from_str(&bare)
                 .map_err(|e| {
-                    StoreError::Config(format!("invalid PostgreSQL URL {url_redacted}: {e}"))
+                    StoreError::Config(format!(
+                        "invalid PostgreSQL URL {url_redacted}: {}",
+                        scrub(&e)
+                    ))
                 })?
                 .application_name("snowpatrol")
                 // A process frozen or partitioned inside a transaction must not hold its row locks (a task
@@ -100,18 +103,26 @@ impl Database {
                     ("tcp_keepalives_count", "3"),
                 ])
                 .log_statements(tracing::log::LevelFilter::Trace);
+            if let Some(p) = &password {
+                opts = opts.password(p);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await
                 .map_err(|e| {
-                    StoreError::Unavailable(format!("cannot connect to {url_redacted}: {e}"))
+                    StoreError::Unavailable(format!(
+                        "cannot connect to {url_redacted}: {}",
+                        scrub(&e)
+                    ))
                 })?;
             Pool::Postgres(pool)
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| StoreError::Config(format!("invalid SQLite URL {url_redacted}: {e}")))?
+                .map_err(|e| {
+                    StoreError::Config(format!("invalid SQLite URL {url_redacted}: {}", scrub(&e)))
+                })?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
@@ -123,7 +134,9 @@ impl Database {
                 .max_connections(4)
                 .connect_with(opts)
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("cannot open {url_redacted}: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot open {url_redacted}: {}", scrub(&e)))
+                })?;
             Pool::Sqlite(pool)
         } else {
             return Err(StoreError::Config(format!(

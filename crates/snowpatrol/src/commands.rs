@@ -1,5 +1,6 @@
 //! What each subcommand does. Every path returns `anyhow` errors with context; `main` prints them.
 
+use crate::output::outln;
 use crate::settings::{self, LoadedConfig, LogFormat, Settings};
 use crate::{Cli, Command, ConfigCommand, EXIT_RUN_FAILED, examples, output, server};
 use anyhow::{Context, bail};
@@ -167,6 +168,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { job, params } => {
+            validate(&loaded).await?;
             let app = App::open(&loaded, true).await?;
             let shutdown = CancellationToken::new();
             spawn_signal_watcher(shutdown.clone());
@@ -325,7 +327,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         "paused": paused,
                         "max_active_runs": j.max_active_runs,
                         "description": j.definition.description,
-                        "params": j.params.specs.values().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": p.default})).collect::<Vec<_>>(),
+                        "params": j.params.specs.values().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": p.default, "one_of": p.one_of, "min": p.min, "max": p.max})).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -341,7 +343,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                                 .params
                                 .specs
                                 .values()
-                                .map(|p| format!("{}: {} = {}", p.name, p.ty, p.default))
+                                .map(|p| match p.domain_text() {
+                                    Some(d) => {
+                                        format!("{}: {} = {} ({d})", p.name, p.ty, p.default)
+                                    }
+                                    None => format!("{}: {} = {}", p.name, p.ty, p.default),
+                                })
                                 .collect();
                             vec![
                                 j.name().to_string(),
@@ -395,9 +402,9 @@ fn print<T: serde::Serialize>(
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
     if json {
-        println!("{}", output::json(value)?);
+        outln!("{}", output::json(value)?);
     } else {
-        println!("{}", text());
+        outln!("{}", text());
     }
     Ok(())
 }
@@ -510,9 +517,38 @@ fn build_jobs(
         }
         resolve_jobs(&registry, &configs, &s.scheduler)
     };
-    // Every problem at once, located in the file: the pipeline's settings and the job tables, before any
-    // source or secret is touched.
+    // Every problem at once, located in the file: the pipeline's settings, the scheduler's and the job tables
+    // (both in `resolve_jobs`), before any source or secret is touched.
     let mut issues = s.pipeline.problems();
+    if with_sources {
+        // Processes that run tasks write models, reports and alerts there, and need the secrets of the
+        // sources and alerts they build.
+        if let Some(message) = settings::data_dir_problem(&s.data_dir()) {
+            issues.push(snowpatrol_engine::ConfigIssue {
+                path: "server.data_dir".into(),
+                message: if s.server.data_dir.is_none() {
+                    format!("{message} (from SNOWPATROL_DATA_DIR or the default ./.snowpatrol)")
+                } else {
+                    message
+                },
+            });
+        }
+        issues.extend(loaded.deferred.iter().cloned());
+        if !issues.is_empty() {
+            // The metering source's own problems (a private key that is missing or will not decrypt) belong
+            // in the same list; without the other problems `Pipeline::new` below reports them.
+            let mut without_slack = s.pipeline.clone();
+            without_slack.slack = None;
+            if let Err(snowpatrol_pipeline::PipelineError::Source(e)) =
+                Pipeline::new(db.clone(), without_slack, s.data_dir())
+            {
+                issues.push(snowpatrol_engine::ConfigIssue {
+                    path: "pipeline.source".into(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
     if !issues.is_empty() {
         let defs = Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir());
         if let Err(e) = resolve(&defs) {
@@ -580,12 +616,20 @@ async fn set_paused(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitCode> {
+/// The validation of `config check`, run before the daemon or `run` touches the database: the same file is
+/// refused by all three, with every problem listed at once.
+async fn validate(loaded: &LoadedConfig) -> anyhow::Result<Jobs> {
     // Validation needs no real database: the pipeline only keeps the handle, so an in-memory one stands in.
     let scratch = Database::connect("sqlite::memory:")
         .await
         .context("opening a scratch in-memory database")?;
     let (jobs, _) = build_jobs(loaded, &scratch, true)?;
+    scratch.close().await;
+    Ok(jobs)
+}
+
+async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitCode> {
+    let jobs = validate(loaded).await?;
     let s = &loaded.settings;
     let database = match s.database_url() {
         Some(u) => redact_url(u.expose_secret()),
@@ -599,20 +643,39 @@ async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitC
         .values()
         .map(|j| json!({ "job": j.name(), "schedule": j.schedule_text() }))
         .collect();
+    // Secrets by where they came from, never by value.
+    let secrets: Vec<_> = loaded
+        .secrets
+        .iter()
+        .map(|o| json!({ "key": o.path, "value": snowpatrol_store::REDACTED, "from": o.origin }))
+        .collect();
     let report = json!({
         "ok": true,
         "file": loaded.file_display(),
         "database": database,
         "health_addr": s.server.health_addr.to_string(),
         "data_dir": s.data_dir().display().to_string(),
+        "secrets": secrets,
         "jobs": list,
     });
     print(json, &report, || {
         let mut out = format!(
-            "configuration OK: {}\ndatabase: {database}\nhealth: {}\njobs:",
+            "configuration OK: {}\ndatabase: {database}\nhealth: {}\nsecrets:",
             loaded.file_display(),
             s.server.health_addr
         );
+        if loaded.secrets.is_empty() {
+            out.push_str(" (none)");
+        }
+        for o in &loaded.secrets {
+            out.push_str(&format!(
+                "\n  {}: {} (from {})",
+                o.path,
+                snowpatrol_store::REDACTED,
+                o.origin
+            ));
+        }
+        out.push_str("\njobs:");
         if jobs.jobs.is_empty() {
             out.push_str(" (none)");
         }
@@ -658,6 +721,8 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     spawn_signal_watcher(shutdown.clone());
     info!(config = %loaded.file_display(), "snowpatrol daemon starting");
+    // Refuse a dangerous file before waiting for the database: the same checks as `config check`.
+    validate(&loaded).await?;
     let db = tokio::select! {
         db = connect(s, true) => db?,
         _ = shutdown.cancelled() => {

@@ -165,6 +165,10 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
+            // The reader of our stdout went away (`| head`): nothing more to say, and nobody to say it to.
+            if e.downcast_ref::<output::StdoutClosed>().is_some() {
+                return ExitCode::SUCCESS;
+            }
             if let Some(p) = e.downcast_ref::<settings::ConfigProblems>() {
                 eprintln!("error: invalid configuration\n{p}");
                 return ExitCode::from(EXIT_CONFIG);

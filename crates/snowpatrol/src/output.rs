@@ -43,3 +43,56 @@ pub fn short(s: Option<&str>, max: usize) -> String {
         format!("{}…", s.chars().take(max).collect::<String>())
     }
 }
+
+/// Stdout was closed by the reader (`snowpatrol events | head -1`). Not a failure: like `ripgrep` and
+/// `cat`, the CLI stops writing and exits 0 (`main` looks for this marker, so a broken pipe to the database
+/// or to Slack is still an error).
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// A failed write to stdout as an error: [`StdoutClosed`] for a closed pipe, a message naming stdout
+/// otherwise (a full disk behind `> file` is ENOSPC and must say so, not panic as `println!` does).
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("writing to stdout")
+    }
+}
+
+/// The same for the CSV writer, whose errors wrap the I/O error.
+pub fn csv_error(e: csv::Error) -> anyhow::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => stdout_error(io),
+        other => anyhow::anyhow!("writing CSV to stdout: {other:?}"),
+    }
+}
+
+/// Writes `text` and a newline to stdout and flushes, returning the error instead of panicking.
+pub fn write_line(text: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(text)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// `println!` that returns (via `?`) instead of panicking when stdout is closed or full.
+macro_rules! outln {
+    () => {
+        $crate::output::write_line(format_args!(""))?
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))?
+    };
+}
+pub(crate) use outln;

@@ -3,6 +3,7 @@
 //! offline `backtest` / `synth`
 //! pair that evaluates a model on a CSV export without Snowflake, a database or a configuration file.
 
+use crate::output::outln;
 use anyhow::Context;
 use chrono::NaiveDate;
 use serde_json::json;
@@ -62,7 +63,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         Engine::new(db.clone(), jobs, settings)?.with_failure_hook(pipeline.failure_hook()),
     );
     engine.register_jobs().await?;
-    println!(
+    outln!(
         "Snowpatrol demo: embedded SQLite at {}, 12 synthetic warehouses over 365 days\n",
         dir.display()
     );
@@ -120,13 +121,13 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         .report_markdown(predict.run_id)
         .await?
         .unwrap_or_default();
-    println!("{markdown}\n");
-    println!("Report: {path}");
+    outln!("{markdown}\n");
+    outln!("Report: {path}");
     let since = end - chrono::Days::new(7);
     let anomalies = pipeline.store.anomalies_since(since, None).await?;
-    println!("\nAnomalies in the last 8 days ({}):", anomalies.len());
+    outln!("\nAnomalies in the last 8 days ({}):", anomalies.len());
     for a in &anomalies {
-        println!(
+        outln!(
             "  {}.{} {}  actual {:.1}  expected {:.1}  excess {:.1}  (model v{}, run {})",
             a.account_name,
             a.warehouse_name,
@@ -144,12 +145,12 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
             .filter(|l| l.kind.is_cost_increase() && l.date >= since)
             .map(|l| (l.key.to_string(), l.date))
             .collect();
-        println!(
+        outln!(
             "  labelled cost incidents starting in that window: {}",
             truth.len()
         );
     }
-    println!("\nRun history (oldest first):");
+    outln!("\nRun history (oldest first):");
     let mut runs = db
         .list_runs(&RunFilter {
             job_name: None,
@@ -176,7 +177,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
             .zip(r.started_at)
             .map(|(f, s)| (f - s).num_milliseconds())
             .unwrap_or(0);
-        println!(
+        outln!(
             "  run {:>3} {:<8} {:<8} {:<7} {:>6} ms  consumed: {}",
             r.run_id,
             r.job_name,
@@ -191,12 +192,12 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         );
     }
     let alerts = pipeline.store.list_alerts(false, 100).await?;
-    println!(
+    outln!(
         "\nAlerts (no Slack token set, so written to files): {} under {}",
         alerts.len(),
         dir.join("alerts").display()
     );
-    println!(
+    outln!(
         "\nDone in {:.1} s. Everything above is in {}.",
         started.elapsed().as_secs_f64(),
         dir.display()
@@ -271,9 +272,9 @@ fn emit<T: serde::Serialize>(
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
     if json {
-        println!("{}", crate::output::json(value)?);
+        outln!("{}", crate::output::json(value)?);
     } else {
-        println!("{}", text());
+        outln!("{}", text());
     }
     Ok(())
 }
@@ -502,10 +503,11 @@ pub async fn anomalies(
 
 fn print_incidents(rows: &[IncidentRow], format: ListFormat, what: &str) -> anyhow::Result<()> {
     match format {
-        ListFormat::Json => println!("{}", crate::output::json(&rows)?),
+        ListFormat::Json => outln!("{}", crate::output::json(&rows)?),
         ListFormat::Csv => {
             let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-            w.write_record(INCIDENT_CSV_COLUMNS)?;
+            w.write_record(INCIDENT_CSV_COLUMNS)
+                .map_err(crate::output::csv_error)?;
             for i in rows {
                 w.write_record([
                     i.incident_id.to_string(),
@@ -524,12 +526,13 @@ fn print_incidents(rows: &[IncidentRow], format: ListFormat, what: &str) -> anyh
                     rfc3339(i.resolved_at),
                     i.created_at.to_rfc3339(),
                     i.updated_at.to_rfc3339(),
-                ])?;
+                ])
+                .map_err(crate::output::csv_error)?;
             }
-            w.flush().context("writing CSV to stdout")?;
+            w.flush().map_err(crate::output::stdout_error)?;
         }
-        ListFormat::Table if rows.is_empty() => println!("no {what}"),
-        ListFormat::Table => println!(
+        ListFormat::Table if rows.is_empty() => outln!("no {what}"),
+        ListFormat::Table => outln!(
             "{}",
             crate::output::table(
                 &[
@@ -568,10 +571,11 @@ fn print_incidents(rows: &[IncidentRow], format: ListFormat, what: &str) -> anyh
 
 fn print_days(rows: &[AnomalyRow], format: ListFormat, what: &str) -> anyhow::Result<()> {
     match format {
-        ListFormat::Json => println!("{}", crate::output::json(&rows)?),
+        ListFormat::Json => outln!("{}", crate::output::json(&rows)?),
         ListFormat::Csv => {
             let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-            w.write_record(ANOMALY_CSV_COLUMNS)?;
+            w.write_record(ANOMALY_CSV_COLUMNS)
+                .map_err(crate::output::csv_error)?;
             for a in rows {
                 w.write_record([
                     a.anomaly_id.to_string(),
@@ -592,12 +596,13 @@ fn print_days(rows: &[AnomalyRow], format: ListFormat, what: &str) -> anyhow::Re
                     a.explanation.clone(),
                     a.scored_at.to_rfc3339(),
                     a.incident_id.to_string(),
-                ])?;
+                ])
+                .map_err(crate::output::csv_error)?;
             }
-            w.flush().context("writing CSV to stdout")?;
+            w.flush().map_err(crate::output::stdout_error)?;
         }
-        ListFormat::Table if rows.is_empty() => println!("no {what}"),
-        ListFormat::Table => println!(
+        ListFormat::Table if rows.is_empty() => outln!("no {what}"),
+        ListFormat::Table => outln!(
             "{}",
             crate::output::table(
                 &[

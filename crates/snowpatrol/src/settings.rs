@@ -5,6 +5,11 @@
 //! de-table lets us map a semantic error's key path (`jobs.prep.cron`, from `resolve_jobs`) back to its line.
 //! Then the `config` crate builds the effective settings from the same file plus `SNOWPATROL__SECTION__KEY`
 //! environment overrides, which is what runs.
+//!
+//! Between the two, secrets are resolved ([`SECRETS`]): a password may be in the environment or in a file
+//! (`password_file`, `..._PASSWORD_FILE`) rather than in the TOML, so the strict parse of the file alone must
+//! not call it a missing field. The resolved values go into the spanned table (spans still point into the
+//! file) and into the overrides the `config` crate reads; the `_file` keys, which are not settings, go away.
 
 use anyhow::Context;
 use secrecy::SecretString;
@@ -141,6 +146,10 @@ impl Settings {
 pub struct LoadedConfig {
     pub settings: Settings,
     pub source: Option<ConfigSource>,
+    /// Where each secret in effect came from (for `config check`; the values stay in `settings`).
+    pub secrets: Vec<SecretOrigin>,
+    /// Problems of secrets only some commands need (the Slack token), reported by those commands.
+    pub deferred: Vec<ConfigIssue>,
 }
 
 pub struct ConfigSource {
@@ -223,15 +232,31 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
         }
         None => None,
     };
-    if let Some(src) = &source {
-        // Syntax and type errors, located by toml's spans.
-        if let Err(e) = toml::from_str::<Settings>(&src.text) {
-            return Err(ConfigProblems(vec![locate_toml_error(src, &e)]).into());
+    let mut env = EnvOverrides::from_process();
+    let (table, secrets) = match &source {
+        Some(src) => {
+            // Syntax errors, located by toml's spans.
+            let mut root = toml::de::DeTable::parse(&src.text)
+                .map_err(|e| ConfigProblems(vec![locate_toml_error(src, &e)]))?;
+            // Secrets first: a password that only the environment or a file holds must not fail the strict
+            // parse below as a missing field.
+            let secrets = resolve_secrets(Some(src), Some(root.get_mut()), &mut env)?;
+            // Type errors and unknown keys, located by the spans, which still point into the file: resolving
+            // secrets only added values (spanned at the `_file` key they came from) and removed `_file` keys.
+            let strict = toml::de::Deserializer::from(root.clone());
+            if let Err(e) = Settings::deserialize(strict) {
+                return Err(ConfigProblems(vec![locate_toml_error(src, &e)]).into());
+            }
+            let table = toml::Table::deserialize(toml::de::Deserializer::from(root))
+                .map_err(|e| ConfigProblems(vec![locate_toml_error(src, &e)]))?;
+            (Some(table), secrets)
         }
-    }
+        None => (None, resolve_secrets(None, None, &mut env)?),
+    };
     let mut builder = config::Config::builder();
-    if let Some(src) = &source {
-        builder = builder.add_source(config::File::from_str(&src.text, config::FileFormat::Toml));
+    if let Some(table) = &table {
+        let text = toml::to_string(table).context("re-encoding the configuration")?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
     }
     builder = builder.add_source(
         config::Environment::with_prefix(ENV_PREFIX)
@@ -239,13 +264,430 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
             // No type guessing: a numeric passphrase or token must stay a string. Typed fields (ints, bools,
             // durations) still parse from the string when deserialized.
             .try_parsing(false)
-            .ignore_empty(true),
+            .ignore_empty(true)
+            // The process environment with `..._FILE` secrets replaced by what their files hold.
+            .source(Some(env.into_config_source())),
     );
     let built = builder.build().map_err(|e| env_problem(&source, e))?;
     let settings: Settings = built
         .try_deserialize()
         .map_err(|e| env_problem(&source, e))?;
-    Ok(LoadedConfig { settings, source })
+    Ok(LoadedConfig {
+        settings,
+        source,
+        secrets: secrets.found,
+        deferred: secrets.deferred,
+    })
+}
+
+/// A secret setting. Each can come from, in this order: its environment override
+/// (`SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD`), a file named by the environment (`..._PASSWORD_FILE`),
+/// the TOML key (`password`), or a file named in the TOML (`password_file`). Files are read whole, minus one
+/// trailing newline, as Kubernetes secrets and systemd credentials are written.
+struct SecretKey {
+    /// Dotted path of the table holding it.
+    table: &'static str,
+    key: &'static str,
+    /// Needed only by processes that use it (Slack: those that send alerts), so a problem with it stops
+    /// `config check`, `run` and the daemon but not `snowpatrol runs`.
+    lazy: bool,
+}
+
+const SECRETS: &[SecretKey] = &[
+    SecretKey {
+        table: "database",
+        key: "url",
+        lazy: false,
+    },
+    SecretKey {
+        table: "pipeline.source.auth",
+        key: "password",
+        lazy: false,
+    },
+    SecretKey {
+        table: "pipeline.source.auth",
+        key: "token",
+        lazy: false,
+    },
+    SecretKey {
+        table: "pipeline.source.auth",
+        key: "passphrase",
+        lazy: false,
+    },
+    SecretKey {
+        table: "pipeline.slack",
+        key: "token",
+        lazy: true,
+    },
+];
+
+/// Every secret setting's key path (the documentation test checks each is documented).
+#[cfg(test)]
+pub fn secret_paths() -> Vec<String> {
+    SECRETS
+        .iter()
+        .map(|s| format!("{}.{}", s.table, s.key))
+        .collect()
+}
+
+/// The `SNOWPATROL__A__B` environment overrides, by lower-case dotted key (`a.b`), as the `config` crate
+/// reads them.
+struct EnvOverrides {
+    vars: BTreeMap<String, (String, String)>,
+}
+
+impl EnvOverrides {
+    fn from_process() -> Self {
+        let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}").to_lowercase();
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(k, v)| {
+                let lower = k.to_lowercase();
+                let rest = lower.strip_prefix(&prefix)?;
+                Some((rest.replace(ENV_SEPARATOR, "."), (k, v)))
+            })
+            .collect();
+        Self { vars }
+    }
+
+    fn get(&self, path: &str) -> Option<&(String, String)> {
+        self.vars.get(path)
+    }
+
+    fn var_name(path: &str) -> String {
+        format!(
+            "{ENV_PREFIX}{ENV_SEPARATOR}{}",
+            path.replace('.', ENV_SEPARATOR).to_uppercase()
+        )
+    }
+
+    /// Any override under `table` (`pipeline.slack.channel` for `pipeline.slack`).
+    fn touches(&self, table: &str) -> bool {
+        let prefix = format!("{table}.");
+        self.vars.keys().any(|k| k.starts_with(&prefix))
+    }
+
+    fn into_config_source(self) -> config::Map<String, String> {
+        self.vars.into_values().collect()
+    }
+}
+
+/// Where a secret came from, for `config check` (never its value).
+#[derive(Clone, Debug)]
+pub struct SecretOrigin {
+    pub path: String,
+    pub origin: String,
+}
+
+struct ResolvedSecrets {
+    found: Vec<SecretOrigin>,
+    deferred: Vec<ConfigIssue>,
+}
+
+type DeTable<'i> = toml::de::DeTable<'i>;
+
+fn table_at<'a, 'i>(root: &'a DeTable<'i>, path: &str) -> Option<&'a DeTable<'i>> {
+    let mut t = root;
+    for seg in path.split('.') {
+        match t.get(seg)?.get_ref() {
+            toml::de::DeValue::Table(inner) => t = inner,
+            _ => return None,
+        }
+    }
+    Some(t)
+}
+
+fn table_at_mut<'a, 'i>(root: &'a mut DeTable<'i>, path: &str) -> Option<&'a mut DeTable<'i>> {
+    let mut t = root;
+    for seg in path.split('.') {
+        match t.get_mut(seg)?.get_mut() {
+            toml::de::DeValue::Table(inner) => t = inner,
+            _ => return None,
+        }
+    }
+    Some(t)
+}
+
+fn string_at(root: Option<&DeTable<'_>>, path: &str) -> Option<String> {
+    let (table, key) = path.rsplit_once('.')?;
+    let v = table_at(root?, table)?.get(key)?;
+    v.get_ref().as_str().map(str::to_string)
+}
+
+/// Reads a secret file: the whole content minus one trailing newline. An empty file is an error (an empty
+/// password is never meant), and so is an unreadable one, named as what it is.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(mut s) => {
+            if s.ends_with('\n') {
+                s.pop();
+                if s.ends_with('\r') {
+                    s.pop();
+                }
+            }
+            if s.is_empty() {
+                Err(format!("the secret file {} is empty", path.display()))
+            } else {
+                Ok(s)
+            }
+        }
+        Err(e) => Err(match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("the secret file {} does not exist", path.display())
+            }
+            std::io::ErrorKind::PermissionDenied => format!(
+                "permission denied reading the secret file {} (check its owner and mode)",
+                path.display()
+            ),
+            _ => format!("cannot read the secret file {}: {e}", path.display()),
+        }),
+    }
+}
+
+/// Fills every secret from its four sources (see [`SecretKey`]) into the parsed file and the environment
+/// overrides, and removes the `_file` keys, which are not settings of their own. Problems of secrets that
+/// every command needs are returned at once, located; those of lazy secrets are kept for the commands that
+/// use them.
+fn resolve_secrets(
+    src: Option<&ConfigSource>,
+    mut root: Option<&mut DeTable<'_>>,
+    env: &mut EnvOverrides,
+) -> Result<ResolvedSecrets, ConfigProblems> {
+    let mut now = Vec::new();
+    let mut deferred = Vec::new();
+    let mut found = Vec::new();
+    for secret in SECRETS {
+        let path = format!("{}.{}", secret.table, secret.key);
+        let file_key = format!("{}_file", secret.key);
+        let file_path = format!("{}.{file_key}", secret.table);
+        let mut problems: Vec<ConfigIssue> = Vec::new();
+        let mut problem = |p: &str, message: String| {
+            problems.push(ConfigIssue {
+                path: p.to_string(),
+                message,
+            })
+        };
+        // Variables that win over everything, kept from before this mechanism.
+        let shortcut = match path.as_str() {
+            "database.url" => Some("SNOWPATROL_DATABASE_URL".to_string()),
+            "pipeline.slack.token" => Some(
+                env.get("pipeline.slack.token_env")
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| string_at(root.as_deref(), "pipeline.slack.token_env"))
+                    .unwrap_or_else(|| "SNOWPATROL_SLACK_TOKEN".into()),
+            ),
+            _ => None,
+        }
+        .filter(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()));
+        let env_value = env.get(&path).map(|(name, _)| name.clone());
+        let env_file = env.get(&file_path).cloned();
+        // The `_FILE` variable is never a setting for the `config` crate (`url_file` is no key of [database]).
+        if env_file.is_some() {
+            env.vars.remove(&file_path);
+        }
+        let table = root
+            .as_deref_mut()
+            .and_then(|r| table_at_mut(r, secret.table));
+        let toml_value = table
+            .as_ref()
+            .and_then(|t| t.get(secret.key))
+            .map(|v| v.get_ref().as_str().is_some_and(|s| !s.is_empty()));
+        let toml_file = table.as_ref().and_then(|t| {
+            t.get_key_value(file_key.as_str())
+                .map(|(k, v)| (k.span(), v.get_ref().as_str().map(PathBuf::from)))
+        });
+        if toml_value.is_some() && toml_file.is_some() {
+            problem(
+                &file_path,
+                format!("set either `{}` or `{file_key}`, not both", secret.key),
+            );
+        }
+        let origin: Option<String> = if let Some(var) = &shortcut {
+            // SNOWPATROL_SLACK_TOKEN set on a host without `[pipeline.slack]` is no secret in effect.
+            (path != "pipeline.slack.token" || secret_required(secret, root.as_deref(), env))
+                .then(|| var.clone())
+        } else if let Some(name) = env_value {
+            // The `config` crate applies the override; the strict parse needs to know a value is coming.
+            announce(table, secret.key);
+            Some(name)
+        } else if let Some((name, file)) = env_file {
+            match read_secret_file(Path::new(&file)) {
+                Ok(value) => {
+                    announce(table, secret.key);
+                    env.vars
+                        .insert(path.clone(), (EnvOverrides::var_name(&path), value));
+                    Some(format!("{name} ({file})"))
+                }
+                Err(e) => {
+                    problem(&path, format!("{e} (from {name})"));
+                    None
+                }
+            }
+        } else if toml_value == Some(true) {
+            Some(match src {
+                Some(s) => format!("{} `{}`", s.path.display(), secret.key),
+                None => secret.key.to_string(),
+            })
+        } else if let Some((span, file)) = &toml_file {
+            match file {
+                Some(file) => match read_secret_file(file) {
+                    Ok(value) => {
+                        if let Some(t) = table {
+                            t.insert(
+                                toml::Spanned::new(
+                                    span.clone(),
+                                    std::borrow::Cow::Owned(secret.key.into()),
+                                ),
+                                toml::Spanned::new(
+                                    span.clone(),
+                                    toml::de::DeValue::String(value.into()),
+                                ),
+                            );
+                        }
+                        Some(format!("`{file_key}` ({})", file.display()))
+                    }
+                    Err(e) => {
+                        problem(&file_path, e);
+                        None
+                    }
+                },
+                None => {
+                    problem(&file_path, "must be a path (a string)".into());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // The `_file` key is no setting of its own; the value it named is now in place.
+        if let Some(t) = root
+            .as_deref_mut()
+            .and_then(|r| table_at_mut(r, secret.table))
+        {
+            t.remove(file_key.as_str());
+        }
+        match origin {
+            Some(origin) => found.push(SecretOrigin {
+                path: path.clone(),
+                origin,
+            }),
+            None if problems.is_empty() && secret_required(secret, root.as_deref(), env) => {
+                problems.push(ConfigIssue {
+                    path: path.clone(),
+                    message: format!(
+                        "missing secret: set `{key}` or `{file_key}` in [{table}], or {var} or {var}_FILE in the environment{extra}",
+                        key = secret.key,
+                        table = secret.table,
+                        var = EnvOverrides::var_name(&path),
+                        extra = match path.as_str() {
+                            "pipeline.slack.token" =>
+                                ", or SNOWPATROL_SLACK_TOKEN (the variable named by token_env)",
+                            _ => "",
+                        }
+                    ),
+                })
+            }
+            None => {}
+        }
+        if secret.lazy {
+            deferred.extend(problems);
+        } else {
+            now.extend(problems);
+        }
+    }
+    if !now.is_empty() {
+        return Err(locate_issues(src, &now));
+    }
+    Ok(ResolvedSecrets { found, deferred })
+}
+
+/// Puts a placeholder for a secret the environment provides into the table the strict parse checks (the
+/// `config` crate puts the real value in its place), so a secret required by the file's shape (`password` for
+/// `method = "password"`) is not a missing field there.
+fn announce(table: Option<&mut DeTable<'_>>, key: &str) {
+    if let Some(t) = table
+        && t.get(key).is_none()
+    {
+        t.insert(
+            toml::Spanned::new(0..0, std::borrow::Cow::Owned(key.into())),
+            toml::Spanned::new(0..0, toml::de::DeValue::String(REDACTED_PLACEHOLDER.into())),
+        );
+    }
+}
+
+/// The placeholder [`announce`] uses; never used as a value (the environment override replaces it).
+const REDACTED_PLACEHOLDER: &str = "***";
+
+/// Whether the settings in effect need this secret: a Snowflake password for `method = "password"`, a token
+/// for `method = "oauth"`, a Slack token whenever `[pipeline.slack]` exists. The database URL and a key's
+/// passphrase are optional.
+fn secret_required(secret: &SecretKey, root: Option<&DeTable<'_>>, env: &EnvOverrides) -> bool {
+    let value = |path: &str| {
+        env.get(path)
+            .map(|(_, v)| v.clone())
+            .or_else(|| string_at(root, path))
+    };
+    let snowflake = || value("pipeline.source.kind").as_deref() == Some("snowflake");
+    match (secret.table, secret.key) {
+        ("pipeline.source.auth", "password") => {
+            snowflake() && value("pipeline.source.auth.method").as_deref() == Some("password")
+        }
+        ("pipeline.source.auth", "token") => {
+            snowflake() && value("pipeline.source.auth.method").as_deref() == Some("oauth")
+        }
+        ("pipeline.slack", "token") => {
+            root.is_some_and(|r| table_at(r, "pipeline.slack").is_some())
+                || env.touches("pipeline.slack")
+        }
+        _ => false,
+    }
+}
+
+/// The data directory must exist (it is created if missing) and be writable: models, reports, alert files
+/// and the embedded database go there, and finding out at the first run's end loses the run's work. Tried by
+/// creating and removing a file, so permissions, read-only mounts and full disks all show, each as itself.
+pub fn data_dir_problem(dir: &Path) -> Option<String> {
+    let describe = |what: &str, e: &std::io::Error| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied: cannot {what} in the data directory {} (check its owner and mode)",
+            dir.display()
+        ),
+        std::io::ErrorKind::ReadOnlyFilesystem => format!(
+            "the data directory {} is on a read-only file system",
+            dir.display()
+        ),
+        _ => format!("cannot {what} in the data directory {}: {e}", dir.display()),
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Some(match e.kind() {
+            std::io::ErrorKind::PermissionDenied => format!(
+                "permission denied: cannot create the data directory {} (check the owner and mode of its parent)",
+                dir.display()
+            ),
+            _ if dir.exists() && !dir.is_dir() => {
+                format!(
+                    "the data directory {} exists and is not a directory",
+                    dir.display()
+                )
+            }
+            _ => format!("cannot create the data directory {}: {e}", dir.display()),
+        });
+    }
+    let probe = dir.join(format!(".snowpatrol-write-test-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(file) => {
+            drop(file);
+            std::fs::remove_file(&probe)
+                .err()
+                .map(|e| describe("remove a file", &e))
+        }
+        Err(e) => Some(describe("create a file", &e)),
+    }
 }
 
 fn env_problem(source: &Option<ConfigSource>, e: config::ConfigError) -> anyhow::Error {
@@ -331,36 +773,41 @@ pub fn line_of_key(text: &str, path: &str) -> Option<usize> {
     found.map(|o| line_col(text, o).0)
 }
 
+/// Issues by key path, each with the file line of its key path when the file has it.
+fn locate_issues(source: Option<&ConfigSource>, issues: &[ConfigIssue]) -> ConfigProblems {
+    ConfigProblems(
+        issues
+            .iter()
+            .map(|i| {
+                let line = source.and_then(|s| {
+                    line_of_key(&s.text, &i.path).or_else(|| {
+                        // `jobs.x.datasets` for a job whose table is absent from the file: fall back to its parents.
+                        let mut p = i.path.as_str();
+                        while let Some((parent, _)) = p.rsplit_once('.') {
+                            if let Some(l) = line_of_key(&s.text, parent) {
+                                return Some(l);
+                            }
+                            p = parent;
+                        }
+                        None
+                    })
+                });
+                LocatedIssue {
+                    file: source.map(|s| s.path.clone()),
+                    line,
+                    column: None,
+                    key: Some(i.path.clone()),
+                    message: i.message.clone(),
+                }
+            })
+            .collect(),
+    )
+}
+
 impl LoadedConfig {
     /// Semantic issues from `resolve_jobs`, each with the file line of its key path when the file has it.
     pub fn locate(&self, issues: &[ConfigIssue]) -> ConfigProblems {
-        ConfigProblems(
-            issues
-                .iter()
-                .map(|i| {
-                    let line = self.source.as_ref().and_then(|s| {
-                        line_of_key(&s.text, &i.path).or_else(|| {
-                            // `jobs.x.datasets` for a job whose table is absent from the file: fall back to its parents.
-                            let mut p = i.path.as_str();
-                            while let Some((parent, _)) = p.rsplit_once('.') {
-                                if let Some(l) = line_of_key(&s.text, parent) {
-                                    return Some(l);
-                                }
-                                p = parent;
-                            }
-                            None
-                        })
-                    });
-                    LocatedIssue {
-                        file: self.source.as_ref().map(|s| s.path.clone()),
-                        line,
-                        column: None,
-                        key: Some(i.path.clone()),
-                        message: i.message.clone(),
-                    }
-                })
-                .collect(),
-        )
+        locate_issues(self.source.as_ref(), issues)
     }
 
     pub fn file_display(&self) -> String {
@@ -399,6 +846,56 @@ mod tests {
             "{issue}"
         );
         assert!(issue.to_string().starts_with("x.toml:2:"), "{issue}");
+    }
+
+    #[test]
+    fn every_secret_and_its_sources_are_documented() {
+        let docs = include_str!("../../../docs/configuration.md");
+        let section = docs
+            .split("## Secrets")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap_or_default();
+        for path in secret_paths() {
+            let (table, key) = path.rsplit_once('.').unwrap_or_default();
+            let var = EnvOverrides::var_name(&path);
+            let var_tail = var.rsplit("__").next().unwrap_or_default();
+            let file_var = section.contains(&format!("{var}_FILE"))
+                || section.contains(&format!("..._{var_tail}_FILE"));
+            assert!(file_var, "docs/configuration.md, Secrets: no {var}_FILE");
+            for needle in [
+                format!("[{table}] {key}"),
+                format!("{key}_file"),
+                var.clone(),
+            ] {
+                assert!(
+                    section.contains(&needle),
+                    "docs/configuration.md, Secrets: `{needle}` for {path} is missing"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn secret_files_lose_exactly_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        for (content, expected) in [
+            ("pw\n", Ok("pw")),
+            ("pw\r\n", Ok("pw")),
+            ("pw\n\n", Ok("pw\n")),
+            (" pw ", Ok(" pw ")),
+            ("\n", Err("is empty")),
+        ] {
+            std::fs::write(&f, content).unwrap();
+            match (read_secret_file(&f), expected) {
+                (Ok(v), Ok(e)) => assert_eq!(v, e, "{content:?}"),
+                (Err(m), Err(e)) => assert!(m.contains(e), "{m}"),
+                (got, e) => panic!("{content:?}: {got:?}, expected {e:?}"),
+            }
+        }
+        let e = read_secret_file(&dir.path().join("nope")).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
     }
 
     #[test]

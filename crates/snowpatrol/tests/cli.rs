@@ -551,3 +551,448 @@ fn config_check_lists_every_detection_problem_with_file_line_and_key() {
     let out = env.ok(&["config", "check"]);
     assert!(out.contains("configuration OK"), "{out}");
 }
+
+/// A Snowflake source with password login and no password in the file: the secret must come from elsewhere.
+const PASSWORD_SOURCE: &str = r#"
+[pipeline.source]
+kind = "snowflake"
+account = "org-acct"
+user = "SNOWPATROL"
+
+[pipeline.source.auth]
+method = "password"
+"#;
+
+#[test]
+fn secrets_come_from_the_environment_or_files_and_are_never_printed() {
+    let secret = "pw-from-env-7f3a";
+    let env = Env::new(PASSWORD_SOURCE, None);
+    // (b) The environment override alone: `config check` passes and shows the secret redacted, with its origin.
+    for json in [false, true] {
+        let mut args = vec!["config", "check"];
+        if json {
+            args.push("--json");
+        }
+        let out = env
+            .command(&args)
+            .env("SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD", secret)
+            // Set, but without `[pipeline.slack]` no secret in effect: not listed.
+            .env("SNOWPATROL_SLACK_TOKEN", "xoxb-unused")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{stdout}{stderr}"
+        );
+        if json {
+            let v: Value = serde_json::from_str(&stdout).unwrap();
+            let s = &v["secrets"][0];
+            assert_eq!(s["key"], "pipeline.source.auth.password", "{v}");
+            assert_eq!(s["value"], "***", "{v}");
+            assert_eq!(
+                s["from"], "SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD",
+                "{v}"
+            );
+            assert_eq!(v["secrets"].as_array().map(Vec::len), Some(1), "{v}");
+        } else {
+            assert!(
+                stdout.contains("pipeline.source.auth.password: *** (from SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD)"),
+                "{stdout}"
+            );
+        }
+    }
+
+    // (c) A file named by the environment, and one named in the TOML; one trailing newline is trimmed.
+    let file = env.dir.path().join("password");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let out = env
+        .command(&["config", "check"])
+        .env("SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD_FILE", &file)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("pipeline.source.auth.password: *** (from SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD_FILE"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(secret), "{stdout}");
+    let in_toml = Env::new(
+        &format!("{PASSWORD_SOURCE}password_file = \"{}\"\n", file.display()),
+        None,
+    );
+    let stdout = in_toml.ok(&["config", "check"]);
+    assert!(
+        stdout.contains("pipeline.source.auth.password: *** (from `password_file`"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(secret), "{stdout}");
+
+    // The same mechanism for the database URL: `url_file` is read, not refused as an unknown key.
+    let url_file = env.dir.path().join("db_url");
+    let db_path = env.dir.path().join("from-file.db");
+    std::fs::write(&url_file, format!("sqlite://{}\n", db_path.display())).unwrap();
+    let stdout = Env::new(
+        &format!("[database]\nurl_file = \"{}\"\n", url_file.display()),
+        None,
+    )
+    .ok(&["config", "check"]);
+    assert!(stdout.contains("from-file.db"), "{stdout}");
+    assert!(
+        stdout.contains("database.url: *** (from `url_file`"),
+        "{stdout}"
+    );
+
+    // Missing from every source: a clear error at the auth table, naming every source.
+    assert_config_error(
+        PASSWORD_SOURCE,
+        &[
+            ":7: pipeline.source.auth.password: missing secret",
+            "SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD",
+            "password_file",
+        ],
+    );
+    // A file that is not there is named as such, at its line.
+    assert_config_error(
+        &format!("{PASSWORD_SOURCE}password_file = \"/nonexistent/pw\"\n"),
+        &[":9: pipeline.source.auth.password_file: the secret file /nonexistent/pw does not exist"],
+    );
+    // Both in the same layer is ambiguous.
+    assert_config_error(
+        &format!(
+            "{PASSWORD_SOURCE}password = \"x\"\npassword_file = \"{}\"\n",
+            file.display()
+        ),
+        &["pipeline.source.auth.password_file: set either `password` or `password_file`"],
+    );
+
+    // The Slack token: missing stops `config check` (located), but not a command that sends no alerts.
+    let slack = Env::new("[pipeline.slack]\nchannel = \"C0123\"\n", None);
+    let out = slack
+        .command(&["config", "check"])
+        .env_remove("SNOWPATROL_SLACK_TOKEN")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(":1: pipeline.slack.token: missing secret")
+            && err.contains("SNOWPATROL__PIPELINE__SLACK__TOKEN"),
+        "{err}"
+    );
+    let out = slack
+        .command(&["jobs"])
+        .env_remove("SNOWPATROL_SLACK_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = slack
+        .command(&["config", "check"])
+        .env_remove("SNOWPATROL_SLACK_TOKEN")
+        .env("SNOWPATROL__PIPELINE__SLACK__TOKEN", "xoxb-secret-token")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("pipeline.slack.token: ***") && !stdout.contains("xoxb-secret-token"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_query_string_password_appears_nowhere() {
+    let secret = "qs-Secret-91c";
+    for url in [
+        format!("postgres://nobody@127.0.0.1:1/x?password={secret}"),
+        format!(
+            "postgres://nobody@127.0.0.1:1/x?sslmode=disable&PASSWORD={secret}&application_name=a"
+        ),
+        format!("postgres://nobody:{secret}@127.0.0.1:1/x?sslpassword={secret}"),
+        format!("postgres://nobody@127.0.0.1:1/x?pass%77ord={secret}"),
+    ] {
+        let env = Env::new(EXAMPLES_CONFIG, Some(url.clone()));
+        let check = env.run(&["config", "check"]);
+        let (stdout, stderr) = (text(&check.stdout), text(&check.stderr));
+        assert!(check.status.success(), "{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{url}: {stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains("127.0.0.1:1/x") && stdout.contains("***"),
+            "{stdout}"
+        );
+
+        let migrate = env.run(&["migrate"]);
+        let (stdout, stderr) = (text(&migrate.stdout), text(&migrate.stderr));
+        assert_eq!(migrate.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("cannot connect"), "{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{url}: {stdout}{stderr}"
+        );
+    }
+    // The daemon's connection errors and retries (logged) too.
+    let env = Env::new(
+        EXAMPLES_CONFIG,
+        Some(format!("postgres://nobody@127.0.0.1:1/x?password={secret}")),
+    );
+    let out = env
+        .command(&["daemon"])
+        .env("SNOWPATROL__DATABASE__CONNECT_TIMEOUT", "1s")
+        .env(
+            "SNOWPATROL__SERVER__HEALTH_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("password=***"), "{stderr}");
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
+fn dangerous_scheduler_settings_are_all_refused_with_file_line_and_key() {
+    let config = "[examples]\nenabled = true\n\n[scheduler]\nlease = \"10s\"\nheartbeat = \"10s\"\nworker_concurrency = 0\npoll_interval = \"0s\"\n\n[jobs.example_fanout]\ncron = \"0 6 30 2 *\"\n\n[pipeline.train]\ndrift_alpha = 1.5\n";
+    let expected = [
+        ":6: scheduler.heartbeat: must be shorter than lease (10s)",
+        "3 x heartbeat",
+        ":7: scheduler.worker_concurrency: must be at least 1",
+        ":8: scheduler.poll_interval: must be greater than 0",
+        ":11: jobs.example_fanout.cron: cron `0 6 30 2 *` never fires",
+        ":14: pipeline.train.drift_alpha: must be between 0 and 1",
+    ];
+    // Every problem in one go.
+    let err = assert_config_error(config, &expected);
+    assert_eq!(err.lines().count(), 1 + 5, "{err}");
+    // `run` and the daemon refuse the same file, with the same list, before doing anything.
+    let env = Env::new(config, None);
+    for args in [vec!["run", "example_fanout"], vec!["daemon"]] {
+        let out = env
+            .command(&args)
+            .env(
+                "SNOWPATROL__SERVER__HEALTH_ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for e in expected {
+            assert!(err.contains(e), "{args:?}: expected `{e}` in: {err}");
+        }
+    }
+    // A cron that fires, once every four years, is fine.
+    let env = Env::new(
+        "[examples]\nenabled = true\n[jobs.example_fanout]\ncron = \"0 6 29 2 *\"\n",
+        None,
+    );
+    env.ok(&["config", "check"]);
+}
+
+#[test]
+fn an_unwritable_data_directory_is_named_as_such() {
+    // A file where the directory should be (permissions cannot be tested as root, which ignores them).
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    let blocker = env.dir.path().join("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let out = env
+        .command(&["config", "check"])
+        .env("SNOWPATROL_DATA_DIR", blocker.join("data"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("server.data_dir: cannot create the data directory")
+            && !err.contains("does not exist"),
+        "{err}"
+    );
+    // A missing directory is created.
+    let fresh = env.dir.path().join("new").join("data");
+    let out = env
+        .command(&["config", "check"])
+        .env("SNOWPATROL_DATA_DIR", &fresh)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(fresh.is_dir());
+}
+
+#[test]
+fn parameters_outside_their_domain_create_no_run() {
+    let env = Env::new(
+        "[jobs.prep]\ncron = \"0 6 * * *\"\n[jobs.prep.params]\nreread_days = { type = \"int\", default = 3, min = 1, max = 7 }\n",
+        None,
+    );
+    env.ok(&["migrate"]);
+    for (args, expected) in [
+        (
+            vec!["trigger", "train", "-p", "model=quantum"],
+            "parameter `model` of job `train` must be one of: default, baseline; got `quantum`",
+        ),
+        (
+            vec!["trigger", "prep", "-p", "backfill_days=-5"],
+            "parameter `backfill_days` of job `prep` must be >= 1; got `-5`",
+        ),
+        // The TOML narrows the code's domain.
+        (
+            vec!["trigger", "prep", "-p", "reread_days=8"],
+            "parameter `reread_days` of job `prep` must be between 1 and 7; got `8`",
+        ),
+        (
+            vec!["run", "train", "-p", "model=quantum"],
+            "must be one of: default, baseline",
+        ),
+    ] {
+        let out = env.run(&args);
+        let err = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+    // In-domain values are queued.
+    env.ok(&["trigger", "train", "-p", "model=baseline"]);
+    // `jobs` shows the domains.
+    let jobs = env.ok(&["jobs"]);
+    assert!(
+        jobs.contains("model: string = \"default\" (one of: default, baseline)"),
+        "{jobs}"
+    );
+    assert!(jobs.contains("backfill_days: int = 365 (>= 1)"), "{jobs}");
+    assert!(
+        jobs.contains("reread_days: int = 3 (between 1 and 7)"),
+        "{jobs}"
+    );
+
+    // A default outside its own domain is refused at load, located.
+    assert_config_error(
+        "[jobs.prep]\ncron = \"0 6 * * *\"\n[jobs.prep.params]\nreread_days = { type = \"int\", default = 30, max = 7 }\n",
+        &[":4: jobs.prep.params.reread_days: the default is outside the domain"],
+    );
+    assert_config_error(
+        "[pipeline.prep]\nbackfill_days = 0\n",
+        &[":2: pipeline.prep.backfill_days: must be at least 1"],
+    );
+    assert_config_error(
+        "[jobs.prep]\n[jobs.prep.params]\nreread_days = { type = \"int\", default = 3, minimum = 1 }\n",
+        &[":3: jobs.prep.params.reread_days: a declaration is"],
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    env.ok(&["migrate"]);
+    for i in 0..40 {
+        env.ok(&[
+            "emit",
+            "snowpatrol://examples/extracted",
+            "--extra",
+            &format!("{{\"i\": {i}}}"),
+        ]);
+    }
+    for read_one_line in [false, true] {
+        for args in [vec!["events"], vec!["events", "--json"]] {
+            let mut child = env
+                .command(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            if read_one_line {
+                use std::io::BufRead;
+                let mut line = String::new();
+                std::io::BufReader::new(stdout)
+                    .read_line(&mut line)
+                    .unwrap();
+                assert!(!line.is_empty());
+            } else {
+                drop(stdout);
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+            assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+        }
+    }
+    // A full disk is an error message, not a panic.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = env.command(&["events"]).stdout(full).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("writing to stdout") && err.contains("No space left"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The secret reaches the Snowflake login, not only `config check`: `run prep` against the fakesnow peer logs
+/// in with a password that only a file named by the environment holds, and a wrong one is rejected by the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_from_a_file_logs_in_to_snowflake() {
+    use snowpatrol_sources::testing::{FakeSnowflake, PASSWORD, USER};
+    let peer = FakeSnowflake::start(&["--user".into(), format!("{USER}:{PASSWORD}")]);
+    peer.load(&[]).await;
+    let env = Env::new(
+        &format!(
+            "[pipeline.source]\nkind = \"snowflake\"\naccount = \"acme-org\"\nuser = \"{USER}\"\nrole = \"COST_READER\"\nwarehouse = \"SNOWPATROL_WH\"\nbase_url = \"{}\"\n\n[pipeline.source.auth]\nmethod = \"password\"\n",
+            peer.base_url()
+        ),
+        None,
+    );
+    let file = env.dir.path().join("snowflake_password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let out = env
+        .command(&["run", "prep"])
+        .env("SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD_FILE", &file)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    // Logged in and queried (the peer's views are empty, so the run then fails validation).
+    assert!(
+        stderr.contains("fetched metering rows"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("Incorrect username or password"),
+        "{stdout}"
+    );
+    // The environment value wins over the file, and the peer refuses it: the value really is what logs in.
+    let out = env
+        .command(&["run", "prep"])
+        .env("SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD_FILE", &file)
+        .env(
+            "SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD",
+            "wrong-password-5d1",
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Incorrect username or password") || stdout.contains("login"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("wrong-password-5d1") && !stderr.contains("wrong-password-5d1"),
+        "{stdout}{stderr}"
+    );
+}
