@@ -773,6 +773,19 @@ impl Engine {
                     Ok(out) => TaskOutcome::Success {
                         output: out.to_json(),
                     },
+                    Err(e) if e.dependency_unavailable => {
+                        let delay = self
+                            .jobs
+                            .get(&f.claim.job_name)
+                            .and_then(|j| j.policies.get(&f.claim.task_name))
+                            .map_or(self.settings.default_retry_delay, |p| {
+                                backoff_delay(p, f.claim.try_number)
+                            });
+                        TaskOutcome::Postponed {
+                            error: e.message.clone(),
+                            retry_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                        }
+                    }
                     Err(e) => {
                         let policy = self
                             .jobs
@@ -848,13 +861,23 @@ impl Engine {
             if let Ok(mut set) = self.hook_tasks.lock() {
                 while set.try_join_next().is_some() {}
                 set.spawn(async move {
-                    match db.list_task_instances(run_id).await {
-                        Ok(instances) => {
-                            for failure in TaskFailure::of_run(&instances) {
-                                hook.on_task_failed(failure).await;
+                    // The run's failure may itself come from a database outage: keep trying for a while.
+                    let mut delay = Duration::from_millis(500);
+                    for attempt in 1..=8 {
+                        match db.list_task_instances(run_id).await {
+                            Ok(instances) => {
+                                for failure in TaskFailure::of_run(&instances) {
+                                    hook.on_task_failed(failure).await;
+                                }
+                                return;
                             }
+                            Err(e) if attempt < 8 => {
+                                debug!(run_id, error = %e, "reading the failed run's tasks; retrying");
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(Duration::from_secs(30));
+                            }
+                            Err(e) => warn!(run_id, error = %e, "could not read the failed run's tasks; no failure alert"),
                         }
-                        Err(e) => warn!(run_id, error = %e, "could not read the failed run's tasks; no failure alert"),
                     }
                 });
             }

@@ -80,6 +80,9 @@ impl TaskOutput {
 pub struct TaskError {
     pub message: String,
     pub retryable: bool,
+    /// The work could not be attempted at all because the database was unreachable: the try is retried with
+    /// backoff and does not count against the task's retries (see `TaskOutcome::Postponed`).
+    pub dependency_unavailable: bool,
 }
 
 impl TaskError {
@@ -87,12 +90,33 @@ impl TaskError {
         Self {
             message: message.into(),
             retryable: true,
+            dependency_unavailable: false,
         }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             retryable: false,
+            dependency_unavailable: false,
+        }
+    }
+    /// The database (or another dependency every try needs) was unreachable; see
+    /// [`TaskError::dependency_unavailable`].
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+            dependency_unavailable: true,
+        }
+    }
+    /// A store error: [`TaskError::unavailable`] when it is a connection-level failure a reconnect cures,
+    /// retryable otherwise.
+    pub fn from_store(what: &str, e: &snowpatrol_store::StoreError) -> Self {
+        let message = format!("{what}: {e}");
+        if e.is_transient() {
+            Self::unavailable(message)
+        } else {
+            Self::retryable(message)
         }
     }
 }
@@ -130,7 +154,7 @@ impl TaskContext {
         self.db
             .task_instances_of(self.run_id, task)
             .await
-            .map_err(|e| TaskError::retryable(format!("reading upstream task {task}: {e}")))
+            .map_err(|e| TaskError::from_store(&format!("reading upstream task {task}"), &e))
     }
 
     /// Runs CPU-bound work on the engine's rayon pool and awaits it, so tokio's threads never block.

@@ -101,6 +101,7 @@ both_backends!(
     five_events_collapse_into_one_run,
     max_active_runs_keeps_events_for_the_next_run,
     retries_with_backoff_then_success,
+    an_unreachable_database_postpones_a_try_without_using_it_up,
     timeout_fails_the_try,
     mapped_fan_out_failed_key_does_not_stop_siblings,
     outlets_chain_jobs_and_record_lineage,
@@ -274,6 +275,57 @@ async fn max_active_runs_keeps_events_for_the_next_run(db: Database) {
         .collect();
     assert_eq!(first_run, vec![first]);
     assert_eq!(second, later, "no event lost, all in the next run");
+}
+
+/// A try that fails because the database was unreachable is retried and not counted: four such failures
+/// of a task without retries still end in success, with every try's number kept distinct (fencing tokens).
+async fn an_unreachable_database_postpones_a_try_without_using_it_up(db: Database) {
+    let mut reg = JobRegistry::new();
+    reg.register(JobDefinition::new("outage", "").task(TaskDefinition::new(
+        "t",
+        task_fn(move |ctx| async move {
+            if ctx.try_number <= 4 {
+                Err(TaskError::unavailable(format!(
+                    "database unavailable {}",
+                    ctx.try_number
+                )))
+            } else {
+                Ok(TaskOutput::empty())
+            }
+        }),
+    )));
+    let e = engine_with(
+        db.clone(),
+        &reg,
+        "[outage.tasks.t]\nretries = 0\nretry_delay = \"10ms\"\nmax_retry_delay = \"20ms\"\n",
+        fast_settings(),
+    )
+    .await;
+    let run = e
+        .run_now("outage", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Success);
+    let tis = db.list_task_instances(run.run_id).await.unwrap();
+    assert_eq!((tis[0].try_number, tis[0].max_tries), (5, 5), "{tis:?}");
+    // A genuine failure still uses the (only) try up.
+    let mut reg = JobRegistry::new();
+    reg.register(JobDefinition::new("broken", "").task(TaskDefinition::new(
+        "t",
+        task_fn(move |_| async move { Err(TaskError::retryable("bad input")) }),
+    )));
+    let e = engine_with(
+        db.clone(),
+        &reg,
+        "[broken.tasks.t]\nretries = 0\n",
+        fast_settings(),
+    )
+    .await;
+    let run = e
+        .run_now("broken", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Failed);
 }
 
 async fn retries_with_backoff_then_success(db: Database) {

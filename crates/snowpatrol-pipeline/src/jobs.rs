@@ -30,7 +30,7 @@ fn store_err(what: &str) -> impl Fn(snowpatrol_store::StoreError) -> TaskError +
         if e.is_fenced() {
             warn!(error = %e, "{what}: refused, this try lost its lease; another try owns the work");
         }
-        TaskError::retryable(format!("{what}: {e}"))
+        TaskError::from_store(what, &e)
     }
 }
 

@@ -996,27 +996,51 @@ macro_rules! backend {
 /// (task instance, run, job, task, new state) of each result applied.
 type Updated = Vec<(TaskInstanceId, RunId, String, String, String)>;
 
+/// (state, output, error, finished_at, next_attempt_at, tries granted back).
 type OutcomeColumns = (
     &'static str,
     Option<String>,
     Option<String>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
+    i32,
 );
 
 fn outcome_columns(outcome: &TaskOutcome, now: DateTime<Utc>) -> OutcomeColumns {
     match outcome {
-        TaskOutcome::Success { output } => {
-            ("success", Some(output.to_string()), None, Some(now), None)
-        }
+        TaskOutcome::Success { output } => (
+            "success",
+            Some(output.to_string()),
+            None,
+            Some(now),
+            None,
+            0,
+        ),
         TaskOutcome::Failed {
             error,
             retry_at: Some(at),
-        } => ("up_for_retry", None, Some(error.clone()), None, Some(*at)),
+        } => (
+            "up_for_retry",
+            None,
+            Some(error.clone()),
+            None,
+            Some(*at),
+            0,
+        ),
         TaskOutcome::Failed {
             error,
             retry_at: None,
-        } => ("failed", None, Some(error.clone()), Some(now), None),
+        } => ("failed", None, Some(error.clone()), Some(now), None, 0),
+        // `max_tries` grows by one instead of `try_number` going back, so every try keeps a fencing token of
+        // its own.
+        TaskOutcome::Postponed { error, retry_at } => (
+            "up_for_retry",
+            None,
+            Some(error.clone()),
+            None,
+            Some(*retry_at),
+            1,
+        ),
     }
 }
 
@@ -1035,8 +1059,10 @@ async fn pg_update_results(
     let mut errors = Vec::with_capacity(results.len());
     let mut finished = Vec::with_capacity(results.len());
     let mut next = Vec::with_capacity(results.len());
+    let mut granted = Vec::with_capacity(results.len());
     for r in results {
-        let (state, output, error, fin, nxt) = outcome_columns(&r.outcome, now);
+        let (state, output, error, fin, nxt, extra) = outcome_columns(&r.outcome, now);
+        granted.push(extra);
         ids.push(r.task_instance_id);
         tries.push(r.try_number);
         states.push(state.to_string());
@@ -1047,9 +1073,9 @@ async fn pg_update_results(
     }
     let rows = sqlx::query(
         "UPDATE task_instances t SET state = v.state, output = v.output::jsonb, error = v.error, finished_at = v.finished_at, \
-         next_attempt_at = v.next_at, worker_id = NULL, lease_expires_at = NULL \
-         FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[]) \
-              AS v(id, try_number, state, output, error, finished_at, next_at) \
+         next_attempt_at = v.next_at, worker_id = NULL, lease_expires_at = NULL, max_tries = t.max_tries + v.granted \
+         FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $9::int[]) \
+              AS v(id, try_number, state, output, error, finished_at, next_at, granted) \
          WHERE t.task_instance_id = v.id AND t.worker_id = $8 AND t.state = 'running' AND t.try_number = v.try_number \
          RETURNING t.task_instance_id, t.run_id, t.job_name, t.task_name, t.state",
     )
@@ -1061,6 +1087,7 @@ async fn pg_update_results(
     .bind(&finished)
     .bind(&next)
     .bind(worker)
+    .bind(&granted)
     .fetch_all(&mut **tx)
     .await?;
     rows.iter()
@@ -1085,10 +1112,10 @@ async fn lite_update_results(
 ) -> Result<Updated, StoreError> {
     let mut out = Vec::with_capacity(results.len());
     for res in results {
-        let (state, output, error, finished, next) = outcome_columns(&res.outcome, now);
+        let (state, output, error, finished, next, granted) = outcome_columns(&res.outcome, now);
         let row = sqlx::query(
             "UPDATE task_instances SET state = $1, output = $2, error = $3, finished_at = $4, next_attempt_at = $5, \
-             worker_id = NULL, lease_expires_at = NULL \
+             worker_id = NULL, lease_expires_at = NULL, max_tries = max_tries + $9 \
              WHERE task_instance_id = $6 AND worker_id = $7 AND state = 'running' AND try_number = $8 \
              RETURNING run_id, job_name, task_name",
         )
@@ -1100,6 +1127,7 @@ async fn lite_update_results(
         .bind(res.task_instance_id)
         .bind(worker)
         .bind(res.try_number)
+        .bind(granted)
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(r) = row {

@@ -169,6 +169,13 @@ pub enum TaskOutcome {
         error: String,
         retry_at: Option<DateTime<Utc>>,
     },
+    /// The try could not do its work because a dependency it cannot do without (the database) was unreachable:
+    /// `up_for_retry` until `retry_at`, and the try does not count against `max_tries` (it is granted back), so
+    /// an outage longer than the retry budget delays a run instead of failing it.
+    Postponed {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone, Debug)]
