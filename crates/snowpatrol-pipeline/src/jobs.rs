@@ -236,7 +236,13 @@ pub fn validate_rows(
 }
 
 async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
-    let end = p.data_end();
+    // A source that knows where its data ends (a CSV export) says so; a live one is complete up to yesterday.
+    let end = match p.source.last_complete_day().await {
+        Ok(Some(day)) => day,
+        Ok(None) => p.data_end(),
+        Err(e) if e.is_transient() => return Err(TaskError::retryable(e.to_string())),
+        Err(e) => return Err(TaskError::permanent(e.to_string())),
+    };
     let to = end + Days::new(1);
     let backfill = ctx
         .params
@@ -343,6 +349,17 @@ async fn load_window_start(
     Ok(reread_start)
 }
 
+/// The last day prep loaded (the load ledger), which is where every series ends for features, training and
+/// scoring: padding series to "yesterday" before today's prep ran would invent an idle day. Falls back to the
+/// source's end on a database prep has not filled yet.
+async fn loaded_end(p: &Pipeline) -> Result<NaiveDate, TaskError> {
+    Ok(p.store
+        .last_loaded_day()
+        .await
+        .map_err(store_err("reading the load ledger"))?
+        .unwrap_or_else(|| p.data_end()))
+}
+
 async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let started = std::time::Instant::now();
     let days = p
@@ -358,7 +375,7 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
         .and_then(|o| o.get("data"))
         .cloned()
         .unwrap_or(json!({}));
-    let end = p.data_end();
+    let end = loaded_end(&p).await?;
     let rows = ctx
         .run_cpu(move || {
             use rayon::prelude::*;
@@ -432,7 +449,8 @@ async fn series_for(p: &Pipeline, key: &WarehouseKey) -> Result<Option<DailySeri
         .load_daily(Some(key))
         .await
         .map_err(store_err("loading daily usage"))?;
-    Ok(build_series(&days, Some(p.data_end())).into_iter().next())
+    let end = loaded_end(p).await?;
+    Ok(build_series(&days, Some(end)).into_iter().next())
 }
 
 async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
@@ -666,7 +684,7 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
 }
 
 async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
-    let end = p.data_end();
+    let end = loaded_end(&p).await?;
     let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
     // The incidents of the scored window that nobody acknowledged (open, or resolved meanwhile), and their
     // days in the window: one row per day whatever model version scored it.

@@ -298,6 +298,10 @@ macro_rules! pipeline_backend {
                 Ok(())
             }
 
+            pub async fn last_loaded_day(pool: &PoolT) -> Result<Option<NaiveDate>, StoreError> {
+                Ok(sqlx::query_scalar("SELECT max(usage_date) FROM metering_loads").fetch_one(pool).await?)
+            }
+
             pub async fn loaded_days(pool: &PoolT, since: NaiveDate) -> Result<BTreeSet<NaiveDate>, StoreError> {
                 let days: Vec<NaiveDate> = sqlx::query_scalar("SELECT usage_date FROM metering_loads WHERE usage_date >= $1")
                     .bind(since)
@@ -1149,6 +1153,11 @@ impl PipelineStore {
                 Ok(deleted)
             }
         }
+    }
+
+    /// The last day a prep load covered (the end of the newest load window), if any.
+    pub async fn last_loaded_day(&self) -> Result<Option<NaiveDate>, StoreError> {
+        dispatch!(self.db, last_loaded_day())
     }
 
     /// The days from `since` on that a prep load committed completely (the load ledger).

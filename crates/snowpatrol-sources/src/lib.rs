@@ -38,6 +38,22 @@ pub trait MeteringSource: Send + Sync {
     ) -> Result<Vec<MeteringRow>, SourceError>;
     /// One line for logs; never contains secrets.
     fn describe(&self) -> String;
+    /// The last UTC day the source holds completely, when the source itself knows it (a CSV export ends where
+    /// it was taken); `None` for a live source, whose data is complete up to yesterday by the clock.
+    async fn last_complete_day(&self) -> Result<Option<chrono::NaiveDate>, SourceError> {
+        Ok(None)
+    }
+}
+
+/// The last day of an export: the day of its latest START_TIME. Not "the last day whose last hour is in the
+/// file": small accounts are often idle at night, so that rule would drop the export's last day. An export taken
+/// during a day includes that day's first hours; prep loads them, and the re-read window replaces them from the
+/// next export.
+pub fn last_complete_day_of(rows: &[MeteringRow]) -> Option<chrono::NaiveDate> {
+    rows.iter()
+        .map(|r| r.start_time)
+        .max()
+        .map(|t| t.date_naive())
 }
 
 /// The window and pseudo-warehouse filter every in-memory source applies, so all sources agree on

@@ -55,6 +55,19 @@ impl MeteringSource for CsvSource {
     fn describe(&self) -> String {
         format!("csv {}", self.path.display())
     }
+
+    /// An export ends where it was taken, not "yesterday": prep's window follows the file, so an older export
+    /// loads and validates instead of failing on every day after it.
+    async fn last_complete_day(&self) -> Result<Option<chrono::NaiveDate>, SourceError> {
+        let path = self.path.clone();
+        let rows = tokio::task::spawn_blocking(move || read_metering_csv(&path))
+            .await
+            .map_err(|e| SourceError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        Ok(crate::last_complete_day_of(&rows))
+    }
 }
 
 /// A [`MeteringSource`] over seeded synthetic warehouses with labelled anomalies.

@@ -976,3 +976,57 @@ fn run_with_a_hanging_slack_exits_after_the_drain_timeout_leaving_alerts_pending
         "the hung post is marked for a history look-up: {pending:?}"
     );
 }
+
+/// A CSV export ends where it was taken: prep's window follows the file's last complete day, so an export
+/// from last year loads and the chain runs (it used to fail validation on every day after the export).
+#[test]
+fn an_old_csv_export_is_loaded_up_to_its_own_last_day() {
+    let env = DataDir::new(
+        r#"
+[pipeline.source]
+kind = "csv"
+path = "export/metering.csv"
+
+[pipeline.prep]
+backfill_days = 90
+
+[logging]
+level = "warn"
+"#,
+        None,
+    );
+    let synth = snowpatrol(
+        env.dir.path(),
+        &[
+            "synth",
+            "--output",
+            "export",
+            "--warehouses",
+            "4",
+            "--days",
+            "120",
+            "--seed",
+            "3",
+            "--end",
+            "2025-03-31",
+        ],
+    )
+    .output()
+    .unwrap();
+    ok(synth, "synth");
+    let r = env.json(&["run", "prep"]);
+    assert_eq!(r["run"]["state"], "success", "{r}");
+    let extract = env.json(&["tasks", &r["run"]["run_id"].to_string()]);
+    let data = extract
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_name"] == "extract")
+        .map(|t| t["output"]["data"].clone())
+        .unwrap();
+    assert_eq!(
+        data["to"], "2025-03-31",
+        "the window ends on the export's last day: {data}"
+    );
+    assert_eq!(data["from"], "2025-01-01", "90 days back from it: {data}");
+}
