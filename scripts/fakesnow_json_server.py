@@ -56,6 +56,8 @@ INCORRECT_CREDENTIALS = ("390100", "Incorrect username or password was specified
 JWT_INVALID = ("390144", "JWT token is invalid.")
 
 PASSWORDS: dict[str, str] = {}
+OAUTH_TOKENS: set[str] = set()
+OAUTH_INVALID = ("390303", "Invalid OAuth access token.")
 PUBLIC_KEYS: dict[str, Any] = {}
 
 
@@ -130,6 +132,9 @@ async def login_request(request: Request) -> Response:
     elif authenticator == "SNOWFLAKE" and PASSWORDS:
         if PASSWORDS.get(login_name.upper()) != data.get("PASSWORD"):
             return _login_error(INCORRECT_CREDENTIALS)
+    elif authenticator == "OAUTH" and OAUTH_TOKENS:
+        if str(data.get("TOKEN", "")) not in OAUTH_TOKENS:
+            return _login_error(OAUTH_INVALID)
     if data.get("SESSION_PARAMETERS") is None:
         data["SESSION_PARAMETERS"] = {}
     return await fs_server.login_request(_forward(request, json.dumps(body).encode()))
@@ -216,6 +221,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port and prints LISTENING <port>")
     parser.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                         help="require this password for NAME (repeatable); without it any password is accepted")
+    parser.add_argument("--oauth-token", action="append", default=[], metavar="TOKEN",
+                        help="accept this OAuth access token (repeatable); without it any token is accepted")
     parser.add_argument("--rsa-public-key", action="append", default=[], metavar="NAME=PEM_PATH",
                         help="verify key-pair JWTs of NAME against this public key (repeatable)")
     parser.add_argument("--log-level", default="warning")
@@ -224,6 +231,7 @@ def main() -> int:
     for item in args.user:
         name, _, password = item.partition(":")
         PASSWORDS[name.upper()] = password
+    OAUTH_TOKENS.update(args.oauth_token)
     if args.rsa_public_key:
         from cryptography.hazmat.primitives import serialization
 

@@ -1170,12 +1170,21 @@ async fn daemon_survives_losing_every_database_connection() {
             Ok(TaskOutput::empty())
         }),
     )));
+    // Slow timers everywhere (the leader renews and ticks every 20 s, the worker polls every 60 s), so the
+    // prompt reaction to an event emitted by another process after the outage can only come from the
+    // reconnected LISTEN connection.
+    let settings = SchedulerSettings {
+        lease: Duration::from_secs(60),
+        heartbeat: Duration::from_secs(20),
+        poll_interval: Duration::from_secs(60),
+        ..fast_settings()
+    };
     let e = Arc::new(
         engine_with(
             db.clone(),
             &reg,
             &format!("[any_of]\ndatasets = [\"{A}\"]\n"),
-            fast_settings(),
+            settings,
         )
         .await,
     );
@@ -1204,6 +1213,7 @@ async fn daemon_survives_losing_every_database_connection() {
         .unwrap();
         assert!(killed >= 2, "killed {killed} connections");
     }
+    let killed_at = snowpatrol_store::now();
     // The run still finishes, and an event emitted after the outage still triggers its job.
     wait_for(
         "run to succeed after reconnecting",
@@ -1211,10 +1221,20 @@ async fn daemon_survives_losing_every_database_connection() {
         || async { matches!(db.get_run(run).await, Ok(Some(r)) if r.state == RunState::Success) },
     )
     .await;
-    e.emit(A, &json!({}), "test").await.unwrap();
+    let ti = &db.list_task_instances(run).await.unwrap()[0];
+    assert!(
+        ti.finished_at.is_some_and(|f| f > killed_at),
+        "the task was still running when its connections died: {ti:?}"
+    );
+    // Another process emits: only the daemon's LISTEN connection, reconnected, can wake it within 8 s.
+    let other = Database::connect(&url).await.unwrap();
+    other
+        .emit_event(A, &json!({}), "other process")
+        .await
+        .unwrap();
     wait_for(
         "dataset run after the outage",
-        Duration::from_secs(30),
+        Duration::from_secs(8),
         || async {
             runs_of(&db, "any_of")
                 .await

@@ -296,8 +296,35 @@ async fn end_to_end(db: Database) {
     );
 
     // Rerunning predict records nothing twice and sends nothing new.
-    engine.trigger("predict", &[], "test").await.unwrap();
+    let rerun = engine.trigger("predict", &[], "test").await.unwrap();
     wait_runs(&db, "predict", 2).await;
+    // The rerun itself succeeded, re-scored the same days, and queued no alert (every incident had one).
+    let rerun_record = db.get_run(rerun).await.unwrap().unwrap();
+    assert_eq!(rerun_record.state, RunState::Success, "{rerun_record:?}");
+    let report_task = db.task_instances_of(rerun, "report").await.unwrap();
+    let report_data = &report_task[0].output.as_ref().unwrap()["data"];
+    assert_eq!(report_data["new_alerts"], json!(0), "{report_data}");
+    assert_eq!(
+        report_data["already_alerted"],
+        json!(incidents.len()),
+        "{report_data}"
+    );
+    let rescored: i64 = db
+        .task_instances_of(rerun, "score_warehouse")
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t.output.as_ref().unwrap()["data"]["rescored"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        rescored as usize,
+        anomalies.len(),
+        "the rerun re-scored every flagged day"
+    );
     assert_eq!(
         pipeline
             .store

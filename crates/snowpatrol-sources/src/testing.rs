@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 
 pub const USER: &str = "SNOWPATROL";
 pub const PASSWORD: &str = "correct-horse-battery";
+/// The OAuth access token the peer accepts.
+pub const OAUTH_TOKEN: &str = "tok-123";
 
 pub fn python() -> String {
     std::env::var("SNOWPATROL_TEST_PYTHON").unwrap_or_else(|_| {
@@ -31,7 +33,9 @@ pub struct FakeSnowflake {
 }
 
 impl FakeSnowflake {
-    /// Starts the peer; `extra` are wrapper flags such as `--user NAME:PASSWORD`.
+    /// Starts the peer; `extra` are wrapper flags such as `--rsa-public-key NAME=PEM`. Like Snowflake, the peer
+    /// refuses wrong credentials: it always knows [`USER`] with [`PASSWORD`] and the OAuth token
+    /// [`OAUTH_TOKEN`], so a test that sends anything else fails its login.
     pub fn start(extra: &[String]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let script =
@@ -39,6 +43,8 @@ impl FakeSnowflake {
         let mut child = Command::new(python())
             .arg(&script)
             .args(["--port", "0"])
+            .arg(format!("--user={USER}:{PASSWORD}"))
+            .arg(format!("--oauth-token={OAUTH_TOKEN}"))
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -130,7 +130,7 @@ async fn account_usage_takes_account_name_from_config() {
     let peer = Peer::start(&[]);
     let rows = fixture();
     peer.load(&rows).await;
-    let mut cfg = peer.config(password_auth("anything"));
+    let mut cfg = peer.config(password_auth(PASSWORD));
     cfg.view = UsageView::AccountUsage;
     cfg.account_name = Some("ACME_PROD".into());
     let got = SnowflakeSource::new(cfg)
@@ -162,7 +162,7 @@ async fn wrong_password_is_an_auth_error_that_does_not_leak_it() {
 #[tokio::test]
 async fn missing_view_maps_to_the_missing_grant() {
     let peer = Peer::start(&[]); // no tables: what a role without access sees
-    let source = SnowflakeSource::new(peer.config(password_auth("pw"))).unwrap();
+    let source = SnowflakeSource::new(peer.config(password_auth(PASSWORD))).unwrap();
     let err = source.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, SourceError::Permission { .. }), "{err:?}");
@@ -177,7 +177,7 @@ async fn missing_view_maps_to_the_missing_grant() {
         "{text}"
     );
 
-    let mut cfg = peer.config(password_auth("pw"));
+    let mut cfg = peer.config(password_auth(PASSWORD));
     cfg.view = UsageView::AccountUsage;
     cfg.account_name = Some("ACME_PROD".into());
     let err = SnowflakeSource::new(cfg)
@@ -217,13 +217,21 @@ async fn oauth_login_works() {
     let rows = fixture();
     peer.load(&rows).await;
     let source = SnowflakeSource::new(peer.config(SnowflakeAuth::OAuth {
-        token: SecretString::from("tok-123".to_owned()),
+        token: SecretString::from(snowpatrol_sources::testing::OAUTH_TOKEN.to_owned()),
     }))
     .unwrap();
     assert_eq!(
         source.fetch(hour(27, 0), hour(28, 0)).await.unwrap(),
         expected(&rows, None)
     );
+    // A token the peer does not know is refused, as Snowflake refuses it.
+    let wrong = SnowflakeSource::new(peer.config(SnowflakeAuth::OAuth {
+        token: SecretString::from("expired-token".to_owned()),
+    }))
+    .unwrap();
+    let err = wrong.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("OAuth"), "{err}");
 }
 
 struct Keys {
