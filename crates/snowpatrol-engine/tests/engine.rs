@@ -547,15 +547,23 @@ async fn mapped_fan_out_failed_key_does_not_stop_siblings(db: Database) {
 async fn outlets_chain_jobs_and_record_lineage(db: Database) {
     let mut reg = JobRegistry::new();
     reg.register(
-        JobDefinition::new("producer", "").task(
-            TaskDefinition::new(
-                "make",
-                task_fn(|ctx| async move {
-                    Ok(TaskOutput::with_extra(json!({ "by_run": ctx.run_id })))
-                }),
-            )
-            .outlet("test://made"),
-        ),
+        JobDefinition::new("producer", "")
+            .param(ParamSpec::new("useless", ParamType::Bool, json!(false), ""))
+            .task(
+                TaskDefinition::new(
+                    "make",
+                    task_fn(|ctx| async move {
+                        let out = TaskOutput::with_extra(json!({ "by_run": ctx.run_id }));
+                        // A producer that did nothing new succeeds without waking its consumers.
+                        Ok(if ctx.params.bool("useless") == Some(true) {
+                            out.without_outlet_events()
+                        } else {
+                            out
+                        })
+                    }),
+                )
+                .outlet("test://made"),
+            ),
     );
     let seen = Arc::new(tokio::sync::Mutex::new(vec![]));
     let s = seen.clone();
@@ -579,6 +587,28 @@ async fn outlets_chain_jobs_and_record_lineage(db: Database) {
         .await,
     );
     let (stop, h) = spawn_daemon(e.clone());
+    let useless = e
+        .trigger("producer", &["useless=true".into()], "test")
+        .await
+        .unwrap();
+    wait_for(
+        "the useless producer run",
+        Duration::from_secs(20),
+        || async {
+            db.get_run(useless)
+                .await
+                .unwrap()
+                .is_some_and(|r| r.state == RunState::Success)
+        },
+    )
+    .await;
+    assert!(
+        db.list_events(Some("test://made"), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a producer that did nothing new emits no event"
+    );
     let produced = e.trigger("producer", &[], "test").await.unwrap();
     wait_for(
         "consumer run to succeed",
@@ -593,7 +623,13 @@ async fn outlets_chain_jobs_and_record_lineage(db: Database) {
     .await;
     stop.cancel();
     h.await.unwrap();
-    let consumer = &runs_of(&db, "consumer").await[0];
+    let consumers = runs_of(&db, "consumer").await;
+    assert_eq!(
+        consumers.len(),
+        1,
+        "only the useful producer run started a consumer"
+    );
+    let consumer = &consumers[0];
     let consumed = db.consumed_events(consumer.run_id).await.unwrap();
     assert_eq!(consumed.len(), 1);
     assert_eq!(consumed[0].source_run_id, Some(produced));

@@ -3,7 +3,8 @@
 //! `SNOWPATROL_FAILPOINTS="prep.load.before_commit=kill,train.after_register=kill@3"` makes this process kill
 //! itself with SIGKILL (the same as `kill -9` from outside: no destructor, no rollback message, connections
 //! simply drop) the first time (or the N-th time, `@N`) the named point is passed; `=error` makes the point
-//! return an error instead (a transient one, so the task is retried). Unset, a point costs one lookup in an
+//! return an error instead (not a connection-level one, so the task's try counts and it is retried within
+//! its retries, then fails). Unset, a point costs one lookup in an
 //! empty map. Hand-written rather than the `fail` crate because the suite needs a real SIGKILL at an exact
 //! step of a real daemon process, which `fail`'s actions (panic, sleep, pause, return) do not give, and
 //! because `fail` compiles its points only under a cargo feature the test binary cannot switch on for the
@@ -82,6 +83,6 @@ pub fn failpoint(name: &str) -> Result<(), crate::StoreError> {
             }
             std::process::abort();
         }
-        Action::Error => Err(crate::StoreError::Unavailable(format!("failpoint {name}"))),
+        Action::Error => Err(crate::StoreError::Corrupt(format!("failpoint {name}"))),
     }
 }

@@ -1,7 +1,7 @@
 //! The fault suite: real `snowpatrol daemon` processes on PostgreSQL, broken the way production breaks them.
 //!
-//! - **kill -9 at a named step** (`SNOWPATROL_FAILPOINTS`, see `snowpatrol_store::failpoint`): inside prep's load
-//!   transaction, inside the features rewrite, after the third model registration, after the second warehouse's
+//! - **kill -9 at a named step** (`SNOWPATROL_FAILPOINTS`, see `snowpatrol_store::failpoint`): inside prep's
+//!   hourly load transaction, after the hourly and daily loads committed but before the ledger did, inside the features rewrite, after the third model registration, after the second warehouse's
 //!   anomalies, after the report was saved. A second daemon finishes the chain; every table then holds exactly
 //!   what a clean run of the same data writes (row counts and content fingerprints), with 0 duplicate models,
 //!   anomalies or alerts.
@@ -229,8 +229,10 @@ async fn snapshot(url: &str) -> BTreeMap<&'static str, String> {
              || coalesce(trend, -1), ',' ORDER BY account_name, warehouse_name, usage_date)), '') FROM warehouse_daily_usage",
         ),
         (
-            "ledger days",
-            "SELECT count(*)::text || ' / ' || sum(hourly_rows) FROM metering_loads",
+            // Days before the data starts may or may not be in the ledger (a retry starts at the first day the
+            // daily table holds); the days with data must all be there.
+            "ledger days with data",
+            "SELECT count(*)::text || ' / ' || sum(hourly_rows) FROM metering_loads WHERE hourly_rows > 0",
         ),
         ("models", "SELECT count(*)::text FROM models"),
         (
@@ -345,8 +347,13 @@ async fn killed_at(point: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_inside_the_prep_load_transaction() {
+async fn kill_inside_the_hourly_load_transaction() {
     killed_at("prep.load.before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_between_the_prep_loads_and_the_ledger() {
+    killed_at("prep.load.before_ledger").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
