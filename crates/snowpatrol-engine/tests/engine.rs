@@ -1234,7 +1234,7 @@ async fn daemon_survives_losing_every_database_connection() {
             .is_some_and(|t| t.state == TaskState::Running)
     })
     .await;
-    // Kill every server connection of this database (pool, LISTEN and the leader's advisory-lock connection).
+    // Kill every server connection of this database (the pool's and the LISTEN connection).
     let admin = Database::connect(&snowpatrol_store::testing::admin_url())
         .await
         .unwrap();

@@ -1079,8 +1079,8 @@ pipeline_backend!(
     fence = check_sqlite
 );
 
-/// Serializes incident maintenance per warehouse on PostgreSQL (transaction-scoped advisory lock; the two-key
-/// form, whose key space does not overlap the leader's one-key lock). SQLite writers are serialized anyway.
+/// Serializes incident maintenance per warehouse on PostgreSQL (transaction-scoped advisory lock, two-key form).
+/// SQLite writers are serialized anyway.
 const PG_WAREHOUSE_LOCK: &str =
     "SELECT pg_advisory_xact_lock(1936682871, hashtext($1 || '.' || $2))";
 
