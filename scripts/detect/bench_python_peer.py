@@ -3,7 +3,7 @@
 
 Usage:
   cargo run --release -p snowpatrol-detect --example job_throughput -- 10000 3 /tmp/peer.csv
-  /work/main/.venv/bin/python scripts/detect/bench_python_peer.py /tmp/peer.csv [repeats]
+  .venv/bin/python scripts/detect/bench_python_peer.py /tmp/peer.csv [repeats]
 
 Per warehouse, as the original does: seasonal_decompose(additive, period 7, extrapolate_trend="freq"),
 IsolationForest() fitted on the residuals, threshold = mean - 3 std of decision_function on the training data,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates the reference vectors the Rust tests of snowpatrol-detect compare against.
 
-Run: /work/main/.venv/bin/python scripts/detect/make_reference.py
+Run: .venv/bin/python scripts/detect/make_reference.py
 Writes crates/snowpatrol-detect/tests/fixtures/{decompose,stl,ks,iforest}.json.
 Inputs are generated here from fixed seeds and stored in the fixtures, so the Rust side needs no Python.
 """

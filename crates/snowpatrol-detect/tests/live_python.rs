@@ -13,7 +13,7 @@ fn python() -> String {
     std::env::var("SNOWPATROL_TEST_PYTHON").unwrap_or_else(|_| {
         panic!(
             "SNOWPATROL_TEST_PYTHON is not set: point it at a Python with scipy and statsmodels \
-             (e.g. /work/main/.venv/bin/python, as scripts/test.sh does)"
+             (e.g. .venv/bin/python, as scripts/test.sh does)"
         )
     })
 }

@@ -1,7 +1,7 @@
 //! The real Snowflake source against the fakesnow server (through scripts/fakesnow_json_server.py).
 //!
 //! Needs SNOWPATROL_TEST_PYTHON pointing at an interpreter with `fakesnow[server]` installed (the test script
-//! sets it to /work/main/.venv/bin/python). Each test starts its own peer on a free port, so tests run in
+//! sets it to .venv/bin/python). Each test starts its own peer on a free port, so tests run in
 //! parallel and share nothing.
 
 use std::path::PathBuf;

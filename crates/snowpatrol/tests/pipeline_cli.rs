@@ -790,7 +790,7 @@ fn shipped_config_passes_config_check_with_a_real_key() {
     let python = std::env::var("SNOWPATROL_TEST_PYTHON").unwrap_or_else(|_| {
         panic!(
             "SNOWPATROL_TEST_PYTHON is not set: point it at a Python with `cryptography` (scripts/test.sh sets \
-             /work/main/.venv/bin/python)"
+             .venv/bin/python)"
         )
     });
     let dir = tempfile::tempdir().unwrap();
