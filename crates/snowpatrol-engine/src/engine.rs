@@ -773,40 +773,34 @@ impl Engine {
                     Ok(out) => TaskOutcome::Success {
                         output: out.to_json(),
                     },
-                    Err(e) if e.dependency_unavailable => {
-                        let delay = self
-                            .jobs
-                            .get(&f.claim.job_name)
-                            .and_then(|j| j.policies.get(&f.claim.task_name))
-                            .map_or(self.settings.default_retry_delay, |p| {
-                                backoff_delay(p, f.claim.try_number)
-                            });
-                        TaskOutcome::Postponed {
-                            error: e.message.clone(),
-                            retry_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                        }
-                    }
                     Err(e) => {
                         let policy = self
                             .jobs
                             .get(&f.claim.job_name)
-                            .and_then(|j| j.policies.get(&f.claim.task_name))
-                            .cloned();
-                        let retry_at = match policy {
-                            Some(p) if e.retryable && f.claim.try_number < f.claim.max_tries => {
-                                Some(
-                                    now + chrono::Duration::from_std(backoff_delay(
-                                        &p,
-                                        f.claim.try_number,
-                                    ))
-                                    .unwrap_or_default(),
-                                )
-                            }
-                            _ => None,
+                            .and_then(|j| j.policies.get(&f.claim.task_name));
+                        let backoff = |p: &TaskPolicy| {
+                            now + chrono::Duration::from_std(backoff_delay(p, f.claim.try_number))
+                                .unwrap_or_default()
                         };
-                        TaskOutcome::Failed {
-                            error: e.message.clone(),
-                            retry_at,
+                        if e.dependency_unavailable {
+                            TaskOutcome::Postponed {
+                                error: e.message.clone(),
+                                retry_at: policy.map_or_else(
+                                    || {
+                                        now + chrono::Duration::from_std(
+                                            self.settings.default_retry_delay,
+                                        )
+                                        .unwrap_or_default()
+                                    },
+                                    backoff,
+                                ),
+                            }
+                        } else {
+                            let retryable = e.retryable && f.claim.try_number < f.claim.max_tries;
+                            TaskOutcome::Failed {
+                                error: e.message.clone(),
+                                retry_at: policy.filter(|_| retryable).map(backoff),
+                            }
                         }
                     }
                 };

@@ -4,6 +4,9 @@
 //! by the previous release: the load ledger is seeded from the hourly rows that exist (so a lost hourly load
 //! is reloaded), and duplicate versions a stale try registered in one run are marked, not deleted.
 
+#[macro_use]
+mod backends;
+
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use snowpatrol_detect::daily::DailyUsage;
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
@@ -15,20 +18,6 @@ use snowpatrol_store::{
 };
 use std::collections::HashMap;
 use std::time::Duration;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
-            let url = snowpatrol_store::testing::empty_postgres_url().await;
-            super::$name(snowpatrol_store::Database::connect(&url).await.expect("connect")).await
-        } )* }
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
-            let dir = tempfile::tempdir().unwrap();
-            let db = snowpatrol_store::Database::open_sqlite_file(&dir.path().join("snowpatrol.db")).await.expect("open sqlite");
-            super::$name(db).await
-        } )* }
-    };
-}
 
 both_backends!(
     a_stale_try_cannot_write_and_the_live_one_can,
@@ -330,49 +319,33 @@ async fn upgrade_to_0005_seeds_the_ledger_and_marks_duplicate_models(db: Databas
     };
     let store = PipelineStore::new(db.clone());
     let rows = vec![hourly("WH", 3, 0), hourly("WH", 3, 1), hourly("WH", 3, 2)];
+    // The same statement and binds on whichever backend `db` is (the pools have different types).
+    macro_rules! insert_hourly {
+        ($pool:expr) => {
+            for r in &rows {
+                sqlx::query(
+                    "INSERT INTO warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, \
+                     end_time, credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 4)",
+                )
+                .bind(&r.account_name)
+                .bind(r.warehouse_id)
+                .bind(&r.warehouse_name)
+                .bind(&r.service_type)
+                .bind(r.start_time)
+                .bind(r.end_time)
+                .bind(r.credits_used)
+                .bind(r.credits_used_compute)
+                .bind(r.credits_used_cloud_services)
+                .execute($pool)
+                .await
+                .unwrap();
+            }
+        };
+    }
     match db.pool() {
-        Pool::Postgres(p) => {
-            for r in &rows {
-                sqlx::query(
-                    "INSERT INTO warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, \
-                     end_time, credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 4)",
-                )
-                .bind(&r.account_name)
-                .bind(r.warehouse_id)
-                .bind(&r.warehouse_name)
-                .bind(&r.service_type)
-                .bind(r.start_time)
-                .bind(r.end_time)
-                .bind(r.credits_used)
-                .bind(r.credits_used_compute)
-                .bind(r.credits_used_cloud_services)
-                .execute(p)
-                .await
-                .unwrap();
-            }
-        }
-        Pool::Sqlite(p) => {
-            for r in &rows {
-                sqlx::query(
-                    "INSERT INTO warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, \
-                     end_time, credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 4)",
-                )
-                .bind(&r.account_name)
-                .bind(r.warehouse_id)
-                .bind(&r.warehouse_name)
-                .bind(&r.service_type)
-                .bind(r.start_time)
-                .bind(r.end_time)
-                .bind(r.credits_used)
-                .bind(r.credits_used_compute)
-                .bind(r.credits_used_cloud_services)
-                .execute(p)
-                .await
-                .unwrap();
-            }
-        }
+        Pool::Postgres(p) => insert_hourly!(p),
+        Pool::Sqlite(p) => insert_hourly!(p),
     }
     store
         .upsert_features(&[daily("WH", 1), daily("WH", 2), daily("WH", 3)], None)

@@ -3,6 +3,9 @@
 //! alerts under the old dedupe key), and the store's incident maintenance (re-score in place, extend, bridge and
 //! merge, acknowledge, resolve and reopen, cost).
 
+#[macro_use]
+mod backends;
+
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use snowpatrol_detect::WarehouseKey;
 use snowpatrol_pipeline::PipelineStore;
@@ -11,20 +14,6 @@ use snowpatrol_pipeline::store::{
 };
 use snowpatrol_store::{Database, Pool};
 use std::collections::BTreeSet;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
-            let url = snowpatrol_store::testing::empty_postgres_url().await;
-            super::$name(snowpatrol_store::Database::connect(&url).await.expect("connect")).await
-        } )* }
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
-            let dir = tempfile::tempdir().unwrap();
-            let db = snowpatrol_store::Database::open_sqlite_file(&dir.path().join("snowpatrol.db")).await.expect("open sqlite");
-            super::$name(db).await
-        } )* }
-    };
-}
 
 // Every test gets an EMPTY database (no migration applied) and migrates it as far as it needs.
 both_backends!(

@@ -26,6 +26,18 @@ impl CsvSource {
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
+
+    /// Every row of the file. Parsing millions of rows is blocking CPU and file work: keep it off the async
+    /// workers.
+    async fn read_all(&self) -> Result<Vec<MeteringRow>, SourceError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || read_metering_csv(&path))
+            .await
+            .map_err(|e| SourceError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
 }
 
 #[async_trait]
@@ -35,14 +47,7 @@ impl MeteringSource for CsvSource {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<MeteringRow>, SourceError> {
-        let path = self.path.clone();
-        // Parsing millions of rows is blocking CPU and file work: keep it off the async workers.
-        let rows = tokio::task::spawn_blocking(move || read_metering_csv(&path))
-            .await
-            .map_err(|e| SourceError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        let rows = self.read_all().await?;
         let total = rows.len();
         let rows: Vec<MeteringRow> = rows
             .into_iter()
@@ -59,14 +64,7 @@ impl MeteringSource for CsvSource {
     /// An export ends where it was taken, not "yesterday": prep's window follows the file, so an older export
     /// loads and validates instead of failing on every day after it.
     async fn last_complete_day(&self) -> Result<Option<chrono::NaiveDate>, SourceError> {
-        let path = self.path.clone();
-        let rows = tokio::task::spawn_blocking(move || read_metering_csv(&path))
-            .await
-            .map_err(|e| SourceError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
-        Ok(crate::last_complete_day_of(&rows))
+        Ok(crate::last_complete_day_of(&self.read_all().await?))
     }
 }
 

@@ -265,7 +265,19 @@ pub struct TaskFence {
     pub worker_id: String,
 }
 
+/// The fence check, one statement for both backends (PostgreSQL adds `FOR SHARE`). The lease condition is in
+/// the `WHERE` clause so a refused check locks nothing (see `TaskFence::verdict`).
+macro_rules! fence_check_sql {
+    () => {
+        "SELECT 1 FROM task_instances \
+         WHERE task_instance_id = $1 AND try_number = $2 AND worker_id = $3 AND state = 'running' AND lease_expires_at > $4"
+    };
+}
+
 impl TaskFence {
+    const CHECK: &'static str = fence_check_sql!();
+    const CHECK_LOCKING: &'static str = concat!(fence_check_sql!(), " FOR SHARE");
+
     fn lost(&self, detail: &str) -> crate::StoreError {
         crate::StoreError::Fenced(format!(
             "task instance {} try {} of worker {} {detail}; its write was refused",
@@ -279,16 +291,13 @@ impl TaskFence {
         &self,
         tx: &mut sqlx::PgConnection,
     ) -> Result<(), crate::StoreError> {
-        let row: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM task_instances \
-             WHERE task_instance_id = $1 AND try_number = $2 AND worker_id = $3 AND state = 'running' AND lease_expires_at > $4 FOR SHARE",
-        )
-        .bind(self.task_instance_id)
-        .bind(self.try_number)
-        .bind(&self.worker_id)
-        .bind(crate::now())
-        .fetch_optional(tx)
-        .await?;
+        let row: Option<i32> = sqlx::query_scalar(Self::CHECK_LOCKING)
+            .bind(self.task_instance_id)
+            .bind(self.try_number)
+            .bind(&self.worker_id)
+            .bind(crate::now())
+            .fetch_optional(tx)
+            .await?;
         self.verdict(row.is_some())
     }
 
@@ -297,16 +306,13 @@ impl TaskFence {
         &self,
         tx: &mut sqlx::SqliteConnection,
     ) -> Result<(), crate::StoreError> {
-        let row: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM task_instances \
-             WHERE task_instance_id = $1 AND try_number = $2 AND worker_id = $3 AND state = 'running' AND lease_expires_at > $4",
-        )
-        .bind(self.task_instance_id)
-        .bind(self.try_number)
-        .bind(&self.worker_id)
-        .bind(crate::now())
-        .fetch_optional(tx)
-        .await?;
+        let row: Option<i32> = sqlx::query_scalar(Self::CHECK)
+            .bind(self.task_instance_id)
+            .bind(self.try_number)
+            .bind(&self.worker_id)
+            .bind(crate::now())
+            .fetch_optional(tx)
+            .await?;
         self.verdict(row.is_some())
     }
 
