@@ -236,6 +236,12 @@ fn main() {
             if flag("--show") {
                 show(&days, &f.labels);
             }
+            // Tuning aid: DUMP=ACCOUNT.WAREHOUSE prints that warehouse's scored days.
+            if let Ok(which) = std::env::var("DUMP") {
+                for d in days.iter().filter(|d| d.key.to_string() == which) {
+                    println!("    DAY {}", d.score.explanation);
+                }
+            }
             // Seeds reuse warehouse names: prefix the account with the seed so pooled seeds stay apart.
             let tag = |k: &WarehouseKey| {
                 WarehouseKey::new(

@@ -74,6 +74,12 @@ pub struct DefaultRuleConfig {
     pub shift_days: usize,
     /// ... each at least this many spreads above it.
     pub shift_sigma: f64,
+    /// Active days the *record* (the highest usual-adjusted day) is taken over, for the record test.
+    pub record_days: usize,
+    /// Bounds of the calibrated record ratio: a day must beat the highest of its last `record_days` active
+    /// days by at least this factor to be flagged by the record test (0 disables the test).
+    pub min_record_ratio: f64,
+    pub max_record_ratio: f64,
 
     /// Excess below this many credits is never worth an alert, however unusual.
     pub min_excess_credits: f64,
@@ -116,6 +122,9 @@ impl Default for DefaultRuleConfig {
             hourly_spend_ratio: 2.0,
             shift_days: 3,
             shift_sigma: 1.5,
+            record_days: 28,
+            min_record_ratio: 2.0,
+            max_record_ratio: 4.0,
             min_excess_credits: 2.0,
             min_excess_ratio: 0.25,
             min_excess_level_ratio: 0.5,
@@ -179,6 +188,23 @@ impl DefaultRuleConfig {
                 self.shift_days, self.reference_days
             ));
         }
+        if !(self.min_record_ratio == 0.0
+            || (self.min_record_ratio.is_finite() && self.min_record_ratio > 1.0))
+        {
+            out.push(format!(
+                "min_record_ratio: must be 0 (off) or a number > 1 (got {})",
+                self.min_record_ratio
+            ));
+        }
+        if self.min_record_ratio > 0.0
+            && !(self.max_record_ratio.is_finite()
+                && self.max_record_ratio >= self.min_record_ratio)
+        {
+            out.push(format!(
+                "max_record_ratio: must be >= min_record_ratio ({} < {})",
+                self.max_record_ratio, self.min_record_ratio
+            ));
+        }
         if self.max_threshold < self.min_threshold {
             out.push(format!(
                 "max_threshold: must be >= min_threshold ({} < {})",
@@ -195,6 +221,7 @@ impl DefaultRuleConfig {
             ("max_lookback_days", self.max_lookback_days),
             ("min_reference_days", self.min_reference_days),
             ("profile_weeks", self.profile_weeks),
+            ("record_days", self.record_days),
         ] {
             if v == 0 {
                 out.push(format!("{k}: must be >= 1"));
@@ -257,7 +284,17 @@ pub struct DefaultModel {
     /// The calibrated threshold.
     pub threshold: f64,
     pub calibration: Calibration,
+    /// The record test's calibrated threshold: log of the factor by which a day must beat the highest of its
+    /// last `record_days` active days.
+    pub record_log_threshold: f64,
+    pub record_calibration: Calibration,
+    /// Version of the stored form; a model stored by an older rule (another value, or none) is retrained.
+    #[serde(default)]
+    pub format: u32,
 }
+
+/// The stored form of [`DefaultModel`] this version writes and reads (see `format`).
+pub const DEFAULT_MODEL_FORMAT: u32 = 3;
 
 /// Series-wide inputs computed once per call.
 struct Prepared {
@@ -328,6 +365,8 @@ fn quantile_sorted(a: &[f64], q: f64) -> f64 {
 struct Reference {
     /// Weekday-neutral log level; `None` when the warehouse never ran before.
     log_level: Option<f64>,
+    /// Highest weekday-neutral log level of the last `record_days` active days.
+    record_level: Option<f64>,
     usual_hours: f64,
     usual_peak: f64,
     capped: bool,
@@ -338,6 +377,8 @@ struct Reference {
 struct Assessment {
     expected: f64,
     log_residual: f64,
+    /// Log of the day's weekday-neutral spend over the record of its reference window (-inf: none).
+    record_residual: f64,
     reference: Reference,
     left_running: bool,
     peak_above_cap: bool,
@@ -372,19 +413,29 @@ impl DefaultModel {
         let mut pv = [0.0; MAX_REFERENCE_DAYS];
         let mut bv = [false; MAX_REFERENCE_DAYS];
         let k = k.min(MAX_REFERENCE_DAYS);
+        let record_days = r.record_days;
         let mut m = 0;
+        let mut seen = 0;
+        let mut record_level: Option<f64> = None;
         let mut t = i;
-        while t > stop && m < k {
+        while t > stop && (m < k || seen < record_days) {
             t -= 1;
             if p.active[t] && p.classes[t] != DayClass::Holiday {
                 let w = p.weekday[t];
-                lv[m] = p.log_credits[t]
+                let level = p.log_credits[t]
                     - self.weekday_log_profile[w]
                     - self.calendar_effects.of(p.classes[t]);
-                hv[m] = s.hours_active[t];
-                pv[m] = s.peak_hourly_credits[t];
-                bv[m] = !self.is_quiet(w);
-                m += 1;
+                if seen < record_days {
+                    record_level = Some(record_level.map_or(level, |x: f64| x.max(level)));
+                    seen += 1;
+                }
+                if m < k {
+                    lv[m] = level;
+                    hv[m] = s.hours_active[t];
+                    pv[m] = s.peak_hourly_credits[t];
+                    bv[m] = !self.is_quiet(w);
+                    m += 1;
+                }
             }
         }
         let (levels, hours, peaks, busy) = (&mut lv[..m], &mut hv[..m], &pv[..m], &bv[..m]);
@@ -402,27 +453,26 @@ impl DefaultModel {
             nr += 1;
         }
         let recent = &mut rv[..nr];
-        let shifted = if k_shift >= 1
-            && recent.len() == k_shift
-            && days >= r.min_reference_days.max(1)
-            && self.log_spread.is_finite()
-        {
-            // `median` reorders `levels`; `recent` was copied out first.
-            let long = median(levels);
-            long.and_then(|long| {
-                recent
-                    .iter()
-                    .all(|l| *l > long + r.shift_sigma * self.log_spread)
-                    .then(|| median(recent))
-                    .flatten()
-            })
-        } else {
-            None
+        let enough = days >= r.min_reference_days.max(1);
+        // `median` reorders `levels`; `recent` was copied out first.
+        let long = if enough { median(levels) } else { None };
+        let shifted = match long {
+            Some(long)
+                if k_shift >= 1
+                    && recent.len() == k_shift
+                    && self.log_spread.is_finite()
+                    && recent
+                        .iter()
+                        .all(|l| *l > long + r.shift_sigma * self.log_spread) =>
+            {
+                median(recent)
+            }
+            _ => None,
         };
         let log_level = if let Some(l) = shifted {
             Some(l)
-        } else if days >= r.min_reference_days.max(1) {
-            median(levels)
+        } else if enough {
+            long
         } else {
             self.training_log_level.or_else(|| median(levels))
         };
@@ -433,6 +483,7 @@ impl DefaultModel {
             usual_peak > 0.0 && peaks.iter().filter(|x| **x >= 0.98 * usual_peak).count() >= 3;
         Reference {
             log_level,
+            record_level,
             usual_hours: median(hours).unwrap_or(0.0),
             usual_peak,
             capped,
@@ -454,6 +505,15 @@ impl DefaultModel {
             None if p.active[i] => f64::INFINITY,
             None => 0.0,
         };
+        let record_residual = match reference.record_level {
+            Some(rec) if p.active[i] => {
+                p.log_credits[i]
+                    - self.weekday_log_profile[w]
+                    - self.calendar_effects.of(p.classes[i])
+                    - rec
+            }
+            _ => f64::NEG_INFINITY,
+        };
         let hours = s.hours_active[i];
         // A learned calendar effect (the close run) lengthens the usual day too.
         let usual_hours =
@@ -472,6 +532,7 @@ impl DefaultModel {
         Assessment {
             expected,
             log_residual,
+            record_residual,
             reference,
             left_running,
             peak_above_cap,
@@ -531,8 +592,13 @@ impl DefaultModel {
             a.expected * self.weekday_active_share[p.weekday[i]]
         };
         let doubled = hourly && a.expected > 0.0 && actual >= r.hourly_spend_ratio * a.expected;
-        let rise = p.active[i] && (z >= threshold || doubled) && excess >= material;
         let w = p.weekday[i];
+        // Far above the highest day of the recent past (the test that suits heavy-tailed, intermittent
+        // warehouses, whose spread on the log scale is too wide for the z test).
+        let above_record = r.min_record_ratio > 0.0
+            && a.record_residual.is_finite()
+            && a.record_residual >= self.record_log_threshold;
+        let rise = p.active[i] && (z >= threshold || doubled || above_record) && excess >= material;
         let fall = r.flag_drops
             && a.reference.log_level.is_some()
             && (z <= -threshold || (!p.active[i] && self.weekday_active_share[w] >= 0.9))
@@ -550,6 +616,12 @@ impl DefaultModel {
                 peak_hourly_credits: s.peak_hourly_credits[i],
                 usual_peak_hourly_credits: a.reference.usual_peak,
                 capped: a.reference.capped,
+            });
+        }
+        if above_record {
+            evidence.push(Evidence::AboveRecord {
+                record_credits: actual / a.record_residual.exp(),
+                record_days: r.record_days,
             });
         }
         let explanation = self.explain(s, p, i, &a, z, threshold, is_anomaly, rise, &evidence);
@@ -616,10 +688,13 @@ impl DefaultModel {
             .filter(|p| *p > 0.0)
             .map(|p| format!(", {:+.2} in money", excess * p))
             .unwrap_or_default();
-        let cmp = if is_anomaly {
-            if rise { ">=" } else { "<= -" }
-        } else if z >= threshold {
+        // The z test as it stands; the other tests that fired are listed from the evidence below.
+        let cmp = if is_anomaly && !rise {
+            "<= -"
+        } else if z >= threshold && !is_anomaly {
             ">= (not material)"
+        } else if z >= threshold {
+            ">="
         } else {
             "<"
         };
@@ -651,6 +726,13 @@ impl DefaultModel {
                 } => out.push_str(&format!(
                     "; peak {peak_hourly_credits:.2} credits/h vs {} {usual_peak_hourly_credits:.2} (resize or scale-out?)",
                     if *capped { "its cap of" } else { "at most" }
+                )),
+                Evidence::AboveRecord {
+                    record_credits,
+                    record_days,
+                } => out.push_str(&format!(
+                    "; x{:.1} its highest day of the last {record_days} active days ({record_credits:.2} credits, weekday-adjusted)",
+                    if *record_credits > 0.0 { actual / record_credits } else { f64::INFINITY }
                 )),
             }
         }
@@ -720,6 +802,9 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
         calendar_effects: CalendarEffects::default(),
         threshold: rule.min_threshold,
         calibration: Calibration::default(),
+        record_log_threshold: f64::INFINITY,
+        record_calibration: Calibration::default(),
+        format: DEFAULT_MODEL_FORMAT,
     };
     // Fallback level: the median weekday-neutral log spend of the last year's active ordinary days.
     let year = n.saturating_sub(365);
@@ -732,15 +817,22 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     // Two passes: the spread from residuals without level-shift acceptance, then the residuals as scoring
     // will see them (with it).
     let cal_from = year.max(7);
-    let residuals_of = |model: &DefaultModel| -> Vec<(usize, f64)> {
-        (cal_from..n)
+    let residuals_of = |model: &DefaultModel| -> (Vec<(usize, f64)>, Vec<f64>) {
+        let mut records = Vec::new();
+        let res = (cal_from..n)
             .filter(|&i| p.active[i] && p.classes[i] != DayClass::Holiday)
             .filter_map(|i| {
                 let a = model.assess(s, &p, i);
+                if a.record_residual.is_finite()
+                    && a.reference.days >= rule.min_reference_days.max(1)
+                {
+                    records.push(a.record_residual);
+                }
                 (a.reference.days >= rule.min_reference_days.max(1) && a.log_residual.is_finite())
                     .then_some((i, a.log_residual))
             })
-            .collect()
+            .collect();
+        (res, records)
     };
     // The spread is shrunk towards a wide prior (`prior_log_spread`, worth `prior_days` days) so that a
     // warehouse with few active days (a young or intermittent one) starts cautious instead of with the
@@ -762,10 +854,10 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
             .sqrt()
             .max(0.05)
     };
-    let first = residuals_of(&model);
+    let (first, _) = residuals_of(&model);
     model.log_spread = spread_of(&first, false);
     model.quiet_log_spread = spread_of(&first, true).max(model.log_spread);
-    let residuals = residuals_of(&model);
+    let (residuals, mut records) = residuals_of(&model);
     // Calendar effects: the median residual of the last six occurrences, when seen twice and clearly positive.
     for class in [DayClass::FirstBusinessDay, DayClass::LastBusinessDay] {
         let mut occ: Vec<f64> = residuals
@@ -802,16 +894,36 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     z.sort_by(f64::total_cmp);
     let span = (n - cal_from).max(1);
     let active_share = (cal_from..n).filter(|&i| p.active[i]).count() as f64 / span as f64;
-    let (threshold, calibration) = calibrate(&z, active_share, rule);
+    let (threshold, calibration) = calibrate(
+        &z,
+        active_share,
+        rule,
+        (rule.min_threshold, rule.max_threshold),
+    );
     model.threshold = threshold;
     model.calibration = calibration;
+    if rule.min_record_ratio > 0.0 {
+        records.sort_by(f64::total_cmp);
+        let bounds = (
+            rule.min_record_ratio.ln(),
+            rule.max_record_ratio.max(rule.min_record_ratio).ln(),
+        );
+        let (t, c) = calibrate(&records, active_share, rule, bounds);
+        model.record_log_threshold = t;
+        model.record_calibration = c;
+    }
     model
 }
 
 /// Threshold for which the expected number of exceedances per year is the budget: an exponential tail fitted
 /// above the 90th percentile of the out-of-sample scores (its scale from the median excess, so a few past
 /// incidents in the history do not inflate it). Too few scores: the lower bound.
-fn calibrate(sorted_z: &[f64], active_share: f64, rule: &DefaultRuleConfig) -> (f64, Calibration) {
+fn calibrate(
+    sorted_z: &[f64],
+    active_share: f64,
+    rule: &DefaultRuleConfig,
+    (lower, upper): (f64, f64),
+) -> (f64, Calibration) {
     let n = sorted_z.len();
     let mut cal = Calibration {
         scored_days: n,
@@ -819,8 +931,8 @@ fn calibrate(sorted_z: &[f64], active_share: f64, rule: &DefaultRuleConfig) -> (
         ..Calibration::default()
     };
     if n < 20 {
-        cal.raw_threshold = rule.min_threshold;
-        return (rule.min_threshold, cal);
+        cal.raw_threshold = lower;
+        return (lower, cal);
     }
     // Chance per active day that the budget allows.
     let q = (rule.expected_false_alarms_per_year / (365.0 * active_share.max(1.0 / 365.0)))
@@ -842,9 +954,9 @@ fn calibrate(sorted_z: &[f64], active_share: f64, rule: &DefaultRuleConfig) -> (
     cal.tail_scale = beta;
     cal.raw_threshold = raw;
     let t = if raw.is_finite() {
-        raw.clamp(rule.min_threshold, rule.max_threshold)
+        raw.clamp(lower, upper)
     } else {
-        rule.max_threshold
+        upper
     };
     (t, cal)
 }

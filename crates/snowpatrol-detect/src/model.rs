@@ -13,7 +13,7 @@
 use crate::daily::DailySeries;
 use crate::decompose::seasonal_decompose;
 use crate::default_model;
-pub use crate::default_model::{DefaultModel, DefaultRuleConfig};
+pub use crate::default_model::{DEFAULT_MODEL_FORMAT, DefaultModel, DefaultRuleConfig};
 use crate::error::{DetectError, check_finite};
 use crate::iforest::{IsolationForest, IsolationForestParams};
 use crate::metering::WarehouseKey;
@@ -161,6 +161,12 @@ pub enum Evidence {
         peak_hourly_credits: f64,
         usual_peak_hourly_credits: f64,
         capped: bool,
+    },
+    /// Far above the highest day of the warehouse's recent active days (weekday-adjusted): how a heavy-tailed,
+    /// intermittent warehouse's runaway shows.
+    AboveRecord {
+        record_credits: f64,
+        record_days: usize,
     },
 }
 

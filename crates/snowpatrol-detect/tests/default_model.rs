@@ -107,6 +107,84 @@ fn an_intermittent_warehouses_ordinary_days_raise_nothing_and_its_runaway_is_cau
     );
 }
 
+/// A data-science warehouse: idle on about half the weekdays; when it runs, sessions of very uneven length on a
+/// MEDIUM (4 credits an hour), so its active days spread over a factor of ten. Its spread on the log scale is
+/// so wide that a day four times its usual is only about two spreads away.
+fn data_science_warehouse(n: usize, seed: u64) -> DailySeries {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = empty("DS_WH", n);
+    for i in 0..n {
+        let weekend = s.date(i).weekday().num_days_from_monday() >= 5;
+        let p = if weekend { 0.05 } else { 0.5 };
+        if rng.random::<f64>() < p {
+            let credits = (6.0 * (0.8 * normal(&mut rng)).exp()).clamp(0.5, 40.0);
+            let hours = (credits / 3.0).ceil().clamp(1.0, 10.0);
+            s.credits[i] = credits;
+            s.credits_compute[i] = credits;
+            s.hours_active[i] = hours;
+            // Queries rarely fill the warehouse for a whole hour: the peak varies freely (no cap to break).
+            s.peak_hourly_credits[i] =
+                (credits / hours * (1.0 + 0.3 * rng.random::<f64>())).min(4.0);
+        }
+    }
+    s
+}
+
+#[test]
+fn a_heavy_tailed_warehouses_day_far_above_its_record_is_caught_without_hourly_evidence() {
+    let n = 420;
+    let s = data_science_warehouse(n, 11);
+    let (model, days) = walk(&s, 300);
+    assert_eq!(flagged(&days), Vec::<String>::new(), "ordinary days");
+    let TrainedModel {
+        detector: Detector::Default(m),
+        ..
+    } = &model
+    else {
+        panic!("the default model");
+    };
+    // The record threshold is calibrated on this warehouse's own history, within its bounds.
+    let ratio = m.record_log_threshold.exp();
+    assert!((2.0..=4.0).contains(&ratio), "record ratio {ratio}");
+
+    // One notebook left scanning for most of a working day: 5x the highest day of the last weeks, spread over
+    // the usual hours at the usual burn (no left-running or peak evidence).
+    let mut r = s.clone();
+    let i = (380..n)
+        .find(|&i| r.credits[i] > 0.0 && r.date(i).weekday().num_days_from_monday() < 5)
+        .expect("an active weekday to spike");
+    let record = r.credits[i - 60..i].iter().copied().fold(0.0, f64::max);
+    let spike = 5.0 * record;
+    r.credits[i] = spike;
+    r.credits_compute[i] = spike;
+    r.hours_active[i] = 10.0;
+    r.peak_hourly_credits[i] = r.peak_hourly_credits[i - 60..i]
+        .iter()
+        .copied()
+        .fold(0.0, f64::max);
+    let (_, days) = walk(&r, 300);
+    let day = days.iter().find(|d| d.date == r.date(i)).expect("scored");
+    assert!(day.is_anomaly, "{}", day.explanation);
+    assert!(
+        day.evidence
+            .iter()
+            .any(|e| matches!(e, Evidence::AboveRecord { .. })),
+        "{:?}",
+        day.evidence
+    );
+    assert!(
+        day.explanation.contains("its highest day"),
+        "{}",
+        day.explanation
+    );
+    assert_eq!(
+        flagged(&days).len(),
+        1,
+        "only the spike: {:?}",
+        flagged(&days)
+    );
+}
+
 /// A nightly transformation: a batch of about 4 hours every day (less at weekends), and on the last business
 /// day of each month a close run 1.6-2x as long.
 fn transform_with_month_end(n: usize, seed: u64) -> DailySeries {

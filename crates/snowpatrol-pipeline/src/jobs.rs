@@ -12,7 +12,7 @@ use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series};
 use snowpatrol_detect::decompose::seasonal_decompose;
 use snowpatrol_detect::drift::{DriftConfig, DriftDecision, check_drift};
 use snowpatrol_detect::model::{
-    DefaultRuleConfig, ModelKind, TrainConfig, TrainedModel, seed_for, train,
+    DEFAULT_MODEL_FORMAT, DefaultRuleConfig, ModelKind, TrainConfig, TrainedModel, seed_for, train,
 };
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_engine::{
@@ -577,6 +577,13 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
 /// format this version cannot read (the previous default rule's fields are refused by `deny_unknown_fields`).
 /// Reads only the rule, not the whole model.
 fn stored_rule(model: &serde_json::Value) -> Option<DefaultRuleConfig> {
+    // A model of another stored form (an older rule without the record test, say) is refused even when its
+    // settings read back equal: its fitted fields are not what this version scores with.
+    if model.pointer("/detector/format").and_then(|f| f.as_u64())
+        != Some(u64::from(DEFAULT_MODEL_FORMAT))
+    {
+        return None;
+    }
     model
         .pointer("/detector/rule")
         .and_then(|r| DefaultRuleConfig::deserialize(r).ok())
@@ -864,14 +871,19 @@ mod tests {
     #[test]
     fn stored_rule_reads_current_models_and_refuses_the_previous_format() {
         let current = serde_json::json!({ "detector": { "type": "default",
-            "rule": serde_json::to_value(DefaultRuleConfig::default()).unwrap_or_default() } });
+            "rule": serde_json::to_value(DefaultRuleConfig::default()).unwrap_or_default(),
+            "format": DEFAULT_MODEL_FORMAT } });
         assert_eq!(stored_rule(&current), Some(DefaultRuleConfig::default()));
+        // The same settings stored by the previous form of the model (no record test, no format): retrained.
+        let before_record_test = serde_json::json!({ "detector": { "type": "default",
+            "rule": serde_json::to_value(DefaultRuleConfig::default()).unwrap_or_default() } });
+        assert_eq!(stored_rule(&before_record_test), None);
         // The previous default rule's knobs are unknown fields now: the model must be retrained.
         let previous = serde_json::json!({ "detector": { "type": "default",
             "rule": { "level_window_days": 14, "z_threshold": 3.5 }, "scale_rel": 0.1 } });
         assert_eq!(stored_rule(&previous), None);
         let changed = serde_json::json!({ "detector": { "type": "default",
-            "rule": { "expected_false_alarms_per_year": 2.0 } } });
+            "rule": { "expected_false_alarms_per_year": 2.0 }, "format": DEFAULT_MODEL_FORMAT } });
         assert_ne!(stored_rule(&changed), Some(DefaultRuleConfig::default()));
     }
 }
