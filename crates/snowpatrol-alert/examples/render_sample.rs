@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         run_id: "predict-2025-03-13T06:00Z".into(),
         generated_at: Utc::now(),
         price_per_credit: Some(3.0),
+        acknowledged_incidents: 0,
         sections: vec![section],
     };
     std::fs::write(format!("{dir}/report.md"), render_markdown(&report))?;

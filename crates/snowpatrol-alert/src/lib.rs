@@ -7,12 +7,14 @@
 //! makes delivery at-least-once without repeats across restarts and replicas.
 
 mod chart;
+mod digest;
 mod error;
 mod format;
 mod report;
 mod slack;
 
 pub use chart::{chart_file_name, render_chart_png};
+pub use digest::{DIGEST_TOP_INCIDENTS, Digest, DigestIncident, digest_message};
 pub use error::AlertError;
 pub use report::{CONTEXT_DAYS, render_markdown};
 pub use slack::{
@@ -39,9 +41,10 @@ pub struct AnomalyDay {
     /// Kept separate from `actual - expected` because the detector decides what "expected" means
     /// (e.g. trend + seasonal) and may clamp negative excess; the report shows what it was given.
     pub excess_credits: f64,
-    /// Detector score; lower is more anomalous (scikit-learn `decision_function` convention).
+    /// Detector score. Its direction depends on the model: the baseline flags `score <= threshold`
+    /// (scikit-learn's `decision_function`), the default model `score >= threshold` (a robust z) or one of
+    /// its other tests, which the explanation names.
     pub score: f64,
-    /// The day is anomalous because `score <= threshold`.
     pub threshold: f64,
     /// Free text from the detector (e.g. "peak hourly burn 4x usual: likely resize").
     pub explanation: String,
@@ -88,6 +91,10 @@ pub struct Report {
     /// When set, excess credits are also shown as cost (in whatever currency the price is in).
     pub price_per_credit: Option<f64>,
     pub sections: Vec<WarehouseSection>,
+    /// Incidents of the scored days left out because someone acknowledged them; the report says so rather
+    /// than claiming that every day was normal.
+    #[serde(default)]
+    pub acknowledged_incidents: usize,
 }
 
 impl Report {

@@ -35,10 +35,39 @@ pub fn render_markdown(report: &Report) -> String {
 
     let sections: Vec<&WarehouseSection> = report.anomalous_sections().collect();
     if sections.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nNo anomalous activity found: every scored warehouse-day was within its expected range."
-        );
+        if report.acknowledged_incidents > 0 {
+            // Saying "everything was normal" here would be untrue: people already looked at these.
+            let _ = writeln!(
+                out,
+                "\nNo unacknowledged anomalies. {} incident{} of the scored days {} acknowledged and {} not repeated here (`snowpatrol anomalies` lists {}).",
+                report.acknowledged_incidents,
+                if report.acknowledged_incidents == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                if report.acknowledged_incidents == 1 {
+                    "was"
+                } else {
+                    "were"
+                },
+                if report.acknowledged_incidents == 1 {
+                    "is"
+                } else {
+                    "are"
+                },
+                if report.acknowledged_incidents == 1 {
+                    "it"
+                } else {
+                    "them"
+                },
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "\nNo anomalous activity found: every scored warehouse-day was within its expected range."
+            );
+        }
         return out;
     }
 
@@ -106,7 +135,8 @@ fn render_section(out: &mut String, section: &WarehouseSection, price: Option<f6
     if !explained.is_empty() {
         out.push('\n');
         for a in explained {
-            let _ = writeln!(out, "- {}: {}", a.date, markdown(a.explanation.trim()));
+            let why = crate::digest::without_date_prefix(&a.explanation, Some(a.date));
+            let _ = writeln!(out, "- {}: {}", a.date, markdown(why));
         }
     }
 

@@ -29,13 +29,13 @@ use crate::{AlertError, REPORT_TITLE, Report};
 
 /// Slack's documented limits (<https://api.slack.com/reference/block-kit/blocks>). Exceeding any
 /// of them makes Slack answer `invalid_blocks`, a permanent failure, so messages stay below.
-const MAX_BLOCKS: usize = 50;
-const MAX_HEADER_CHARS: usize = 150;
-const MAX_SECTION_CHARS: usize = 3000;
+pub(crate) const MAX_BLOCKS: usize = 50;
+pub(crate) const MAX_HEADER_CHARS: usize = 150;
+pub(crate) const MAX_SECTION_CHARS: usize = 3000;
 const MAX_FIELD_CHARS: usize = 2000;
 /// `text` may be 40k characters, but as a notification preview anything past a few lines is
 /// noise; the blocks carry the detail.
-const MAX_FALLBACK_CHARS: usize = 3000;
+pub(crate) const MAX_FALLBACK_CHARS: usize = 3000;
 /// Default bound of one HTTP call: a hung Slack costs a sender this long per attempt, never more.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `metadata.event_type` of every alert Snowpatrol posts; the history look-up matches on it.
@@ -62,7 +62,7 @@ impl SlackMessage {
     }
 }
 
-fn header(text: &str) -> SlackBlock {
+pub(crate) fn header(text: &str) -> SlackBlock {
     SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(truncate(
         text,
         MAX_HEADER_CHARS,
@@ -70,7 +70,7 @@ fn header(text: &str) -> SlackBlock {
     .into()
 }
 
-fn section(mrkdwn: String) -> SlackBlock {
+pub(crate) fn section(mrkdwn: String) -> SlackBlock {
     SlackSectionBlock::new()
         .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(
             truncate(&mrkdwn, MAX_SECTION_CHARS),
@@ -78,7 +78,7 @@ fn section(mrkdwn: String) -> SlackBlock {
         .into()
 }
 
-fn context(mrkdwn: String) -> SlackBlock {
+pub(crate) fn context(mrkdwn: String) -> SlackBlock {
     SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
         SlackBlockMarkDownText::new(truncate(&mrkdwn, MAX_SECTION_CHARS)),
     )])
@@ -86,7 +86,7 @@ fn context(mrkdwn: String) -> SlackBlock {
 }
 
 /// Inline code in mrkdwn cannot escape a backquote, so one inside an id would end the span early.
-fn code(text: &str) -> String {
+pub(crate) fn code(text: &str) -> String {
     format!("`{}`", esc(&text.replace('`', "'")))
 }
 
@@ -128,13 +128,15 @@ pub fn report_message(report: &Report) -> SlackMessage {
                 if let Some(price) = report.price_per_credit {
                     let _ = write!(body, " (cost {})", credits(a.excess_credits * price));
                 }
+                // The score's direction depends on the model (the baseline flags low scores, the default
+                // model high ones), so the numbers are shown side by side and the explanation says why.
                 let _ = write!(
                     body,
-                    "; score {} ≤ threshold {}",
+                    "; score {} (threshold {})",
                     score(a.score),
                     score(a.threshold)
                 );
-                let explanation = a.explanation.trim();
+                let explanation = crate::digest::without_date_prefix(&a.explanation, Some(a.date));
                 if !explanation.is_empty() {
                     let _ = write!(body, "\n    _{}_", esc(&truncate(explanation, 300)));
                 }

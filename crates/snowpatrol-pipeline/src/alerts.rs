@@ -139,6 +139,39 @@ impl Pipeline {
         Ok(Enqueued::Queued(id))
     }
 
+    /// Queues a predict run's digest and marks `incident_ids` as announced by it, atomically (see
+    /// `PipelineStore::enqueue_digest`).
+    pub async fn enqueue_digest(
+        &self,
+        dedupe_key: &str,
+        run_id: i64,
+        message: &SlackMessage,
+        incident_ids: &[i64],
+        fence: &snowpatrol_store::TaskFence,
+    ) -> Result<Enqueued, crate::PipelineError> {
+        let channel = self.slack().map_or("file".to_string(), |(_, c)| c.clone());
+        let payload = serde_json::to_value(message).map_err(|e| {
+            crate::PipelineError::Config(format!("the alert message cannot be stored: {e}"))
+        })?;
+        let Some(id) = self
+            .store
+            .enqueue_digest(
+                dedupe_key,
+                "anomaly",
+                Some(run_id),
+                &channel,
+                &payload,
+                incident_ids,
+                Some(fence),
+            )
+            .await?
+        else {
+            return Ok(Enqueued::Duplicate);
+        };
+        self.outbox.wake.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(Enqueued::Queued(id))
+    }
+
     /// This process's sender id, as written to `alerts.claimed_by`.
     pub fn outbox_sender_id(&self) -> &str {
         &self.outbox.sender_id

@@ -751,11 +751,22 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
             history,
         });
     }
+    let acknowledged = p
+        .store
+        .list_incidents(&IncidentFilter {
+            since: Some(since),
+            statuses: vec![IncidentStatus::Acknowledged],
+            ..Default::default()
+        })
+        .await
+        .map_err(store_err("reading incidents"))?
+        .len();
     let report = Report {
         run_id: ctx.run_id.to_string(),
         generated_at: Utc::now(),
         price_per_credit: p.config.price_per_credit,
         sections,
+        acknowledged_incidents: acknowledged,
     };
     let markdown = snowpatrol_alert::render_markdown(&report);
     let dir = p
@@ -786,44 +797,80 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         .await
         .map_err(store_err("saving report"))?;
     snowpatrol_store::failpoint("predict.report.after_save").map_err(store_err("failpoint"))?;
-    // Alert once per incident (its id: stable when it grows, merges or a model retrains), never again on
-    // reruns; acknowledged incidents are not listed at all. Only queued here: the outbox sender delivers, so
-    // the run never waits for Slack.
-    let mut new_alerts = 0;
-    let mut duplicates = 0;
-    for s in &report.sections {
-        let key = WarehouseKey::new(&s.account_name, &s.warehouse_name);
-        let Some(incidents) = incidents_by_key.get(&key) else {
-            continue;
-        };
-        for (incident_id, days) in incidents {
-            let section = WarehouseSection {
-                anomalies: s
-                    .anomalies
-                    .iter()
-                    .filter(|a| days.contains(&a.date))
-                    .cloned()
-                    .collect(),
-                ..s.clone()
+    // One digest per run with every incident nobody was told about yet; each incident records the alert that
+    // announced it, in the same transaction, so reruns, retrains and grown incidents are never repeated, and
+    // acknowledged incidents are not listed at all. Only queued here: the outbox sender delivers, so the run
+    // never waits for Slack.
+    let new: Vec<&crate::store::IncidentRow> =
+        incidents.iter().filter(|i| i.alert_id.is_none()).collect();
+    let duplicates = incidents.len() - new.len();
+    let by_incident: BTreeMap<i64, Vec<&AnomalyDay>> = {
+        let mut m: BTreeMap<i64, Vec<&AnomalyDay>> = BTreeMap::new();
+        for s in &report.sections {
+            let key = WarehouseKey::new(&s.account_name, &s.warehouse_name);
+            let Some(ids) = incidents_by_key.get(&key) else {
+                continue;
             };
-            let one = Report {
-                sections: vec![section],
-                ..report.clone()
-            };
-            let msg = snowpatrol_alert::report_message(&one);
-            let dedupe = format!("incident:{incident_id}");
-            match p
-                .enqueue_alert(&dedupe, "anomaly", Some(ctx.run_id), &msg, Some(&ctx.fence))
-                .await
-            {
-                Ok(crate::alerts::Enqueued::Duplicate) => duplicates += 1,
-                Ok(crate::alerts::Enqueued::Queued(_)) => new_alerts += 1,
-                Err(e) => return Err(TaskError::retryable(format!("alert outbox: {e}"))),
+            for (id, days) in ids {
+                m.entry(*id)
+                    .or_default()
+                    .extend(s.anomalies.iter().filter(|a| days.contains(&a.date)));
             }
         }
+        m
+    };
+    let digest = snowpatrol_alert::Digest {
+        run_id: ctx.run_id.to_string(),
+        generated_at: report.generated_at,
+        price_per_credit: p.config.price_per_credit,
+        incidents: new
+            .iter()
+            .map(|i| {
+                let days = by_incident.get(&i.incident_id).cloned().unwrap_or_default();
+                let largest = days
+                    .iter()
+                    .max_by(|a, b| a.excess_credits.total_cmp(&b.excess_credits));
+                let expected: f64 = days.iter().map(|a| a.expected_credits).sum();
+                snowpatrol_alert::DigestIncident {
+                    incident_id: i.incident_id,
+                    account_name: i.account_name.clone(),
+                    warehouse_name: i.warehouse_name.clone(),
+                    first_day: i.start_day,
+                    last_day: i.end_day,
+                    days: i.days.max(0) as u32,
+                    excess_credits: i.excess_credits,
+                    // The incident's days outside the scored window are not in `days`: no percent then.
+                    expected_credits: (days.len() as i32 == i.days && expected > 0.0)
+                        .then_some(expected),
+                    why: largest.map(|a| a.explanation.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
+        already_announced: duplicates,
+        acknowledged,
+        report_path: Some(path.display().to_string()),
+    };
+    let announced = digest.incidents.len();
+    let mut new_alerts = 0;
+    if let Some(msg) = snowpatrol_alert::digest_message(&digest) {
+        let ids: Vec<i64> = new.iter().map(|i| i.incident_id).collect();
+        match p
+            .enqueue_digest(
+                &format!("digest:{}", ctx.run_id),
+                ctx.run_id,
+                &msg,
+                &ids,
+                &ctx.fence,
+            )
+            .await
+        {
+            Ok(crate::alerts::Enqueued::Queued(_)) => new_alerts = 1,
+            Ok(crate::alerts::Enqueued::Duplicate) => {}
+            Err(e) => return Err(TaskError::retryable(format!("alert outbox: {e}"))),
+        }
     }
-    info!(report = %path.display(), anomalies = total, new_alerts, already_alerted = duplicates, "report written");
-    Ok(TaskOutput::empty().with_data(json!({ "report": path.display().to_string(), "anomalies": total, "new_alerts": new_alerts, "already_alerted": duplicates })))
+    info!(report = %path.display(), anomalies = total, new_alerts, announced, already_alerted = duplicates, acknowledged, "report written");
+    Ok(TaskOutput::empty().with_data(json!({ "report": path.display().to_string(), "anomalies": total, "new_alerts": new_alerts, "announced_incidents": announced, "already_alerted": duplicates, "acknowledged": acknowledged })))
 }
 
 async fn history_points(

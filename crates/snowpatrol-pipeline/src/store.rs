@@ -97,6 +97,8 @@ pub struct IncidentRow {
     pub resolved_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The alert that announced the incident (a run's digest); None until announced.
+    pub alert_id: Option<i64>,
 }
 
 impl IncidentRow {
@@ -229,7 +231,7 @@ const ANOMALY_COLUMNS: &str = "a.anomaly_id, a.account_name, a.warehouse_name, a
     a.actual_credits, a.expected_credits, a.excess_credits, a.score, a.threshold, a.explanation, a.incident_start, a.detected_at, \
     a.scored_at, a.incident_id, a.acknowledged_at, a.ack_reason";
 const INCIDENT_COLUMNS: &str = "i.incident_id, i.account_name, i.warehouse_name, i.start_day, i.end_day, i.days, i.excess_credits, \
-    i.excess_cost, i.peak_score, i.status, i.ack_reason, i.acknowledged_at, i.acknowledged_by, i.resolved_at, i.created_at, i.updated_at";
+    i.excess_cost, i.peak_score, i.status, i.ack_reason, i.acknowledged_at, i.acknowledged_by, i.resolved_at, i.created_at, i.updated_at, i.alert_id";
 const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at, \
     claimed_by, claim_expires_at, next_attempt_at, first_attempt_at, outcome_unknown";
 
@@ -569,6 +571,7 @@ macro_rules! pipeline_backend {
                     resolved_at: r.try_get("resolved_at")?,
                     created_at: r.try_get("created_at")?,
                     updated_at: r.try_get("updated_at")?,
+                    alert_id: r.try_get("alert_id")?,
                 })
             }
 
@@ -639,6 +642,14 @@ macro_rules! pipeline_backend {
                 }
                 if o.status == IncidentStatus::Open && k.status == IncidentStatus::Resolved {
                     sqlx::query("UPDATE incidents SET status = 'open', resolved_at = NULL WHERE incident_id = $1")
+                        .bind(keep)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                // Announced when either was: the merged incident is not news.
+                if k.alert_id.is_none() && o.alert_id.is_some() {
+                    sqlx::query("UPDATE incidents SET alert_id = $1 WHERE incident_id = $2")
+                        .bind(o.alert_id)
                         .bind(keep)
                         .execute(&mut **tx)
                         .await?;
@@ -965,6 +976,54 @@ macro_rules! pipeline_backend {
                 check_fence(&mut tx, fence).await?;
                 tx.commit().await?;
                 Ok(id)
+            }
+
+            /// Queues a run's digest and marks the incidents it announces, in one fenced transaction: an incident
+            /// is announced by exactly one alert. `Ok(None)` when the digest was queued before (a retried try);
+            /// [`StoreError::Conflict`] when another run announced one of the incidents meanwhile (nothing is
+            /// written; the caller's retry recomputes the list).
+            #[allow(clippy::too_many_arguments)]
+            pub async fn enqueue_digest(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value, incident_ids: &[i64], fence: Option<&TaskFence>) -> Result<Option<i64>, StoreError> {
+                let mut tx = pool.begin_with($begin).await?;
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
+                )
+                .bind(dedupe_key)
+                .bind(kind)
+                .bind(run_id)
+                .bind(channel)
+                .bind(Json(message))
+                .bind(snowpatrol_store::now())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(id) = id else {
+                    return Ok(None);
+                };
+                let mut marked = 0;
+                // Chunked: both backends cap the number of bind parameters of one statement.
+                for chunk in incident_ids.chunks(1000) {
+                    let mut qb = sqlx::QueryBuilder::<DB>::new("UPDATE incidents SET alert_id = ");
+                    qb.push_bind(id);
+                    qb.push(" WHERE alert_id IS NULL AND incident_id IN (");
+                    let mut list = qb.separated(", ");
+                    for i in chunk {
+                        list.push_bind(*i);
+                    }
+                    qb.push(")");
+                    marked += qb.build().execute(&mut *tx).await?.rows_affected();
+                }
+                if marked != incident_ids.len() as u64 {
+                    tx.rollback().await?;
+                    return Err(StoreError::Conflict(format!(
+                        "{} of the {} incidents of digest {dedupe_key} were announced by another alert meanwhile",
+                        incident_ids.len() as u64 - marked,
+                        incident_ids.len()
+                    )));
+                }
+                check_fence(&mut tx, fence).await?;
+                tx.commit().await?;
+                Ok(Some(id))
             }
 
             /// Records the end of an attempt on a row `sender` claimed. False when the claim was lost meanwhile (it
@@ -1362,6 +1421,31 @@ impl PipelineStore {
         dispatch!(
             self.db,
             insert_alert(dedupe_key, kind, run_id, channel, message, fence)
+        )
+    }
+    /// Queues a run's digest and marks the incidents it announces (see the backend function).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn enqueue_digest(
+        &self,
+        dedupe_key: &str,
+        kind: &str,
+        run_id: Option<i64>,
+        channel: &str,
+        message: &serde_json::Value,
+        incident_ids: &[i64],
+        fence: Option<&TaskFence>,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(
+            self.db,
+            enqueue_digest(
+                dedupe_key,
+                kind,
+                run_id,
+                channel,
+                message,
+                incident_ids,
+                fence
+            )
         )
     }
     /// Claims due alerts for `sender` until `expires` (see the backend function).

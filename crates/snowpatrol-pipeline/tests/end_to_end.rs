@@ -260,7 +260,7 @@ async fn end_to_end(db: Database) {
             .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".png"))
     );
 
-    // Slack: one message per incident, with the exact request shape.
+    // Slack: one digest for the run, naming every incident, with the exact request shape.
     let incidents: BTreeSet<_> = anomalies
         .iter()
         .map(|a| {
@@ -273,7 +273,12 @@ async fn end_to_end(db: Database) {
         .collect();
     let alerts = wait_alerts_delivered(&pipeline).await;
     let sent = peer.channel();
-    assert_eq!(sent.len(), incidents.len(), "one alert per incident");
+    assert!(!incidents.is_empty(), "the test data has incidents");
+    assert_eq!(
+        sent.len(),
+        1,
+        "one digest per run, not one post per incident"
+    );
     assert_eq!(
         peer.count("", "refused"),
         0,
@@ -282,12 +287,27 @@ async fn end_to_end(db: Database) {
     for posted in &sent {
         let body = &posted.body;
         assert_eq!(body["channel"], json!("C123"));
-        assert!(posted.dedupe_key().unwrap().starts_with("incident:"));
-        assert!(
-            body["text"].as_str().unwrap().contains("Anomalous"),
-            "{body}"
-        );
+        assert!(posted.dedupe_key().unwrap().starts_with("digest:"));
+        let text = body["text"].as_str().unwrap();
+        let header = body["blocks"][0]["text"]["text"].as_str().unwrap();
         assert_eq!(body["blocks"][0]["type"], json!("header"));
+        let n = incidents.len();
+        let counted = if n == 1 {
+            "1 new cost incident ".to_string()
+        } else {
+            format!("{n} new cost incidents ")
+        };
+        assert!(header.contains(&counted), "{header}");
+        assert!(text.starts_with(header), "{text}");
+        let blocks = body["blocks"].to_string();
+        for (account, warehouse, _) in &incidents {
+            assert!(
+                blocks.contains(&format!("*{account}.{warehouse}*")),
+                "{account}.{warehouse} named in the digest: {blocks}"
+            );
+        }
+        // The default model's comparison is never rendered backwards ("score 6.4 ≤ threshold 1.5").
+        assert!(!blocks.contains('≤'), "{blocks}");
     }
     assert!(
         alerts
@@ -336,7 +356,7 @@ async fn end_to_end(db: Database) {
     );
     assert_eq!(peer.channel().len(), sent.len(), "no repeat alerts");
 
-    // Incidents are rows of their own; each was alerted once, under its id.
+    // Incidents are rows of their own; each was announced once, by the run's digest.
     let incident_rows = pipeline
         .store
         .list_incidents(&IncidentFilter {
@@ -346,12 +366,17 @@ async fn end_to_end(db: Database) {
         .await
         .unwrap();
     assert_eq!(incident_rows.len(), incidents.len(), "{incident_rows:?}");
-    let alert_keys: BTreeSet<String> = alerts.iter().map(|a| a.dedupe_key.clone()).collect();
-    let incident_keys: BTreeSet<String> = incident_rows
-        .iter()
-        .map(|i| format!("incident:{}", i.incident_id))
-        .collect();
-    assert_eq!(alert_keys, incident_keys);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        alerts[0].dedupe_key,
+        format!("digest:{}", alerts[0].run_id.unwrap())
+    );
+    assert!(
+        incident_rows
+            .iter()
+            .all(|i| i.alert_id == Some(alerts[0].alert_id)),
+        "every incident points at the digest that announced it: {incident_rows:?}"
+    );
 
     // An operator acknowledges one incident before the retrains below.
     let acked = incident_rows[0].incident_id;

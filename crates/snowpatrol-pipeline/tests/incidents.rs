@@ -12,7 +12,7 @@ use snowpatrol_pipeline::PipelineStore;
 use snowpatrol_pipeline::store::{
     AckReason, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus, NewAnomaly, NewModel,
 };
-use snowpatrol_store::{Database, Pool};
+use snowpatrol_store::{Database, Pool, StoreError};
 use std::collections::BTreeSet;
 
 // Every test gets an EMPTY database (no migration applied) and migrates it as far as it needs.
@@ -20,6 +20,7 @@ both_backends!(
     upgrade_from_0002_merges_days_and_backfills_incidents,
     one_row_per_day_and_incidents_maintained_across_rescores,
     acknowledgements_resolution_and_cost,
+    upgrade_to_0006_links_announced_incidents_and_digests_announce_once,
 );
 
 /// Runs one statement with binds on whichever backend `db` is.
@@ -842,4 +843,106 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
             .iter()
             .all(|a| a.ack_reason.as_deref() == Some("expected"))
     );
+}
+
+/// A 0005 database as the previous release left it: three incidents, two of them announced by their own alert
+/// (`incident:<id>`), plus a failure alert. After `migrate()` the two point at their alerts and only the third
+/// is news. A digest announces incidents once: it refuses (writing nothing) when one of its incidents was
+/// announced meanwhile, links them all otherwise, and a retried try of the same run queues nothing twice.
+async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db: Database) {
+    snowpatrol_store::testing::migrate_to(&db, 5).await;
+    for (id, wh, d) in [
+        (1_i64, "ETL_WH", 1_u32),
+        (2, "ETL_WH", 10),
+        (3, "BI_WH", 12),
+    ] {
+        exec!(
+            db,
+            "INSERT INTO incidents (incident_id, account_name, warehouse_name, start_day, end_day, days, excess_credits, \
+             peak_score, status, created_at, updated_at) VALUES ($1, 'ACME', $2, $3, $3, 1, 12.5, 4.0, 'open', $4, $4)",
+            id,
+            wh,
+            day(6, d),
+            at(6, d, 6),
+        );
+    }
+    for (key, kind) in [
+        ("incident:1", "anomaly"),
+        ("incident:2", "anomaly"),
+        ("failure:3:score_warehouse:ACME.ETL_WH", "task_failure"),
+    ] {
+        exec!(
+            db,
+            "INSERT INTO alerts (dedupe_key, kind, channel, message, state, attempts, created_at) \
+             VALUES ($1, $2, 'file', '{}', 'written', 1, $3)",
+            key,
+            kind,
+            at(6, 12, 7),
+        );
+    }
+
+    db.migrate().await.unwrap();
+
+    let store = PipelineStore::new(db.clone());
+    let alerts = store.list_alerts(false, 100).await.unwrap();
+    let alert_of = |key: &str| {
+        alerts
+            .iter()
+            .find(|a| a.dedupe_key == key)
+            .map(|a| a.alert_id)
+    };
+    let rows = incidents(&store).await;
+    let linked: Vec<(i64, Option<i64>)> =
+        rows.iter().map(|i| (i.incident_id, i.alert_id)).collect();
+    assert_eq!(
+        linked,
+        vec![
+            (3, None),
+            (1, alert_of("incident:1")),
+            (2, alert_of("incident:2")),
+        ],
+        "ordered by warehouse: BI_WH first"
+    );
+
+    // A digest naming an incident announced before is refused whole.
+    let msg = serde_json::json!({ "text": "digest" });
+    let err = store
+        .enqueue_digest(
+            "digest:40",
+            "anomaly",
+            Some(40),
+            "file",
+            &msg,
+            &[2, 3],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        store.list_alerts(false, 100).await.unwrap().len(),
+        3,
+        "nothing queued"
+    );
+    assert_eq!(
+        store.incident(3).await.unwrap().unwrap().alert_id,
+        None,
+        "nothing linked"
+    );
+
+    // The news alone: queued and linked in one go; the same run's retried try queues nothing more.
+    let id = store
+        .enqueue_digest("digest:41", "anomaly", Some(41), "file", &msg, &[3], None)
+        .await
+        .unwrap()
+        .expect("queued");
+    assert_eq!(store.incident(3).await.unwrap().unwrap().alert_id, Some(id));
+    assert_eq!(
+        store
+            .enqueue_digest("digest:41", "anomaly", Some(41), "file", &msg, &[3], None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.list_alerts(false, 100).await.unwrap().len(), 4);
 }

@@ -18,6 +18,9 @@ pub enum StoreError {
     /// A task try wrote after losing its lease (see [`crate::TaskFence`]); nothing was committed.
     #[error("stale task try: {0}")]
     Fenced(String),
+    /// Another writer changed the rows this write depends on; nothing was committed, a retry re-reads them.
+    #[error("conflicting write: {0}")]
+    Conflict(String),
 }
 
 impl StoreError {

@@ -65,6 +65,7 @@ pub fn report(price: Option<f64>, sections: Vec<WarehouseSection>) -> Report {
         run_id: "run-2025-03-11-predict".into(),
         generated_at: Utc.with_ymd_and_hms(2025, 3, 11, 6, 30, 0).unwrap(),
         price_per_credit: price,
+        acknowledged_incidents: 0,
         sections,
     }
 }

@@ -1,0 +1,248 @@
+//! The Slack digest of one predict run: every incident the run found that nobody was told about yet, in one
+//! message, ranked by excess.
+//!
+//! One message per run instead of one per incident, because a bad day touches many warehouses at once (a
+//! shared upstream backfill, a release): 100 posts in a minute bury the channel and hit Slack's rate limit,
+//! while the reader wants to know *how much* went wrong and *where first*.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::SlackMessage;
+use crate::format::{credits, slack as esc, truncate};
+use crate::slack::{
+    MAX_BLOCKS, MAX_FALLBACK_CHARS, MAX_SECTION_CHARS, code, context, header, section,
+};
+
+/// Incidents listed one per line in the message; the rest are counted ("and 12 more"). A reader acts on the
+/// first few; the report has them all.
+pub const DIGEST_TOP_INCIDENTS: usize = 15;
+/// Characters of the "why" line of each incident.
+const WHY_CHARS: usize = 220;
+
+/// One incident as the digest announces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestIncident {
+    pub incident_id: i64,
+    pub account_name: String,
+    pub warehouse_name: String,
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
+    /// Anomalous days in the incident.
+    pub days: u32,
+    pub excess_credits: f64,
+    /// What the model expected on those days, for the excess in percent (None when unknown).
+    pub expected_credits: Option<f64>,
+    /// The detector's explanation of the incident's largest day.
+    pub why: String,
+}
+
+impl DigestIncident {
+    fn display_key(&self) -> String {
+        format!("{}.{}", self.account_name, self.warehouse_name)
+    }
+}
+
+/// What one predict run has to tell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    pub run_id: String,
+    pub generated_at: DateTime<Utc>,
+    pub price_per_credit: Option<f64>,
+    /// Incidents not announced before; the message ranks them by excess itself.
+    pub incidents: Vec<DigestIncident>,
+    /// Incidents of the scored window that were not repeated, and why (shown so silence is never a mystery).
+    pub already_announced: usize,
+    pub acknowledged: usize,
+    /// Where the full report was written, if anywhere.
+    pub report_path: Option<String>,
+}
+
+/// `ISO date` of a day an explanation starts with ("2025-06-28: 50.29 credits ..."), removed where the date
+/// is shown beside it already.
+pub(crate) fn without_date_prefix(explanation: &str, date: Option<NaiveDate>) -> &str {
+    let t = explanation.trim();
+    match t.split_once(": ") {
+        Some((head, rest))
+            if NaiveDate::parse_from_str(head, "%Y-%m-%d")
+                .is_ok_and(|d| date.is_none_or(|x| x == d)) =>
+        {
+            rest
+        }
+        _ => t,
+    }
+}
+
+fn days_text(i: &DigestIncident) -> String {
+    if i.first_day == i.last_day {
+        format!("{}", i.first_day)
+    } else {
+        format!("{} – {} ({} days)", i.first_day, i.last_day, i.days)
+    }
+}
+
+fn money(value: f64, price: Option<f64>) -> String {
+    price.map_or(String::new(), |p| format!(", cost {}", credits(value * p)))
+}
+
+/// The digest as one Slack message within Slack's limits: a header with the totals, the top incidents by
+/// excess (one line each, with why), "and N more", and a context line with the run and what was not
+/// repeated. Returns None when there is nothing new to announce.
+pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
+    if d.incidents.is_empty() {
+        return None;
+    }
+    let mut ranked: Vec<&DigestIncident> = d.incidents.iter().collect();
+    ranked.sort_by(|a, b| {
+        b.excess_credits
+            .total_cmp(&a.excess_credits)
+            .then_with(|| a.display_key().cmp(&b.display_key()))
+            .then(a.first_day.cmp(&b.first_day))
+    });
+    let n = ranked.len();
+    let total: f64 = ranked.iter().map(|i| i.excess_credits.max(0.0)).sum();
+    let warehouses = {
+        let mut k: Vec<String> = ranked.iter().map(|i| i.display_key()).collect();
+        k.sort();
+        k.dedup();
+        k.len()
+    };
+    let plural = |n: usize, one: &str, many: &str| {
+        if n == 1 {
+            format!("{n} {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    let title = format!(
+        "Snowflake spend: {} · +{} credits{}",
+        plural(n, "new cost incident", "new cost incidents"),
+        credits(total),
+        money(total, d.price_per_credit)
+    );
+    let mut blocks = vec![header(&title)];
+    let mut summary = format!(
+        "*{}* in {} · excess *{} credits*{}",
+        plural(n, "new incident", "new incidents"),
+        plural(warehouses, "warehouse", "warehouses"),
+        credits(total),
+        money(total, d.price_per_credit)
+    );
+    if let Some(top) = ranked.first() {
+        let share = if total > 0.0 {
+            100.0 * top.excess_credits.max(0.0) / total
+        } else {
+            0.0
+        };
+        let _ = write!(
+            summary,
+            "\nLargest: *{}* ({:.0}% of the excess)",
+            esc(&top.display_key()),
+            share
+        );
+    }
+    blocks.push(section(summary));
+
+    // Lines packed into sections of at most MAX_SECTION_CHARS; blocks kept for "more" and the context.
+    let shown = n.min(DIGEST_TOP_INCIDENTS);
+    let mut body = String::new();
+    for i in &ranked[..shown] {
+        let pct = i
+            .expected_credits
+            .filter(|e| *e > 0.0)
+            .map(|e| format!(", +{:.0}%", 100.0 * i.excess_credits / e))
+            .unwrap_or_default();
+        let why = truncate(
+            without_date_prefix(&i.why, (i.first_day == i.last_day).then_some(i.first_day)),
+            WHY_CHARS,
+        );
+        let line = format!(
+            "• *{}* · {} · *+{} credits*{}{}\n      _{}_",
+            esc(&i.display_key()),
+            days_text(i),
+            credits(i.excess_credits),
+            pct,
+            money(i.excess_credits, d.price_per_credit),
+            esc(&why)
+        );
+        if !body.is_empty() && body.chars().count() + line.chars().count() + 1 > MAX_SECTION_CHARS {
+            blocks.push(section(std::mem::take(&mut body)));
+        }
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        body.push_str(&line);
+        if blocks.len() >= MAX_BLOCKS - 3 {
+            break;
+        }
+    }
+    if !body.is_empty() {
+        blocks.push(section(body));
+    }
+    if shown < n {
+        let rest: f64 = ranked[shown..]
+            .iter()
+            .map(|i| i.excess_credits.max(0.0))
+            .sum();
+        let mut more = format!(
+            "…and {} more {}, +{} credits{} together.",
+            n - shown,
+            if n - shown == 1 {
+                "incident"
+            } else {
+                "incidents"
+            },
+            credits(rest),
+            money(rest, d.price_per_credit)
+        );
+        if let Some(path) = &d.report_path {
+            let _ = write!(more, " The report has them all: {}", code(path));
+        }
+        blocks.push(section(more));
+    }
+    let mut ctx = format!(
+        "Run {} · generated {}",
+        code(&d.run_id),
+        d.generated_at.format("%Y-%m-%d %H:%M UTC")
+    );
+    if d.already_announced > 0 {
+        let _ = write!(
+            ctx,
+            " · {} announced before, not repeated",
+            plural(d.already_announced, "incident", "incidents")
+        );
+    }
+    if d.acknowledged > 0 {
+        let _ = write!(
+            ctx,
+            " · {} acknowledged, not repeated",
+            plural(d.acknowledged, "incident", "incidents")
+        );
+    }
+    let _ = write!(
+        ctx,
+        " · `snowpatrol anomalies --open` lists them; `snowpatrol anomalies ack ID` acknowledges one"
+    );
+    blocks.push(context(ctx));
+
+    let mut text = format!("{title}.");
+    for i in ranked.iter().take(3) {
+        let _ = write!(
+            text,
+            " {} {} +{} credits;",
+            i.display_key(),
+            days_text(i),
+            credits(i.excess_credits)
+        );
+    }
+    if n > 3 {
+        let _ = write!(text, " and {} more", n - 3);
+    }
+    let _ = write!(text, " (run {}).", d.run_id);
+    Some(SlackMessage {
+        text: truncate(&text, MAX_FALLBACK_CHARS),
+        blocks,
+    })
+}
