@@ -224,3 +224,74 @@ fn a_report_with_everything_acknowledged_says_so() {
         render_markdown(&r).contains("every scored warehouse-day was within its expected range")
     );
 }
+
+/// Runs the official slack_sdk block models (scripts/validate_slack_messages.py) over `messages`.
+fn slack_sdk_verdict(messages: &[serde_json::Value]) -> (bool, String) {
+    let python = std::env::var("SNOWPATROL_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "SNOWPATROL_TEST_PYTHON is not set: point it at a Python with slack_sdk \
+             (scripts/test.sh creates .venv with it)"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("messages.json");
+    std::fs::write(&file, serde_json::to_vec(messages).unwrap()).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/validate_slack_messages.py"
+    );
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&file)
+        .output()
+        .expect("run the slack_sdk validator");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn as_json(m: &snowpatrol_alert::SlackMessage) -> serde_json::Value {
+    serde_json::json!({ "text": m.text, "blocks": m.blocks_json() })
+}
+
+#[test]
+fn every_message_passes_the_official_slack_sdk_block_models() {
+    let mut messages = Vec::new();
+    for n in [1, 2, 15, 16, 51, 300, 1000] {
+        for price in [None, Some(3.0)] {
+            let mut d = digest(n);
+            d.price_per_credit = price;
+            messages.push(as_json(&digest_message(&d).unwrap()));
+        }
+    }
+    let mut odd = digest(20);
+    odd.incidents[3].warehouse_name = "\"Quoted <wh> & *bold* _x_ `tick`\"".repeat(60);
+    odd.incidents[4].why = "🙂 ünïcödé ".repeat(400);
+    odd.report_path = Some("/tmp/`odd` path".repeat(100));
+    messages.push(as_json(&digest_message(&odd).unwrap()));
+    messages.push(as_json(&report_message(&one_anomaly_report(Some(3.0)))));
+    messages.push(as_json(&snowpatrol_alert::failure_message(
+        "predict",
+        "score_warehouse",
+        Some("ACME.ETL_WH"),
+        "17",
+        &"connection reset ```by peer``` ".repeat(300),
+    )));
+    let count = messages.len();
+    let (ok, out) = slack_sdk_verdict(&messages);
+    assert!(ok, "slack_sdk refused: {out}");
+    assert!(out.contains(&format!("{count} messages valid")), "{out}");
+
+    // The validator is not a rubber stamp: Slack's limits, broken on purpose, are refused.
+    let broken = vec![
+        serde_json::json!({ "text": "x", "blocks": [{ "type": "header", "text": { "type": "plain_text", "text": "h".repeat(151) } }] }),
+        serde_json::json!({ "text": "x", "blocks": vec![serde_json::json!({ "type": "divider" }); 51] }),
+    ];
+    let (ok, out) = slack_sdk_verdict(&broken);
+    assert!(!ok, "{out}");
+    assert!(out.contains("cannot exceed 150 characters"), "{out}");
+    assert!(out.contains("51 blocks"), "{out}");
+}
