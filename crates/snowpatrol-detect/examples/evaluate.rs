@@ -236,6 +236,9 @@ fn main() {
             if flag("--show") {
                 show(&days, &f.labels);
             }
+            if flag("--misses") {
+                misses(&days, &f.labels, &cfg);
+            }
             // Tuning aid: DUMP=ACCOUNT.WAREHOUSE prints that warehouse's scored days.
             if let Ok(which) = std::env::var("DUMP") {
                 for d in days.iter().filter(|d| d.key.to_string() == which) {
@@ -318,5 +321,58 @@ fn show(days: &[ScoredDay], labels: &[AnomalyLabel]) {
                 s.score.explanation
             );
         }
+    }
+}
+
+/// How far from reach the missed labelled days are: for each missed cost-increase label, the largest rise over
+/// the expectation within its window. A miss whose window never rose 25 % above the expectation cannot be
+/// caught by any rule with the default materiality (`min_excess_ratio`).
+fn misses(days: &[ScoredDay], labels: &[AnomalyLabel], cfg: &BacktestConfig) {
+    use std::collections::HashMap;
+    let by_day: HashMap<_, &DayScore> = days
+        .iter()
+        .map(|d| ((&d.key, d.score.date), &d.score))
+        .collect();
+    let mut out: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
+    for l in labels.iter().filter(|l| l.kind.is_cost_increase()) {
+        let tol = if l.kind == snowpatrol_detect::AnomalyKind::Resize {
+            cfg.resize_tolerance_days
+        } else {
+            0
+        };
+        let window: Vec<&DayScore> = (0..=tol)
+            .filter_map(|k| by_day.get(&(&l.key, l.date + Days::new(k as u64))).copied())
+            .collect();
+        if window.is_empty() {
+            continue;
+        }
+        let e = out.entry(l.kind.as_str()).or_default();
+        if window.iter().any(|d| d.is_anomaly) {
+            e[0] += 1;
+            continue;
+        }
+        let rise = window
+            .iter()
+            .map(|d| {
+                if d.expected_credits > 0.0 {
+                    d.actual_credits / d.expected_credits - 1.0
+                } else {
+                    f64::INFINITY
+                }
+            })
+            .fold(f64::NEG_INFINITY, f64::max);
+        let bucket = if rise < 0.25 {
+            1
+        } else if rise < 1.0 {
+            2
+        } else {
+            3
+        };
+        e[bucket] += 1;
+    }
+    for (k, [hit, immaterial, modest, large]) in out {
+        println!(
+            "    labelled {k} days: {hit} caught; missed: {immaterial} rose < 25 % over the expectation, {modest} rose 25-100 %, {large} rose > 100 %"
+        );
     }
 }

@@ -80,6 +80,9 @@ pub struct DefaultRuleConfig {
     /// days by at least this factor to be flagged by the record test (0 disables the test).
     pub min_record_ratio: f64,
     pub max_record_ratio: f64,
+    /// The usual level never sits below the median of the last `level_floor_days` active days (0 = off): after
+    /// a dip (a holiday lull, an outage, a quiet fortnight) the return to normal is not a rise.
+    pub level_floor_days: usize,
 
     /// Excess below this many credits is never worth an alert, however unusual.
     pub min_excess_credits: f64,
@@ -125,6 +128,7 @@ impl Default for DefaultRuleConfig {
             record_days: 28,
             min_record_ratio: 2.0,
             max_record_ratio: 4.0,
+            level_floor_days: 56,
             min_excess_credits: 2.0,
             min_excess_ratio: 0.25,
             min_excess_level_ratio: 0.5,
@@ -175,6 +179,12 @@ impl DefaultRuleConfig {
             if !(v.is_finite() && v >= 0.0) {
                 out.push(format!("{k}: must be a number >= 0 (got {v})"));
             }
+        }
+        if self.level_floor_days > MAX_REFERENCE_DAYS {
+            out.push(format!(
+                "level_floor_days: must be at most {MAX_REFERENCE_DAYS} (got {})",
+                self.level_floor_days
+            ));
         }
         if self.reference_days > MAX_REFERENCE_DAYS {
             out.push(format!(
@@ -367,10 +377,20 @@ struct Reference {
     log_level: Option<f64>,
     /// Highest weekday-neutral log level of the last `record_days` active days.
     record_level: Option<f64>,
+    /// Where the scan for the level floor stands (see [`DefaultModel::floor_level`]).
+    floor_scan: FloorScan,
     usual_hours: f64,
     usual_peak: f64,
     capped: bool,
     days: usize,
+}
+
+/// The weekday-neutral levels scanned so far, newest first, and where to continue for more.
+struct FloorScan {
+    levels: [f64; MAX_REFERENCE_DAYS],
+    count: usize,
+    resume_at: usize,
+    stop: usize,
 }
 
 /// The model's view of one day before the threshold is applied.
@@ -414,11 +434,16 @@ impl DefaultModel {
         let mut bv = [false; MAX_REFERENCE_DAYS];
         let k = k.min(MAX_REFERENCE_DAYS);
         let record_days = r.record_days;
+        let floor_days = r.level_floor_days.min(MAX_REFERENCE_DAYS);
+        let mut fv = [0.0; MAX_REFERENCE_DAYS];
+        let mut nf = 0;
         let mut m = 0;
         let mut seen = 0;
         let mut record_level: Option<f64> = None;
         let mut t = i;
-        while t > stop && (m < k || seen < record_days) {
+        // The floor's longer scan is only made for days that rise above the usual level (`floor_level`).
+        let first_scan = k.max(record_days).min(floor_days.max(k));
+        while t > stop && (m < k || seen < record_days || nf < first_scan) {
             t -= 1;
             if p.active[t] && p.classes[t] != DayClass::Holiday {
                 let w = p.weekday[t];
@@ -428,6 +453,10 @@ impl DefaultModel {
                 if seen < record_days {
                     record_level = Some(record_level.map_or(level, |x: f64| x.max(level)));
                     seen += 1;
+                }
+                if nf < floor_days {
+                    fv[nf] = level;
+                    nf += 1;
                 }
                 if m < k {
                     lv[m] = level;
@@ -476,6 +505,7 @@ impl DefaultModel {
         } else {
             self.training_log_level.or_else(|| median(levels))
         };
+
         let usual_peak = peaks.iter().copied().fold(0.0, f64::max);
         // A full hour bills exactly size x clusters, so a warehouse at its cap repeats the same peak to the
         // third decimal; 2 % slack allows for cloud-services rounding in exports.
@@ -484,6 +514,12 @@ impl DefaultModel {
         Reference {
             log_level,
             record_level,
+            floor_scan: FloorScan {
+                levels: fv,
+                count: nf,
+                resume_at: t,
+                stop,
+            },
             usual_hours: median(hours).unwrap_or(0.0),
             usual_peak,
             capped,
@@ -491,10 +527,50 @@ impl DefaultModel {
         }
     }
 
+    /// Median level of the last `level_floor_days` active days (continuing the reference scan), when there
+    /// are more of them than reference days (else the floor would say nothing the reference set does not).
+    fn floor_level(&self, p: &Prepared, scan: &mut FloorScan) -> Option<f64> {
+        let want = self.rule.level_floor_days.min(MAX_REFERENCE_DAYS);
+        let mut t = scan.resume_at;
+        while t > scan.stop && scan.count < want {
+            t -= 1;
+            if p.active[t] && p.classes[t] != DayClass::Holiday {
+                scan.levels[scan.count] = p.log_credits[t]
+                    - self.weekday_log_profile[p.weekday[t]]
+                    - self.calendar_effects.of(p.classes[t]);
+                scan.count += 1;
+            }
+        }
+        scan.resume_at = t;
+        if scan.count <= self.rule.reference_days.max(1) {
+            return None;
+        }
+        let mut v = scan.levels;
+        median(&mut v[..scan.count])
+    }
+
     fn assess(&self, s: &DailySeries, p: &Prepared, i: usize) -> Assessment {
         let r = &self.rule;
-        let reference = self.reference(s, p, i);
+        let mut reference = self.reference(s, p, i);
         let w = p.weekday[i];
+        // A rise is measured from the higher of the usual level and the longer run's (the floor), so the
+        // return to normal after a dip is not a rise. Only days more than a spread above the usual level need
+        // it (no other day can be flagged), so the longer scan is skipped for most days; while the spread is
+        // not estimated yet (the first training pass) it is skipped for all.
+        if r.level_floor_days > 0
+            && p.active[i]
+            && let Some(l) = reference.log_level
+        {
+            let day_level = p.log_credits[i]
+                - self.weekday_log_profile[w]
+                - self.calendar_effects.of(p.classes[i]);
+            if day_level > l + self.spread(w)
+                && let Some(f) = self.floor_level(p, &mut reference.floor_scan)
+                && f > l
+            {
+                reference.log_level = Some(f);
+            }
+        }
         let log_expected = reference
             .log_level
             .map(|l| l + self.weekday_log_profile[w] + self.calendar_effects.of(p.classes[i]));

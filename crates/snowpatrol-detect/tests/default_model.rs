@@ -185,6 +185,66 @@ fn a_heavy_tailed_warehouses_day_far_above_its_record_is_caught_without_hourly_e
     );
 }
 
+/// A steady loader (about 20 credits a day) with a fortnight's lull at 30 % (a holiday shutdown) from day 330.
+fn loader_with_lull(n: usize, seed: u64) -> DailySeries {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = empty("LOAD_WH", n);
+    for i in 0..n {
+        let lull = (330..344).contains(&i);
+        let credits = 20.0 * (0.08 * normal(&mut rng)).exp() * if lull { 0.3 } else { 1.0 };
+        s.credits[i] = credits;
+        s.credits_compute[i] = credits;
+        s.hours_active[i] = 24.0;
+        s.peak_hourly_credits[i] = credits / 24.0 * 1.3;
+    }
+    s
+}
+
+#[test]
+fn the_return_to_normal_after_a_lull_is_not_a_rise_but_a_spike_after_it_is() {
+    let n = 400;
+    let s = loader_with_lull(n, 5);
+    let (_, days) = walk(&s, 300);
+    assert_eq!(
+        flagged(&days),
+        Vec::<String>::new(),
+        "the lull and the return"
+    );
+
+    // Without the floor the usual level follows the lull down, and the return reads as a rise: the test above
+    // would fail if the floor did nothing.
+    let cfg = TrainConfig {
+        rule: snowpatrol_detect::model::DefaultRuleConfig {
+            level_floor_days: 0,
+            ..Default::default()
+        },
+        ..TrainConfig::default()
+    };
+    let model = train(&s.slice(0, 300), &cfg).expect("trains");
+    let without_floor: Vec<DayScore> = (300..n)
+        .map(|i| {
+            model
+                .score(&s.truncated_to(s.date(i)), 1)
+                .expect("scores")
+                .remove(0)
+        })
+        .collect();
+    assert!(
+        !flagged(&without_floor).is_empty(),
+        "without the floor the return after the lull is flagged"
+    );
+
+    // A real spike after the return is still caught.
+    let mut r = s.clone();
+    let i = 370;
+    r.credits[i] *= 3.0;
+    r.credits_compute[i] = r.credits[i];
+    let (_, days) = walk(&r, 300);
+    let day = days.iter().find(|d| d.date == r.date(i)).expect("scored");
+    assert!(day.is_anomaly, "{}", day.explanation);
+    assert_eq!(flagged(&days).len(), 1, "{:?}", flagged(&days));
+}
+
 /// A nightly transformation: a batch of about 4 hours every day (less at weekends), and on the last business
 /// day of each month a close run 1.6-2x as long.
 fn transform_with_month_end(n: usize, seed: u64) -> DailySeries {
