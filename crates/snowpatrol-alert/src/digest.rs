@@ -11,9 +11,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::SlackMessage;
+use crate::feedback::{feedback_menu, incident_block_id};
+
 use crate::format::{credits, slack as esc, truncate};
 use crate::slack::{
     MAX_BLOCKS, MAX_FALLBACK_CHARS, MAX_SECTION_CHARS, code, context, header, section,
+};
+use slack_morphism::blocks::{
+    SlackBlockId, SlackBlockMarkDownText, SlackBlockText, SlackSectionBlock,
 };
 
 /// Incidents listed one per line in the message; the rest are counted ("and 12 more"). A reader acts on the
@@ -58,6 +63,10 @@ pub struct Digest {
     pub acknowledged: usize,
     /// Where the full report was written, if anywhere.
     pub report_path: Option<String>,
+    /// Offer the feedback menu on each listed incident (needs Slack interactivity pointed at the daemon and a
+    /// signing secret, see `crate::feedback`).
+    #[serde(default)]
+    pub feedback: bool,
 }
 
 /// `ISO date` of a day an explanation starts with ("2025-06-28: 50.29 credits ..."), removed where the date
@@ -145,9 +154,9 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
     }
     blocks.push(section(summary));
 
-    // Lines packed into sections of at most MAX_SECTION_CHARS; blocks kept for "more" and the context.
+    // One section per listed incident (its own block id, so feedback can update it in place); the "why" is
+    // bounded, so a section stays far below MAX_SECTION_CHARS.
     let shown = n.min(DIGEST_TOP_INCIDENTS);
-    let mut body = String::new();
     for i in &ranked[..shown] {
         let pct = i
             .expected_credits
@@ -160,26 +169,25 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
         );
         let line = format!(
             "• *{}* · {} · *+{} credits*{}{}\n      _{}_",
-            esc(&i.display_key()),
+            truncate(&esc(&i.display_key()), 600),
             days_text(i),
             credits(i.excess_credits),
             pct,
             money(i.excess_credits, d.price_per_credit),
             esc(&why)
         );
-        if !body.is_empty() && body.chars().count() + line.chars().count() + 1 > MAX_SECTION_CHARS {
-            blocks.push(section(std::mem::take(&mut body)));
+        let mut block = SlackSectionBlock::new()
+            .with_block_id(SlackBlockId::new(incident_block_id(i.incident_id)))
+            .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(
+                truncate(&line, MAX_SECTION_CHARS),
+            )));
+        if d.feedback {
+            block = block.with_accessory(feedback_menu(i.incident_id).into());
         }
-        if !body.is_empty() {
-            body.push('\n');
-        }
-        body.push_str(&line);
+        blocks.push(block.into());
         if blocks.len() >= MAX_BLOCKS - 3 {
             break;
         }
-    }
-    if !body.is_empty() {
-        blocks.push(section(body));
     }
     if shown < n {
         let rest: f64 = ranked[shown..]

@@ -9,6 +9,7 @@
 mod chart;
 mod digest;
 mod error;
+mod feedback;
 mod format;
 mod report;
 mod slack;
@@ -16,6 +17,10 @@ mod slack;
 pub use chart::{chart_file_name, render_chart_png};
 pub use digest::{DIGEST_TOP_INCIDENTS, Digest, DigestIncident, digest_message};
 pub use error::AlertError;
+pub use feedback::{
+    FEEDBACK_ACTION_ID, FEEDBACK_REASONS, FeedbackClick, FeedbackError, acknowledged_blocks,
+    parse_click, verify_request,
+};
 pub use report::{CONTEXT_DAYS, render_markdown};
 pub use slack::{
     AlertMetadata, DEFAULT_REQUEST_TIMEOUT, DeliveryOutcome, LookupFailure, METADATA_EVENT_TYPE,

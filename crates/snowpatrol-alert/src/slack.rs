@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use slack_morphism::api::SlackApiChatPostMessageRequest;
+use slack_morphism::api::{SlackApiChatPostMessageRequest, SlackApiPostWebhookMessageRequest};
 use slack_morphism::blocks::{
     SlackBlock, SlackBlockMarkDownText, SlackBlockPlainTextOnly, SlackBlockText, SlackContextBlock,
     SlackContextBlockElement, SlackHeaderBlock, SlackSectionBlock,
@@ -21,7 +21,7 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::hyper_tokio::{SlackClientHyperConnector, SlackClientHyperHttpsConnector};
 use slack_morphism::{
     SlackApiToken, SlackApiTokenValue, SlackChannelId, SlackClient, SlackMessageContent,
-    SlackMessageMetadata,
+    SlackMessageMetadata, SlackResponseUrl,
 };
 
 use crate::format::{credits, score, slack as esc, truncate};
@@ -726,6 +726,43 @@ impl SlackNotifier {
                     self.request_timeout.as_secs_f64()
                 ),
             },
+        }
+    }
+
+    /// Replaces the message a feedback click came from, through the click's `response_url` (bounded by
+    /// `request_timeout`). `blocks` is the updated message (see [`crate::acknowledged_blocks`]).
+    pub async fn respond(
+        &self,
+        response_url: &str,
+        text: &str,
+        blocks: serde_json::Value,
+    ) -> Result<(), String> {
+        let url = url::Url::parse(response_url)
+            .map_err(|e| format!("the click's response_url is not a URL: {e}"))?;
+        let blocks: Vec<SlackBlock> = serde_json::from_value(blocks)
+            .map_err(|e| format!("the updated message is not Block Kit: {e}"))?;
+        let request = SlackApiPostWebhookMessageRequest::new(
+            SlackMessageContent::new()
+                .with_text(text.to_string())
+                .with_blocks(blocks),
+        )
+        .with_replace_original(true);
+        match tokio::time::timeout(
+            self.request_timeout,
+            self.client
+                .respond_to_event(&SlackResponseUrl::new(url), &request),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(match classify(&e) {
+                Failure::Permanent(m) | Failure::Unknown(m) => m,
+                Failure::Retryable { message, .. } => message,
+            }),
+            Err(_) => Err(format!(
+                "Slack did not answer within {} s",
+                self.request_timeout.as_secs_f64()
+            )),
         }
     }
 

@@ -39,6 +39,7 @@ fn digest(n: usize) -> Digest {
         already_announced: 4,
         acknowledged: 2,
         report_path: Some("/var/lib/snowpatrol/reports/run-42/report.md".into()),
+        feedback: true,
     }
 }
 
@@ -151,12 +152,17 @@ fn every_size_of_digest_stays_within_the_limits() {
     let mut d = digest(3);
     d.incidents[0].warehouse_name = "A<B>&C".repeat(200);
     d.price_per_credit = None;
+    d.feedback = false;
     let (text, blocks) = blocks(&d);
     assert_within_slack_limits(&blocks);
     let all = serde_json::to_string(&blocks).unwrap();
     assert!(all.contains("A&lt;B&gt;&amp;C"), "escaped");
     assert!(!all.contains(", cost "), "no money without a price: {all}");
     assert!(text.contains("3 new cost incidents"));
+    assert!(
+        !all.contains("overflow"),
+        "no feedback menu unless configured: {all}"
+    );
 }
 
 #[test]

@@ -172,6 +172,51 @@ impl Pipeline {
         Ok(Enqueued::Queued(id))
     }
 
+    /// The signing secret Slack's interactivity requests are verified with; None: no feedback from Slack.
+    pub fn slack_signing_secret(&self) -> Option<&secrecy::SecretString> {
+        self.config
+            .slack
+            .as_ref()
+            .and_then(|s| s.signing_secret.as_ref())
+    }
+
+    /// Records a feedback click from Slack (already verified) exactly like `snowpatrol anomalies ack`, then
+    /// updates the message it came from. The acknowledgement is what counts: a failed update is logged.
+    pub async fn record_feedback(
+        &self,
+        click: &snowpatrol_alert::FeedbackClick,
+    ) -> Result<FeedbackRecorded, crate::PipelineError> {
+        let reason: crate::store::AckReason = click
+            .reason
+            .parse()
+            .map_err(|e: String| crate::PipelineError::Config(e))?;
+        let who = if click.user_name.is_empty() {
+            format!("slack:{}", click.user_id)
+        } else {
+            format!("slack:{}", click.user_name)
+        };
+        if !self
+            .store
+            .ack_incident(click.incident_id, reason, Some(&who))
+            .await?
+        {
+            return Ok(FeedbackRecorded::UnknownIncident);
+        }
+        tracing::info!(incident_id = click.incident_id, reason = %click.reason, by = %who, "incident acknowledged from Slack");
+        let updated = click
+            .message_blocks
+            .as_ref()
+            .and_then(|b| snowpatrol_alert::acknowledged_blocks(b, click));
+        if let (Some((notifier, _)), Some(blocks)) = (self.slack(), updated) {
+            let text = click.message_text.clone().unwrap_or_default();
+            if let Err(e) = notifier.respond(&click.response_url, &text, blocks).await {
+                tracing::warn!(incident_id = click.incident_id, error = %e, "the acknowledgement is recorded, but the Slack message could not be updated");
+                return Ok(FeedbackRecorded::AcknowledgedMessageNotUpdated);
+            }
+        }
+        Ok(FeedbackRecorded::Acknowledged)
+    }
+
     /// This process's sender id, as written to `alerts.claimed_by`.
     pub fn outbox_sender_id(&self) -> &str {
         &self.outbox.sender_id
@@ -646,4 +691,15 @@ impl FailureHook for FailureAlerts {
             tracing::error!(error = %e, run_id = f.run_id, "could not queue the failure alert");
         }
     }
+}
+
+/// What a feedback click from Slack did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackRecorded {
+    /// Acknowledged, and the message updated.
+    Acknowledged,
+    /// Acknowledged; updating the message failed (logged).
+    AcknowledgedMessageNotUpdated,
+    /// No incident with that id (merged away, or a message from another installation).
+    UnknownIncident,
 }

@@ -196,6 +196,12 @@ pub struct SlackSettings {
     /// (`token_file`, `SNOWPATROL__PIPELINE__SLACK__TOKEN_FILE`) or `token_env`, rather than in the TOML.
     #[serde(default)]
     pub token: Option<SecretString>,
+    /// The Slack app's signing secret. When set, digests offer a feedback menu on each incident and the daemon
+    /// serves Slack's interactivity requests at `POST /slack/interactivity` on `[server] health_addr`
+    /// (verified with this secret). A secret: from `SNOWPATROL__PIPELINE__SLACK__SIGNING_SECRET`, its `_FILE`
+    /// form or `signing_secret_file`, rather than in the TOML.
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
     /// Environment variable holding the bot token; when set it wins over `token` and `token_file`.
     #[serde(default = "default_token_env")]
     pub token_env: String,

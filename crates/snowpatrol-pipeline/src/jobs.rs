@@ -849,6 +849,7 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         already_announced: duplicates,
         acknowledged,
         report_path: Some(path.display().to_string()),
+        feedback: p.slack().is_some() && p.slack_signing_secret().is_some(),
     };
     let announced = digest.incidents.len();
     let mut new_alerts = 0;

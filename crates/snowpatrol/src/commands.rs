@@ -756,7 +756,11 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         })?;
     info!(addr = %s.server.health_addr, "serving /healthz, /readyz and /metrics");
     let server_stop = CancellationToken::new();
-    let app = server::router(db.clone(), engine.metrics());
+    let mut app = server::router(db.clone(), engine.metrics());
+    if pipeline.slack_signing_secret().is_some() {
+        info!(addr = %s.server.health_addr, "serving Slack feedback at POST /slack/interactivity");
+        app = app.merge(crate::slack_feedback::router(pipeline.clone()));
+    }
     let server_task = tokio::spawn(server::serve(listener, app, server_stop.clone()));
     // Alerts are delivered by the outbox sender, off the runs' critical path: woken by every enqueue, retrying
     // with backoff, taking over the claims of replicas that died. On shutdown it finishes the attempt in

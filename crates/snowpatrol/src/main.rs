@@ -7,6 +7,7 @@ mod output;
 mod pipeline_cli;
 mod server;
 mod settings;
+mod slack_feedback;
 
 use clap::{Parser, Subcommand};
 use settings::LogFormat;

@@ -319,6 +319,11 @@ const SECRETS: &[SecretKey] = &[
         key: "token",
         lazy: true,
     },
+    SecretKey {
+        table: "pipeline.slack",
+        key: "signing_secret",
+        lazy: true,
+    },
 ];
 
 /// Every secret setting's key path (the documentation test checks each is documented).
