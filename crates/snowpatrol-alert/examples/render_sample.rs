@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 date: d,
                 credits,
                 expected: Some(expected),
+                normal_low: Some(expected * 0.6),
+                normal_high: Some(expected * 1.6),
             }
         })
         .collect();

@@ -97,6 +97,15 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+/// Days shown before the first anomaly and after the last one: a month of context shows the weekly pattern the
+/// anomaly broke, a week after shows whether it went on.
+const DAYS_BEFORE: i64 = 28;
+const DAYS_AFTER: i64 = 7;
+/// Height of the band above the plot holding the title and the legend (never over the data).
+const HEADER_PX: u32 = 58;
+
+const BAND: RGBColor = RGBColor(214, 226, 240);
+
 fn draw(
     root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     section: &WarehouseSection,
@@ -105,8 +114,22 @@ fn draw(
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let title = format!("{key} — daily credits (model v{})", section.model_version);
 
-    let dates = section
-        .history
+    // The window surrounds the anomalies (the history may reach further either way); without anomalies it
+    // is the whole history.
+    let window = {
+        let first_a = section.anomalies.iter().map(|a| a.date).min();
+        let last_a = section.anomalies.iter().map(|a| a.date).max();
+        move |d: NaiveDate| match (first_a, last_a) {
+            (Some(f), Some(l)) => {
+                d >= f - Duration::days(DAYS_BEFORE) && d <= l + Duration::days(DAYS_AFTER)
+            }
+            _ => true,
+        }
+    };
+    let mut history: Vec<_> = section.history.iter().filter(|p| window(p.date)).collect();
+    history.sort_by_key(|p| p.date);
+
+    let dates = history
         .iter()
         .map(|p| p.date)
         .chain(section.anomalies.iter().map(|a| a.date));
@@ -122,9 +145,10 @@ fn draw(
     let span = x_of(last);
 
     let mut values: Vec<f64> = Vec::new();
-    for p in &section.history {
+    for p in &history {
         values.extend(finite(p.credits));
         values.extend(p.expected.and_then(finite));
+        values.extend(p.normal_high.and_then(finite));
     }
     for a in &section.anomalies {
         values.extend(finite(a.actual_credits));
@@ -132,25 +156,30 @@ fn draw(
     }
     let max = values.iter().copied().fold(0.0_f64, f64::max);
     let min = values.iter().copied().fold(0.0_f64, f64::min);
-    let y_top = if max > 0.0 { max * 1.15 } else { 1.0 };
-    let y_bottom = if min < 0.0 { min * 1.15 } else { 0.0 };
+    let y_top = if max > 0.0 { max * 1.08 } else { 1.0 };
+    let y_bottom = if min < 0.0 { min * 1.08 } else { 0.0 };
 
-    let mut chart = ChartBuilder::on(root)
-        .caption(&title, ("sans-serif", 20))
+    // Title and legend live in a header band above the plot, so no legend ever hides a day.
+    let (header, plot) = root.split_vertically(HEADER_PX);
+    draw_header(&header, &title, &history, !section.anomalies.is_empty())?;
+
+    let mut chart = ChartBuilder::on(&plot)
         .margin(12)
-        .margin_right(28)
+        .margin_top(4)
+        .margin_right(44)
         .x_label_area_size(36)
         .y_label_area_size(64)
         .build_cartesian_2d(-1..span + 1, y_bottom..y_top)
         .map_err(|e| e.to_string())?;
 
-    let label_days = usize::try_from(span + 3).unwrap_or(1).clamp(2, 10);
+    let label_days = usize::try_from(span + 3).unwrap_or(1).clamp(2, 7);
     chart
         .configure_mesh()
         .x_labels(label_days)
         .x_label_formatter(&|x| {
+            // With the year: a chart read in January about December must not be ambiguous.
             (first + Duration::days(i64::from(*x)))
-                .format("%m-%d")
+                .format("%Y-%m-%d")
                 .to_string()
         })
         .y_desc("credits")
@@ -158,35 +187,56 @@ fn draw(
         .draw()
         .map_err(|e| e.to_string())?;
 
-    let mut history: Vec<_> = section.history.iter().collect();
-    history.sort_by_key(|p| p.date);
-
-    // Expected values as separate runs: a gap in the model's opinion should not be bridged by a
-    // straight line that looks like a prediction.
-    let mut runs: Vec<Vec<(i32, f64)>> = Vec::new();
-    let mut last_x: Option<i32> = None;
-    for p in &history {
-        match p.expected.and_then(finite) {
-            Some(e) => {
-                let x = x_of(p.date);
-                match (runs.last_mut(), last_x) {
-                    (Some(run), Some(lx)) if x == lx + 1 => run.push((x, e)),
-                    _ => runs.push(vec![(x, e)]),
+    // The normal range as a band, and the expectation, as separate runs: a gap in the model's opinion
+    // should not be bridged by a shape that looks like a prediction.
+    let runs = |value: &dyn Fn(&crate::DailyPoint) -> Option<(f64, f64)>| {
+        let mut runs: Vec<Vec<(i32, f64, f64)>> = Vec::new();
+        let mut last_x: Option<i32> = None;
+        for p in &history {
+            match value(p) {
+                Some((lo, hi)) => {
+                    let x = x_of(p.date);
+                    match (runs.last_mut(), last_x) {
+                        (Some(run), Some(lx)) if x == lx + 1 => run.push((x, lo, hi)),
+                        _ => runs.push(vec![(x, lo, hi)]),
+                    }
+                    last_x = Some(x);
                 }
-                last_x = Some(x);
+                None => last_x = None,
             }
-            None => last_x = None,
         }
-    }
-    for (i, run) in runs.into_iter().enumerate() {
-        let series = chart
-            .draw_series(LineSeries::new(run, EXPECTED.stroke_width(2)))
+        runs
+    };
+    let band_runs = runs(&|p| {
+        let (lo, hi) = (
+            p.normal_low.and_then(finite)?,
+            p.normal_high.and_then(finite)?,
+        );
+        Some((lo.max(y_bottom), hi.min(y_top)))
+    });
+    for run in band_runs {
+        let mut shape: Vec<(i32, f64)> = run.iter().map(|&(x, _, hi)| (x, hi)).collect();
+        shape.extend(run.iter().rev().map(|&(x, lo, _)| (x, lo)));
+        if run.len() == 1 {
+            // One day: a short bar so it shows at all.
+            let (x, lo, hi) = run[0];
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x, lo), (x, hi)],
+                    BAND.stroke_width(6),
+                )))
+                .map_err(|e| e.to_string())?;
+            continue;
+        }
+        chart
+            .draw_series(std::iter::once(Polygon::new(shape, BAND.filled())))
             .map_err(|e| e.to_string())?;
-        if i == 0 {
-            series.label("expected").legend(|(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], EXPECTED.stroke_width(2))
-            });
-        }
+    }
+    for run in runs(&|p| p.expected.and_then(finite).map(|e| (e, e))) {
+        let line: Vec<(i32, f64)> = run.iter().map(|&(x, e, _)| (x, e)).collect();
+        chart
+            .draw_series(LineSeries::new(line, EXPECTED.stroke_width(2)))
+            .map_err(|e| e.to_string())?;
     }
 
     let actual: Vec<(i32, f64)> = history
@@ -196,9 +246,7 @@ fn draw(
     if !actual.is_empty() {
         chart
             .draw_series(LineSeries::new(actual.clone(), ACTUAL.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label("actual")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], ACTUAL.stroke_width(2)));
+            .map_err(|e| e.to_string())?;
         chart
             .draw_series(
                 actual
@@ -230,19 +278,65 @@ fn draw(
                     .iter()
                     .map(|&(x, actual, _)| Circle::new((x, actual), 7, ANOMALY.filled())),
             )
-            .map_err(|e| e.to_string())?
-            .label("anomaly")
-            .legend(|(x, y)| Circle::new((x + 10, y), 5, ANOMALY.filled()));
+            .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
 
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| e.to_string())?;
+/// The title, and a one-line legend of what is drawn, in the band above the plot.
+fn draw_header(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    history: &[&crate::DailyPoint],
+    anomalies: bool,
+) -> Result<(), String> {
+    let e = |e: plotters::drawing::DrawingAreaErrorKind<_>| e.to_string();
+    area.draw_text(
+        title,
+        &("sans-serif", 20).into_font().color(&BLACK),
+        (12, 6),
+    )
+    .map_err(e)?;
+    let font = ("sans-serif", 14).into_font().color(&RGBColor(60, 60, 60));
+    let (mut x, y) = (14, 38);
+    let mut item =
+        |label: &str, mark: &dyn Fn(i32, i32) -> Result<(), String>| -> Result<(), String> {
+            mark(x, y)?;
+            area.draw_text(label, &font, (x + 26, y - 8)).map_err(e)?;
+            x += 26 + 7 * label.chars().count() as i32 + 22;
+            Ok(())
+        };
+    item("actual", &|x, y| {
+        area.draw(&PathElement::new(
+            vec![(x, y), (x + 20, y)],
+            ACTUAL.stroke_width(2),
+        ))
+        .map_err(e)
+    })?;
+    if history.iter().any(|p| p.expected.is_some()) {
+        item("expected", &|x, y| {
+            area.draw(&PathElement::new(
+                vec![(x, y), (x + 20, y)],
+                EXPECTED.stroke_width(2),
+            ))
+            .map_err(e)
+        })?;
+    }
+    if history.iter().any(|p| p.normal_high.is_some()) {
+        item("normal range (alert above)", &|x, y| {
+            area.draw(&Rectangle::new(
+                [(x, y - 6), (x + 20, y + 6)],
+                BAND.filled(),
+            ))
+            .map_err(e)
+        })?;
+    }
+    if anomalies {
+        item("anomaly", &|x, y| {
+            area.draw(&Circle::new((x + 10, y), 5, ANOMALY.filled()))
+                .map_err(e)
+        })?;
+    }
     Ok(())
 }
 

@@ -62,6 +62,11 @@ pub struct DailyPoint {
     pub credits: f64,
     /// What the model expected that day, when it has an opinion (none before the model's window).
     pub expected: Option<f64>,
+    /// The range the model considered normal that day (drawn as a band), when it says.
+    #[serde(default)]
+    pub normal_low: Option<f64>,
+    #[serde(default)]
+    pub normal_high: Option<f64>,
 }
 
 /// Everything the report says about one (account, warehouse).

@@ -138,3 +138,109 @@ fn absurd_sizes_are_rejected() {
     let err = render_chart_png(&s, 0, 0).unwrap_err().to_string();
     assert!(err.contains("between 200 and 4000"), "{err}");
 }
+
+const BAND: [u8; 3] = [214, 226, 240];
+
+/// 120 days of history (weekday 100, weekend 20) ending `last`, with the anomalies' values in place.
+fn long_history(
+    last: chrono::NaiveDate,
+    anomalies: &[snowpatrol_alert::AnomalyDay],
+) -> Vec<snowpatrol_alert::DailyPoint> {
+    (0..120)
+        .rev()
+        .map(|back| {
+            let d = last - chrono::Duration::days(back);
+            let base = if chrono::Datelike::weekday(&d).number_from_monday() >= 6 {
+                20.0
+            } else {
+                100.0
+            };
+            snowpatrol_alert::DailyPoint {
+                date: d,
+                credits: anomalies
+                    .iter()
+                    .find(|a| a.date == d)
+                    .map_or(base, |a| a.actual_credits),
+                expected: Some(base),
+                normal_low: Some(base * 0.7),
+                normal_high: Some(base * 1.5),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn an_anomaly_on_the_first_day_shown_is_not_hidden_by_the_legend() {
+    // The anomaly is the highest point and the first day of the window (no history before it): exactly where
+    // a legend in the plot's upper left used to sit.
+    let a = anomaly("2025-03-03", 900.0, 100.0);
+    let mut s = section("ACME", "EARLY_WH", vec![a.clone()]);
+    s.history = long_history(
+        a.date + chrono::Duration::days(30),
+        std::slice::from_ref(&a),
+    );
+    s.history.retain(|p| p.date >= a.date);
+    let d = render(&s);
+    let red_left: Vec<(u32, u32)> = pixels(&d)
+        .filter(|&(x, _, p)| x < 200 && near(p, RED))
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    // The day's marker (a filled circle of radius 7, about 150 pixels) is drawn whole at the top of the
+    // plot: the topmost red pixel below the header starts it. A legend over it (as the chart once had in its
+    // upper left) would wash it out, leaving at most the legend's own smaller mark.
+    let plot_red: Vec<(u32, u32)> = red_left.iter().copied().filter(|&(_, y)| y >= 58).collect();
+    let &(tx, ty) = plot_red
+        .iter()
+        .min_by_key(|&&(_, y)| y)
+        .expect("red in the plot");
+    let marker = plot_red
+        .iter()
+        .filter(|&&(x, y)| x.abs_diff(tx) <= 8 && y >= ty && y <= ty + 15)
+        .count();
+    assert!(
+        marker >= 120,
+        "the marker is drawn whole: {marker} red pixels around ({tx}, {ty})"
+    );
+    assert!(ty < 120, "marker at the top of the plot: y={ty}");
+}
+
+#[test]
+fn the_window_surrounds_the_anomaly_and_the_normal_range_is_a_band() {
+    // 120 days of history, the anomaly 40 days before the end: the chart shows 28 days before it and 7
+    // after, so the marker sits at about 28/35 of the plot's width, not 80/120.
+    let last = date("2025-06-30");
+    let a = anomaly("2025-05-21", 900.0, 100.0);
+    let s = WarehouseSection {
+        account_name: "ACME".into(),
+        warehouse_name: "WINDOW_WH".into(),
+        model_version: 2,
+        history: long_history(last, std::slice::from_ref(&a)),
+        anomalies: vec![a],
+    };
+    let d = render(&s);
+    let xs: Vec<u32> = pixels(&d)
+        .filter(|&(_, _, p)| near(p, RED))
+        .map(|(x, _, _)| x)
+        .collect();
+    let centre = f64::from(xs.iter().sum::<u32>()) / xs.len() as f64;
+    // Plot area: about x = 76 (after the y labels) to 856 (before the right margin).
+    let share = (centre - 76.0) / (856.0 - 76.0);
+    assert!(
+        (0.72..=0.88).contains(&share),
+        "marker at {share:.2} of the width"
+    );
+    let band = pixels(&d).filter(|&(_, _, p)| p == BAND).count();
+    assert!(
+        band > 5_000,
+        "the normal range is drawn as a band: {band} pixels"
+    );
+
+    // Without a normal range from the model, no band.
+    let mut plain = s.clone();
+    for p in &mut plain.history {
+        p.normal_low = None;
+        p.normal_high = None;
+    }
+    let d = render(&plain);
+    assert_eq!(pixels(&d).filter(|&(_, _, p)| p == BAND).count(), 0);
+}

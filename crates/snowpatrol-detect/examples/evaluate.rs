@@ -113,6 +113,8 @@ fn naive(series: &[DailySeries], start: chrono::NaiveDate) -> Vec<ScoredDay> {
                     is_anomaly: flag,
                     explanation: String::new(),
                     evidence: Vec::new(),
+                    normal_low: None,
+                    normal_high: None,
                 },
             });
         }

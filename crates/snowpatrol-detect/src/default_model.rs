@@ -701,6 +701,17 @@ impl DefaultModel {
             });
         }
         let explanation = self.explain(s, p, i, &a, z, threshold, is_anomaly, rise, &evidence);
+        // The normal range of an active day with an expectation: up to where the z test and the materiality
+        // would both flag it (the day's own threshold), and as far below.
+        let (normal_low, normal_high) = if p.active[i] && a.expected > 0.0 {
+            let factor = (threshold * sigma).min(50.0).exp();
+            (
+                Some((a.expected / factor).min((a.expected - material).max(0.0))),
+                Some((a.expected * factor).max(a.expected + material)),
+            )
+        } else {
+            (None, None)
+        };
         DayScore {
             date,
             actual_credits: actual,
@@ -711,6 +722,8 @@ impl DefaultModel {
             is_anomaly,
             explanation,
             evidence,
+            normal_low,
+            normal_high,
         }
     }
 

@@ -147,6 +147,13 @@ pub struct DayScore {
     /// What the hours showed that day (default model; empty for the baseline and for rows stored before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Evidence>,
+    /// The range the model considered normal for an active day: below `normal_high` (the spend at which the
+    /// day would be flagged without hourly evidence or the record test: the z threshold and the materiality
+    /// together) and above `normal_low` (the same distance below). Default model only; charts draw it as a band.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_high: Option<f64>,
 }
 
 /// Hourly evidence of a cost increase: it shows the cause, so the default model needs less of a daily rise.
@@ -337,6 +344,8 @@ impl TrainedModel {
                             threshold: self.threshold,
                             is_anomaly,
                             evidence: Vec::new(),
+                            normal_low: None,
+                            normal_high: None,
                             explanation: format!(
                                 "{date}: {actual:.2} credits vs {expected:.2} expected (trend + seasonal, {excess:+.2}); \
                                  isolation score {score:.4} {cmp} threshold {:.4}",

@@ -884,7 +884,7 @@ async fn history_points(
     };
     let n = series.len();
     let take = (days.max(1) as usize).min(n);
-    let expected: HashMap<NaiveDate, f64> = match p
+    let expected: HashMap<NaiveDate, (f64, Option<f64>, Option<f64>)> = match p
         .store
         .model_by_alias(key, "latest")
         .await
@@ -895,7 +895,7 @@ async fn history_points(
                 .score(&series, take)
                 .map(|v| {
                     v.into_iter()
-                        .map(|d| (d.date, d.expected_credits))
+                        .map(|d| (d.date, (d.expected_credits, d.normal_low, d.normal_high)))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -904,10 +904,15 @@ async fn history_points(
         None => HashMap::new(),
     };
     Ok((n - take..n)
-        .map(|i| DailyPoint {
-            date: series.date(i),
-            credits: series.credits[i],
-            expected: expected.get(&series.date(i)).copied(),
+        .map(|i| {
+            let e = expected.get(&series.date(i));
+            DailyPoint {
+                date: series.date(i),
+                credits: series.credits[i],
+                expected: e.map(|e| e.0),
+                normal_low: e.and_then(|e| e.1),
+                normal_high: e.and_then(|e| e.2),
+            }
         })
         .collect())
 }

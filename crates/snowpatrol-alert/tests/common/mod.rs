@@ -28,6 +28,8 @@ pub fn history(last: NaiveDate, anomalies: &[AnomalyDay]) -> Vec<DailyPoint> {
                 date: d,
                 credits,
                 expected: Some(base),
+                normal_low: Some(base * 0.7),
+                normal_high: Some(base * 1.5),
             }
         })
         .collect()
