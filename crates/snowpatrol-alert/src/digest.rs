@@ -24,6 +24,9 @@ use slack_morphism::blocks::{
 /// Incidents listed one per line in the message; the rest are counted ("and 12 more"). A reader acts on the
 /// first few; the report has them all.
 pub const DIGEST_TOP_INCIDENTS: usize = 15;
+/// Incidents whose chart is posted as a reply in the digest's thread (the largest by excess); one upload
+/// each, so bounded to keep a bad day from becoming a burst of uploads.
+pub const DIGEST_CHART_REPLIES: usize = 5;
 /// Characters of the "why" line of each incident.
 const WHY_CHARS: usize = 220;
 
@@ -253,4 +256,33 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
         text: truncate(&text, MAX_FALLBACK_CHARS),
         blocks,
     })
+}
+
+/// The comment of an incident's chart in the digest's thread: which incident, how much, and the detector's
+/// full reason (the digest line shows a shortened one).
+pub fn reply_text(i: &DigestIncident, price_per_credit: Option<f64>) -> String {
+    let why = without_date_prefix(&i.why, (i.first_day == i.last_day).then_some(i.first_day));
+    truncate(
+        &format!(
+            "*{}* · {} · +{} credits{}\n{}",
+            esc(&i.display_key()),
+            days_text(i),
+            credits(i.excess_credits),
+            money(i.excess_credits, price_per_credit),
+            esc(why)
+        ),
+        MAX_SECTION_CHARS,
+    )
+}
+
+/// The incidents that get a chart reply: the largest [`DIGEST_CHART_REPLIES`] by excess, in that order.
+pub fn chart_reply_incidents(d: &Digest) -> Vec<&DigestIncident> {
+    let mut ranked: Vec<&DigestIncident> = d.incidents.iter().collect();
+    ranked.sort_by(|a, b| {
+        b.excess_credits
+            .total_cmp(&a.excess_credits)
+            .then(a.incident_id.cmp(&b.incident_id))
+    });
+    ranked.truncate(DIGEST_CHART_REPLIES);
+    ranked
 }

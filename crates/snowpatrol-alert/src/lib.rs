@@ -15,7 +15,10 @@ mod report;
 mod slack;
 
 pub use chart::{chart_file_name, render_chart_png};
-pub use digest::{DIGEST_TOP_INCIDENTS, Digest, DigestIncident, digest_message};
+pub use digest::{
+    DIGEST_CHART_REPLIES, DIGEST_TOP_INCIDENTS, Digest, DigestIncident, chart_reply_incidents,
+    digest_message, reply_text,
+};
 pub use error::AlertError;
 pub use feedback::{
     FEEDBACK_ACTION_ID, FEEDBACK_REASONS, FeedbackClick, FeedbackError, acknowledged_blocks,

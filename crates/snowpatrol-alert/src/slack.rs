@@ -12,7 +12,11 @@ use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use slack_morphism::api::{SlackApiChatPostMessageRequest, SlackApiPostWebhookMessageRequest};
+use slack_morphism::api::{
+    SlackApiChatPostMessageRequest, SlackApiFilesComplete,
+    SlackApiFilesCompleteUploadExternalRequest, SlackApiFilesGetUploadUrlExternalRequest,
+    SlackApiFilesUploadViaUrlRequest, SlackApiPostWebhookMessageRequest,
+};
 use slack_morphism::blocks::{
     SlackBlock, SlackBlockMarkDownText, SlackBlockPlainTextOnly, SlackBlockText, SlackContextBlock,
     SlackContextBlockElement, SlackHeaderBlock, SlackSectionBlock,
@@ -21,7 +25,7 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::hyper_tokio::{SlackClientHyperConnector, SlackClientHyperHttpsConnector};
 use slack_morphism::{
     SlackApiToken, SlackApiTokenValue, SlackChannelId, SlackClient, SlackMessageContent,
-    SlackMessageMetadata, SlackResponseUrl,
+    SlackMessageMetadata, SlackResponseUrl, SlackTs,
 };
 
 use crate::format::{credits, score, slack as esc, truncate};
@@ -725,6 +729,99 @@ impl SlackNotifier {
                     "Slack did not answer within {} s",
                     self.request_timeout.as_secs_f64()
                 ),
+            },
+        }
+    }
+
+    /// Uploads one file into the channel with Slack's external upload flow: `files.getUploadURLExternal`, the
+    /// bytes to the URL it returns, then `files.completeUploadExternal` sharing the file (in `thread_ts`'s
+    /// thread when given, with `comment` as its message). Each call is bounded by `request_timeout`.
+    ///
+    /// Only the last call shares the file: a failure before it is [`PostOutcome::NotPosted`] (a retry starts
+    /// over with a new file id; the unshared upload is never shown). An unanswered last call is
+    /// [`PostOutcome::Unknown`]; files have no metadata to look up, so the caller should not repeat it.
+    /// `Posted { ts }` carries the Slack file id.
+    pub async fn upload_once(
+        &self,
+        file_name: &str,
+        bytes: &[u8],
+        title: &str,
+        comment: &str,
+        thread_ts: Option<&str>,
+    ) -> PostOutcome {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let bounded = |what: &str| {
+            format!(
+                "Slack did not answer {what} within {} s",
+                self.request_timeout.as_secs_f64()
+            )
+        };
+        let not_posted = |f: Failure| match f {
+            Failure::Unknown(error) => PostOutcome::NotPosted {
+                error,
+                retry_after: None,
+            },
+            other => other.into_post_outcome(),
+        };
+        let url = match tokio::time::timeout(
+            self.request_timeout,
+            session.get_upload_url_external(&SlackApiFilesGetUploadUrlExternalRequest::new(
+                file_name.to_string(),
+                bytes.len(),
+            )),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return not_posted(classify(&e)),
+            Err(_) => {
+                return PostOutcome::NotPosted {
+                    error: bounded("files.getUploadURLExternal"),
+                    retry_after: None,
+                };
+            }
+        };
+        let upload = SlackApiFilesUploadViaUrlRequest::new(
+            url.upload_url.clone(),
+            bytes.to_vec(),
+            "image/png".to_string(),
+        );
+        match tokio::time::timeout(self.request_timeout, session.files_upload_via_url(&upload))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return not_posted(classify(&e)),
+            Err(_) => {
+                return PostOutcome::NotPosted {
+                    error: bounded("the file upload"),
+                    retry_after: None,
+                };
+            }
+        }
+        let mut complete = SlackApiFilesCompleteUploadExternalRequest::new(vec![
+            SlackApiFilesComplete::new(url.file_id.clone()).with_title(title.to_string()),
+        ])
+        .with_channel_id(self.channel.clone())
+        .with_initial_comment(comment.to_string());
+        if let Some(ts) = thread_ts {
+            complete = complete.with_thread_ts(SlackTs::new(ts.to_string()));
+        }
+        match tokio::time::timeout(
+            self.request_timeout,
+            session.files_complete_upload_external(&complete),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                tracing::info!(channel = %self.channel.0, file = %url.file_id.0, "Slack file shared");
+                PostOutcome::Posted {
+                    ts: url.file_id.0.clone(),
+                }
+            }
+            Ok(Err(e)) => classify(&e).into_post_outcome(),
+            Err(_) => PostOutcome::Unknown {
+                error: bounded("files.completeUploadExternal"),
             },
         }
     }

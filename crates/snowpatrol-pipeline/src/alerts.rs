@@ -147,6 +147,7 @@ impl Pipeline {
         run_id: i64,
         message: &SlackMessage,
         incident_ids: &[i64],
+        replies: &[crate::store::DigestReply],
         fence: &snowpatrol_store::TaskFence,
     ) -> Result<Enqueued, crate::PipelineError> {
         let channel = self.slack().map_or("file".to_string(), |(_, c)| c.clone());
@@ -162,6 +163,7 @@ impl Pipeline {
                 &channel,
                 &payload,
                 incident_ids,
+                replies,
                 Some(fence),
             )
             .await?
@@ -305,6 +307,15 @@ impl Pipeline {
         std::fs::write(&path, &text).map_err(|e| {
             crate::PipelineError::Config(format!("cannot write {}: {e}", path.display()))
         })?;
+        if row.attachment_name.is_some()
+            && let Some((name, bytes)) = self.store.alert_attachment(row.alert_id).await?
+        {
+            // The name comes from the chart renderer (ASCII, no separators); the id keeps runs apart.
+            let file = dir.join(format!("alert-{}-{name}", row.alert_id));
+            std::fs::write(&file, bytes).map_err(|e| {
+                crate::PipelineError::Config(format!("cannot write {}: {e}", file.display()))
+            })?;
+        }
         tracing::info!(alert_id = row.alert_id, path = %path.display(), "no Slack configured: alert written to file\n{text}");
         pass.written += 1;
         self.finish(
@@ -333,7 +344,7 @@ impl Pipeline {
         // One history look-up for every row of the batch whose last post may have arrived.
         let unknown: BTreeSet<String> = claimed
             .iter()
-            .filter(|r| r.outcome_unknown)
+            .filter(|r| r.outcome_unknown && r.thread_of.is_none())
             .map(|r| r.dedupe_key.clone())
             .collect();
         let mut found = BTreeMap::new();
@@ -368,6 +379,7 @@ impl Pipeline {
             }
             // The look-up failed for a reason that may pass: do not post blind, try again later.
             if row.outcome_unknown
+                && row.thread_of.is_none()
                 && let Some(e) = lookup.as_ref().filter(|e| !e.permanent)
             {
                 if let Some(ra) = e.retry_after {
@@ -405,6 +417,18 @@ impl Pipeline {
                     },
                 )
                 .await?;
+                continue;
+            }
+            if row.thread_of.is_some() {
+                let attempt = self
+                    .reply_attempt(notifier, row, attempts, max_attempts)
+                    .await?;
+                if attempt.state == AlertState::Sent {
+                    pass.sent += 1;
+                } else {
+                    self.count(&attempt, pass);
+                }
+                self.finish(row, attempt).await?;
                 continue;
             }
             let msg = match serde_json::from_value::<SlackMessage>(row.message.clone()) {
@@ -459,6 +483,58 @@ impl Pipeline {
             self.finish(row, attempt).await?;
         }
         Ok(())
+    }
+
+    /// One attempt on a reply in a digest's thread: its file uploaded (a chart) with its text as the comment.
+    /// A reply whose digest failed for good fails too; an upload whose outcome is unknown is not repeated,
+    /// because a shared file cannot be looked up the way a message's metadata can (at most one chart, rather
+    /// than two).
+    async fn reply_attempt(
+        &self,
+        notifier: &SlackNotifier,
+        row: &AlertRow,
+        attempts: i32,
+        max_attempts: i32,
+    ) -> Result<AlertAttempt, crate::PipelineError> {
+        if row.parent_state == Some(AlertState::Failed) {
+            return Ok(failed(
+                "the digest this reply belongs to was not delivered".into(),
+            ));
+        }
+        if row.outcome_unknown {
+            return Ok(failed(format!(
+                "an earlier attempt may have shared it and files cannot be looked up: not repeated ({})",
+                row.last_error
+                    .as_deref()
+                    .unwrap_or("sender stopped mid-attempt")
+            )));
+        }
+        let msg = match serde_json::from_value::<SlackMessage>(row.message.clone()) {
+            Ok(m) => m,
+            Err(e) => return Ok(unreadable(&e)),
+        };
+        let outcome = match self.store.alert_attachment(row.alert_id).await? {
+            Some((name, bytes)) => {
+                notifier
+                    .upload_once(&name, &bytes, &name, &msg.text, row.parent_ts.as_deref())
+                    .await
+            }
+            None => notifier.post_once(&msg, None).await,
+        };
+        Ok(match outcome {
+            PostOutcome::Posted { ts } => sent(ts),
+            PostOutcome::Rejected { error } => failed(error),
+            PostOutcome::NotPosted { error, retry_after } => {
+                if let Some(ra) = retry_after {
+                    self.outbox.pause(after(ra));
+                }
+                retry_or_fail(notifier, attempts, max_attempts, &error, retry_after, false)
+            }
+            PostOutcome::Unknown { error } => {
+                tracing::warn!(alert_id = row.alert_id, %error, "Slack did not confirm a reply's upload; not repeated");
+                failed(format!("{error}; not repeated (files cannot be looked up)"))
+            }
+        })
     }
 
     fn count(&self, attempt: &AlertAttempt, pass: &mut OutboxPass) {

@@ -855,12 +855,49 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
     let mut new_alerts = 0;
     if let Some(msg) = snowpatrol_alert::digest_message(&digest) {
         let ids: Vec<i64> = new.iter().map(|i| i.incident_id).collect();
+        // The largest incidents' charts go into the digest's thread, each with its full reason.
+        let mut replies = Vec::new();
+        for i in snowpatrol_alert::chart_reply_incidents(&digest) {
+            let Some(section) = report
+                .sections
+                .iter()
+                .find(|s| s.account_name == i.account_name && s.warehouse_name == i.warehouse_name)
+            else {
+                continue;
+            };
+            let days: BTreeSet<NaiveDate> = by_incident
+                .get(&i.incident_id)
+                .map(|d| d.iter().map(|a| a.date).collect())
+                .unwrap_or_default();
+            let one = WarehouseSection {
+                anomalies: section
+                    .anomalies
+                    .iter()
+                    .filter(|a| days.contains(&a.date))
+                    .cloned()
+                    .collect(),
+                ..section.clone()
+            };
+            let png = snowpatrol_alert::render_chart_png(&one, 900, 420)
+                .map_err(|e| TaskError::permanent(format!("chart: {e}")))?;
+            let text = snowpatrol_alert::reply_text(i, p.config.price_per_credit);
+            replies.push(crate::store::DigestReply {
+                dedupe_key: format!("digest:{}:chart:{}", ctx.run_id, i.incident_id),
+                message: serde_json::to_value(snowpatrol_alert::SlackMessage {
+                    text,
+                    blocks: Vec::new(),
+                })
+                .map_err(|e| TaskError::permanent(format!("reply: {e}")))?,
+                attachment: Some((snowpatrol_alert::chart_file_name(&one), png)),
+            });
+        }
         match p
             .enqueue_digest(
                 &format!("digest:{}", ctx.run_id),
                 ctx.run_id,
                 &msg,
                 &ids,
+                &replies,
                 &ctx.fence,
             )
             .await

@@ -157,8 +157,22 @@ pub struct AlertRow {
     pub first_attempt_at: Option<DateTime<Utc>>,
     /// The last post may have reached Slack: look it up before posting again.
     pub outcome_unknown: bool,
+    /// The alert this row replies to in its thread (a digest), with that alert's Slack ts and state.
+    pub thread_of: Option<i64>,
+    pub parent_ts: Option<String>,
+    pub parent_state: Option<AlertState>,
+    /// Name of the file this reply uploads (its bytes: [`PipelineStore::alert_attachment`]).
+    pub attachment_name: Option<String>,
     #[serde(skip)]
     pub message: serde_json::Value,
+}
+
+/// A reply queued with a digest, in its thread: a line of text and, optionally, a file (a chart).
+#[derive(Clone, Debug)]
+pub struct DigestReply {
+    pub dedupe_key: String,
+    pub message: serde_json::Value,
+    pub attachment: Option<(String, Vec<u8>)>,
 }
 
 /// How one attempt on a claimed alert ended, as [`PipelineStore::finish_alert_attempt`] records it.
@@ -233,7 +247,12 @@ const ANOMALY_COLUMNS: &str = "a.anomaly_id, a.account_name, a.warehouse_name, a
 const INCIDENT_COLUMNS: &str = "i.incident_id, i.account_name, i.warehouse_name, i.start_day, i.end_day, i.days, i.excess_credits, \
     i.excess_cost, i.peak_score, i.status, i.ack_reason, i.acknowledged_at, i.acknowledged_by, i.resolved_at, i.created_at, i.updated_at, i.alert_id";
 const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, created_at, sent_at, \
-    claimed_by, claim_expires_at, next_attempt_at, first_attempt_at, outcome_unknown";
+    claimed_by, claim_expires_at, next_attempt_at, first_attempt_at, outcome_unknown, thread_of, attachment_name, \
+    (SELECT p.slack_ts FROM alerts p WHERE p.alert_id = alerts.thread_of) AS parent_ts, \
+    (SELECT p.state FROM alerts p WHERE p.alert_id = alerts.thread_of) AS parent_state";
+/// A reply waits until the alert it replies to is done (delivered, written, or failed for good).
+const PARENT_DONE: &str = "(thread_of IS NULL OR EXISTS (SELECT 1 FROM alerts p WHERE p.alert_id = alerts.thread_of \
+    AND p.state IN ('sent', 'written', 'failed')))";
 
 /// How long the release before 0004 let a claim live (it wrote no `claim_expires_at`).
 const LEGACY_CLAIM: chrono::Duration = chrono::Duration::minutes(10);
@@ -983,7 +1002,7 @@ macro_rules! pipeline_backend {
             /// [`StoreError::Conflict`] when another run announced one of the incidents meanwhile (nothing is
             /// written; the caller's retry recomputes the list).
             #[allow(clippy::too_many_arguments)]
-            pub async fn enqueue_digest(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value, incident_ids: &[i64], fence: Option<&TaskFence>) -> Result<Option<i64>, StoreError> {
+            pub async fn enqueue_digest(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value, incident_ids: &[i64], replies: &[DigestReply], fence: Option<&TaskFence>) -> Result<Option<i64>, StoreError> {
                 let mut tx = pool.begin_with($begin).await?;
                 let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
@@ -1013,6 +1032,27 @@ macro_rules! pipeline_backend {
                     qb.push(")");
                     marked += qb.build().execute(&mut *tx).await?.rows_affected();
                 }
+                for r in replies {
+                    let (name, bytes) = match &r.attachment {
+                        Some((n, b)) => (Some(n.as_str()), Some(b.as_slice())),
+                        None => (None, None),
+                    };
+                    sqlx::query(
+                        "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at, thread_of, attachment, attachment_name) \
+                         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $9)",
+                    )
+                    .bind(&r.dedupe_key)
+                    .bind(kind)
+                    .bind(run_id)
+                    .bind(channel)
+                    .bind(Json(&r.message))
+                    .bind(snowpatrol_store::now())
+                    .bind(id)
+                    .bind(bytes)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 if marked != incident_ids.len() as u64 {
                     tx.rollback().await?;
                     return Err(StoreError::Conflict(format!(
@@ -1024,6 +1064,16 @@ macro_rules! pipeline_backend {
                 check_fence(&mut tx, fence).await?;
                 tx.commit().await?;
                 Ok(Some(id))
+            }
+
+            /// The file a reply uploads, by alert id.
+            pub async fn alert_attachment(pool: &PoolT, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+                let row: Option<(Option<String>, Option<Vec<u8>>)> =
+                    sqlx::query_as("SELECT attachment_name, attachment FROM alerts WHERE alert_id = $1")
+                        .bind(id)
+                        .fetch_optional(pool)
+                        .await?;
+                Ok(row.and_then(|(n, b)| Some((n.unwrap_or_else(|| format!("alert-{id}")), b?))))
             }
 
             /// Records the end of an attempt on a row `sender` claimed. False when the claim was lost meanwhile (it
@@ -1066,9 +1116,10 @@ macro_rules! pipeline_backend {
                        outcome_unknown = (outcome_unknown OR state = 'sending') \
                      WHERE alert_id IN (\
                        SELECT alert_id FROM alerts \
-                       WHERE (state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
+                       WHERE ((state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
                           OR (state = 'sending' AND claim_expires_at < $2) \
-                          OR (state = 'sending' AND claim_expires_at IS NULL AND claimed_at < $5) \
+                          OR (state = 'sending' AND claim_expires_at IS NULL AND claimed_at < $5)) \
+                         AND {PARENT_DONE} \
                        ORDER BY alert_id LIMIT $4 {skip_locked}) \
                      RETURNING {ALERT_COLUMNS}"
                 )))
@@ -1088,10 +1139,10 @@ macro_rules! pipeline_backend {
             /// When the next undelivered alert becomes due: the earliest `next_attempt_at` of a pending row (its
             /// creation when due now) or claim expiry of a sending row; None when nothing is undelivered.
             pub async fn next_alert_due(pool: &PoolT) -> Result<Option<DateTime<Utc>>, StoreError> {
-                Ok(sqlx::query_scalar(
+                Ok(sqlx::query_scalar(AssertSqlSafe(format!(
                     "SELECT min(CASE WHEN state = 'pending' THEN COALESCE(next_attempt_at, created_at) ELSE claim_expires_at END) \
-                     FROM alerts WHERE state IN ('pending', 'sending')",
-                )
+                     FROM alerts WHERE state IN ('pending', 'sending') AND {PARENT_DONE}",
+                )))
                 .fetch_one(pool)
                 .await?)
             }
@@ -1114,6 +1165,13 @@ macro_rules! pipeline_backend {
                     next_attempt_at: r.try_get("next_attempt_at")?,
                     first_attempt_at: r.try_get("first_attempt_at")?,
                     outcome_unknown: r.try_get("outcome_unknown")?,
+                    thread_of: r.try_get("thread_of")?,
+                    parent_ts: r.try_get("parent_ts")?,
+                    parent_state: r
+                        .try_get::<Option<String>, _>("parent_state")?
+                        .map(parse_state)
+                        .transpose()?,
+                    attachment_name: r.try_get("attachment_name")?,
                     message: r.try_get::<Json<serde_json::Value>, _>("message")?.0,
                 })
             }
@@ -1433,6 +1491,7 @@ impl PipelineStore {
         channel: &str,
         message: &serde_json::Value,
         incident_ids: &[i64],
+        replies: &[DigestReply],
         fence: Option<&TaskFence>,
     ) -> Result<Option<i64>, StoreError> {
         dispatch!(
@@ -1444,9 +1503,14 @@ impl PipelineStore {
                 channel,
                 message,
                 incident_ids,
+                replies,
                 fence
             )
         )
+    }
+    /// The file a reply uploads (name and bytes), if it has one.
+    pub async fn alert_attachment(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        dispatch!(self.db, alert_attachment(id))
     }
     /// Claims due alerts for `sender` until `expires` (see the backend function).
     pub async fn claim_alerts(

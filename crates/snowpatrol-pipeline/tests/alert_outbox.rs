@@ -228,13 +228,28 @@ async fn predict_finishes_while_slack_hangs_and_each_alert_goes_out_once(backend
     let rows = wait_settled(&pipeline, Duration::from_secs(60)).await;
     for a in &rows {
         assert_eq!(a.state, AlertState::Sent, "{a:?}");
-        assert_eq!(
-            peer.posts_for(&a.dedupe_key),
-            1,
-            "{} posted once",
-            a.dedupe_key
-        );
+        if a.thread_of.is_none() {
+            assert_eq!(
+                peer.posts_for(&a.dedupe_key),
+                1,
+                "{} posted once",
+                a.dedupe_key
+            );
+        }
         assert!(a.slack_ts.is_some());
+    }
+    // Chart replies: each shared exactly once (their slack_ts is the file id).
+    let files = peer.shared_files();
+    let replies: Vec<_> = rows.iter().filter(|a| a.thread_of.is_some()).collect();
+    assert_eq!(files.len(), replies.len(), "{files:?}");
+    for r in replies {
+        assert_eq!(
+            files
+                .iter()
+                .filter(|f| Some(&f.file_id) == r.slack_ts.as_ref())
+                .count(),
+            1
+        );
     }
     assert!(
         rows.iter().any(|a| a.attempts >= 2),
@@ -242,7 +257,7 @@ async fn predict_finishes_while_slack_hangs_and_each_alert_goes_out_once(backend
     );
     assert_eq!(
         peer.channel().len(),
-        rows.len(),
+        rows.iter().filter(|a| a.thread_of.is_none()).count(),
         "no repeat, no stray message"
     );
     println!(

@@ -366,11 +366,47 @@ async fn end_to_end(db: Database) {
         .await
         .unwrap();
     assert_eq!(incident_rows.len(), incidents.len(), "{incident_rows:?}");
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    // The digest, and one chart reply per incident (at most DIGEST_CHART_REPLIES) in its thread.
+    let digest = alerts
+        .iter()
+        .find(|a| a.thread_of.is_none())
+        .expect("the digest");
     assert_eq!(
-        alerts[0].dedupe_key,
-        format!("digest:{}", alerts[0].run_id.unwrap())
+        digest.dedupe_key,
+        format!("digest:{}", digest.run_id.unwrap())
     );
+    let replies: Vec<_> = alerts.iter().filter(|a| a.thread_of.is_some()).collect();
+    let charts = incidents.len().min(snowpatrol_alert::DIGEST_CHART_REPLIES);
+    assert_eq!(alerts.len(), 1 + charts, "{alerts:?}");
+    let shared = peer.shared_files();
+    assert_eq!(
+        shared.len(),
+        charts,
+        "one upload per chart reply: {shared:?}"
+    );
+    for f in &shared {
+        assert_eq!(f.thread_ts, digest.slack_ts, "in the digest's thread");
+        assert!(f.bytes.starts_with(&[0x89, b'P', b'N', b'G']), "a PNG");
+        assert!(
+            f.file_name.starts_with("chart-") && f.file_name.ends_with(".png"),
+            "{}",
+            f.file_name
+        );
+        assert_eq!(f.title.as_deref(), Some(f.file_name.as_str()));
+        let comment = f.initial_comment.as_deref().unwrap();
+        assert!(
+            incidents
+                .iter()
+                .any(|(a, w, _)| comment.contains(&format!("*{a}.{w}*"))),
+            "names its incident: {comment}"
+        );
+        assert!(
+            replies
+                .iter()
+                .any(|r| r.slack_ts.as_deref() == Some(f.file_id.as_str()))
+        );
+    }
+    let alerts = vec![digest.clone()];
     assert!(
         incident_rows
             .iter()
@@ -542,7 +578,13 @@ async fn end_to_end(db: Database) {
         );
         assert_eq!(
             pipeline.store.list_alerts(false, 100).await.unwrap().len(),
-            alerts.len()
+            1 + charts,
+            "retrain {round}: no new alert row"
+        );
+        assert_eq!(
+            peer.shared_files().len(),
+            charts,
+            "retrain {round}: no new chart"
         );
         let report = &db
             .task_instances_of(predict[0].run_id, "report")
@@ -606,7 +648,8 @@ async fn end_to_end(db: Database) {
         sent.len(),
         "a grown incident is not alerted twice"
     );
-    assert_eq!(alerts_now.len(), alerts.len());
+    assert_eq!(alerts_now.len(), 1 + charts);
+    assert_eq!(peer.shared_files().len(), charts);
 
     stop.cancel();
     daemon.await.unwrap();

@@ -914,6 +914,7 @@ async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db:
             "file",
             &msg,
             &[2, 3],
+            &[reply("digest:40:chart:3")],
             None,
         )
         .await
@@ -930,19 +931,102 @@ async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db:
         "nothing linked"
     );
 
-    // The news alone: queued and linked in one go; the same run's retried try queues nothing more.
+    // The news alone, with a chart reply: queued and linked in one go; the same run's retried try queues
+    // nothing more.
     let id = store
-        .enqueue_digest("digest:41", "anomaly", Some(41), "file", &msg, &[3], None)
+        .enqueue_digest(
+            "digest:41",
+            "anomaly",
+            Some(41),
+            "file",
+            &msg,
+            &[3],
+            &[reply("digest:41:chart:3")],
+            None,
+        )
         .await
         .unwrap()
         .expect("queued");
     assert_eq!(store.incident(3).await.unwrap().unwrap().alert_id, Some(id));
     assert_eq!(
         store
-            .enqueue_digest("digest:41", "anomaly", Some(41), "file", &msg, &[3], None)
+            .enqueue_digest(
+                "digest:41",
+                "anomaly",
+                Some(41),
+                "file",
+                &msg,
+                &[3],
+                &[reply("digest:41:chart:3")],
+                None
+            )
             .await
             .unwrap(),
         None
     );
-    assert_eq!(store.list_alerts(false, 100).await.unwrap().len(), 4);
+    assert_eq!(store.list_alerts(false, 100).await.unwrap().len(), 5);
+
+    // The reply waits for its digest: a claim takes the digest only; once the digest is written the reply is
+    // claimable, knows its parent, and its file reads back byte for byte.
+    let expires = Utc::now() + chrono::Duration::seconds(60);
+    let first = store.claim_alerts("s1", expires, 10).await.unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|a| a.dedupe_key.as_str())
+            .collect::<Vec<_>>(),
+        ["digest:41"]
+    );
+    // Nothing is due now (the waiting reply is not): the next wake-up is the digest's claim expiry.
+    let due = store
+        .next_alert_due()
+        .await
+        .unwrap()
+        .expect("the digest's claim");
+    assert!(due > Utc::now() + chrono::Duration::seconds(30), "{due}");
+    let written = snowpatrol_pipeline::store::AlertAttempt {
+        state: snowpatrol_pipeline::store::AlertState::Written,
+        counted: 1,
+        error: None,
+        slack_ts: Some("1700000000.000200".into()),
+        next_attempt_at: None,
+        outcome_unknown: false,
+    };
+    assert!(
+        store
+            .finish_alert_attempt(id, "s1", &written)
+            .await
+            .unwrap()
+    );
+    let second = store.claim_alerts("s1", expires, 10).await.unwrap();
+    assert_eq!(second.len(), 1, "{second:?}");
+    let r = &second[0];
+    assert_eq!(r.dedupe_key, "digest:41:chart:3");
+    assert_eq!(
+        (r.thread_of, r.parent_ts.as_deref()),
+        (Some(id), Some("1700000000.000200"))
+    );
+    assert_eq!(
+        r.parent_state,
+        Some(snowpatrol_pipeline::store::AlertState::Written)
+    );
+    assert_eq!(r.attachment_name.as_deref(), Some("chart.png"));
+    assert_eq!(
+        store.alert_attachment(r.alert_id).await.unwrap(),
+        Some((
+            "chart.png".to_string(),
+            vec![0x89, b'P', b'N', b'G', 0, 255]
+        ))
+    );
+}
+
+fn reply(key: &str) -> snowpatrol_pipeline::store::DigestReply {
+    snowpatrol_pipeline::store::DigestReply {
+        dedupe_key: key.to_string(),
+        message: serde_json::json!({ "text": "chart", "blocks": [] }),
+        attachment: Some((
+            "chart.png".to_string(),
+            vec![0x89, b'P', b'N', b'G', 0, 255],
+        )),
+    }
 }

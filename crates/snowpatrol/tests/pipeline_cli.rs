@@ -762,12 +762,28 @@ fn pipeline_flow(env: &DataDir) {
     let alerts = env.json(&["alerts"]);
     let alerts = alerts.as_array().unwrap();
     assert!(incidents.len() > 1, "the demo data has several incidents");
-    assert_eq!(
-        alerts.len(),
-        1,
-        "one digest, not one alert per incident: {alerts:?}"
-    );
-    let a = &alerts[0];
+    // One digest (not one alert per incident) and, in its thread, the charts of the largest incidents (at
+    // most 5), written next to it as PNG files.
+    let digests: Vec<&Value> = alerts.iter().filter(|a| a["thread_of"].is_null()).collect();
+    assert_eq!(digests.len(), 1, "one digest: {alerts:?}");
+    let a = digests[0];
+    let replies: Vec<&Value> = alerts
+        .iter()
+        .filter(|r| !r["thread_of"].is_null())
+        .collect();
+    assert_eq!(replies.len(), incidents.len().min(5), "{alerts:?}");
+    for r in &replies {
+        assert_eq!(r["thread_of"], a["alert_id"]);
+        assert_eq!(r["state"], "written");
+        let name = r["attachment_name"].as_str().unwrap();
+        let png = env
+            .dir
+            .path()
+            .join("data/alerts")
+            .join(format!("alert-{}-{name}", r["alert_id"]));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(&[0x89, b'P', b'N', b'G']));
+    }
     assert_eq!(a["kind"], "anomaly");
     assert_eq!(a["state"], "written");
     assert!(a["sent_at"].is_string());

@@ -1,7 +1,9 @@
 //! A local HTTP peer standing in for Slack's Web API (`chat.postMessage`, `conversations.history`), making the
 //! checks the real service makes (bearer token, channel, text or blocks) and keeping the channel's history with
 //! message metadata, so that a sender's look-up finds what an unanswered post left behind. It can be told to
-//! hang, to accept a post and never answer, to answer 429 with Retry-After, or 500.
+//! hang, to accept a post and never answer, to answer 429 with Retry-After, or 500. It also implements Slack's
+//! external file upload (`files.getUploadURLExternal`, the upload URL, `files.completeUploadExternal`) with the
+//! checks Slack makes (announced length, a known and uploaded file id, the channel, a thread that exists).
 
 #![allow(dead_code)]
 
@@ -63,6 +65,21 @@ struct Inner {
     channel: Vec<Posted>,
     requests: Vec<Request_>,
     last_ts: f64,
+    /// Upload URLs handed out: file id -> (file name, announced length, uploaded bytes).
+    uploads: Vec<(String, String, usize, Option<Vec<u8>>)>,
+    /// Files shared with files.completeUploadExternal.
+    shared: Vec<SharedFile>,
+}
+
+/// A file shared into the channel.
+#[derive(Clone, Debug)]
+pub struct SharedFile {
+    pub file_id: String,
+    pub file_name: String,
+    pub title: Option<String>,
+    pub thread_ts: Option<String>,
+    pub initial_comment: Option<String>,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -81,6 +98,8 @@ impl SlackPeer {
             channel: Vec::new(),
             requests: Vec::new(),
             last_ts: 0.0,
+            uploads: Vec::new(),
+            shared: Vec::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -114,6 +133,11 @@ impl SlackPeer {
     /// Every accepted post waits this long before answering (lets concurrent senders interleave).
     pub fn set_post_delay(&self, d: Duration) {
         self.inner.lock().unwrap().post_delay = d;
+    }
+
+    /// The files shared into the channel, oldest first.
+    pub fn shared_files(&self) -> Vec<SharedFile> {
+        self.inner.lock().unwrap().shared.clone()
     }
 
     /// The messages in the channel, oldest first.
@@ -213,6 +237,28 @@ async fn answer(State(peer): State<SlackPeer>, req: Request) -> Response {
         record(&format!("refused:{code}"));
         json_response(200, json!({"ok": false, "error": code}), &[])
     };
+    // The upload URL is pre-signed (no token needed): the bytes must be exactly the announced length.
+    if let Some(id) = path.strip_prefix("/upload/") {
+        let mut i = peer.inner.lock().unwrap();
+        let Some(u) = i.uploads.iter_mut().find(|u| u.0 == id) else {
+            drop(i);
+            record("upload-unknown");
+            return json_response(404, json!({"ok": false}), &[]);
+        };
+        if body.len() != u.2 {
+            drop(i);
+            record("upload-bad-length");
+            return json_response(400, json!({"ok": false}), &[]);
+        }
+        u.3 = Some(body.to_vec());
+        drop(i);
+        record("uploaded");
+        return Response::builder()
+            .status(200)
+            .header("content-type", "text/plain")
+            .body(Body::from(format!("OK - {}", body.len())))
+            .unwrap();
+    }
     // Slack: no Authorization header is `not_authed`, a wrong token `invalid_auth`.
     let auth = parts
         .headers
@@ -290,6 +336,73 @@ async fn answer(State(peer): State<SlackPeer>, req: Request) -> Response {
                 )
             }
         }
+    } else if path.ends_with("/files.getUploadURLExternal") {
+        let (Some(name), Some(length)) = (
+            query_param(&query, "filename").filter(|n| !n.is_empty()),
+            query_param(&query, "length").and_then(|l| l.parse::<usize>().ok()),
+        ) else {
+            return refuse("invalid_arguments");
+        };
+        if length == 0 {
+            return refuse("invalid_arguments");
+        }
+        let base = peer
+            .api_url
+            .trim_end_matches('/')
+            .trim_end_matches("/api")
+            .to_string();
+        let id = {
+            let mut i = peer.inner.lock().unwrap();
+            let id = format!("F{:04}", i.uploads.len() + 1);
+            i.uploads.push((id.clone(), name.to_string(), length, None));
+            id
+        };
+        record("upload-url");
+        json_response(
+            200,
+            json!({"ok": true, "upload_url": format!("{base}/upload/{id}"), "file_id": id}),
+            &[],
+        )
+    } else if path.ends_with("/files.completeUploadExternal") {
+        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if req["channel_id"].as_str() != Some(CHANNEL) {
+            return refuse("channel_not_found");
+        }
+        let Some(files) = req["files"].as_array().filter(|f| f.len() == 1) else {
+            return refuse("invalid_arguments");
+        };
+        let id = files[0]["id"].as_str().unwrap_or_default().to_string();
+        let thread_ts = req["thread_ts"].as_str().map(str::to_string);
+        let mut i = peer.inner.lock().unwrap();
+        if let Some(t) = &thread_ts
+            && !i.channel.iter().any(|p| &p.ts == t)
+        {
+            drop(i);
+            return refuse("thread_not_found");
+        }
+        let Some((_, name, _, Some(bytes))) = i.uploads.iter().find(|u| u.0 == id).cloned() else {
+            drop(i);
+            return refuse("file_not_found");
+        };
+        if i.shared.iter().any(|f| f.file_id == id) {
+            drop(i);
+            return refuse("file_already_completed");
+        }
+        i.shared.push(SharedFile {
+            file_id: id.clone(),
+            file_name: name.clone(),
+            title: files[0]["title"].as_str().map(str::to_string),
+            thread_ts,
+            initial_comment: req["initial_comment"].as_str().map(str::to_string),
+            bytes,
+        });
+        drop(i);
+        record("shared");
+        json_response(
+            200,
+            json!({"ok": true, "files": [{"id": id, "name": name}]}),
+            &[],
+        )
     } else if path.ends_with("/conversations.history") {
         if query_param(&query, "channel") != Some(CHANNEL) {
             return refuse("channel_not_found");
