@@ -406,7 +406,7 @@ async fn end_to_end(db: Database) {
                 .any(|r| r.slack_ts.as_deref() == Some(f.file_id.as_str()))
         );
     }
-    let alerts = vec![digest.clone()];
+    let alerts = [digest.clone()];
     assert!(
         incident_rows
             .iter()
