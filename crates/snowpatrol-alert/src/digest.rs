@@ -64,6 +64,9 @@ pub struct Digest {
     /// Incidents of the scored window that were not repeated, and why (shown so silence is never a mystery).
     pub already_announced: usize,
     pub acknowledged: usize,
+    /// Incidents held back by the routes' minimums or mute windows (considered again on the next run).
+    #[serde(default)]
+    pub held_back: usize,
     /// Where the full report was written, if anywhere.
     pub report_path: Option<String>,
     /// Offer the feedback menu on each listed incident (needs Slack interactivity pointed at the daemon and a
@@ -230,6 +233,13 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
             ctx,
             " · {} acknowledged, not repeated",
             plural(d.acknowledged, "incident", "incidents")
+        );
+    }
+    if d.held_back > 0 {
+        let _ = write!(
+            ctx,
+            " · {} below a route's minimum or muted (`snowpatrol explain-alert ID` says why)",
+            plural(d.held_back, "incident", "incidents")
         );
     }
     let _ = write!(

@@ -690,6 +690,24 @@ impl SlackNotifier {
         SlackApiToken::new(SlackApiTokenValue(self.token.expose_secret().to_string()))
     }
 
+    /// The same client, token and limits, posting to another channel (a route's).
+    pub fn for_channel(&self, channel: &str) -> SlackNotifier {
+        SlackNotifier {
+            client: self.client.clone(),
+            channel: SlackChannelId::new(channel.to_string()),
+            token: self.token.clone(),
+            max_attempts: self.max_attempts,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// The channel this notifier posts to.
+    pub fn channel(&self) -> &str {
+        &self.channel.0
+    }
+
     /// ONE `chat.postMessage` call, bounded by `request_timeout`, with `metadata` when given.
     ///
     /// A timeout is [`PostOutcome::Unknown`], not a failure: the request may have been processed.

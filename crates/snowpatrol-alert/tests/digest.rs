@@ -38,6 +38,7 @@ fn digest(n: usize) -> Digest {
         incidents: (0..n).map(|i| incident(i, 5.0 + i as f64)).collect(),
         already_announced: 4,
         acknowledged: 2,
+        held_back: 0,
         report_path: Some("/var/lib/snowpatrol/reports/run-42/report.md".into()),
         feedback: true,
     }

@@ -170,6 +170,7 @@ fn the_digest_offers_the_menu_on_each_listed_incident() {
         }],
         already_announced: 0,
         acknowledged: 0,
+        held_back: 0,
         report_path: None,
         feedback: true,
     };

@@ -139,39 +139,27 @@ impl Pipeline {
         Ok(Enqueued::Queued(id))
     }
 
-    /// Queues a predict run's digest and marks `incident_ids` as announced by it, atomically (see
-    /// `PipelineStore::enqueue_digest`).
-    pub async fn enqueue_digest(
+    /// Queues a predict run's digests (one per channel) and marks their incidents as announced, atomically
+    /// (see `PipelineStore::enqueue_digests`). Returns how many were queued (0: an earlier try queued them).
+    pub async fn enqueue_digests(
         &self,
-        dedupe_key: &str,
         run_id: i64,
-        message: &SlackMessage,
-        incident_ids: &[i64],
-        replies: &[crate::store::DigestReply],
+        digests: &[crate::store::QueuedDigest],
         fence: &snowpatrol_store::TaskFence,
-    ) -> Result<Enqueued, crate::PipelineError> {
-        let channel = self.slack().map_or("file".to_string(), |(_, c)| c.clone());
-        let payload = serde_json::to_value(message).map_err(|e| {
-            crate::PipelineError::Config(format!("the alert message cannot be stored: {e}"))
-        })?;
-        let Some(id) = self
+    ) -> Result<usize, crate::PipelineError> {
+        let ids = self
             .store
-            .enqueue_digest(
-                dedupe_key,
-                "anomaly",
-                Some(run_id),
-                &channel,
-                &payload,
-                incident_ids,
-                replies,
-                Some(fence),
-            )
-            .await?
-        else {
-            return Ok(Enqueued::Duplicate);
-        };
-        self.outbox.wake.send_modify(|v| *v = v.wrapping_add(1));
-        Ok(Enqueued::Queued(id))
+            .enqueue_digests("anomaly", Some(run_id), digests, Some(fence))
+            .await?;
+        if !ids.is_empty() {
+            self.outbox.wake.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        Ok(ids.len())
+    }
+
+    /// The channel alerts go to when no route names one: `[pipeline.slack] channel`, or `file` without Slack.
+    pub fn default_channel(&self) -> String {
+        self.slack().map_or("file".to_string(), |(_, c)| c.clone())
     }
 
     /// The signing secret Slack's interactivity requests are verified with; None: no feedback from Slack.
@@ -263,8 +251,22 @@ impl Pipeline {
                 }
             }
             Some((notifier, _)) => {
-                self.deliver_to_slack(notifier, &claimed, claim_deadline, stop, &mut pass)
-                    .await?;
+                // Each channel (the default and the routes') has its own history to look up.
+                let mut by_channel: BTreeMap<String, Vec<AlertRow>> = BTreeMap::new();
+                for row in claimed {
+                    by_channel.entry(row.channel.clone()).or_default().push(row);
+                }
+                for (channel, rows) in by_channel {
+                    let routed;
+                    let notifier = if channel == notifier.channel() || channel == "file" {
+                        notifier
+                    } else {
+                        routed = notifier.for_channel(&channel);
+                        &routed
+                    };
+                    self.deliver_to_slack(notifier, &rows, claim_deadline, stop, &mut pass)
+                        .await?;
+                }
             }
         }
         Ok(pass)

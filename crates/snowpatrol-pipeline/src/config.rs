@@ -21,6 +21,8 @@ pub struct PipelineConfig {
     pub price_per_credit: Option<f64>,
     /// `[pipeline.detection]`: the default model's knobs (false-alarm budget, materiality, holiday calendar).
     pub detection: DefaultRuleConfig,
+    /// `[pipeline.alerts]`: which channel hears about which incident (routes with globs, minimums, mutes).
+    pub alerts: crate::routing::AlertRouting,
 }
 
 impl PipelineConfig {
@@ -47,6 +49,7 @@ impl PipelineConfig {
                 });
             }
         }
+        out.extend(self.alerts.problems(self.price_per_credit));
         if let Some(p) = self.price_per_credit
             && !(p.is_finite() && p > 0.0)
         {

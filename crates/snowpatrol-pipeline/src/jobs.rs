@@ -819,44 +819,82 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         }
         m
     };
-    let digest = snowpatrol_alert::Digest {
-        run_id: ctx.run_id.to_string(),
-        generated_at: report.generated_at,
-        price_per_credit: p.config.price_per_credit,
-        incidents: new
-            .iter()
-            .map(|i| {
-                let days = by_incident.get(&i.incident_id).cloned().unwrap_or_default();
-                let largest = days
-                    .iter()
-                    .max_by(|a, b| a.excess_credits.total_cmp(&b.excess_credits));
-                let expected: f64 = days.iter().map(|a| a.expected_credits).sum();
-                snowpatrol_alert::DigestIncident {
-                    incident_id: i.incident_id,
-                    account_name: i.account_name.clone(),
-                    warehouse_name: i.warehouse_name.clone(),
-                    first_day: i.start_day,
-                    last_day: i.end_day,
-                    days: i.days.max(0) as u32,
-                    excess_credits: i.excess_credits,
-                    // The incident's days outside the scored window are not in `days`: no percent then.
-                    expected_credits: (days.len() as i32 == i.days && expected > 0.0)
-                        .then_some(expected),
-                    why: largest.map(|a| a.explanation.clone()).unwrap_or_default(),
-                }
-            })
-            .collect(),
-        already_announced: duplicates,
-        acknowledged,
-        report_path: Some(path.display().to_string()),
-        feedback: p.slack().is_some() && p.slack_signing_secret().is_some(),
-    };
-    let announced = digest.incidents.len();
-    let mut new_alerts = 0;
-    if let Some(msg) = snowpatrol_alert::digest_message(&digest) {
-        let ids: Vec<i64> = new.iter().map(|i| i.incident_id).collect();
+    let fresh: Vec<snowpatrol_alert::DigestIncident> = new
+        .iter()
+        .map(|i| {
+            let days = by_incident.get(&i.incident_id).cloned().unwrap_or_default();
+            let largest = days
+                .iter()
+                .max_by(|a, b| a.excess_credits.total_cmp(&b.excess_credits));
+            let expected: f64 = days.iter().map(|a| a.expected_credits).sum();
+            snowpatrol_alert::DigestIncident {
+                incident_id: i.incident_id,
+                account_name: i.account_name.clone(),
+                warehouse_name: i.warehouse_name.clone(),
+                first_day: i.start_day,
+                last_day: i.end_day,
+                days: i.days.max(0) as u32,
+                excess_credits: i.excess_credits,
+                // The incident's days outside the scored window are not in `days`: no percent then.
+                expected_credits: (days.len() as i32 == i.days && expected > 0.0)
+                    .then_some(expected),
+                why: largest.map(|a| a.explanation.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    // Routing ([pipeline.alerts]): each incident to every channel whose route takes it. Held back (below a
+    // minimum, muted) stays unannounced and is considered again next run.
+    let default_channel = p.default_channel();
+    let mut by_channel: BTreeMap<String, Vec<snowpatrol_alert::DigestIncident>> = BTreeMap::new();
+    let mut held_back = 0;
+    for i in &fresh {
+        let decision = p.config.alerts.decide(
+            &crate::routing::IncidentFacts {
+                account_name: i.account_name.clone(),
+                warehouse_name: i.warehouse_name.clone(),
+                first_day: i.first_day,
+                excess_credits: i.excess_credits,
+                expected_credits: i.expected_credits,
+            },
+            p.config.price_per_credit,
+            &default_channel,
+        );
+        if decision.held_back() {
+            held_back += 1;
+        }
+        for (_, channel) in decision.channels {
+            by_channel.entry(channel).or_default().push(i.clone());
+        }
+    }
+    let announced: BTreeSet<i64> = by_channel
+        .values()
+        .flatten()
+        .map(|i| i.incident_id)
+        .collect();
+    let announced = announced.len();
+    let mut queued = Vec::new();
+    for (channel, incidents) in by_channel {
+        let digest = snowpatrol_alert::Digest {
+            run_id: ctx.run_id.to_string(),
+            generated_at: report.generated_at,
+            price_per_credit: p.config.price_per_credit,
+            incidents,
+            already_announced: duplicates,
+            acknowledged,
+            held_back,
+            report_path: Some(path.display().to_string()),
+            feedback: p.slack().is_some() && p.slack_signing_secret().is_some(),
+        };
+        let Some(msg) = snowpatrol_alert::digest_message(&digest) else {
+            continue;
+        };
         // The largest incidents' charts go into the digest's thread, each with its full reason.
         let mut replies = Vec::new();
+        let key = if channel == default_channel {
+            format!("digest:{}", ctx.run_id)
+        } else {
+            format!("digest:{}:{channel}", ctx.run_id)
+        };
         for i in snowpatrol_alert::chart_reply_incidents(&digest) {
             let Some(section) = report
                 .sections
@@ -882,7 +920,7 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
                 .map_err(|e| TaskError::permanent(format!("chart: {e}")))?;
             let text = snowpatrol_alert::reply_text(i, p.config.price_per_credit);
             replies.push(crate::store::DigestReply {
-                dedupe_key: format!("digest:{}:chart:{}", ctx.run_id, i.incident_id),
+                dedupe_key: format!("{key}:chart:{}", i.incident_id),
                 message: serde_json::to_value(snowpatrol_alert::SlackMessage {
                     text,
                     blocks: Vec::new(),
@@ -891,24 +929,24 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
                 attachment: Some((snowpatrol_alert::chart_file_name(&one), png)),
             });
         }
-        match p
-            .enqueue_digest(
-                &format!("digest:{}", ctx.run_id),
-                ctx.run_id,
-                &msg,
-                &ids,
-                &replies,
-                &ctx.fence,
-            )
-            .await
-        {
-            Ok(crate::alerts::Enqueued::Queued(_)) => new_alerts = 1,
-            Ok(crate::alerts::Enqueued::Duplicate) => {}
-            Err(e) => return Err(TaskError::retryable(format!("alert outbox: {e}"))),
-        }
+        queued.push(crate::store::QueuedDigest {
+            dedupe_key: key,
+            channel,
+            message: serde_json::to_value(&msg)
+                .map_err(|e| TaskError::permanent(format!("digest: {e}")))?,
+            incident_ids: digest.incidents.iter().map(|i| i.incident_id).collect(),
+            replies,
+        });
     }
-    info!(report = %path.display(), anomalies = total, new_alerts, announced, already_alerted = duplicates, acknowledged, "report written");
-    Ok(TaskOutput::empty().with_data(json!({ "report": path.display().to_string(), "anomalies": total, "new_alerts": new_alerts, "announced_incidents": announced, "already_alerted": duplicates, "acknowledged": acknowledged })))
+    let new_alerts = if queued.is_empty() {
+        0
+    } else {
+        p.enqueue_digests(ctx.run_id, &queued, &ctx.fence)
+            .await
+            .map_err(|e| TaskError::retryable(format!("alert outbox: {e}")))?
+    };
+    info!(report = %path.display(), anomalies = total, new_alerts, announced, already_alerted = duplicates, acknowledged, held_back, "report written");
+    Ok(TaskOutput::empty().with_data(json!({ "report": path.display().to_string(), "anomalies": total, "new_alerts": new_alerts, "announced_incidents": announced, "already_alerted": duplicates, "acknowledged": acknowledged, "held_back": held_back })))
 }
 
 async fn history_points(

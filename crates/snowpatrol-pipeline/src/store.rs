@@ -167,6 +167,16 @@ pub struct AlertRow {
     pub message: serde_json::Value,
 }
 
+/// One channel's digest of a run, with the incidents it announces and its replies.
+#[derive(Clone, Debug)]
+pub struct QueuedDigest {
+    pub dedupe_key: String,
+    pub channel: String,
+    pub message: serde_json::Value,
+    pub incident_ids: Vec<i64>,
+    pub replies: Vec<DigestReply>,
+}
+
 /// A reply queued with a digest, in its thread: a line of text and, optionally, a file (a chart).
 #[derive(Clone, Debug)]
 pub struct DigestReply {
@@ -997,73 +1007,81 @@ macro_rules! pipeline_backend {
                 Ok(id)
             }
 
-            /// Queues a run's digest and marks the incidents it announces, in one fenced transaction: an incident
-            /// is announced by exactly one alert. `Ok(None)` when the digest was queued before (a retried try);
+            /// Queues a run's digests (one per channel) with their replies and marks the incidents they announce, in
+            /// one fenced transaction: an incident is announced (`incidents.alert_id`) by the first digest naming
+            /// it. `Ok(vec![])` when the first digest was queued before (a retried try queues nothing);
             /// [`StoreError::Conflict`] when another run announced one of the incidents meanwhile (nothing is
             /// written; the caller's retry recomputes the list).
-            #[allow(clippy::too_many_arguments)]
-            pub async fn enqueue_digest(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value, incident_ids: &[i64], replies: &[DigestReply], fence: Option<&TaskFence>) -> Result<Option<i64>, StoreError> {
+            pub async fn enqueue_digests(pool: &PoolT, kind: &str, run_id: Option<i64>, digests: &[QueuedDigest], fence: Option<&TaskFence>) -> Result<Vec<i64>, StoreError> {
                 let mut tx = pool.begin_with($begin).await?;
-                let id: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
-                )
-                .bind(dedupe_key)
-                .bind(kind)
-                .bind(run_id)
-                .bind(channel)
-                .bind(Json(message))
-                .bind(snowpatrol_store::now())
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(id) = id else {
-                    return Ok(None);
-                };
+                let mut ids = Vec::new();
+                let mut wanted = BTreeSet::new();
                 let mut marked = 0;
-                // Chunked: both backends cap the number of bind parameters of one statement.
-                for chunk in incident_ids.chunks(1000) {
-                    let mut qb = sqlx::QueryBuilder::<DB>::new("UPDATE incidents SET alert_id = ");
-                    qb.push_bind(id);
-                    qb.push(" WHERE alert_id IS NULL AND incident_id IN (");
-                    let mut list = qb.separated(", ");
-                    for i in chunk {
-                        list.push_bind(*i);
-                    }
-                    qb.push(")");
-                    marked += qb.build().execute(&mut *tx).await?.rows_affected();
-                }
-                for r in replies {
-                    let (name, bytes) = match &r.attachment {
-                        Some((n, b)) => (Some(n.as_str()), Some(b.as_slice())),
-                        None => (None, None),
-                    };
-                    sqlx::query(
-                        "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at, thread_of, attachment, attachment_name) \
-                         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $9)",
+                for d in digests {
+                    let id: Option<i64> = sqlx::query_scalar(
+                        "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
                     )
-                    .bind(&r.dedupe_key)
+                    .bind(&d.dedupe_key)
                     .bind(kind)
                     .bind(run_id)
-                    .bind(channel)
-                    .bind(Json(&r.message))
+                    .bind(&d.channel)
+                    .bind(Json(&d.message))
                     .bind(snowpatrol_store::now())
-                    .bind(id)
-                    .bind(bytes)
-                    .bind(name)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                    let Some(id) = id else {
+                        // Queued by an earlier try of this run: all of its digests were, in one transaction.
+                        tx.rollback().await?;
+                        return Ok(Vec::new());
+                    };
+                    ids.push(id);
+                    wanted.extend(d.incident_ids.iter().copied());
+                    // Chunked: both backends cap the number of bind parameters of one statement.
+                    for chunk in d.incident_ids.chunks(1000) {
+                        let mut qb = sqlx::QueryBuilder::<DB>::new("UPDATE incidents SET alert_id = ");
+                        qb.push_bind(id);
+                        qb.push(" WHERE alert_id IS NULL AND incident_id IN (");
+                        let mut list = qb.separated(", ");
+                        for i in chunk {
+                            list.push_bind(*i);
+                        }
+                        qb.push(")");
+                        marked += qb.build().execute(&mut *tx).await?.rows_affected();
+                    }
+                    for r in &d.replies {
+                        let (name, bytes) = match &r.attachment {
+                            Some((n, b)) => (Some(n.as_str()), Some(b.as_slice())),
+                            None => (None, None),
+                        };
+                        sqlx::query(
+                            "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at, thread_of, attachment, attachment_name) \
+                             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $9)",
+                        )
+                        .bind(&r.dedupe_key)
+                        .bind(kind)
+                        .bind(run_id)
+                        .bind(&d.channel)
+                        .bind(Json(&r.message))
+                        .bind(snowpatrol_store::now())
+                        .bind(id)
+                        .bind(bytes)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
-                if marked != incident_ids.len() as u64 {
+                if marked != wanted.len() as u64 {
                     tx.rollback().await?;
                     return Err(StoreError::Conflict(format!(
-                        "{} of the {} incidents of digest {dedupe_key} were announced by another alert meanwhile",
-                        incident_ids.len() as u64 - marked,
-                        incident_ids.len()
+                        "{} of the {} incidents of run {run_id:?}'s digests were announced by another alert meanwhile",
+                        wanted.len() as u64 - marked,
+                        wanted.len()
                     )));
                 }
                 check_fence(&mut tx, fence).await?;
                 tx.commit().await?;
-                Ok(Some(id))
+                Ok(ids)
             }
 
             /// The file a reply uploads, by alert id.
@@ -1481,32 +1499,15 @@ impl PipelineStore {
             insert_alert(dedupe_key, kind, run_id, channel, message, fence)
         )
     }
-    /// Queues a run's digest and marks the incidents it announces (see the backend function).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn enqueue_digest(
+    /// Queues a run's digests and marks the incidents they announce (see the backend function).
+    pub async fn enqueue_digests(
         &self,
-        dedupe_key: &str,
         kind: &str,
         run_id: Option<i64>,
-        channel: &str,
-        message: &serde_json::Value,
-        incident_ids: &[i64],
-        replies: &[DigestReply],
+        digests: &[QueuedDigest],
         fence: Option<&TaskFence>,
-    ) -> Result<Option<i64>, StoreError> {
-        dispatch!(
-            self.db,
-            enqueue_digest(
-                dedupe_key,
-                kind,
-                run_id,
-                channel,
-                message,
-                incident_ids,
-                replies,
-                fence
-            )
-        )
+    ) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self.db, enqueue_digests(kind, run_id, digests, fence))
     }
     /// The file a reply uploads (name and bytes), if it has one.
     pub async fn alert_attachment(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {

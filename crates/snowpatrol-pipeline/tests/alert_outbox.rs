@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{CHANNEL, Mode, SlackPeer, TOKEN};
+use common::{CHANNEL, CHANNEL_2, Mode, SlackPeer, TOKEN};
 use serde_json::json;
 use snowpatrol_engine::{
     CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
@@ -39,6 +39,7 @@ both_backends!(
     two_senders_never_send_the_same_alert,
     shutdown_hands_claims_back_instead_of_leaving_them_sending,
     upgrade_from_0003_keeps_every_alert_and_maps_its_state,
+    routes_send_each_channel_its_digest_and_hold_back_what_is_below_their_minimums,
 );
 
 enum Backend {
@@ -894,4 +895,133 @@ fn delivery_settings_default_sensibly_and_a_claim_shorter_than_an_attempt_is_ref
             .any(|p| p.starts_with("pipeline.slack.max_attempts")),
         "{problems:?}"
     );
+}
+
+/// Routes (`[pipeline.alerts]`): dev warehouses go to a second channel (the pattern's case differs from the names'); every other warehouse is
+/// covered by a route whose minimum nothing reaches, so its incidents are held back (not announced, not sent
+/// to the default channel) and considered again next run. One digest per channel, and only there.
+async fn routes_send_each_channel_its_digest_and_hold_back_what_is_below_their_minimums(
+    b: Backend,
+) {
+    let db = b.migrated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let peer = SlackPeer::start().await;
+    let pipeline = pipeline(
+        &db,
+        &peer,
+        dir.path(),
+        &format!(
+            "[source]\nkind = \"synthetic\"\nseed = 11\nwarehouses = 8\ndays = 150\nend = \"2025-06-30\"\n\
+             [predict]\nscore_days = 45\n\
+             [[alerts.routes]]\nname = \"analysts\"\nchannel = \"{CHANNEL_2}\"\nwarehouses = [\"dev_*\"]\n\
+             [[alerts.routes]]\nname = \"platform\"\nchannel = \"{CHANNEL}\"\nwarehouses = [\"ADHOC_*\", \"ETL_*\", \"BI_*\", \"COMPUTE*\"]\n\
+             min_excess_credits = 1000000\n"
+        ),
+    );
+    let jobs_cfg: BTreeMap<String, JobConfig> = toml::from_str(&format!(
+        "[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n"
+    ))
+    .unwrap();
+    let settings = SchedulerSettings {
+        poll_interval: Duration::from_millis(500),
+        default_retries: 0,
+        ..Default::default()
+    };
+    let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
+    let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap());
+    engine.register_jobs().await.unwrap();
+    let stop = CancellationToken::new();
+    let daemon = {
+        let (e, s) = (engine.clone(), stop.clone());
+        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
+    };
+    let sender = tokio::spawn(pipeline.clone().outbox_sender_loop(stop.clone()));
+    engine.trigger("prep", &[], "test").await.unwrap();
+    let started = Instant::now();
+    let predict = loop {
+        let runs = db
+            .list_runs(&RunFilter {
+                job_name: Some("predict".into()),
+                state: None,
+                limit: 1,
+            })
+            .await
+            .unwrap();
+        if let Some(r) = runs.first().filter(|r| r.state.is_terminal()) {
+            break r.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "predict did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(predict.state, RunState::Success, "{predict:?}");
+    let rows = wait_settled(&pipeline, Duration::from_secs(60)).await;
+
+    let incidents = pipeline
+        .store
+        .list_incidents(&snowpatrol_pipeline::store::IncidentFilter::default())
+        .await
+        .unwrap();
+    let analysts = |w: &str| w.starts_with("DEV_");
+    let (theirs, held): (Vec<_>, Vec<_>) =
+        incidents.iter().partition(|i| analysts(&i.warehouse_name));
+    assert!(
+        !theirs.is_empty() && !held.is_empty(),
+        "the data has incidents on both sides: {incidents:?}"
+    );
+    let digests: Vec<&AlertRow> = rows.iter().filter(|a| a.thread_of.is_none()).collect();
+    assert_eq!(
+        digests.len(),
+        1,
+        "one digest, for the one channel with news: {rows:?}"
+    );
+    assert_eq!(digests[0].channel, CHANNEL_2);
+    assert_eq!(
+        digests[0].dedupe_key,
+        format!("digest:{}:{CHANNEL_2}", predict.run_id)
+    );
+    for i in &theirs {
+        assert_eq!(i.alert_id, Some(digests[0].alert_id), "{i:?}");
+    }
+    for i in &held {
+        assert_eq!(
+            i.alert_id, None,
+            "held back, considered again next run: {i:?}"
+        );
+    }
+    let posted = peer.channel();
+    assert_eq!(posted.len(), 1, "nothing in the default channel");
+    assert_eq!(posted[0].body["channel"], json!(CHANNEL_2));
+    let blocks = posted[0].body["blocks"].to_string();
+    for i in &theirs {
+        assert!(
+            blocks.contains(&i.warehouse_name),
+            "{} listed",
+            i.warehouse_name
+        );
+    }
+    for i in &held {
+        assert!(!blocks.contains(&format!("*{}.{}*", i.account_name, i.warehouse_name)));
+    }
+    assert!(
+        blocks.contains(&format!("{} incident", held.len()))
+            && blocks.contains("below a route's minimum"),
+        "says what it held back: {blocks}"
+    );
+    let report = db
+        .task_instances_of(predict.run_id, "report")
+        .await
+        .unwrap();
+    let data = &report[0].output.as_ref().unwrap()["data"];
+    assert_eq!(data["held_back"], json!(held.len()), "{data}");
+    assert_eq!(data["announced_incidents"], json!(theirs.len()), "{data}");
+    // The chart replies went to the same channel's thread.
+    for f in peer.shared_files() {
+        assert_eq!(f.thread_ts, digests[0].slack_ts);
+    }
+    stop.cancel();
+    daemon.await.unwrap();
+    sender.await.unwrap();
 }

@@ -905,16 +905,11 @@ async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db:
     );
 
     // A digest naming an incident announced before is refused whole.
-    let msg = serde_json::json!({ "text": "digest" });
     let err = store
-        .enqueue_digest(
-            "digest:40",
+        .enqueue_digests(
             "anomaly",
             Some(40),
-            "file",
-            &msg,
-            &[2, 3],
-            &[reply("digest:40:chart:3")],
+            &[digest("digest:40", &[2, 3], "digest:40:chart:3")],
             None,
         )
         .await
@@ -934,35 +929,26 @@ async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db:
     // The news alone, with a chart reply: queued and linked in one go; the same run's retried try queues
     // nothing more.
     let id = store
-        .enqueue_digest(
-            "digest:41",
+        .enqueue_digests(
             "anomaly",
             Some(41),
-            "file",
-            &msg,
-            &[3],
-            &[reply("digest:41:chart:3")],
+            &[digest("digest:41", &[3], "digest:41:chart:3")],
             None,
         )
         .await
-        .unwrap()
-        .expect("queued");
+        .unwrap()[0];
     assert_eq!(store.incident(3).await.unwrap().unwrap().alert_id, Some(id));
     assert_eq!(
         store
-            .enqueue_digest(
-                "digest:41",
+            .enqueue_digests(
                 "anomaly",
                 Some(41),
-                "file",
-                &msg,
-                &[3],
-                &[reply("digest:41:chart:3")],
+                &[digest("digest:41", &[3], "digest:41:chart:3")],
                 None
             )
             .await
             .unwrap(),
-        None
+        Vec::<i64>::new()
     );
     assert_eq!(store.list_alerts(false, 100).await.unwrap().len(), 5);
 
@@ -1028,5 +1014,15 @@ fn reply(key: &str) -> snowpatrol_pipeline::store::DigestReply {
             "chart.png".to_string(),
             vec![0x89, b'P', b'N', b'G', 0, 255],
         )),
+    }
+}
+
+fn digest(key: &str, ids: &[i64], reply_key: &str) -> snowpatrol_pipeline::store::QueuedDigest {
+    snowpatrol_pipeline::store::QueuedDigest {
+        dedupe_key: key.to_string(),
+        channel: "file".to_string(),
+        message: serde_json::json!({ "text": "digest" }),
+        incident_ids: ids.to_vec(),
+        replies: vec![reply(reply_key)],
     }
 }

@@ -385,6 +385,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             crate::pipeline_cli::anomalies(&db, command, view, &triggered_by(), json).await
         }
+        Command::ExplainAlert { incident } => {
+            let db = open_ready(&loaded.settings).await?;
+            crate::pipeline_cli::explain_alert(&db, &loaded.settings.pipeline, incident, json).await
+        }
         Command::Alerts { pending, limit } => {
             let db = open_ready(&loaded.settings).await?;
             crate::pipeline_cli::alerts(&db, pending, limit, json).await

@@ -123,6 +123,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = pipeline_cli::ListFormat::Table)]
         format: pipeline_cli::ListFormat,
     },
+    /// Where an incident's alert went (or goes), by which route, and why not elsewhere ([pipeline.alerts]).
+    ExplainAlert {
+        /// Incident id (first column of `snowpatrol anomalies`).
+        incident: i64,
+    },
     /// The alert outbox: what was sent (or written to files), what is pending, what failed.
     Alerts {
         /// Only alerts still waiting to be delivered.

@@ -1021,3 +1021,128 @@ pub fn synth_cmd(args: &SynthArgs, json: bool) -> anyhow::Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `snowpatrol explain-alert ID`: which channels an incident is (or would be) announced in, by which route, and
+/// every route's verdict, from the configured `[pipeline.alerts]`; and which alert announced it, if one did.
+pub async fn explain_alert(
+    db: &Database,
+    config: &PipelineConfig,
+    incident_id: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use snowpatrol_pipeline::routing::{IncidentFacts, RouteVerdict};
+    let store = PipelineStore::new(db.clone());
+    let incident = store
+        .incident(incident_id)
+        .await
+        .context("reading the incident")?
+        .with_context(|| {
+            format!(
+                "no incident with id {incident_id} (see the first column of `snowpatrol anomalies`)"
+            )
+        })?;
+    let days: Vec<_> = store
+        .anomalies_since(incident.start_day, Some(&incident.key()))
+        .await
+        .context("reading the incident's days")?
+        .into_iter()
+        .filter(|a| a.incident_id == incident_id)
+        .collect();
+    let expected: f64 = days.iter().map(|a| a.expected_credits).sum();
+    let default_channel = config
+        .slack
+        .as_ref()
+        .map_or("file".to_string(), |s| s.channel.clone());
+    let decision = config.alerts.decide(
+        &IncidentFacts {
+            account_name: incident.account_name.clone(),
+            warehouse_name: incident.warehouse_name.clone(),
+            first_day: incident.start_day,
+            excess_credits: incident.excess_credits,
+            expected_credits: (expected > 0.0).then_some(expected),
+        },
+        config.price_per_credit,
+        &default_channel,
+    );
+    let announced = match incident.alert_id {
+        Some(id) => store
+            .list_alerts(false, i64::MAX)
+            .await
+            .context("reading the alert outbox")?
+            .into_iter()
+            .find(|a| a.alert_id == id),
+        None => None,
+    };
+    let verdict = |v: &RouteVerdict| -> (&'static str, String) {
+        match v {
+            RouteVerdict::Announced => ("announced", String::new()),
+            RouteVerdict::NotCovered(w) => ("not_covered", w.clone()),
+            RouteVerdict::BelowMinimum(w) => ("below_minimum", w.clone()),
+            RouteVerdict::Muted(w) => ("muted", w.clone()),
+        }
+    };
+    let value = json!({
+        "incident_id": incident_id,
+        "warehouse": format!("{}.{}", incident.account_name, incident.warehouse_name),
+        "status": incident.status.as_str(),
+        "announced_by": announced.as_ref().map(|a| json!({
+            "alert_id": a.alert_id, "dedupe_key": a.dedupe_key, "channel": a.channel, "state": a.state.as_str(),
+        })),
+        "channels": decision.channels.iter().map(|(r, c)| json!({ "route": r, "channel": c })).collect::<Vec<_>>(),
+        "routes": decision.verdicts.iter().map(|(r, v)| {
+            let (k, why) = verdict(v);
+            json!({ "route": r, "verdict": k, "why": why })
+        }).collect::<Vec<_>>(),
+        "held_back": decision.held_back(),
+    });
+    emit(json, &value, || {
+        let mut out = format!(
+            "incident {incident_id}: {}.{}, {} – {}, +{:.2} credits, {}\n",
+            incident.account_name,
+            incident.warehouse_name,
+            incident.start_day,
+            incident.end_day,
+            incident.excess_credits,
+            incident.status.as_str()
+        );
+        match &announced {
+            Some(a) => out.push_str(&format!(
+                "announced by alert {} ({}) in {}, {}\n",
+                a.alert_id, a.dedupe_key, a.channel, a.state
+            )),
+            None if incident.status.as_str() == "acknowledged" => {
+                out.push_str("not announced: acknowledged before any alert\n")
+            }
+            None => out.push_str("not announced yet\n"),
+        }
+        if decision.channels.is_empty() {
+            out.push_str("routes now: no channel");
+            out.push_str(if decision.held_back() {
+                " (held back by a minimum or a mute window; considered again on every predict run)\n"
+            } else {
+                " (no route covers it and [pipeline.alerts] unrouted = \"drop\")\n"
+            });
+        } else {
+            for (route, channel) in &decision.channels {
+                out.push_str(&format!("routes now: {channel} (route {route})\n"));
+            }
+        }
+        if decision.verdicts.is_empty() {
+            out.push_str("no [[pipeline.alerts.routes]] configured: everything goes to the default channel\n");
+        }
+        for (route, v) in &decision.verdicts {
+            let (k, why) = verdict(v);
+            out.push_str(&format!(
+                "  route {route}: {}{}\n",
+                k.replace('_', " "),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ));
+        }
+        out.trim_end().to_string()
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

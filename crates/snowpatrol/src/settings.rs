@@ -767,10 +767,23 @@ pub fn line_of_key(text: &str, path: &str) -> Option<usize> {
     let mut current = table.get_ref();
     let mut found: Option<usize> = None;
     for seg in path.split('.') {
-        let (k, v) = current.iter().find(|(k, _)| k.get_ref() == seg)?;
+        // `routes[2]`: the third table of an array of tables (`[[pipeline.alerts.routes]]`) or inline tables.
+        let (name, index) = match seg.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        let (k, v) = current.iter().find(|(k, _)| k.get_ref() == name)?;
         // A `[jobs.prep]` header or a `cron = …` line: the key's own span is where a person looks.
         found = Some(k.span().start);
-        match v.get_ref() {
+        let value = match (v.get_ref(), index) {
+            (toml::de::DeValue::Array(items), Some(i)) => {
+                let item = items.get(i)?;
+                found = Some(item.span().start);
+                item.get_ref()
+            }
+            (other, _) => other,
+        };
+        match value {
             toml::de::DeValue::Table(inner) => current = inner,
             _ => break,
         }

@@ -552,6 +552,33 @@ fn config_check_lists_every_detection_problem_with_file_line_and_key() {
     assert!(out.contains("configuration OK"), "{out}");
 }
 
+#[test]
+fn config_check_lists_every_alert_route_problem_at_its_own_line() {
+    // EXAMPLES_CONFIG ends at line 11; the routes start at line 13.
+    let routes = "[[pipeline.alerts.routes]]\nname = \"a\"\nchannel = \"\"\nwarehouses = [\"ETL_[\"]\nmin_excess_cost = 5\n\n\
+                  [[pipeline.alerts.routes]]\nname = \"a\"\nchannel = \"C1\"\nmute = [{ from = \"2025-12-24\", to = \"2025-12-01\" }]\n";
+    let err = assert_config_error(
+        &format!("{EXAMPLES_CONFIG}\n{routes}"),
+        &[
+            ":15: pipeline.alerts.routes[0].channel: must be a Slack channel id",
+            ":16: pipeline.alerts.routes[0].warehouses: \"ETL_[\" is not a glob pattern",
+            ":17: pipeline.alerts.routes[0].min_excess_cost: needs [pipeline] price_per_credit",
+            ":20: pipeline.alerts.routes[1].name: \"a\" names two routes",
+            ":22: pipeline.alerts.routes[1].mute[0].to: 2025-12-01 is before from = 2025-12-24",
+        ],
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // A good route passes.
+    let env = Env::new(
+        &format!(
+            "{EXAMPLES_CONFIG}\n[[pipeline.alerts.routes]]\nname = \"platform\"\nchannel = \"C0PLATFORM\"\nwarehouses = [\"ETL_*\"]\nmin_excess_credits = 10\n"
+        ),
+        None,
+    );
+    let out = env.ok(&["config", "check"]);
+    assert!(out.contains("configuration OK"), "{out}");
+}
+
 /// A Snowflake source with password login and no password in the file: the secret must come from elsewhere.
 const PASSWORD_SOURCE: &str = r#"
 [pipeline.source]

@@ -791,6 +791,26 @@ fn pipeline_flow(env: &DataDir) {
     for i in incidents {
         assert_eq!(i["alert_id"], a["alert_id"], "announced by the digest: {i}");
     }
+    // explain-alert: announced by that digest; without routes everything goes to the default channel.
+    let first = incidents[0]["incident_id"].as_i64().unwrap().to_string();
+    let why = env.json(&["explain-alert", &first]);
+    assert_eq!(why["announced_by"]["alert_id"], a["alert_id"], "{why}");
+    assert_eq!(
+        why["channels"],
+        serde_json::json!([{ "route": "default", "channel": "file" }]),
+        "{why}"
+    );
+    let text = env.ok(&["explain-alert", &first]);
+    assert!(
+        text.contains("announced by alert")
+            && text.contains("no [[pipeline.alerts.routes]] configured"),
+        "{text}"
+    );
+    let err = failed(
+        &env.cmd(&["explain-alert", "987654"]).output().unwrap(),
+        "unknown incident",
+    );
+    assert!(err.contains("no incident with id 987654"), "{err}");
     assert_eq!(
         env.json(&["alerts", "--pending"]).as_array().unwrap().len(),
         0

@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "xoxb-test-token";
 pub const CHANNEL: &str = "C123";
+/// A second channel the bot is in (for routes).
+pub const CHANNEL_2: &str = "C999";
+
+fn known_channel(c: &str) -> bool {
+    c == CHANNEL || c == CHANNEL_2
+}
 
 /// How the peer answers `chat.postMessage` (the history always answers unless `history_hangs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,7 +286,7 @@ async fn answer(State(peer): State<SlackPeer>, req: Request) -> Response {
         } else {
             Value::Null
         };
-        if msg["channel"].as_str().is_none_or(|c| c != CHANNEL) {
+        if msg["channel"].as_str().is_none_or(|c| !known_channel(c)) {
             return refuse("channel_not_found");
         }
         let has_text = msg["text"].as_str().is_some_and(|t| !t.is_empty());
@@ -365,7 +371,7 @@ async fn answer(State(peer): State<SlackPeer>, req: Request) -> Response {
         )
     } else if path.ends_with("/files.completeUploadExternal") {
         let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if req["channel_id"].as_str() != Some(CHANNEL) {
+        if !req["channel_id"].as_str().is_some_and(known_channel) {
             return refuse("channel_not_found");
         }
         let Some(files) = req["files"].as_array().filter(|f| f.len() == 1) else {
@@ -404,7 +410,7 @@ async fn answer(State(peer): State<SlackPeer>, req: Request) -> Response {
             &[],
         )
     } else if path.ends_with("/conversations.history") {
-        if query_param(&query, "channel") != Some(CHANNEL) {
+        if !query_param(&query, "channel").is_some_and(known_channel) {
             return refuse("channel_not_found");
         }
         if peer.inner.lock().unwrap().history_hangs {

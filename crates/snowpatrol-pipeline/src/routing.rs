@@ -1,0 +1,395 @@
+//! `[pipeline.alerts]`: which Slack channel hears about which incident.
+//!
+//! Routes are subscriptions, like AWS Cost Anomaly Detection's: each names a channel, the accounts and
+//! warehouses it covers (glob patterns, case-insensitive, as Snowflake folds unquoted names), the smallest
+//! incident worth its readers' time (excess in credits, in money when a price is set, in percent of the
+//! expectation) and mute windows (planned work). An incident is announced in every channel whose route takes
+//! it; one that no route takes goes to `[pipeline.slack] channel` (`unrouted = "default"`, the default) or
+//! nowhere (`"drop"`). An incident below every route's minimum or muted is not announced yet, so it is
+//! considered again on the next run and announced once it grows past a minimum.
+//!
+//! Pure: no I/O; the report task and `snowpatrol explain-alert` ask [`AlertRouting::decide`].
+
+use chrono::NaiveDate;
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use serde::Deserialize;
+use snowpatrol_engine::ConfigIssue;
+
+/// `[pipeline.alerts]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertRouting {
+    pub routes: Vec<AlertRoute>,
+    pub unrouted: Unrouted,
+}
+
+/// What happens to an incident that no route matches.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unrouted {
+    /// To `[pipeline.slack] channel` (or the alert files without Slack).
+    #[default]
+    Default,
+    /// Nowhere.
+    Drop,
+}
+
+/// `[[pipeline.alerts.routes]]`: one subscription.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRoute {
+    pub name: String,
+    /// Slack channel id (`C…`) the bot is a member of.
+    pub channel: String,
+    /// Account and warehouse name patterns (`*`, `?`, `[A-Z]`, `{a,b}`); every one by default.
+    #[serde(default = "everything")]
+    pub accounts: Vec<String>,
+    #[serde(default = "everything")]
+    pub warehouses: Vec<String>,
+    /// Smallest incident announced here: excess credits, excess money (needs `price_per_credit`), and excess
+    /// in percent of what the model expected. 0 = no minimum.
+    #[serde(default)]
+    pub min_excess_credits: f64,
+    #[serde(default)]
+    pub min_excess_cost: f64,
+    #[serde(default)]
+    pub min_excess_percent: f64,
+    /// Days on which this route stays silent (an incident starting inside one is not announced here).
+    #[serde(default)]
+    pub mute: Vec<MuteWindow>,
+}
+
+fn everything() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+/// `{ from = "2025-12-24", to = "2026-01-02", reason = "year-end freeze" }`, both days included.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MuteWindow {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What routing needs to know of an incident.
+#[derive(Clone, Debug)]
+pub struct IncidentFacts {
+    pub account_name: String,
+    pub warehouse_name: String,
+    pub first_day: NaiveDate,
+    pub excess_credits: f64,
+    /// What the model expected on the incident's days (None: unknown, the percent minimum is not applied).
+    pub expected_credits: Option<f64>,
+}
+
+/// One route's verdict on one incident.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteVerdict {
+    Announced,
+    NotCovered(String),
+    BelowMinimum(String),
+    Muted(String),
+}
+
+/// Where an incident goes, and why not elsewhere.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingDecision {
+    /// Channels it is announced in (route name, channel); the default channel appears as route `default`.
+    pub channels: Vec<(String, String)>,
+    /// Every configured route's verdict, in order.
+    pub verdicts: Vec<(String, RouteVerdict)>,
+}
+
+impl RoutingDecision {
+    /// The incident is held back on purpose (below a minimum or muted), not merely unmatched.
+    pub fn held_back(&self) -> bool {
+        self.channels.is_empty()
+            && self
+                .verdicts
+                .iter()
+                .any(|(_, v)| matches!(v, RouteVerdict::BelowMinimum(_) | RouteVerdict::Muted(_)))
+    }
+}
+
+fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    GlobBuilder::new(pattern)
+        .case_insensitive(true)
+        .literal_separator(false)
+        .build()
+        .map(|g: Glob| g.compile_matcher())
+}
+
+fn matches(patterns: &[String], name: &str) -> bool {
+    patterns
+        .iter()
+        .filter_map(|p| glob(p).ok())
+        .any(|m| m.is_match(name))
+}
+
+impl AlertRouting {
+    /// Every problem with the routes, by key path (`pipeline.alerts.routes[2].channel`).
+    pub fn problems(&self, price_per_credit: Option<f64>) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let issue = |key: &str, message: String| ConfigIssue {
+                path: format!("pipeline.alerts.routes[{i}].{key}"),
+                message,
+            };
+            if r.name.trim().is_empty() {
+                out.push(issue("name", "must not be empty".into()));
+            } else if !names.insert(r.name.clone()) {
+                out.push(issue("name", format!("{:?} names two routes", r.name)));
+            }
+            if r.channel.trim().is_empty() {
+                out.push(issue("channel", "must be a Slack channel id (C…)".into()));
+            }
+            for (key, patterns) in [("accounts", &r.accounts), ("warehouses", &r.warehouses)] {
+                if patterns.is_empty() {
+                    out.push(issue(
+                        key,
+                        "must name at least one pattern (\"*\" for all)".into(),
+                    ));
+                }
+                for p in patterns {
+                    if let Err(e) = glob(p) {
+                        out.push(issue(key, format!("{p:?} is not a glob pattern: {e}")));
+                    }
+                }
+            }
+            for (key, v) in [
+                ("min_excess_credits", r.min_excess_credits),
+                ("min_excess_cost", r.min_excess_cost),
+                ("min_excess_percent", r.min_excess_percent),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    out.push(issue(key, format!("must be a number >= 0, got {v}")));
+                }
+            }
+            if r.min_excess_cost > 0.0 && price_per_credit.is_none() {
+                out.push(issue(
+                    "min_excess_cost",
+                    "needs [pipeline] price_per_credit (money is credits x price)".into(),
+                ));
+            }
+            for (j, w) in r.mute.iter().enumerate() {
+                if w.to < w.from {
+                    out.push(issue(
+                        &format!("mute[{j}].to"),
+                        format!("{} is before from = {}", w.to, w.from),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Where `incident` is announced, with every route's verdict. `default_channel` is `[pipeline.slack]
+    /// channel` (or `file` without Slack).
+    pub fn decide(
+        &self,
+        incident: &IncidentFacts,
+        price_per_credit: Option<f64>,
+        default_channel: &str,
+    ) -> RoutingDecision {
+        let mut channels: Vec<(String, String)> = Vec::new();
+        let mut verdicts = Vec::new();
+        for r in &self.routes {
+            let v = self.verdict(r, incident, price_per_credit);
+            if v == RouteVerdict::Announced && !channels.iter().any(|(_, c)| *c == r.channel) {
+                channels.push((r.name.clone(), r.channel.clone()));
+            }
+            verdicts.push((r.name.clone(), v));
+        }
+        let covered = verdicts
+            .iter()
+            .any(|(_, v)| !matches!(v, RouteVerdict::NotCovered(_)));
+        if !covered && self.unrouted == Unrouted::Default {
+            channels.push(("default".to_string(), default_channel.to_string()));
+        }
+        RoutingDecision { channels, verdicts }
+    }
+
+    fn verdict(
+        &self,
+        r: &AlertRoute,
+        i: &IncidentFacts,
+        price_per_credit: Option<f64>,
+    ) -> RouteVerdict {
+        if !matches(&r.accounts, &i.account_name) {
+            return RouteVerdict::NotCovered(format!(
+                "account {} matches none of {:?}",
+                i.account_name, r.accounts
+            ));
+        }
+        if !matches(&r.warehouses, &i.warehouse_name) {
+            return RouteVerdict::NotCovered(format!(
+                "warehouse {} matches none of {:?}",
+                i.warehouse_name, r.warehouses
+            ));
+        }
+        if i.excess_credits < r.min_excess_credits {
+            return RouteVerdict::BelowMinimum(format!(
+                "excess {:.2} credits < min_excess_credits {}",
+                i.excess_credits, r.min_excess_credits
+            ));
+        }
+        if r.min_excess_cost > 0.0
+            && let Some(p) = price_per_credit
+            && i.excess_credits * p < r.min_excess_cost
+        {
+            return RouteVerdict::BelowMinimum(format!(
+                "excess cost {:.2} < min_excess_cost {}",
+                i.excess_credits * p,
+                r.min_excess_cost
+            ));
+        }
+        if r.min_excess_percent > 0.0
+            && let Some(e) = i.expected_credits.filter(|e| *e > 0.0)
+            && 100.0 * i.excess_credits / e < r.min_excess_percent
+        {
+            return RouteVerdict::BelowMinimum(format!(
+                "excess {:.0}% of the expectation < min_excess_percent {}",
+                100.0 * i.excess_credits / e,
+                r.min_excess_percent
+            ));
+        }
+        if let Some(w) = r
+            .mute
+            .iter()
+            .find(|w| w.from <= i.first_day && i.first_day <= w.to)
+        {
+            return RouteVerdict::Muted(format!(
+                "starts {} inside the mute window {} – {}{}",
+                i.first_day,
+                w.from,
+                w.to,
+                w.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ));
+        }
+        RouteVerdict::Announced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(toml_text: &str) -> AlertRouting {
+        toml::from_str(toml_text).expect("parses")
+    }
+
+    fn incident(account: &str, warehouse: &str, excess: f64) -> IncidentFacts {
+        IncidentFacts {
+            account_name: account.into(),
+            warehouse_name: warehouse.into(),
+            first_day: NaiveDate::from_ymd_opt(2025, 12, 28).unwrap(),
+            excess_credits: excess,
+            expected_credits: Some(100.0),
+        }
+    }
+
+    const ROUTES: &str = r#"
+        [[routes]]
+        name = "platform"
+        channel = "CPLATFORM"
+        warehouses = ["etl_*", "LOAD_*"]
+        min_excess_credits = 10
+
+        [[routes]]
+        name = "finance"
+        channel = "CFINANCE"
+        accounts = ["ACME_PROD"]
+        min_excess_cost = 300
+        min_excess_percent = 50
+        mute = [{ from = "2025-12-24", to = "2026-01-02", reason = "year-end freeze" }]
+    "#;
+
+    #[test]
+    fn routes_match_by_glob_minimum_and_mute_window_and_say_why_not() {
+        let r = route(ROUTES);
+        assert!(r.problems(Some(3.0)).is_empty());
+        // Case-insensitive globs; the finance route is muted for the year-end freeze.
+        let d = r.decide(
+            &incident("ACME_PROD", "ETL_WH", 120.0),
+            Some(3.0),
+            "CDEFAULT",
+        );
+        assert_eq!(d.channels, vec![("platform".into(), "CPLATFORM".into())]);
+        assert!(
+            matches!(&d.verdicts[1].1, RouteVerdict::Muted(w) if w.contains("year-end freeze"))
+        );
+        // Below the platform minimum, not covered by finance's account: held back, not sent to the default.
+        let d = r.decide(&incident("ACME_DEV", "ETL_WH", 5.0), Some(3.0), "CDEFAULT");
+        assert!(d.channels.is_empty() && d.held_back(), "{d:?}");
+        // Covered by no route at all: the default channel.
+        let d = r.decide(&incident("ACME_DEV", "BI_WH", 500.0), Some(3.0), "CDEFAULT");
+        assert_eq!(d.channels, vec![("default".into(), "CDEFAULT".into())]);
+        assert!(matches!(&d.verdicts[0].1, RouteVerdict::NotCovered(w) if w.contains("BI_WH")));
+        let mut dropped = r.clone();
+        dropped.unrouted = Unrouted::Drop;
+        assert!(
+            dropped
+                .decide(&incident("ACME_DEV", "BI_WH", 500.0), Some(3.0), "CDEFAULT")
+                .channels
+                .is_empty()
+        );
+        // Money and percent minimums.
+        let mut later = incident("ACME_PROD", "BI_WH", 90.0);
+        later.first_day = NaiveDate::from_ymd_opt(2026, 2, 1).unwrap();
+        let d = r.decide(&later, Some(3.0), "CDEFAULT");
+        assert!(
+            matches!(&d.verdicts[1].1, RouteVerdict::BelowMinimum(w) if w.contains("cost 270.00")),
+            "{d:?}"
+        );
+        later.excess_credits = 120.0;
+        assert_eq!(
+            r.decide(&later, Some(3.0), "CDEFAULT").channels,
+            vec![("finance".into(), "CFINANCE".into())]
+        );
+        later.expected_credits = Some(1000.0);
+        let d = r.decide(&later, Some(3.0), "CDEFAULT");
+        assert!(
+            matches!(&d.verdicts[1].1, RouteVerdict::BelowMinimum(w) if w.contains("12%")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn bad_routes_are_all_reported_by_key_path() {
+        let r = route(
+            r#"
+            [[routes]]
+            name = "a"
+            channel = ""
+            warehouses = ["ETL_[", "*"]
+            min_excess_credits = -1
+            min_excess_cost = 5
+            mute = [{ from = "2025-12-24", to = "2025-12-01" }]
+
+            [[routes]]
+            name = "a"
+            channel = "C1"
+            accounts = []
+        "#,
+        );
+        let paths: Vec<String> = r.problems(None).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "pipeline.alerts.routes[0].channel",
+                "pipeline.alerts.routes[0].warehouses",
+                "pipeline.alerts.routes[0].min_excess_credits",
+                "pipeline.alerts.routes[0].min_excess_cost",
+                "pipeline.alerts.routes[0].mute[0].to",
+                "pipeline.alerts.routes[1].name",
+                "pipeline.alerts.routes[1].accounts",
+            ]
+        );
+    }
+}
