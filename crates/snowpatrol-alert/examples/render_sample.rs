@@ -57,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         generated_at: Utc::now(),
         price_per_credit: Some(3.0),
         acknowledged_incidents: 0,
+        held_back: Vec::new(),
         sections: vec![section],
     };
     std::fs::write(format!("{dir}/report.md"), render_markdown(&report))?;

@@ -108,6 +108,20 @@ pub struct Report {
     /// than claiming that every day was normal.
     #[serde(default)]
     pub acknowledged_incidents: usize,
+    /// Incidents not alerted yet because a route's minimum or mute window held them back, with why.
+    #[serde(default)]
+    pub held_back: Vec<HeldBack>,
+}
+
+/// An incident a route held back (below its minimum, or in a mute window), for the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldBack {
+    /// `ACCOUNT.WAREHOUSE`.
+    pub warehouse: String,
+    pub first_day: NaiveDate,
+    pub excess_credits: f64,
+    /// One line per route that held it back, e.g. "route platform: excess 4.10 credits < min_excess_credits 10".
+    pub reasons: Vec<String>,
 }
 
 impl Report {

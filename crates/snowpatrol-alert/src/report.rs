@@ -35,7 +35,9 @@ pub fn render_markdown(report: &Report) -> String {
 
     let sections: Vec<&WarehouseSection> = report.anomalous_sections().collect();
     if sections.is_empty() {
-        if report.acknowledged_incidents > 0 {
+        if !report.held_back.is_empty() {
+            render_not_alerted(&mut out, report);
+        } else if report.acknowledged_incidents > 0 {
             // Saying "everything was normal" here would be untrue: people already looked at these.
             let _ = writeln!(
                 out,
@@ -88,7 +90,38 @@ pub fn render_markdown(report: &Report) -> String {
     for section in sections {
         render_section(&mut out, section, report.price_per_credit);
     }
+    render_not_alerted(&mut out, report);
     out
+}
+
+/// What this run did not alert, and why: acknowledged incidents, and those a route held back.
+fn render_not_alerted(out: &mut String, report: &Report) {
+    if report.acknowledged_incidents == 0 && report.held_back.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Not alerted\n");
+    if report.acknowledged_incidents > 0 {
+        let _ = writeln!(
+            out,
+            "- {} acknowledged incident{} of the scored days: not repeated (and not listed above).",
+            report.acknowledged_incidents,
+            if report.acknowledged_incidents == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+    }
+    for h in &report.held_back {
+        let _ = writeln!(
+            out,
+            "- {} from {}, {} excess credits: held back ({}); considered again on the next run.",
+            markdown(&h.warehouse),
+            h.first_day,
+            credits(h.excess_credits),
+            markdown(&h.reasons.join("; "))
+        );
+    }
 }
 
 fn render_section(out: &mut String, section: &WarehouseSection, price: Option<f64>) {

@@ -214,6 +214,31 @@ fn the_report_states_comparisons_neutrally_and_does_not_repeat_the_date() {
 }
 
 #[test]
+fn the_report_lists_what_was_not_alerted_and_why() {
+    let mut r = one_anomaly_report(None);
+    r.acknowledged_incidents = 1;
+    r.held_back = vec![snowpatrol_alert::HeldBack {
+        warehouse: "ACME.BI_WH".into(),
+        first_day: date("2025-03-10"),
+        excess_credits: 4.1,
+        reasons: vec!["route platform: excess 4.10 credits < min_excess_credits 10".into()],
+    }];
+    let md = render_markdown(&r);
+    assert!(md.contains("## Not alerted"), "{md}");
+    assert!(
+        md.contains("- 1 acknowledged incident of the scored days: not repeated"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- ACME.BI\\_WH from 2025-03-10, 4.10 excess credits: held back (route platform: excess 4.10 credits \\< min\\_excess\\_credits 10)"),
+        "{md}"
+    );
+    r.acknowledged_incidents = 0;
+    r.held_back.clear();
+    assert!(!render_markdown(&r).contains("Not alerted"));
+}
+
+#[test]
 fn a_report_with_everything_acknowledged_says_so() {
     let mut r = report(None, vec![]);
     r.acknowledged_incidents = 2;

@@ -711,6 +711,57 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         .await
         .map_err(store_err("reading anomalies"))?;
     let listed: BTreeSet<i64> = incidents.iter().map(|i| i.incident_id).collect();
+    // Routing of the incidents no alert announced yet ([pipeline.alerts]), decided once: the report says what
+    // is held back and why, the digests go where the decisions say.
+    let mut expected_of: BTreeMap<i64, (f64, i32)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| listed.contains(&r.incident_id)) {
+        let e = expected_of.entry(r.incident_id).or_default();
+        e.0 += r.expected_credits;
+        e.1 += 1;
+    }
+    let default_channel = p.default_channel();
+    let decisions: BTreeMap<i64, crate::routing::RoutingDecision> = incidents
+        .iter()
+        .filter(|i| i.alert_id.is_none())
+        .map(|i| {
+            let (e, n) = expected_of.get(&i.incident_id).copied().unwrap_or_default();
+            let facts = crate::routing::IncidentFacts {
+                account_name: i.account_name.clone(),
+                warehouse_name: i.warehouse_name.clone(),
+                first_day: i.start_day,
+                excess_credits: i.excess_credits,
+                // The incident's days outside the scored window are not counted: no percent then.
+                expected_credits: (n == i.days && e > 0.0).then_some(e),
+            };
+            let d = p
+                .config
+                .alerts
+                .decide(&facts, p.config.price_per_credit, &default_channel);
+            (i.incident_id, d)
+        })
+        .collect();
+    let held_back_notes: Vec<snowpatrol_alert::HeldBack> = incidents
+        .iter()
+        .filter_map(|i| {
+            let d = decisions.get(&i.incident_id).filter(|d| d.held_back())?;
+            Some(snowpatrol_alert::HeldBack {
+                warehouse: format!("{}.{}", i.account_name, i.warehouse_name),
+                first_day: i.start_day,
+                excess_credits: i.excess_credits,
+                reasons: d
+                    .verdicts
+                    .iter()
+                    .filter_map(|(route, v)| match v {
+                        crate::routing::RouteVerdict::BelowMinimum(w)
+                        | crate::routing::RouteVerdict::Muted(w) => {
+                            Some(format!("route {route}: {w}"))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
     let mut by_key: BTreeMap<WarehouseKey, Vec<crate::store::AnomalyRow>> = BTreeMap::new();
     for r in rows.into_iter().filter(|r| listed.contains(&r.incident_id)) {
         by_key
@@ -767,6 +818,7 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         price_per_credit: p.config.price_per_credit,
         sections,
         acknowledged_incidents: acknowledged,
+        held_back: held_back_notes,
     };
     let markdown = snowpatrol_alert::render_markdown(&report);
     let dir = p
@@ -844,26 +896,17 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         .collect();
     // Routing ([pipeline.alerts]): each incident to every channel whose route takes it. Held back (below a
     // minimum, muted) stays unannounced and is considered again next run.
-    let default_channel = p.default_channel();
     let mut by_channel: BTreeMap<String, Vec<snowpatrol_alert::DigestIncident>> = BTreeMap::new();
-    let mut held_back = 0;
+    let held_back = report.held_back.len();
     for i in &fresh {
-        let decision = p.config.alerts.decide(
-            &crate::routing::IncidentFacts {
-                account_name: i.account_name.clone(),
-                warehouse_name: i.warehouse_name.clone(),
-                first_day: i.first_day,
-                excess_credits: i.excess_credits,
-                expected_credits: i.expected_credits,
-            },
-            p.config.price_per_credit,
-            &default_channel,
-        );
-        if decision.held_back() {
-            held_back += 1;
-        }
-        for (_, channel) in decision.channels {
-            by_channel.entry(channel).or_default().push(i.clone());
+        let Some(decision) = decisions.get(&i.incident_id) else {
+            continue;
+        };
+        for (_, channel) in &decision.channels {
+            by_channel
+                .entry(channel.clone())
+                .or_default()
+                .push(i.clone());
         }
     }
     let announced: BTreeSet<i64> = by_channel

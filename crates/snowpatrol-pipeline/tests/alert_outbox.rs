@@ -1017,6 +1017,25 @@ async fn routes_send_each_channel_its_digest_and_hold_back_what_is_below_their_m
     let data = &report[0].output.as_ref().unwrap()["data"];
     assert_eq!(data["held_back"], json!(held.len()), "{data}");
     assert_eq!(data["announced_incidents"], json!(theirs.len()), "{data}");
+    // The report says what was held back, and why.
+    let md = std::fs::read_to_string(
+        dir.path()
+            .join("reports")
+            .join(format!("run-{}", predict.run_id))
+            .join("report.md"),
+    )
+    .unwrap();
+    assert!(md.contains("## Not alerted"), "{md}");
+    for i in &held {
+        assert!(
+            md.contains(&format!("{}.{}", i.account_name, i.warehouse_name).replace('_', "\\_")),
+            "{md}"
+        );
+    }
+    assert!(
+        md.contains("route platform: excess") && md.contains("min\\_excess\\_credits 1000000"),
+        "{md}"
+    );
     // The chart replies went to the same channel's thread.
     for f in peer.shared_files() {
         assert_eq!(f.thread_ts, digests[0].slack_ts);

@@ -68,6 +68,7 @@ pub fn report(price: Option<f64>, sections: Vec<WarehouseSection>) -> Report {
         generated_at: Utc.with_ymd_and_hms(2025, 3, 11, 6, 30, 0).unwrap(),
         price_per_credit: price,
         acknowledged_incidents: 0,
+        held_back: Vec::new(),
         sections,
     }
 }
