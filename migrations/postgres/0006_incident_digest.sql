@@ -8,6 +8,6 @@ COMMENT ON COLUMN incidents.alert_id IS 'The alert (a run''s digest; before 0006
 -- announced already.
 UPDATE incidents i SET alert_id = a.alert_id
 FROM alerts a
-WHERE a.dedupe_key = 'incident:' || i.incident_id;
+WHERE a.dedupe_key = 'incident:' || i.incident_id AND a.state <> 'failed';
 
 CREATE INDEX incidents_not_announced ON incidents (end_day) WHERE alert_id IS NULL;

@@ -8,7 +8,7 @@ ALTER TABLE incidents ADD COLUMN alert_id INTEGER REFERENCES alerts (alert_id);
 -- Databases from before the digest: an incident whose own alert row (dedupe key incident:<id>) exists was
 -- announced already.
 UPDATE incidents SET alert_id = (
-    SELECT a.alert_id FROM alerts a WHERE a.dedupe_key = 'incident:' || incidents.incident_id
+    SELECT a.alert_id FROM alerts a WHERE a.dedupe_key = 'incident:' || incidents.incident_id AND a.state <> 'failed'
 );
 
 CREATE INDEX incidents_not_announced ON incidents (end_day) WHERE alert_id IS NULL;

@@ -209,11 +209,11 @@ pub fn acknowledged_blocks(blocks: &Value, click: &FeedbackClick) -> Option<Valu
     if let Some(obj) = block.as_object_mut() {
         obj.remove("accessory");
     }
-    let text = block["text"]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
     let note = format!("\n      :white_check_mark: acknowledged as *{label}* by {who}");
-    block["text"]["text"] = Value::String(truncate(&format!("{text}{note}"), 3000));
+    // Only a section with a text object is updated; anything else in a (signed) payload is left alone.
+    let text = block.get_mut("text")?.as_object_mut()?;
+    let old = text.get("text").and_then(Value::as_str).unwrap_or_default();
+    let new = truncate(&format!("{old}{note}"), 3000);
+    text.insert("text".into(), Value::String(new));
     Some(Value::Array(blocks))
 }

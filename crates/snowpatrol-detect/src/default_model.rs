@@ -443,6 +443,7 @@ impl DefaultModel {
         let mut t = i;
         // The floor's longer scan is only made for days that rise above the usual level (`floor_level`).
         let first_scan = k.max(record_days).min(floor_days.max(k));
+        let first_scan = first_scan.min(floor_days);
         while t > stop && (m < k || seen < record_days || nf < first_scan) {
             t -= 1;
             if p.active[t] && p.classes[t] != DayClass::Holiday {
@@ -568,7 +569,8 @@ impl DefaultModel {
                 && let Some(f) = self.floor_level(p, &mut reference.floor_scan)
                 && f > l
             {
-                reference.log_level = Some(f);
+                // Never above the day itself: a partial recovery is not a drop below the longer run.
+                reference.log_level = Some(f.min(day_level));
             }
         }
         let log_expected = reference
@@ -671,7 +673,9 @@ impl DefaultModel {
         let w = p.weekday[i];
         // Far above the highest day of the recent past (the test that suits heavy-tailed, intermittent
         // warehouses, whose spread on the log scale is too wide for the z test).
+        // Judged, like at calibration, only with enough reference days behind the record.
         let above_record = r.min_record_ratio > 0.0
+            && a.reference.days >= r.min_reference_days.max(1)
             && a.record_residual.is_finite()
             && a.record_residual >= self.record_log_threshold;
         let rise = p.active[i] && (z >= threshold || doubled || above_record) && excess >= material;
@@ -891,7 +895,8 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
         calendar_effects: CalendarEffects::default(),
         threshold: rule.min_threshold,
         calibration: Calibration::default(),
-        record_log_threshold: f64::INFINITY,
+        // Finite: JSON has no infinity, and a stored model must read back (the test off never flags).
+        record_log_threshold: f64::MAX,
         record_calibration: Calibration::default(),
         format: DEFAULT_MODEL_FORMAT,
     };

@@ -424,6 +424,22 @@ fn the_default_model_is_deterministic_and_survives_the_registry_round_trip() {
         back.score(&s, 30).expect("scores"),
         a.score(&s, 30).expect("scores")
     );
+    // With the record test off (min_record_ratio = 0) too: through the registry's JSON (serde_json::Value,
+    // which has no infinity) and back.
+    let off = TrainConfig {
+        rule: snowpatrol_detect::model::DefaultRuleConfig {
+            min_record_ratio: 0.0,
+            ..Default::default()
+        },
+        ..TrainConfig::default()
+    };
+    let m = train(&s, &off).expect("trains");
+    let value = serde_json::to_value(&m).expect("serializes");
+    let back: TrainedModel = serde_json::from_value(value).expect("reads back");
+    assert_eq!(
+        back.score(&s, 30).expect("scores"),
+        m.score(&s, 30).expect("scores")
+    );
     // A model stored by the previous default rule (different fields) is refused, so train retrains it.
     let old = serde_json::json!({
         "kind": "default", "threshold": 3.5, "training_start": "2024-01-01", "training_end": "2024-06-01",

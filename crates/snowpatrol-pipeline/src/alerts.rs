@@ -401,10 +401,13 @@ impl Pipeline {
             }
             let remaining = claim_deadline.saturating_duration_since(tokio::time::Instant::now());
             let paused = self.outbox.paused_until();
+            // A reply's upload is three bounded calls, a post one.
+            let calls = if row.thread_of.is_some() { 3 } else { 1 };
             if stop.is_cancelled()
                 || paused.is_some()
                 || remaining
-                    < notifier.request_timeout() + CLAIM_MARGIN.min(notifier.request_timeout() / 2)
+                    < notifier.request_timeout() * calls
+                        + CLAIM_MARGIN.min(notifier.request_timeout() / 2)
             {
                 pass.released += 1;
                 self.finish(
@@ -488,9 +491,10 @@ impl Pipeline {
     }
 
     /// One attempt on a reply in a digest's thread: its file uploaded (a chart) with its text as the comment.
-    /// A reply whose digest failed for good fails too; an upload whose outcome is unknown is not repeated,
-    /// because a shared file cannot be looked up the way a message's metadata can (at most one chart, rather
-    /// than two).
+    /// A reply whose digest failed for good fails too. Replies are at least once: a shared file cannot be
+    /// looked up the way a message's metadata can, so an upload whose outcome is unknown (no answer, a sender
+    /// that died mid-batch) is tried again. A chart may rarely show twice in the thread; it is never lost
+    /// because a batch was interrupted.
     async fn reply_attempt(
         &self,
         notifier: &SlackNotifier,
@@ -502,14 +506,6 @@ impl Pipeline {
             return Ok(failed(
                 "the digest this reply belongs to was not delivered".into(),
             ));
-        }
-        if row.outcome_unknown {
-            return Ok(failed(format!(
-                "an earlier attempt may have shared it and files cannot be looked up: not repeated ({})",
-                row.last_error
-                    .as_deref()
-                    .unwrap_or("sender stopped mid-attempt")
-            )));
         }
         let msg = match serde_json::from_value::<SlackMessage>(row.message.clone()) {
             Ok(m) => m,
@@ -533,8 +529,8 @@ impl Pipeline {
                 retry_or_fail(notifier, attempts, max_attempts, &error, retry_after, false)
             }
             PostOutcome::Unknown { error } => {
-                tracing::warn!(alert_id = row.alert_id, %error, "Slack did not confirm a reply's upload; not repeated");
-                failed(format!("{error}; not repeated (files cannot be looked up)"))
+                tracing::warn!(alert_id = row.alert_id, %error, "Slack did not confirm a reply's upload; it will be tried again");
+                retry_or_fail(notifier, attempts, max_attempts, &error, None, false)
             }
         })
     }

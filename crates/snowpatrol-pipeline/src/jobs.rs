@@ -959,8 +959,14 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
                     .collect(),
                 ..section.clone()
             };
-            let png = snowpatrol_alert::render_chart_png(&one, 900, 420)
-                .map_err(|e| TaskError::permanent(format!("chart: {e}")))?;
+            // A chart that cannot be drawn costs its reply, never the digest.
+            let png = match snowpatrol_alert::render_chart_png(&one, 900, 420) {
+                Ok(png) => png,
+                Err(e) => {
+                    tracing::warn!(incident_id = i.incident_id, error = %e, "chart not drawn; no reply for it");
+                    continue;
+                }
+            };
             let text = snowpatrol_alert::reply_text(i, p.config.price_per_credit);
             replies.push(crate::store::DigestReply {
                 dedupe_key: format!("{key}:chart:{}", i.incident_id),

@@ -1101,6 +1101,7 @@ macro_rules! pipeline_backend {
                 let sent = matches!(a.state, AlertState::Sent | AlertState::Written).then_some(now);
                 let done = sqlx::query(
                     "UPDATE alerts SET state = $1, attempts = attempts + $2, last_error = $3, slack_ts = COALESCE($4, slack_ts), \
+                       attachment = CASE WHEN $1 IN ('sent', 'written') THEN NULL ELSE attachment END, \
                        sent_at = $5, next_attempt_at = $6, outcome_unknown = $7, claimed_by = NULL, claim_expires_at = NULL \
                      WHERE alert_id = $8 AND state = 'sending' AND claimed_by = $9",
                 )
