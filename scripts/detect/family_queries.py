@@ -982,10 +982,10 @@ def configure(ctx, rng, w):
         w.size0 = pick_size(rng, [0, 1, 3.5, 3.5, 2, 0.3])
         w.A0 = int(rng.choice([60, 60, 120, 300, 600]))
         w.ntasks = int(rng.integers(8, 40))
-        w.task_med = float(rng.uniform(40, 300))
+        w.task_med = float(rng.uniform(60, 600))
         w.sched_h = float(rng.uniform(0.5, 5.0))
         w.full_wd = int(rng.choice([6, 6, 6, 5]))
-        w.intraday = int(rng.choice([1, 2, 3])) if r() < 0.35 else 0
+        w.intraday = int(rng.choice([1, 2, 3])) if r() < 0.5 else 0
         w.intraday_weekdays = r() < 0.6
         w.intraday_tasks = int(rng.integers(2, 7))
         w.close = r() < 0.2
