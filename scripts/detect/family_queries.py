@@ -3,6 +3,8 @@
 
     python3 scripts/detect/family_queries.py --seed N --out DIR [--warehouses 40] [--days 430] [--end 2025-11-30]
 
+(per-warehouse progress on stderr; --quiet for the summary only; FQ_DEBUG=1 also prints every incident
+with its labelled days, diff and threshold, FQ_DEBUG=2 the expected effects too.)
 Writes DIR/metering.csv (WAREHOUSE_METERING_HISTORY-shaped, one row per account, warehouse and hour with
 usage) and DIR/labels.csv (account_name,warehouse_name,usage_date,kind). Standard library and numpy only;
 the output is a pure function of the arguments (numpy Generators seeded from one SeedSequence).
@@ -25,8 +27,9 @@ Nothing here draws a daily credit figure. Spend emerges from what bills in Snowf
   * Cloud services credits: a small per-query amount (more for COPY file listing and compilation heavy
     ELT), billed in the hour the query starts, also for result-cache hits that never wake the warehouse.
     The hourly view is unadjusted (the daily 10 % adjustment is not applied).
-  Known simplification: no processor sharing: concurrent queries on one cluster run as if alone (work
-  added by incidents is serialised by the incident itself, e.g. a backfill runs its chunks in streams).
+  No processor sharing: concurrent queries on one cluster run as if alone, so work that is added is
+  serialised where it is generated (a backfill runs its chunks in a few streams, close and onboarding
+  models run after the nightly DAG, a failed DAG's catch-up lengthens the next night's tasks).
 
 NON-ANOMALOUS VARIATION (never labelled, except where said)
   organic growth of users and data, user churn, individual vacations (summer-heavy in Europe), public
@@ -52,19 +55,28 @@ always-on single-cluster warehouse cannot cost more unless it is resized)
 
 LABELLING RULE (counterfactual)
 Each warehouse is simulated in nested worlds that share every random draw:
-  W0 normal operation; W1 = W0 + expected workloads; W2 = W1 + permanent changes (resize left in place,
-  FinOps); W3 = W2 + transient incidents = the metering written out.
-An effect of layer L is judged on diff = daily(W_L) - daily(W_{L-1}) within its window of days.
-usual(d) = mean of daily(W_{L-1}) over the 28 days before d (over the first available days for a
-young warehouse); material(d) <=> |diff(d)| >= max(0.25 * usual(d), 3 credits).
-  * transient incidents: every material day in the window is labelled with the incident kind when spend
-    rose (the catch-up of a failure is `spike`) and `drop` when it fell;
-  * resizes: the first day is always labelled, then later days of the window (2 more days for a
-    resize left in place, the whole episode for a temporary one) when material;
-  * FinOps changes and onboarding: the first <= 3 material days within 14 days;
+  W0 normal operation; W1 = W0 + announced onboardings; W2 = W1 + financial close workloads;
+  W3 = W2 + permanent changes (resize left in place, FinOps); W4 = W3 + transient incidents, which is
+  the metering written out.
+An effect of layer L is judged on diff = daily(W_L) - daily(W_{L-1}) within its window of days
+(the UTC days the effect spans, plus one for spill-over). usual(d) = mean of daily(W_{L-1}) over the
+28 days before d (over the first 28 days of a warehouse younger than a week);
+material(d) <=> |diff(d)| >= max(0.25 * usual(d), 3 credits).
+  * transient incidents: every material day of the window is labelled with the incident's kind when
+    spend rose (the catch-up run after a failure or outage is `spike`) and `drop` when it fell;
+  * resizes: the first day (the UTC day the resize is made) is always labelled `resize`, later days of
+    the window when material (2 more days for a resize left in place, the whole episode for a
+    temporary one). People resize on working days, just before the work they want to speed up;
+  * FinOps changes (`drop`) and onboardings (`expected`): the first <= 3 material days within 14 days;
   * close runs: every material day of each close window is labelled `expected`.
 One label per warehouse-day; on collisions an increase kind wins over drop, drop over expected.
-Decommissioning and creation are unlabelled (planned, and visible as the warehouse's start/end).
+An incident whose effect is nowhere material stays in the data unlabelled (as in real life, small).
+Creation and decommissioning are unlabelled (planned; visible as the first / last metered day).
+
+SIMPLIFICATIONS
+  no processor sharing (see above); a nightly DAG's task start times are computed at its nominal
+  size (a resize changes each task's run time, not when its successors start); resizes take effect
+  on an hour boundary; the 1-minute minimum billed on an upsize is ignored.
 """
 import argparse
 import datetime as dt
@@ -277,9 +289,10 @@ class WH:
 
         def b(x, dtype):
             return np.broadcast_to(np.asarray(x, dtype=dtype), (n,)).copy()
-        self.parts.append(dict(t=t, work=b(work, float), alpha=b(alpha, float), ovh=b(ovh, float),
-                               cs=b(cs, float), cache=b(cache, bool), add=b(add, np.int8),
-                               rm=b(rm, np.int8), src=b(src, np.int16), grp=b(grp, np.int32)))
+        f4 = np.float32
+        self.parts.append(dict(t=t, work=b(work, f4), alpha=b(alpha, f4), ovh=b(ovh, f4), cs=b(cs, f4),
+                               cache=b(cache, bool), add=b(add, np.int8), rm=b(rm, np.int8),
+                               src=b(src, np.int16), grp=b(grp, np.int32)))
 
     def build(self, ctx):
         parts = self.parts
@@ -290,11 +303,18 @@ class WH:
             self.Q.update(cache=np.zeros(0, bool), add=np.zeros(0, np.int8), rm=np.zeros(0, np.int8),
                           src=np.zeros(0, np.int16), grp=np.zeros(0, np.int32))
         else:
-            Q = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            t = np.concatenate([p["t"] for p in parts])
             lo, hi = self.c0 * DAY, min(self.c1 * DAY, ctx.T)
-            keep = np.flatnonzero((Q["t"] >= lo) & (Q["t"] < hi))
-            keep = keep[np.argsort(Q["t"][keep], kind="stable")]      # time order, once
-            self.Q = {k: v[keep] for k, v in Q.items()}
+            keep = np.flatnonzero((t >= lo) & (t < hi))
+            keep = keep[np.argsort(t[keep], kind="stable")]      # time order, once
+            keys = list(parts[0])
+            self.Q = None
+            Q = {}
+            for k in keys:
+                Q[k] = np.concatenate([p[k] for p in parts])[keep]
+                for p in parts:
+                    p[k] = None
+            self.Q = Q
         self.parts = []
 
     def layers(self):
@@ -391,10 +411,10 @@ def simulate(ctx, wh, world):
         tt = np.concatenate((s, np.sort(e)))
         o3 = np.argsort(tt, kind="stable")
         tt = tt[o3]
-        lvl = np.cumsum(np.where(o3 < s.size, 1, -1))
-        need = np.clip((lvl + wh.C - 1) // wh.C, wh.minc, wh.maxc)
+        lvl = np.cumsum(np.where(o3 < s.size, np.int32(1), np.int32(-1)), dtype=np.int32)
+        del o3
         for k in range(wh.minc + 1, wh.maxc + 1):
-            mk = need >= k
+            mk = lvl > wh.C * (k - 1)                 # cluster k is needed
             if not mk.any():
                 break
             dm = np.diff(mk.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
@@ -981,7 +1001,7 @@ def configure(ctx, rng, w):
     elif a == "elt":
         w.size0 = pick_size(rng, [0, 1, 3.5, 3.5, 2, 0.3])
         w.A0 = int(rng.choice([60, 60, 120, 300, 600]))
-        w.ntasks = int(rng.integers(8, 40))
+        w.ntasks = int(rng.integers(12, 60))
         w.task_med = float(rng.uniform(60, 600))
         w.sched_h = float(rng.uniform(0.5, 5.0))
         w.full_wd = int(rng.choice([6, 6, 6, 5]))
@@ -999,7 +1019,7 @@ def configure(ctx, rng, w):
         w.A0 = int(rng.choice([60, 120, 300, 300, 600, 600]))
         big = r() < 0.4
         w.nusers = int(rng.integers(40, 150) if big else rng.integers(8, 45))
-        if big or r() < 0.2:
+        if big or r() < 0.3:
             w.maxc = int(rng.integers(2, 5))
         w.qmed = float(rng.uniform(1.0, 4.0))
         if w.region == "EU":
@@ -1130,7 +1150,7 @@ def incident_kinds(wh, util):
          "adhoc": dict(runaway=4, cross_join=3, backfill=2, resize_temp=2, resize_perm=1),
          "dev": dict(runaway=3, cross_join=2, retry_storm=2, resize_temp=2, resize_perm=1),
          "ds": dict(runaway=5, cross_join=3, backfill=2, resize_temp=2, resize_perm=1),
-         "app": dict(scale_out=4, resize_temp=2, resize_perm=1, outage=1, finops=0.5),
+         "app": dict(scale_out=5, resize_temp=2, resize_perm=1, outage=1, finops=0.5),
          "finance": dict(cross_join=2, runaway=2, resize_temp=1, backfill=1, retry_storm=1),
          "ml": dict(backfill=3, runaway=2, retry_storm=2, resize_temp=1, resize_perm=1, outage=1)}[a]
     w = dict(w)
@@ -1336,7 +1356,7 @@ def dag_failure(ctx, rng, wh, d, k=None, downstream=False):
         return 1
     if k is None:
         share = np.array([sum(dag.base[j] for j in dag.descendants(i)) for i in range(dag.n)]) / dag.base.sum()
-        ok = np.flatnonzero(share >= 0.3)
+        ok = np.flatnonzero(share >= 0.5)
         k = int(rng.choice(ok)) if ok.size else 0
     desc = sorted(dag.descendants(k))
     Q = wh.Q
@@ -1396,8 +1416,9 @@ def label_effects(ctx, wh, dailies, labels):
             e.setdefault("labelled", []).append((d, kind, round(float(diff), 1), round(float(thr), 1)))
             key = (wh.account, wh.name, d)
             old = labels.get(key)
-            rank = {"expected": 0, "drop": 1}
-            if old is None or rank.get(kind, 2) > rank.get(old, 2):
+            def rank(k):
+                return 2 if k in INCREASE else (1 if k == "drop" else 0)
+            if old is None or rank(kind) > rank(old):
                 labels[key] = kind
 
 
@@ -1468,8 +1489,9 @@ def run(seed, n_wh, days, end, out, verbose=True):
                             nq=int(wh.Q["t"].size), worlds=sorted(dailies)))
         wh.Q = None
         if verbose:
+            sm = summary[-1]
             print(f"  {wh.account:16s} {wh.name:24s} {wh.arch:8s} {SIZE_NAMES[wh.size0]:3s} A={wh.A0} "
-                  f"mc={wh.minc}-{wh.maxc} total={summary[-1]['total']:9.1f} cs%={100*summary[-1]['cs']/max(summary[-1]['total'],1e-9):4.1f} "
+                  f"mc={wh.minc}-{wh.maxc} total={sm['total']:9.1f} cs%={100 * sm['cs'] / max(sm['total'], 1e-9):4.1f} "
                   f"util={util:.2f} inc={len(wh.incidents)} {time.time()-t_start:5.1f}s", file=sys.stderr)
         if os.environ.get("FQ_DEBUG"):
             for e in wh.effects:
@@ -1525,8 +1547,8 @@ def main():
         k = x["wh"].arch
         n, c = by.get(k, (0, 0.0))
         by[k] = (n + 1, c + x["total"])
-    print("credits by type: " + ", ".join(f"{k}({n})={c:.0f}" for k, (n, c) in sorted(by.items(), key=lambda kv: -kv[1][1])),
-          file=sys.stderr)
+    order = sorted(by.items(), key=lambda kv: -kv[1][1])
+    print("credits by type: " + ", ".join(f"{k}({n})={c:.0f}" for k, (n, c) in order), file=sys.stderr)
     print(f"seed {a.seed}: {len(whs)} warehouses, {sum(s['total'] for s in summary):.0f} credits, labels "
           + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" ({time.time() - t:.1f} s)", file=sys.stderr)
 

@@ -238,7 +238,7 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
     if d.held_back > 0 {
         let _ = write!(
             ctx,
-            " · {} below a route's minimum or muted (`snowpatrol explain-alert ID` says why)",
+            " · {} held back by a route's minimum, a mute window or an override (`snowpatrol explain-alert ID` says why)",
             plural(d.held_back, "incident", "incidents")
         );
     }

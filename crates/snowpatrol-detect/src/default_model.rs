@@ -98,6 +98,14 @@ pub struct DefaultRuleConfig {
     pub runaway_extra_hours: f64,
     /// ... and at least this many in total.
     pub runaway_min_hours: f64,
+    /// ... and its active hours must bill at least this share of the peak hour on average: a warehouse left
+    /// running bills about its size every hour, while one that wakes for short queries all day long (CI, a
+    /// dev warehouse) is active many hours at a fraction of its size.
+    pub runaway_min_fill: f64,
+    /// Hourly evidence seen on more training days a year than this is ordinary for the warehouse (a CI
+    /// warehouse busy 18 hours some days, a BI warehouse scaling out every Monday): it no longer lowers the
+    /// threshold there; the calibrated z test still applies.
+    pub max_evidence_per_year: f64,
     /// Peak above cap: this multiple of the reference days' highest peak, when that peak is a cap.
     pub resize_peak_ratio: f64,
     /// The same without a visible cap (peaks vary freely): a larger jump is needed.
@@ -136,6 +144,8 @@ impl Default for DefaultRuleConfig {
             credit_price: None,
             runaway_extra_hours: 6.0,
             runaway_min_hours: 16.0,
+            runaway_min_fill: 0.6,
+            max_evidence_per_year: 4.0,
             resize_peak_ratio: 1.2,
             resize_peak_ratio_uncapped: 1.5,
             calendar: CalendarConfig::default(),
@@ -175,6 +185,8 @@ impl DefaultRuleConfig {
             ("min_excess_cost", self.min_excess_cost),
             ("runaway_extra_hours", self.runaway_extra_hours),
             ("runaway_min_hours", self.runaway_min_hours),
+            ("runaway_min_fill", self.runaway_min_fill),
+            ("max_evidence_per_year", self.max_evidence_per_year),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 out.push(format!("{k}: must be a number >= 0 (got {v})"));
@@ -298,13 +310,17 @@ pub struct DefaultModel {
     /// last `record_days` active days.
     pub record_log_threshold: f64,
     pub record_calibration: Calibration,
+    /// How often each kind of hourly evidence showed on the training days, per year (see
+    /// `max_evidence_per_year`).
+    pub left_running_per_year: f64,
+    pub peak_above_cap_per_year: f64,
     /// Version of the stored form; a model stored by an older rule (another value, or none) is retrained.
     #[serde(default)]
     pub format: u32,
 }
 
 /// The stored form of [`DefaultModel`] this version writes and reads (see `format`).
-pub const DEFAULT_MODEL_FORMAT: u32 = 3;
+pub const DEFAULT_MODEL_FORMAT: u32 = 4;
 
 /// Series-wide inputs computed once per call.
 struct Prepared {
@@ -596,8 +612,16 @@ impl DefaultModel {
         // A learned calendar effect (the close run) lengthens the usual day too.
         let usual_hours =
             (reference.usual_hours * self.calendar_effects.of(p.classes[i]).exp()).min(24.0);
-        let left_running =
-            p.active[i] && hours >= (usual_hours + r.runaway_extra_hours).max(r.runaway_min_hours);
+        let peak = s.peak_hourly_credits[i];
+        let fill = if hours > 0.0 && peak > 0.0 {
+            s.credits[i] / (hours * peak)
+        } else {
+            0.0
+        };
+        let left_running = p.active[i]
+            && hours >= (usual_hours + r.runaway_extra_hours).max(r.runaway_min_hours)
+            && fill >= r.runaway_min_fill
+            && self.left_running_per_year <= r.max_evidence_per_year;
 
         let ratio = if reference.capped {
             r.resize_peak_ratio
@@ -606,7 +630,8 @@ impl DefaultModel {
         };
         let peak_above_cap = reference.days >= r.min_reference_days.max(1)
             && reference.usual_peak > 0.0
-            && s.peak_hourly_credits[i] >= ratio * reference.usual_peak;
+            && s.peak_hourly_credits[i] >= ratio * reference.usual_peak
+            && self.peak_above_cap_per_year <= r.max_evidence_per_year;
         Assessment {
             expected,
             log_residual,
@@ -898,6 +923,8 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
         // Finite: JSON has no infinity, and a stored model must read back (the test off never flags).
         record_log_threshold: f64::MAX,
         record_calibration: Calibration::default(),
+        left_running_per_year: 0.0,
+        peak_above_cap_per_year: 0.0,
         format: DEFAULT_MODEL_FORMAT,
     };
     // Fallback level: the median weekday-neutral log spend of the last year's active ordinary days.
@@ -911,12 +938,18 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     // Two passes: the spread from residuals without level-shift acceptance, then the residuals as scoring
     // will see them (with it).
     let cal_from = year.max(7);
-    let residuals_of = |model: &DefaultModel| -> (Vec<(usize, f64)>, Vec<f64>) {
+    let residuals_of = |model: &DefaultModel| -> (Vec<(usize, f64)>, Vec<f64>, [usize; 2]) {
         let mut records = Vec::new();
+        let mut evidence = [0usize; 2];
         let res = (cal_from..n)
             .filter(|&i| p.active[i] && p.classes[i] != DayClass::Holiday)
             .filter_map(|i| {
                 let a = model.assess(s, &p, i);
+                // Evidence on a day the spend test alone would flag is an incident of the history, not the
+                // warehouse's habit: only evidence on otherwise ordinary days counts.
+                let ordinary = !(a.log_residual / model.spread(p.weekday[i]) >= rule.min_threshold);
+                evidence[0] += usize::from(a.left_running && ordinary);
+                evidence[1] += usize::from(a.peak_above_cap && ordinary);
                 if a.record_residual.is_finite()
                     && a.reference.days >= rule.min_reference_days.max(1)
                 {
@@ -926,7 +959,7 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
                     .then_some((i, a.log_residual))
             })
             .collect();
-        (res, records)
+        (res, records, evidence)
     };
     // The spread is shrunk towards a wide prior (`prior_log_spread`, worth `prior_days` days) so that a
     // warehouse with few active days (a young or intermittent one) starts cautious instead of with the
@@ -948,10 +981,14 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
             .sqrt()
             .max(0.05)
     };
-    let (first, _) = residuals_of(&model);
+    let (first, _, _) = residuals_of(&model);
     model.log_spread = spread_of(&first, false);
     model.quiet_log_spread = spread_of(&first, true).max(model.log_spread);
-    let (residuals, mut records) = residuals_of(&model);
+    // Evidence rates from this pass, while the model's own rates are still 0 (so every occurrence counts).
+    let (residuals, mut records, evidence) = residuals_of(&model);
+    let years = (n - cal_from).max(1) as f64 / 365.0;
+    model.left_running_per_year = evidence[0] as f64 / years;
+    model.peak_above_cap_per_year = evidence[1] as f64 / years;
     // Calendar effects: the median residual of the last six occurrences, when seen twice and clearly positive.
     for class in [DayClass::FirstBusinessDay, DayClass::LastBusinessDay] {
         let mut occ: Vec<f64> = residuals

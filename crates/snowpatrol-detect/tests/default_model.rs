@@ -245,6 +245,67 @@ fn the_return_to_normal_after_a_lull_is_not_a_rise_but_a_spike_after_it_is() {
     assert_eq!(flagged(&days).len(), 1, "{:?}", flagged(&days));
 }
 
+/// A CI warehouse (XS, 1 credit an hour at most): most weekdays 8 busy hours; every Tuesday the nightly
+/// suite keeps it running 18 hours at full burn. Long days are its habit, not evidence of a runaway.
+fn ci_warehouse(n: usize, seed: u64) -> DailySeries {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = empty("CI_WH", n);
+    for i in 0..n {
+        let w = s.date(i).weekday().num_days_from_monday();
+        if w >= 5 {
+            continue;
+        }
+        let long = w == 1;
+        let hours = if long { 18.0 } else { 8.0 };
+        let credits = hours * (if long { 0.95 } else { 0.5 }) * (0.1 * normal(&mut rng)).exp();
+        s.credits[i] = credits;
+        s.credits_compute[i] = credits;
+        s.hours_active[i] = hours;
+        s.peak_hourly_credits[i] = 1.0;
+    }
+    s
+}
+
+#[test]
+fn hourly_evidence_that_is_a_warehouses_habit_does_not_lower_its_threshold() {
+    let n = 420;
+    let s = ci_warehouse(n, 3);
+    let (model, days) = walk(&s, 300);
+    let TrainedModel {
+        detector: Detector::Default(m),
+        ..
+    } = &model
+    else {
+        panic!("the default model");
+    };
+    assert!(m.left_running_per_year > 4.0, "{}", m.left_running_per_year);
+    // A Wednesday run like a Tuesday (18 hours, 2x the Wednesday spend): unusual, but this warehouse runs 18
+    // hours every week, so without the shortcut its calibrated z test decides.
+    let mut r = s.clone();
+    let i = (380..n)
+        .find(|&i| r.date(i).weekday().num_days_from_monday() == 2)
+        .expect("a Wednesday");
+    r.credits[i] = 18.0 * 0.95;
+    r.credits_compute[i] = r.credits[i];
+    r.hours_active[i] = 18.0;
+    let (_, days_r) = walk(&r, 300);
+    let day = days_r.iter().find(|d| d.date == r.date(i)).expect("scored");
+    // (Other tests may still speak: twice a Wednesday's spend is far above its weekday-adjusted record.)
+    assert!(
+        !day.evidence
+            .iter()
+            .any(|e| matches!(e, Evidence::LeftRunning { .. })),
+        "{:?}",
+        day.evidence
+    );
+    assert!(
+        !day.explanation.contains("left running"),
+        "{}",
+        day.explanation
+    );
+    assert_eq!(flagged(&days), Vec::<String>::new(), "its ordinary weeks");
+}
+
 /// A nightly transformation: a batch of about 4 hours every day (less at weekends), and on the last business
 /// day of each month a close run 1.6-2x as long.
 fn transform_with_month_end(n: usize, seed: u64) -> DailySeries {

@@ -500,7 +500,12 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             json!({ "result": "insufficient_history", "days": days })
         }
     };
-    let rule = p.config.detection_rule();
+    // The warehouse's own rule: [pipeline.detection] with its [[pipeline.alerts.overrides]] budget and drop flag.
+    let rule = p.config.alerts.rule_for(
+        &key.account_name,
+        &key.warehouse_name,
+        &p.config.detection_rule(),
+    );
     // A default model also retrains when it was stored in a format this version cannot read, or trained
     // with other [pipeline.detection] settings.
     let stale = latest
@@ -743,21 +748,24 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
     let held_back_notes: Vec<snowpatrol_alert::HeldBack> = incidents
         .iter()
         .filter_map(|i| {
-            let d = decisions.get(&i.incident_id).filter(|d| d.held_back())?;
+            let d = decisions
+                .get(&i.incident_id)
+                .filter(|d| d.held_back() || d.ignored)?;
             Some(snowpatrol_alert::HeldBack {
                 warehouse: format!("{}.{}", i.account_name, i.warehouse_name),
                 first_day: i.start_day,
                 excess_credits: i.excess_credits,
                 reasons: d
-                    .verdicts
-                    .iter()
-                    .filter_map(|(route, v)| match v {
+                    .ignored
+                    .then(|| "ignored by a [[pipeline.alerts.overrides]] entry".to_string())
+                    .into_iter()
+                    .chain(d.verdicts.iter().filter_map(|(route, v)| match v {
                         crate::routing::RouteVerdict::BelowMinimum(w)
                         | crate::routing::RouteVerdict::Muted(w) => {
                             Some(format!("route {route}: {w}"))
                         }
                         _ => None,
-                    })
+                    }))
                     .collect(),
             })
         })

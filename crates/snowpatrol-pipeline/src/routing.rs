@@ -21,6 +21,29 @@ use snowpatrol_engine::ConfigIssue;
 pub struct AlertRouting {
     pub routes: Vec<AlertRoute>,
     pub unrouted: Unrouted,
+    /// Per-warehouse exceptions, the first matching one applies.
+    pub overrides: Vec<WarehouseOverride>,
+}
+
+/// `[[pipeline.alerts.overrides]]`: settings for some warehouses (a sandbox nobody pays attention to, a
+/// production warehouse where a tighter budget is wanted).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseOverride {
+    #[serde(default = "everything")]
+    pub accounts: Vec<String>,
+    #[serde(default = "everything")]
+    pub warehouses: Vec<String>,
+    /// Never announce these warehouses' incidents (they are still detected, listed and reported).
+    #[serde(default)]
+    pub ignore: bool,
+    /// The false-alarm budget their thresholds are calibrated to (the default model's
+    /// `expected_false_alarms_per_year`); a change retrains them.
+    #[serde(default)]
+    pub expected_false_alarms_per_year: Option<f64>,
+    /// Also flag falls in spend for them (an outage of a warehouse that must always run).
+    #[serde(default)]
+    pub flag_drops: Option<bool>,
 }
 
 /// What happens to an incident that no route matches.
@@ -100,6 +123,8 @@ pub struct RoutingDecision {
     pub channels: Vec<(String, String)>,
     /// Every configured route's verdict, in order.
     pub verdicts: Vec<(String, RouteVerdict)>,
+    /// An override says never to announce this warehouse's incidents.
+    pub ignored: bool,
 }
 
 impl RoutingDecision {
@@ -129,9 +154,62 @@ fn matches(patterns: &[String], name: &str) -> bool {
 }
 
 impl AlertRouting {
+    /// The first override covering the warehouse, if any.
+    pub fn override_for(&self, account: &str, warehouse: &str) -> Option<&WarehouseOverride> {
+        self.overrides
+            .iter()
+            .find(|o| matches(&o.accounts, account) && matches(&o.warehouses, warehouse))
+    }
+
+    /// The detection rule for one warehouse: `base` with its override's budget and drop flag.
+    pub fn rule_for(
+        &self,
+        account: &str,
+        warehouse: &str,
+        base: &snowpatrol_detect::model::DefaultRuleConfig,
+    ) -> snowpatrol_detect::model::DefaultRuleConfig {
+        let mut rule = base.clone();
+        if let Some(o) = self.override_for(account, warehouse) {
+            if let Some(b) = o.expected_false_alarms_per_year {
+                rule.expected_false_alarms_per_year = b;
+            }
+            if let Some(f) = o.flag_drops {
+                rule.flag_drops = f;
+            }
+        }
+        rule
+    }
+
     /// Every problem with the routes, by key path (`pipeline.alerts.routes[2].channel`).
     pub fn problems(&self, price_per_credit: Option<f64>) -> Vec<ConfigIssue> {
         let mut out = Vec::new();
+        for (i, o) in self.overrides.iter().enumerate() {
+            let issue = |key: &str, message: String| ConfigIssue {
+                path: format!("pipeline.alerts.overrides[{i}].{key}"),
+                message,
+            };
+            for (key, patterns) in [("accounts", &o.accounts), ("warehouses", &o.warehouses)] {
+                if patterns.is_empty() {
+                    out.push(issue(
+                        key,
+                        "must name at least one pattern (\"*\" for all)".into(),
+                    ));
+                }
+                for p in patterns {
+                    if let Err(e) = glob(p) {
+                        out.push(issue(key, format!("{p:?} is not a glob pattern: {e}")));
+                    }
+                }
+            }
+            if let Some(b) = o.expected_false_alarms_per_year
+                && !(b.is_finite() && b > 0.0)
+            {
+                out.push(issue(
+                    "expected_false_alarms_per_year",
+                    format!("must be a number > 0, got {b}"),
+                ));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             let issue = |key: &str, message: String| ConfigIssue {
@@ -194,6 +272,16 @@ impl AlertRouting {
         price_per_credit: Option<f64>,
         default_channel: &str,
     ) -> RoutingDecision {
+        if self
+            .override_for(&incident.account_name, &incident.warehouse_name)
+            .is_some_and(|o| o.ignore)
+        {
+            return RoutingDecision {
+                channels: Vec::new(),
+                verdicts: Vec::new(),
+                ignored: true,
+            };
+        }
         let mut channels: Vec<(String, String)> = Vec::new();
         let mut verdicts = Vec::new();
         for r in &self.routes {
@@ -209,7 +297,11 @@ impl AlertRouting {
         if !covered && self.unrouted == Unrouted::Default {
             channels.push(("default".to_string(), default_channel.to_string()));
         }
-        RoutingDecision { channels, verdicts }
+        RoutingDecision {
+            channels,
+            verdicts,
+            ignored: false,
+        }
     }
 
     fn verdict(
@@ -357,6 +449,49 @@ mod tests {
         assert!(
             matches!(&d.verdicts[1].1, RouteVerdict::BelowMinimum(w) if w.contains("12%")),
             "{d:?}"
+        );
+    }
+
+    #[test]
+    fn overrides_ignore_warehouses_and_tune_their_rule() {
+        let r = route(
+            r#"
+            [[overrides]]
+            warehouses = ["SANDBOX_*"]
+            ignore = true
+
+            [[overrides]]
+            accounts = ["ACME_PROD"]
+            warehouses = ["APP_*"]
+            expected_false_alarms_per_year = 0.25
+            flag_drops = true
+        "#,
+        );
+        assert!(r.problems(None).is_empty());
+        let d = r.decide(&incident("ACME", "SANDBOX_WH", 500.0), None, "CDEFAULT");
+        assert!(
+            d.ignored && d.channels.is_empty() && !d.held_back(),
+            "{d:?}"
+        );
+        let base = snowpatrol_detect::model::DefaultRuleConfig::default();
+        let app = r.rule_for("acme_prod", "APP_WH", &base);
+        assert_eq!(
+            (app.expected_false_alarms_per_year, app.flag_drops),
+            (0.25, true)
+        );
+        assert_eq!(
+            r.rule_for("ACME_DEV", "APP_WH", &base),
+            base,
+            "other accounts keep the default"
+        );
+        let bad = route("[[overrides]]\nwarehouses = []\nexpected_false_alarms_per_year = 0\n");
+        let paths: Vec<String> = bad.problems(None).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "pipeline.alerts.overrides[0].warehouses",
+                "pipeline.alerts.overrides[0].expected_false_alarms_per_year",
+            ]
         );
     }
 

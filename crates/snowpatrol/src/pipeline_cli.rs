@@ -1094,6 +1094,7 @@ pub async fn explain_alert(
             json!({ "route": r, "verdict": k, "why": why })
         }).collect::<Vec<_>>(),
         "held_back": decision.held_back(),
+        "ignored": decision.ignored,
     });
     emit(json, &value, || {
         let mut out = format!(
@@ -1115,7 +1116,11 @@ pub async fn explain_alert(
             }
             None => out.push_str("not announced yet\n"),
         }
-        if decision.channels.is_empty() {
+        if decision.ignored {
+            out.push_str(
+                "routes now: no channel (ignored by a [[pipeline.alerts.overrides]] entry)\n",
+            );
+        } else if decision.channels.is_empty() {
             out.push_str("routes now: no channel");
             out.push_str(if decision.held_back() {
                 " (held back by a minimum or a mute window; considered again on every predict run)\n"
@@ -1127,7 +1132,7 @@ pub async fn explain_alert(
                 out.push_str(&format!("routes now: {channel} (route {route})\n"));
             }
         }
-        if decision.verdicts.is_empty() {
+        if decision.verdicts.is_empty() && !decision.ignored {
             out.push_str("no [[pipeline.alerts.routes]] configured: everything goes to the default channel\n");
         }
         for (route, v) in &decision.verdicts {
