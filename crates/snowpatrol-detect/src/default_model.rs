@@ -947,7 +947,7 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
                 let a = model.assess(s, &p, i);
                 // Evidence on a day the spend test alone would flag is an incident of the history, not the
                 // warehouse's habit: only evidence on otherwise ordinary days counts.
-                let ordinary = !(a.log_residual / model.spread(p.weekday[i]) >= rule.min_threshold);
+                let ordinary = a.log_residual / model.spread(p.weekday[i]) < rule.min_threshold;
                 evidence[0] += usize::from(a.left_running && ordinary);
                 evidence[1] += usize::from(a.peak_above_cap && ordinary);
                 if a.record_residual.is_finite()
