@@ -471,7 +471,7 @@ impl Engine {
                         / 1e6;
                     self.metrics
                         .trigger_latency
-                        .get_or_create(&JobLabel { job })
+                        .get_or_create(&JobLabel { job_name: job })
                         .observe(secs.max(0.0));
                 }
             }
@@ -824,7 +824,7 @@ impl Engine {
             self.metrics
                 .task_duration
                 .get_or_create(&JobTaskOutcome {
-                    job: f.claim.job_name.clone(),
+                    job_name: f.claim.job_name.clone(),
                     task: f.claim.task_name.clone(),
                     outcome: outcome.into(),
                 })

@@ -10,22 +10,24 @@ use prometheus_client::registry::Registry;
 use snowpatrol_store::{Database, StoreError};
 use std::sync::Mutex;
 
+// The label is `job_name`, not `job`: Prometheus sets its own `job` label (the scrape job) on every series,
+// and a target's `job` label would be stored as `exported_job`, so queries on it would match nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobState {
-    pub job: String,
+    pub job_name: String,
     pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobTaskOutcome {
-    pub job: String,
+    pub job_name: String,
     pub task: String,
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
-    pub job: String,
+    pub job_name: String,
 }
 
 pub struct Metrics {
@@ -133,18 +135,26 @@ impl Metrics {
         let counts = db.state_counts().await?;
         self.runs.clear();
         for (job, state, n) in counts.runs {
-            self.runs.get_or_create(&JobState { job, state }).set(n);
+            self.runs
+                .get_or_create(&JobState {
+                    job_name: job,
+                    state,
+                })
+                .set(n);
         }
         self.task_instances.clear();
         for (job, state, n) in counts.task_instances {
             self.task_instances
-                .get_or_create(&JobState { job, state })
+                .get_or_create(&JobState {
+                    job_name: job,
+                    state,
+                })
                 .set(n);
         }
         self.pending_trigger_events.clear();
         for (job, n) in counts.pending_triggers {
             self.pending_trigger_events
-                .get_or_create(&JobLabel { job })
+                .get_or_create(&JobLabel { job_name: job })
                 .set(n);
         }
         let mut out = String::new();

@@ -461,7 +461,7 @@ async fn cli_and_daemon_on_postgres() {
     let body = r.text().await.unwrap();
     assert!(body.contains("snowpatrol_job_runs"), "{body}");
     assert!(
-        body.contains(r#"snowpatrol_job_runs{job="example_fanout",state="success"}"#),
+        body.contains(r#"snowpatrol_job_runs{job_name="example_fanout",state="success"}"#),
         "{body}"
     );
 
