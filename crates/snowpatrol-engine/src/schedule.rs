@@ -2,6 +2,7 @@
 //! that does not exist (spring forward) and one that happens twice (fall back) are resolved by croner on the
 //! real calendar of the zone, and every tick is then stored as a UTC instant.
 
+use chrono::Timelike;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -49,13 +50,18 @@ impl CronSchedule {
         })
     }
 
-    /// The first tick strictly after `after`.
+    /// The first tick strictly after `after`, on a whole second: croner carries the fraction of a second of
+    /// its input into the result (the 19:35 tick came out as 19:35:00.567653), and a run's logical time must
+    /// be the tick itself. Searching from the whole second at or before `after` still returns a tick after it:
+    /// ticks are whole seconds, so none lies strictly between the two.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.timezone);
+        let whole = after.with_nanosecond(0).unwrap_or(after);
+        let local = whole.with_timezone(&self.timezone);
         self.cron
             .find_next_occurrence(&local, false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
+            .map(|t| t.with_nanosecond(0).unwrap_or(t))
     }
 
     /// Ticks in (`after`, `up_to`], at most `limit` of them (the newest ones if there are more).
@@ -89,6 +95,22 @@ impl CronSchedule {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn ticks_are_whole_seconds_whatever_the_time_they_are_computed_from() {
+        let s = CronSchedule::new("35 19 * * *", "UTC").unwrap();
+        let tick = Utc.with_ymd_and_hms(2026, 12, 3, 19, 35, 0).unwrap();
+        for after in [
+            tick - chrono::Duration::microseconds(432_347),
+            tick - chrono::Duration::hours(3) + chrono::Duration::microseconds(567_653),
+        ] {
+            assert_eq!(s.next_after(after), Some(tick), "from {after}");
+        }
+        // Just after the tick (a leader running a few milliseconds late): the next day's, never the same one.
+        let late = tick + chrono::Duration::microseconds(273_341);
+        assert_eq!(s.next_after(late), Some(tick + chrono::Duration::days(1)));
+        assert_eq!(s.next_after(tick), Some(tick + chrono::Duration::days(1)));
+    }
 
     #[test]
     fn daily_in_berlin_across_spring_forward_and_fall_back() {
