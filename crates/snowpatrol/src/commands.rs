@@ -53,7 +53,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Daemon => daemon(loaded).await,
         Command::Runs { job, state, limit } => {
-            let db = open_ready(&loaded.settings).await?;
+            let db = open_existing(&loaded.settings).await?;
             let state = state
                 .map(|s| RunState::from_str(&s))
                 .transpose()
@@ -99,7 +99,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Tasks { run_id } => {
-            let db = open_ready(&loaded.settings).await?;
+            let db = open_existing(&loaded.settings).await?;
             if db
                 .get_run(run_id)
                 .await
@@ -139,7 +139,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { dataset, limit } => {
-            let db = open_ready(&loaded.settings).await?;
+            let db = open_existing(&loaded.settings).await?;
             let events = db
                 .list_events(dataset.as_deref(), limit)
                 .await
@@ -364,7 +364,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { warehouse } => {
-            let db = open_ready(&loaded.settings).await?;
+            let db = open_existing(&loaded.settings).await?;
             crate::pipeline_cli::models(&db, warehouse.as_deref(), json).await
         }
         Command::Anomalies {
@@ -375,7 +375,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             days,
             format,
         } => {
-            let db = open_ready(&loaded.settings).await?;
+            let db = open_existing(&loaded.settings).await?;
             let view = crate::pipeline_cli::AnomaliesView {
                 since,
                 warehouse,
@@ -386,11 +386,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::pipeline_cli::anomalies(&db, command, view, &triggered_by(), json).await
         }
         Command::ExplainAlert { incident } => {
-            let db = open_ready(&loaded.settings).await?;
+            let db = open_existing(&loaded.settings).await?;
             crate::pipeline_cli::explain_alert(&db, &loaded.settings.pipeline, incident, json).await
         }
         Command::Alerts { pending, limit } => {
-            let db = open_ready(&loaded.settings).await?;
+            let db = open_existing(&loaded.settings).await?;
             crate::pipeline_cli::alerts(&db, pending, limit, json).await
         }
         Command::Backtest(args) => crate::pipeline_cli::backtest_cmd(&args, json),
@@ -477,6 +477,23 @@ async fn connect(settings: &Settings, retry: bool) -> anyhow::Result<Database> {
             })
         }
     }
+}
+
+/// `open_ready` for commands that only read what runs left behind: with the embedded database, a data
+/// directory that has none is an error that says where it looked, instead of a new empty database and an
+/// empty list (a command run from the wrong directory would otherwise look like "nothing happened yet").
+async fn open_existing(settings: &Settings) -> anyhow::Result<Database> {
+    if settings.database_url().is_none() {
+        let path = settings.data_dir().join("snowpatrol.db");
+        if !path.exists() {
+            bail!(
+                "no Snowpatrol database at {}: run a job first (`snowpatrol run prep`), start the daemon, or point \
+                 SNOWPATROL_DATA_DIR / [server] data_dir (or [database] url) at the one you mean",
+                path.display()
+            );
+        }
+    }
+    open_ready(settings).await
 }
 
 /// Connects and makes sure the schema is there. The embedded SQLite file belongs to this one process, so it is

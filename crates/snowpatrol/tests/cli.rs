@@ -1023,3 +1023,32 @@ async fn a_password_from_a_file_logs_in_to_snowflake() {
         "{stdout}{stderr}"
     );
 }
+
+/// A read command in a directory that holds no database says so and creates nothing (it used to create an
+/// empty database and print an empty list, as if nothing had run yet).
+#[test]
+fn read_commands_without_a_database_say_where_they_looked_and_create_nothing() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    let db_file = env.dir.path().join("data").join("snowpatrol.db");
+    for args in [
+        vec!["runs"],
+        vec!["tasks", "1"],
+        vec!["events"],
+        vec!["models"],
+        vec!["anomalies"],
+        vec!["alerts"],
+        vec!["explain-alert", "1"],
+    ] {
+        let out = env.run(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("no Snowpatrol database at") && err.contains("snowpatrol.db"),
+            "{args:?}: {err}"
+        );
+        assert!(!db_file.exists(), "{args:?} created {}", db_file.display());
+    }
+    // Once something ran, the same commands read it.
+    env.ok(&["migrate"]);
+    assert!(env.json(&["runs"]).as_array().unwrap().is_empty());
+}
