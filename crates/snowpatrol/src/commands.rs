@@ -53,6 +53,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Daemon => daemon(loaded).await,
         Command::Runs { job, state, limit } => {
+            if limit < 1 {
+                bail!("--limit must be at least 1, got {limit}");
+            }
             let db = open_existing(&loaded.settings).await?;
             let state = state
                 .map(|s| RunState::from_str(&s))
@@ -139,6 +142,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { dataset, limit } => {
+            if limit < 1 {
+                bail!("--limit must be at least 1, got {limit}");
+            }
             let db = open_existing(&loaded.settings).await?;
             let events = db
                 .list_events(dataset.as_deref(), limit)
@@ -232,10 +238,24 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .trigger(&job, &params, &triggered_by())
                 .await
                 .with_context(|| format!("triggering job `{job}`"))?;
+            let paused = app
+                .engine
+                .explain(&job)
+                .await
+                .map(|x| x.paused)
+                .unwrap_or(false);
             print(
                 json,
-                &json!({ "run_id": run_id, "job": job, "state": "queued" }),
-                || format!("queued run {run_id} of {job}; a running daemon will start it"),
+                &json!({ "run_id": run_id, "job": job, "state": "queued", "paused": paused }),
+                || {
+                    if paused {
+                        format!(
+                            "queued run {run_id} of {job}; the job is paused: the run starts after `snowpatrol unpause {job}`"
+                        )
+                    } else {
+                        format!("queued run {run_id} of {job}; a running daemon will start it")
+                    }
+                },
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -286,14 +306,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     };
                     s.push_str(&format!("condition:       {c} ({met})\n"));
                     for l in &x.leaves {
-                        let ids: Vec<String> =
-                            l.pending_event_ids.iter().map(|i| i.to_string()).collect();
-                        let pending = if ids.is_empty() {
-                            "none".to_string()
-                        } else {
-                            ids.join(", ")
+                        // Event ids, marked as such: "pending events: 1, 3" read like a count.
+                        let ids: Vec<String> = l
+                            .pending_event_ids
+                            .iter()
+                            .map(|i| format!("#{i}"))
+                            .collect();
+                        let pending = match ids.len() {
+                            0 => "no pending event".to_string(),
+                            1 => format!("1 pending event: {}", ids[0]),
+                            n => format!("{n} pending events: {}", ids.join(", ")),
                         };
-                        s.push_str(&format!("  {}  pending events: {pending}\n", l.dataset_uri));
+                        s.push_str(&format!("  {}  {pending}\n", l.dataset_uri));
                     }
                 }
                 s.push_str(&format!(

@@ -661,7 +661,11 @@ pub async fn alerts(
         .context("listing the alert outbox")?;
     emit(json, &rows, || {
         if rows.is_empty() {
-            return "the alert outbox is empty".into();
+            return if pending {
+                "no alert is waiting to be delivered".into()
+            } else {
+                "the alert outbox is empty".into()
+            };
         }
         crate::output::table(
             &[

@@ -285,7 +285,7 @@ fn cli_flow(env: &Env) {
     );
     let human = env.ok(&["explain", "example_report"]);
     assert!(
-        human.contains(&format!("pending events: {event_id}")),
+        human.contains(&format!("1 pending event: #{event_id}")),
         "{human}"
     );
     let events = env.json(&["events", "--dataset", "snowpatrol://examples/extracted"]);
@@ -1051,4 +1051,36 @@ fn read_commands_without_a_database_say_where_they_looked_and_create_nothing() {
     // Once something ran, the same commands read it.
     env.ok(&["migrate"]);
     assert!(env.json(&["runs"]).as_array().unwrap().is_empty());
+}
+
+/// Messages that said something untrue or ambiguous: a trigger on a paused job, `--limit 0`, an empty
+/// `alerts --pending`.
+#[test]
+fn cli_messages_say_what_is_true() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    env.ok(&["migrate"]);
+    env.ok(&["pause", "example_fanout"]);
+    let out = env.ok(&["trigger", "example_fanout"]);
+    assert!(
+        out.contains("the job is paused") && out.contains("snowpatrol unpause example_fanout"),
+        "{out}"
+    );
+    assert_eq!(env.json(&["trigger", "example_fanout"])["paused"], true);
+    env.ok(&["unpause", "example_fanout"]);
+    let out = env.ok(&["trigger", "example_fanout"]);
+    assert!(out.contains("a running daemon will start it"), "{out}");
+    for cmd in ["runs", "events"] {
+        let out = env.run(&[cmd, "--limit", "0"]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{cmd} --limit 0 must be refused");
+        assert!(
+            err.contains("--limit must be at least 1, got 0"),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(
+        env.ok(&["alerts", "--pending"])
+            .contains("no alert is waiting to be delivered")
+    );
+    assert!(env.ok(&["alerts"]).contains("the alert outbox is empty"));
 }
