@@ -458,8 +458,7 @@ impl DefaultModel {
         let mut record_level: Option<f64> = None;
         let mut t = i;
         // The floor's longer scan is only made for days that rise above the usual level (`floor_level`).
-        let first_scan = k.max(record_days).min(floor_days.max(k));
-        let first_scan = first_scan.min(floor_days);
+        let first_scan = k.max(record_days).min(floor_days);
         while t > stop && (m < k || seen < record_days || nf < first_scan) {
             t -= 1;
             if p.active[t] && p.classes[t] != DayClass::Holiday {

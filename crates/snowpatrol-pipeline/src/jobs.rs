@@ -724,19 +724,23 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
         e.0 += r.expected_credits;
         e.1 += 1;
     }
+    // What the model expected on an incident's days, when all of them are in the scored window (else no
+    // percent is shown or applied).
+    let expected_credits = |i: &crate::store::IncidentRow| {
+        let (e, n) = expected_of.get(&i.incident_id).copied().unwrap_or_default();
+        (n == i.days && e > 0.0).then_some(e)
+    };
     let default_channel = p.default_channel();
     let decisions: BTreeMap<i64, crate::routing::RoutingDecision> = incidents
         .iter()
         .filter(|i| i.alert_id.is_none())
         .map(|i| {
-            let (e, n) = expected_of.get(&i.incident_id).copied().unwrap_or_default();
             let facts = crate::routing::IncidentFacts {
                 account_name: i.account_name.clone(),
                 warehouse_name: i.warehouse_name.clone(),
                 first_day: i.start_day,
                 excess_credits: i.excess_credits,
-                // The incident's days outside the scored window are not counted: no percent then.
-                expected_credits: (n == i.days && e > 0.0).then_some(e),
+                expected_credits: expected_credits(i),
             };
             let d = p
                 .config
@@ -886,7 +890,6 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
             let largest = days
                 .iter()
                 .max_by(|a, b| a.excess_credits.total_cmp(&b.excess_credits));
-            let expected: f64 = days.iter().map(|a| a.expected_credits).sum();
             snowpatrol_alert::DigestIncident {
                 incident_id: i.incident_id,
                 account_name: i.account_name.clone(),
@@ -895,9 +898,7 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
                 last_day: i.end_day,
                 days: i.days.max(0) as u32,
                 excess_credits: i.excess_credits,
-                // The incident's days outside the scored window are not in `days`: no percent then.
-                expected_credits: (days.len() as i32 == i.days && expected > 0.0)
-                    .then_some(expected),
+                expected_credits: expected_credits(i),
                 why: largest.map(|a| a.explanation.clone()).unwrap_or_default(),
             }
         })

@@ -146,6 +146,20 @@ fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
         .map(|g: Glob| g.compile_matcher())
 }
 
+/// What is wrong with a list of account or warehouse patterns (routes and overrides alike).
+fn pattern_problems(patterns: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    if patterns.is_empty() {
+        out.push("must name at least one pattern (\"*\" for all)".to_string());
+    }
+    for p in patterns {
+        if let Err(e) = glob(p) {
+            out.push(format!("{p:?} is not a glob pattern: {e}"));
+        }
+    }
+    out
+}
+
 fn matches(patterns: &[String], name: &str) -> bool {
     patterns
         .iter()
@@ -189,16 +203,8 @@ impl AlertRouting {
                 message,
             };
             for (key, patterns) in [("accounts", &o.accounts), ("warehouses", &o.warehouses)] {
-                if patterns.is_empty() {
-                    out.push(issue(
-                        key,
-                        "must name at least one pattern (\"*\" for all)".into(),
-                    ));
-                }
-                for p in patterns {
-                    if let Err(e) = glob(p) {
-                        out.push(issue(key, format!("{p:?} is not a glob pattern: {e}")));
-                    }
+                for message in pattern_problems(patterns) {
+                    out.push(issue(key, message));
                 }
             }
             if let Some(b) = o.expected_false_alarms_per_year
@@ -225,16 +231,8 @@ impl AlertRouting {
                 out.push(issue("channel", "must be a Slack channel id (C…)".into()));
             }
             for (key, patterns) in [("accounts", &r.accounts), ("warehouses", &r.warehouses)] {
-                if patterns.is_empty() {
-                    out.push(issue(
-                        key,
-                        "must name at least one pattern (\"*\" for all)".into(),
-                    ));
-                }
-                for p in patterns {
-                    if let Err(e) = glob(p) {
-                        out.push(issue(key, format!("{p:?} is not a glob pattern: {e}")));
-                    }
+                for message in pattern_problems(patterns) {
+                    out.push(issue(key, message));
                 }
             }
             for (key, v) in [

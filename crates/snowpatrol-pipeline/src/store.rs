@@ -260,6 +260,10 @@ const ALERT_COLUMNS: &str = "alert_id, dedupe_key, kind, run_id, channel, messag
     claimed_by, claim_expires_at, next_attempt_at, first_attempt_at, outcome_unknown, thread_of, attachment_name, \
     (SELECT p.slack_ts FROM alerts p WHERE p.alert_id = alerts.thread_of) AS parent_ts, \
     (SELECT p.state FROM alerts p WHERE p.alert_id = alerts.thread_of) AS parent_state";
+/// Queues a top-level alert once per dedupe key (failure alerts and digests); binds key, kind, run, channel,
+/// message, created_at.
+const INSERT_ALERT: &str = "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
+    VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id";
 /// A reply waits until the alert it replies to is done (delivered, written, or failed for good).
 const PARENT_DONE: &str = "(thread_of IS NULL OR EXISTS (SELECT 1 FROM alerts p WHERE p.alert_id = alerts.thread_of \
     AND p.state IN ('sent', 'written', 'failed')))";
@@ -991,8 +995,7 @@ macro_rules! pipeline_backend {
             pub async fn insert_alert(pool: &PoolT, dedupe_key: &str, kind: &str, run_id: Option<i64>, channel: &str, message: &serde_json::Value, fence: Option<&TaskFence>) -> Result<Option<i64>, StoreError> {
                 let mut tx = pool.begin_with($begin).await?;
                 let id = sqlx::query_scalar(
-                    "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
+                    INSERT_ALERT,
                 )
                 .bind(dedupe_key)
                 .bind(kind)
@@ -1019,8 +1022,7 @@ macro_rules! pipeline_backend {
                 let mut marked = 0;
                 for d in digests {
                     let id: Option<i64> = sqlx::query_scalar(
-                        "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING alert_id",
+                        INSERT_ALERT,
                     )
                     .bind(&d.dedupe_key)
                     .bind(kind)

@@ -92,6 +92,9 @@ fn pipeline(db: &Database, peer: &SlackPeer, dir: &std::path::Path, extra: &str)
     Pipeline::new(db.clone(), cfg, dir.to_path_buf()).unwrap()
 }
 
+/// The synthetic source the chain tests run on (its scored window holds incidents on dev and ad-hoc warehouses).
+const SYNTHETIC_SOURCE: &str = "[source]\nkind = \"synthetic\"\nseed = 11\nwarehouses = 8\ndays = 150\nend = \"2025-06-30\"\n[predict]\nscore_days = 45\n";
+
 fn message(n: usize) -> snowpatrol_alert::SlackMessage {
     snowpatrol_alert::failure_message(
         "predict",
@@ -151,12 +154,7 @@ async fn predict_finishes_while_slack_hangs_and_each_alert_goes_out_once(backend
     let dir = tempfile::tempdir().unwrap();
     let peer = SlackPeer::start().await;
     peer.set_mode(Mode::Hang);
-    let pipeline = pipeline(
-        &db,
-        &peer,
-        dir.path(),
-        "[source]\nkind = \"synthetic\"\nseed = 11\nwarehouses = 8\ndays = 150\nend = \"2025-06-30\"\n[predict]\nscore_days = 45\n",
-    );
+    let pipeline = pipeline(&db, &peer, dir.path(), SYNTHETIC_SOURCE);
     let Chain {
         predict,
         stop,
@@ -874,8 +872,7 @@ async fn routes_send_each_channel_its_digest_and_hold_back_what_is_below_their_m
         &peer,
         dir.path(),
         &format!(
-            "[source]\nkind = \"synthetic\"\nseed = 11\nwarehouses = 8\ndays = 150\nend = \"2025-06-30\"\n\
-             [predict]\nscore_days = 45\n\
+            "{SYNTHETIC_SOURCE}\
              [[alerts.routes]]\nname = \"analysts\"\nchannel = \"{CHANNEL_2}\"\nwarehouses = [\"dev_*\"]\n\
              [[alerts.routes]]\nname = \"platform\"\nchannel = \"{CHANNEL}\"\nwarehouses = [\"ADHOC_*\", \"ETL_*\", \"BI_*\", \"COMPUTE*\"]\n\
              min_excess_credits = 1000000\n"
