@@ -20,12 +20,22 @@ for db in $(psql "$SNOWPATROL_TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_da
 done
 
 # Python peers (fakesnow for the Snowflake protocol), in a project-local virtualenv.
-if ! .venv/bin/python -c 'import fakesnow, snowflake.connector, slack_sdk' >/dev/null 2>&1; then
+if ! .venv/bin/python -c 'import fakesnow, snowflake.connector, slack_sdk, prometheus_client' >/dev/null 2>&1; then
   echo "== creating .venv with the Python test peers"
   python3 -m venv .venv
   .venv/bin/pip install -q -r scripts/requirements-test.txt
 fi
 export SNOWPATROL_TEST_PYTHON="$PWD/.venv/bin/python"
+
+# promtool (Prometheus's metrics linter) from Debian's prometheus package, unpacked into target/ without
+# installing the server.
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x target/tools/usr/bin/promtool ]; then
+  echo "== fetching promtool from Debian's prometheus package"
+  mkdir -p target/tools
+  (cd target/tools && apt-get download prometheus >/dev/null && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb)
+fi
+export SNOWPATROL_TEST_PROMTOOL="$(command -v promtool || echo "$PWD/target/tools/usr/bin/promtool")"
+"$SNOWPATROL_TEST_PROMTOOL" --version >/dev/null || { echo "FATAL: promtool is required" >&2; exit 1; }
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "== installing cargo-nextest"

@@ -102,6 +102,11 @@ pub struct SchedulerSettings {
     pub default_retry_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub default_max_retry_delay: Duration,
+    /// Finished runs (with their task instances and lineage) and consumed dataset events older than this are
+    /// deleted by the leader, hourly, so the tables a scrape and an operator read stay bounded. `0s` keeps
+    /// everything.
+    #[serde(with = "humantime_serde")]
+    pub history_retention: Duration,
 }
 
 impl Default for SchedulerSettings {
@@ -118,6 +123,7 @@ impl Default for SchedulerSettings {
             default_retries: 2,
             default_retry_delay: Duration::from_secs(30),
             default_max_retry_delay: Duration::from_secs(600),
+            history_retention: Duration::from_secs(90 * 86_400),
         }
     }
 }

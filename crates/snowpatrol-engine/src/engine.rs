@@ -3,7 +3,7 @@
 
 use crate::config::SchedulerSettings;
 use crate::jobs::{Jobs, ResolvedJob, TaskPolicy};
-use crate::metrics::{JobLabel, JobTaskOutcome, Metrics};
+use crate::metrics::{HistoryTable, JobLabel, JobTaskOutcome, Metrics, TableLabel};
 use crate::params::{ParamError, Params};
 use crate::task::{TaskContext, TaskError, TaskOutput};
 use async_trait::async_trait;
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use snowpatrol_store::{
     ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PendingEvent, RunId,
-    RunRecord, StoreError, TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
+    PurgedHistory, RunRecord, StoreError, TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -120,6 +120,20 @@ pub struct Engine {
     hook_tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
+/// What the leader remembers between ticks to split dataset-trigger latency from waiting (see
+/// [`Metrics::trigger_latency`] and [`Metrics::event_wait`]).
+#[derive(Default)]
+pub struct TriggerLatency {
+    /// Per dataset-scheduled job, when the last tick that created no run asked.
+    declined_at: HashMap<String, DateTime<Utc>>,
+    /// Runs created but not started yet, with their job and oldest consumed event.
+    waiting: HashMap<RunId, (String, DateTime<Utc>)>,
+}
+
+fn secs_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    ((to - from).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0)
+}
+
 /// A task try that ended (or was abandoned) in this process.
 struct Finished {
     claim: ClaimedTask,
@@ -143,10 +157,14 @@ impl Engine {
         let suffix: u32 = rand::rng().random();
         Ok(Self {
             db,
-            jobs: Arc::new(jobs),
             settings,
             worker_id: format!("{host}:{}:{suffix:08x}", std::process::id()),
-            metrics: Arc::new(Metrics::new()),
+            metrics: {
+                let m = Metrics::new();
+                m.init_jobs(jobs.jobs.keys().map(String::as_str));
+                Arc::new(m)
+            },
+            jobs: Arc::new(jobs),
             cpu_pool: Arc::new(cpu_pool),
             failure_hook: None,
             hook_tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
@@ -155,6 +173,13 @@ impl Engine {
 
     pub fn with_failure_hook(mut self, hook: Arc<dyn FailureHook>) -> Self {
         self.failure_hook = Some(hook);
+        self
+    }
+
+    /// Reports into `metrics` (shared with the HTTP server, which may exist before the engine does); the
+    /// caller registers the jobs' series with [`Metrics::init_jobs`].
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -268,7 +293,8 @@ impl Engine {
     async fn leader_loop(&self, shutdown: CancellationToken) {
         let mut wake = self.db.subscribe();
         let mut leadership: Option<Leadership> = None;
-        let mut pending_latency: HashMap<RunId, (String, DateTime<Utc>)> = HashMap::new();
+        let mut latency = TriggerLatency::default();
+        let mut next_purge = tokio::time::Instant::now() + Duration::from_secs(60);
         let retry_interval = Duration::from_secs(2).min(self.settings.poll_interval);
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -338,7 +364,7 @@ impl Engine {
             if leadership.is_some() && healthy {
                 // Consume the change signal before the tick so changes made during it wake the next one.
                 wake.borrow_and_update();
-                match tokio::time::timeout(lease, self.scheduler_tick(&mut pending_latency))
+                match tokio::time::timeout(lease, self.scheduler_tick(&mut latency))
                     .await
                     .unwrap_or_else(|_| {
                         Err(EngineError::Store(StoreError::Unavailable(
@@ -354,6 +380,12 @@ impl Engine {
                     Err(e) => {
                         healthy = false;
                         warn!(error = %e, "scheduler tick failed; retrying");
+                    }
+                }
+                if healthy && tokio::time::Instant::now() >= next_purge {
+                    next_purge = tokio::time::Instant::now() + Duration::from_secs(3600);
+                    if let Err(e) = self.purge_history(lease).await {
+                        warn!(error = %e, "history retention failed; retrying in an hour");
                     }
                 }
             }
@@ -376,9 +408,10 @@ impl Engine {
     /// One pass of the leader's work. Returns the time until the next cron tick, if any. Public for tests.
     pub async fn scheduler_tick(
         &self,
-        pending_latency: &mut HashMap<RunId, (String, DateTime<Utc>)>,
+        latency: &mut TriggerLatency,
     ) -> Result<Option<Duration>, EngineError> {
         let (reaped, report) = self.db.reap_expired_leases(&self.jobs.shapes).await?;
+        self.metrics.record_finished_runs(&report.finished_runs);
         self.alert_failed_runs(&report.finished_runs);
         if reaped > 0 {
             warn!(
@@ -438,7 +471,8 @@ impl Engine {
             }
             if let Some(cond) = &job.condition {
                 let predicate = |set: &BTreeSet<String>| cond.is_satisfied(set);
-                if let Some(t) = self
+                let asked_at = snowpatrol_store::now();
+                let triggered = self
                     .db
                     .trigger_dataset_run(
                         name,
@@ -447,15 +481,35 @@ impl Engine {
                         &self.worker_id,
                         &predicate,
                     )
-                    .await?
-                {
-                    info!(
-                        job = name,
-                        run_id = t.run_id,
-                        events = t.events.len(),
-                        "dataset-triggered run created"
-                    );
-                    pending_latency.insert(t.run_id, (name.to_string(), t.oldest_event_at));
+                    .await?;
+                match triggered {
+                    Some(t) => {
+                        info!(
+                            job = name,
+                            run_id = t.run_id,
+                            events = t.events.len(),
+                            "dataset-triggered run created"
+                        );
+                        // The run could be created from the later of: its newest event (the one that completed
+                        // the condition) and the last tick that declined (paused, at max_active_runs, or the
+                        // condition not yet met); what came before is waiting, not engine latency.
+                        let ready = latency
+                            .declined_at
+                            .remove(name)
+                            .map_or(t.newest_event_at, |d| d.max(t.newest_event_at));
+                        self.metrics
+                            .trigger_latency
+                            .get_or_create(&JobLabel {
+                                job_name: name.to_string(),
+                            })
+                            .observe(secs_between(ready, snowpatrol_store::now()));
+                        latency
+                            .waiting
+                            .insert(t.run_id, (name.to_string(), t.oldest_event_at));
+                    }
+                    None => {
+                        latency.declined_at.insert(name.to_string(), asked_at);
+                    }
                 }
             }
             let (started, _) = self
@@ -464,19 +518,61 @@ impl Engine {
                 .await?;
             for run_id in started {
                 info!(job = name, run_id, "run started");
-                if let Some((job, at)) = pending_latency.remove(&run_id) {
-                    let secs = (snowpatrol_store::now() - at)
-                        .num_microseconds()
-                        .unwrap_or(0) as f64
-                        / 1e6;
+                if let Some((job, at)) = latency.waiting.remove(&run_id) {
                     self.metrics
-                        .trigger_latency
+                        .event_wait
                         .get_or_create(&JobLabel { job_name: job })
-                        .observe(secs.max(0.0));
+                        .observe(secs_between(at, snowpatrol_store::now()));
                 }
             }
         }
         Ok(until_next)
+    }
+
+    /// Deletes history older than `history_retention` in batches, each bounded by `limit` so a slow database
+    /// cannot hold the leader past its lease. Public for tests.
+    pub async fn purge_history(&self, limit: Duration) -> Result<PurgedHistory, EngineError> {
+        let mut total = PurgedHistory::default();
+        if self.settings.history_retention.is_zero() {
+            return Ok(total);
+        }
+        let before = snowpatrol_store::now()
+            - chrono::Duration::from_std(self.settings.history_retention)
+                .unwrap_or(chrono::Duration::MAX);
+        const BATCH: i64 = 1000;
+        loop {
+            let pass = tokio::time::timeout(limit, self.db.purge_history(before, BATCH))
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("history retention took longer than the lease".into())
+                })??;
+            total.runs += pass.runs;
+            total.task_instances += pass.task_instances;
+            total.events += pass.events;
+            for (table, n) in [
+                (HistoryTable::job_runs, pass.runs),
+                (HistoryTable::task_instances, pass.task_instances),
+                (HistoryTable::dataset_events, pass.events),
+            ] {
+                self.metrics
+                    .history_purged
+                    .get_or_create(&TableLabel { table })
+                    .inc_by(n);
+            }
+            if pass.runs < BATCH as u64 && pass.events < BATCH as u64 {
+                break;
+            }
+        }
+        if total != PurgedHistory::default() {
+            info!(
+                runs = total.runs,
+                task_instances = total.task_instances,
+                events = total.events,
+                before = %before,
+                "history retention deleted old runs and events"
+            );
+        }
+        Ok(total)
     }
 
     fn lease_until(&self) -> DateTime<Utc> {
@@ -510,7 +606,7 @@ impl Engine {
                         unsent.clear();
                         db_retry.succeeded();
                         if let Some(run) = only_run
-                            && report.finished_runs.iter().any(|(r, _)| *r == run)
+                            && report.finished_runs.iter().any(|r| r.run_id == run)
                         {
                             break;
                         }
@@ -830,9 +926,10 @@ impl Engine {
                 })
                 .observe(f.elapsed.as_secs_f64());
         }
-        for (run_id, state) in &report.finished_runs {
-            info!(run_id, state = %state, "run finished");
+        for r in &report.finished_runs {
+            info!(run_id = r.run_id, job = %r.job_name, state = %r.state, "run finished");
         }
+        self.metrics.record_finished_runs(&report.finished_runs);
         if !report.events.is_empty() {
             info!(events = ?report.events, "dataset events emitted");
         }
@@ -843,15 +940,15 @@ impl Engine {
     /// Hands the failed tasks of runs that just finished `failed` to the failure hook, one call per (run,
     /// task), off the caller's path. Exactly one process sees a run finish (the transaction that finished it),
     /// whether a worker recorded the last result or the leader reaped the last lease.
-    fn alert_failed_runs(&self, finished: &[(RunId, snowpatrol_store::RunState)]) {
+    fn alert_failed_runs(&self, finished: &[snowpatrol_store::FinishedRun]) {
         let Some(hook) = &self.failure_hook else {
             return;
         };
-        for (run_id, state) in finished {
-            if *state != snowpatrol_store::RunState::Failed {
+        for run in finished {
+            if run.state != snowpatrol_store::RunState::Failed {
                 continue;
             }
-            let (hook, db, run_id) = (hook.clone(), self.db.clone(), *run_id);
+            let (hook, db, run_id) = (hook.clone(), self.db.clone(), run.run_id);
             if let Ok(mut set) = self.hook_tasks.lock() {
                 while set.try_join_next().is_some() {}
                 set.spawn(async move {

@@ -16,7 +16,9 @@ pub mod task;
 
 pub use condition::{Condition, DatasetSpec};
 pub use config::{JobConfig, ParamConfig, SchedulerSettings, TaskPolicyConfig};
-pub use engine::{Engine, EngineError, Explanation, FailureHook, TaskFailure, backoff_delay};
+pub use engine::{
+    Engine, EngineError, Explanation, FailureHook, TaskFailure, TriggerLatency, backoff_delay,
+};
 pub use jobs::{
     ConfigErrors, ConfigIssue, JobDefinition, JobRegistry, Jobs, TaskDefinition, resolve_jobs,
 };

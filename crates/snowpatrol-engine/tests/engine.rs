@@ -108,10 +108,11 @@ both_backends!(
     cron_catchup_on_and_off_after_downtime,
     typed_params_refused_before_a_run_exists,
     graceful_shutdown_gives_back_leases,
+    history_retention_deletes_finished_history_and_keeps_what_is_still_needed,
 );
 
 async fn tick(e: &Engine) {
-    e.scheduler_tick(&mut HashMap::new()).await.expect("tick");
+    e.scheduler_tick(&mut Default::default()).await.expect("tick");
 }
 
 async fn all_of_any_of_and_nested_conditions(db: Database) {
@@ -240,7 +241,7 @@ async fn max_active_runs_keeps_events_for_the_next_run(db: Database) {
     // Two scheduler passes after the events (not a sleep, which proves nothing if the leader has not ticked):
     // the first queues nothing new because a run is active, the second confirms it.
     for _ in 0..2 {
-        e.scheduler_tick(&mut HashMap::new()).await.unwrap();
+        e.scheduler_tick(&mut Default::default()).await.unwrap();
     }
     assert_eq!(
         runs_of(&db, "slow").await.len(),
@@ -529,7 +530,7 @@ async fn mapped_fan_out_failed_key_does_not_stop_siblings(db: Database) {
         !hook.0.lock().await.is_empty()
     })
     .await;
-    e.scheduler_tick(&mut HashMap::new()).await.unwrap();
+    e.scheduler_tick(&mut Default::default()).await.unwrap();
     let failures = hook.0.lock().await;
     assert_eq!(
         failures.len(),
@@ -942,7 +943,7 @@ async fn two_replicas_no_duplicates_and_takeover_after_a_killed_worker() {
         .with_worker_id("replica-2"),
     );
     // Rewind the cron cursor: both replicas now see the same 30 missed minutes.
-    e1.scheduler_tick(&mut HashMap::new()).await.unwrap();
+    e1.scheduler_tick(&mut Default::default()).await.unwrap();
     sqlx_reset_cursor(
         &db1,
         "minutely",
@@ -1281,4 +1282,80 @@ async fn daemon_survives_losing_every_database_connection() {
     .await;
     stop.cancel();
     h.await.unwrap();
+}
+
+/// Retention deletes finished runs (with task instances and lineage) and consumed events past the horizon, and
+/// keeps unfinished runs, events a job still waits on and everything younger than the horizon.
+async fn history_retention_deletes_finished_history_and_keeps_what_is_still_needed(db: Database) {
+    let settings = SchedulerSettings {
+        history_retention: Duration::from_millis(300),
+        ..fast_settings()
+    };
+    let e = engine_with(
+        db.clone(),
+        &registry(),
+        &format!("[all_of]\ndatasets = [\"{A}\", \"{B}\"]\n"),
+        settings,
+    )
+    .await;
+    // Old history: a finished manual run, and a dataset run that consumed two events (run to the end).
+    let manual = e
+        .run_now("any_of", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(manual.state, RunState::Success);
+    e.emit(A, &json!({}), "test").await.unwrap();
+    e.emit(B, &json!({}), "test").await.unwrap();
+    tick(&e).await;
+    let dataset_run = runs_of(&db, "all_of").await[0].run_id;
+    let e = Arc::new(e);
+    let (stop, h) = spawn_daemon(e.clone());
+    wait_for("the dataset run", Duration::from_secs(20), || {
+        let db = db.clone();
+        async move {
+            db.get_run(dataset_run)
+                .await
+                .unwrap()
+                .is_some_and(|r| r.state == RunState::Success)
+        }
+    })
+    .await;
+    stop.cancel();
+    h.await.unwrap();
+    // Still needed: an event all_of waits on (B is missing), and a queued run.
+    e.emit(A, &json!({}), "test").await.unwrap();
+    let queued = e.trigger("nested", &[], "test").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Young history: finished just now, kept.
+    let young = e
+        .run_now("any_of", &[], "test", CancellationToken::new())
+        .await
+        .unwrap();
+
+    let purged = e.purge_history(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (purged.runs, purged.task_instances, purged.events),
+        (2, 2, 2),
+        "{purged:?}"
+    );
+    assert!(db.get_run(manual.run_id).await.unwrap().is_none());
+    assert!(db.get_run(dataset_run).await.unwrap().is_none());
+    assert!(db.get_run(young.run_id).await.unwrap().is_some());
+    assert_eq!(
+        db.get_run(queued).await.unwrap().map(|r| r.state),
+        Some(RunState::Queued)
+    );
+    assert_eq!(
+        db.pending_events("all_of").await.unwrap().len(),
+        1,
+        "the waiting event is kept"
+    );
+    // A second pass finds nothing more.
+    let again = e.purge_history(Duration::from_secs(10)).await.unwrap();
+    assert_eq!((again.runs, again.events), (0, 0));
+    let metrics = e.metrics().encode().unwrap();
+    assert!(
+        metrics.contains(r#"snowpatrol_history_purged_rows_total{table="job_runs"} 2"#),
+        "{metrics}"
+    );
 }

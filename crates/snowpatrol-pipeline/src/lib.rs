@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod config;
 pub mod jobs;
+pub mod metrics;
 pub mod routing;
 pub mod store;
 

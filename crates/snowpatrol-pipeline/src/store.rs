@@ -330,6 +330,26 @@ macro_rules! pipeline_backend {
                     });
                     qb.build().execute(&mut **tx).await?;
                 }
+                // Freshness per account moves forward only: reloading an older window (a healed gap) must not
+                // make the data look staler than it is.
+                let mut newest: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+                for r in load.hourly {
+                    let at = newest.entry(r.account_name.as_str()).or_insert(r.start_time);
+                    *at = (*at).max(r.start_time);
+                }
+                for (account, hour) in newest {
+                    sqlx::query(
+                        "INSERT INTO metering_freshness (account_name, newest_hour, loaded_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (account_name) DO UPDATE SET loaded_at = excluded.loaded_at, \
+                           newest_hour = CASE WHEN excluded.newest_hour > metering_freshness.newest_hour \
+                                              THEN excluded.newest_hour ELSE metering_freshness.newest_hour END",
+                    )
+                    .bind(account)
+                    .bind(hour)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
                 Ok(())
             }
 
@@ -1168,6 +1188,37 @@ macro_rules! pipeline_backend {
                 .await?)
             }
 
+            /// What a metrics scrape reads from the pipeline's tables: the outbox's undelivered and failed rows,
+            /// open incidents and data freshness, each through a partial index or a table of one row per account.
+            pub async fn scrape_gauges(pool: &PoolT) -> Result<ScrapeGauges, StoreError> {
+                let mut g = ScrapeGauges::default();
+                for r in sqlx::query("SELECT state, count(*), min(created_at) FROM alerts WHERE state IN ('pending', 'sending') GROUP BY state")
+                    .fetch_all(pool)
+                    .await?
+                {
+                    g.outbox.push((parse_state(r.try_get(0)?)?, r.try_get(1)?));
+                    let oldest: Option<DateTime<Utc>> = r.try_get(2)?;
+                    g.oldest_undelivered = match (g.oldest_undelivered, oldest) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts WHERE state = 'failed'").fetch_one(pool).await?;
+                g.outbox.push((AlertState::Failed, failed));
+                for r in sqlx::query(
+                    "SELECT account_name, count(*), sum(excess_credits) FROM incidents WHERE status = 'open' GROUP BY account_name",
+                )
+                .fetch_all(pool)
+                .await?
+                {
+                    g.open_incidents.push((r.try_get(0)?, r.try_get(1)?, r.try_get::<Option<f64>, _>(2)?.unwrap_or(0.0)));
+                }
+                for r in sqlx::query("SELECT account_name, newest_hour, loaded_at FROM metering_freshness").fetch_all(pool).await? {
+                    g.freshness.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+                }
+                Ok(g)
+            }
+
             fn alert_from_row(r: &RowT) -> Result<AlertRow, StoreError> {
                 Ok(AlertRow {
                     alert_id: r.try_get("alert_id")?,
@@ -1229,6 +1280,19 @@ macro_rules! dispatch {
             Pool::Sqlite(p) => lite::$f(p $(, $arg)*).await,
         }
     };
+}
+
+/// The pipeline's side of a metrics scrape (see `scrape_gauges`).
+#[derive(Clone, Debug, Default)]
+pub struct ScrapeGauges {
+    /// Alert outbox rows by state: pending, sending and failed (delivered rows are history).
+    pub outbox: Vec<(AlertState, i64)>,
+    /// Creation time of the oldest pending or sending alert.
+    pub oldest_undelivered: Option<DateTime<Utc>>,
+    /// (account, open incidents, their excess credits).
+    pub open_incidents: Vec<(String, i64, f64)>,
+    /// (account, newest hourly row loaded, when prep last loaded it).
+    pub freshness: Vec<(String, DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// Typed access to the pipeline's tables.
@@ -1541,6 +1605,9 @@ impl PipelineStore {
     }
     pub async fn next_alert_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         dispatch!(self.db, next_alert_due())
+    }
+    pub async fn scrape_gauges(&self) -> Result<ScrapeGauges, StoreError> {
+        dispatch!(self.db, scrape_gauges())
     }
     pub async fn list_alerts(
         &self,

@@ -274,11 +274,13 @@ macro_rules! backend {
                 }
                 let mut uris = BTreeSet::new();
                 let mut events = Vec::with_capacity(rows.len());
-                let mut oldest = now;
+                let (mut oldest, mut newest) = (now, DateTime::<Utc>::MIN_UTC);
                 for r in &rows {
                     uris.insert(r.try_get::<String, _>("dataset_uri")?);
                     events.push(r.try_get::<i64, _>("event_id")?);
-                    oldest = oldest.min(r.try_get::<DateTime<Utc>, _>("created_at")?);
+                    let at = r.try_get::<DateTime<Utc>, _>("created_at")?;
+                    oldest = oldest.min(at);
+                    newest = newest.max(at);
                 }
                 if !condition(&uris) {
                     return Ok(None);
@@ -313,7 +315,7 @@ macro_rules! backend {
                 }
                 notify(&mut tx).await?;
                 tx.commit().await?;
-                Ok(Some(TriggeredRun { run_id, events, oldest_event_at: oldest }))
+                Ok(Some(TriggeredRun { run_id, events, oldest_event_at: oldest, newest_event_at: newest }))
             }
 
             /// Starts queued runs of one job, oldest first, while fewer than `max_active_runs` are running.
@@ -514,7 +516,7 @@ macro_rules! backend {
                                     .bind(run_id)
                                     .execute(&mut **tx)
                                     .await?;
-                                report.finished_runs.push((run_id, state));
+                                report.finished_runs.push(FinishedRun { run_id, job_name: shape.job_name.clone(), state });
                                 return Ok(());
                             }
                         }
@@ -949,18 +951,102 @@ macro_rules! backend {
             }
 
             pub async fn state_counts(pool: &PoolT) -> Result<StateCounts, StoreError> {
-                let triple = |rows: Vec<RowT>| -> Result<Vec<(String, String, i64)>, StoreError> {
-                    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
-                };
-                let runs = triple(sqlx::query("SELECT job_name, state, count(*) FROM job_runs GROUP BY job_name, state").fetch_all(pool).await?)?;
-                let tis = triple(sqlx::query("SELECT job_name, state, count(*) FROM task_instances GROUP BY job_name, state").fetch_all(pool).await?)?;
-                let pending = sqlx::query("SELECT job_name, count(*) FROM dataset_trigger_queue GROUP BY job_name")
+                // Each query reads a partial index of unfinished rows or one row per job (see StateCounts).
+                let mut counts = StateCounts::default();
+                let rows = sqlx::query(
+                    "SELECT job_name, state, count(*) FROM job_runs WHERE state IN ('queued', 'running') GROUP BY job_name, state",
+                )
+                .fetch_all(pool)
+                .await?;
+                for r in &rows {
+                    let state: String = r.try_get(1)?;
+                    counts.active_runs.push((r.try_get(0)?, state.parse().map_err(StoreError::Corrupt)?, r.try_get(2)?));
+                }
+                let rows = sqlx::query(
+                    "SELECT job_name, state, count(*) FROM task_instances WHERE state IN ('queued', 'up_for_retry', 'running') \
+                     GROUP BY job_name, state",
+                )
+                .fetch_all(pool)
+                .await?;
+                for r in &rows {
+                    let state: String = r.try_get(1)?;
+                    counts.active_task_instances.push((r.try_get(0)?, state.parse().map_err(StoreError::Corrupt)?, r.try_get(2)?));
+                }
+                counts.pending_triggers = sqlx::query("SELECT job_name, count(*) FROM dataset_trigger_queue GROUP BY job_name")
                     .fetch_all(pool)
                     .await?
                     .iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                     .collect::<Result<Vec<_>, StoreError>>()?;
-                Ok(StateCounts { runs, task_instances: tis, pending_triggers: pending })
+                // One index probe per job (job_runs_finished_by_job), not a scan of the history.
+                let rows = sqlx::query(
+                    "SELECT j.job_name, \
+                       (SELECT max(r.finished_at) FROM job_runs r WHERE r.job_name = j.job_name AND r.state = 'success'), \
+                       (SELECT max(r.finished_at) FROM job_runs r WHERE r.job_name = j.job_name \
+                          AND r.state IN ('success', 'failed', 'cancelled')) \
+                     FROM jobs j",
+                )
+                .fetch_all(pool)
+                .await?;
+                for r in &rows {
+                    let job: String = r.try_get(0)?;
+                    if let Some(at) = r.try_get::<Option<DateTime<Utc>>, _>(1)? {
+                        counts.last_success.push((job.clone(), at));
+                    }
+                    if let Some(at) = r.try_get::<Option<DateTime<Utc>>, _>(2)? {
+                        counts.last_finished.push((job, at));
+                    }
+                }
+                Ok(counts)
+            }
+
+            /// Deletes finished runs (with their task instances and lineage) that finished before `before`, and
+            /// dataset events created before it that no job still waits on and no kept run consumed. At most
+            /// `batch` runs and `batch` events per call, so each transaction stays short; callers loop until a
+            /// pass deletes less than a batch.
+            pub async fn purge_history(pool: &PoolT, before: DateTime<Utc>, batch: i64) -> Result<PurgedHistory, StoreError> {
+                let mut tx = begin(pool).await?;
+                let runs: Vec<RunId> = sqlx::query_scalar(
+                    "SELECT run_id FROM job_runs WHERE state IN ('success', 'failed', 'cancelled') AND finished_at < $1 \
+                     ORDER BY run_id LIMIT $2",
+                )
+                .bind(before)
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut purged = PurgedHistory::default();
+                if !runs.is_empty() {
+                    let in_list = |sql: &str| {
+                        let mut qb = sqlx::QueryBuilder::<DB>::new(sql);
+                        qb.push(" (");
+                        let mut sep = qb.separated(", ");
+                        for id in &runs {
+                            sep.push_bind(*id);
+                        }
+                        qb.push(")");
+                        qb
+                    };
+                    // Explicit deletes rather than ON DELETE CASCADE alone, so the counts are known and SQLite
+                    // connections without foreign keys enforced behave the same.
+                    in_list("DELETE FROM run_consumed_events WHERE run_id IN").build().execute(&mut *tx).await?;
+                    purged.task_instances =
+                        in_list("DELETE FROM task_instances WHERE run_id IN").build().execute(&mut *tx).await?.rows_affected();
+                    purged.runs = in_list("DELETE FROM job_runs WHERE run_id IN").build().execute(&mut *tx).await?.rows_affected();
+                }
+                purged.events = sqlx::query(
+                    "DELETE FROM dataset_events WHERE event_id IN (SELECT e.event_id FROM dataset_events e \
+                       WHERE e.created_at < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM dataset_trigger_queue q WHERE q.event_id = e.event_id) \
+                         AND NOT EXISTS (SELECT 1 FROM run_consumed_events c WHERE c.event_id = e.event_id) \
+                       ORDER BY e.event_id LIMIT $2)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(purged)
             }
 
             /// A time-bound lease row judged by this process's clock (SQLite's leader lease; see `leader.rs`).
@@ -1324,6 +1410,13 @@ impl Database {
     }
     pub async fn state_counts(&self) -> Result<StateCounts, StoreError> {
         dispatch!(self, state_counts())
+    }
+    pub async fn purge_history(
+        &self,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<PurgedHistory, StoreError> {
+        dispatch!(self, purge_history(before, batch))
     }
     pub async fn try_lease(
         &self,

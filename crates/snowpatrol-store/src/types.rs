@@ -192,7 +192,7 @@ pub struct FinishReport {
     pub accepted: usize,
     pub discarded: usize,
     pub events: Vec<EventId>,
-    pub finished_runs: Vec<(RunId, RunState)>,
+    pub finished_runs: Vec<FinishedRun>,
     pub failed_tasks: Vec<TaskInstanceId>,
     pub created_instances: usize,
 }
@@ -222,6 +222,16 @@ pub struct TriggeredRun {
     pub run_id: RunId,
     pub events: Vec<EventId>,
     pub oldest_event_at: DateTime<Utc>,
+    /// The newest consumed event: the one that (at the latest) made the job's condition hold.
+    pub newest_event_at: DateTime<Utc>,
+}
+
+/// A run that reached a terminal state in the transaction that reported it (exactly one process sees each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedRun {
+    pub run_id: RunId,
+    pub job_name: String,
+    pub state: RunState,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -239,12 +249,29 @@ pub struct JobRow {
     pub cron_cursor: Option<DateTime<Utc>>,
 }
 
-/// Counts for metrics and health: (job, state, count).
+/// What a metrics scrape reads from the engine's tables. Every query behind it reads an index of bounded
+/// size (the unfinished rows, one row per job), never the history, so a scrape stays cheap after a year of
+/// runs: finished runs and task tries are counted by the processes that finish them instead.
 #[derive(Clone, Debug, Default)]
 pub struct StateCounts {
-    pub runs: Vec<(String, String, i64)>,
-    pub task_instances: Vec<(String, String, i64)>,
+    /// (job, state, count) of queued and running runs.
+    pub active_runs: Vec<(String, RunState, i64)>,
+    /// (job, state, count) of queued, running and up-for-retry task instances.
+    pub active_task_instances: Vec<(String, TaskState, i64)>,
+    /// (job, number of dataset events waiting to trigger it).
     pub pending_triggers: Vec<(String, i64)>,
+    /// (job, when its newest successful run finished).
+    pub last_success: Vec<(String, DateTime<Utc>)>,
+    /// (job, when its newest run finished, whatever its state).
+    pub last_finished: Vec<(String, DateTime<Utc>)>,
+}
+
+/// What one pass of history retention deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PurgedHistory {
+    pub runs: u64,
+    pub task_instances: u64,
+    pub events: u64,
 }
 
 /// The identity of one task try, which every write the try makes is fenced by.

@@ -768,11 +768,52 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     info!(config = %loaded.file_display(), "snowpatrol daemon starting");
     // Refuse a dangerous file before waiting for the database: the same checks as `config check`.
     validate(&loaded).await?;
+    // The probes answer from here on: alive while the daemon waits for the database or migrates it, ready
+    // (and the Slack endpoint served) once it runs.
+    let listener = tokio::net::TcpListener::bind(s.server.health_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the health/metrics address {} ([server] health_addr)",
+                s.server.health_addr
+            )
+        })?;
+    let metrics = Arc::new(snowpatrol_engine::metrics::Metrics::new());
+    metrics.register(crate::process_metrics::register);
+    let http = server::HttpState::new(metrics.clone());
+    let server_stop = CancellationToken::new();
+    let server_task = tokio::spawn(server::serve(
+        listener,
+        server::router(http.clone()),
+        server_stop.clone(),
+    ));
+    info!(addr = %s.server.health_addr, "serving /healthz, /readyz and /metrics");
+    let result = daemon_until_stopped(&loaded, &http, metrics, shutdown).await;
+    // Probes keep answering while the engine drains; the server stops last.
+    server_stop.cancel();
+    match server_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "health server stopped with an error"),
+        Err(e) => warn!(error = %e, "health server task failed"),
+    }
+    result?;
+    info!("snowpatrol daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon behind its probes: connect (waiting for the database), migrate, run until `shutdown`.
+async fn daemon_until_stopped(
+    loaded: &LoadedConfig,
+    http: &server::HttpState,
+    metrics: Arc<snowpatrol_engine::metrics::Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let s = &loaded.settings;
     let db = tokio::select! {
         db = connect(s, true) => db?,
         _ = shutdown.cancelled() => {
             info!("stopped before the database was reachable");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(());
         }
     };
     info!(database = %db.url_redacted(), backend = db.backend_name(), "database connected");
@@ -787,43 +828,31 @@ async fn daemon(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
             db.url_redacted()
         );
     }
-    let (jobs, pipeline) = build_jobs(&loaded, &db, true)?;
+    let (jobs, pipeline) = build_jobs(loaded, &db, true)?;
+    let job_names: Vec<String> = jobs.jobs.keys().cloned().collect();
+    metrics.init_jobs(job_names.iter().map(String::as_str));
     let engine = Engine::new(db.clone(), jobs, s.scheduler.clone())
         .context("starting the engine")?
+        .with_metrics(metrics)
         .with_failure_hook(pipeline.failure_hook());
-    let listener = tokio::net::TcpListener::bind(s.server.health_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "binding the health/metrics address {} ([server] health_addr)",
-                s.server.health_addr
-            )
-        })?;
-    info!(addr = %s.server.health_addr, "serving /healthz, /readyz and /metrics");
-    let server_stop = CancellationToken::new();
-    let mut app = server::router(db.clone(), engine.metrics());
-    if pipeline.slack_signing_secret().is_some() {
+    let routes = pipeline.slack_signing_secret().is_some().then(|| {
         info!(addr = %s.server.health_addr, "serving Slack feedback at POST /slack/interactivity");
-        app = app.merge(crate::slack_feedback::router(pipeline.clone()));
-    }
-    let server_task = tokio::spawn(server::serve(listener, app, server_stop.clone()));
+        crate::slack_feedback::router(pipeline.clone())
+    });
+    http.set_ready(server::Ready {
+        db: db.clone(),
+        jobs: job_names,
+        store: pipeline.store.clone(),
+        routes,
+    });
     // Alerts are delivered by the outbox sender, off the runs' critical path: woken by every enqueue, retrying
     // with backoff, taking over the claims of replicas that died. On shutdown it finishes the attempt in
     // flight and hands back the rest.
     let outbox = tokio::spawn(pipeline.clone().outbox_sender_loop(shutdown.clone()));
     let result = engine.run_daemon(shutdown.clone()).await;
     let _ = outbox.await;
-    // Probes keep answering while the engine drains; the server stops last.
-    server_stop.cancel();
-    match server_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "health server stopped with an error"),
-        Err(e) => warn!(error = %e, "health server task failed"),
-    }
     db.close().await;
-    result.context("the scheduler stopped with an error")?;
-    info!("snowpatrol daemon stopped");
-    Ok(ExitCode::SUCCESS)
+    result.context("the scheduler stopped with an error")
 }
 
 /// The demo prints its own story; only warnings and errors are logged.

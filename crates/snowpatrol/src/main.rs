@@ -5,6 +5,7 @@ mod commands;
 mod examples;
 mod output;
 mod pipeline_cli;
+mod process_metrics;
 mod server;
 mod settings;
 mod slack_feedback;

@@ -1,30 +1,71 @@
 //! The daemon's HTTP side: liveness, readiness and Prometheus metrics, for Kubernetes probes and scrapers.
+//!
+//! The listener is bound before the daemon connects to the database, so liveness answers while the daemon
+//! legitimately waits for a database that starts later or runs its migrations; readiness answers 503 until the
+//! daemon is [`HttpState::set_ready`], and then follows the database.
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use snowpatrol_engine::CancellationToken;
 use snowpatrol_engine::metrics::Metrics;
+use snowpatrol_pipeline::PipelineStore;
+use snowpatrol_pipeline::metrics::PipelineMetrics;
 use snowpatrol_store::Database;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Clone)]
-struct AppState {
-    db: Database,
-    metrics: Arc<Metrics>,
+/// A probe must answer within a second even when the database does not (the pool would wait its full
+/// acquire timeout); a scrape gets a little longer, and renders this process's own metrics regardless.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+const SCRAPE_DB_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the daemon has once the database is connected and migrated.
+pub struct Ready {
+    pub db: Database,
+    pub jobs: Vec<String>,
+    pub store: PipelineStore,
+    /// Routes served only once ready (the Slack interactivity endpoint when configured).
+    pub routes: Option<Router>,
 }
 
-pub fn router(db: Database, metrics: Arc<Metrics>) -> Router {
+pub struct HttpState {
+    metrics: Arc<Metrics>,
+    pipeline_metrics: PipelineMetrics,
+    ready: OnceLock<Ready>,
+}
+
+impl HttpState {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        let pipeline_metrics = PipelineMetrics::default();
+        metrics.register(|r| pipeline_metrics.register(r));
+        Arc::new(Self {
+            metrics,
+            pipeline_metrics,
+            ready: OnceLock::new(),
+        })
+    }
+
+    /// Marks the daemon ready; later calls are ignored.
+    pub fn set_ready(&self, ready: Ready) {
+        let _ = self.ready.set(ready);
+    }
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
-        .with_state(AppState { db, metrics })
+        .fallback(late_routes)
+        .with_state(state)
 }
 
 /// Alive means the process answers; the database is deliberately not checked here, so a database outage
@@ -33,32 +74,83 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(s): State<AppState>) -> Response {
-    match s.db.is_ready().await {
-        Ok(true) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(false) => (
+async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
+    let Some(ready) = s.ready.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting (waiting for the database or migrations)\n",
+        )
+            .into_response();
+    };
+    match tokio::time::timeout(READY_TIMEOUT, ready.db.is_ready()).await {
+        Ok(Ok(true)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Ok(false)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: database migrations are not applied (run `snowpatrol migrate`)\n",
         )
             .into_response(),
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
             (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
         }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the database did not answer within {} ms\n",
+                READY_TIMEOUT.as_millis()
+            ),
+        )
+            .into_response(),
     }
 }
 
-async fn metrics_handler(State(s): State<AppState>) -> Response {
-    match s.metrics.render(&s.db).await {
-        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "rendering metrics failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("metrics unavailable: {e}\n"),
+async fn metrics_handler(State(s): State<Arc<HttpState>>) -> Response {
+    let body = match s.ready.get() {
+        Some(ready) => {
+            let pipeline = tokio::time::timeout(
+                SCRAPE_DB_TIMEOUT,
+                s.pipeline_metrics.refresh(&ready.store),
             )
-                .into_response()
+            .await;
+            let pipeline_ok = matches!(pipeline, Ok(Ok(())));
+            if let Ok(Err(e)) = &pipeline {
+                tracing::warn!(error = %e, "metrics: reading the pipeline tables failed");
+            }
+            let rendered = s
+                .metrics
+                .render(&ready.db, &ready.jobs, SCRAPE_DB_TIMEOUT)
+                .await;
+            if !pipeline_ok {
+                s.metrics.database_up.set(0);
+                // Re-encode so the page says the database was not fully readable.
+                s.metrics.encode()
+            } else {
+                rendered
+            }
         }
+        None => {
+            s.metrics.database_up.set(0);
+            s.metrics.encode()
+        }
+    };
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics unavailable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Routes that exist only once the daemon is ready (and configured for them); 404 otherwise.
+async fn late_routes(State(s): State<Arc<HttpState>>, request: Request<Body>) -> Response {
+    match s.ready.get().and_then(|r| r.routes.clone()) {
+        Some(routes) => match routes.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
 
@@ -82,20 +174,34 @@ mod tests {
         (r.status().as_u16(), r.text().await.expect("body"))
     }
 
-    /// Readiness follows the database: 503 before migrations and after the pool is gone, 200 in between.
+    /// Liveness answers from the start; readiness is 503 while starting, follows the database once ready
+    /// (503 before migrations and after the pool is gone, 200 in between); metrics render before and after.
     #[tokio::test]
-    async fn readyz_reports_unmigrated_and_unreachable_databases() {
+    async fn probes_answer_while_starting_and_follow_the_database() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Database::open_sqlite_file(&dir.path().join("s.db"))
-            .await
-            .expect("sqlite");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let stop = CancellationToken::new();
-        let app = router(db.clone(), Arc::new(Metrics::new()));
-        let server = tokio::spawn(serve(listener, app, stop.clone()));
+        let state = HttpState::new(Arc::new(Metrics::new()));
+        let server = tokio::spawn(serve(listener, router(state.clone()), stop.clone()));
 
         assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+        let (code, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!((code, body.contains("starting")), (503, true), "{body}");
+        let (code, body) = get(&format!("{base}/metrics")).await;
+        assert_eq!(code, 200);
+        assert!(body.contains("snowpatrol_database_up 0"), "{body}");
+        assert_eq!(get(&format!("{base}/slack/interactivity")).await.0, 404);
+
+        let db = Database::open_sqlite_file(&dir.path().join("s.db"))
+            .await
+            .expect("sqlite");
+        state.set_ready(Ready {
+            db: db.clone(),
+            jobs: vec!["prep".into()],
+            store: PipelineStore::new(db.clone()),
+            routes: None,
+        });
         let (code, body) = get(&format!("{base}/readyz")).await;
         assert_eq!(code, 503);
         assert!(body.contains("run `snowpatrol migrate`"), "{body}");
@@ -104,11 +210,17 @@ mod tests {
         assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
         let (code, body) = get(&format!("{base}/metrics")).await;
         assert_eq!(code, 200);
-        assert!(body.contains("snowpatrol_is_leader"), "{body}");
+        assert!(body.contains("snowpatrol_database_up 1"), "{body}");
+        assert!(
+            body.contains(r#"snowpatrol_job_runs_active{job_name="prep",state="queued"} 0"#),
+            "{body}"
+        );
 
         db.close().await;
+        let started = std::time::Instant::now();
         let (code, body) = get(&format!("{base}/readyz")).await;
         assert_eq!(code, 503, "{body}");
+        assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(
             get(&format!("{base}/healthz")).await.0,
             200,

@@ -200,17 +200,38 @@ impl fmt::Display for ConfigProblems {
 
 impl std::error::Error for ConfigProblems {}
 
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
 /// Picks the file: explicit path (flag or `SNOWPATROL_CONFIG`) must exist; the default path is optional.
 pub fn config_path(explicit: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     match explicit {
         Some(p) => {
-            if !p.is_file() {
-                anyhow::bail!(
+            // Opened rather than stat'ed: a file the service user may not read (or a directory it may not
+            // enter) must be reported as such, not as absent.
+            match std::fs::File::open(p).and_then(|f| f.metadata()) {
+                Ok(m) if m.is_file() => Ok(Some(p.to_path_buf())),
+                Ok(_) => anyhow::bail!(
+                    "configuration file {} is not a regular file (from --config or SNOWPATROL_CONFIG)",
+                    p.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
                     "configuration file {} does not exist (from --config or SNOWPATROL_CONFIG)",
                     p.display()
-                );
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+                    "configuration file {} cannot be read by this user (uid {}): permission denied; the file and \
+                     every directory above it must be readable by the service user (see docs/deploy.md)",
+                    p.display(),
+                    current_uid()
+                ),
+                Err(e) => anyhow::bail!(
+                    "configuration file {} cannot be read (from --config or SNOWPATROL_CONFIG): {e}",
+                    p.display()
+                ),
             }
-            Ok(Some(p.to_path_buf()))
         }
         None => {
             let p = PathBuf::from(DEFAULT_CONFIG_PATH);

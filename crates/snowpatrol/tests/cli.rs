@@ -379,6 +379,39 @@ async fn wait_http(url: &str, deadline: Duration) -> reqwest::Response {
     }
 }
 
+/// Parses a /metrics page with the official Prometheus client's strict OpenMetrics parser and lints it with
+/// `promtool check metrics` (scripts/validate_metrics.py); returns the families as JSON.
+fn parse_metrics(body: &str) -> Value {
+    use std::io::Write;
+    let python = std::env::var("SNOWPATROL_TEST_PYTHON").expect(
+        "SNOWPATROL_TEST_PYTHON must name the test virtualenv's python (scripts/test.sh sets it)",
+    );
+    let promtool = std::env::var("SNOWPATROL_TEST_PROMTOOL")
+        .expect("SNOWPATROL_TEST_PROMTOOL must name promtool (scripts/test.sh installs it)");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/validate_metrics.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .env("PROMTOOL", promtool)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the metrics page does not validate: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn wait_run_state(env: &Env, run_id: i64, state: &str, deadline: Duration) -> Value {
     let started = Instant::now();
     loop {
@@ -423,8 +456,19 @@ async fn cli_and_daemon_on_postgres() {
     let base = format!("http://127.0.0.1:{port}");
     let r = wait_http(&format!("{base}/healthz"), Duration::from_secs(20)).await;
     assert_eq!(r.status(), 200);
-    let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
-    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // Alive at once, ready once connected and running.
+    let started = Instant::now();
+    loop {
+        let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        let body = r.text().await.unwrap();
+        assert!(body.starts_with("not ready: starting"), "{body}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let run = wait_run_state(&env, run_id, "success", Duration::from_secs(20));
     assert_eq!(run["params"]["keys"], 4);
@@ -459,10 +503,82 @@ async fn cli_and_daemon_on_postgres() {
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     let body = r.text().await.unwrap();
-    assert!(body.contains("snowpatrol_job_runs"), "{body}");
-    assert!(
-        body.contains(r#"snowpatrol_job_runs{job_name="example_fanout",state="success"}"#),
+    let families = parse_metrics(&body);
+    let sample = |family: &str, name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        families[family]["samples"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no family {family}: {body}"))
+            .iter()
+            .find(|s| {
+                s[0] == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s[1][*k].as_str() == Some(*v))
+            })
+            .and_then(|s| s[2].as_f64())
+    };
+    // This daemon finished the manual run and the dataset-triggered one; the failure series exist at 0 from
+    // the start, so `increase()` sees a first failure.
+    let finished = |job: &str, state: &str| {
+        sample(
+            "snowpatrol_job_runs_finished",
+            "snowpatrol_job_runs_finished_total",
+            &[("job_name", job), ("state", state)],
+        )
+    };
+    assert_eq!(finished("example_fanout", "success"), Some(1.0), "{body}");
+    assert_eq!(finished("example_fanout", "failed"), Some(0.0), "{body}");
+    assert_eq!(finished("example_report", "failed"), Some(0.0), "{body}");
+    assert_eq!(families["snowpatrol_job_runs_finished"]["type"], "counter");
+    assert_eq!(
+        sample(
+            "snowpatrol_job_runs_active",
+            "snowpatrol_job_runs_active",
+            &[("job_name", "example_fanout"), ("state", "running")]
+        ),
+        Some(0.0),
         "{body}"
+    );
+    let last = sample(
+        "snowpatrol_job_last_success_timestamp_seconds",
+        "snowpatrol_job_last_success_timestamp_seconds",
+        &[("job_name", "example_fanout")],
+    )
+    .expect("last success of example_fanout");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last).abs() < 120.0, "last success {last} vs now {now}");
+    assert_eq!(
+        sample("snowpatrol_database_up", "snowpatrol_database_up", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            "snowpatrol_alert_outbox",
+            "snowpatrol_alert_outbox",
+            &[("state", "failed")]
+        ),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(
+        sample("snowpatrol_build", "snowpatrol_build_info", &[]).is_some(),
+        "{body}"
+    );
+    assert!(
+        sample(
+            "process_resident_memory_bytes",
+            "process_resident_memory_bytes",
+            &[]
+        )
+        .is_some_and(|b| b > 1e6),
+        "{body}"
+    );
+    assert!(
+        !body.contains("warehouse"),
+        "no series is labelled by warehouse: {body}"
     );
 
     // SIGTERM: a clean exit well within the 5 s grace period.
@@ -1083,4 +1199,41 @@ fn cli_messages_say_what_is_true() {
             .contains("no alert is waiting to be delivered")
     );
     assert!(env.ok(&["alerts"]).contains("the alert outbox is empty"));
+}
+
+/// `kubectl apply -k deploy/kubernetes` must never apply a Secret: the docs have operators manage it out of
+/// band, and applying the example would overwrite it with CHANGE_ME values. Reads the kustomization's
+/// `resources` list the way kustomize does (every file it names, every document in it).
+#[test]
+fn the_kustomization_applies_no_secret() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
+    let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    let mut in_resources = false;
+    let mut resources = Vec::new();
+    for line in k.lines() {
+        if line.starts_with("resources:") {
+            in_resources = true;
+        } else if in_resources {
+            match line.trim().strip_prefix("- ") {
+                Some(file) => resources.push(file.trim().to_string()),
+                None if line.starts_with(' ') || line.trim().is_empty() => {}
+                None => in_resources = false,
+            }
+        }
+    }
+    assert!(resources.contains(&"deployment.yaml".to_string()), "{resources:?}");
+    assert!(
+        !k.lines()
+            .any(|l| l.starts_with("secretGenerator") || l.starts_with("generators")),
+        "no generated secrets either"
+    );
+    for file in &resources {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            !text.lines().any(|l| l.trim() == "kind: Secret"),
+            "{file} is a resource of the kustomization and defines a Secret"
+        );
+    }
+    let example = std::fs::read_to_string(dir.join("secret.example.yaml")).unwrap();
+    assert!(example.contains("kind: Secret"), "the example still documents the shape");
 }

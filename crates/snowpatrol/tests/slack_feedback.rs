@@ -188,10 +188,16 @@ level = "warn"
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
+    // Ready, not just alive: the interactivity route is served once the daemon runs (404 while it starts).
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the daemon never answered"
+            "the daemon never became ready"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
