@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use snowpatrol_store::{
-    ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PendingEvent, RunId,
-    PurgedHistory, RunRecord, StoreError, TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
+    ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PendingEvent, PurgedHistory,
+    RunId, RunRecord, StoreError, TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

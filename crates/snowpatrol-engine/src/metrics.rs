@@ -276,7 +276,9 @@ impl Metrics {
             });
         }
         for (job, state, n) in counts.active_runs {
-            self.runs_active.get_or_create(&key(&job, state.as_str())).set(n);
+            self.runs_active
+                .get_or_create(&key(&job, state.as_str()))
+                .set(n);
         }
         for (job, state, n) in counts.active_task_instances {
             self.task_instances_active

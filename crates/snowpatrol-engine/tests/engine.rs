@@ -112,7 +112,9 @@ both_backends!(
 );
 
 async fn tick(e: &Engine) {
-    e.scheduler_tick(&mut Default::default()).await.expect("tick");
+    e.scheduler_tick(&mut Default::default())
+        .await
+        .expect("tick");
 }
 
 async fn all_of_any_of_and_nested_conditions(db: Database) {

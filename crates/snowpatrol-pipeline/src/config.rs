@@ -138,6 +138,12 @@ pub struct PrepConfig {
     pub reread_days: i64,
     /// Days loaded on the first run (empty database).
     pub backfill_days: i64,
+    /// How long after a UTC day ends its metering counts as complete in a live source. Snowflake's usage
+    /// views fill in with a lag (hours in ACCOUNT_USAGE, longer in some ORGANIZATION_USAGE views): a day
+    /// scored before it is complete would show a half-seen spike as normal or a missing evening as a drop.
+    /// prep loads and predict scores only days complete by this rule; raise it if your views lag more.
+    #[serde(with = "humantime_serde")]
+    pub complete_after: std::time::Duration,
 }
 
 impl Default for PrepConfig {
@@ -145,6 +151,7 @@ impl Default for PrepConfig {
         Self {
             reread_days: 3,
             backfill_days: 365,
+            complete_after: std::time::Duration::from_secs(6 * 3600),
         }
     }
 }

@@ -71,7 +71,19 @@ impl Pipeline {
             SourceConfig::Snowflake { snowflake } => {
                 Arc::new(SnowflakeSource::new((**snowflake).clone())?)
             }
-            SourceConfig::Csv { path } => Arc::new(CsvSource::new(path.clone())),
+            SourceConfig::Csv { path } => {
+                // Opened now, so `config check` reports a missing or unreadable export at its line instead of
+                // the first prep run failing.
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(PipelineError::Source(
+                        snowpatrol_sources::SourceError::Setting {
+                            key: "path",
+                            message: format!("cannot open the CSV export {}: {e}", path.display()),
+                        },
+                    ));
+                }
+                Arc::new(CsvSource::new(path.clone()))
+            }
             SourceConfig::Synthetic {
                 seed,
                 warehouses,
@@ -158,6 +170,11 @@ impl Pipeline {
         self.slack.as_ref()
     }
 
+    /// The default Slack channel alerts go to, or None when alerts are written to files.
+    pub fn slack_channel(&self) -> Option<&str> {
+        self.slack.as_ref().map(|(_, channel)| channel.as_str())
+    }
+
     pub fn source_description(&self) -> String {
         self.source.describe()
     }
@@ -177,9 +194,42 @@ impl Pipeline {
     }
 
     /// Last complete day of source data.
+    /// The newest day to load and score: a fixed end for sources that have one, else the last UTC day that
+    /// ended at least `[pipeline.prep] complete_after` ago.
     pub fn data_end(&self) -> NaiveDate {
-        self.data_end
-            .unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1))
+        self.data_end.unwrap_or_else(|| {
+            last_complete_day(chrono::Utc::now(), self.config.prep.complete_after)
+        })
+    }
+}
+
+/// The last UTC day that ended at least `complete_after` before `now`.
+pub fn last_complete_day(
+    now: chrono::DateTime<chrono::Utc>,
+    complete_after: std::time::Duration,
+) -> NaiveDate {
+    let lag = chrono::Duration::from_std(complete_after).unwrap_or(chrono::Duration::zero());
+    (now - lag).date_naive() - chrono::Days::new(1)
+}
+
+#[cfg(test)]
+mod complete_day_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// With a 6 h lag the day before is complete from 06:00 UTC on; before that, the day before it.
+    #[test]
+    fn a_day_is_complete_only_after_the_lag() {
+        let six = std::time::Duration::from_secs(6 * 3600);
+        let at = |h, m| chrono::Utc.with_ymd_and_hms(2025, 3, 10, h, m, 0).unwrap();
+        let day = |d| NaiveDate::from_ymd_opt(2025, 3, d).unwrap();
+        assert_eq!(last_complete_day(at(5, 59), six), day(8));
+        assert_eq!(last_complete_day(at(6, 0), six), day(9));
+        assert_eq!(last_complete_day(at(23, 0), six), day(9));
+        assert_eq!(
+            last_complete_day(at(0, 30), std::time::Duration::ZERO),
+            day(9)
+        );
     }
 }
 

@@ -81,17 +81,21 @@ impl PipelineMetrics {
         let now = snowpatrol_store::now();
         let secs = |at: chrono::DateTime<chrono::Utc>| at.timestamp_micros() as f64 / 1e6;
         for s in WATCHED {
-            let n = g.outbox.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
+            let n = g
+                .outbox
+                .iter()
+                .find(|(st, _)| *st == s)
+                .map_or(0, |(_, n)| *n);
             self.alert_outbox
                 .get_or_create(&StateLabel {
                     state: s.as_str().into(),
                 })
                 .set(n);
         }
-        self.oldest_undelivered_age.set(
-            g.oldest_undelivered
-                .map_or(0.0, |at| ((now - at).num_milliseconds() as f64 / 1e3).max(0.0)),
-        );
+        self.oldest_undelivered_age
+            .set(g.oldest_undelivered.map_or(0.0, |at| {
+                ((now - at).num_milliseconds() as f64 / 1e3).max(0.0)
+            }));
         self.open_incidents.clear();
         self.open_excess_credits.clear();
         for (account, n, excess) in g.open_incidents {

@@ -9,6 +9,11 @@ use std::path::PathBuf;
 /// not exist or not authorized" alone does not tell anyone what to change. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// One setting of the source is wrong; `key` is its path inside the source's table (e.g.
+    /// `auth.private_key_path`), so the caller can point at the line that sets it.
+    #[error("{message}")]
+    Setting { key: &'static str, message: String },
+
     /// A CSV file is malformed. `line` is 1-based and counts the header, so it matches an editor's line numbers.
     #[error("{}: line {line}: {message}", path.display())]
     Csv {

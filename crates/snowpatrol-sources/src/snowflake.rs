@@ -414,24 +414,29 @@ pub fn load_private_key(
     path: &Path,
     passphrase: Option<&SecretString>,
 ) -> Result<RsaPrivateKey, SourceError> {
-    let pem = std::fs::read_to_string(path).map_err(|e| {
-        SourceError::Config(format!(
-            "cannot read Snowflake private key file {}: {e} (check snowflake.auth.private_key_path)",
+    let pem = std::fs::read_to_string(path).map_err(|e| SourceError::Setting {
+        key: "auth.private_key_path",
+        message: format!(
+            "cannot read Snowflake private key file {}: {e}",
             path.display()
-        ))
+        ),
     })?;
     let p = path.display();
     if pem.contains("BEGIN ENCRYPTED PRIVATE KEY") {
         let Some(pass) = passphrase else {
-            return Err(SourceError::Config(format!(
-                "private key {p} is encrypted but snowflake.auth.passphrase is not set"
-            )));
+            return Err(SourceError::Setting {
+                key: "auth.passphrase",
+                message: format!("private key {p} is encrypted but no passphrase is set"),
+            });
         };
         return RsaPrivateKey::from_pkcs8_encrypted_pem(&pem, pass.expose_secret().as_bytes()).map_err(|e| {
-            SourceError::Config(format!(
-                "cannot decrypt private key {p}: {e} (wrong snowflake.auth.passphrase, or an unsupported cipher; \
-                 re-encrypt with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key.p8`)"
-            ))
+            SourceError::Setting {
+                key: "auth.passphrase",
+                message: format!(
+                    "cannot decrypt private key {p}: {e} (wrong passphrase, or an unsupported cipher; \
+                     re-encrypt with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key.p8`)"
+                ),
+            }
         });
     }
     if pem.contains("BEGIN PRIVATE KEY") {

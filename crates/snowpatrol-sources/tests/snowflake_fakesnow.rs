@@ -340,7 +340,16 @@ fn key_loading_errors_say_what_to_fix() {
         c
     };
     let err = SnowflakeSource::new(cfg(key_pair(k.path("missing.p8"), None))).unwrap_err();
-    assert!(matches!(err, SourceError::Config(_)), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            SourceError::Setting {
+                key: "auth.private_key_path",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(
         err.to_string()
             .contains("cannot read Snowflake private key file")
@@ -351,7 +360,7 @@ fn key_loading_errors_say_what_to_fix() {
     let err = SnowflakeSource::new(cfg(key_pair(k.path("encrypted.p8"), None))).unwrap_err();
     assert!(
         err.to_string()
-            .contains("is encrypted but snowflake.auth.passphrase is not set"),
+            .contains("is encrypted but no passphrase is set"),
         "{err}"
     );
 

@@ -106,17 +106,28 @@ impl Database {
             if let Some(p) = &password {
                 opts = opts.password(p);
             }
+            // One direct connection first: the pool retries silently until its acquire timeout and then says
+            // only "pool timed out", while a single attempt says what is wrong (connection refused, unknown
+            // host, authentication failed) within the connect timeout.
+            let target = format!("{}:{}", opts.get_host(), opts.get_port());
+            let unavailable = |why: String| {
+                StoreError::Unavailable(format!(
+                    "cannot connect to {url_redacted} at {target}: {why}"
+                ))
+            };
+            match tokio::time::timeout(Duration::from_secs(10), opts.connect()).await {
+                Ok(Ok(conn)) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                }
+                Ok(Err(e)) => return Err(unavailable(scrub(&e))),
+                Err(_) => return Err(unavailable("no answer within 10 s".into())),
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "cannot connect to {url_redacted}: {}",
-                        scrub(&e)
-                    ))
-                })?;
+                .map_err(|e| unavailable(scrub(&e)))?;
             Pool::Postgres(pool)
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(cli.command, Command::Demo) {
         init_demo_logging();
-        return crate::pipeline_cli::demo().await;
+        return crate::pipeline_cli::demo(cli.json).await;
     }
     // Offline commands: they read and write files only, so a missing database or config must not stop them.
     let cli = match cli.command {
@@ -38,7 +38,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(&loaded, json).await,
-        Command::Demo => crate::pipeline_cli::demo().await,
+        Command::Demo => crate::pipeline_cli::demo(json).await,
         Command::Migrate => {
             let db = connect(&loaded.settings, false).await?;
             db.migrate()
@@ -57,6 +57,20 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("--limit must be at least 1, got {limit}");
             }
             let db = open_existing(&loaded.settings).await?;
+            if let Some(job) = &job {
+                let jobs = db.list_jobs().await.context("listing jobs")?;
+                if !jobs.iter().any(|j| &j.job_name == job) {
+                    let names: Vec<&str> = jobs.iter().map(|j| j.job_name.as_str()).collect();
+                    bail!(
+                        "no job `{job}` in this database; jobs: {}",
+                        if names.is_empty() {
+                            "(none yet)".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    );
+                }
+            }
             let state = state
                 .map(|s| RunState::from_str(&s))
                 .transpose()
@@ -259,17 +273,34 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Emit { dataset, extra } => {
+        Command::Emit {
+            dataset,
+            extra,
+            allow_unknown,
+        } => {
             let extra: serde_json::Value = match extra {
                 Some(s) => serde_json::from_str(&s)
                     .with_context(|| format!("--extra is not valid JSON: {s}"))?,
                 None => json!({}),
             };
             let app = App::open(&loaded, false).await?;
-            if !app.jobs().known_datasets.contains(&dataset) {
-                warn!(
-                    dataset,
-                    "no configured job produces this dataset or declares it external; recording it anyway"
+            // Like every filter and name on the command line: a name that matches nothing configured is an
+            // error that lists what exists, not a silent no-op.
+            if !app.jobs().known_datasets.contains(&dataset) && !allow_unknown {
+                let known: Vec<&str> = app
+                    .jobs()
+                    .known_datasets
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                bail!(
+                    "no configured job produces or subscribes to `{dataset}`; known datasets: {} \
+                     (pass --allow-unknown to record it anyway)",
+                    if known.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 );
             }
             let (event_id, queued) = app
@@ -455,12 +486,21 @@ fn hostname_lossy() -> String {
 fn init_logging(settings: &Settings, cli_format: Option<LogFormat>) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => {
-            EnvFilter::try_new(&v).with_context(|| format!("RUST_LOG `{v}` is not a valid tracing filter"))?
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v)
+            .with_context(|| format!("RUST_LOG `{v}` is not a valid tracing filter"))?,
+        _ => {
+            let level = &settings.logging.level;
+            // PostgreSQL's NOTICEs (e.g. "relation already exists, skipping" during migrations) are logged by
+            // sqlx at INFO; they are not news to an operator, so they show from `warn` unless asked for.
+            let quiet = if level.contains("sqlx") {
+                ""
+            } else {
+                ",sqlx::postgres::notice=warn"
+            };
+            EnvFilter::try_new(format!("{level}{quiet}")).with_context(|| {
+                format!("[logging] level `{level}` is not a valid tracing filter (e.g. `info` or `info,snowpatrol_engine=debug`)")
+            })?
         }
-        _ => EnvFilter::try_new(&settings.logging.level).with_context(|| {
-            format!("[logging] level `{}` is not a valid tracing filter (e.g. `info` or `info,snowpatrol_engine=debug`)", settings.logging.level)
-        })?,
     };
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -587,10 +627,7 @@ fn build_jobs(
             if let Err(snowpatrol_pipeline::PipelineError::Source(e)) =
                 Pipeline::new(db.clone(), without_slack, s.data_dir())
             {
-                issues.push(snowpatrol_engine::ConfigIssue {
-                    path: "pipeline.source".into(),
-                    message: e.to_string(),
-                });
+                issues.push(source_issue(&e));
             }
         }
     }
@@ -602,13 +639,33 @@ fn build_jobs(
         return Err(loaded.locate(&issues).into());
     }
     let pipeline = if with_sources {
-        Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir())
-            .context("setting up the pipeline ([pipeline])")?
+        match Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir()) {
+            Ok(p) => p,
+            Err(snowpatrol_pipeline::PipelineError::Source(e)) => {
+                return Err(loaded.locate(&[source_issue(&e)]).into());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("setting up the pipeline ([pipeline])"));
+            }
+        }
     } else {
         Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir())
     };
     let jobs = resolve(&pipeline).map_err(|e| loaded.locate(&e.0))?;
     Ok((jobs, pipeline))
+}
+
+/// A metering source's problem as a config issue, at the key that causes it when the source says which.
+fn source_issue(e: &snowpatrol_sources::SourceError) -> snowpatrol_engine::ConfigIssue {
+    snowpatrol_engine::ConfigIssue {
+        path: match e {
+            snowpatrol_sources::SourceError::Setting { key, .. } => {
+                format!("pipeline.source.{key}")
+            }
+            _ => "pipeline.source".into(),
+        },
+        message: e.to_string(),
+    }
 }
 
 struct App {
@@ -663,18 +720,26 @@ async fn set_paused(
 
 /// The validation of `config check`, run before the daemon or `run` touches the database: the same file is
 /// refused by all three, with every problem listed at once.
-async fn validate(loaded: &LoadedConfig) -> anyhow::Result<Jobs> {
+async fn validate(loaded: &LoadedConfig) -> anyhow::Result<(Jobs, Arc<Pipeline>)> {
     // Validation needs no real database: the pipeline only keeps the handle, so an in-memory one stands in.
     let scratch = Database::connect("sqlite::memory:")
         .await
         .context("opening a scratch in-memory database")?;
-    let (jobs, _) = build_jobs(loaded, &scratch, true)?;
+    let built = build_jobs(loaded, &scratch, true)?;
     scratch.close().await;
-    Ok(jobs)
+    Ok(built)
 }
 
 async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitCode> {
-    let jobs = validate(loaded).await?;
+    let (jobs, pipeline) = validate(loaded).await?;
+    let source = pipeline.source_description();
+    let slack = match pipeline.slack_channel() {
+        Some(channel) => format!("Slack, default channel {channel}"),
+        None => format!(
+            "no Slack token: alerts are written under {}",
+            loaded.settings.data_dir().join("alerts").display()
+        ),
+    };
     let s = &loaded.settings;
     let database = match s.database_url() {
         Some(u) => redact_url(u.expose_secret()),
@@ -700,12 +765,14 @@ async fn config_check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitC
         "database": database,
         "health_addr": s.server.health_addr.to_string(),
         "data_dir": s.data_dir().display().to_string(),
+        "source": source,
+        "alerts": slack,
         "secrets": secrets,
         "jobs": list,
     });
     print(json, &report, || {
         let mut out = format!(
-            "configuration OK: {}\ndatabase: {database}\nhealth: {}\nsecrets:",
+            "configuration OK: {}\ndatabase: {database}\nhealth: {}\nsource: {source}\nalerts: {slack}\nsecrets:",
             loaded.file_display(),
             s.server.health_addr
         );

@@ -67,6 +67,10 @@ pub enum Command {
         /// JSON payload stored with the event.
         #[arg(long)]
         extra: Option<String>,
+        /// Record the event although no configured job produces or subscribes to the dataset (a subscriber
+        /// added later does not see it: events queue only for the jobs subscribed when they are recorded).
+        #[arg(long)]
+        allow_unknown: bool,
     },
     /// List recent runs.
     Runs {

@@ -28,7 +28,15 @@ use std::time::{Duration, Instant};
 
 /// Runs the whole chain on an embedded SQLite database and synthetic data: the real daemon runs prep, which
 /// emits the features event that triggers train, whose models event triggers predict.
-pub async fn demo() -> anyhow::Result<ExitCode> {
+pub async fn demo(json: bool) -> anyhow::Result<ExitCode> {
+    // With --json the story is one JSON document on stdout at the end instead of text as it goes.
+    macro_rules! say {
+        ($($t:tt)*) => {
+            if !json {
+                outln!($($t)*);
+            }
+        };
+    }
     let started = Instant::now();
     let dir =
         std::env::temp_dir().join(format!("snowpatrol-demo-{}", uuid::Uuid::new_v4().simple()));
@@ -63,7 +71,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         Engine::new(db.clone(), jobs, settings)?.with_failure_hook(pipeline.failure_hook()),
     );
     engine.register_jobs().await?;
-    outln!(
+    say!(
         "Snowpatrol demo: embedded SQLite at {}, 12 synthetic warehouses over 365 days\n",
         dir.display()
     );
@@ -121,13 +129,13 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         .report_markdown(predict.run_id)
         .await?
         .unwrap_or_default();
-    outln!("{markdown}\n");
-    outln!("Report: {path}");
+    say!("{markdown}\n");
+    say!("Report: {path}");
     let since = end - chrono::Days::new(7);
     let anomalies = pipeline.store.anomalies_since(since, None).await?;
-    outln!("\nAnomalies in the last 8 days ({}):", anomalies.len());
+    say!("\nAnomalies in the last 8 days ({}):", anomalies.len());
     for a in &anomalies {
-        outln!(
+        say!(
             "  {}.{} {}  actual {:.1}  expected {:.1}  excess {:.1}  (model v{}, run {})",
             a.account_name,
             a.warehouse_name,
@@ -145,12 +153,12 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
             .filter(|l| l.kind.is_cost_increase() && l.date >= since)
             .map(|l| (l.key.to_string(), l.date))
             .collect();
-        outln!(
+        say!(
             "  labelled cost incidents starting in that window: {}",
             truth.len()
         );
     }
-    outln!("\nRun history (oldest first):");
+    say!("\nRun history (oldest first):");
     let mut runs = db
         .list_runs(&RunFilter {
             job_name: None,
@@ -177,7 +185,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
             .zip(r.started_at)
             .map(|(f, s)| (f - s).num_milliseconds())
             .unwrap_or(0);
-        outln!(
+        say!(
             "  run {:>3} {:<8} {:<8} {:<7} {:>6} ms  consumed: {}",
             r.run_id,
             r.job_name,
@@ -192,16 +200,43 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         );
     }
     let alerts = pipeline.store.list_alerts(false, 100).await?;
-    outln!(
+    say!(
         "\nAlerts (no Slack token set, so written to files): {} under {}",
         alerts.len(),
         dir.join("alerts").display()
     );
-    outln!(
+    say!(
         "\nDone in {:.1} s. Everything above is in {}.",
         started.elapsed().as_secs_f64(),
         dir.display()
     );
+    if json {
+        let summary = serde_json::json!({
+            "data_dir": dir.display().to_string(),
+            "report": path,
+            "predict_run_id": predict.run_id,
+            "predict_state": predict.state,
+            "anomalies": anomalies.iter().map(|a| serde_json::json!({
+                "account_name": a.account_name,
+                "warehouse_name": a.warehouse_name,
+                "usage_date": a.usage_date,
+                "actual_credits": a.actual_credits,
+                "expected_credits": a.expected_credits,
+                "excess_credits": a.excess_credits,
+                "model_version": a.model_version,
+                "run_id": a.run_id,
+            })).collect::<Vec<_>>(),
+            "runs": runs.iter().map(|r| serde_json::json!({
+                "run_id": r.run_id,
+                "job_name": r.job_name,
+                "trigger_kind": r.trigger_kind,
+                "state": r.state,
+            })).collect::<Vec<_>>(),
+            "alerts": alerts.len(),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
+    }
     Ok(if predict.state == RunState::Success {
         ExitCode::SUCCESS
     } else {

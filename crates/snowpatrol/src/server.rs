@@ -107,11 +107,9 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
 async fn metrics_handler(State(s): State<Arc<HttpState>>) -> Response {
     let body = match s.ready.get() {
         Some(ready) => {
-            let pipeline = tokio::time::timeout(
-                SCRAPE_DB_TIMEOUT,
-                s.pipeline_metrics.refresh(&ready.store),
-            )
-            .await;
+            let pipeline =
+                tokio::time::timeout(SCRAPE_DB_TIMEOUT, s.pipeline_metrics.refresh(&ready.store))
+                    .await;
             let pipeline_ok = matches!(pipeline, Ok(Ok(())));
             if let Ok(Err(e)) = &pipeline {
                 tracing::warn!(error = %e, "metrics: reading the pipeline tables failed");
