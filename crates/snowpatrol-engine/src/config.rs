@@ -28,6 +28,10 @@ pub struct JobConfig {
     /// After downtime, run every missed cron tick (true) or only the latest one (false).
     #[serde(default)]
     pub catchup: bool,
+    /// A cron job that has never run gets a run for its latest tick as soon as a daemon first schedules it,
+    /// instead of waiting for the next tick (a fresh install shows results the same day).
+    #[serde(default)]
+    pub run_on_start: bool,
     #[serde(default = "one")]
     pub max_active_runs: u32,
     /// Parameter defaults (`name = value`) or declarations (`name = { type = "bool", default = false }`).

@@ -276,6 +276,7 @@ impl Engine {
     pub async fn run_daemon(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
         self.register_jobs().await?;
         info!(worker_id = %self.worker_id, backend = self.db.backend_name(), jobs = self.jobs.jobs.len(), "daemon started");
+        self.log_schedule();
         let listener_stop = CancellationToken::new();
         let db = self.db.clone();
         let ls = listener_stop.clone();
@@ -426,16 +427,25 @@ impl Engine {
             if let Some(cron) = &job.cron {
                 match self.db.get_cron_cursor(name).await? {
                     None => {
-                        // First sight of this job: schedule from now on; the past is not backfilled.
-                        self.db
+                        // First sight of this job: schedule from now on; the past is not backfilled, except
+                        // the latest tick of a `run_on_start` job that never ran (within a month).
+                        let mut ticks = Vec::new();
+                        if job.run_on_start && !self.has_runs(name).await? {
+                            ticks = cron.ticks_between(now - chrono::Days::new(32), now, 1);
+                        }
+                        let ids = self
+                            .db
                             .create_cron_runs(
                                 name,
-                                &[],
+                                &ticks,
                                 now,
                                 &job.params.defaults(),
                                 &self.worker_id,
                             )
                             .await?;
+                        if let (Some(tick), false) = (ticks.first(), ids.is_empty()) {
+                            info!(job = name, %tick, "run_on_start: the job never ran; created a run for its latest tick");
+                        }
                     }
                     Some(cursor) => {
                         let limit = if job.catchup {
@@ -527,6 +537,40 @@ impl Engine {
             }
         }
         Ok(until_next)
+    }
+
+    async fn has_runs(&self, job: &str) -> Result<bool, StoreError> {
+        let runs = self
+            .db
+            .list_runs(&snowpatrol_store::RunFilter {
+                job_name: Some(job.to_string()),
+                state: None,
+                limit: 1,
+            })
+            .await?;
+        Ok(!runs.is_empty())
+    }
+
+    /// Logs what will run when, once at daemon start: the next tick of each cron job, the condition of each
+    /// dataset-scheduled job.
+    fn log_schedule(&self) {
+        let now = snowpatrol_store::now();
+        for job in self.jobs.jobs.values() {
+            if let Some(cron) = &job.cron {
+                match cron.next_after(now) {
+                    Some(next) => {
+                        info!(job = job.name(), schedule = %cron.describe(), %next, run_on_start = job.run_on_start, "next cron run")
+                    }
+                    None => {
+                        warn!(job = job.name(), schedule = %cron.describe(), "cron schedule has no future tick")
+                    }
+                }
+            } else if job.condition.is_some() {
+                info!(job = job.name(), schedule = %job.schedule_text(), "runs when its datasets are updated");
+            } else {
+                info!(job = job.name(), "manual only (snowpatrol trigger / run)");
+            }
+        }
     }
 
     /// Deletes history older than `history_retention` in batches, each bounded by `limit` so a slow database

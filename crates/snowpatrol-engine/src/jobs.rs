@@ -140,6 +140,8 @@ pub struct ResolvedJob {
     pub cron: Option<CronSchedule>,
     pub condition: Option<Condition>,
     pub catchup: bool,
+    /// See [`crate::JobConfig::run_on_start`].
+    pub run_on_start: bool,
     pub max_active_runs: u32,
     pub params: ParamSchema,
     pub policies: HashMap<String, TaskPolicy>,
@@ -470,6 +472,7 @@ pub fn resolve_jobs(
                 cron,
                 condition,
                 catchup: cfg.catchup,
+                run_on_start: cfg.run_on_start,
                 max_active_runs: cfg.max_active_runs.max(1),
                 params,
                 policies,

@@ -3,7 +3,7 @@
 use serde_json::json;
 use snowpatrol_engine::*;
 use snowpatrol_store::testing::{fresh_postgres, fresh_sqlite};
-use snowpatrol_store::{RunFilter, TaskState};
+use snowpatrol_store::{RunFilter, TaskState, TriggerKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -109,6 +109,7 @@ both_backends!(
     typed_params_refused_before_a_run_exists,
     graceful_shutdown_gives_back_leases,
     history_retention_deletes_finished_history_and_keeps_what_is_still_needed,
+    run_on_start_runs_a_never_run_cron_job_once_for_its_latest_tick,
 );
 
 async fn tick(e: &Engine) {
@@ -1360,4 +1361,48 @@ async fn history_retention_deletes_finished_history_and_keeps_what_is_still_need
         metrics.contains(r#"snowpatrol_history_purged_rows_total{table="job_runs"} 2"#),
         "{metrics}"
     );
+}
+
+/// `run_on_start`: a cron job that never ran gets one run for its latest tick when first scheduled; a job that
+/// already ran (here: a manual run) and a job without the setting wait for their next tick.
+async fn run_on_start_runs_a_never_run_cron_job_once_for_its_latest_tick(db: Database) {
+    let mut reg = JobRegistry::new();
+    for name in ["fresh", "ran_before", "plain"] {
+        reg.register(JobDefinition::new(name, "").task(TaskDefinition::new("t", noop())));
+    }
+    let e = engine_with(
+        db.clone(),
+        &reg,
+        r#"
+        [fresh]
+        cron = "@hourly"
+        run_on_start = true
+        [ran_before]
+        cron = "@hourly"
+        run_on_start = true
+        [plain]
+        cron = "@hourly"
+        "#,
+        fast_settings(),
+    )
+    .await;
+    e.trigger("ran_before", &[], "test").await.unwrap();
+    tick(&e).await;
+    let fresh = runs_of(&db, "fresh").await;
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert_eq!(fresh[0].trigger_kind, TriggerKind::Cron);
+    let now = snowpatrol_store::now();
+    assert_eq!(fresh[0].logical_time.timestamp() % 3600, 0);
+    assert!(
+        fresh[0].logical_time <= now && now - fresh[0].logical_time < chrono::Duration::hours(1)
+    );
+    assert_eq!(
+        runs_of(&db, "ran_before").await.len(),
+        1,
+        "only its manual run"
+    );
+    assert!(runs_of(&db, "plain").await.is_empty());
+    // A second tick (or a restart) does not run it again.
+    tick(&e).await;
+    assert_eq!(runs_of(&db, "fresh").await.len(), 1);
 }
