@@ -52,6 +52,7 @@ async fn trigger_latency(samples: usize) -> Vec<f64> {
                     job_name: Some("consumer".into()),
                     state: None,
                     limit: 1,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

@@ -546,6 +546,7 @@ impl Engine {
                 job_name: Some(job.to_string()),
                 state: None,
                 limit: 1,
+                ..Default::default()
             })
             .await?;
         Ok(!runs.is_empty())

@@ -20,7 +20,8 @@ pub use engine::{
     Engine, EngineError, Explanation, FailureHook, TaskFailure, TriggerLatency, backoff_delay,
 };
 pub use jobs::{
-    ConfigErrors, ConfigIssue, JobDefinition, JobRegistry, Jobs, TaskDefinition, resolve_jobs,
+    ConfigErrors, ConfigIssue, JobDefinition, JobRegistry, Jobs, ResolvedJob, TaskDefinition,
+    resolve_jobs,
 };
 pub use params::{ParamSpec, ParamType, Params};
 pub use snowpatrol_store::{Database, RunState, TaskState, TriggerRule};

@@ -84,6 +84,7 @@ async fn runs_of(db: &Database, job: &str) -> Vec<snowpatrol_store::RunRecord> {
         job_name: Some(job.into()),
         state: None,
         limit: 10_000,
+        ..Default::default()
     })
     .await
     .unwrap()

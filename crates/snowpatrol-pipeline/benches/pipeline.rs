@@ -95,6 +95,7 @@ async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
                 job_name: Some("predict".into()),
                 state: None,
                 limit: 1,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -109,6 +110,7 @@ async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
             job_name: None,
             state: None,
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();

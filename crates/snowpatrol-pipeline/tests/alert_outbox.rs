@@ -1013,6 +1013,7 @@ async fn run_chain(db: &Database, pipeline: &Arc<Pipeline>) -> Chain {
                 job_name: Some("predict".into()),
                 state: None,
                 limit: 1,
+                ..Default::default()
             })
             .await
             .unwrap();

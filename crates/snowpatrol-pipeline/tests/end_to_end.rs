@@ -42,6 +42,7 @@ async fn runs(db: &Database, job: &str) -> Vec<RunRecord> {
         job_name: Some(job.into()),
         state: None,
         limit: 100,
+        ..Default::default()
     })
     .await
     .unwrap()
@@ -60,6 +61,7 @@ async fn wait_runs(db: &Database, job: &str, n: usize) -> Vec<RunRecord> {
                     job_name: None,
                     state: None,
                     limit: 100,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

@@ -868,6 +868,12 @@ macro_rules! backend {
                 if let Some(state) = filter.state {
                     qb.push(" AND state = ").push_bind(state.as_str());
                 }
+                if let Some(since) = filter.since {
+                    qb.push(" AND logical_time >= ").push_bind(since);
+                }
+                if let Some(until) = filter.until {
+                    qb.push(" AND logical_time < ").push_bind(until);
+                }
                 qb.push(" ORDER BY run_id DESC LIMIT ").push_bind(if filter.limit > 0 { filter.limit } else { 50 });
                 let rows = qb.build().fetch_all(pool).await?;
                 rows.iter().map(run_from_row).collect()
@@ -930,6 +936,17 @@ macro_rules! backend {
                 let rows = sqlx::query(AssertSqlSafe(format!(
                     "SELECT {} FROM dataset_events e JOIN run_consumed_events c ON c.event_id = e.event_id WHERE c.run_id = $1 ORDER BY e.event_id",
                     EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+                )))
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?;
+                rows.iter().map(event_from_row).collect()
+            }
+
+            /// Events a run's tasks emitted (its outlets), oldest first.
+            pub async fn produced_events(pool: &PoolT, run_id: RunId) -> Result<Vec<EventRecord>, StoreError> {
+                let rows = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {EVENT_COLUMNS} FROM dataset_events WHERE source_run_id = $1 ORDER BY event_id"
                 )))
                 .bind(run_id)
                 .fetch_all(pool)
@@ -1401,6 +1418,9 @@ impl Database {
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
         dispatch!(self, list_events(dataset, limit))
+    }
+    pub async fn produced_events(&self, run_id: RunId) -> Result<Vec<EventRecord>, StoreError> {
+        dispatch!(self, produced_events(run_id))
     }
     pub async fn consumed_events(&self, run_id: RunId) -> Result<Vec<EventRecord>, StoreError> {
         dispatch!(self, consumed_events(run_id))

@@ -238,6 +238,10 @@ pub struct FinishedRun {
 pub struct RunFilter {
     pub job_name: Option<String>,
     pub state: Option<RunState>,
+    /// Runs whose logical time is at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// Runs whose logical time is before this.
+    pub until: Option<DateTime<Utc>>,
     pub limit: i64,
 }
 

@@ -52,7 +52,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Daemon => daemon(loaded).await,
-        Command::Runs { job, state, limit } => {
+        Command::Runs {
+            job,
+            state,
+            since,
+            until,
+            limit,
+        } => {
             if limit < 1 {
                 bail!("--limit must be at least 1, got {limit}");
             }
@@ -79,7 +85,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .list_runs(&RunFilter {
                     job_name: job,
                     state,
+                    since,
+                    until,
                     limit,
+                    ..Default::default()
                 })
                 .await
                 .context("listing runs")?;
@@ -93,6 +102,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         "logical time",
                         "started",
                         "duration",
+                        "params",
                         "by",
                         "error",
                     ],
@@ -106,12 +116,71 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                                 output::time(Some(r.logical_time)),
                                 output::time(r.started_at),
                                 output::duration(r.started_at, r.finished_at),
+                                params_text(&r.params),
                                 r.triggered_by.clone(),
                                 output::short(r.error.as_deref(), 60),
                             ]
                         })
                         .collect(),
                 )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lineage { run_id } => {
+            let db = open_existing(&loaded.settings).await?;
+            let Some(run) = db.get_run(run_id).await.context("reading the run")? else {
+                bail!("no run with id {run_id} (see `snowpatrol runs`)");
+            };
+            let consumed = db
+                .consumed_events(run_id)
+                .await
+                .context("reading consumed events")?;
+            let produced = db
+                .produced_events(run_id)
+                .await
+                .context("reading produced events")?;
+            let report = json!({
+                "run_id": run_id,
+                "job": run.job_name,
+                "trigger_kind": run.trigger_kind,
+                "logical_time": run.logical_time,
+                "consumed": consumed,
+                "produced": produced,
+            });
+            print(json, &report, || {
+                let mut out = format!(
+                    "run {run_id} of {} ({} run, logical time {})\nconsumed:",
+                    run.job_name,
+                    run.trigger_kind,
+                    output::time(Some(run.logical_time))
+                );
+                if consumed.is_empty() {
+                    out.push_str(" (none: not triggered by datasets)");
+                }
+                for e in &consumed {
+                    out.push_str(&format!(
+                        "\n  #{} {} at {}{}",
+                        e.event_id,
+                        e.dataset_uri,
+                        output::time(Some(e.created_at)),
+                        e.source_run_id
+                            .map(|r| format!(" from run {r}"))
+                            .unwrap_or_else(|| format!(" by {}", e.created_by))
+                    ));
+                }
+                out.push_str("\nproduced:");
+                if produced.is_empty() {
+                    out.push_str(" (none)");
+                }
+                for e in &produced {
+                    out.push_str(&format!(
+                        "\n  #{} {} at {}",
+                        e.event_id,
+                        e.dataset_uri,
+                        output::time(Some(e.created_at))
+                    ));
+                }
+                out
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -370,16 +439,47 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs => {
             let app = App::open(&loaded, false).await?;
             let rows = app.engine.db().list_jobs().await.context("listing jobs")?;
+            let now = snowpatrol_store::now();
+            // Last run and next run of each job: what an operator asks first.
+            let mut last = std::collections::BTreeMap::new();
+            for name in app.jobs().jobs.keys() {
+                let runs = app
+                    .engine
+                    .db()
+                    .list_runs(&RunFilter {
+                        job_name: Some(name.clone()),
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await
+                    .context("reading the last runs")?;
+                if let Some(r) = runs.into_iter().next() {
+                    last.insert(name.clone(), r);
+                }
+            }
+            let next_run = |j: &snowpatrol_engine::ResolvedJob| -> (Option<chrono::DateTime<chrono::Utc>>, String) {
+                match (&j.cron, &j.condition) {
+                    (Some(c), _) => {
+                        let t = c.next_after(now);
+                        (t, t.map_or_else(|| "never".into(), |t| output::time(Some(t))))
+                    }
+                    (None, Some(_)) => (None, "when its datasets update".into()),
+                    (None, None) => (None, "manual".into()),
+                }
+            };
             let list: Vec<serde_json::Value> = app
                 .jobs()
                 .jobs
                 .values()
                 .map(|j| {
                     let paused = rows.iter().any(|r| r.job_name == j.name() && r.paused);
+                    let l = last.get(j.name());
                     json!({
                         "job": j.name(),
                         "schedule": j.schedule_text(),
                         "paused": paused,
+                        "last_run": l.map(|r| json!({"run_id": r.run_id, "state": r.state, "logical_time": r.logical_time, "finished_at": r.finished_at})),
+                        "next_run": next_run(j).0,
                         "max_active_runs": j.max_active_runs,
                         "description": j.definition.description,
                         "params": j.params.specs.values().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": p.default, "one_of": p.one_of, "min": p.min, "max": p.max})).collect::<Vec<_>>(),
@@ -388,7 +488,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .collect();
             print(json, &list, || {
                 output::table(
-                    &["job", "schedule", "paused", "params", "description"],
+                    &[
+                        "job",
+                        "schedule",
+                        "paused",
+                        "last run",
+                        "next run",
+                        "params",
+                        "description",
+                    ],
                     app.jobs()
                         .jobs
                         .values()
@@ -405,10 +513,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                                     None => format!("{}: {} = {}", p.name, p.ty, p.default),
                                 })
                                 .collect();
+                            let last_run = last.get(j.name()).map_or_else(
+                                || "never".to_string(),
+                                |r| {
+                                    format!(
+                                        "{} {} ({})",
+                                        r.run_id,
+                                        r.state,
+                                        output::time(
+                                            r.finished_at.or(r.started_at).or(Some(r.logical_time))
+                                        )
+                                    )
+                                },
+                            );
                             vec![
                                 j.name().to_string(),
                                 j.schedule_text(),
                                 if paused { "yes".into() } else { "no".into() },
+                                last_run,
+                                next_run(j).1,
                                 params.join(", "),
                                 j.definition.description.clone(),
                             ]
@@ -466,6 +589,21 @@ fn print<T: serde::Serialize>(
         outln!("{}", text());
     }
     Ok(())
+}
+
+/// A run's params as `key=value, …` (empty for none), the way `trigger -p` takes them.
+fn params_text(params: &serde_json::Value) -> String {
+    match params.as_object() {
+        Some(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => params.to_string(),
+    }
 }
 
 /// Who asked, recorded on runs and events (`cli:<user>@<host>`).

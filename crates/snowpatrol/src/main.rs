@@ -79,9 +79,18 @@ pub enum Command {
         /// queued, running, success, failed or cancelled.
         #[arg(long)]
         state: Option<String>,
+        /// Runs whose logical time is at or after this: 2025-06-28T06:00:00Z, 2025-06-28 or an age (36h, 7d).
+        #[arg(long, value_name = "WHEN", value_parser = output::parse_when)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Runs whose logical time is before this (same forms as --since).
+        #[arg(long, value_name = "WHEN", value_parser = output::parse_when)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// The newest this many runs (at least 1).
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Lineage of a run: the dataset events it consumed (what triggered it) and the ones it produced.
+    Lineage { run_id: i64 },
     /// List the task instances of a run.
     Tasks { run_id: i64 },
     /// List recent dataset events.

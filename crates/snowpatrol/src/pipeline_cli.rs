@@ -89,6 +89,7 @@ pub async fn demo(json: bool) -> anyhow::Result<ExitCode> {
                 job_name: Some("predict".into()),
                 state: None,
                 limit: 1,
+                ..Default::default()
             })
             .await?;
         if let Some(r) = runs.first().filter(|r| r.state.is_terminal()) {
@@ -99,6 +100,7 @@ pub async fn demo(json: bool) -> anyhow::Result<ExitCode> {
                 job_name: None,
                 state: Some(RunState::Failed),
                 limit: 5,
+                ..Default::default()
             })
             .await?;
         if !failed.is_empty() || Instant::now() > deadline {
@@ -164,6 +166,7 @@ pub async fn demo(json: bool) -> anyhow::Result<ExitCode> {
             job_name: None,
             state: None,
             limit: 50,
+            ..Default::default()
         })
         .await?;
     runs.reverse();

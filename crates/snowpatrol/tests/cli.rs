@@ -1329,3 +1329,60 @@ fn config_check_locates_source_problems_and_summarises_source_and_alerts() {
     assert!(out.contains("\nsource: synthetic"), "{out}");
     assert!(out.contains("\nalerts: no Slack token"), "{out}");
 }
+
+/// `runs --since/--until` filter on logical time and show params; `lineage` shows what a run produced and
+/// consumed; `jobs` shows each job's last and next run; times in tables say UTC and their age.
+#[test]
+fn runs_filter_by_time_and_lineage_shows_events() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    env.ok(&["run", "example_extract", "-p", "rows=3"]);
+    let runs = env.json(&["runs", "--since", "1h"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    let run_id = runs[0]["run_id"].as_i64().unwrap();
+    assert_eq!(
+        env.json(&["runs", "--until", "2000-01-01"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let table = env.ok(&["runs"]);
+    assert!(
+        table.contains("rows=3") && table.contains(" UTC ("),
+        "{table}"
+    );
+    let out = env.run(&["runs", "--since", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("an age (36h, 7d)"));
+
+    let l = env.json(&["lineage", &run_id.to_string()]);
+    assert_eq!(l["consumed"].as_array().unwrap().len(), 0, "{l}");
+    assert_eq!(
+        l["produced"][0]["dataset_uri"], "snowpatrol://examples/extracted",
+        "{l}"
+    );
+    let human = env.ok(&["lineage", &run_id.to_string()]);
+    assert!(human.contains("snowpatrol://examples/extracted"), "{human}");
+    let out = env.run(&["lineage", "999"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let jobs = env.json(&["jobs"]);
+    let extract = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "example_extract")
+        .unwrap();
+    assert_eq!(extract["last_run"]["run_id"], run_id, "{extract}");
+    assert_eq!(extract["last_run"]["state"], "success");
+    let prep = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "prep")
+        .unwrap();
+    assert!(
+        prep["next_run"].is_string(),
+        "a cron job has a next run: {prep}"
+    );
+}
