@@ -4,7 +4,7 @@ use serde_json::json;
 use snowpatrol_engine::*;
 use snowpatrol_store::testing::{fresh_postgres, fresh_sqlite};
 use snowpatrol_store::{RunFilter, TaskState, TriggerKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
