@@ -206,9 +206,22 @@ mod tests {
 
         db.migrate().await.expect("migrate");
         assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+        // Freshness as prep records it, per account.
+        if let snowpatrol_store::Pool::Sqlite(p) = db.pool() {
+            sqlx::query("INSERT INTO metering_freshness (account_name, newest_hour, loaded_at) VALUES ('ACME', '2025-06-28T23:00:00+00:00', '2025-06-29T06:00:00+00:00')")
+                .execute(p)
+                .await
+                .expect("insert freshness");
+        }
         let (code, body) = get(&format!("{base}/metrics")).await;
         assert_eq!(code, 200);
         assert!(body.contains("snowpatrol_database_up 1"), "{body}");
+        assert!(
+            body.contains(
+                r#"snowpatrol_metering_newest_hour_timestamp_seconds{account="ACME"} 1751151600"#
+            ),
+            "{body}"
+        );
         assert!(
             body.contains(r#"snowpatrol_job_runs_active{job_name="prep",state="queued"} 0"#),
             "{body}"
