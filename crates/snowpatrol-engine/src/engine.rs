@@ -1065,9 +1065,16 @@ impl Engine {
             reasons.push("the job is paused".to_string());
         }
         if queued + running >= j.max_active_runs as i64 {
+            let active = queued + running;
+            let relation = if active > j.max_active_runs as i64 {
+                "more than"
+            } else {
+                "as many as"
+            };
             reasons.push(format!(
-                "{} run(s) active (queued {queued}, running {running}) = max_active_runs {}; pending events wait for the next run",
-                queued + running,
+                "{active} run{} active (queued {queued}, running {running}): {relation} max_active_runs allows ({}); \
+                 pending events wait until one finishes",
+                if active == 1 { "" } else { "s" },
                 j.max_active_runs
             ));
         }

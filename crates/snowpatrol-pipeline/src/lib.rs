@@ -212,6 +212,25 @@ pub fn last_complete_day(
     (now - lag).date_naive() - chrono::Days::new(1)
 }
 
+/// The source of a definitions-only pipeline.
+struct NoSource;
+
+#[async_trait::async_trait]
+impl MeteringSource for NoSource {
+    async fn fetch(
+        &self,
+        _from: chrono::DateTime<chrono::Utc>,
+        _to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<snowpatrol_detect::MeteringRow>, snowpatrol_sources::SourceError> {
+        Err(snowpatrol_sources::SourceError::Config(
+            "this process was started for a read-only command and has no metering source; run prep with `snowpatrol run prep` or the daemon".into(),
+        ))
+    }
+    fn describe(&self) -> String {
+        "none (definitions only)".into()
+    }
+}
+
 #[cfg(test)]
 mod complete_day_tests {
     use super::*;
@@ -230,24 +249,5 @@ mod complete_day_tests {
             last_complete_day(at(0, 30), std::time::Duration::ZERO),
             day(9)
         );
-    }
-}
-
-/// The source of a definitions-only pipeline.
-struct NoSource;
-
-#[async_trait::async_trait]
-impl MeteringSource for NoSource {
-    async fn fetch(
-        &self,
-        _from: chrono::DateTime<chrono::Utc>,
-        _to: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<snowpatrol_detect::MeteringRow>, snowpatrol_sources::SourceError> {
-        Err(snowpatrol_sources::SourceError::Config(
-            "this process was started for a read-only command and has no metering source; run prep with `snowpatrol run prep` or the daemon".into(),
-        ))
-    }
-    fn describe(&self) -> String {
-        "none (definitions only)".into()
     }
 }

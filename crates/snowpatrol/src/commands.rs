@@ -88,7 +88,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     since,
                     until,
                     limit,
-                    ..Default::default()
                 })
                 .await
                 .context("listing runs")?;

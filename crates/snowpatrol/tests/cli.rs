@@ -1419,3 +1419,54 @@ fn runs_filter_by_time_and_lineage_shows_events() {
         "a cron job has a next run: {prep}"
     );
 }
+
+/// `migrate` on PostgreSQL, twice: the second finds everything applied. sqlx logs the server's NOTICEs
+/// ("relation already exists, skipping") at INFO; they are not news to an operator and stay out of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_does_not_log_postgres_notices() {
+    let url = snowpatrol_store::testing::fresh_postgres_url().await;
+    let env = Env::new("[logging]\nlevel = \"info\"\n", Some(url));
+    for _ in 0..2 {
+        let out = env.run(&["migrate"]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.to_lowercase().contains("notice"), "{err}");
+    }
+}
+
+/// A configuration file the service user may not read is reported as such, not as a missing file (the
+/// systemd install once made /etc/snowpatrol unreadable to the service user, and the message said "does not
+/// exist"). Runs the CLI as an unprivileged user (nobody) with setpriv.
+#[test]
+fn an_unreadable_config_file_is_permission_denied_not_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snowpatrol.toml");
+    std::fs::write(&file, "[logging]\nlevel = \"info\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Not root: the file belongs to this user, so make it unreadable for this user instead.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_snowpatrol"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_snowpatrol"))
+    };
+    let out = cmd
+        .arg("--config")
+        .arg(&file)
+        .args(["config", "check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+}
