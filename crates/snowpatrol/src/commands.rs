@@ -153,31 +153,33 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     run.trigger_kind,
                     output::time(Some(run.logical_time))
                 );
-                if consumed.is_empty() {
-                    out.push_str(" (none: not triggered by datasets)");
-                }
-                for e in &consumed {
-                    out.push_str(&format!(
-                        "\n  #{} {} at {}{}",
-                        e.event_id,
-                        e.dataset_uri,
-                        output::time(Some(e.created_at)),
-                        e.source_run_id
-                            .map(|r| format!(" from run {r}"))
-                            .unwrap_or_else(|| format!(" by {}", e.created_by))
-                    ));
-                }
-                out.push_str("\nproduced:");
-                if produced.is_empty() {
-                    out.push_str(" (none)");
-                }
-                for e in &produced {
-                    out.push_str(&format!(
-                        "\n  #{} {} at {}",
+                // A consumed event says where it came from; a produced one comes from this run.
+                let line = |e: &snowpatrol_store::EventRecord, origin: bool| {
+                    let from = match (origin, e.source_run_id) {
+                        (false, _) => String::new(),
+                        (true, Some(r)) => format!(" from run {r}"),
+                        (true, None) => format!(" by {}", e.created_by),
+                    };
+                    format!(
+                        "\n  #{} {} at {}{from}",
                         e.event_id,
                         e.dataset_uri,
                         output::time(Some(e.created_at))
-                    ));
+                    )
+                };
+                for (events, origin, none) in [
+                    (&consumed, true, " (none: not triggered by datasets)"),
+                    (&produced, false, " (none)"),
+                ] {
+                    if !origin {
+                        out.push_str("\nproduced:");
+                    }
+                    if events.is_empty() {
+                        out.push_str(none);
+                    }
+                    for e in events {
+                        out.push_str(&line(e, origin));
+                    }
                 }
                 out
             })?;
