@@ -781,7 +781,13 @@ fn build_jobs(
         match Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir()) {
             Ok(p) => p,
             Err(snowpatrol_pipeline::PipelineError::Source(e)) => {
-                return Err(loaded.locate(&[source_issue(&e)]).into());
+                // With the job and scheduler problems too, so one `config check` lists them all.
+                let mut issues = vec![source_issue(&e)];
+                let defs = Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir());
+                if let Err(e) = resolve(&defs) {
+                    issues.extend(e.0);
+                }
+                return Err(loaded.locate(&issues).into());
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context("setting up the pipeline ([pipeline])"));

@@ -1349,12 +1349,16 @@ fn config_check_locates_source_problems_and_summarises_source_and_alerts() {
     );
     assert!(!err.contains("snowflake.auth"), "{err}");
 
+    // With a job problem in the same file: both are listed at once.
     let csv = format!(
-        "{EXAMPLES_CONFIG}\n[pipeline.source]\nkind = \"csv\"\npath = \"/nonexistent/export.csv\"\n"
+        "{EXAMPLES_CONFIG}\n[pipeline.source]\nkind = \"csv\"\npath = \"/nonexistent/export.csv\"\n\n[jobs.prep]\ncron = \"not a cron\"\n"
     );
     assert_config_error(
         &csv,
-        &[":15: pipeline.source.path: cannot open the CSV export /nonexistent/export.csv"],
+        &[
+            ":15: pipeline.source.path: cannot open the CSV export /nonexistent/export.csv",
+            ":18: jobs.prep",
+        ],
     );
 
     let env = Env::new(EXAMPLES_CONFIG, None);
