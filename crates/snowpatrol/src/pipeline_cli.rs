@@ -496,6 +496,22 @@ pub async fn anomalies(
         })?;
         return Ok(ExitCode::SUCCESS);
     }
+    // A warehouse nobody meters is a typo, not "no incidents": the same rule as `runs --job` and `models`.
+    if let Some(w) = view.warehouse.as_deref().map(str::trim) {
+        let known = store
+            .warehouses(false)
+            .await
+            .context("listing warehouses")?;
+        let matches =
+            |k: &snowpatrol_detect::WarehouseKey| k.warehouse_name == w || k.to_string() == w;
+        if !known.iter().any(matches) {
+            anyhow::bail!(
+                "no warehouse `{w}` in the metering data ({} warehouses; give WAREHOUSE or ACCOUNT.WAREHOUSE as \
+                 listed by `snowpatrol models`)",
+                known.len()
+            );
+        }
+    }
     let since = view
         .since
         .unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(30));

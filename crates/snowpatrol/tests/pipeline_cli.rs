@@ -627,17 +627,21 @@ fn pipeline_flow(env: &DataDir) {
         warehouse,
     ]);
     assert!(bare.as_array().unwrap().len() >= only.len());
-    let none = env.ok(&[
-        "anomalies",
-        "--since",
-        "2025-01-01",
-        "--warehouse",
-        "NO_SUCH_WH",
-    ]);
-    assert!(
-        none.contains("no incidents") && none.contains("NO_SUCH_WH"),
-        "{none}"
-    );
+    // A warehouse nobody meters is an error naming it (as `models --warehouse` and `runs --job` do), not an
+    // empty list that reads like "no incidents".
+    let none = env
+        .cmd(&[
+            "anomalies",
+            "--since",
+            "2025-01-01",
+            "--warehouse",
+            "NO_SUCH_WH",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(1), "{err}");
+    assert!(err.contains("no warehouse `NO_SUCH_WH`"), "{err}");
     let open_ids = |v: &Value| -> BTreeSet<i64> {
         v.as_array()
             .unwrap()
