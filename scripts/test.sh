@@ -32,7 +32,9 @@ export SNOWPATROL_TEST_PYTHON="$PWD/.venv/bin/python"
 if ! command -v promtool >/dev/null 2>&1 && [ ! -x target/tools/usr/bin/promtool ]; then
   echo "== fetching promtool from Debian's prometheus package"
   mkdir -p target/tools
-  (cd target/tools && apt-get download prometheus >/dev/null && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb)
+  # `apt-get download` needs package lists; refresh them once if they are missing or stale.
+  (cd target/tools && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }; } \
+     && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb)
 fi
 export SNOWPATROL_TEST_PROMTOOL="$(command -v promtool || echo "$PWD/target/tools/usr/bin/promtool")"
 "$SNOWPATROL_TEST_PROMTOOL" --version >/dev/null || { echo "FATAL: promtool is required" >&2; exit 1; }
