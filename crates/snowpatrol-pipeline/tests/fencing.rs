@@ -22,6 +22,7 @@ use std::time::Duration;
 both_backends!(
     a_stale_try_cannot_write_and_the_live_one_can,
     upgrade_to_0005_seeds_the_ledger_and_marks_duplicate_models,
+    upgrade_to_0008_seeds_freshness_and_loads_only_move_it_forward,
 );
 
 fn day(m: u32, d: u32) -> NaiveDate {
@@ -417,4 +418,72 @@ async fn upgrade_to_0005_seeds_the_ledger_and_marks_duplicate_models(db: Databas
         dup,
         "models_once_per_run refuses a second version of one run"
     );
+}
+
+/// 0008 on a database of the previous release: `metering_freshness` is seeded per account from the hourly rows
+/// already there; afterwards prep's loads move it forward, never back (a reload of an older window).
+async fn upgrade_to_0008_seeds_freshness_and_loads_only_move_it_forward(db: Database) {
+    snowpatrol_store::testing::migrate_to(&db, 7).await;
+    let sql = "INSERT INTO warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, \
+               start_time, end_time, credits_used, credits_used_compute, credits_used_cloud_services) VALUES \
+               ('ACME', 7, 'WH', 'WAREHOUSE_METERING', '2025-06-02T01:00:00+00:00', '2025-06-02T02:00:00+00:00', 1, 0.9, 0.1), \
+               ('ACME', 7, 'WH', 'WAREHOUSE_METERING', '2025-06-03T02:00:00+00:00', '2025-06-03T03:00:00+00:00', 1, 0.9, 0.1), \
+               ('OTHER', 8, 'WH', 'WAREHOUSE_METERING', '2025-06-02T05:00:00+00:00', '2025-06-02T06:00:00+00:00', 1, 0.9, 0.1)";
+    match db.pool() {
+        Pool::Postgres(p) => {
+            sqlx::query(sql).execute(p).await.unwrap();
+        }
+        Pool::Sqlite(p) => {
+            sqlx::query(sql).execute(p).await.unwrap();
+        }
+    }
+    db.migrate().await.unwrap();
+    let store = PipelineStore::new(db.clone());
+    let newest = |store: PipelineStore| async move {
+        store
+            .scrape_gauges()
+            .await
+            .unwrap()
+            .freshness
+            .into_iter()
+            .map(|(account, hour, _)| (account, hour))
+            .collect::<HashMap<_, _>>()
+    };
+    let seeded = newest(store.clone()).await;
+    assert_eq!(seeded["ACME"], at(6, 3, 2), "{seeded:?}");
+    assert_eq!(seeded["OTHER"], at(6, 2, 5), "{seeded:?}");
+
+    // Reloading June 1 (a healed gap) leaves ACME at June 3; loading June 4 moves it there.
+    let old_rows = vec![hourly("WH", 1, 0)];
+    store
+        .load_metering(
+            &MeteringLoad {
+                from: day(6, 1),
+                to: day(6, 2),
+                hourly: &old_rows,
+                daily: &[],
+                run_id: Some(1),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(newest(store.clone()).await["ACME"], at(6, 3, 2));
+    let new_rows = vec![hourly("WH", 4, 7)];
+    store
+        .load_metering(
+            &MeteringLoad {
+                from: day(6, 4),
+                to: day(6, 5),
+                hourly: &new_rows,
+                daily: &[],
+                run_id: Some(2),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let after = newest(store).await;
+    assert_eq!(after["ACME"], at(6, 4, 7));
+    assert_eq!(after["OTHER"], at(6, 2, 5), "another account is untouched");
 }
