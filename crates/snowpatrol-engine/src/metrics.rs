@@ -311,31 +311,28 @@ impl Metrics {
         Ok(out)
     }
 
-    /// Refreshes the cluster-wide gauges (within `timeout`) and renders everything. A database that does not
-    /// answer does not fail the scrape: this process's own metrics are still worth having, and
-    /// `snowpatrol_database_up` says the rest is stale.
-    pub async fn render(
+    /// Refreshes the cluster-wide gauges within `timeout`; false (logged) when the database failed or did not
+    /// answer in time. A scrape still renders then: this process's own metrics are worth having, and the
+    /// caller sets `snowpatrol_database_up` to say the rest is stale.
+    pub async fn refresh_within(
         &self,
         db: &Database,
         jobs: &[String],
         timeout: std::time::Duration,
-    ) -> Result<String, std::fmt::Error> {
+    ) -> bool {
         match tokio::time::timeout(timeout, self.refresh(db, jobs)).await {
-            Ok(Ok(())) => {
-                self.database_up.set(1);
-            }
+            Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "metrics: reading the database failed");
-                self.database_up.set(0);
+                false
             }
             Err(_) => {
                 tracing::warn!(
                     timeout_ms = timeout.as_millis() as u64,
                     "metrics: the database did not answer in time"
                 );
-                self.database_up.set(0);
+                false
             }
         }
-        self.encode()
     }
 }

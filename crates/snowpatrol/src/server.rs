@@ -105,33 +105,25 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
 }
 
 async fn metrics_handler(State(s): State<Arc<HttpState>>) -> Response {
-    let body = match s.ready.get() {
+    // Both refreshes are tried (each bounded), then one encode: `database_up` is 1 only when both read.
+    let database_up = match s.ready.get() {
         Some(ready) => {
             let pipeline =
                 tokio::time::timeout(SCRAPE_DB_TIMEOUT, s.pipeline_metrics.refresh(&ready.store))
                     .await;
-            let pipeline_ok = matches!(pipeline, Ok(Ok(())));
             if let Ok(Err(e)) = &pipeline {
                 tracing::warn!(error = %e, "metrics: reading the pipeline tables failed");
             }
-            let rendered = s
+            let engine = s
                 .metrics
-                .render(&ready.db, &ready.jobs, SCRAPE_DB_TIMEOUT)
+                .refresh_within(&ready.db, &ready.jobs, SCRAPE_DB_TIMEOUT)
                 .await;
-            if !pipeline_ok {
-                s.metrics.database_up.set(0);
-                // Re-encode so the page says the database was not fully readable.
-                s.metrics.encode()
-            } else {
-                rendered
-            }
+            engine && matches!(pipeline, Ok(Ok(())))
         }
-        None => {
-            s.metrics.database_up.set(0);
-            s.metrics.encode()
-        }
+        None => false,
     };
-    match body {
+    s.metrics.database_up.set(i64::from(database_up));
+    match s.metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
