@@ -912,7 +912,7 @@ impl Engine {
             .map(|f| {
                 let outcome = match &f.result {
                     Ok(out) => TaskOutcome::Success {
-                        output: out.to_json(),
+                        output: out.clone(),
                     },
                     Err(e) => {
                         let policy = self

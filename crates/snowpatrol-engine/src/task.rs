@@ -4,7 +4,7 @@
 use crate::params::Params;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+pub use snowpatrol_store::TaskOutput;
 use snowpatrol_store::{Database, RunId, TaskFence, TaskInstanceRecord, TriggerKind};
 use std::future::Future;
 use std::pin::Pin;
@@ -14,64 +14,6 @@ use tokio_util::sync::CancellationToken;
 #[async_trait]
 pub trait Task: Send + Sync + 'static {
     async fn run(&self, ctx: TaskContext) -> Result<TaskOutput, TaskError>;
-}
-
-/// The result of a successful task.
-#[derive(Clone, Debug, Default)]
-pub struct TaskOutput {
-    /// For a task that downstream mapped tasks fan out over: one task instance per key.
-    pub map_keys: Option<Vec<String>>,
-    /// Becomes the `extra` payload of the dataset events this task's outlets emit.
-    pub extra: Option<Value>,
-    /// Anything else worth recording (shown by `snowpatrol tasks RUN_ID`).
-    pub data: Option<Value>,
-    /// The task succeeded but produced nothing new (e.g. a training run that changed no model): its outlets
-    /// emit no dataset event, so downstream jobs do not run for nothing. Recorded in the output as
-    /// `"outlets_suppressed": true`.
-    pub outlets_suppressed: bool,
-}
-
-impl TaskOutput {
-    pub fn empty() -> Self {
-        Self::default()
-    }
-    pub fn with_map_keys(keys: Vec<String>) -> Self {
-        Self {
-            map_keys: Some(keys),
-            ..Default::default()
-        }
-    }
-    pub fn with_extra(extra: Value) -> Self {
-        Self {
-            extra: Some(extra),
-            ..Default::default()
-        }
-    }
-    pub fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
-        self
-    }
-    /// See [`TaskOutput::outlets_suppressed`].
-    pub fn without_outlet_events(mut self) -> Self {
-        self.outlets_suppressed = true;
-        self
-    }
-    pub fn to_json(&self) -> Value {
-        let mut m = serde_json::Map::new();
-        if let Some(k) = &self.map_keys {
-            m.insert("map_keys".into(), Value::from(k.clone()));
-        }
-        if let Some(e) = &self.extra {
-            m.insert("extra".into(), e.clone());
-        }
-        if let Some(d) = &self.data {
-            m.insert("data".into(), d.clone());
-        }
-        if self.outlets_suppressed {
-            m.insert("outlets_suppressed".into(), Value::Bool(true));
-        }
-        Value::Object(m)
-    }
 }
 
 /// A failed try. `retryable: false` fails the task at once even when tries remain (e.g. bad input data).

@@ -32,7 +32,7 @@ async fn ingest() {
     let n = data.rows.len() as f64;
     let (mut total, mut load) = (vec![], vec![]);
     for _ in 0..3 {
-        let db = snowpatrol_store::testing::fresh_postgres().await;
+        let db = snowpatrol_pipeline::testing::fresh_postgres().await;
         let store = PipelineStore::new(db.clone());
         let t0 = Instant::now();
         let rows = snowpatrol_sources::read_metering_csv(&path).unwrap();
@@ -61,7 +61,7 @@ async fn ingest() {
 }
 
 async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
-    let db = snowpatrol_store::testing::fresh_postgres().await;
+    let db = snowpatrol_pipeline::testing::fresh_postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = PipelineConfig {
         source: SourceConfig::Synthetic {

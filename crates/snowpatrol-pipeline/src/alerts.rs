@@ -11,7 +11,7 @@
 //! and recorded as sent when found, so a timeout does not become a second message.
 
 use crate::Pipeline;
-use crate::store::{AlertAttempt, AlertRow, AlertState};
+use crate::store::{AlertAttempt, AlertKind, AlertRow, AlertState};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -119,7 +119,7 @@ impl Pipeline {
     pub async fn enqueue_alert(
         &self,
         dedupe_key: &str,
-        kind: &str,
+        kind: AlertKind,
         run_id: Option<i64>,
         message: &SlackMessage,
         fence: Option<&snowpatrol_store::TaskFence>,
@@ -149,7 +149,7 @@ impl Pipeline {
     ) -> Result<usize, crate::PipelineError> {
         let ids = self
             .store
-            .enqueue_digests("anomaly", Some(run_id), digests, Some(fence))
+            .enqueue_digests(AlertKind::Anomaly, Some(run_id), digests, Some(fence))
             .await?;
         if !ids.is_empty() {
             self.outbox.wake.send_modify(|v| *v = v.wrapping_add(1));
@@ -759,7 +759,7 @@ impl FailureHook for FailureAlerts {
         let key = format!("failure:{}:{}", f.run_id, f.task_name);
         if let Err(e) = self
             .0
-            .enqueue_alert(&key, "task_failure", Some(f.run_id), &msg, None)
+            .enqueue_alert(&key, AlertKind::TaskFailure, Some(f.run_id), &msg, None)
             .await
         {
             tracing::error!(error = %e, run_id = f.run_id, "could not queue the failure alert");

@@ -5,7 +5,7 @@ use crate::store::{
 };
 use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline};
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use snowpatrol_alert::{AnomalyDay, DailyPoint, Report, WarehouseSection};
 use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series};
@@ -304,11 +304,35 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
     let t_load = started.elapsed();
     info!(rows = rows.len(), days = features.len(), "metering loaded");
     let ms = |d: std::time::Duration| d.as_millis() as u64;
-    Ok(TaskOutput::empty().with_data(json!({
-        "from": from, "to": end, "hourly_rows": rows.len(), "warehouse_days": features.len(),
-        "timings_ms": { "fetch": ms(t_fetch), "validate_aggregate": ms(t_validate - t_fetch),
-                        "load_hourly_and_daily": ms(t_load - t_validate) }
-    })))
+    Ok(TaskOutput::empty().with_data_of(&ExtractOutput {
+        from,
+        to: end,
+        hourly_rows: rows.len(),
+        warehouse_days: features.len(),
+        timings_ms: ExtractTimings {
+            fetch: ms(t_fetch),
+            validate_aggregate: ms(t_validate - t_fetch),
+            load_hourly_and_daily: ms(t_load - t_validate),
+        },
+    }))
+}
+
+/// What `extract` loaded (its output data): the window's days (`to` inclusive), read by `features` for the
+/// dataset event's `extra`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ExtractOutput {
+    from: NaiveDate,
+    to: NaiveDate,
+    hourly_rows: usize,
+    warehouse_days: usize,
+    timings_ms: ExtractTimings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ExtractTimings {
+    fetch: u64,
+    validate_aggregate: u64,
+    load_hourly_and_daily: u64,
 }
 
 /// First day prep must (re)load: the re-read window (Snowflake revises the last days of metering), and
@@ -369,12 +393,7 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
         .map_err(store_err("loading daily usage"))?;
     let t_read = started.elapsed();
     let extracted = ctx.upstream("extract").await?;
-    let window = extracted
-        .first()
-        .and_then(|t| t.output.as_ref())
-        .and_then(|o| o.get("data"))
-        .cloned()
-        .unwrap_or(json!({}));
+    let window: Option<ExtractOutput> = extracted.first().and_then(|t| t.output_data());
     let end = loaded_end(&p).await?;
     let rows = ctx
         .run_cpu(move || {
@@ -420,7 +439,8 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     let timings = json!({ "read_daily": ms(t_read), "decompose": ms(t_compute - t_read), "write": ms(started.elapsed() - t_compute) });
     Ok(TaskOutput::with_extra(json!({
-        "from": window.get("from"), "to": window.get("to"), "hourly_rows": window.get("hourly_rows"),
+        "from": window.as_ref().map(|w| w.from), "to": window.as_ref().map(|w| w.to),
+        "hourly_rows": window.as_ref().map(|w| w.hourly_rows),
         "warehouses": warehouses, "feature_rows": rows.len()
     }))
     .with_data(json!({ "timings_ms": timings })))
@@ -464,8 +484,7 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .map_err(|e| TaskError::permanent(format!("param model: {e}")))?;
     let force = ctx.params.bool("force_retrain").unwrap_or(false);
     let Some(series) = series_for(&p, &key).await? else {
-        return Ok(TaskOutput::empty()
-            .with_data(json!({ "status": "skipped", "reason": "no usage rows" })));
+        return Ok(TaskOutput::empty().with_data_of(&TrainOutcome::skipped("no usage rows")));
     };
     let settings = &p.config.train;
     if series.len() < settings.min_days {
@@ -475,7 +494,7 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             settings.min_days
         );
         info!(warehouse = %key, "{reason}: skipped");
-        return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": reason })));
+        return Ok(TaskOutput::empty().with_data_of(&TrainOutcome::skipped(reason)));
     }
     let latest = p
         .store
@@ -531,7 +550,11 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         (Some(_), None) if drift.should_retrain() => format!("drift: {drift_json}"),
         (Some(m), None) => {
             info!(warehouse = %key, version = m.version, "no drift: keeping the model");
-            return Ok(TaskOutput::empty().with_data(json!({ "status": "skipped", "reason": "no drift", "drift": drift_json, "version": m.version })));
+            return Ok(TaskOutput::empty().with_data_of(&TrainOutcome::Skipped {
+                reason: NO_DRIFT.into(),
+                drift: Some(drift_json),
+                version: Some(m.version),
+            }));
         }
     };
     let next_version = latest.as_ref().map_or(1, |m| m.version as i64 + 1);
@@ -575,7 +598,56 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
     } else {
         info!(warehouse = %key, version, model_id, "this run had registered the model already (a retried try): kept it");
     }
-    Ok(TaskOutput::empty().with_data(json!({ "status": "trained", "version": version, "model_id": model_id, "reason": reason, "drift": drift_json })))
+    Ok(TaskOutput::empty().with_data_of(&TrainOutcome::Trained {
+        version,
+        model_id,
+        reason,
+        drift: drift_json,
+    }))
+}
+
+/// Why a warehouse whose data did not drift keeps its model.
+const NO_DRIFT: &str = "no drift";
+
+/// What `train_warehouse` did for one warehouse (its output data, tagged by `status`), read back by `publish`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum TrainOutcome {
+    /// A new version was registered (or had been by an earlier try of this run).
+    Trained {
+        version: i32,
+        model_id: i64,
+        reason: String,
+        drift: serde_json::Value,
+    },
+    /// No new version: too little history, no usage, or no drift (then `version` is the model kept).
+    Skipped {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drift: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<i32>,
+    },
+}
+
+impl TrainOutcome {
+    fn skipped(reason: impl Into<String>) -> Self {
+        TrainOutcome::Skipped {
+            reason: reason.into(),
+            drift: None,
+            version: None,
+        }
+    }
+
+    /// The warehouse has a current model after this outcome: retrained, or kept because its data did not drift.
+    fn leaves_current_model(&self) -> bool {
+        match self {
+            TrainOutcome::Trained { .. } => true,
+            TrainOutcome::Skipped {
+                version, reason, ..
+            } => version.is_some() && reason == NO_DRIFT,
+        }
+    }
 }
 
 /// The detection settings a stored default model was trained with; `None` when the model was stored in a
@@ -600,13 +672,16 @@ async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
     // Warehouses with a current model after this run: retrained, or kept because their data did not drift.
     let mut current = 0;
     for t in &results {
-        let data = t.output.as_ref().map(|o| &o["data"]);
-        let status = match t.state {
-            TaskState::Success => data.and_then(|d| d["status"].as_str()).unwrap_or("skipped"),
-            TaskState::Skipped => "skipped",
+        let outcome: Option<TrainOutcome> = t.output_data();
+        let status = match (t.state, &outcome) {
+            (TaskState::Success, Some(TrainOutcome::Trained { .. })) => "trained",
+            (TaskState::Success | TaskState::Skipped, _) => "skipped",
             _ => "failed",
         };
-        if status == "trained" || data.is_some_and(|d| d["reason"] == "no drift") {
+        if outcome
+            .as_ref()
+            .is_some_and(TrainOutcome::leaves_current_model)
+        {
             current += 1;
         }
         *counts.entry(status).or_default() += 1;

@@ -14,11 +14,14 @@ pub mod jobs;
 pub mod metrics;
 pub mod routing;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{
     PipelineConfig, PredictSettings, PrepConfig, SlackSettings, SourceConfig, TrainSettings,
 };
 pub use store::PipelineStore;
+pub use store::migrations::{PIPELINE as PIPELINE_MIGRATIONS, migrate, schema_ready};
 
 use chrono::NaiveDate;
 use snowpatrol_alert::{SlackConfig, SlackNotifier};

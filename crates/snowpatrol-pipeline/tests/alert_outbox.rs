@@ -4,6 +4,7 @@
 //! 500s are retried with backoff up to a final `failed`, and the 0004 upgrade of a 0003 outbox.
 
 mod common;
+mod previous_release;
 
 use common::{CHANNEL, CHANNEL_2, Mode, SlackPeer, TOKEN};
 use serde_json::json;
@@ -11,7 +12,7 @@ use snowpatrol_engine::{
     CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
 };
 use snowpatrol_pipeline::alerts::Enqueued;
-use snowpatrol_pipeline::store::{AlertRow, AlertState};
+use snowpatrol_pipeline::store::{AlertKind, AlertRow, AlertState};
 use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig};
 use snowpatrol_store::{Database, Pool, RunFilter};
 use std::collections::BTreeMap;
@@ -61,7 +62,7 @@ impl Backend {
     }
     async fn migrated(&self) -> Database {
         let db = self.connect().await;
-        db.migrate().await.expect("migrate");
+        snowpatrol_pipeline::migrate(&db).await.expect("migrate");
         db
     }
 }
@@ -107,7 +108,7 @@ fn message(n: usize) -> snowpatrol_alert::SlackMessage {
 
 async fn enqueue(p: &Pipeline, key: &str, n: usize) -> i64 {
     match p
-        .enqueue_alert(key, "task_failure", Some(7), &message(n), None)
+        .enqueue_alert(key, AlertKind::TaskFailure, Some(7), &message(n), None)
         .await
         .unwrap()
     {
@@ -657,7 +658,7 @@ async fn insert_old(
 /// delivered and failed rows untouched; the CHECK constraint accepts exactly the Rust enum's states.
 async fn upgrade_from_0003_keeps_every_alert_and_maps_its_state(backend: Backend) {
     let db = backend.connect().await;
-    snowpatrol_store::testing::migrate_to(&db, 3).await;
+    previous_release::migrate_to(&db, 3).await;
     let msg = serde_json::to_string(&message(0)).unwrap();
     let now = snowpatrol_store::now();
     let old_claim = now - chrono::Duration::minutes(11);
@@ -706,8 +707,8 @@ async fn upgrade_from_0003_keeps_every_alert_and_maps_its_state(backend: Backend
         ("old:written", "written", 1, Some(now), None, None),
     ];
     insert_old(&db, &rows, &msg, now).await;
-    db.migrate().await.unwrap();
-    assert!(db.is_ready().await.unwrap());
+    snowpatrol_pipeline::migrate(&db).await.unwrap();
+    assert!(snowpatrol_pipeline::schema_ready(&db).await.unwrap());
     // Rows a replica of the previous release writes during a rolling upgrade: `sending` without an expiry.
     let rolling: Vec<Old> = vec![
         ("rolling:stale", "sending", 0, Some(old_claim), None, None),

@@ -660,12 +660,12 @@ async fn end_to_end(db: Database) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_on_postgres() {
-    end_to_end(snowpatrol_store::testing::fresh_postgres().await).await;
+    end_to_end(snowpatrol_pipeline::testing::fresh_postgres().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_on_sqlite() {
-    let (db, _dir) = snowpatrol_store::testing::fresh_sqlite().await;
+    let (db, _dir) = snowpatrol_pipeline::testing::fresh_sqlite().await;
     end_to_end(db).await;
 }
 
@@ -712,8 +712,8 @@ fn validation_names_what_and_where() {
 async fn hourly_rows_round_trip_exactly_and_reloads_are_idempotent() {
     use chrono::TimeZone;
     for db in [
-        snowpatrol_store::testing::fresh_postgres().await,
-        snowpatrol_store::testing::fresh_sqlite().await.0,
+        snowpatrol_pipeline::testing::fresh_postgres().await,
+        snowpatrol_pipeline::testing::fresh_sqlite().await.0,
     ] {
         let store = snowpatrol_pipeline::PipelineStore::new(db.clone());
         let at = |d, h| chrono::Utc.with_ymd_and_hms(2025, 6, d, h, 0, 0).unwrap();
@@ -827,7 +827,7 @@ async fn prep_extracts_from_snowflake_and_the_chain_flags_a_spike() {
         }
     }
     peer.load(&rows).await;
-    let db = snowpatrol_store::testing::fresh_postgres().await;
+    let db = snowpatrol_pipeline::testing::fresh_postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let snowflake = peer.config(SnowflakeAuth::Password {
         password: PASSWORD.to_string().into(),
@@ -908,14 +908,20 @@ async fn undelivered_alerts_are_retried_and_never_repeated() {
         peer.api_url
     ))
     .unwrap();
-    let db = snowpatrol_store::testing::fresh_postgres().await;
+    let db = snowpatrol_pipeline::testing::fresh_postgres().await;
     let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
     let msg =
         snowpatrol_alert::failure_message("predict", "score_warehouse", Some("A.W"), "7", "boom");
     let key = "failure:7:score_warehouse:A.W";
 
     let queued = pipeline
-        .enqueue_alert(key, "task_failure", Some(7), &msg, None)
+        .enqueue_alert(
+            key,
+            snowpatrol_pipeline::store::AlertKind::TaskFailure,
+            Some(7),
+            &msg,
+            None,
+        )
         .await
         .unwrap();
     assert!(
@@ -961,7 +967,13 @@ async fn undelivered_alerts_are_retried_and_never_repeated() {
         "nothing left to send"
     );
     let again = pipeline
-        .enqueue_alert(key, "task_failure", Some(7), &msg, None)
+        .enqueue_alert(
+            key,
+            snowpatrol_pipeline::store::AlertKind::TaskFailure,
+            Some(7),
+            &msg,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(again, snowpatrol_pipeline::alerts::Enqueued::Duplicate);
@@ -972,7 +984,7 @@ async fn undelivered_alerts_are_retried_and_never_repeated() {
 /// dataset, predict on the models dataset; a table in the TOML replaces the default whole.
 #[tokio::test]
 async fn built_in_schedules_chain_the_jobs_unless_the_toml_says_otherwise() {
-    let (db, _dir) = snowpatrol_store::testing::fresh_sqlite().await;
+    let (db, _dir) = snowpatrol_pipeline::testing::fresh_sqlite().await;
     let dir = tempfile::tempdir().unwrap();
     let pipeline = Pipeline::new(db, PipelineConfig::default(), dir.path().to_path_buf()).unwrap();
     let settings = SchedulerSettings::default();

@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod backends;
+mod previous_release;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use snowpatrol_detect::daily::DailyUsage;
@@ -107,7 +108,7 @@ async fn claim(db: &Database, shape: &JobShape, worker: &str, lease: Duration) -
 }
 
 async fn a_stale_try_cannot_write_and_the_live_one_can(db: Database) {
-    db.migrate().await.unwrap();
+    snowpatrol_pipeline::migrate(&db).await.unwrap();
     let store = PipelineStore::new(db.clone());
     let shape = JobShape {
         job_name: "work".into(),
@@ -210,7 +211,7 @@ async fn a_stale_try_cannot_write_and_the_live_one_can(db: Database) {
         store
             .insert_alert(
                 "incident:1",
-                "anomaly",
+                snowpatrol_pipeline::store::AlertKind::Anomaly,
                 Some(run_id),
                 "file",
                 &serde_json::json!({}),
@@ -285,7 +286,7 @@ async fn a_stale_try_cannot_write_and_the_live_one_can(db: Database) {
             task_instance_id: live.task_instance_id,
             try_number: live.try_number,
             outcome: snowpatrol_store::TaskOutcome::Success {
-                output: serde_json::json!({}),
+                output: snowpatrol_store::TaskOutput::empty(),
             },
         }],
         &shapes,
@@ -301,7 +302,7 @@ async fn a_stale_try_cannot_write_and_the_live_one_can(db: Database) {
 }
 
 async fn upgrade_to_0005_seeds_the_ledger_and_marks_duplicate_models(db: Database) {
-    snowpatrol_store::testing::migrate_to(&db, 3).await;
+    previous_release::migrate_to(&db, 3).await;
     // The previous release's state after an interrupted prep: June 1-3 in the daily table, hourly rows only for
     // June 3 (the hourly load of June 1-2 was lost); and one training run (id 5) that registered WH twice
     // (a stale try), next to a normal run (id 6).
@@ -366,7 +367,7 @@ async fn upgrade_to_0005_seeds_the_ledger_and_marks_duplicate_models(db: Databas
         exec(sql).await;
     }
 
-    db.migrate().await.unwrap();
+    snowpatrol_pipeline::migrate(&db).await.unwrap();
 
     // Only June 3 had its hourly rows: the ledger says so, and the next prep starts at June 1.
     let ledger = store.loaded_days(day(1, 1)).await.unwrap();
@@ -423,7 +424,7 @@ async fn upgrade_to_0005_seeds_the_ledger_and_marks_duplicate_models(db: Databas
 /// 0008 on a database of the previous release: `metering_freshness` is seeded per account from the hourly rows
 /// already there; afterwards prep's loads move it forward, never back (a reload of an older window).
 async fn upgrade_to_0008_seeds_freshness_and_loads_only_move_it_forward(db: Database) {
-    snowpatrol_store::testing::migrate_to(&db, 7).await;
+    previous_release::migrate_to(&db, 7).await;
     let sql = "INSERT INTO warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, \
                start_time, end_time, credits_used, credits_used_compute, credits_used_cloud_services) VALUES \
                ('ACME', 7, 'WH', 'WAREHOUSE_METERING', '2025-06-02T01:00:00+00:00', '2025-06-02T02:00:00+00:00', 1, 0.9, 0.1), \
@@ -437,7 +438,7 @@ async fn upgrade_to_0008_seeds_freshness_and_loads_only_move_it_forward(db: Data
             sqlx::query(sql).execute(p).await.unwrap();
         }
     }
-    db.migrate().await.unwrap();
+    snowpatrol_pipeline::migrate(&db).await.unwrap();
     let store = PipelineStore::new(db.clone());
     let newest = |store: PipelineStore| async move {
         store

@@ -5,12 +5,14 @@
 
 #[macro_use]
 mod backends;
+mod previous_release;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use snowpatrol_detect::WarehouseKey;
 use snowpatrol_pipeline::PipelineStore;
 use snowpatrol_pipeline::store::{
-    AckReason, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus, NewAnomaly, NewModel,
+    AckReason, AlertKind, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus, NewAnomaly,
+    NewModel,
 };
 use snowpatrol_store::{Database, Pool, StoreError};
 use std::collections::BTreeSet;
@@ -80,7 +82,7 @@ async fn days(store: &PipelineStore) -> Vec<AnomalyRow> {
 /// incident. After `migrate()`: no day lost, one row per day, acknowledgements kept, incidents backfilled,
 /// the view reads incidents, the old alerts are re-keyed so nothing is alerted again.
 async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
-    snowpatrol_store::testing::migrate_to(&db, 2).await;
+    previous_release::migrate_to(&db, 2).await;
     let store = PipelineStore::new(db.clone());
     let wh = WarehouseKey::new("ACME", "ETL_WH");
     let other = WarehouseKey::new("ACME", "BI_WH");
@@ -249,9 +251,9 @@ async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
         "failure:3:score_warehouse:ACME.ETL_WH",
     ] {
         let kind = if key.starts_with("failure") {
-            "task_failure"
+            AlertKind::TaskFailure
         } else {
-            "anomaly"
+            AlertKind::Anomaly
         };
         store
             .insert_alert(key, kind, None, "file", &msg, None)
@@ -260,10 +262,10 @@ async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
             .unwrap();
     }
 
-    db.migrate()
+    snowpatrol_pipeline::migrate(&db)
         .await
         .expect("0003 upgrades the database in place");
-    assert!(db.is_ready().await.unwrap());
+    assert!(snowpatrol_pipeline::schema_ready(&db).await.unwrap());
 
     // One row per day, each day kept; the newest version's scores; first detection; earliest acknowledgement.
     let rows = days(&store).await;
@@ -299,13 +301,13 @@ async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
     assert_eq!(june1.detected_at, at(6, 2, 6), "first detection (v1)");
     assert_eq!(june1.scored_at, at(6, 4, 6), "last re-score (v2)");
     assert_eq!(
-        (june1.acknowledged_at, june1.ack_reason.as_deref()),
+        (june1.acknowledged_at, june1.ack_reason.map(|r| r.as_str())),
         (Some(at(6, 3, 9)), Some("planned")),
         "the acknowledgement made on v1's row survives the merge"
     );
     let bi = by_day("BI_WH", day(6, 10));
     assert_eq!(
-        (bi.acknowledged_at, bi.ack_reason.as_deref()),
+        (bi.acknowledged_at, bi.ack_reason.map(|r| r.as_str())),
         (Some(at(6, 11, 12)), Some("expected")),
         "earliest acknowledgement of the merged rows"
     );
@@ -383,7 +385,7 @@ async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
     for d in [2, 3] {
         let a = by_day("ETL_WH", day(6, d));
         assert_eq!(
-            (a.acknowledged_at, a.ack_reason.as_deref()),
+            (a.acknowledged_at, a.ack_reason.map(|r| r.as_str())),
             (Some(at(6, 3, 9)), Some("planned"))
         );
     }
@@ -443,7 +445,7 @@ async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
     assert_eq!(
         by(&days(&store).await, "ETL_WH", day(6, 4))
             .ack_reason
-            .as_deref(),
+            .map(|r| r.as_str()),
         Some("planned")
     );
 }
@@ -480,7 +482,7 @@ fn by<'a>(rows: &'a [AnomalyRow], w: &str, d: NaiveDate) -> &'a AnomalyRow {
 
 /// Re-scoring a day (a rerun or a retrained model) updates its one row; incidents grow, bridge and merge.
 async fn one_row_per_day_and_incidents_maintained_across_rescores(db: Database) {
-    db.migrate().await.unwrap();
+    snowpatrol_pipeline::migrate(&db).await.unwrap();
     let store = PipelineStore::new(db.clone());
     let wh = WarehouseKey::new("ACME", "ETL_WH");
     let (m1, _) = model(&store, &wh).await;
@@ -632,7 +634,7 @@ async fn one_row_per_day_and_incidents_maintained_across_rescores(db: Database) 
 
 /// Acknowledgement is per incident and survives re-scores and growth; resolution and reopening; cost.
 async fn acknowledgements_resolution_and_cost(db: Database) {
-    db.migrate().await.unwrap();
+    snowpatrol_pipeline::migrate(&db).await.unwrap();
     let store = PipelineStore::new(db.clone());
     let wh = WarehouseKey::new("ACME", "ETL_WH");
     let (m1, _) = model(&store, &wh).await;
@@ -680,7 +682,7 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
         days(&store)
             .await
             .iter()
-            .all(|a| a.ack_reason.as_deref() == Some("planned"))
+            .all(|a| a.ack_reason.map(|r| r.as_str()) == Some("planned"))
     );
     // A re-score and a new adjacent day keep it acknowledged; the new day carries the acknowledgement.
     let (m2, _) = model(&store, &wh).await;
@@ -704,7 +706,7 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
         days(&store)
             .await
             .iter()
-            .all(|a| a.ack_reason.as_deref() == Some("planned"))
+            .all(|a| a.ack_reason.map(|r| r.as_str()) == Some("planned"))
     );
     // Open filter leaves it out.
     let open = IncidentFilter {
@@ -841,7 +843,7 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
             .await
             .unwrap()
             .iter()
-            .all(|a| a.ack_reason.as_deref() == Some("expected"))
+            .all(|a| a.ack_reason.map(|r| r.as_str()) == Some("expected"))
     );
 }
 
@@ -850,7 +852,7 @@ async fn acknowledgements_resolution_and_cost(db: Database) {
 /// is news. A digest announces incidents once: it refuses (writing nothing) when one of its incidents was
 /// announced meanwhile, links them all otherwise, and a retried try of the same run queues nothing twice.
 async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db: Database) {
-    snowpatrol_store::testing::migrate_to(&db, 5).await;
+    previous_release::migrate_to(&db, 5).await;
     for (id, wh, d) in [
         (1_i64, "ETL_WH", 1_u32),
         (2, "ETL_WH", 10),
@@ -881,7 +883,7 @@ async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db:
         );
     }
 
-    db.migrate().await.unwrap();
+    snowpatrol_pipeline::migrate(&db).await.unwrap();
 
     let store = PipelineStore::new(db.clone());
     let alerts = store.list_alerts(false, 100).await.unwrap();
@@ -907,7 +909,7 @@ async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db:
     // A digest naming an incident announced before is refused whole.
     let err = store
         .enqueue_digests(
-            "anomaly",
+            AlertKind::Anomaly,
             Some(40),
             &[digest("digest:40", &[2, 3], "digest:40:chart:3")],
             None,
@@ -930,7 +932,7 @@ async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db:
     // nothing more.
     let id = store
         .enqueue_digests(
-            "anomaly",
+            AlertKind::Anomaly,
             Some(41),
             &[digest("digest:41", &[3], "digest:41:chart:3")],
             None,
@@ -941,7 +943,7 @@ async fn upgrade_to_0006_links_announced_incidents_and_digests_announce_once(db:
     assert_eq!(
         store
             .enqueue_digests(
-                "anomaly",
+                AlertKind::Anomaly,
                 Some(41),
                 &[digest("digest:41", &[3], "digest:41:chart:3")],
                 None

@@ -10,6 +10,7 @@ mod csv_export;
 mod error;
 mod snowflake;
 mod synthetic;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use async_trait::async_trait;

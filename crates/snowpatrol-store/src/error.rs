@@ -11,6 +11,13 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A migration line (see [`crate::MigrationLine`]) could not be applied.
+    #[error("{owner} migrations failed: {source}")]
+    MigrateLine {
+        owner: &'static str,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("invalid stored value: {0}")]

@@ -4,8 +4,9 @@
 //! process). The scheduler's state machine lives here as transactional operations ([`Database::claim_tasks`],
 //! [`Database::finish_tasks`], [`Database::trigger_dataset_run`], ...) because each of them must be atomic: a
 //! task's success and the dataset events it produces commit together, and a run and the events it consumed
-//! commit together. The SQL is written once (see `backend.rs`) and instantiated for both backends, so the
-//! conformance tests exercise the same logic twice.
+//! commit together. The SQL is written once (see `backend/ops.rs`) and compiled for both backends, so the
+//! conformance tests exercise the same logic twice. The engine's tables are migrated by the [`ENGINE`] line;
+//! a product crate keeping tables of its own migrates them with a [`MigrationLine`] of its own.
 
 mod backend;
 pub use backend::{ConditionFn, Shapes};
@@ -13,8 +14,11 @@ mod error;
 mod failpoint;
 pub use failpoint::{FAILPOINTS_ENV, failpoint};
 mod leader;
+mod migrations;
 pub use leader::Leadership;
+pub use migrations::{COMBINED_LINE_LAST, COMBINED_LINE_TABLE, ENGINE, MigrationLine};
 mod plan;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 mod url_secrets;
@@ -222,37 +226,6 @@ impl Database {
         self.wakeup.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Applies the migrations of this backend (idempotent).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.pool {
-            Pool::Postgres(p) => sqlx::migrate!("../../migrations/postgres").run(p).await?,
-            Pool::Sqlite(p) => sqlx::migrate!("../../migrations/sqlite").run(p).await?,
-        }
-        Ok(())
-    }
-
-    /// True when the database answers and every migration this binary knows is applied (the readiness probe).
-    pub async fn is_ready(&self) -> Result<bool, StoreError> {
-        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
-        let (applied, migrator) = match &self.pool {
-            Pool::Postgres(p) => (
-                sqlx::query_scalar::<_, i64>(APPLIED).fetch_all(p).await,
-                sqlx::migrate!("../../migrations/postgres"),
-            ),
-            Pool::Sqlite(p) => (
-                sqlx::query_scalar::<_, i64>(APPLIED).fetch_all(p).await,
-                sqlx::migrate!("../../migrations/sqlite"),
-            ),
-        };
-        // No migrations table yet means nothing is applied, not an error.
-        let applied = match applied {
-            Err(e) if is_undefined_table(&e) => vec![],
-            other => other?,
-        };
-        let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
-        Ok(known.iter().all(|v| applied.contains(v)))
-    }
-
     pub async fn close(&self) {
         match &self.pool {
             Pool::Postgres(p) => p.close().await,
@@ -261,7 +234,16 @@ impl Database {
     }
 }
 
-fn is_undefined_table(e: &sqlx::Error) -> bool {
+/// Decodes a row into a `#[derive(sqlx::FromRow)]` struct; a stored value outside its type (a state the CHECK
+/// constraint would refuse, say) is [`StoreError::Corrupt`], not a SQL error.
+pub fn decode_row<'r, R: sqlx::Row, T: sqlx::FromRow<'r, R>>(row: &'r R) -> Result<T, StoreError> {
+    T::from_row(row).map_err(|e| match e {
+        sqlx::Error::ColumnDecode { .. } => StoreError::Corrupt(e.to_string()),
+        e => StoreError::Sql(e),
+    })
+}
+
+pub(crate) fn is_undefined_table(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
             d.code().as_deref() == Some("42P01") || d.message().contains("no such table")

@@ -57,18 +57,3 @@ pub async fn fresh_sqlite() -> (Database, tempfile::TempDir) {
     db.migrate().await.expect("migrate sqlite");
     (db, dir)
 }
-
-/// Applies this backend's migrations up to and including `version` only: builds a database at an older schema,
-/// so upgrade tests can fill it the way an older release did and then run [`Database::migrate`].
-pub async fn migrate_to(db: &Database, version: i64) {
-    match db.pool() {
-        crate::Pool::Postgres(p) => sqlx::migrate!("../../migrations/postgres")
-            .run_to(version, p)
-            .await
-            .expect("migrate postgres to version"),
-        crate::Pool::Sqlite(p) => sqlx::migrate!("../../migrations/sqlite")
-            .run_to(version, p)
-            .await
-            .expect("migrate sqlite to version"),
-    }
-}

@@ -1,7 +1,7 @@
 //! Records and states as stored. States are stored as their snake_case names so SQL written by hand reads well.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub type RunId = i64;
 pub type EventId = i64;
@@ -9,7 +9,8 @@ pub type TaskInstanceId = i64;
 
 /// A closed set of states stored as snake_case text (with a matching `CHECK (col IN (...))` in the migrations):
 /// `as_str`, `Display`, `FromStr` (whose error names the allowed values), serde, and `ALL`. Exported for the
-/// pipeline's own states; the crate using it needs `serde` as a dependency.
+/// pipeline's own states; the crate using it needs `serde` and `sqlx` as dependencies. The enum is also an sqlx
+/// type on every backend (stored as its text).
 #[macro_export]
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -23,6 +24,26 @@ macro_rules! string_enum {
         }
         impl ::std::fmt::Display for $name {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result { f.write_str(self.as_str()) }
+        }
+        // Stored as its text on every backend, so rows decode into the enum (`FromRow` fields, `Option`s
+        // included) and binds take it directly; a value outside the set fails to decode with `FromStr`'s error.
+        impl<DB: ::sqlx::Database> ::sqlx::Type<DB> for $name where str: ::sqlx::Type<DB> {
+            fn type_info() -> DB::TypeInfo { <str as ::sqlx::Type<DB>>::type_info() }
+            fn compatible(ty: &DB::TypeInfo) -> bool { <str as ::sqlx::Type<DB>>::compatible(ty) }
+        }
+        impl<'r, DB: ::sqlx::Database> ::sqlx::Decode<'r, DB> for $name where &'r str: ::sqlx::Decode<'r, DB> {
+            fn decode(value: <DB as ::sqlx::Database>::ValueRef<'r>) -> Result<Self, ::sqlx::error::BoxDynError> {
+                let text = <&'r str as ::sqlx::Decode<'r, DB>>::decode(value)?;
+                Ok(text.parse::<$name>()?)
+            }
+        }
+        impl<'q, DB: ::sqlx::Database> ::sqlx::Encode<'q, DB> for $name where &'static str: ::sqlx::Encode<'q, DB> {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as ::sqlx::Database>::ArgumentBuffer,
+            ) -> Result<::sqlx::encode::IsNull, ::sqlx::error::BoxDynError> {
+                <&'static str as ::sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
+            }
         }
         impl ::std::str::FromStr for $name {
             type Err = String;
@@ -108,7 +129,7 @@ pub struct NewRun {
     pub triggered_by: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct RunRecord {
     pub run_id: RunId,
     pub job_name: String,
@@ -116,6 +137,7 @@ pub struct RunRecord {
     pub trigger_kind: TriggerKind,
     pub logical_time: DateTime<Utc>,
     pub state: RunState,
+    #[sqlx(json)]
     pub params: serde_json::Value,
     pub triggered_by: String,
     pub queued_at: DateTime<Utc>,
@@ -124,7 +146,7 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct TaskInstanceRecord {
     pub task_instance_id: TaskInstanceId,
     pub run_id: RunId,
@@ -140,8 +162,18 @@ pub struct TaskInstanceRecord {
     pub queued_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    #[sqlx(json(nullable))]
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
+}
+
+impl TaskInstanceRecord {
+    /// The `data` this instance's successful try returned (`TaskOutput::with_data_of`), decoded as `T`. None
+    /// when the try returned no data, or data of another shape.
+    pub fn output_data<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        let data = self.output.as_ref()?.get("data")?;
+        T::deserialize(data).ok()
+    }
 }
 
 /// A task instance a worker has claimed (state `running`, lease held by the worker).
@@ -159,10 +191,64 @@ pub struct ClaimedTask {
     pub trigger_kind: TriggerKind,
 }
 
+/// The result of a successful task.
+/// Stored as the task instance's `output` (JSON, keys absent when empty); the store reads `map_keys`, `extra` and
+/// `outlets_suppressed` back when it advances the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskOutput {
+    /// For a task that downstream mapped tasks fan out over: one task instance per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_keys: Option<Vec<String>>,
+    /// Becomes the `extra` payload of the dataset events this task's outlets emit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
+    /// Anything else worth recording (shown by `snowpatrol tasks RUN_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// The task succeeded but produced nothing new (e.g. a training run that changed no model): its outlets
+    /// emit no dataset event, so downstream jobs do not run for nothing. Recorded in the output as
+    /// `"outlets_suppressed": true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outlets_suppressed: bool,
+}
+
+impl TaskOutput {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+    pub fn with_map_keys(keys: Vec<String>) -> Self {
+        Self {
+            map_keys: Some(keys),
+            ..Default::default()
+        }
+    }
+    pub fn with_extra(extra: serde_json::Value) -> Self {
+        Self {
+            extra: Some(extra),
+            ..Default::default()
+        }
+    }
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+    /// [`TaskOutput::with_data`] from a typed value, read back downstream with
+    /// `TaskInstanceRecord::output_data`. A value that cannot be represented as JSON (a map with non-string
+    /// keys) is recorded as `null`.
+    pub fn with_data_of<T: serde::Serialize>(self, data: &T) -> Self {
+        self.with_data(serde_json::to_value(data).unwrap_or(serde_json::Value::Null))
+    }
+    /// See [`TaskOutput::outlets_suppressed`].
+    pub fn without_outlet_events(mut self) -> Self {
+        self.outlets_suppressed = true;
+        self
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum TaskOutcome {
     Success {
-        output: serde_json::Value,
+        output: TaskOutput,
     },
     /// `retry_at` is set when tries remain: the instance becomes `up_for_retry` until then.
     Failed {
@@ -197,10 +283,11 @@ pub struct FinishReport {
     pub created_instances: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct EventRecord {
     pub event_id: EventId,
     pub dataset_uri: String,
+    #[sqlx(json)]
     pub extra: serde_json::Value,
     pub source_job: Option<String>,
     pub source_run_id: Option<RunId>,

@@ -41,7 +41,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => crate::pipeline_cli::demo(json).await,
         Command::Migrate => {
             let db = connect(&loaded.settings, false).await?;
-            db.migrate()
+            snowpatrol_pipeline::migrate(&db)
                 .await
                 .with_context(|| format!("migrating {}", db.url_redacted()))?;
             print(
@@ -704,13 +704,12 @@ async fn open_existing(settings: &Settings) -> anyhow::Result<Database> {
 /// daemon's `migrate_on_start`), never behind an operator's back by a read-only command.
 async fn open_ready(settings: &Settings) -> anyhow::Result<Database> {
     let db = connect(settings, false).await?;
-    let ready = db
-        .is_ready()
+    let ready = snowpatrol_pipeline::schema_ready(&db)
         .await
         .with_context(|| format!("checking the schema of {}", db.url_redacted()))?;
     if !ready {
         if db.backend_name() == "sqlite" {
-            db.migrate()
+            snowpatrol_pipeline::migrate(&db)
                 .await
                 .with_context(|| format!("migrating {}", db.url_redacted()))?;
         } else {
@@ -1030,11 +1029,14 @@ async fn daemon_until_stopped(
     };
     info!(database = %db.url_redacted(), backend = db.backend_name(), "database connected");
     if s.database.migrate_on_start {
-        db.migrate()
+        snowpatrol_pipeline::migrate(&db)
             .await
             .with_context(|| format!("migrating {} on start", db.url_redacted()))?;
         info!("migrations applied");
-    } else if !db.is_ready().await.context("checking the schema")? {
+    } else if !snowpatrol_pipeline::schema_ready(&db)
+        .await
+        .context("checking the schema")?
+    {
         bail!(
             "the database {} is not migrated and [database] migrate_on_start is false: run `snowpatrol migrate`",
             db.url_redacted()

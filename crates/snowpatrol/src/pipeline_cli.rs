@@ -44,7 +44,7 @@ pub async fn demo(json: bool) -> anyhow::Result<ExitCode> {
     let db = Database::open_sqlite_file(&dir.join("snowpatrol.db"))
         .await
         .context("opening the embedded database")?;
-    db.migrate()
+    snowpatrol_pipeline::migrate(&db)
         .await
         .context("migrating the embedded database")?;
     let end = chrono::NaiveDate::from_ymd_opt(2025, 6, 30).unwrap_or_default();
@@ -646,7 +646,7 @@ fn print_days(rows: &[AnomalyRow], format: ListFormat, what: &str) -> anyhow::Re
                     a.incident_start.to_string(),
                     a.detected_at.to_rfc3339(),
                     rfc3339(a.acknowledged_at),
-                    a.ack_reason.clone().unwrap_or_default(),
+                    a.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
                     a.explanation.clone(),
                     a.scored_at.to_rfc3339(),
                     a.incident_id.to_string(),
@@ -689,7 +689,7 @@ fn print_days(rows: &[AnomalyRow], format: ListFormat, what: &str) -> anyhow::Re
                             format!("v{}", a.model_version),
                             a.run_id.to_string(),
                             a.incident_id.to_string(),
-                            a.ack_reason.clone().unwrap_or_default(),
+                            a.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
                         ]
                     })
                     .collect(),
@@ -737,7 +737,7 @@ pub async fn alerts(
                 .map(|a| {
                     vec![
                         a.alert_id.to_string(),
-                        a.kind.clone(),
+                        a.kind.to_string(),
                         crate::output::short(Some(&a.dedupe_key), 50),
                         a.channel.clone(),
                         a.state.to_string(),
@@ -1169,7 +1169,7 @@ pub async fn explain_alert(
                 "announced by alert {} ({}) in {}, {}\n",
                 a.alert_id, a.dedupe_key, a.channel, a.state
             )),
-            None if incident.status.as_str() == "acknowledged" => {
+            None if incident.status == IncidentStatus::Acknowledged => {
                 out.push_str("not announced: acknowledged before any alert\n")
             }
             None => out.push_str("not announced yet\n"),

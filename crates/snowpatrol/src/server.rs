@@ -82,7 +82,7 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
         )
             .into_response();
     };
-    match tokio::time::timeout(READY_TIMEOUT, ready.db.is_ready()).await {
+    match tokio::time::timeout(READY_TIMEOUT, snowpatrol_pipeline::schema_ready(&ready.db)).await {
         Ok(Ok(true)) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Ok(false)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(code, 503);
         assert!(body.contains("run `snowpatrol migrate`"), "{body}");
 
-        db.migrate().await.expect("migrate");
+        snowpatrol_pipeline::migrate(&db).await.expect("migrate");
         assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
         // Freshness as prep records it, per account.
         if let snowpatrol_store::Pool::Sqlite(p) = db.pool() {

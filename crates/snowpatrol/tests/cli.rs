@@ -440,7 +440,7 @@ fn wait_run_state(env: &Env, run_id: i64, state: &str, deadline: Duration) -> Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_and_daemon_on_postgres() {
-    let url = snowpatrol_store::testing::fresh_postgres_url().await;
+    let url = snowpatrol_pipeline::testing::fresh_postgres_url().await;
     let env = Env::new(EXAMPLES_CONFIG, Some(url));
     cli_flow(&env);
 
@@ -1428,7 +1428,7 @@ fn runs_filter_by_time_and_lineage_shows_events() {
 /// ("relation already exists, skipping") at INFO; they are not news to an operator and stay out of the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_does_not_log_postgres_notices() {
-    let url = snowpatrol_store::testing::fresh_postgres_url().await;
+    let url = snowpatrol_pipeline::testing::fresh_postgres_url().await;
     let env = Env::new("[logging]\nlevel = \"info\"\n", Some(url));
     for _ in 0..2 {
         let out = env.run(&["migrate"]);

@@ -67,7 +67,7 @@ impl Drop for Env {
 
 impl Env {
     async fn new() -> Self {
-        let url = snowpatrol_store::testing::fresh_postgres_url().await;
+        let url = snowpatrol_pipeline::testing::fresh_postgres_url().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("snowpatrol.toml"), CONFIG).unwrap();
         let env = Self {

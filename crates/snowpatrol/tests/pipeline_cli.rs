@@ -407,7 +407,7 @@ fn pipeline_commands_on_sqlite() {
 /// backends share statements, but types (timestamptz, jsonb) come back through different drivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_commands_on_postgres() {
-    let url = snowpatrol_store::testing::fresh_postgres_url().await;
+    let url = snowpatrol_pipeline::testing::fresh_postgres_url().await;
     tokio::task::spawn_blocking(move || {
         let env = DataDir::new(SYNTHETIC_CONFIG, Some(url));
         // A shared database is migrated deliberately, never by a read-only command.
