@@ -40,23 +40,9 @@ use serde::{Deserialize, Serialize};
 /// people searching Slack or the report directory find both with the same words.
 pub const REPORT_TITLE: &str = "Anomalous activity in Snowflake usage";
 
-/// One anomalous day of one warehouse, as the detector scored it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AnomalyDay {
-    pub date: NaiveDate,
-    pub actual_credits: f64,
-    pub expected_credits: f64,
-    /// Kept separate from `actual - expected` because the detector decides what "expected" means
-    /// (e.g. trend + seasonal) and may clamp negative excess; the report shows what it was given.
-    pub excess_credits: f64,
-    /// Detector score. Its direction depends on the model: the baseline flags `score <= threshold`
-    /// (scikit-learn's `decision_function`), the default model `score >= threshold` (a robust z) or one of
-    /// its other tests, which the explanation names.
-    pub score: f64,
-    pub threshold: f64,
-    /// Free text from the detector (e.g. "peak hourly burn 4x usual: likely resize").
-    pub explanation: String,
-}
+/// One anomalous day of one warehouse, as the detector scored it: the detector's own type, so a day goes from
+/// the model to the report without being copied field by field.
+pub use snowpatrol_detect::model::AnomalyDay;
 
 /// One day of a warehouse's recent history, for the context table and the chart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

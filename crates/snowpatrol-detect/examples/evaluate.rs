@@ -19,7 +19,7 @@ use snowpatrol_detect::backtest::{
 };
 use snowpatrol_detect::daily::{DailySeries, series_from_rows};
 use snowpatrol_detect::metering::{AnomalyLabel, WarehouseKey};
-use snowpatrol_detect::model::{DayScore, ModelKind, TrainConfig};
+use snowpatrol_detect::model::{AnomalyDay, DayScore, ModelKind, TrainConfig};
 use snowpatrol_detect::{synthetic, synthetic_billing};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -104,14 +104,16 @@ fn naive(series: &[DailySeries], start: chrono::NaiveDate) -> Vec<ScoredDay> {
             out.push(ScoredDay {
                 key: s.key.clone(),
                 score: DayScore {
-                    date,
-                    actual_credits: c,
-                    expected_credits: mc,
-                    excess_credits: excess,
-                    score: 0.0,
-                    threshold: 0.0,
+                    day: AnomalyDay {
+                        date,
+                        actual_credits: c,
+                        expected_credits: mc,
+                        excess_credits: excess,
+                        score: 0.0,
+                        threshold: 0.0,
+                        explanation: String::new(),
+                    },
                     is_anomaly: flag,
-                    explanation: String::new(),
                     evidence: Vec::new(),
                     normal_low: None,
                     normal_high: None,
@@ -244,7 +246,7 @@ fn main() {
             // Tuning aid: DUMP=ACCOUNT.WAREHOUSE prints that warehouse's scored days.
             if let Ok(which) = std::env::var("DUMP") {
                 for d in days.iter().filter(|d| d.key.to_string() == which) {
-                    println!("    DAY {}", d.score.explanation);
+                    println!("    DAY {}", d.score.day.explanation);
                 }
             }
             // Seeds reuse warehouse names: prefix the account with the seed so pooled seeds stay apart.
@@ -293,21 +295,21 @@ fn show(days: &[ScoredDay], labels: &[AnomalyLabel]) {
     use std::collections::HashSet;
     let lab: HashSet<_> = labels.iter().map(|l| (&l.key, l.date)).collect();
     for d in days.iter().filter(|d| d.score.is_anomaly) {
-        let hit = (0..3).any(|k| lab.contains(&(&d.key, d.score.date - Days::new(k))));
+        let hit = (0..3).any(|k| lab.contains(&(&d.key, d.score.day.date - Days::new(k))));
         if !hit {
-            println!("    FP {} {}", d.key, d.score.explanation);
+            println!("    FP {} {}", d.key, d.score.day.explanation);
         }
     }
     let flagged: HashSet<_> = days
         .iter()
         .filter(|d| d.score.is_anomaly)
-        .map(|d| (&d.key, d.score.date))
+        .map(|d| (&d.key, d.score.day.date))
         .collect();
     for l in labels {
         let caught = (0..3).any(|k| flagged.contains(&(&l.key, l.date + Days::new(k))));
         let s = days
             .iter()
-            .find(|d| d.key == l.key && d.score.date == l.date);
+            .find(|d| d.key == l.key && d.score.day.date == l.date);
         if let Some(s) = s
             && (!caught || !l.kind.is_cost_increase())
         {
@@ -320,7 +322,7 @@ fn show(days: &[ScoredDay], labels: &[AnomalyLabel]) {
                 },
                 l.kind,
                 l.key,
-                s.score.explanation
+                s.score.day.explanation
             );
         }
     }
@@ -333,7 +335,7 @@ fn misses(days: &[ScoredDay], labels: &[AnomalyLabel], cfg: &BacktestConfig) {
     use std::collections::HashMap;
     let by_day: HashMap<_, &DayScore> = days
         .iter()
-        .map(|d| ((&d.key, d.score.date), &d.score))
+        .map(|d| ((&d.key, d.score.day.date), &d.score))
         .collect();
     let mut out: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
     for l in labels.iter().filter(|l| l.kind.is_cost_increase()) {
@@ -356,8 +358,8 @@ fn misses(days: &[ScoredDay], labels: &[AnomalyLabel], cfg: &BacktestConfig) {
         let rise = window
             .iter()
             .map(|d| {
-                if d.expected_credits > 0.0 {
-                    d.actual_credits / d.expected_credits - 1.0
+                if d.day.expected_credits > 0.0 {
+                    d.day.actual_credits / d.day.expected_credits - 1.0
                 } else {
                     f64::INFINITY
                 }

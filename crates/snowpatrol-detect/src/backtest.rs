@@ -207,7 +207,7 @@ fn backtest_one(
 fn incidents_of(days: &[ScoredDay]) -> Vec<(WarehouseKey, NaiveDate, NaiveDate)> {
     let mut by_key: BTreeMap<&WarehouseKey, Vec<NaiveDate>> = BTreeMap::new();
     for d in days.iter().filter(|d| d.score.is_anomaly) {
-        by_key.entry(&d.key).or_default().push(d.score.date);
+        by_key.entry(&d.key).or_default().push(d.score.day.date);
     }
     let mut out = Vec::new();
     for (k, mut dates) in by_key {
@@ -285,11 +285,11 @@ fn evaluate_with(
     for d in days {
         let e = scored_range
             .entry(&d.key)
-            .or_insert((d.score.date, d.score.date));
-        e.0 = e.0.min(d.score.date);
-        e.1 = e.1.max(d.score.date);
+            .or_insert((d.score.day.date, d.score.day.date));
+        e.0 = e.0.min(d.score.day.date);
+        e.1 = e.1.max(d.score.day.date);
         if d.score.is_anomaly {
-            flagged.entry(&d.key).or_default().insert(d.score.date);
+            flagged.entry(&d.key).or_default().insert(d.score.day.date);
         }
     }
     let tol = |l: &AnomalyLabel| {

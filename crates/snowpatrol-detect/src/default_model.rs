@@ -37,7 +37,7 @@
 
 use crate::calendar::{Calendar, CalendarConfig, DayClass};
 use crate::daily::DailySeries;
-use crate::model::{DayScore, Evidence};
+use crate::model::{AnomalyDay, DayScore, Evidence};
 use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
@@ -741,14 +741,16 @@ impl DefaultModel {
             (None, None)
         };
         DayScore {
-            date,
-            actual_credits: actual,
-            expected_credits: expected,
-            excess_credits: actual - expected,
-            score: z,
-            threshold,
+            day: AnomalyDay {
+                date,
+                actual_credits: actual,
+                expected_credits: expected,
+                excess_credits: actual - expected,
+                score: z,
+                threshold,
+                explanation,
+            },
             is_anomaly,
-            explanation,
             evidence,
             normal_low,
             normal_high,

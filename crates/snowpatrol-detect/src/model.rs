@@ -134,16 +134,32 @@ pub struct TrainedModel {
     pub detector: Detector,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct DayScore {
+/// One scored day of one warehouse: what the model saw and why it judged so. The shape every stage shares: the
+/// detector's [`DayScore`] embeds it, the pipeline records it ([`DayScore::day`] of each flagged day) and the
+/// report and Slack messages show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyDay {
     pub date: NaiveDate,
     pub actual_credits: f64,
     pub expected_credits: f64,
+    /// Kept separate from `actual - expected` because the detector decides what "expected" means
+    /// (e.g. trend + seasonal) and may clamp negative excess; the report shows what it was given.
     pub excess_credits: f64,
+    /// Detector score. Its direction depends on the model: the baseline flags `score <= threshold`
+    /// (scikit-learn's `decision_function`), the default model `score >= threshold` (a robust z) or one of
+    /// its other tests, which the explanation names.
     pub score: f64,
     pub threshold: f64,
-    pub is_anomaly: bool,
+    /// Free text from the detector (e.g. "peak hourly burn 4x usual: likely resize").
     pub explanation: String,
+}
+
+/// A model's judgement of one day: the [`AnomalyDay`] figures (flattened in JSON) and what only the detector needs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DayScore {
+    #[serde(flatten)]
+    pub day: AnomalyDay,
+    pub is_anomaly: bool,
     /// What the hours showed that day (default model; empty for the baseline and for rows stored before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Evidence>,
@@ -187,29 +203,32 @@ pub struct Incident {
 
 impl Incident {
     pub fn excess_credits(&self) -> f64 {
-        self.days.iter().map(|d| d.excess_credits.max(0.0)).sum()
+        self.days
+            .iter()
+            .map(|d| d.day.excess_credits.max(0.0))
+            .sum()
     }
 }
 
 /// Consecutive anomalous days form one incident (one alert), so a persisting resize is not a month of alerts.
 pub fn group_incidents(key: &WarehouseKey, days: &[DayScore]) -> Vec<Incident> {
     let mut flagged: Vec<&DayScore> = days.iter().filter(|d| d.is_anomaly).collect();
-    flagged.sort_by_key(|d| d.date);
+    flagged.sort_by_key(|d| d.day.date);
     let mut out: Vec<Incident> = Vec::new();
     for d in flagged {
         match out.last_mut() {
-            Some(inc) if (d.date - inc.last_day).num_days() <= 1 => {
-                if d.date > inc.last_day {
-                    inc.last_day = d.date;
+            Some(inc) if (d.day.date - inc.last_day).num_days() <= 1 => {
+                if d.day.date > inc.last_day {
+                    inc.last_day = d.day.date;
                 }
-                if inc.days.last().map(|x| x.date) != Some(d.date) {
+                if inc.days.last().map(|x| x.day.date) != Some(d.day.date) {
                     inc.days.push(d.clone());
                 }
             }
             _ => out.push(Incident {
                 key: key.clone(),
-                first_day: d.date,
-                last_day: d.date,
+                first_day: d.day.date,
+                last_day: d.day.date,
                 days: vec![d.clone()],
             }),
         }
@@ -265,7 +284,7 @@ pub fn train(series: &DailySeries, cfg: &TrainConfig) -> Result<TrainedModel, De
             let model = default_model::fit(series, &cfg.rule);
             let from = n.saturating_sub(90).max(7).min(n);
             let scores = model.score_range(series, from);
-            let z: Vec<f64> = scores.iter().map(|s| s.score).collect();
+            let z: Vec<f64> = scores.iter().map(|s| s.day.score).collect();
             let (mean, std) = mean_std(&z);
             let flagged = scores.iter().filter(|s| s.is_anomaly).count();
             Ok(TrainedModel {
@@ -336,21 +355,23 @@ impl TrainedModel {
                         let is_anomaly = score <= self.threshold;
                         let cmp = if is_anomaly { "<=" } else { ">" };
                         DayScore {
-                            date,
-                            actual_credits: actual,
-                            expected_credits: expected,
-                            excess_credits: excess,
-                            score,
-                            threshold: self.threshold,
+                            day: AnomalyDay {
+                                date,
+                                actual_credits: actual,
+                                expected_credits: expected,
+                                excess_credits: excess,
+                                score,
+                                threshold: self.threshold,
+                                explanation: format!(
+                                    "{date}: {actual:.2} credits vs {expected:.2} expected (trend + seasonal, \
+                                     {excess:+.2}); isolation score {score:.4} {cmp} threshold {:.4}",
+                                    self.threshold
+                                ),
+                            },
                             is_anomaly,
                             evidence: Vec::new(),
                             normal_low: None,
                             normal_high: None,
-                            explanation: format!(
-                                "{date}: {actual:.2} credits vs {expected:.2} expected (trend + seasonal, {excess:+.2}); \
-                                 isolation score {score:.4} {cmp} threshold {:.4}",
-                                self.threshold
-                            ),
                         }
                     })
                     .collect())

@@ -147,12 +147,14 @@ fn baseline_is_reproducible_and_follows_the_original_rule() {
     // average up, so the seven normal days around it get residuals far outside the (tiny) training range and
     // the forest isolates them as readily as the spike: see docs/detection.md.
     for x in &scores {
-        assert_eq!(x.is_anomaly, x.score <= a.threshold);
-        assert_eq!(x.threshold, a.threshold);
-        assert!((x.actual_credits - x.expected_credits - x.excess_credits).abs() < 1e-9);
+        assert_eq!(x.is_anomaly, x.day.score <= a.threshold);
+        assert_eq!(x.day.threshold, a.threshold);
+        assert!(
+            (x.day.actual_credits - x.day.expected_credits - x.day.excess_credits).abs() < 1e-9
+        );
     }
-    let spike = scores.iter().find(|x| x.date == s.date(115)).unwrap();
-    assert!(spike.excess_credits > 50.0);
+    let spike = scores.iter().find(|x| x.day.date == s.date(115)).unwrap();
+    assert!(spike.day.excess_credits > 50.0);
     assert!(scores.iter().filter(|x| x.is_anomaly).count() >= 1);
     // The model survives a serde round trip bit for bit (the registry stores it).
     let json = serde_json::to_string(&a).unwrap();
@@ -180,7 +182,7 @@ fn default_model_flags_rises_not_drops_and_learns_a_resize() {
     let flagged: Vec<NaiveDate> = days
         .iter()
         .filter(|x| x.is_anomaly)
-        .map(|x| x.date)
+        .map(|x| x.day.date)
         .collect();
     assert!(flagged.contains(&s.date(150)), "spike flagged: {flagged:?}");
     assert!(
@@ -205,16 +207,21 @@ fn default_model_flags_rises_not_drops_and_learns_a_resize() {
         resize[0].last_day < s.date(190),
         "and the model learns the new level within two weeks"
     );
-    let spike = days.iter().find(|x| x.date == s.date(150)).unwrap();
-    assert!(spike.explanation.contains("expected") && spike.explanation.contains("threshold"));
-    assert!((spike.actual_credits - spike.expected_credits - spike.excess_credits).abs() < 1e-9);
+    let spike = days.iter().find(|x| x.day.date == s.date(150)).unwrap();
+    assert!(
+        spike.day.explanation.contains("expected") && spike.day.explanation.contains("threshold")
+    );
+    assert!(
+        (spike.day.actual_credits - spike.day.expected_credits - spike.day.excess_credits).abs()
+            < 1e-9
+    );
 
     // With flag_drops the drop is reported too.
     let mut cfg = TrainConfig::default();
     cfg.rule.flag_drops = true;
     let m2 = train(&s.slice(0, 140), &cfg).unwrap();
     let drop = m2.score(&s.truncated_to(s.date(158)), 1).unwrap().remove(0);
-    assert!(drop.is_anomaly, "{}", drop.explanation);
+    assert!(drop.is_anomaly, "{}", drop.day.explanation);
 }
 
 #[test]
@@ -390,7 +397,7 @@ fn backtest_uses_no_future_data_and_reports_metrics() {
     let bc = BacktestConfig::new(start, TrainConfig::default());
     let report = backtest(&series, &bc, Some(&data.labels)).unwrap();
     assert!(report.scored > 16 * 100);
-    assert!(report.days.iter().all(|d| d.score.date >= start));
+    assert!(report.days.iter().all(|d| d.score.day.date >= start));
     let m = report.metrics.clone().unwrap();
     eprintln!("{m:?}");
     // Pinned near what this seed measures (day precision 1.00, day recall 0.684 on 2026-12-02): a regression
@@ -419,7 +426,7 @@ fn backtest_uses_no_future_data_and_reports_metrics() {
     let upto = |r: &snowpatrol_detect::backtest::BacktestReport| -> Vec<_> {
         r.days
             .iter()
-            .filter(|d| d.score.date <= start + Days::new(30))
+            .filter(|d| d.score.day.date <= start + Days::new(30))
             .map(|d| d.score.clone())
             .collect()
     };
@@ -431,7 +438,7 @@ fn backtest_uses_no_future_data_and_reports_metrics() {
     };
     let r3 = backtest(&series[..1], &limited, None).unwrap();
     assert_eq!(r3.scored, 10);
-    assert_eq!(r3.days.last().unwrap().score.date, start + Days::new(9));
+    assert_eq!(r3.days.last().unwrap().score.day.date, start + Days::new(9));
 
     // Baseline: the same holds, and it flags far more days.
     let base = backtest(

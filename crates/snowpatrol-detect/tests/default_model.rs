@@ -49,7 +49,7 @@ fn walk(s: &DailySeries, from: usize) -> (TrainedModel, Vec<DayScore>) {
 fn flagged(days: &[DayScore]) -> Vec<String> {
     days.iter()
         .filter(|d| d.is_anomaly)
-        .map(|d| d.explanation.clone())
+        .map(|d| d.day.explanation.clone())
         .collect()
 }
 
@@ -78,7 +78,7 @@ fn an_intermittent_warehouses_ordinary_days_raise_nothing_and_its_runaway_is_cau
     let n = 420;
     let s = dev_warehouse(n, 7);
     let (_, days) = walk(&s, 300);
-    let active = days.iter().filter(|d| d.actual_credits > 0.0).count();
+    let active = days.iter().filter(|d| d.day.actual_credits > 0.0).count();
     assert!(active > 25, "the test needs active days to judge: {active}");
     assert_eq!(flagged(&days), Vec::<String>::new(), "ordinary days");
 
@@ -90,8 +90,11 @@ fn an_intermittent_warehouses_ordinary_days_raise_nothing_and_its_runaway_is_cau
     r.hours_active[i] = 24.0;
     r.peak_hourly_credits[i] = 1.0;
     let (_, days) = walk(&r, 300);
-    let day = days.iter().find(|d| d.date == r.date(i)).expect("scored");
-    assert!(day.is_anomaly, "{}", day.explanation);
+    let day = days
+        .iter()
+        .find(|d| d.day.date == r.date(i))
+        .expect("scored");
+    assert!(day.is_anomaly, "{}", day.day.explanation);
     assert!(
         day.evidence.iter().any(
             |e| matches!(e, Evidence::LeftRunning { hours_active, .. } if *hours_active == 24.0)
@@ -163,8 +166,11 @@ fn a_heavy_tailed_warehouses_day_far_above_its_record_is_caught_without_hourly_e
         .copied()
         .fold(0.0, f64::max);
     let (_, days) = walk(&r, 300);
-    let day = days.iter().find(|d| d.date == r.date(i)).expect("scored");
-    assert!(day.is_anomaly, "{}", day.explanation);
+    let day = days
+        .iter()
+        .find(|d| d.day.date == r.date(i))
+        .expect("scored");
+    assert!(day.is_anomaly, "{}", day.day.explanation);
     assert!(
         day.evidence
             .iter()
@@ -173,9 +179,9 @@ fn a_heavy_tailed_warehouses_day_far_above_its_record_is_caught_without_hourly_e
         day.evidence
     );
     assert!(
-        day.explanation.contains("its highest day"),
+        day.day.explanation.contains("its highest day"),
         "{}",
-        day.explanation
+        day.day.explanation
     );
     assert_eq!(
         flagged(&days).len(),
@@ -240,8 +246,11 @@ fn the_return_to_normal_after_a_lull_is_not_a_rise_but_a_spike_after_it_is() {
     r.credits[i] *= 3.0;
     r.credits_compute[i] = r.credits[i];
     let (_, days) = walk(&r, 300);
-    let day = days.iter().find(|d| d.date == r.date(i)).expect("scored");
-    assert!(day.is_anomaly, "{}", day.explanation);
+    let day = days
+        .iter()
+        .find(|d| d.day.date == r.date(i))
+        .expect("scored");
+    assert!(day.is_anomaly, "{}", day.day.explanation);
     assert_eq!(flagged(&days).len(), 1, "{:?}", flagged(&days));
 }
 
@@ -289,7 +298,10 @@ fn hourly_evidence_that_is_a_warehouses_habit_does_not_lower_its_threshold() {
     r.credits_compute[i] = r.credits[i];
     r.hours_active[i] = 18.0;
     let (_, days_r) = walk(&r, 300);
-    let day = days_r.iter().find(|d| d.date == r.date(i)).expect("scored");
+    let day = days_r
+        .iter()
+        .find(|d| d.day.date == r.date(i))
+        .expect("scored");
     // (Other tests may still speak: twice a Wednesday's spend is far above its weekday-adjusted record.)
     assert!(
         !day.evidence
@@ -299,9 +311,9 @@ fn hourly_evidence_that_is_a_warehouses_habit_does_not_lower_its_threshold() {
         day.evidence
     );
     assert!(
-        !day.explanation.contains("left running"),
+        !day.day.explanation.contains("left running"),
         "{}",
-        day.explanation
+        day.day.explanation
     );
     assert_eq!(flagged(&days), Vec::<String>::new(), "its ordinary weeks");
 }
@@ -348,7 +360,7 @@ fn a_month_end_close_seen_in_previous_months_is_not_flagged_but_a_spike_of_its_s
     let cal = Calendar::new(&CalendarConfig::default(), s.start, s.date(n - 1));
     let month_ends = days
         .iter()
-        .filter(|d| cal.class(d.date) == DayClass::LastBusinessDay)
+        .filter(|d| cal.class(d.day.date) == DayClass::LastBusinessDay)
         .count();
     assert!(month_ends >= 4, "{month_ends} month ends scored");
     assert_eq!(flagged(&days), Vec::<String>::new());
@@ -406,9 +418,9 @@ fn a_resize_on_a_capped_warehouse_is_caught_on_its_first_day_and_then_learned() 
     let (_, days) = walk(&s, 300);
     let day = days
         .iter()
-        .find(|d| d.date == s.date(first))
+        .find(|d| d.day.date == s.date(first))
         .expect("scored");
-    assert!(day.is_anomaly, "{}", day.explanation);
+    assert!(day.is_anomaly, "{}", day.day.explanation);
     assert!(
         day.evidence
             .iter()
@@ -419,7 +431,7 @@ fn a_resize_on_a_capped_warehouse_is_caught_on_its_first_day_and_then_learned() 
     let f: Vec<_> = days
         .iter()
         .filter(|d| d.is_anomaly)
-        .map(|d| d.date)
+        .map(|d| d.day.date)
         .collect();
     assert!(
         f.iter()

@@ -732,16 +732,10 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .filter(|s| s.is_anomaly)
         .map(|s| NewAnomaly {
             key: key.clone(),
-            usage_date: s.date,
             model_id: m.model_id,
             model_version: m.version,
             run_id: ctx.run_id,
-            actual_credits: s.actual_credits,
-            expected_credits: s.expected_credits,
-            excess_credits: s.excess_credits,
-            score: s.score,
-            threshold: s.threshold,
-            explanation: s.explanation.clone(),
+            day: s.day.clone(),
         })
         .collect();
     let recorded = p
@@ -751,7 +745,7 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .map_err(store_err("recording anomalies"))?;
     snowpatrol_store::failpoint("predict.score.after_upsert").map_err(store_err("failpoint"))?;
     // Incidents that ended before the newest scored day are over: mark them resolved.
-    let resolved = match scores.iter().map(|s| s.date).max() {
+    let resolved = match scores.iter().map(|s| s.day.date).max() {
         Some(newest) => p
             .store
             .resolve_incidents(&key, newest, Some(&ctx.fence))
@@ -874,18 +868,7 @@ async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskEr
             account_name: key.account_name.clone(),
             warehouse_name: key.warehouse_name.clone(),
             model_version: version as i64,
-            anomalies: list
-                .iter()
-                .map(|a| AnomalyDay {
-                    date: a.usage_date,
-                    actual_credits: a.actual_credits,
-                    expected_credits: a.expected_credits,
-                    excess_credits: a.excess_credits,
-                    score: a.score,
-                    threshold: a.threshold,
-                    explanation: a.explanation.clone(),
-                })
-                .collect(),
+            anomalies: list.iter().map(crate::store::AnomalyRow::day).collect(),
             history,
         });
     }
@@ -1103,7 +1086,12 @@ async fn history_points(
                 .score(&series, take)
                 .map(|v| {
                     v.into_iter()
-                        .map(|d| (d.date, (d.expected_credits, d.normal_low, d.normal_high)))
+                        .map(|d| {
+                            (
+                                d.day.date,
+                                (d.day.expected_credits, d.normal_low, d.normal_high),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -6,6 +6,7 @@ mod common;
 
 use common::{Mode, SlackPeer};
 use serde_json::json;
+use snowpatrol_detect::model::AnomalyDay;
 use snowpatrol_engine::{
     CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
 };
@@ -624,16 +625,18 @@ async fn end_to_end(db: Database) {
         .upsert_anomalies(
             &[NewAnomaly {
                 key: key.clone(),
-                usage_date: before,
                 model_id: model.model_id,
                 model_version: model.version,
                 run_id: 0,
-                actual_credits: 10.0,
-                expected_credits: 1.0,
-                excess_credits: 9.0,
-                score: 9.0,
-                threshold: model.threshold,
-                explanation: "flagged late".into(),
+                day: AnomalyDay {
+                    date: before,
+                    actual_credits: 10.0,
+                    expected_credits: 1.0,
+                    excess_credits: 9.0,
+                    score: 9.0,
+                    threshold: model.threshold,
+                    explanation: "flagged late".into(),
+                },
             }],
             None,
             None,

@@ -10,6 +10,7 @@ mod previous_release;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use snowpatrol_detect::daily::DailyUsage;
+use snowpatrol_detect::model::AnomalyDay;
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_pipeline::PipelineStore;
 use snowpatrol_pipeline::store::{FeatureRow, MeteringLoad, NewAnomaly, NewModel};
@@ -244,16 +245,18 @@ async fn a_stale_try_cannot_write_and_the_live_one_can(db: Database) {
     assert_eq!(count(&db, "SELECT count(*) FROM models").await, 1);
     let anomaly = NewAnomaly {
         key: WarehouseKey::new("ACME", "WH"),
-        usage_date: day(6, 1),
         model_id: first.model_id,
         model_version: first.version,
         run_id,
-        actual_credits: 9.0,
-        expected_credits: 1.0,
-        excess_credits: 8.0,
-        score: 9.0,
-        threshold: 3.0,
-        explanation: "test".into(),
+        day: AnomalyDay {
+            date: day(6, 1),
+            actual_credits: 9.0,
+            expected_credits: 1.0,
+            excess_credits: 8.0,
+            score: 9.0,
+            threshold: 3.0,
+            explanation: "test".into(),
+        },
     };
     assert_fenced(
         store

@@ -9,6 +9,7 @@ mod previous_release;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use snowpatrol_detect::WarehouseKey;
+use snowpatrol_detect::model::AnomalyDay;
 use snowpatrol_pipeline::PipelineStore;
 use snowpatrol_pipeline::store::{
     AckReason, AlertKind, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus, NewAnomaly,
@@ -461,16 +462,18 @@ fn new_day(
 ) -> NewAnomaly {
     NewAnomaly {
         key: key.clone(),
-        usage_date: d,
         model_id,
         model_version: version,
         run_id,
-        actual_credits: 10.0 + excess,
-        expected_credits: 10.0,
-        excess_credits: excess,
-        score,
-        threshold: 3.0,
-        explanation: format!("v{version}"),
+        day: AnomalyDay {
+            date: d,
+            actual_credits: 10.0 + excess,
+            expected_credits: 10.0,
+            excess_credits: excess,
+            score,
+            threshold: 3.0,
+            explanation: format!("v{version}"),
+        },
     }
 }
 

@@ -933,14 +933,14 @@ pub fn backtest_cmd(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode>
             out.write_record([
                 d.key.account_name.as_str(),
                 d.key.warehouse_name.as_str(),
-                &s.date.to_string(),
-                &s.actual_credits.to_string(),
-                &s.expected_credits.to_string(),
-                &s.excess_credits.to_string(),
-                &s.score.to_string(),
-                &s.threshold.to_string(),
+                &s.day.date.to_string(),
+                &s.day.actual_credits.to_string(),
+                &s.day.expected_credits.to_string(),
+                &s.day.excess_credits.to_string(),
+                &s.day.score.to_string(),
+                &s.day.threshold.to_string(),
                 if s.is_anomaly { "true" } else { "false" },
-                &s.explanation,
+                &s.day.explanation,
             ])?;
         }
         out.flush()?;
@@ -952,7 +952,7 @@ pub fn backtest_cmd(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode>
         input: args.input.display().to_string(),
         output: args.output.display().to_string(),
         start: args.start,
-        end: report.days.iter().map(|d| d.score.date).max(),
+        end: report.days.iter().map(|d| d.score.day.date).max(),
         warehouses: series.len(),
         scored: report.scored,
         flagged: report.flagged,

@@ -9,6 +9,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use snowpatrol_detect::daily::DailyUsage;
+use snowpatrol_detect::model::AnomalyDay;
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_store::{Database, Pool, StoreError, TaskFence, decode_row};
 use sqlx::types::Json;
@@ -85,6 +86,22 @@ pub struct AnomalyRow {
     pub incident_id: i64,
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub ack_reason: Option<AckReason>,
+}
+
+impl AnomalyRow {
+    /// The day as the model scored it. `anomalies` keeps the figures as columns (the table is an operator
+    /// interface), so this is the one place a row becomes the shared [`AnomalyDay`].
+    pub fn day(&self) -> AnomalyDay {
+        AnomalyDay {
+            date: self.usage_date,
+            actual_credits: self.actual_credits,
+            expected_credits: self.expected_credits,
+            excess_credits: self.excess_credits,
+            score: self.score,
+            threshold: self.threshold,
+            explanation: self.explanation.clone(),
+        }
+    }
 }
 
 /// A run of consecutive anomalous days of one warehouse (`incidents`).
@@ -214,16 +231,11 @@ pub struct AlertAttempt {
 #[derive(Clone, Debug)]
 pub struct NewAnomaly {
     pub key: WarehouseKey,
-    pub usage_date: NaiveDate,
     pub model_id: i64,
     pub model_version: i32,
     pub run_id: i64,
-    pub actual_credits: f64,
-    pub expected_credits: f64,
-    pub excess_credits: f64,
-    pub score: f64,
-    pub threshold: f64,
-    pub explanation: String,
+    /// The day as the model scored it (`usage_date` is its `date`).
+    pub day: AnomalyDay,
 }
 
 /// A model version to register.

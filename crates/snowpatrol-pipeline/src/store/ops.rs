@@ -518,7 +518,7 @@ pub async fn upsert_anomalies(
     }
     let now = snowpatrol_store::now();
     let mut sorted: Vec<&NewAnomaly> = rows.iter().collect();
-    sorted.sort_by(|a, b| (&a.key, a.usage_date).cmp(&(&b.key, b.usage_date)));
+    sorted.sort_by(|a, b| (&a.key, a.day.date).cmp(&(&b.key, b.day.date)));
     let mut tx = pool.begin_with(BEGIN).await?;
     let mut locked: BTreeSet<&WarehouseKey> = BTreeSet::new();
     // Incident id -> whether it grew at its end (a resolved one is then reopened).
@@ -538,7 +538,7 @@ pub async fn upsert_anomalies(
         )
         .bind(&a.key.account_name)
         .bind(&a.key.warehouse_name)
-        .bind(a.usage_date)
+        .bind(a.day.date)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(incident_id) = existing {
@@ -551,16 +551,16 @@ pub async fn upsert_anomalies(
             .bind(a.model_id)
             .bind(a.model_version)
             .bind(a.run_id)
-            .bind(a.actual_credits)
-            .bind(a.expected_credits)
-            .bind(a.excess_credits)
-            .bind(a.score)
-            .bind(a.threshold)
-            .bind(&a.explanation)
+            .bind(a.day.actual_credits)
+            .bind(a.day.expected_credits)
+            .bind(a.day.excess_credits)
+            .bind(a.day.score)
+            .bind(a.day.threshold)
+            .bind(&a.day.explanation)
             .bind(now)
             .bind(&a.key.account_name)
             .bind(&a.key.warehouse_name)
-            .bind(a.usage_date)
+            .bind(a.day.date)
             .execute(&mut *tx)
             .await?;
             touched.entry(incident_id).or_insert(false);
@@ -575,14 +575,12 @@ pub async fn upsert_anomalies(
         )
         .bind(&a.key.account_name)
         .bind(&a.key.warehouse_name)
-        .bind(a.usage_date - chrono::Days::new(1))
-        .bind(a.usage_date + chrono::Days::new(1))
+        .bind(a.day.date - chrono::Days::new(1))
+        .bind(a.day.date + chrono::Days::new(1))
         .fetch_all(&mut *tx)
         .await?;
         // A resolved incident that grows at its end is going on after all: it is reopened.
-        let grew_at_end = neighbours
-            .last()
-            .is_some_and(|(_, end)| a.usage_date > *end);
+        let grew_at_end = neighbours.last().is_some_and(|(_, end)| a.day.date > *end);
         let incident_id = match neighbours.split_first() {
             None => {
                 out.new_incidents += 1;
@@ -594,10 +592,10 @@ pub async fn upsert_anomalies(
                 )
                 .bind(&a.key.account_name)
                 .bind(&a.key.warehouse_name)
-                .bind(a.usage_date)
-                .bind(a.excess_credits)
-                .bind(price.map(|p| p * a.excess_credits))
-                .bind(a.score)
+                .bind(a.day.date)
+                .bind(a.day.excess_credits)
+                .bind(price.map(|p| p * a.day.excess_credits))
+                .bind(a.day.score)
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?
@@ -611,7 +609,7 @@ pub async fn upsert_anomalies(
                         touched.insert(keep, true);
                     }
                 }
-                widen_incident(&mut tx, keep, a.usage_date).await?;
+                widen_incident(&mut tx, keep, a.day.date).await?;
                 keep
             }
         };
@@ -624,16 +622,16 @@ pub async fn upsert_anomalies(
         )
         .bind(&a.key.account_name)
         .bind(&a.key.warehouse_name)
-        .bind(a.usage_date)
+        .bind(a.day.date)
         .bind(a.model_id)
         .bind(a.model_version)
         .bind(a.run_id)
-        .bind(a.actual_credits)
-        .bind(a.expected_credits)
-        .bind(a.excess_credits)
-        .bind(a.score)
-        .bind(a.threshold)
-        .bind(&a.explanation)
+        .bind(a.day.actual_credits)
+        .bind(a.day.expected_credits)
+        .bind(a.day.excess_credits)
+        .bind(a.day.score)
+        .bind(a.day.threshold)
+        .bind(&a.day.explanation)
         .bind(now)
         .bind(incident_id)
         .execute(&mut *tx)
