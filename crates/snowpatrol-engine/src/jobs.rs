@@ -235,278 +235,36 @@ pub fn resolve_jobs(
 ) -> Result<Jobs, ConfigErrors> {
     // The scheduler's own settings first: they decide whether work is lost or done twice, whatever the jobs.
     let mut issues = settings.problems();
-    let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
-    for name in configs.keys() {
-        if !registry.jobs.contains_key(name) {
-            issue(
-                format!("jobs.{name}"),
-                format!(
-                    "unknown job `{name}`; jobs this binary provides: {}",
-                    registry.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            );
-        }
+    for name in configs.keys().filter(|n| !registry.jobs.contains_key(*n)) {
+        let provided = registry.jobs.keys().cloned().collect::<Vec<_>>().join(", ");
+        push(
+            &mut issues,
+            format!("jobs.{name}"),
+            format!("unknown job `{name}`; jobs this binary provides: {provided}"),
+        );
     }
-    let mut produced: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for job in registry.jobs.values() {
-        for t in &job.tasks {
-            for o in &t.outlets {
-                produced
-                    .entry(o.clone())
-                    .or_default()
-                    .push(job.name.clone());
-            }
-        }
-    }
+    let produced = producers(registry);
     let mut known_datasets: BTreeSet<String> = produced.keys().cloned().collect();
     known_datasets.extend(registry.external_datasets.iter().cloned());
-
-    let mut resolved = BTreeMap::new();
     let default_cfg = JobConfig {
         timezone: "UTC".into(),
         max_active_runs: 1,
         ..Default::default()
     };
+    let mut resolved = BTreeMap::new();
     for job in registry.jobs.values() {
         let cfg = configs
             .get(&job.name)
             .or(job.default_config.as_ref())
             .unwrap_or(&default_cfg);
-        let base = format!("jobs.{}", job.name);
-        let order = match topo_order(job) {
-            Ok(o) => o,
-            Err(msg) => {
-                issue(base.clone(), msg);
-                continue;
-            }
-        };
-        for tname in cfg.tasks.keys() {
-            if !job.tasks.iter().any(|t| &t.name == tname) {
-                issue(
-                    format!("{base}.tasks.{tname}"),
-                    format!(
-                        "job `{}` has no task `{tname}`; its tasks: {}",
-                        job.name,
-                        job.tasks
-                            .iter()
-                            .map(|t| t.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-            }
-        }
-        let cron = match &cfg.cron {
-            Some(expr) => match CronSchedule::new(expr, &cfg.timezone) {
-                Ok(c) => {
-                    // `0 6 30 2 *` parses, but February 30th never comes: the job would silently never run.
-                    let now = chrono::Utc::now();
-                    let horizon = now + chrono::Duration::days(NEVER_FIRES_YEARS * 366);
-                    if c.next_after(now).is_none_or(|t| t > horizon) {
-                        issue(
-                            format!("{base}.cron"),
-                            format!(
-                                "cron `{expr}` never fires: it has no tick in the next {NEVER_FIRES_YEARS} years (a day that does not exist in the month, such as February 30th?)"
-                            ),
-                        );
-                    }
-                    Some(c)
-                }
-                Err(e) => {
-                    let key = if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) {
-                        "timezone"
-                    } else {
-                        "cron"
-                    };
-                    issue(format!("{base}.{key}"), e.to_string());
-                    None
-                }
-            },
-            None => None,
-        };
-        let condition = match &cfg.datasets {
-            Some(spec) => match Condition::from_spec(spec) {
-                Ok(c) => {
-                    for uri in c.datasets() {
-                        if !known_datasets.contains(&uri) {
-                            issue(
-                                format!("{base}.datasets"),
-                                format!(
-                                    "unknown dataset `{uri}`: no job produces it and it is not declared external; known datasets: {}",
-                                    known_datasets
-                                        .iter()
-                                        .cloned()
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ),
-                            );
-                        }
-                    }
-                    Some(c)
-                }
-                Err(e) => {
-                    issue(format!("{base}.datasets"), e.to_string());
-                    None
-                }
-            },
-            None => None,
-        };
-        if cfg.max_active_runs == 0 {
-            issue(
-                format!("{base}.max_active_runs"),
-                "must be at least 1".into(),
-            );
-        }
-        let mut params = ParamSchema {
-            job: job.name.clone(),
-            specs: BTreeMap::new(),
-        };
-        for p in &job.params {
-            params.specs.insert(p.name.clone(), p.clone());
-        }
-        for (pname, pcfg) in &cfg.params {
-            let path = format!("{base}.params.{pname}");
-            let (ty, value, description, domain) = match pcfg {
-                ParamConfig::Declared {
-                    ty,
-                    default,
-                    description,
-                    one_of,
-                    min,
-                    max,
-                } => (
-                    Some(*ty),
-                    default.clone(),
-                    description.clone(),
-                    (one_of.clone(), *min, *max),
-                ),
-                ParamConfig::Value(v) => (None, v.clone(), String::new(), (None, None, None)),
-            };
-            // A table that is no declaration (a misspelt `minimum`, a missing `type`) must not pass as a value.
-            if matches!(pcfg, ParamConfig::Value(serde_json::Value::Object(_))) {
-                issue(
-                    path.clone(),
-                    "a declaration is `{ type = \"int\", default = 3 }` with optional description, one_of, min and max, and nothing else".into(),
-                );
-                continue;
-            }
-            let declared = params.specs.get(pname).map(|s| s.ty);
-            let ty = match (declared, ty) {
-                (Some(d), Some(t)) if d != t => {
-                    issue(path.clone(), format!("declared as {d} by the job, not {t}"));
-                    continue;
-                }
-                (Some(d), _) => d,
-                (None, Some(t)) => t,
-                (None, None) => match &value {
-                    serde_json::Value::Bool(_) => ParamType::Bool,
-                    serde_json::Value::Number(n) if n.is_i64() => ParamType::Int,
-                    serde_json::Value::Number(_) => ParamType::Float,
-                    serde_json::Value::String(_) => ParamType::String,
-                    _ => {
-                        issue(
-                            path.clone(),
-                            "a parameter must be a bool, integer, float or string".into(),
-                        );
-                        continue;
-                    }
-                },
-            };
-            match coerce_value(ty, &value) {
-                Some(v) => {
-                    // The code's declaration keeps its description and domain; the TOML can only narrow it.
-                    let mut spec = params
-                        .specs
-                        .get(pname)
-                        .cloned()
-                        .unwrap_or_else(|| ParamSpec::new(pname, ty, v.clone(), &description));
-                    spec.default = v;
-                    let (one_of, min, max) = domain;
-                    spec.narrow(one_of, min, max);
-                    params.specs.insert(pname.clone(), spec);
-                }
-                None => issue(path, format!("must be {ty}, got {value}")),
-            }
-        }
-        // Every default, the code's included, must lie in its own domain: a cron or dataset run uses them as
-        // they are, with nobody to refuse them.
-        for spec in params.specs.values() {
-            for problem in spec.declaration_problems(&job.name) {
-                issue(format!("{base}.params.{}", spec.name), problem);
-            }
-        }
-        let mut policies = HashMap::new();
-        for t in &job.tasks {
-            let p = cfg.tasks.get(&t.name).cloned().unwrap_or_default();
-            let retries = p.retries.or(t.retries).unwrap_or(settings.default_retries);
-            policies.insert(
-                t.name.clone(),
-                TaskPolicy {
-                    max_tries: retries + 1,
-                    retry_delay: p.retry_delay.unwrap_or(settings.default_retry_delay),
-                    max_retry_delay: p
-                        .max_retry_delay
-                        .unwrap_or(settings.default_max_retry_delay),
-                    timeout: p.timeout.or(t.timeout),
-                },
-            );
-        }
-        let shape = Arc::new(JobShape {
-            job_name: job.name.clone(),
-            tasks: order
-                .iter()
-                .map(|t| TaskShape {
-                    name: t.name.clone(),
-                    depends_on: t.depends_on.clone(),
-                    map_over: t.map_over.clone(),
-                    trigger_rule: t.trigger_rule,
-                    outlets: t.outlets.clone(),
-                    max_tries: policies.get(&t.name).map_or(1, |p| p.max_tries as i32),
-                })
-                .collect(),
-        });
-        resolved.insert(
-            job.name.clone(),
-            ResolvedJob {
-                definition: job.clone(),
-                cron,
-                condition,
-                catchup: cfg.catchup,
-                run_on_start: cfg.run_on_start,
-                max_active_runs: cfg.max_active_runs.max(1),
-                params,
-                policies,
-                shape,
-            },
-        );
-    }
-    // A job triggered by a dataset that (transitively) it produces itself would trigger itself forever.
-    let consumers: Vec<(String, Vec<String>)> = resolved
-        .values()
-        .map(|j| {
-            (
-                j.name().to_string(),
-                j.condition
-                    .as_ref()
-                    .map(|c| c.datasets())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (consumer, datasets) in &consumers {
-        for d in datasets {
-            for producer in produced.get(d).into_iter().flatten() {
-                edges
-                    .entry(producer.clone())
-                    .or_default()
-                    .insert(consumer.clone());
-            }
+        if let Some(r) = resolve_job(job, cfg, &known_datasets, settings, &mut issues) {
+            resolved.insert(job.name.clone(), r);
         }
     }
-    if let Some(cycle) = find_cycle(&edges) {
-        issue(
-            "jobs".into(),
+    if let Some(cycle) = dataset_cycle(&resolved, &produced) {
+        push(
+            &mut issues,
+            "jobs",
             format!(
                 "dataset schedules form a cycle: {} (each job would trigger the next forever)",
                 cycle.join(" -> ")
@@ -525,6 +283,309 @@ pub fn resolve_jobs(
         shapes,
         known_datasets,
     })
+}
+
+fn push(issues: &mut Vec<ConfigIssue>, path: impl Into<String>, message: impl Into<String>) {
+    issues.push(ConfigIssue {
+        path: path.into(),
+        message: message.into(),
+    });
+}
+
+/// Dataset URI -> the jobs whose tasks produce it.
+fn producers(registry: &JobRegistry) -> BTreeMap<String, Vec<String>> {
+    let mut produced: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for job in registry.jobs.values() {
+        for o in job.tasks.iter().flat_map(|t| &t.outlets) {
+            produced
+                .entry(o.clone())
+                .or_default()
+                .push(job.name.clone());
+        }
+    }
+    produced
+}
+
+/// One job with its `[jobs.NAME]` table; None when a problem (recorded in `issues`) leaves nothing to run.
+fn resolve_job(
+    job: &JobDefinition,
+    cfg: &JobConfig,
+    known_datasets: &BTreeSet<String>,
+    settings: &SchedulerSettings,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<ResolvedJob> {
+    let base = format!("jobs.{}", job.name);
+    let order = match topo_order(job) {
+        Ok(o) => o,
+        Err(msg) => {
+            push(issues, base, msg);
+            return None;
+        }
+    };
+    for tname in cfg
+        .tasks
+        .keys()
+        .filter(|n| !job.tasks.iter().any(|t| &t.name == *n))
+    {
+        let tasks = job
+            .tasks
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        push(
+            issues,
+            format!("{base}.tasks.{tname}"),
+            format!(
+                "job `{}` has no task `{tname}`; its tasks: {tasks}",
+                job.name
+            ),
+        );
+    }
+    let cron = resolve_cron(cfg, &base, issues);
+    let condition = resolve_condition(cfg, &base, known_datasets, issues);
+    if cfg.max_active_runs == 0 {
+        push(
+            issues,
+            format!("{base}.max_active_runs"),
+            "must be at least 1",
+        );
+    }
+    let params = resolve_params(job, cfg, &base, issues);
+    let policies = task_policies(job, cfg, settings);
+    let shape = Arc::new(JobShape {
+        job_name: job.name.clone(),
+        tasks: order
+            .iter()
+            .map(|t| TaskShape {
+                name: t.name.clone(),
+                depends_on: t.depends_on.clone(),
+                map_over: t.map_over.clone(),
+                trigger_rule: t.trigger_rule,
+                outlets: t.outlets.clone(),
+                max_tries: policies.get(&t.name).map_or(1, |p| p.max_tries as i32),
+            })
+            .collect(),
+    });
+    Some(ResolvedJob {
+        definition: job.clone(),
+        cron,
+        condition,
+        catchup: cfg.catchup,
+        run_on_start: cfg.run_on_start,
+        max_active_runs: cfg.max_active_runs.max(1),
+        params,
+        policies,
+        shape,
+    })
+}
+
+/// The job's cron in its time zone; refuses one that does not parse and one that never fires.
+fn resolve_cron(
+    cfg: &JobConfig,
+    base: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<CronSchedule> {
+    let expr = cfg.cron.as_ref()?;
+    match CronSchedule::new(expr, &cfg.timezone) {
+        Ok(c) => {
+            // `0 6 30 2 *` parses, but February 30th never comes: the job would silently never run.
+            let now = chrono::Utc::now();
+            let horizon = now + chrono::Duration::days(NEVER_FIRES_YEARS * 366);
+            if c.next_after(now).is_none_or(|t| t > horizon) {
+                push(
+                    issues,
+                    format!("{base}.cron"),
+                    format!(
+                        "cron `{expr}` never fires: it has no tick in the next {NEVER_FIRES_YEARS} years (a day \
+                         that does not exist in the month, such as February 30th?)"
+                    ),
+                );
+            }
+            Some(c)
+        }
+        Err(e) => {
+            let key = if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) {
+                "timezone"
+            } else {
+                "cron"
+            };
+            push(issues, format!("{base}.{key}"), e.to_string());
+            None
+        }
+    }
+}
+
+/// The job's dataset condition; refuses datasets no job produces and nobody declared external.
+fn resolve_condition(
+    cfg: &JobConfig,
+    base: &str,
+    known_datasets: &BTreeSet<String>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Condition> {
+    let spec = cfg.datasets.as_ref()?;
+    match Condition::from_spec(spec) {
+        Ok(c) => {
+            for uri in c
+                .datasets()
+                .into_iter()
+                .filter(|u| !known_datasets.contains(u))
+            {
+                let known = known_datasets
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                push(
+                    issues,
+                    format!("{base}.datasets"),
+                    format!(
+                        "unknown dataset `{uri}`: no job produces it and it is not declared external; known \
+                         datasets: {known}"
+                    ),
+                );
+            }
+            Some(c)
+        }
+        Err(e) => {
+            push(issues, format!("{base}.datasets"), e.to_string());
+            None
+        }
+    }
+}
+
+/// The job's parameters: the code's declarations, with the defaults and narrower domains of `[jobs.NAME.params]`
+/// and the parameters only the TOML declares.
+fn resolve_params(
+    job: &JobDefinition,
+    cfg: &JobConfig,
+    base: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> ParamSchema {
+    let mut params = ParamSchema {
+        job: job.name.clone(),
+        specs: job
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect(),
+    };
+    for (pname, pcfg) in &cfg.params {
+        let path = format!("{base}.params.{pname}");
+        let declared = params.specs.get(pname);
+        match resolve_param(pname, pcfg, declared) {
+            Ok(spec) => {
+                params.specs.insert(pname.clone(), spec);
+            }
+            Err(problem) => push(issues, path, problem),
+        }
+    }
+    // Every default, the code's included, must lie in its own domain: a cron or dataset run uses them as they
+    // are, with nobody to refuse them.
+    for spec in params.specs.values() {
+        for problem in spec.declaration_problems(&job.name) {
+            push(issues, format!("{base}.params.{}", spec.name), problem);
+        }
+    }
+    params
+}
+
+/// One `[jobs.NAME.params]` entry over the code's declaration of it, if any.
+fn resolve_param(
+    pname: &str,
+    pcfg: &ParamConfig,
+    declared: Option<&ParamSpec>,
+) -> Result<ParamSpec, String> {
+    let (ty, value, description, (one_of, min, max)) = match pcfg {
+        // A table that is no declaration (a misspelt `minimum`, a missing `type`) must not pass as a value.
+        ParamConfig::Value(serde_json::Value::Object(_)) => {
+            return Err("a declaration is `{ type = \"int\", default = 3 }` with optional description, one_of, \
+                        min and max, and nothing else"
+                .into());
+        }
+        ParamConfig::Declared {
+            ty,
+            default,
+            description,
+            one_of,
+            min,
+            max,
+        } => (
+            Some(*ty),
+            default,
+            description.as_str(),
+            (one_of.clone(), *min, *max),
+        ),
+        ParamConfig::Value(v) => (None, v, "", (None, None, None)),
+    };
+    let ty = match (declared.map(|s| s.ty), ty) {
+        (Some(d), Some(t)) if d != t => return Err(format!("declared as {d} by the job, not {t}")),
+        (Some(d), _) => d,
+        (None, Some(t)) => t,
+        (None, None) => match value {
+            serde_json::Value::Bool(_) => ParamType::Bool,
+            serde_json::Value::Number(n) if n.is_i64() => ParamType::Int,
+            serde_json::Value::Number(_) => ParamType::Float,
+            serde_json::Value::String(_) => ParamType::String,
+            _ => return Err("a parameter must be a bool, integer, float or string".into()),
+        },
+    };
+    let v = coerce_value(ty, value).ok_or_else(|| format!("must be {ty}, got {value}"))?;
+    // The code's declaration keeps its description and domain; the TOML can only narrow it.
+    let mut spec = declared
+        .cloned()
+        .unwrap_or_else(|| ParamSpec::new(pname, ty, v.clone(), description));
+    spec.default = v;
+    spec.narrow(one_of, min, max);
+    Ok(spec)
+}
+
+/// Retry and timeout policy of each task: `[jobs.NAME.tasks.TASK]`, else the code's, else `[scheduler]`'s.
+fn task_policies(
+    job: &JobDefinition,
+    cfg: &JobConfig,
+    settings: &SchedulerSettings,
+) -> HashMap<String, TaskPolicy> {
+    job.tasks
+        .iter()
+        .map(|t| {
+            let p = cfg.tasks.get(&t.name).cloned().unwrap_or_default();
+            let retries = p.retries.or(t.retries).unwrap_or(settings.default_retries);
+            let policy = TaskPolicy {
+                max_tries: retries + 1,
+                retry_delay: p.retry_delay.unwrap_or(settings.default_retry_delay),
+                max_retry_delay: p
+                    .max_retry_delay
+                    .unwrap_or(settings.default_max_retry_delay),
+                timeout: p.timeout.or(t.timeout),
+            };
+            (t.name.clone(), policy)
+        })
+        .collect()
+}
+
+/// A cycle of jobs each triggered by a dataset the previous one produces: each would trigger the next forever.
+fn dataset_cycle(
+    resolved: &BTreeMap<String, ResolvedJob>,
+    produced: &BTreeMap<String, Vec<String>>,
+) -> Option<Vec<String>> {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for job in resolved.values() {
+        let datasets = job
+            .condition
+            .as_ref()
+            .map(|c| c.datasets())
+            .unwrap_or_default();
+        for d in &datasets {
+            for producer in produced.get(d).into_iter().flatten() {
+                edges
+                    .entry(producer.clone())
+                    .or_default()
+                    .insert(job.name().to_string());
+            }
+        }
+    }
+    find_cycle(&edges)
 }
 
 /// Tasks in dependency order; refuses unknown dependencies, duplicate names and cycles.

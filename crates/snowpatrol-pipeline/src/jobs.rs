@@ -1,13 +1,11 @@
 //! The three jobs and their tasks.
 
-use crate::store::{
-    FeatureRow, IncidentFilter, IncidentStatus, MeteringLoad, NewAnomaly, NewModel,
-};
+use crate::store::{FeatureRow, MeteringLoad, NewAnomaly, NewModel};
 use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use snowpatrol_alert::{AnomalyDay, DailyPoint, Report, WarehouseSection};
+use snowpatrol_alert::DailyPoint;
 use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series};
 use snowpatrol_detect::decompose::seasonal_decompose;
 use snowpatrol_detect::drift::{DriftConfig, DriftDecision, check_drift};
@@ -25,7 +23,7 @@ use tracing::{info, warn};
 
 /// A store error as a task error. A write refused by the try's fence is logged here (the try's own result is
 /// discarded by the engine anyway, since another try owns the instance now).
-fn store_err(what: &str) -> impl Fn(snowpatrol_store::StoreError) -> TaskError + '_ {
+pub(crate) fn store_err(what: &str) -> impl Fn(snowpatrol_store::StoreError) -> TaskError + '_ {
     move |e| {
         if e.is_fenced() {
             warn!(error = %e, "{what}: refused, this try lost its lease; another try owns the work");
@@ -129,9 +127,12 @@ pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
             .map_over("list_warehouses"),
         )
         .task(
-            TaskDefinition::new("report", task_fn(move |ctx| report(c.clone(), ctx)))
-                .depends_on(&["score_warehouse"])
-                .trigger_rule(TriggerRule::AllDone),
+            TaskDefinition::new(
+                "report",
+                task_fn(move |ctx| crate::report::report(c.clone(), ctx)),
+            )
+            .depends_on(&["score_warehouse"])
+            .trigger_rule(TriggerRule::AllDone),
         ),
     );
     r
@@ -376,7 +377,7 @@ async fn load_window_start(
 /// The last day prep loaded (the load ledger), which is where every series ends for features, training and
 /// scoring: padding series to "yesterday" before today's prep ran would invent an idle day. Falls back to the
 /// source's end on a database prep has not filled yet.
-async fn loaded_end(p: &Pipeline) -> Result<NaiveDate, TaskError> {
+pub(crate) async fn loaded_end(p: &Pipeline) -> Result<NaiveDate, TaskError> {
     Ok(p.store
         .last_loaded_day()
         .await
@@ -764,309 +765,11 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
     })))
 }
 
-async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
-    let end = loaded_end(&p).await?;
-    let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
-    // The incidents of the scored window that nobody acknowledged (open, or resolved meanwhile), and their
-    // days in the window: one row per day whatever model version scored it.
-    let filter = IncidentFilter {
-        since: Some(since),
-        statuses: vec![IncidentStatus::Open, IncidentStatus::Resolved],
-        ..Default::default()
-    };
-    let incidents = p
-        .store
-        .list_incidents(&filter)
-        .await
-        .map_err(store_err("reading incidents"))?;
-    let rows = p
-        .store
-        .list_anomalies(&filter)
-        .await
-        .map_err(store_err("reading anomalies"))?;
-    let listed: BTreeSet<i64> = incidents.iter().map(|i| i.incident_id).collect();
-    // Routing of the incidents no alert announced yet ([pipeline.alerts]), decided once: the report says what
-    // is held back and why, the digests go where the decisions say.
-    let mut expected_of: BTreeMap<i64, (f64, i32)> = BTreeMap::new();
-    for r in rows.iter().filter(|r| listed.contains(&r.incident_id)) {
-        let e = expected_of.entry(r.incident_id).or_default();
-        e.0 += r.expected_credits;
-        e.1 += 1;
-    }
-    // What the model expected on an incident's days, when all of them are in the scored window (else no
-    // percent is shown or applied).
-    let expected_credits = |i: &crate::store::IncidentRow| {
-        let (e, n) = expected_of.get(&i.incident_id).copied().unwrap_or_default();
-        (n == i.days && e > 0.0).then_some(e)
-    };
-    let default_channel = p.default_channel();
-    let decisions: BTreeMap<i64, crate::routing::RoutingDecision> = incidents
-        .iter()
-        .filter(|i| i.alert_id.is_none())
-        .map(|i| {
-            let facts = crate::routing::IncidentFacts {
-                account_name: i.account_name.clone(),
-                warehouse_name: i.warehouse_name.clone(),
-                first_day: i.start_day,
-                excess_credits: i.excess_credits,
-                expected_credits: expected_credits(i),
-            };
-            let d = p
-                .config
-                .alerts
-                .decide(&facts, p.config.price_per_credit, &default_channel);
-            (i.incident_id, d)
-        })
-        .collect();
-    let held_back_notes: Vec<snowpatrol_alert::HeldBack> = incidents
-        .iter()
-        .filter_map(|i| {
-            let d = decisions
-                .get(&i.incident_id)
-                .filter(|d| d.held_back() || d.ignored)?;
-            Some(snowpatrol_alert::HeldBack {
-                warehouse: format!("{}.{}", i.account_name, i.warehouse_name),
-                first_day: i.start_day,
-                excess_credits: i.excess_credits,
-                reasons: d
-                    .ignored
-                    .then(|| "ignored by a [[pipeline.alerts.overrides]] entry".to_string())
-                    .into_iter()
-                    .chain(d.verdicts.iter().filter_map(|(route, v)| match v {
-                        crate::routing::RouteVerdict::BelowMinimum(w)
-                        | crate::routing::RouteVerdict::Muted(w) => {
-                            Some(format!("route {route}: {w}"))
-                        }
-                        _ => None,
-                    }))
-                    .collect(),
-            })
-        })
-        .collect();
-    let mut by_key: BTreeMap<WarehouseKey, Vec<crate::store::AnomalyRow>> = BTreeMap::new();
-    for r in rows.into_iter().filter(|r| listed.contains(&r.incident_id)) {
-        by_key
-            .entry(WarehouseKey::new(&r.account_name, &r.warehouse_name))
-            .or_default()
-            .push(r);
-    }
-    // Incident id -> its days in the window, per warehouse.
-    let mut incidents_by_key: BTreeMap<WarehouseKey, BTreeMap<i64, BTreeSet<NaiveDate>>> =
-        BTreeMap::new();
-    let mut sections = Vec::new();
-    for (key, list) in by_key {
-        let incidents = incidents_by_key.entry(key.clone()).or_default();
-        for a in &list {
-            incidents
-                .entry(a.incident_id)
-                .or_default()
-                .insert(a.usage_date);
-        }
-        let version = list.iter().map(|a| a.model_version).max().unwrap_or(0);
-        let history = history_points(&p, &key, p.config.predict.history_days).await?;
-        sections.push(WarehouseSection {
-            account_name: key.account_name.clone(),
-            warehouse_name: key.warehouse_name.clone(),
-            model_version: version as i64,
-            anomalies: list.iter().map(crate::store::AnomalyRow::day).collect(),
-            history,
-        });
-    }
-    let acknowledged = p
-        .store
-        .list_incidents(&IncidentFilter {
-            since: Some(since),
-            statuses: vec![IncidentStatus::Acknowledged],
-            ..Default::default()
-        })
-        .await
-        .map_err(store_err("reading incidents"))?
-        .len();
-    let report = Report {
-        run_id: ctx.run_id.to_string(),
-        generated_at: Utc::now(),
-        price_per_credit: p.config.price_per_credit,
-        sections,
-        acknowledged_incidents: acknowledged,
-        held_back: held_back_notes,
-    };
-    let markdown = snowpatrol_alert::render_markdown(&report);
-    let dir = p
-        .data_dir
-        .join("reports")
-        .join(format!("run-{}", ctx.run_id));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| TaskError::retryable(format!("cannot create {}: {e}", dir.display())))?;
-    for s in &report.sections {
-        let png = snowpatrol_alert::render_chart_png(s, 900, 420)
-            .map_err(|e| TaskError::permanent(format!("chart: {e}")))?;
-        let path = dir.join(snowpatrol_alert::chart_file_name(s));
-        std::fs::write(&path, png)
-            .map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())))?;
-    }
-    let path = dir.join("report.md");
-    std::fs::write(&path, &markdown)
-        .map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())))?;
-    let total: usize = report.sections.iter().map(|s| s.anomalies.len()).sum();
-    p.store
-        .save_report(
-            ctx.run_id,
-            &markdown,
-            &path.display().to_string(),
-            total as i32,
-            Some(&ctx.fence),
-        )
-        .await
-        .map_err(store_err("saving report"))?;
-    snowpatrol_store::failpoint("predict.report.after_save").map_err(store_err("failpoint"))?;
-    // One digest per run with every incident nobody was told about yet; each incident records the alert that
-    // announced it, in the same transaction, so reruns, retrains and grown incidents are never repeated, and
-    // acknowledged incidents are not listed at all. Only queued here: the outbox sender delivers, so the run
-    // never waits for Slack.
-    let new: Vec<&crate::store::IncidentRow> =
-        incidents.iter().filter(|i| i.alert_id.is_none()).collect();
-    let duplicates = incidents.len() - new.len();
-    let by_incident: BTreeMap<i64, Vec<&AnomalyDay>> = {
-        let mut m: BTreeMap<i64, Vec<&AnomalyDay>> = BTreeMap::new();
-        for s in &report.sections {
-            let key = WarehouseKey::new(&s.account_name, &s.warehouse_name);
-            let Some(ids) = incidents_by_key.get(&key) else {
-                continue;
-            };
-            for (id, days) in ids {
-                m.entry(*id)
-                    .or_default()
-                    .extend(s.anomalies.iter().filter(|a| days.contains(&a.date)));
-            }
-        }
-        m
-    };
-    let fresh: Vec<snowpatrol_alert::DigestIncident> = new
-        .iter()
-        .map(|i| {
-            let days = by_incident.get(&i.incident_id).cloned().unwrap_or_default();
-            let largest = days
-                .iter()
-                .max_by(|a, b| a.excess_credits.total_cmp(&b.excess_credits));
-            snowpatrol_alert::DigestIncident {
-                incident_id: i.incident_id,
-                account_name: i.account_name.clone(),
-                warehouse_name: i.warehouse_name.clone(),
-                first_day: i.start_day,
-                last_day: i.end_day,
-                days: i.days.max(0) as u32,
-                excess_credits: i.excess_credits,
-                expected_credits: expected_credits(i),
-                why: largest.map(|a| a.explanation.clone()).unwrap_or_default(),
-            }
-        })
-        .collect();
-    // Routing ([pipeline.alerts]): each incident to every channel whose route takes it. Held back (below a
-    // minimum, muted) stays unannounced and is considered again next run.
-    let mut by_channel: BTreeMap<String, Vec<snowpatrol_alert::DigestIncident>> = BTreeMap::new();
-    let held_back = report.held_back.len();
-    for i in &fresh {
-        let Some(decision) = decisions.get(&i.incident_id) else {
-            continue;
-        };
-        for (_, channel) in &decision.channels {
-            by_channel
-                .entry(channel.clone())
-                .or_default()
-                .push(i.clone());
-        }
-    }
-    let announced: BTreeSet<i64> = by_channel
-        .values()
-        .flatten()
-        .map(|i| i.incident_id)
-        .collect();
-    let announced = announced.len();
-    let mut queued = Vec::new();
-    for (channel, incidents) in by_channel {
-        let digest = snowpatrol_alert::Digest {
-            run_id: ctx.run_id.to_string(),
-            generated_at: report.generated_at,
-            price_per_credit: p.config.price_per_credit,
-            incidents,
-            already_announced: duplicates,
-            acknowledged,
-            held_back,
-            report_path: Some(path.display().to_string()),
-            feedback: p.slack().is_some() && p.slack_signing_secret().is_some(),
-        };
-        let Some(msg) = snowpatrol_alert::digest_message(&digest) else {
-            continue;
-        };
-        // The largest incidents' charts go into the digest's thread, each with its full reason.
-        let mut replies = Vec::new();
-        let key = if channel == default_channel {
-            format!("digest:{}", ctx.run_id)
-        } else {
-            format!("digest:{}:{channel}", ctx.run_id)
-        };
-        for i in snowpatrol_alert::chart_reply_incidents(&digest) {
-            let Some(section) = report
-                .sections
-                .iter()
-                .find(|s| s.account_name == i.account_name && s.warehouse_name == i.warehouse_name)
-            else {
-                continue;
-            };
-            let days: BTreeSet<NaiveDate> = by_incident
-                .get(&i.incident_id)
-                .map(|d| d.iter().map(|a| a.date).collect())
-                .unwrap_or_default();
-            let one = WarehouseSection {
-                anomalies: section
-                    .anomalies
-                    .iter()
-                    .filter(|a| days.contains(&a.date))
-                    .cloned()
-                    .collect(),
-                ..section.clone()
-            };
-            // A chart that cannot be drawn costs its reply, never the digest.
-            let png = match snowpatrol_alert::render_chart_png(&one, 900, 420) {
-                Ok(png) => png,
-                Err(e) => {
-                    tracing::warn!(incident_id = i.incident_id, error = %e, "chart not drawn; no reply for it");
-                    continue;
-                }
-            };
-            let text = snowpatrol_alert::reply_text(i, p.config.price_per_credit);
-            replies.push(crate::store::DigestReply {
-                dedupe_key: format!("{key}:chart:{}", i.incident_id),
-                message: serde_json::to_value(snowpatrol_alert::SlackMessage {
-                    text,
-                    blocks: Vec::new(),
-                })
-                .map_err(|e| TaskError::permanent(format!("reply: {e}")))?,
-                attachment: Some((snowpatrol_alert::chart_file_name(&one), png)),
-            });
-        }
-        queued.push(crate::store::QueuedDigest {
-            dedupe_key: key,
-            channel,
-            message: serde_json::to_value(&msg)
-                .map_err(|e| TaskError::permanent(format!("digest: {e}")))?,
-            incident_ids: digest.incidents.iter().map(|i| i.incident_id).collect(),
-            replies,
-        });
-    }
-    let new_alerts = if queued.is_empty() {
-        0
-    } else {
-        p.enqueue_digests(ctx.run_id, &queued, &ctx.fence)
-            .await
-            .map_err(|e| TaskError::retryable(format!("alert outbox: {e}")))?
-    };
-    info!(report = %path.display(), anomalies = total, new_alerts, announced, already_alerted = duplicates, acknowledged, held_back, "report written");
-    Ok(TaskOutput::empty().with_data(json!({ "report": path.display().to_string(), "anomalies": total, "new_alerts": new_alerts, "announced_incidents": announced, "already_alerted": duplicates, "acknowledged": acknowledged, "held_back": held_back })))
-}
-
-async fn history_points(
+/// The last `days` days of a warehouse for its chart: credits, and what its `latest` model expected with the
+/// normal range (scored on the task's CPU pool).
+pub(crate) async fn history_points(
     p: &Pipeline,
+    ctx: &TaskContext,
     key: &WarehouseKey,
     days: i64,
 ) -> Result<Vec<DailyPoint>, TaskError> {
@@ -1075,42 +778,41 @@ async fn history_points(
     };
     let n = series.len();
     let take = (days.max(1) as usize).min(n);
-    let expected: HashMap<NaiveDate, (f64, Option<f64>, Option<f64>)> = match p
+    let model = p
         .store
         .model_by_alias(key, "latest")
         .await
         .map_err(store_err("reading model"))?
-    {
-        Some(m) => match serde_json::from_value::<TrainedModel>(m.model) {
-            Ok(model) => model
-                .score(&series, take)
-                .map(|v| {
-                    v.into_iter()
-                        .map(|d| {
-                            (
-                                d.day.date,
-                                (d.day.expected_credits, d.normal_low, d.normal_high),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => HashMap::new(),
-        },
-        None => HashMap::new(),
-    };
-    Ok((n - take..n)
-        .map(|i| {
-            let e = expected.get(&series.date(i));
-            DailyPoint {
-                date: series.date(i),
-                credits: series.credits[i],
-                expected: e.map(|e| e.0),
-                normal_low: e.and_then(|e| e.1),
-                normal_high: e.and_then(|e| e.2),
-            }
-        })
-        .collect())
+        .and_then(|m| serde_json::from_value::<TrainedModel>(m.model).ok());
+    ctx.run_cpu(move || {
+        let expected: HashMap<NaiveDate, (f64, Option<f64>, Option<f64>)> = model
+            .and_then(|model| model.score(&series, take).ok())
+            .map(|scores| {
+                scores
+                    .into_iter()
+                    .map(|d| {
+                        (
+                            d.day.date,
+                            (d.day.expected_credits, d.normal_low, d.normal_high),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (n - take..n)
+            .map(|i| {
+                let e = expected.get(&series.date(i));
+                DailyPoint {
+                    date: series.date(i),
+                    credits: series.credits[i],
+                    expected: e.map(|e| e.0),
+                    normal_low: e.and_then(|e| e.1),
+                    normal_high: e.and_then(|e| e.2),
+                }
+            })
+            .collect()
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod config;
 pub mod jobs;
 pub mod metrics;
+mod report;
 pub mod routing;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -1,10 +1,10 @@
 //! `snowpatrol`: the command line and the daemon. This is the edge of the program: errors become messages a
 //! person can act on and a non-zero exit code, never a panic.
 
+mod app;
 mod commands;
 mod examples;
 mod output;
-mod pipeline_cli;
 mod process_metrics;
 mod server;
 mod settings;
@@ -42,10 +42,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What the command line asks for. The commands that need no configuration and no database come first, so a
+/// missing or broken configuration cannot stop them.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    #[command(flatten)]
+    Offline(OfflineCommand),
+    #[command(flatten)]
+    Configured(ConfiguredCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OfflineCommand {
     /// Zero-setup demo: embedded SQLite, synthetic warehouses, the real daemon running prep -> train -> predict.
     Demo,
+    /// Walk-forward evaluation of a detection model over a metering CSV export (no database, no config).
+    Backtest(commands::BacktestArgs),
+    /// Write a seeded synthetic metering.csv and labels.csv, to try `backtest` without Snowflake.
+    Synth(commands::SynthArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfiguredCommand {
     /// Run the scheduler and workers until SIGTERM/SIGINT; serves /healthz, /readyz and /metrics.
     Daemon,
     /// Run a job now in this process (recorded like any run); exits non-zero when the run fails.
@@ -72,23 +90,9 @@ pub enum Command {
         #[arg(long)]
         allow_unknown: bool,
     },
+
     /// List recent runs.
-    Runs {
-        #[arg(long)]
-        job: Option<String>,
-        /// queued, running, success, failed or cancelled.
-        #[arg(long)]
-        state: Option<String>,
-        /// Runs whose logical time is at or after this: 2025-06-28T06:00:00Z, 2025-06-28 or an age (36h, 7d).
-        #[arg(long, value_name = "WHEN", value_parser = output::parse_when)]
-        since: Option<chrono::DateTime<chrono::Utc>>,
-        /// Runs whose logical time is before this (same forms as --since).
-        #[arg(long, value_name = "WHEN", value_parser = output::parse_when)]
-        until: Option<chrono::DateTime<chrono::Utc>>,
-        /// The newest this many runs (at least 1).
-        #[arg(long, default_value_t = 20)]
-        limit: i64,
-    },
+    Runs(RunsArgs),
     /// Lineage of a run: the dataset events it consumed (what triggered it) and the ones it produced.
     Lineage { run_id: i64 },
     /// List the task instances of a run.
@@ -116,27 +120,10 @@ pub enum Command {
         #[arg(long, value_name = "W")]
         warehouse: Option<String>,
     },
+
     /// Incidents found by predict (runs of anomalous days per warehouse); `--days` lists the days;
     /// `anomalies ack ID --reason R` acknowledges an incident.
-    Anomalies {
-        #[command(subcommand)]
-        command: Option<pipeline_cli::AnomaliesCommand>,
-        /// Incidents ending (days) on or after this day (YYYY-MM-DD); default: 30 days ago.
-        #[arg(long, value_name = "DATE", value_parser = pipeline_cli::parse_date)]
-        since: Option<chrono::NaiveDate>,
-        /// Only this warehouse: WAREHOUSE (every account) or ACCOUNT.WAREHOUSE.
-        #[arg(long, value_name = "W")]
-        warehouse: Option<String>,
-        /// Only open incidents (neither acknowledged nor resolved); with --days, the days of open incidents.
-        #[arg(long)]
-        open: bool,
-        /// One row per anomalous day instead of one per incident.
-        #[arg(long)]
-        days: bool,
-        /// Output format (`--json` also selects json).
-        #[arg(long, value_enum, default_value_t = pipeline_cli::ListFormat::Table)]
-        format: pipeline_cli::ListFormat,
-    },
+    Anomalies(commands::AnomaliesArgs),
     /// Where an incident's alert went (or goes), by which route, and why not elsewhere ([pipeline.alerts]).
     ExplainAlert {
         /// Incident id (first column of `snowpatrol anomalies`).
@@ -150,15 +137,30 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
-    /// Walk-forward evaluation of a detection model over a metering CSV export (no database, no config).
-    Backtest(pipeline_cli::BacktestArgs),
-    /// Write a seeded synthetic metering.csv and labels.csv, to try `backtest` without Snowflake.
-    Synth(pipeline_cli::SynthArgs),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// `snowpatrol runs`.
+#[derive(clap::Args, Debug)]
+pub struct RunsArgs {
+    #[arg(long)]
+    pub job: Option<String>,
+    /// queued, running, success, failed or cancelled.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Runs whose logical time is at or after this: 2025-06-28T06:00:00Z, 2025-06-28 or an age (36h, 7d).
+    #[arg(long, value_name = "WHEN", value_parser = output::parse_when)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Runs whose logical time is before this (same forms as --since).
+    #[arg(long, value_name = "WHEN", value_parser = output::parse_when)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The newest this many runs (at least 1).
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,7 +184,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
+    match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             // The reader of our stdout went away (`| head`): nothing more to say, and nobody to say it to.

@@ -347,183 +347,197 @@ async fn advance_run(
     now: DateTime<Utc>,
     report: &mut FinishReport,
 ) -> Result<(), StoreError> {
-    let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT state FROM job_runs WHERE run_id = $1 {}",
-        FOR_UPDATE
+    let state: Option<RunState> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT state FROM job_runs WHERE run_id = $1 {FOR_UPDATE}"
     )))
     .bind(run_id)
     .fetch_optional(&mut **tx)
     .await?;
-    if state.as_deref() != Some("running") {
+    if state != Some(RunState::Running) {
         return Ok(());
     }
     let mut emitted_for: BTreeSet<String> = BTreeSet::new();
+    // Each pass creates what the last one made possible (a skipped task can unblock its downstream at once);
+    // a run has at most as many passes as tasks.
     for _ in 0..=shape.tasks.len() + 1 {
-        let rows = sqlx::query(
-            "SELECT task_name, count(*) AS total, \
-             sum(CASE WHEN state = 'success' THEN 1 ELSE 0 END) AS success, \
-             sum(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS failed, \
-             sum(CASE WHEN state = 'skipped' THEN 1 ELSE 0 END) AS skipped, \
-             sum(CASE WHEN state = 'cancelled' THEN 1 ELSE 0 END) AS cancelled \
-             FROM task_instances WHERE run_id = $1 GROUP BY task_name",
-        )
-        .bind(run_id)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut groups = HashMap::new();
-        for r in &rows {
-            groups.insert(
-                r.try_get::<String, _>("task_name")?,
-                GroupStats {
-                    total: r.try_get("total")?,
-                    success: r.try_get::<Option<i64>, _>("success")?.unwrap_or(0),
-                    failed: r.try_get::<Option<i64>, _>("failed")?.unwrap_or(0),
-                    skipped: r.try_get::<Option<i64>, _>("skipped")?.unwrap_or(0),
-                    cancelled: r.try_get::<Option<i64>, _>("cancelled")?.unwrap_or(0),
-                },
-            );
-        }
+        let groups = group_stats(tx, run_id).await?;
         for task in shape
             .tasks
             .iter()
             .filter(|t| touched.contains(&t.name) && !t.outlets.is_empty())
         {
-            if emitted_for.contains(&task.name) {
-                continue;
-            }
-            if groups.get(&task.name).is_some_and(|g| g.has_success_only()) {
+            if !emitted_for.contains(&task.name)
+                && groups.get(&task.name).is_some_and(|g| g.has_success_only())
+            {
                 emitted_for.insert(task.name.clone());
-                let output: Option<Option<Json<TaskOutput>>> = sqlx::query_scalar(
-                    "SELECT output FROM task_instances WHERE run_id = $1 AND task_name = $2 \
-                     ORDER BY task_instance_id LIMIT 1",
-                )
-                .bind(run_id)
-                .bind(&task.name)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let output = output.flatten().map(|j| j.0).unwrap_or_default();
-                // A producer that did no useful work says so (`TaskOutput::without_outlet_events`):
-                // its success must not wake the jobs scheduled on its datasets.
-                if output.outlets_suppressed {
-                    continue;
-                }
-                let extra = output.extra.unwrap_or_else(|| serde_json::json!({}));
-                for uri in &task.outlets {
-                    if let Some(id) = insert_event(
-                        tx,
-                        uri,
-                        &extra,
-                        Some((&shape.job_name, run_id, &task.name)),
-                        &format!("job {}", shape.job_name),
-                        now,
-                    )
-                    .await?
-                    {
-                        report.events.push(id);
-                    }
-                }
+                emit_outlet_events(tx, run_id, shape, task, now, report).await?;
             }
         }
         let steps = plan_run(shape, &groups);
         if steps.is_empty() {
             return Ok(());
         }
-        let mut progressed = false;
         for step in steps {
-            match step {
-                PlanStep::Create { task, map_over } => {
-                    let max_tries = shape
-                        .tasks
-                        .iter()
-                        .find(|t| t.name == task)
-                        .map_or(1, |t| t.max_tries);
-                    let keys = match &map_over {
-                        None => vec![String::new()],
-                        Some(up) => map_keys(tx, run_id, up).await?,
-                    };
-                    if keys.is_empty() {
-                        insert_instances(
-                            tx,
-                            run_id,
-                            &shape.job_name,
-                            &task,
-                            &[String::new()],
-                            max_tries,
-                            TaskState::Skipped,
-                            Some("nothing to map over: the upstream task returned no keys"),
-                            now,
-                        )
-                        .await?;
-                    } else {
-                        insert_instances(
-                            tx,
-                            run_id,
-                            &shape.job_name,
-                            &task,
-                            &keys,
-                            max_tries,
-                            TaskState::Queued,
-                            None,
-                            now,
-                        )
-                        .await?;
-                        report.created_instances += keys.len();
-                    }
-                    progressed = true;
-                }
-                PlanStep::Skip { task, reason } => {
-                    let max_tries = shape
-                        .tasks
-                        .iter()
-                        .find(|t| t.name == task)
-                        .map_or(1, |t| t.max_tries);
-                    insert_instances(
-                        tx,
-                        run_id,
-                        &shape.job_name,
-                        &task,
-                        &[String::new()],
-                        max_tries,
-                        TaskState::Skipped,
-                        Some(&reason),
-                        now,
-                    )
-                    .await?;
-                    progressed = true;
-                }
-                PlanStep::Finish(state) => {
-                    let error: Option<String> = if state == RunState::Failed {
-                        let failed: Vec<String> = sqlx::query_scalar(
-                            "SELECT DISTINCT task_name FROM task_instances WHERE run_id = $1 AND state IN ('failed', \
-                             'cancelled') ORDER BY task_name",
-                        )
-                        .bind(run_id)
-                        .fetch_all(&mut **tx)
-                        .await?;
-                        Some(format!("failed task(s): {}", failed.join(", ")))
-                    } else {
-                        None
-                    };
-                    sqlx::query("UPDATE job_runs SET state = $1, finished_at = $2, error = $3 WHERE run_id = $4")
-                        .bind(state.as_str())
-                        .bind(now)
-                        .bind(error)
-                        .bind(run_id)
-                        .execute(&mut **tx)
-                        .await?;
-                    report.finished_runs.push(FinishedRun {
-                        run_id,
-                        job_name: shape.job_name.clone(),
-                        state,
-                    });
-                    return Ok(());
-                }
+            if let PlanStep::Finish(state) = step {
+                return finish_run(tx, run_id, shape, state, now, report).await;
             }
-        }
-        if !progressed {
-            return Ok(());
+            create_instances(tx, run_id, shape, step, now, report).await?;
         }
     }
+    Ok(())
+}
+
+/// Instances of each task of the run, counted by state (what `plan_run` decides on).
+async fn group_stats(
+    tx: &mut Tx<'_>,
+    run_id: RunId,
+) -> Result<HashMap<String, GroupStats>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT task_name, count(*) AS total, \
+         sum(CASE WHEN state = 'success' THEN 1 ELSE 0 END) AS success, \
+         sum(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS failed, \
+         sum(CASE WHEN state = 'skipped' THEN 1 ELSE 0 END) AS skipped, \
+         sum(CASE WHEN state = 'cancelled' THEN 1 ELSE 0 END) AS cancelled \
+         FROM task_instances WHERE run_id = $1 GROUP BY task_name",
+    )
+    .bind(run_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut groups = HashMap::new();
+    for r in &rows {
+        groups.insert(
+            r.try_get::<String, _>("task_name")?,
+            GroupStats {
+                total: r.try_get("total")?,
+                success: r.try_get::<Option<i64>, _>("success")?.unwrap_or(0),
+                failed: r.try_get::<Option<i64>, _>("failed")?.unwrap_or(0),
+                skipped: r.try_get::<Option<i64>, _>("skipped")?.unwrap_or(0),
+                cancelled: r.try_get::<Option<i64>, _>("cancelled")?.unwrap_or(0),
+            },
+        );
+    }
+    Ok(groups)
+}
+
+/// The dataset events of a task whose every instance succeeded, with the `extra` its output gave, unless the
+/// task said it did no useful work.
+async fn emit_outlet_events(
+    tx: &mut Tx<'_>,
+    run_id: RunId,
+    shape: &JobShape,
+    task: &TaskShape,
+    now: DateTime<Utc>,
+    report: &mut FinishReport,
+) -> Result<(), StoreError> {
+    let output: Option<Option<Json<TaskOutput>>> = sqlx::query_scalar(
+        "SELECT output FROM task_instances WHERE run_id = $1 AND task_name = $2 \
+         ORDER BY task_instance_id LIMIT 1",
+    )
+    .bind(run_id)
+    .bind(&task.name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let output = output.flatten().map(|j| j.0).unwrap_or_default();
+    // A producer that did no useful work says so (`TaskOutput::without_outlet_events`): its success must not
+    // wake the jobs scheduled on its datasets.
+    if output.outlets_suppressed {
+        return Ok(());
+    }
+    let extra = output.extra.unwrap_or_else(|| serde_json::json!({}));
+    for uri in &task.outlets {
+        let source = Some((shape.job_name.as_str(), run_id, task.name.as_str()));
+        let created_by = format!("job {}", shape.job_name);
+        if let Some(id) = insert_event(tx, uri, &extra, source, &created_by, now).await? {
+            report.events.push(id);
+        }
+    }
+    Ok(())
+}
+
+/// Carries out a `Create` or `Skip` step of the plan: the task's instances (one per upstream key for a
+/// mapped task; one skipped instance when there is nothing to map over).
+async fn create_instances(
+    tx: &mut Tx<'_>,
+    run_id: RunId,
+    shape: &JobShape,
+    step: PlanStep,
+    now: DateTime<Utc>,
+    report: &mut FinishReport,
+) -> Result<(), StoreError> {
+    let max_tries = |task: &str| {
+        shape
+            .tasks
+            .iter()
+            .find(|t| t.name == task)
+            .map_or(1, |t| t.max_tries)
+    };
+    let one = [String::new()];
+    let (task, keys, state, reason) = match step {
+        PlanStep::Create { task, map_over } => {
+            let keys = match &map_over {
+                None => one.to_vec(),
+                Some(up) => map_keys(tx, run_id, up).await?,
+            };
+            if keys.is_empty() {
+                let why = "nothing to map over: the upstream task returned no keys".to_string();
+                (task, one.to_vec(), TaskState::Skipped, Some(why))
+            } else {
+                report.created_instances += keys.len();
+                (task, keys, TaskState::Queued, None)
+            }
+        }
+        PlanStep::Skip { task, reason } => (task, one.to_vec(), TaskState::Skipped, Some(reason)),
+        PlanStep::Finish(_) => return Ok(()),
+    };
+    let tries = max_tries(&task);
+    let job = &shape.job_name;
+    insert_instances(
+        tx,
+        run_id,
+        job,
+        &task,
+        &keys,
+        tries,
+        state,
+        reason.as_deref(),
+        now,
+    )
+    .await
+}
+
+/// Marks the run finished; a failed run's error names its failed tasks.
+async fn finish_run(
+    tx: &mut Tx<'_>,
+    run_id: RunId,
+    shape: &JobShape,
+    state: RunState,
+    now: DateTime<Utc>,
+    report: &mut FinishReport,
+) -> Result<(), StoreError> {
+    let error: Option<String> = if state == RunState::Failed {
+        let failed: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT task_name FROM task_instances WHERE run_id = $1 \
+             AND state IN ('failed', 'cancelled') ORDER BY task_name",
+        )
+        .bind(run_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        Some(format!("failed task(s): {}", failed.join(", ")))
+    } else {
+        None
+    };
+    sqlx::query("UPDATE job_runs SET state = $1, finished_at = $2, error = $3 WHERE run_id = $4")
+        .bind(state)
+        .bind(now)
+        .bind(error)
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
+    report.finished_runs.push(FinishedRun {
+        run_id,
+        job_name: shape.job_name.clone(),
+        state,
+    });
     Ok(())
 }
 

@@ -1,0 +1,242 @@
+//! The run history: runs, their task instances, dataset events and lineage.
+
+use super::{params_text, print};
+use crate::app::open_existing;
+use crate::output;
+use crate::settings::LoadedConfig;
+use anyhow::{Context, bail};
+use serde_json::json;
+use snowpatrol_engine::RunState;
+use snowpatrol_store::RunFilter;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+/// `snowpatrol runs`: recent runs, filtered.
+pub(crate) async fn runs(
+    loaded: &LoadedConfig,
+    json: bool,
+    args: crate::RunsArgs,
+) -> anyhow::Result<ExitCode> {
+    let crate::RunsArgs {
+        job,
+        state,
+        since,
+        until,
+        limit,
+    } = args;
+    if limit < 1 {
+        bail!("--limit must be at least 1, got {limit}");
+    }
+    let db = open_existing(&loaded.settings).await?;
+    if let Some(job) = &job {
+        let jobs = db.list_jobs().await.context("listing jobs")?;
+        if !jobs.iter().any(|j| &j.job_name == job) {
+            let names: Vec<&str> = jobs.iter().map(|j| j.job_name.as_str()).collect();
+            bail!(
+                "no job `{job}` in this database; jobs: {}",
+                if names.is_empty() {
+                    "(none yet)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+    }
+    let state = state
+        .map(|s| RunState::from_str(&s))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--state: {e}"))?;
+    let runs = db
+        .list_runs(&RunFilter {
+            job_name: job,
+            state,
+            since,
+            until,
+            limit,
+        })
+        .await
+        .context("listing runs")?;
+    print(json, &runs, || {
+        output::table(
+            &[
+                "run",
+                "job",
+                "state",
+                "trigger",
+                "logical time",
+                "started",
+                "duration",
+                "params",
+                "by",
+                "error",
+            ],
+            runs.iter()
+                .map(|r| {
+                    vec![
+                        r.run_id.to_string(),
+                        r.job_name.clone(),
+                        r.state.to_string(),
+                        r.trigger_kind.to_string(),
+                        output::time(Some(r.logical_time)),
+                        output::time(r.started_at),
+                        output::duration(r.started_at, r.finished_at),
+                        params_text(&r.params),
+                        r.triggered_by.clone(),
+                        output::short(r.error.as_deref(), 60),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snowpatrol lineage RUN`: the dataset events a run consumed and produced.
+pub(crate) async fn lineage(
+    loaded: &LoadedConfig,
+    json: bool,
+    run_id: i64,
+) -> anyhow::Result<ExitCode> {
+    let db = open_existing(&loaded.settings).await?;
+    let Some(run) = db.get_run(run_id).await.context("reading the run")? else {
+        bail!("no run with id {run_id} (see `snowpatrol runs`)");
+    };
+    let consumed = db
+        .consumed_events(run_id)
+        .await
+        .context("reading consumed events")?;
+    let produced = db
+        .produced_events(run_id)
+        .await
+        .context("reading produced events")?;
+    let report = json!({
+        "run_id": run_id,
+        "job": run.job_name,
+        "trigger_kind": run.trigger_kind,
+        "logical_time": run.logical_time,
+        "consumed": consumed,
+        "produced": produced,
+    });
+    print(json, &report, || {
+        let mut out = format!(
+            "run {run_id} of {} ({} run, logical time {})\nconsumed:",
+            run.job_name,
+            run.trigger_kind,
+            output::time(Some(run.logical_time))
+        );
+        // A consumed event says where it came from; a produced one comes from this run.
+        let line = |e: &snowpatrol_store::EventRecord, origin: bool| {
+            let from = match (origin, e.source_run_id) {
+                (false, _) => String::new(),
+                (true, Some(r)) => format!(" from run {r}"),
+                (true, None) => format!(" by {}", e.created_by),
+            };
+            format!(
+                "\n  #{} {} at {}{from}",
+                e.event_id,
+                e.dataset_uri,
+                output::time(Some(e.created_at))
+            )
+        };
+        for (events, origin, none) in [
+            (&consumed, true, " (none: not triggered by datasets)"),
+            (&produced, false, " (none)"),
+        ] {
+            if !origin {
+                out.push_str("\nproduced:");
+            }
+            if events.is_empty() {
+                out.push_str(none);
+            }
+            for e in events {
+                out.push_str(&line(e, origin));
+            }
+        }
+        out
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snowpatrol tasks RUN`: the task instances of a run.
+pub(crate) async fn tasks(
+    loaded: &LoadedConfig,
+    json: bool,
+    run_id: i64,
+) -> anyhow::Result<ExitCode> {
+    let db = open_existing(&loaded.settings).await?;
+    if db
+        .get_run(run_id)
+        .await
+        .context("reading the run")?
+        .is_none()
+    {
+        bail!("no run with id {run_id} (see `snowpatrol runs`)");
+    }
+    let tasks = db
+        .list_task_instances(run_id)
+        .await
+        .context("listing task instances")?;
+    print(json, &tasks, || {
+        output::table(
+            &[
+                "id", "task", "key", "state", "try", "worker", "started", "duration", "error",
+            ],
+            tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.task_instance_id.to_string(),
+                        t.task_name.clone(),
+                        t.map_key.clone(),
+                        t.state.to_string(),
+                        format!("{}/{}", t.try_number, t.max_tries),
+                        t.worker_id.clone().unwrap_or_default(),
+                        output::time(t.started_at),
+                        output::duration(t.started_at, t.finished_at),
+                        output::short(t.error.as_deref(), 60),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snowpatrol events`: recent dataset events.
+pub(crate) async fn events(
+    loaded: &LoadedConfig,
+    json: bool,
+    dataset: Option<String>,
+    limit: i64,
+) -> anyhow::Result<ExitCode> {
+    if limit < 1 {
+        bail!("--limit must be at least 1, got {limit}");
+    }
+    let db = open_existing(&loaded.settings).await?;
+    let events = db
+        .list_events(dataset.as_deref(), limit)
+        .await
+        .context("listing dataset events")?;
+    print(json, &events, || {
+        output::table(
+            &["event", "dataset", "created", "source", "extra"],
+            events
+                .iter()
+                .map(|e| {
+                    let source = match (&e.source_job, e.source_run_id, &e.source_task) {
+                        (Some(j), Some(r), Some(t)) => format!("{j} run {r} task {t}"),
+                        _ => e.created_by.clone(),
+                    };
+                    vec![
+                        e.event_id.to_string(),
+                        e.dataset_uri.clone(),
+                        output::time(Some(e.created_at)),
+                        source,
+                        output::short(Some(&e.extra.to_string()), 60),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

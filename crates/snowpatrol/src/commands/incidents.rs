@@ -1,0 +1,652 @@
+//! Operator views of the pipeline's tables: models, incidents and their days (`anomalies`, with `ack`), the
+//! alert outbox, and `explain-alert`.
+
+use super::print;
+use crate::output::outln;
+use anyhow::Context;
+use chrono::NaiveDate;
+use serde_json::json;
+use snowpatrol_pipeline::store::{
+    AckReason as StoredAckReason, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus,
+};
+use snowpatrol_pipeline::{PipelineConfig, PipelineStore};
+use snowpatrol_store::Database;
+use std::process::ExitCode;
+
+/// `--format` of list commands that scripts consume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AnomaliesCommand {
+    /// Acknowledge an incident: it is never alerted again (also when it grows), and its days are marked too.
+    Ack {
+        /// Incident id (first column of `snowpatrol anomalies`); with --anomaly, an anomaly (day) id.
+        id: i64,
+        #[arg(long, value_enum)]
+        reason: AckReason,
+        /// ID is an anomaly id (first column of `snowpatrol anomalies --days`): acknowledge its incident.
+        #[arg(long)]
+        anomaly: bool,
+    },
+}
+
+/// Why an operator dismissed an incident. A closed set, not free text, so the feedback can be counted later
+/// (false-positive rate per model version) without cleaning up spellings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AckReason {
+    /// The model was wrong: nothing unusual happened.
+    #[value(name = "false_positive")]
+    FalsePositive,
+    /// Real extra spend, but announced beforehand (a backfill, a migration).
+    #[value(name = "planned")]
+    Planned,
+    /// Real extra spend that is fine (month-end close, a known seasonal peak).
+    #[value(name = "expected")]
+    Expected,
+}
+
+impl AckReason {
+    pub fn stored(self) -> StoredAckReason {
+        match self {
+            AckReason::FalsePositive => StoredAckReason::FalsePositive,
+            AckReason::Planned => StoredAckReason::Planned,
+            AckReason::Expected => StoredAckReason::Expected,
+        }
+    }
+}
+
+/// `--since`, `--start`, `--end`: clap shows this message with the flag name and the bad value.
+pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|e| format!("expected a date as YYYY-MM-DD ({e})"))
+}
+
+fn credits(x: f64) -> String {
+    format!("{x:.2}")
+}
+
+pub async fn models(
+    db: &Database,
+    warehouse: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = PipelineStore::new(db.clone());
+    let rows = store
+        .list_models(warehouse.map(str::trim))
+        .await
+        .context("listing model versions")?;
+    if let (true, Some(w)) = (rows.is_empty(), warehouse) {
+        anyhow::bail!(
+            "no model versions for warehouse `{w}` (give WAREHOUSE or ACCOUNT.WAREHOUSE as listed by `snowpatrol models`)"
+        );
+    }
+    print(json, &rows, || {
+        if rows.is_empty() {
+            return "no models yet: the train job registers one version per warehouse (`snowpatrol run train`)"
+                .into();
+        }
+        crate::output::table(
+            &[
+                "account",
+                "warehouse",
+                "version",
+                "kind",
+                "aliases",
+                "threshold",
+                "training window",
+                "run",
+                "created",
+            ],
+            rows.iter()
+                .map(|m| {
+                    vec![
+                        m.account_name.clone(),
+                        m.warehouse_name.clone(),
+                        m.version.to_string(),
+                        m.model_kind.clone(),
+                        m.aliases.clone(),
+                        format!("{:.4}", m.threshold),
+                        format!("{} .. {}", m.training_start, m.training_end),
+                        m.training_run_id.map(|r| r.to_string()).unwrap_or_default(),
+                        crate::output::time(Some(m.created_at)),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Columns of `anomalies --days --format csv`, stable for scripts (new columns are appended).
+pub const ANOMALY_CSV_COLUMNS: [&str; 18] = [
+    "anomaly_id",
+    "account_name",
+    "warehouse_name",
+    "usage_date",
+    "actual_credits",
+    "expected_credits",
+    "excess_credits",
+    "score",
+    "threshold",
+    "model_version",
+    "run_id",
+    "incident_start",
+    "detected_at",
+    "acknowledged_at",
+    "ack_reason",
+    "explanation",
+    "scored_at",
+    "incident_id",
+];
+
+/// Columns of `anomalies --format csv` (incidents), stable for scripts.
+pub const INCIDENT_CSV_COLUMNS: [&str; 16] = [
+    "incident_id",
+    "account_name",
+    "warehouse_name",
+    "start_day",
+    "end_day",
+    "days",
+    "excess_credits",
+    "excess_cost",
+    "peak_score",
+    "status",
+    "ack_reason",
+    "acknowledged_at",
+    "acknowledged_by",
+    "resolved_at",
+    "created_at",
+    "updated_at",
+];
+
+/// `snowpatrol anomalies`: a listing, or `ack`.
+#[derive(clap::Args, Debug)]
+pub struct AnomaliesArgs {
+    #[command(subcommand)]
+    pub command: Option<AnomaliesCommand>,
+    #[command(flatten)]
+    pub view: AnomaliesView,
+}
+
+/// What `snowpatrol anomalies` lists.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AnomaliesView {
+    /// Incidents ending (days) on or after this day (YYYY-MM-DD); default: 30 days ago.
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub since: Option<NaiveDate>,
+    /// Only this warehouse: WAREHOUSE (every account) or ACCOUNT.WAREHOUSE.
+    #[arg(long, value_name = "W")]
+    pub warehouse: Option<String>,
+    /// Only open incidents (neither acknowledged nor resolved); with --days, the days of open incidents.
+    #[arg(long)]
+    pub open: bool,
+    /// One row per anomalous day instead of one per incident.
+    #[arg(long)]
+    pub days: bool,
+    /// Output format (`--json` also selects json).
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+pub async fn anomalies(
+    db: &Database,
+    command: Option<AnomaliesCommand>,
+    view: AnomaliesView,
+    acknowledged_by: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = PipelineStore::new(db.clone());
+    if let Some(AnomaliesCommand::Ack {
+        id,
+        reason,
+        anomaly,
+    }) = command
+    {
+        let incident_id = if anomaly {
+            store
+                .ack_anomaly(id, reason.stored(), Some(acknowledged_by))
+                .await
+                .with_context(|| format!("acknowledging the incident of anomaly {id}"))?
+                .with_context(|| {
+                    format!(
+                        "no anomaly with id {id} (see the first column of `snowpatrol anomalies --days`)"
+                    )
+                })?
+        } else {
+            let found = store
+                .ack_incident(id, reason.stored(), Some(acknowledged_by))
+                .await
+                .with_context(|| format!("acknowledging incident {id}"))?;
+            if !found {
+                anyhow::bail!(
+                    "no incident with id {id} (see the first column of `snowpatrol anomalies`; \
+                     an anomaly (day) id needs --anomaly)"
+                );
+            }
+            id
+        };
+        let incident = store
+            .incident(incident_id)
+            .await
+            .context("reading the incident")?
+            .with_context(|| format!("incident {incident_id} vanished"))?;
+        tracing::info!(
+            incident_id,
+            reason = reason.stored().as_str(),
+            "incident acknowledged"
+        );
+        let mut out = json!({
+            "incident_id": incident_id, "acknowledged": true, "reason": reason.stored().as_str(),
+            "incident": incident,
+        });
+        if anomaly {
+            out["anomaly_id"] = json!(id);
+        }
+        print(json, &out, || {
+            format!(
+                "incident {incident_id} ({}.{}, {} .. {}, {} day(s)) acknowledged ({}); it will not be alerted again",
+                incident.account_name,
+                incident.warehouse_name,
+                incident.start_day,
+                incident.end_day,
+                incident.days,
+                reason.stored().as_str()
+            )
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A warehouse nobody meters is a typo, not "no incidents": the same rule as `runs --job` and `models`.
+    if let Some(w) = view.warehouse.as_deref().map(str::trim) {
+        let known = store
+            .warehouses(false)
+            .await
+            .context("listing warehouses")?;
+        let matches =
+            |k: &snowpatrol_detect::WarehouseKey| k.warehouse_name == w || k.to_string() == w;
+        if !known.iter().any(matches) {
+            anyhow::bail!(
+                "no warehouse `{w}` in the metering data ({} warehouses; give WAREHOUSE or ACCOUNT.WAREHOUSE as \
+                 listed by `snowpatrol models`)",
+                known.len()
+            );
+        }
+    }
+    let since = view
+        .since
+        .unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(30));
+    let filter = IncidentFilter {
+        since: Some(since),
+        warehouse: view.warehouse.as_deref().map(|w| w.trim().to_string()),
+        statuses: if view.open {
+            vec![IncidentStatus::Open]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    };
+    let format = if json { ListFormat::Json } else { view.format };
+    let what = format!(
+        "{}{} on or after {since}{}",
+        if view.open { "open " } else { "" },
+        if view.days {
+            "anomalous days"
+        } else {
+            "incidents"
+        },
+        view.warehouse
+            .as_deref()
+            .map(|w| format!(" for warehouse `{w}`"))
+            .unwrap_or_default()
+    );
+    if view.days {
+        let rows = store
+            .list_anomalies(&filter)
+            .await
+            .context("listing anomalies")?;
+        print_days(&rows, format, &what)?;
+    } else {
+        let rows = store
+            .list_incidents(&filter)
+            .await
+            .context("listing incidents")?;
+        print_incidents(&rows, format, &what)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_incidents(rows: &[IncidentRow], format: ListFormat, what: &str) -> anyhow::Result<()> {
+    match format {
+        ListFormat::Json => outln!("{}", crate::output::json(&rows)?),
+        ListFormat::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            w.write_record(INCIDENT_CSV_COLUMNS)
+                .map_err(crate::output::csv_error)?;
+            for i in rows {
+                w.write_record([
+                    i.incident_id.to_string(),
+                    i.account_name.clone(),
+                    i.warehouse_name.clone(),
+                    i.start_day.to_string(),
+                    i.end_day.to_string(),
+                    i.days.to_string(),
+                    i.excess_credits.to_string(),
+                    i.excess_cost.map(|c| c.to_string()).unwrap_or_default(),
+                    i.peak_score.to_string(),
+                    i.status.to_string(),
+                    i.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+                    rfc3339(i.acknowledged_at),
+                    i.acknowledged_by.clone().unwrap_or_default(),
+                    rfc3339(i.resolved_at),
+                    i.created_at.to_rfc3339(),
+                    i.updated_at.to_rfc3339(),
+                ])
+                .map_err(crate::output::csv_error)?;
+            }
+            w.flush().map_err(crate::output::stdout_error)?;
+        }
+        ListFormat::Table if rows.is_empty() => outln!("no {what}"),
+        ListFormat::Table => outln!(
+            "{}",
+            crate::output::table(
+                &[
+                    "id",
+                    "account",
+                    "warehouse",
+                    "start",
+                    "end",
+                    "days",
+                    "excess credits",
+                    "cost",
+                    "status",
+                    "reason",
+                ],
+                rows.iter()
+                    .map(|i| {
+                        vec![
+                            i.incident_id.to_string(),
+                            i.account_name.clone(),
+                            i.warehouse_name.clone(),
+                            i.start_day.to_string(),
+                            i.end_day.to_string(),
+                            i.days.to_string(),
+                            credits(i.excess_credits),
+                            i.excess_cost.map(credits).unwrap_or_default(),
+                            i.status.to_string(),
+                            i.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+                        ]
+                    })
+                    .collect(),
+            )
+        ),
+    }
+    Ok(())
+}
+
+fn print_days(rows: &[AnomalyRow], format: ListFormat, what: &str) -> anyhow::Result<()> {
+    match format {
+        ListFormat::Json => outln!("{}", crate::output::json(&rows)?),
+        ListFormat::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            w.write_record(ANOMALY_CSV_COLUMNS)
+                .map_err(crate::output::csv_error)?;
+            for a in rows {
+                w.write_record([
+                    a.anomaly_id.to_string(),
+                    a.account_name.clone(),
+                    a.warehouse_name.clone(),
+                    a.usage_date.to_string(),
+                    a.actual_credits.to_string(),
+                    a.expected_credits.to_string(),
+                    a.excess_credits.to_string(),
+                    a.score.to_string(),
+                    a.threshold.to_string(),
+                    a.model_version.to_string(),
+                    a.run_id.to_string(),
+                    a.incident_start.to_string(),
+                    a.detected_at.to_rfc3339(),
+                    rfc3339(a.acknowledged_at),
+                    a.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+                    a.explanation.clone(),
+                    a.scored_at.to_rfc3339(),
+                    a.incident_id.to_string(),
+                ])
+                .map_err(crate::output::csv_error)?;
+            }
+            w.flush().map_err(crate::output::stdout_error)?;
+        }
+        ListFormat::Table if rows.is_empty() => outln!("no {what}"),
+        ListFormat::Table => outln!(
+            "{}",
+            crate::output::table(
+                &[
+                    "id",
+                    "account",
+                    "warehouse",
+                    "date",
+                    "actual",
+                    "expected",
+                    "excess",
+                    "score",
+                    "threshold",
+                    "model",
+                    "run",
+                    "incident",
+                    "ack",
+                ],
+                rows.iter()
+                    .map(|a| {
+                        vec![
+                            a.anomaly_id.to_string(),
+                            a.account_name.clone(),
+                            a.warehouse_name.clone(),
+                            a.usage_date.to_string(),
+                            credits(a.actual_credits),
+                            credits(a.expected_credits),
+                            credits(a.excess_credits),
+                            format!("{:.3}", a.score),
+                            format!("{:.3}", a.threshold),
+                            format!("v{}", a.model_version),
+                            a.run_id.to_string(),
+                            a.incident_id.to_string(),
+                            a.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+                        ]
+                    })
+                    .collect(),
+            )
+        ),
+    }
+    Ok(())
+}
+
+pub async fn alerts(
+    db: &Database,
+    pending: bool,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if limit < 1 {
+        anyhow::bail!("--limit must be at least 1, got {limit}");
+    }
+    let store = PipelineStore::new(db.clone());
+    let rows = store
+        .list_alerts(pending, limit)
+        .await
+        .context("listing the alert outbox")?;
+    print(json, &rows, || {
+        if rows.is_empty() {
+            return if pending {
+                "no alert is waiting to be delivered".into()
+            } else {
+                "the alert outbox is empty".into()
+            };
+        }
+        crate::output::table(
+            &[
+                "id",
+                "kind",
+                "dedupe key",
+                "channel",
+                "state",
+                "attempts",
+                "next attempt",
+                "last error",
+                "sent",
+            ],
+            rows.iter()
+                .map(|a| {
+                    vec![
+                        a.alert_id.to_string(),
+                        a.kind.to_string(),
+                        crate::output::short(Some(&a.dedupe_key), 50),
+                        a.channel.clone(),
+                        a.state.to_string(),
+                        a.attempts.to_string(),
+                        crate::output::time(a.next_attempt_at),
+                        crate::output::short(a.last_error.as_deref(), 60),
+                        crate::output::time(a.sent_at),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snowpatrol explain-alert ID`: which channels an incident is (or would be) announced in, by which route, and
+/// every route's verdict, from the configured `[pipeline.alerts]`; and which alert announced it, if one did.
+pub async fn explain_alert(
+    db: &Database,
+    config: &PipelineConfig,
+    incident_id: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use snowpatrol_pipeline::routing::{IncidentFacts, RouteVerdict};
+    let store = PipelineStore::new(db.clone());
+    let incident = store
+        .incident(incident_id)
+        .await
+        .context("reading the incident")?
+        .with_context(|| {
+            format!(
+                "no incident with id {incident_id} (see the first column of `snowpatrol anomalies`)"
+            )
+        })?;
+    let days: Vec<_> = store
+        .anomalies_since(incident.start_day, Some(&incident.key()))
+        .await
+        .context("reading the incident's days")?
+        .into_iter()
+        .filter(|a| a.incident_id == incident_id)
+        .collect();
+    let expected: f64 = days.iter().map(|a| a.expected_credits).sum();
+    let default_channel = config
+        .slack
+        .as_ref()
+        .map_or("file".to_string(), |s| s.channel.clone());
+    let decision = config.alerts.decide(
+        &IncidentFacts {
+            account_name: incident.account_name.clone(),
+            warehouse_name: incident.warehouse_name.clone(),
+            first_day: incident.start_day,
+            excess_credits: incident.excess_credits,
+            expected_credits: (expected > 0.0).then_some(expected),
+        },
+        config.price_per_credit,
+        &default_channel,
+    );
+    let announced = match incident.alert_id {
+        Some(id) => store
+            .list_alerts(false, i64::MAX)
+            .await
+            .context("reading the alert outbox")?
+            .into_iter()
+            .find(|a| a.alert_id == id),
+        None => None,
+    };
+    let verdict = |v: &RouteVerdict| -> (&'static str, String) {
+        match v {
+            RouteVerdict::Announced => ("announced", String::new()),
+            RouteVerdict::NotCovered(w) => ("not_covered", w.clone()),
+            RouteVerdict::BelowMinimum(w) => ("below_minimum", w.clone()),
+            RouteVerdict::Muted(w) => ("muted", w.clone()),
+        }
+    };
+    let value = json!({
+        "incident_id": incident_id,
+        "warehouse": format!("{}.{}", incident.account_name, incident.warehouse_name),
+        "status": incident.status.as_str(),
+        "announced_by": announced.as_ref().map(|a| json!({
+            "alert_id": a.alert_id, "dedupe_key": a.dedupe_key, "channel": a.channel, "state": a.state.as_str(),
+        })),
+        "channels": decision.channels.iter().map(|(r, c)| json!({ "route": r, "channel": c })).collect::<Vec<_>>(),
+        "routes": decision.verdicts.iter().map(|(r, v)| {
+            let (k, why) = verdict(v);
+            json!({ "route": r, "verdict": k, "why": why })
+        }).collect::<Vec<_>>(),
+        "held_back": decision.held_back(),
+        "ignored": decision.ignored,
+    });
+    print(json, &value, || {
+        let mut out = format!(
+            "incident {incident_id}: {}.{}, {} – {}, +{:.2} credits, {}\n",
+            incident.account_name,
+            incident.warehouse_name,
+            incident.start_day,
+            incident.end_day,
+            incident.excess_credits,
+            incident.status.as_str()
+        );
+        match &announced {
+            Some(a) => out.push_str(&format!(
+                "announced by alert {} ({}) in {}, {}\n",
+                a.alert_id, a.dedupe_key, a.channel, a.state
+            )),
+            None if incident.status == IncidentStatus::Acknowledged => {
+                out.push_str("not announced: acknowledged before any alert\n")
+            }
+            None => out.push_str("not announced yet\n"),
+        }
+        if decision.ignored {
+            out.push_str(
+                "routes now: no channel (ignored by a [[pipeline.alerts.overrides]] entry)\n",
+            );
+        } else if decision.channels.is_empty() {
+            out.push_str("routes now: no channel");
+            out.push_str(if decision.held_back() {
+                " (held back by a minimum or a mute window; considered again on every predict run)\n"
+            } else {
+                " (no route covers it and [pipeline.alerts] unrouted = \"drop\")\n"
+            });
+        } else {
+            for (route, channel) in &decision.channels {
+                out.push_str(&format!("routes now: {channel} (route {route})\n"));
+            }
+        }
+        if decision.verdicts.is_empty() && !decision.ignored {
+            out.push_str("no [[pipeline.alerts.routes]] configured: everything goes to the default channel\n");
+        }
+        for (route, v) in &decision.verdicts {
+            let (k, why) = verdict(v);
+            out.push_str(&format!(
+                "  route {route}: {}{}\n",
+                k.replace('_', " "),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ));
+        }
+        out.trim_end().to_string()
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
