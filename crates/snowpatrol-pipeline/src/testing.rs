@@ -3,16 +3,11 @@
 
 use crate::store::migrations::migrate;
 use snowpatrol_store::Database;
+use snowpatrol_store::testing::{empty_sqlite, postgres_url_migrated_by};
 
 /// A new PostgreSQL database with every migration applied; returns its URL.
 pub async fn fresh_postgres_url() -> String {
-    let url = snowpatrol_store::testing::empty_postgres_url().await;
-    let db = Database::connect(&url)
-        .await
-        .expect("connect to test database");
-    migrate(&db).await.expect("migrate test database");
-    db.close().await;
-    url
+    postgres_url_migrated_by(|db| async move { migrate(&db).await }).await
 }
 
 /// A new, fully migrated PostgreSQL database.
@@ -25,10 +20,7 @@ pub async fn fresh_postgres() -> Database {
 
 /// A fully migrated SQLite database in a temporary directory (kept alive by the returned guard).
 pub async fn fresh_sqlite() -> (Database, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Database::open_sqlite_file(&dir.path().join("snowpatrol.db"))
-        .await
-        .expect("open sqlite");
+    let (db, dir) = empty_sqlite().await;
     migrate(&db).await.expect("migrate sqlite");
     (db, dir)
 }

@@ -62,18 +62,23 @@ fn line_versions(db: &Database, engine: bool) -> Vec<i64> {
     migrator.iter().map(|m| m.version).collect()
 }
 
+/// The schema is ready and each line's record table lists exactly its own versions.
+async fn assert_both_lines_applied(db: &Database) {
+    assert!(schema_ready(db).await.unwrap());
+    assert_eq!(
+        versions(db, "_sqlx_migrations").await,
+        line_versions(db, true)
+    );
+    assert_eq!(
+        versions(db, "_snowpatrol_pipeline_migrations").await,
+        line_versions(db, false)
+    );
+}
+
 async fn a_new_database_gets_two_lines_and_no_combined_history(db: Database) {
     assert!(!schema_ready(&db).await.unwrap());
     migrate(&db).await.unwrap();
-    assert!(schema_ready(&db).await.unwrap());
-    assert_eq!(
-        versions(&db, "_sqlx_migrations").await,
-        line_versions(&db, true)
-    );
-    assert_eq!(
-        versions(&db, "_snowpatrol_pipeline_migrations").await,
-        line_versions(&db, false)
-    );
+    assert_both_lines_applied(&db).await;
     assert!(!table_exists(&db, COMBINED_LINE_TABLE).await);
     // The engine line alone is not the whole schema.
     let dir = tempfile::tempdir().unwrap();
@@ -112,15 +117,7 @@ async fn a_fully_migrated_previous_release_is_handed_over_without_rerunning_anyt
     assert_eq!(combined, (1..=8).collect::<Vec<_>>());
 
     migrate(&db).await.unwrap();
-    assert!(schema_ready(&db).await.unwrap());
-    assert_eq!(
-        versions(&db, "_sqlx_migrations").await,
-        line_versions(&db, true)
-    );
-    assert_eq!(
-        versions(&db, "_snowpatrol_pipeline_migrations").await,
-        line_versions(&db, false)
-    );
+    assert_both_lines_applied(&db).await;
     // The combined history is kept as it was.
     assert_eq!(versions(&db, COMBINED_LINE_TABLE).await, combined);
     // Nothing ran twice (a second CREATE TABLE would have failed) and nothing was lost.
@@ -151,14 +148,10 @@ async fn a_partly_migrated_previous_release_gets_the_rest_from_the_right_line(db
     )
     .await;
     migrate(&db).await.unwrap();
-    assert!(schema_ready(&db).await.unwrap());
+    assert_both_lines_applied(&db).await;
     assert_eq!(
         versions(&db, COMBINED_LINE_TABLE).await,
         (1..=6).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        versions(&db, "_snowpatrol_pipeline_migrations").await,
-        line_versions(&db, false)
     );
     // The pipeline's 0008 ran (freshness seeded from the hourly row) and so did the engine's (its index).
     assert_eq!(
@@ -197,13 +190,9 @@ async fn replicas_migrating_at_once_hand_over_once() {
     a.unwrap();
     b.unwrap();
     c.unwrap();
-    assert!(schema_ready(&db).await.unwrap());
+    assert_both_lines_applied(&db).await;
     assert_eq!(
         versions(&db, COMBINED_LINE_TABLE).await,
         (1..=8).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        versions(&db, "_snowpatrol_pipeline_migrations").await,
-        line_versions(&db, false)
     );
 }

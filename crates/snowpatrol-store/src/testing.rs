@@ -12,13 +12,22 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Creates an empty, migrated PostgreSQL database and returns its URL.
+/// Creates an empty PostgreSQL database with the engine's migrations applied and returns its URL.
 pub async fn fresh_postgres_url() -> String {
+    postgres_url_migrated_by(|db| async move { db.migrate().await }).await
+}
+
+/// Creates an empty PostgreSQL database, applies `migrate` to it (a product's whole schema) and returns its URL.
+pub async fn postgres_url_migrated_by<F, Fut>(migrate: F) -> String
+where
+    F: FnOnce(Database) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::StoreError>>,
+{
     let url = empty_postgres_url().await;
     let db = Database::connect(&url)
         .await
         .expect("connect to test database");
-    db.migrate().await.expect("migrate test database");
+    migrate(db.clone()).await.expect("migrate test database");
     db.close().await;
     url
 }
@@ -48,12 +57,19 @@ pub async fn fresh_postgres() -> Database {
         .expect("connect to test database")
 }
 
-/// A migrated SQLite database in a temporary directory (kept alive by the returned guard).
+/// An SQLite database with the engine's migrations applied, in a temporary directory (kept alive by the
+/// returned guard).
 pub async fn fresh_sqlite() -> (Database, tempfile::TempDir) {
+    let (db, dir) = empty_sqlite().await;
+    db.migrate().await.expect("migrate sqlite");
+    (db, dir)
+}
+
+/// An SQLite database with no migration applied, in a temporary directory (kept alive by the returned guard).
+pub async fn empty_sqlite() -> (Database, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Database::open_sqlite_file(&dir.path().join("snowpatrol.db"))
         .await
         .expect("open sqlite");
-    db.migrate().await.expect("migrate sqlite");
     (db, dir)
 }

@@ -312,156 +312,151 @@ pub async fn anomalies(
             .list_anomalies(&filter)
             .await
             .context("listing anomalies")?;
-        print_days(&rows, format, &what)?;
+        print_list(&rows, format, &what)?;
     } else {
         let rows = store
             .list_incidents(&filter)
             .await
             .context("listing incidents")?;
-        print_incidents(&rows, format, &what)?;
+        print_list(&rows, format, &what)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_incidents(rows: &[IncidentRow], format: ListFormat, what: &str) -> anyhow::Result<()> {
-    match format {
-        ListFormat::Json => outln!("{}", crate::output::json(&rows)?),
-        ListFormat::Csv => {
-            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-            w.write_record(INCIDENT_CSV_COLUMNS)
-                .map_err(crate::output::csv_error)?;
-            for i in rows {
-                w.write_record([
-                    i.incident_id.to_string(),
-                    i.account_name.clone(),
-                    i.warehouse_name.clone(),
-                    i.start_day.to_string(),
-                    i.end_day.to_string(),
-                    i.days.to_string(),
-                    i.excess_credits.to_string(),
-                    i.excess_cost.map(|c| c.to_string()).unwrap_or_default(),
-                    i.peak_score.to_string(),
-                    i.status.to_string(),
-                    i.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
-                    rfc3339(i.acknowledged_at),
-                    i.acknowledged_by.clone().unwrap_or_default(),
-                    rfc3339(i.resolved_at),
-                    i.created_at.to_rfc3339(),
-                    i.updated_at.to_rfc3339(),
-                ])
-                .map_err(crate::output::csv_error)?;
-            }
-            w.flush().map_err(crate::output::stdout_error)?;
-        }
-        ListFormat::Table if rows.is_empty() => outln!("no {what}"),
-        ListFormat::Table => outln!(
-            "{}",
-            crate::output::table(
-                &[
-                    "id",
-                    "account",
-                    "warehouse",
-                    "start",
-                    "end",
-                    "days",
-                    "excess credits",
-                    "cost",
-                    "status",
-                    "reason",
-                ],
-                rows.iter()
-                    .map(|i| {
-                        vec![
-                            i.incident_id.to_string(),
-                            i.account_name.clone(),
-                            i.warehouse_name.clone(),
-                            i.start_day.to_string(),
-                            i.end_day.to_string(),
-                            i.days.to_string(),
-                            credits(i.excess_credits),
-                            i.excess_cost.map(credits).unwrap_or_default(),
-                            i.status.to_string(),
-                            i.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
-                        ]
-                    })
-                    .collect(),
-            )
-        ),
-    }
-    Ok(())
+/// A row `anomalies` lists: its CSV record (columns fixed for scripts) and its table row (for people).
+trait Listed: serde::Serialize {
+    const CSV_COLUMNS: &'static [&'static str];
+    const TABLE_COLUMNS: &'static [&'static str];
+    fn csv_record(&self) -> Vec<String>;
+    fn table_row(&self) -> Vec<String>;
 }
 
-fn print_days(rows: &[AnomalyRow], format: ListFormat, what: &str) -> anyhow::Result<()> {
+impl Listed for IncidentRow {
+    const CSV_COLUMNS: &'static [&'static str] = &INCIDENT_CSV_COLUMNS;
+    const TABLE_COLUMNS: &'static [&'static str] = &[
+        "id",
+        "account",
+        "warehouse",
+        "start",
+        "end",
+        "days",
+        "excess credits",
+        "cost",
+        "status",
+        "reason",
+    ];
+    fn csv_record(&self) -> Vec<String> {
+        vec![
+            self.incident_id.to_string(),
+            self.account_name.clone(),
+            self.warehouse_name.clone(),
+            self.start_day.to_string(),
+            self.end_day.to_string(),
+            self.days.to_string(),
+            self.excess_credits.to_string(),
+            self.excess_cost.map(|c| c.to_string()).unwrap_or_default(),
+            self.peak_score.to_string(),
+            self.status.to_string(),
+            self.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+            rfc3339(self.acknowledged_at),
+            self.acknowledged_by.clone().unwrap_or_default(),
+            rfc3339(self.resolved_at),
+            self.created_at.to_rfc3339(),
+            self.updated_at.to_rfc3339(),
+        ]
+    }
+    fn table_row(&self) -> Vec<String> {
+        vec![
+            self.incident_id.to_string(),
+            self.account_name.clone(),
+            self.warehouse_name.clone(),
+            self.start_day.to_string(),
+            self.end_day.to_string(),
+            self.days.to_string(),
+            credits(self.excess_credits),
+            self.excess_cost.map(credits).unwrap_or_default(),
+            self.status.to_string(),
+            self.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+        ]
+    }
+}
+
+impl Listed for AnomalyRow {
+    const CSV_COLUMNS: &'static [&'static str] = &ANOMALY_CSV_COLUMNS;
+    const TABLE_COLUMNS: &'static [&'static str] = &[
+        "id",
+        "account",
+        "warehouse",
+        "date",
+        "actual",
+        "expected",
+        "excess",
+        "score",
+        "threshold",
+        "model",
+        "run",
+        "incident",
+        "ack",
+    ];
+    fn csv_record(&self) -> Vec<String> {
+        vec![
+            self.anomaly_id.to_string(),
+            self.account_name.clone(),
+            self.warehouse_name.clone(),
+            self.usage_date.to_string(),
+            self.actual_credits.to_string(),
+            self.expected_credits.to_string(),
+            self.excess_credits.to_string(),
+            self.score.to_string(),
+            self.threshold.to_string(),
+            self.model_version.to_string(),
+            self.run_id.to_string(),
+            self.incident_start.to_string(),
+            self.detected_at.to_rfc3339(),
+            rfc3339(self.acknowledged_at),
+            self.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+            self.explanation.clone(),
+            self.scored_at.to_rfc3339(),
+            self.incident_id.to_string(),
+        ]
+    }
+    fn table_row(&self) -> Vec<String> {
+        vec![
+            self.anomaly_id.to_string(),
+            self.account_name.clone(),
+            self.warehouse_name.clone(),
+            self.usage_date.to_string(),
+            credits(self.actual_credits),
+            credits(self.expected_credits),
+            credits(self.excess_credits),
+            format!("{:.3}", self.score),
+            format!("{:.3}", self.threshold),
+            format!("v{}", self.model_version),
+            self.run_id.to_string(),
+            self.incident_id.to_string(),
+            self.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
+        ]
+    }
+}
+
+/// Prints `rows` as JSON, CSV (for scripts) or a table (`no {what}` when there are none).
+fn print_list<T: Listed>(rows: &[T], format: ListFormat, what: &str) -> anyhow::Result<()> {
     match format {
         ListFormat::Json => outln!("{}", crate::output::json(&rows)?),
         ListFormat::Csv => {
             let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-            w.write_record(ANOMALY_CSV_COLUMNS)
+            w.write_record(T::CSV_COLUMNS)
                 .map_err(crate::output::csv_error)?;
-            for a in rows {
-                w.write_record([
-                    a.anomaly_id.to_string(),
-                    a.account_name.clone(),
-                    a.warehouse_name.clone(),
-                    a.usage_date.to_string(),
-                    a.actual_credits.to_string(),
-                    a.expected_credits.to_string(),
-                    a.excess_credits.to_string(),
-                    a.score.to_string(),
-                    a.threshold.to_string(),
-                    a.model_version.to_string(),
-                    a.run_id.to_string(),
-                    a.incident_start.to_string(),
-                    a.detected_at.to_rfc3339(),
-                    rfc3339(a.acknowledged_at),
-                    a.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
-                    a.explanation.clone(),
-                    a.scored_at.to_rfc3339(),
-                    a.incident_id.to_string(),
-                ])
-                .map_err(crate::output::csv_error)?;
+            for r in rows {
+                w.write_record(r.csv_record())
+                    .map_err(crate::output::csv_error)?;
             }
             w.flush().map_err(crate::output::stdout_error)?;
         }
         ListFormat::Table if rows.is_empty() => outln!("no {what}"),
         ListFormat::Table => outln!(
             "{}",
-            crate::output::table(
-                &[
-                    "id",
-                    "account",
-                    "warehouse",
-                    "date",
-                    "actual",
-                    "expected",
-                    "excess",
-                    "score",
-                    "threshold",
-                    "model",
-                    "run",
-                    "incident",
-                    "ack",
-                ],
-                rows.iter()
-                    .map(|a| {
-                        vec![
-                            a.anomaly_id.to_string(),
-                            a.account_name.clone(),
-                            a.warehouse_name.clone(),
-                            a.usage_date.to_string(),
-                            credits(a.actual_credits),
-                            credits(a.expected_credits),
-                            credits(a.excess_credits),
-                            format!("{:.3}", a.score),
-                            format!("{:.3}", a.threshold),
-                            format!("v{}", a.model_version),
-                            a.run_id.to_string(),
-                            a.incident_id.to_string(),
-                            a.ack_reason.map(|r| r.to_string()).unwrap_or_default(),
-                        ]
-                    })
-                    .collect(),
-            )
+            crate::output::table(T::TABLE_COLUMNS, rows.iter().map(T::table_row).collect())
         ),
     }
     Ok(())
