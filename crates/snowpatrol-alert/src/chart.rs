@@ -8,10 +8,11 @@
 use std::sync::OnceLock;
 
 use chrono::{Duration, NaiveDate};
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use crate::{AlertError, WarehouseSection};
+use crate::{AlertError, DailyPoint, WarehouseSection};
 
 /// DejaVu Sans (Bitstream Vera licence, see `assets/LICENSE-DejaVu.txt`).
 static FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -106,16 +107,38 @@ const HEADER_PX: u32 = 58;
 
 const BAND: RGBColor = RGBColor(214, 226, 240);
 
-fn draw(
-    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-    section: &WarehouseSection,
-    key: &str,
-) -> Result<(), String> {
+/// The bitmap, or one part of it.
+type Area<'b> = DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>;
+/// The plot below the header: x counts days from the first day shown, y is credits.
+type Plot<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordi32, RangedCoordf64>>;
+
+fn draw(root: &Area<'_>, section: &WarehouseSection, key: &str) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let title = format!("{key} — daily credits (model v{})", section.model_version);
 
-    // The window surrounds the anomalies (the history may reach further either way); without anomalies it
-    // is the whole history.
+    let history = windowed_history(section);
+    let Some(days) = DayAxis::spanning(&history, section) else {
+        return draw_no_data(root, &title);
+    };
+    let credits = CreditAxis::spanning(&history, section);
+
+    // Title and legend live in a header band above the plot, so no legend ever hides a day.
+    let (header, plot) = root.split_vertically(HEADER_PX);
+    draw_header(&header, &title, &history, !section.anomalies.is_empty())?;
+
+    let mut chart = plot_with_mesh(&plot, days, credits)?;
+    draw_normal_band(&mut chart, &history, days, credits)?;
+    draw_expected(&mut chart, &history, days)?;
+    draw_actual(&mut chart, &history, days)?;
+    draw_anomalies(&mut chart, section, days)
+}
+
+/// The history days the chart shows, by date.
+///
+/// The window surrounds the anomalies (the history may reach further either way); without anomalies it
+/// is the whole history.
+fn windowed_history(section: &WarehouseSection) -> Vec<&DailyPoint> {
     let window = {
         let first_a = section.anomalies.iter().map(|a| a.date).min();
         let last_a = section.anomalies.iter().map(|a| a.date).max();
@@ -128,48 +151,91 @@ fn draw(
     };
     let mut history: Vec<_> = section.history.iter().filter(|p| window(p.date)).collect();
     history.sort_by_key(|p| p.date);
+    history
+}
 
-    let dates = history
-        .iter()
-        .map(|p| p.date)
-        .chain(section.anomalies.iter().map(|a| a.date));
-    let (Some(first), Some(last)) = (dates.clone().min(), dates.max()) else {
-        let font = ("sans-serif", 18).into_font().color(&BLACK);
-        root.draw_text(&title, &font, (10, 10))
-            .map_err(|e| e.to_string())?;
-        root.draw_text("No daily data for this warehouse.", &font, (10, 40))
-            .map_err(|e| e.to_string())?;
-        return Ok(());
-    };
-    let x_of = |d: NaiveDate| (d - first).num_days() as i32;
-    let span = x_of(last);
+/// The chart of a section with no day to draw: the title and a sentence saying so.
+fn draw_no_data(root: &Area<'_>, title: &str) -> Result<(), String> {
+    let font = ("sans-serif", 18).into_font().color(&BLACK);
+    root.draw_text(title, &font, (10, 10))
+        .map_err(|e| e.to_string())?;
+    root.draw_text("No daily data for this warehouse.", &font, (10, 40))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
 
-    let mut values: Vec<f64> = Vec::new();
-    for p in &history {
-        values.extend(finite(p.credits));
-        values.extend(p.expected.and_then(finite));
-        values.extend(p.normal_high.and_then(finite));
+/// The x axis: the days from the first to the last shown (history or anomaly), as day numbers.
+#[derive(Clone, Copy)]
+struct DayAxis {
+    first: NaiveDate,
+    last: NaiveDate,
+}
+
+impl DayAxis {
+    /// None when there is no day at all to show.
+    fn spanning(history: &[&DailyPoint], section: &WarehouseSection) -> Option<Self> {
+        let dates = history
+            .iter()
+            .map(|p| p.date)
+            .chain(section.anomalies.iter().map(|a| a.date));
+        let (Some(first), Some(last)) = (dates.clone().min(), dates.max()) else {
+            return None;
+        };
+        Some(Self { first, last })
     }
-    for a in &section.anomalies {
-        values.extend(finite(a.actual_credits));
-        values.extend(finite(a.expected_credits));
+
+    fn x(self, d: NaiveDate) -> i32 {
+        (d - self.first).num_days() as i32
     }
-    let max = values.iter().copied().fold(0.0_f64, f64::max);
-    let min = values.iter().copied().fold(0.0_f64, f64::min);
-    let y_top = if max > 0.0 { max * 1.08 } else { 1.0 };
-    let y_bottom = if min < 0.0 { min * 1.08 } else { 0.0 };
 
-    // Title and legend live in a header band above the plot, so no legend ever hides a day.
-    let (header, plot) = root.split_vertically(HEADER_PX);
-    draw_header(&header, &title, &history, !section.anomalies.is_empty())?;
+    /// The x of the last day.
+    fn span(self) -> i32 {
+        self.x(self.last)
+    }
+}
 
-    let mut chart = ChartBuilder::on(&plot)
+/// The y axis: from 0 (or below the lowest negative value) to a little above the highest value.
+#[derive(Clone, Copy)]
+struct CreditAxis {
+    bottom: f64,
+    top: f64,
+}
+
+impl CreditAxis {
+    fn spanning(history: &[&DailyPoint], section: &WarehouseSection) -> Self {
+        let mut values: Vec<f64> = Vec::new();
+        for p in history {
+            values.extend(finite(p.credits));
+            values.extend(p.expected.and_then(finite));
+            values.extend(p.normal_high.and_then(finite));
+        }
+        for a in &section.anomalies {
+            values.extend(finite(a.actual_credits));
+            values.extend(finite(a.expected_credits));
+        }
+        let max = values.iter().copied().fold(0.0_f64, f64::max);
+        let min = values.iter().copied().fold(0.0_f64, f64::min);
+        Self {
+            top: if max > 0.0 { max * 1.08 } else { 1.0 },
+            bottom: if min < 0.0 { min * 1.08 } else { 0.0 },
+        }
+    }
+}
+
+/// The plot's coordinates, with the grid, the dated x labels and the y description drawn.
+fn plot_with_mesh<'a, 'b>(
+    area: &'a Area<'b>,
+    days: DayAxis,
+    credits: CreditAxis,
+) -> Result<Plot<'a, 'b>, String> {
+    let span = days.span();
+    let mut chart = ChartBuilder::on(area)
         .margin(12)
         .margin_top(4)
         .margin_right(44)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(-1..span + 1, y_bottom..y_top)
+        .build_cartesian_2d(-1..span + 1, credits.bottom..credits.top)
         .map_err(|e| e.to_string())?;
 
     let label_days = usize::try_from(span + 3).unwrap_or(1).clamp(2, 7);
@@ -178,7 +244,7 @@ fn draw(
         .x_labels(label_days)
         .x_label_formatter(&|x| {
             // With the year: a chart read in January about December must not be ambiguous.
-            (first + Duration::days(i64::from(*x)))
+            (days.first + Duration::days(i64::from(*x)))
                 .format("%Y-%m-%d")
                 .to_string()
         })
@@ -186,33 +252,49 @@ fn draw(
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(|e| e.to_string())?;
+    Ok(chart)
+}
 
-    // The normal range as a band, and the expectation, as separate runs: a gap in the model's opinion
-    // should not be bridged by a shape that looks like a prediction.
-    let runs = |value: &dyn Fn(&crate::DailyPoint) -> Option<(f64, f64)>| {
-        let mut runs: Vec<Vec<(i32, f64, f64)>> = Vec::new();
-        let mut last_x: Option<i32> = None;
-        for p in &history {
-            match value(p) {
-                Some((lo, hi)) => {
-                    let x = x_of(p.date);
-                    match (runs.last_mut(), last_x) {
-                        (Some(run), Some(lx)) if x == lx + 1 => run.push((x, lo, hi)),
-                        _ => runs.push(vec![(x, lo, hi)]),
-                    }
-                    last_x = Some(x);
+/// Runs of consecutive days (x, low, high) on which `value` has an answer; a day without one ends a run.
+///
+/// The normal range is drawn as a band, and the expectation as a line, per run: a gap in the model's
+/// opinion should not be bridged by a shape that looks like a prediction.
+fn consecutive_runs(
+    history: &[&DailyPoint],
+    days: DayAxis,
+    value: &dyn Fn(&DailyPoint) -> Option<(f64, f64)>,
+) -> Vec<Vec<(i32, f64, f64)>> {
+    let mut runs: Vec<Vec<(i32, f64, f64)>> = Vec::new();
+    let mut last_x: Option<i32> = None;
+    for p in history {
+        match value(p) {
+            Some((lo, hi)) => {
+                let x = days.x(p.date);
+                match (runs.last_mut(), last_x) {
+                    (Some(run), Some(lx)) if x == lx + 1 => run.push((x, lo, hi)),
+                    _ => runs.push(vec![(x, lo, hi)]),
                 }
-                None => last_x = None,
+                last_x = Some(x);
             }
+            None => last_x = None,
         }
-        runs
-    };
-    let band_runs = runs(&|p| {
+    }
+    runs
+}
+
+/// The range the model considered normal, as a band clipped to the plot.
+fn draw_normal_band(
+    chart: &mut Plot<'_, '_>,
+    history: &[&DailyPoint],
+    days: DayAxis,
+    credits: CreditAxis,
+) -> Result<(), String> {
+    let band_runs = consecutive_runs(history, days, &|p| {
         let (lo, hi) = (
             p.normal_low.and_then(finite)?,
             p.normal_high.and_then(finite)?,
         );
-        Some((lo.max(y_bottom), hi.min(y_top)))
+        Some((lo.max(credits.bottom), hi.min(credits.top)))
     });
     for run in band_runs {
         let mut shape: Vec<(i32, f64)> = run.iter().map(|&(x, _, hi)| (x, hi)).collect();
@@ -232,16 +314,35 @@ fn draw(
             .draw_series(std::iter::once(Polygon::new(shape, BAND.filled())))
             .map_err(|e| e.to_string())?;
     }
-    for run in runs(&|p| p.expected.and_then(finite).map(|e| (e, e))) {
+    Ok(())
+}
+
+/// The model's expectation, as one line per run of days it has one.
+fn draw_expected(
+    chart: &mut Plot<'_, '_>,
+    history: &[&DailyPoint],
+    days: DayAxis,
+) -> Result<(), String> {
+    for run in consecutive_runs(history, days, &|p| {
+        p.expected.and_then(finite).map(|e| (e, e))
+    }) {
         let line: Vec<(i32, f64)> = run.iter().map(|&(x, e, _)| (x, e)).collect();
         chart
             .draw_series(LineSeries::new(line, EXPECTED.stroke_width(2)))
             .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
 
+/// The actual daily credits, as a line with a dot per day.
+fn draw_actual(
+    chart: &mut Plot<'_, '_>,
+    history: &[&DailyPoint],
+    days: DayAxis,
+) -> Result<(), String> {
     let actual: Vec<(i32, f64)> = history
         .iter()
-        .filter_map(|p| finite(p.credits).map(|c| (x_of(p.date), c)))
+        .filter_map(|p| finite(p.credits).map(|c| (days.x(p.date), c)))
         .collect();
     if !actual.is_empty() {
         chart
@@ -255,14 +356,22 @@ fn draw(
             )
             .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
 
+/// Each anomalous day, as a large dot on its actual credits above a bar down to the expectation.
+fn draw_anomalies(
+    chart: &mut Plot<'_, '_>,
+    section: &WarehouseSection,
+    days: DayAxis,
+) -> Result<(), String> {
     let anomalies: Vec<(i32, f64, f64)> = section
         .anomalies
         .iter()
         .filter_map(|a| {
             let actual = finite(a.actual_credits)?;
             let expected = finite(a.expected_credits).unwrap_or(actual);
-            Some((x_of(a.date), actual, expected))
+            Some((days.x(a.date), actual, expected))
         })
         .collect();
     if !anomalies.is_empty() {
@@ -285,9 +394,9 @@ fn draw(
 
 /// The title, and a one-line legend of what is drawn, in the band above the plot.
 fn draw_header(
-    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    area: &Area<'_>,
     title: &str,
-    history: &[&crate::DailyPoint],
+    history: &[&DailyPoint],
     anomalies: bool,
 ) -> Result<(), String> {
     let e = |e: plotters::drawing::DrawingAreaErrorKind<_>| e.to_string();

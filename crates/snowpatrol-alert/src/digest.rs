@@ -18,7 +18,7 @@ use crate::slack::{
     MAX_BLOCKS, MAX_FALLBACK_CHARS, MAX_SECTION_CHARS, code, context, header, section,
 };
 use slack_morphism::blocks::{
-    SlackBlockId, SlackBlockMarkDownText, SlackBlockText, SlackSectionBlock,
+    SlackBlock, SlackBlockId, SlackBlockMarkDownText, SlackBlockText, SlackSectionBlock,
 };
 
 /// Incidents listed one per line in the message; the rest are counted ("and 12 more"). A reader acts on the
@@ -102,6 +102,20 @@ fn money(value: f64, price: Option<f64>) -> String {
     price.map_or(String::new(), |p| format!(", cost {}", credits(value * p)))
 }
 
+/// "1 incident", "2 incidents": `n` with the noun in the right number.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// Excess credits counted towards the totals: an incident below its expectation adds nothing.
+fn counted_excess(incidents: &[&DigestIncident]) -> f64 {
+    incidents.iter().map(|i| i.excess_credits.max(0.0)).sum()
+}
+
 /// The digest as one Slack message within Slack's limits: a header with the totals, the top incidents by
 /// excess (one line each, with why), "and N more", and a context line with the run and what was not
 /// repeated. Returns None when there is nothing new to announce.
@@ -117,33 +131,56 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
             .then(a.first_day.cmp(&b.first_day))
     });
     let n = ranked.len();
-    let total: f64 = ranked.iter().map(|i| i.excess_credits.max(0.0)).sum();
-    let warehouses = {
-        let mut k: Vec<String> = ranked.iter().map(|i| i.display_key()).collect();
-        k.sort();
-        k.dedup();
-        k.len()
-    };
-    let plural = |n: usize, one: &str, many: &str| {
-        if n == 1 {
-            format!("{n} {one}")
-        } else {
-            format!("{n} {many}")
-        }
-    };
+    let total = counted_excess(&ranked);
     let title = format!(
         "Snowflake spend: {} · +{} credits{}",
         plural(n, "new cost incident", "new cost incidents"),
         credits(total),
         money(total, d.price_per_credit)
     );
-    let mut blocks = vec![header(&title)];
+    let mut blocks = vec![
+        header(&title),
+        section(summary_text(&ranked, total, d.price_per_credit)),
+    ];
+
+    // One section per listed incident (its own block id, so feedback can update it in place); the "why" is
+    // bounded, so a section stays far below MAX_SECTION_CHARS.
+    let shown = n.min(DIGEST_TOP_INCIDENTS);
+    for i in &ranked[..shown] {
+        blocks.push(incident_section(i, d));
+        if blocks.len() >= MAX_BLOCKS - 3 {
+            break;
+        }
+    }
+    if shown < n {
+        blocks.push(section(more_text(&ranked[shown..], d)));
+    }
+    blocks.push(context(context_text(d)));
+
+    Some(SlackMessage {
+        text: truncate(
+            &fallback_text(&title, &ranked, &d.run_id),
+            MAX_FALLBACK_CHARS,
+        ),
+        blocks,
+    })
+}
+
+/// The summary under the header: how many incidents in how many warehouses, the total excess, and which
+/// warehouse has the largest share of it.
+fn summary_text(ranked: &[&DigestIncident], total: f64, price: Option<f64>) -> String {
+    let warehouses = {
+        let mut k: Vec<String> = ranked.iter().map(|i| i.display_key()).collect();
+        k.sort();
+        k.dedup();
+        k.len()
+    };
     let mut summary = format!(
         "*{}* in {} · excess *{} credits*{}",
-        plural(n, "new incident", "new incidents"),
+        plural(ranked.len(), "new incident", "new incidents"),
         plural(warehouses, "warehouse", "warehouses"),
         credits(total),
-        money(total, d.price_per_credit)
+        money(total, price)
     );
     if let Some(top) = ranked.first() {
         let share = if total > 0.0 {
@@ -158,64 +195,63 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
             share
         );
     }
-    blocks.push(section(summary));
+    summary
+}
 
-    // One section per listed incident (its own block id, so feedback can update it in place); the "why" is
-    // bounded, so a section stays far below MAX_SECTION_CHARS.
-    let shown = n.min(DIGEST_TOP_INCIDENTS);
-    for i in &ranked[..shown] {
-        let pct = i
-            .expected_credits
-            .filter(|e| *e > 0.0)
-            .map(|e| format!(", +{:.0}%", 100.0 * i.excess_credits / e))
-            .unwrap_or_default();
-        let why = truncate(
-            without_date_prefix(&i.why, (i.first_day == i.last_day).then_some(i.first_day)),
-            WHY_CHARS,
-        );
-        let line = format!(
-            "• *{}* · {} · *+{} credits*{}{}\n      _{}_",
-            truncate(&esc(&i.display_key()), 600),
-            days_text(i),
-            credits(i.excess_credits),
-            pct,
-            money(i.excess_credits, d.price_per_credit),
-            esc(&why)
-        );
-        let mut block = SlackSectionBlock::new()
-            .with_block_id(SlackBlockId::new(incident_block_id(i.incident_id)))
-            .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(
-                truncate(&line, MAX_SECTION_CHARS),
-            )));
-        if d.feedback {
-            block = block.with_accessory(feedback_menu(i.incident_id).into());
-        }
-        blocks.push(block.into());
-        if blocks.len() >= MAX_BLOCKS - 3 {
-            break;
-        }
+/// One listed incident's section: warehouse, days, excess (and percent, and cost), and the shortened why;
+/// with the feedback menu when the digest offers it.
+fn incident_section(i: &DigestIncident, d: &Digest) -> SlackBlock {
+    let pct = i
+        .expected_credits
+        .filter(|e| *e > 0.0)
+        .map(|e| format!(", +{:.0}%", 100.0 * i.excess_credits / e))
+        .unwrap_or_default();
+    let why = truncate(
+        without_date_prefix(&i.why, (i.first_day == i.last_day).then_some(i.first_day)),
+        WHY_CHARS,
+    );
+    let line = format!(
+        "• *{}* · {} · *+{} credits*{}{}\n      _{}_",
+        truncate(&esc(&i.display_key()), 600),
+        days_text(i),
+        credits(i.excess_credits),
+        pct,
+        money(i.excess_credits, d.price_per_credit),
+        esc(&why)
+    );
+    let mut block = SlackSectionBlock::new()
+        .with_block_id(SlackBlockId::new(incident_block_id(i.incident_id)))
+        .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(
+            truncate(&line, MAX_SECTION_CHARS),
+        )));
+    if d.feedback {
+        block = block.with_accessory(feedback_menu(i.incident_id).into());
     }
-    if shown < n {
-        let rest: f64 = ranked[shown..]
-            .iter()
-            .map(|i| i.excess_credits.max(0.0))
-            .sum();
-        let mut more = format!(
-            "…and {} more {}, +{} credits{} together.",
-            n - shown,
-            if n - shown == 1 {
-                "incident"
-            } else {
-                "incidents"
-            },
-            credits(rest),
-            money(rest, d.price_per_credit)
-        );
-        if let Some(path) = &d.report_path {
-            let _ = write!(more, " The report has them all: {}", code(path));
-        }
-        blocks.push(section(more));
+    block.into()
+}
+
+/// The "…and N more" line for the incidents not listed, with where the report has them all.
+fn more_text(rest: &[&DigestIncident], d: &Digest) -> String {
+    let rest_excess = counted_excess(rest);
+    let mut more = format!(
+        "…and {} more {}, +{} credits{} together.",
+        rest.len(),
+        if rest.len() == 1 {
+            "incident"
+        } else {
+            "incidents"
+        },
+        credits(rest_excess),
+        money(rest_excess, d.price_per_credit)
+    );
+    if let Some(path) = &d.report_path {
+        let _ = write!(more, " The report has them all: {}", code(path));
     }
+    more
+}
+
+/// The context line: the run, what was not repeated and why, and the commands that list and acknowledge.
+fn context_text(d: &Digest) -> String {
     let mut ctx = format!(
         "Run {} · generated {}",
         code(&d.run_id),
@@ -246,8 +282,11 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
         ctx,
         " · `snowpatrol anomalies --open` lists them; `snowpatrol anomalies ack ID` acknowledges one"
     );
-    blocks.push(context(ctx));
+    ctx
+}
 
+/// The plain-text fallback: the title and the three largest incidents.
+fn fallback_text(title: &str, ranked: &[&DigestIncident], run_id: &str) -> String {
     let mut text = format!("{title}.");
     for i in ranked.iter().take(3) {
         let _ = write!(
@@ -258,14 +297,11 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
             credits(i.excess_credits)
         );
     }
-    if n > 3 {
-        let _ = write!(text, " and {} more", n - 3);
+    if ranked.len() > 3 {
+        let _ = write!(text, " and {} more", ranked.len() - 3);
     }
-    let _ = write!(text, " (run {}).", d.run_id);
-    Some(SlackMessage {
-        text: truncate(&text, MAX_FALLBACK_CHARS),
-        blocks,
-    })
+    let _ = write!(text, " (run {run_id}).");
+    text
 }
 
 /// The comment of an incident's chart in the digest's thread: which incident, how much, and the detector's

@@ -35,41 +35,7 @@ pub fn render_markdown(report: &Report) -> String {
 
     let sections: Vec<&WarehouseSection> = report.anomalous_sections().collect();
     if sections.is_empty() {
-        if !report.held_back.is_empty() {
-            render_not_alerted(&mut out, report);
-        } else if report.acknowledged_incidents > 0 {
-            // Saying "everything was normal" here would be untrue: people already looked at these.
-            let _ = writeln!(
-                out,
-                "\nNo unacknowledged anomalies. {} incident{} of the scored days {} acknowledged and {} not repeated here (`snowpatrol anomalies` lists {}).",
-                report.acknowledged_incidents,
-                if report.acknowledged_incidents == 1 {
-                    ""
-                } else {
-                    "s"
-                },
-                if report.acknowledged_incidents == 1 {
-                    "was"
-                } else {
-                    "were"
-                },
-                if report.acknowledged_incidents == 1 {
-                    "is"
-                } else {
-                    "are"
-                },
-                if report.acknowledged_incidents == 1 {
-                    "it"
-                } else {
-                    "them"
-                },
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "\nNo anomalous activity found: every scored warehouse-day was within its expected range."
-            );
-        }
+        render_no_anomalies(&mut out, report);
         return out;
     }
 
@@ -92,6 +58,46 @@ pub fn render_markdown(report: &Report) -> String {
     }
     render_not_alerted(&mut out, report);
     out
+}
+
+/// The body of a report without anomalous sections: what was held back or acknowledged, or that every
+/// scored day was normal.
+fn render_no_anomalies(out: &mut String, report: &Report) {
+    if !report.held_back.is_empty() {
+        render_not_alerted(out, report);
+    } else if report.acknowledged_incidents > 0 {
+        // Saying "everything was normal" here would be untrue: people already looked at these.
+        let _ = writeln!(
+            out,
+            "\nNo unacknowledged anomalies. {} incident{} of the scored days {} acknowledged and {} not repeated here (`snowpatrol anomalies` lists {}).",
+            report.acknowledged_incidents,
+            if report.acknowledged_incidents == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if report.acknowledged_incidents == 1 {
+                "was"
+            } else {
+                "were"
+            },
+            if report.acknowledged_incidents == 1 {
+                "is"
+            } else {
+                "are"
+            },
+            if report.acknowledged_incidents == 1 {
+                "it"
+            } else {
+                "them"
+            },
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\nNo anomalous activity found: every scored warehouse-day was within its expected range."
+        );
+    }
 }
 
 /// What this run did not alert, and why: acknowledged incidents, and those a route held back.

@@ -15,21 +15,22 @@ use serde::{Deserialize, Serialize};
 use slack_morphism::api::{
     SlackApiChatPostMessageRequest, SlackApiFilesComplete,
     SlackApiFilesCompleteUploadExternalRequest, SlackApiFilesGetUploadUrlExternalRequest,
-    SlackApiFilesUploadViaUrlRequest, SlackApiPostWebhookMessageRequest,
+    SlackApiFilesGetUploadUrlExternalResponse, SlackApiFilesUploadViaUrlRequest,
+    SlackApiPostWebhookMessageRequest,
 };
 use slack_morphism::blocks::{
     SlackBlock, SlackBlockMarkDownText, SlackBlockPlainTextOnly, SlackBlockText, SlackContextBlock,
     SlackContextBlockElement, SlackHeaderBlock, SlackSectionBlock,
 };
-use slack_morphism::errors::SlackClientError;
+use slack_morphism::errors::{SlackClientError, SlackClientHttpError};
 use slack_morphism::hyper_tokio::{SlackClientHyperConnector, SlackClientHyperHttpsConnector};
 use slack_morphism::{
-    SlackApiToken, SlackApiTokenValue, SlackChannelId, SlackClient, SlackMessageContent,
-    SlackMessageMetadata, SlackResponseUrl, SlackTs,
+    SlackApiToken, SlackApiTokenValue, SlackChannelId, SlackClient, SlackClientSession,
+    SlackMessageContent, SlackMessageMetadata, SlackResponseUrl, SlackTs,
 };
 
 use crate::format::{credits, score, slack as esc, truncate};
-use crate::{AlertError, REPORT_TITLE, Report};
+use crate::{AlertError, REPORT_TITLE, Report, WarehouseSection};
 
 /// Slack's documented limits (<https://api.slack.com/reference/block-kit/blocks>). Exceeding any
 /// of them makes Slack answer `invalid_blocks`, a permanent failure, so messages stay below.
@@ -117,35 +118,7 @@ pub fn report_message(report: &Report) -> SlackMessage {
             sections.len()
         };
         for s in &sections[..shown] {
-            let mut body = format!("*{}* (model v{})", esc(&s.display_key()), s.model_version);
-            let mut anomalies: Vec<_> = s.anomalies.iter().collect();
-            anomalies.sort_by_key(|a| a.date);
-            for a in anomalies {
-                let _ = write!(
-                    body,
-                    "\n• *{}*: {} credits, expected {}, excess *{}*",
-                    a.date,
-                    credits(a.actual_credits),
-                    credits(a.expected_credits),
-                    credits(a.excess_credits)
-                );
-                if let Some(price) = report.price_per_credit {
-                    let _ = write!(body, " (cost {})", credits(a.excess_credits * price));
-                }
-                // The score's direction depends on the model (the baseline flags low scores, the default
-                // model high ones), so the numbers are shown side by side and the explanation says why.
-                let _ = write!(
-                    body,
-                    "; score {} (threshold {})",
-                    score(a.score),
-                    score(a.threshold)
-                );
-                let explanation = crate::digest::without_date_prefix(&a.explanation, Some(a.date));
-                if !explanation.is_empty() {
-                    let _ = write!(body, "\n    _{}_", esc(&truncate(explanation, 300)));
-                }
-            }
-            blocks.push(section(body));
+            blocks.push(section(warehouse_text(s, report.price_per_credit)));
         }
         if shown < sections.len() {
             blocks.push(section(format!(
@@ -166,7 +139,49 @@ pub fn report_message(report: &Report) -> SlackMessage {
     }
     blocks.push(context(ctx));
 
-    let text = if sections.is_empty() {
+    SlackMessage {
+        text: truncate(&report_fallback_text(report, &sections), MAX_FALLBACK_CHARS),
+        blocks,
+    }
+}
+
+/// One anomalous warehouse's section of the report message: a line per anomalous day, by date, with its
+/// credits, score and explanation.
+fn warehouse_text(s: &WarehouseSection, price_per_credit: Option<f64>) -> String {
+    let mut body = format!("*{}* (model v{})", esc(&s.display_key()), s.model_version);
+    let mut anomalies: Vec<_> = s.anomalies.iter().collect();
+    anomalies.sort_by_key(|a| a.date);
+    for a in anomalies {
+        let _ = write!(
+            body,
+            "\n• *{}*: {} credits, expected {}, excess *{}*",
+            a.date,
+            credits(a.actual_credits),
+            credits(a.expected_credits),
+            credits(a.excess_credits)
+        );
+        if let Some(price) = price_per_credit {
+            let _ = write!(body, " (cost {})", credits(a.excess_credits * price));
+        }
+        // The score's direction depends on the model (the baseline flags low scores, the default
+        // model high ones), so the numbers are shown side by side and the explanation says why.
+        let _ = write!(
+            body,
+            "; score {} (threshold {})",
+            score(a.score),
+            score(a.threshold)
+        );
+        let explanation = crate::digest::without_date_prefix(&a.explanation, Some(a.date));
+        if !explanation.is_empty() {
+            let _ = write!(body, "\n    _{}_", esc(&truncate(explanation, 300)));
+        }
+    }
+    body
+}
+
+/// The report message's plain-text fallback: counts, warehouses and total excess, or that there was nothing.
+fn report_fallback_text(report: &Report, sections: &[&WarehouseSection]) -> String {
+    if sections.is_empty() {
         format!("{REPORT_TITLE}: no anomalies (run {}).", report.run_id)
     } else {
         let total: f64 = sections.iter().map(|s| s.total_excess_credits()).sum();
@@ -181,10 +196,6 @@ pub fn report_message(report: &Report) -> SlackMessage {
             credits(total),
             report.run_id
         )
-    };
-    SlackMessage {
-        text: truncate(&text, MAX_FALLBACK_CHARS),
-        blocks,
     }
 }
 
@@ -511,18 +522,7 @@ fn chain(err: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
 
 fn classify(err: &SlackClientError) -> Failure {
     match err {
-        SlackClientError::ApiError(api) => {
-            let code = api.code.as_str();
-            let message = format!("Slack rejected the message: {code}{}", hint(code));
-            if TRANSIENT_CODES.contains(&code) {
-                Failure::Retryable {
-                    message,
-                    retry_after: None,
-                }
-            } else {
-                Failure::Permanent(message)
-            }
-        }
+        SlackClientError::ApiError(api) => api_failure(api.code.as_str()),
         SlackClientError::RateLimitError(rl) => Failure::Retryable {
             message: format!(
                 "Slack rate limited the request (HTTP 429{})",
@@ -532,26 +532,7 @@ fn classify(err: &SlackClientError) -> Failure {
             ),
             retry_after: rl.retry_after,
         },
-        SlackClientError::HttpError(http) => {
-            let status = http.status_code;
-            let body = http
-                .http_response_body
-                .as_deref()
-                .map(|b| format!(": {}", truncate(b.trim(), 200)))
-                .unwrap_or_default();
-            let message = format!("Slack answered HTTP {status}{body}");
-            if status.as_u16() == 504 {
-                // A gateway gave up waiting for Slack, which may still have posted.
-                Failure::Unknown(message)
-            } else if status.is_server_error() || status.as_u16() == 408 {
-                Failure::Retryable {
-                    message,
-                    retry_after: None,
-                }
-            } else {
-                Failure::Permanent(message)
-            }
-        }
+        SlackClientError::HttpError(http) => http_failure(http),
         // A 200 whose body is not Slack's JSON: something answered after the request arrived.
         SlackClientError::ProtocolError(p) => Failure::Unknown(format!(
             "Slack's answer was not the expected JSON: {}",
@@ -571,6 +552,41 @@ fn classify(err: &SlackClientError) -> Failure {
     }
 }
 
+/// Slack answered with an `error` code: retryable for [`TRANSIENT_CODES`], permanent otherwise.
+fn api_failure(code: &str) -> Failure {
+    let message = format!("Slack rejected the message: {code}{}", hint(code));
+    if TRANSIENT_CODES.contains(&code) {
+        Failure::Retryable {
+            message,
+            retry_after: None,
+        }
+    } else {
+        Failure::Permanent(message)
+    }
+}
+
+/// Slack (or something in front of it) answered with an HTTP error status.
+fn http_failure(http: &SlackClientHttpError) -> Failure {
+    let status = http.status_code;
+    let body = http
+        .http_response_body
+        .as_deref()
+        .map(|b| format!(": {}", truncate(b.trim(), 200)))
+        .unwrap_or_default();
+    let message = format!("Slack answered HTTP {status}{body}");
+    if status.as_u16() == 504 {
+        // A gateway gave up waiting for Slack, which may still have posted.
+        Failure::Unknown(message)
+    } else if status.is_server_error() || status.as_u16() == 408 {
+        Failure::Retryable {
+            message,
+            retry_after: None,
+        }
+    } else {
+        Failure::Permanent(message)
+    }
+}
+
 /// A transport error: retryable when the connection was never made, unknown otherwise.
 fn transport(message: String, cause: &(dyn std::error::Error + Send + Sync + 'static)) -> Failure {
     if never_connected(cause) {
@@ -580,6 +596,67 @@ fn transport(message: String, cause: &(dyn std::error::Error + Send + Sync + 'st
         }
     } else {
         Failure::Unknown(message)
+    }
+}
+
+/// A failure before the file is shared: the unshared upload is never shown, so even an unanswered call
+/// means not posted (a retry starts over with a new file id).
+fn not_posted_before_sharing(f: Failure) -> PostOutcome {
+    match f {
+        Failure::Unknown(error) => PostOutcome::NotPosted {
+            error,
+            retry_after: None,
+        },
+        other => other.into_post_outcome(),
+    }
+}
+
+/// A failed `conversations.history` call as the look-up's failure.
+fn history_failure(f: Failure) -> LookupFailure {
+    match f {
+        Failure::Permanent(error) => LookupFailure {
+            error: format!("conversations.history: {error}"),
+            permanent: true,
+            retry_after: None,
+        },
+        Failure::Retryable {
+            message,
+            retry_after,
+        } => LookupFailure {
+            error: format!("conversations.history: {message}"),
+            permanent: false,
+            retry_after,
+        },
+        Failure::Unknown(error) => LookupFailure {
+            error: format!("conversations.history: {error}"),
+            permanent: false,
+            retry_after: None,
+        },
+    }
+}
+
+/// Adds to `found` (dedupe key -> message `ts`) each message on `page` that Snowpatrol posted with one of
+/// `keys` in its metadata; the first `ts` seen for a key is kept.
+fn collect_posted(
+    page: &HistoryPage,
+    keys: &BTreeSet<String>,
+    found: &mut BTreeMap<String, String>,
+) {
+    for m in &page.messages {
+        let (Some(ts), Some(meta)) = (&m.ts, &m.metadata) else {
+            continue;
+        };
+        if meta.event_type.as_deref() != Some(METADATA_EVENT_TYPE) {
+            continue;
+        }
+        if let Some(key) = meta
+            .event_payload
+            .get("dedupe_key")
+            .and_then(|k| k.as_str())
+            && keys.contains(key)
+        {
+            found.entry(key.to_string()).or_insert_with(|| ts.clone());
+        }
     }
 }
 
@@ -769,37 +846,60 @@ impl SlackNotifier {
     ) -> PostOutcome {
         let token = self.api_token();
         let session = self.client.open_session(&token);
-        let bounded = |what: &str| {
-            format!(
-                "Slack did not answer {what} within {} s",
-                self.request_timeout.as_secs_f64()
-            )
+        let url = match self
+            .request_upload_url(&session, file_name, bytes.len())
+            .await
+        {
+            Ok(url) => url,
+            Err(outcome) => return outcome,
         };
-        let not_posted = |f: Failure| match f {
-            Failure::Unknown(error) => PostOutcome::NotPosted {
-                error,
-                retry_after: None,
-            },
-            other => other.into_post_outcome(),
-        };
-        let url = match tokio::time::timeout(
+        if let Err(outcome) = self.upload_bytes(&session, &url, bytes).await {
+            return outcome;
+        }
+        self.share_upload(&session, &url, title, comment, thread_ts)
+            .await
+    }
+
+    /// The error of a call that timed out: Slack did not answer `what` within `request_timeout`.
+    fn unanswered(&self, what: &str) -> String {
+        format!(
+            "Slack did not answer {what} within {} s",
+            self.request_timeout.as_secs_f64()
+        )
+    }
+
+    /// The upload's first step, `files.getUploadURLExternal`: where to send the bytes, and the new file's id.
+    async fn request_upload_url(
+        &self,
+        session: &SlackClientSession<'_, SlackClientHyperHttpsConnector>,
+        file_name: &str,
+        length: usize,
+    ) -> Result<SlackApiFilesGetUploadUrlExternalResponse, PostOutcome> {
+        match tokio::time::timeout(
             self.request_timeout,
             session.get_upload_url_external(&SlackApiFilesGetUploadUrlExternalRequest::new(
                 file_name.to_string(),
-                bytes.len(),
+                length,
             )),
         )
         .await
         {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return not_posted(classify(&e)),
-            Err(_) => {
-                return PostOutcome::NotPosted {
-                    error: bounded("files.getUploadURLExternal"),
-                    retry_after: None,
-                };
-            }
-        };
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(not_posted_before_sharing(classify(&e))),
+            Err(_) => Err(PostOutcome::NotPosted {
+                error: self.unanswered("files.getUploadURLExternal"),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// The upload's second step: the PNG bytes to the URL Slack gave.
+    async fn upload_bytes(
+        &self,
+        session: &SlackClientSession<'_, SlackClientHyperHttpsConnector>,
+        url: &SlackApiFilesGetUploadUrlExternalResponse,
+        bytes: &[u8],
+    ) -> Result<(), PostOutcome> {
         let upload = SlackApiFilesUploadViaUrlRequest::new(
             url.upload_url.clone(),
             bytes.to_vec(),
@@ -808,15 +908,25 @@ impl SlackNotifier {
         match tokio::time::timeout(self.request_timeout, session.files_upload_via_url(&upload))
             .await
         {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return not_posted(classify(&e)),
-            Err(_) => {
-                return PostOutcome::NotPosted {
-                    error: bounded("the file upload"),
-                    retry_after: None,
-                };
-            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(not_posted_before_sharing(classify(&e))),
+            Err(_) => Err(PostOutcome::NotPosted {
+                error: self.unanswered("the file upload"),
+                retry_after: None,
+            }),
         }
+    }
+
+    /// The upload's last step, `files.completeUploadExternal`: shares the file in the channel (in
+    /// `thread_ts`'s thread when given) with `comment` as its message.
+    async fn share_upload(
+        &self,
+        session: &SlackClientSession<'_, SlackClientHyperHttpsConnector>,
+        url: &SlackApiFilesGetUploadUrlExternalResponse,
+        title: &str,
+        comment: &str,
+        thread_ts: Option<&str>,
+    ) -> PostOutcome {
         let mut complete = SlackApiFilesCompleteUploadExternalRequest::new(vec![
             SlackApiFilesComplete::new(url.file_id.clone()).with_title(title.to_string()),
         ])
@@ -839,7 +949,7 @@ impl SlackNotifier {
             }
             Ok(Err(e)) => classify(&e).into_post_outcome(),
             Err(_) => PostOutcome::Unknown {
-                error: bounded("files.completeUploadExternal"),
+                error: self.unanswered("files.completeUploadExternal"),
             },
         }
     }
@@ -902,76 +1012,10 @@ impl SlackNotifier {
         let oldest = slack_ts(since - HISTORY_MARGIN);
         let mut cursor: Option<String> = None;
         for _ in 0..max_pages.max(1) {
-            let mut params: Vec<(&str, Option<String>)> = vec![
-                ("channel", Some(self.channel.0.clone())),
-                ("oldest", Some(oldest.clone())),
-                ("inclusive", Some("true".into())),
-                ("include_all_metadata", Some("true".into())),
-                ("limit", Some("200".into())),
-            ];
-            if let Some(c) = &cursor {
-                params.push(("cursor", Some(c.clone())));
-            }
-            let result = tokio::time::timeout(
-                self.request_timeout,
-                session.http_session_api.http_get::<HistoryPage, _, String>(
-                    "conversations.history",
-                    &params,
-                    None,
-                ),
-            )
-            .await;
-            let page = match result {
-                Ok(Ok(page)) => page,
-                Ok(Err(err)) => {
-                    return Err(match classify(&err) {
-                        Failure::Permanent(error) => LookupFailure {
-                            error: format!("conversations.history: {error}"),
-                            permanent: true,
-                            retry_after: None,
-                        },
-                        Failure::Retryable {
-                            message,
-                            retry_after,
-                        } => LookupFailure {
-                            error: format!("conversations.history: {message}"),
-                            permanent: false,
-                            retry_after,
-                        },
-                        Failure::Unknown(error) => LookupFailure {
-                            error: format!("conversations.history: {error}"),
-                            permanent: false,
-                            retry_after: None,
-                        },
-                    });
-                }
-                Err(_) => {
-                    return Err(LookupFailure {
-                        error: format!(
-                            "conversations.history did not answer within {} s",
-                            self.request_timeout.as_secs_f64()
-                        ),
-                        permanent: false,
-                        retry_after: None,
-                    });
-                }
-            };
-            for m in &page.messages {
-                let (Some(ts), Some(meta)) = (&m.ts, &m.metadata) else {
-                    continue;
-                };
-                if meta.event_type.as_deref() != Some(METADATA_EVENT_TYPE) {
-                    continue;
-                }
-                if let Some(key) = meta
-                    .event_payload
-                    .get("dedupe_key")
-                    .and_then(|k| k.as_str())
-                    && keys.contains(key)
-                {
-                    found.entry(key.to_string()).or_insert_with(|| ts.clone());
-                }
-            }
+            let page = self
+                .history_page(&session, &oldest, cursor.as_deref())
+                .await?;
+            collect_posted(&page, keys, &mut found);
             if found.len() == keys.len() {
                 return Ok(found);
             }
@@ -991,6 +1035,46 @@ impl SlackNotifier {
             permanent: false,
             retry_after: None,
         })
+    }
+
+    /// One page of `conversations.history` from `oldest` (Slack's `ts` form), after `cursor` when given.
+    async fn history_page(
+        &self,
+        session: &SlackClientSession<'_, SlackClientHyperHttpsConnector>,
+        oldest: &str,
+        cursor: Option<&str>,
+    ) -> Result<HistoryPage, LookupFailure> {
+        let mut params: Vec<(&str, Option<String>)> = vec![
+            ("channel", Some(self.channel.0.clone())),
+            ("oldest", Some(oldest.to_string())),
+            ("inclusive", Some("true".into())),
+            ("include_all_metadata", Some("true".into())),
+            ("limit", Some("200".into())),
+        ];
+        if let Some(c) = cursor {
+            params.push(("cursor", Some(c.to_string())));
+        }
+        let result = tokio::time::timeout(
+            self.request_timeout,
+            session.http_session_api.http_get::<HistoryPage, _, String>(
+                "conversations.history",
+                &params,
+                None,
+            ),
+        )
+        .await;
+        match result {
+            Ok(Ok(page)) => Ok(page),
+            Ok(Err(err)) => Err(history_failure(classify(&err))),
+            Err(_) => Err(LookupFailure {
+                error: format!(
+                    "conversations.history did not answer within {} s",
+                    self.request_timeout.as_secs_f64()
+                ),
+                permanent: false,
+                retry_after: None,
+            }),
+        }
     }
 
     /// Posts `msg` to the configured channel, retrying inside the call (no outbox, no metadata).

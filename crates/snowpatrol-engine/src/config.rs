@@ -133,10 +133,8 @@ impl Default for SchedulerSettings {
 }
 
 impl SchedulerSettings {
-    /// Every setting that would make the daemon lose or repeat work, by key path (the CLI adds FILE:LINE).
-    /// `resolve_jobs` reports these with the job problems, so `config check`, `run` and the daemon refuse the
-    /// same files.
-    pub fn problems(&self) -> Vec<ConfigIssue> {
+    /// The lease and its renewal: a lease that expires before it is renewed runs tasks twice.
+    fn lease_problems(&self) -> Vec<ConfigIssue> {
         let mut out = Vec::new();
         let mut issue = |key: &str, message: String| {
             out.push(ConfigIssue {
@@ -169,6 +167,20 @@ impl SchedulerSettings {
                 ),
             );
         }
+        out
+    }
+
+    /// Every setting that would make the daemon lose or repeat work, by key path (the CLI adds FILE:LINE).
+    /// `resolve_jobs` reports these with the job problems, so `config check`, `run` and the daemon refuse the
+    /// same files.
+    pub fn problems(&self) -> Vec<ConfigIssue> {
+        let mut out = self.lease_problems();
+        let mut issue = |key: &str, message: String| {
+            out.push(ConfigIssue {
+                path: format!("scheduler.{key}"),
+                message,
+            })
+        };
         if self.worker_concurrency == 0 {
             issue(
                 "worker_concurrency",

@@ -1,17 +1,19 @@
 //! The daemon: a leader loop (cron ticks, dataset triggers, run starts, lease reaping) and a worker loop
 //! (claim, execute, heartbeat, finish), both woken by database notifications with a slow poll as safety net.
 
+use crate::Condition;
 use crate::config::SchedulerSettings;
 use crate::jobs::{Jobs, ResolvedJob, TaskPolicy};
 use crate::metrics::{HistoryTable, JobLabel, JobTaskOutcome, Metrics, TableLabel};
 use crate::params::{ParamError, Params};
-use crate::task::{TaskContext, TaskError, TaskOutput};
+use crate::schedule::CronSchedule;
+use crate::task::{Task, TaskContext, TaskError, TaskOutput};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use snowpatrol_store::{
-    ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PendingEvent, PurgedHistory,
-    RunId, RunRecord, StoreError, TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
+    ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PurgedHistory, RunId,
+    RunRecord, StoreError, TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -298,63 +300,8 @@ impl Engine {
         let mut next_purge = tokio::time::Instant::now() + Duration::from_secs(60);
         let retry_interval = Duration::from_secs(2).min(self.settings.poll_interval);
         let mut backoff = Duration::from_millis(100);
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let lease = self.settings.lease;
-            let mut healthy = true;
-            // Every database call of the leader is bounded by the lease: a partitioned connection must not
-            // keep this loop (and the decision to step down) waiting for TCP to give up.
-            let bounded = |what: &'static str| {
-                move |_| StoreError::Unavailable(format!("{what} took longer than the lease"))
-            };
-            match leadership.as_mut() {
-                None => match tokio::time::timeout(
-                    lease,
-                    self.db.try_acquire_leadership(&self.worker_id, lease),
-                )
-                .await
-                .map_err(bounded("leader election"))
-                .and_then(|r| r)
-                {
-                    Ok(Some(l)) => {
-                        info!(worker_id = %self.worker_id, "became scheduler leader");
-                        leadership = Some(l);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        healthy = false;
-                        warn!(error = %e, "leader election failed; database unreachable?");
-                    }
-                },
-                Some(l) => match tokio::time::timeout(
-                    lease,
-                    self.db.renew_leadership(l, &self.worker_id, lease),
-                )
-                .await
-                .map_err(bounded("renewing leadership"))
-                .and_then(|r| r)
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        warn!(worker_id = %self.worker_id, "lost scheduler leadership: another replica took the lease over (this one stalled past it)");
-                        self.metrics.leadership_lost.inc();
-                        leadership = None;
-                    }
-                    Err(e) if l.unconfirmed_for() >= lease => {
-                        warn!(worker_id = %self.worker_id, error = %e, "stepping down as scheduler leader: the lease could not be renewed within one lease period");
-                        self.metrics.leadership_lost.inc();
-                        leadership = None;
-                        healthy = false;
-                    }
-                    Err(e) => {
-                        // Still ours for the rest of the lease; a tick would fail on the same database anyway.
-                        healthy = false;
-                        warn!(error = %e, "renewing leadership failed; retrying");
-                    }
-                },
-            }
+        while !shutdown.is_cancelled() {
+            let mut healthy = self.hold_leadership(&mut leadership).await;
             self.metrics.is_leader.set(i64::from(leadership.is_some()));
             let mut next_wait = if leadership.is_some() {
                 // The lease is renewed every tick, so ticks come at least every heartbeat (< lease).
@@ -365,13 +312,7 @@ impl Engine {
             if leadership.is_some() && healthy {
                 // Consume the change signal before the tick so changes made during it wake the next one.
                 wake.borrow_and_update();
-                match tokio::time::timeout(lease, self.scheduler_tick(&mut latency))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(EngineError::Store(StoreError::Unavailable(
-                            "scheduler tick took longer than the lease".into(),
-                        )))
-                    }) {
+                match self.lead(&mut latency, &mut next_purge).await {
                     Ok(until_next_cron) => {
                         backoff = Duration::from_millis(100);
                         if let Some(d) = until_next_cron {
@@ -381,12 +322,6 @@ impl Engine {
                     Err(e) => {
                         healthy = false;
                         warn!(error = %e, "scheduler tick failed; retrying");
-                    }
-                }
-                if healthy && tokio::time::Instant::now() >= next_purge {
-                    next_purge = tokio::time::Instant::now() + Duration::from_secs(3600);
-                    if let Err(e) = self.purge_history(lease).await {
-                        warn!(error = %e, "history retention failed; retrying in an hour");
                     }
                 }
             }
@@ -406,6 +341,87 @@ impl Engine {
         }
     }
 
+    /// Takes the leader lease, or renews the one held; steps down when it could not be renewed within one lease
+    /// period. False when the database did not answer. Every call is bounded by the lease: a partitioned
+    /// connection must not keep the leader (and its decision to step down) waiting for TCP to give up.
+    async fn hold_leadership(&self, leadership: &mut Option<Leadership>) -> bool {
+        let lease = self.settings.lease;
+        let bounded = |what: &'static str| {
+            move |_| StoreError::Unavailable(format!("{what} took longer than the lease"))
+        };
+        let Some(l) = leadership.as_mut() else {
+            let acquired = tokio::time::timeout(
+                lease,
+                self.db.try_acquire_leadership(&self.worker_id, lease),
+            )
+            .await
+            .map_err(bounded("leader election"))
+            .and_then(|r| r);
+            return match acquired {
+                Ok(l) => {
+                    if l.is_some() {
+                        info!(worker_id = %self.worker_id, "became scheduler leader");
+                    }
+                    *leadership = l;
+                    true
+                }
+                Err(e) => {
+                    warn!(error = %e, "leader election failed; database unreachable?");
+                    false
+                }
+            };
+        };
+        let renewed =
+            tokio::time::timeout(lease, self.db.renew_leadership(l, &self.worker_id, lease))
+                .await
+                .map_err(bounded("renewing leadership"))
+                .and_then(|r| r);
+        match renewed {
+            Ok(true) => true,
+            Ok(false) => {
+                warn!(worker_id = %self.worker_id, "lost scheduler leadership: another replica took the lease over (this one stalled past it)");
+                self.metrics.leadership_lost.inc();
+                *leadership = None;
+                true
+            }
+            Err(e) if l.unconfirmed_for() >= lease => {
+                warn!(worker_id = %self.worker_id, error = %e, "stepping down as scheduler leader: the lease could not be renewed within one lease period");
+                self.metrics.leadership_lost.inc();
+                *leadership = None;
+                false
+            }
+            Err(e) => {
+                // Still ours for the rest of the lease; a tick would fail on the same database anyway.
+                warn!(error = %e, "renewing leadership failed; retrying");
+                false
+            }
+        }
+    }
+
+    /// One tick as the leader, bounded by the lease, then history retention once an hour. Returns the time
+    /// until the next cron tick.
+    async fn lead(
+        &self,
+        latency: &mut TriggerLatency,
+        next_purge: &mut tokio::time::Instant,
+    ) -> Result<Option<Duration>, EngineError> {
+        let lease = self.settings.lease;
+        let until_next_cron = tokio::time::timeout(lease, self.scheduler_tick(latency))
+            .await
+            .unwrap_or_else(|_| {
+                Err(EngineError::Store(StoreError::Unavailable(
+                    "scheduler tick took longer than the lease".into(),
+                )))
+            })?;
+        if tokio::time::Instant::now() >= *next_purge {
+            *next_purge = tokio::time::Instant::now() + Duration::from_secs(3600);
+            if let Err(e) = self.purge_history(lease).await {
+                warn!(error = %e, "history retention failed; retrying in an hour");
+            }
+        }
+        Ok(until_next_cron)
+    }
+
     /// One pass of the leader's work. Returns the time until the next cron tick, if any. Public for tests.
     pub async fn scheduler_tick(
         &self,
@@ -423,120 +439,136 @@ impl Engine {
         let now = snowpatrol_store::now();
         let mut until_next: Option<Duration> = None;
         for job in self.jobs.jobs.values() {
-            let name = job.name();
             if let Some(cron) = &job.cron {
-                match self.db.get_cron_cursor(name).await? {
-                    None => {
-                        // First sight of this job: schedule from now on; the past is not backfilled, except
-                        // the latest tick of a `run_on_start` job that never ran (within a month).
-                        let mut ticks = Vec::new();
-                        if job.run_on_start && !self.has_runs(name).await? {
-                            ticks = cron.ticks_between(now - chrono::Days::new(32), now, 1);
-                        }
-                        let ids = self
-                            .db
-                            .create_cron_runs(
-                                name,
-                                &ticks,
-                                now,
-                                &job.params.defaults(),
-                                &self.worker_id,
-                            )
-                            .await?;
-                        if let (Some(tick), false) = (ticks.first(), ids.is_empty()) {
-                            info!(job = name, %tick, "run_on_start: the job never ran; created a run for its latest tick");
-                        }
-                    }
-                    Some(cursor) => {
-                        let limit = if job.catchup {
-                            self.settings.max_catchup_runs
-                        } else {
-                            1
-                        };
-                        let ticks = cron.ticks_between(cursor, now, limit);
-                        if let Some(last) = ticks.last().copied() {
-                            let ids = self
-                                .db
-                                .create_cron_runs(
-                                    name,
-                                    &ticks,
-                                    last,
-                                    &job.params.defaults(),
-                                    &self.worker_id,
-                                )
-                                .await?;
-                            info!(
-                                job = name,
-                                created = ids.len(),
-                                ticks = ticks.len(),
-                                "cron runs created"
-                            );
-                        }
-                    }
-                }
+                self.create_cron_runs(job, cron, now).await?;
                 if let Some(next) = cron.next_after(now) {
                     let d = (next - now).to_std().unwrap_or_default() + Duration::from_millis(5);
                     until_next = Some(until_next.map_or(d, |u| u.min(d)));
                 }
             }
             if let Some(cond) = &job.condition {
-                let predicate = |set: &BTreeSet<String>| cond.is_satisfied(set);
-                let asked_at = snowpatrol_store::now();
-                let triggered = self
-                    .db
-                    .trigger_dataset_run(
-                        name,
-                        job.max_active_runs as i64,
-                        &job.params.defaults(),
-                        &self.worker_id,
-                        &predicate,
-                    )
-                    .await?;
-                match triggered {
-                    Some(t) => {
-                        info!(
-                            job = name,
-                            run_id = t.run_id,
-                            events = t.events.len(),
-                            "dataset-triggered run created"
-                        );
-                        // The run could be created from the later of: its newest event (the one that completed
-                        // the condition) and the last tick that declined (paused, at max_active_runs, or the
-                        // condition not yet met); what came before is waiting, not engine latency.
-                        let ready = latency
-                            .declined_at
-                            .remove(name)
-                            .map_or(t.newest_event_at, |d| d.max(t.newest_event_at));
-                        self.metrics
-                            .trigger_latency
-                            .get_or_create(&JobLabel {
-                                job_name: name.to_string(),
-                            })
-                            .observe(secs_between(ready, snowpatrol_store::now()));
-                        latency
-                            .waiting
-                            .insert(t.run_id, (name.to_string(), t.oldest_event_at));
-                    }
-                    None => {
-                        latency.declined_at.insert(name.to_string(), asked_at);
-                    }
-                }
+                self.trigger_on_datasets(job, cond, latency).await?;
             }
-            let (started, _) = self
-                .db
-                .start_queued_runs(&job.shape, job.max_active_runs as i64)
-                .await?;
-            for run_id in started {
-                info!(job = name, run_id, "run started");
-                if let Some((job, at)) = latency.waiting.remove(&run_id) {
-                    self.metrics
-                        .event_wait
-                        .get_or_create(&JobLabel { job_name: job })
-                        .observe(secs_between(at, snowpatrol_store::now()));
-                }
-            }
+            self.start_queued_runs(job, latency).await?;
         }
         Ok(until_next)
+    }
+
+    /// The runs of the cron ticks due since the job's cursor (one, or up to `max_catchup_runs` with catchup).
+    async fn create_cron_runs(
+        &self,
+        job: &ResolvedJob,
+        cron: &CronSchedule,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let name = job.name();
+        let Some(cursor) = self.db.get_cron_cursor(name).await? else {
+            // First sight of this job: schedule from now on; the past is not backfilled, except the latest tick
+            // of a `run_on_start` job that never ran (within a month).
+            let mut ticks = Vec::new();
+            if job.run_on_start && !self.has_runs(name).await? {
+                ticks = cron.ticks_between(now - chrono::Days::new(32), now, 1);
+            }
+            let ids = self
+                .db
+                .create_cron_runs(name, &ticks, now, &job.params.defaults(), &self.worker_id)
+                .await?;
+            if let (Some(tick), false) = (ticks.first(), ids.is_empty()) {
+                info!(job = name, %tick, "run_on_start: the job never ran; created a run for its latest tick");
+            }
+            return Ok(());
+        };
+        let limit = if job.catchup {
+            self.settings.max_catchup_runs
+        } else {
+            1
+        };
+        let ticks = cron.ticks_between(cursor, now, limit);
+        if let Some(last) = ticks.last().copied() {
+            let ids = self
+                .db
+                .create_cron_runs(name, &ticks, last, &job.params.defaults(), &self.worker_id)
+                .await?;
+            info!(
+                job = name,
+                created = ids.len(),
+                ticks = ticks.len(),
+                "cron runs created"
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates one run consuming the job's pending events when its condition holds, and measures the engine's
+    /// part of the wait.
+    async fn trigger_on_datasets(
+        &self,
+        job: &ResolvedJob,
+        cond: &Condition,
+        latency: &mut TriggerLatency,
+    ) -> Result<(), EngineError> {
+        let name = job.name();
+        let predicate = |set: &BTreeSet<String>| cond.is_satisfied(set);
+        let asked_at = snowpatrol_store::now();
+        let triggered = self
+            .db
+            .trigger_dataset_run(
+                name,
+                job.max_active_runs as i64,
+                &job.params.defaults(),
+                &self.worker_id,
+                &predicate,
+            )
+            .await?;
+        let Some(t) = triggered else {
+            latency.declined_at.insert(name.to_string(), asked_at);
+            return Ok(());
+        };
+        info!(
+            job = name,
+            run_id = t.run_id,
+            events = t.events.len(),
+            "dataset-triggered run created"
+        );
+        // The run could be created from the later of: its newest event (the one that completed the condition)
+        // and the last tick that declined (paused, at max_active_runs, or the condition not yet met); what came
+        // before is waiting, not engine latency.
+        let ready = latency
+            .declined_at
+            .remove(name)
+            .map_or(t.newest_event_at, |d| d.max(t.newest_event_at));
+        self.metrics
+            .trigger_latency
+            .get_or_create(&JobLabel {
+                job_name: name.to_string(),
+            })
+            .observe(secs_between(ready, snowpatrol_store::now()));
+        latency
+            .waiting
+            .insert(t.run_id, (name.to_string(), t.oldest_event_at));
+        Ok(())
+    }
+
+    /// Starts the job's queued runs within `max_active_runs`; a dataset run's end-to-end wait ends here.
+    async fn start_queued_runs(
+        &self,
+        job: &ResolvedJob,
+        latency: &mut TriggerLatency,
+    ) -> Result<(), EngineError> {
+        let (started, _) = self
+            .db
+            .start_queued_runs(&job.shape, job.max_active_runs as i64)
+            .await?;
+        for run_id in started {
+            info!(job = job.name(), run_id, "run started");
+            if let Some((job, at)) = latency.waiting.remove(&run_id) {
+                self.metrics
+                    .event_wait
+                    .get_or_create(&JobLabel { job_name: job })
+                    .observe(secs_between(at, snowpatrol_store::now()));
+            }
+        }
+        Ok(())
     }
 
     async fn has_runs(&self, job: &str) -> Result<bool, StoreError> {
@@ -628,133 +660,158 @@ impl Engine {
     /// Claims and runs task instances until shutdown (daemon) or until `only_run` has finished (`run_now`).
     async fn worker_loop(&self, shutdown: CancellationToken, only_run: Option<RunId>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
-        // Each running try with the time its lease was last confirmed (claimed or heartbeated) in the database.
-        let mut running: HashMap<TaskInstanceId, (ClaimedTask, CancellationToken)> = HashMap::new();
-        let mut lease_confirmed: HashMap<TaskInstanceId, Instant> = HashMap::new();
-        let mut unsent: Vec<Finished> = Vec::new();
+        let mut w = WorkerState::default();
         let mut wake = self.db.subscribe();
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut draining: Option<tokio::time::Instant> = None;
-        // After a database error the loop waits until `db_retry.at` before claiming again; the deadline lives
-        // across iterations (heartbeat ticks and wake-ups must not postpone it, as a sleep re-created on every
-        // pass would be).
-        let mut db_retry = DbRetry::default();
         loop {
             while let Ok(f) = rx.try_recv() {
-                running.remove(&f.claim.task_instance_id);
-                unsent.push(f);
+                w.finished(f);
             }
-            if !unsent.is_empty() {
-                match self.finish_batch(&unsent).await {
-                    Ok(report) => {
-                        unsent.clear();
-                        db_retry.succeeded();
-                        if let Some(run) = only_run
-                            && report.finished_runs.iter().any(|r| r.run_id == run)
-                        {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        db_retry.failed();
-                        warn!(error = %e, results = unsent.len(), "could not record task results; keeping them and retrying");
-                    }
-                }
+            if self.record_results(&mut w, only_run).await {
+                break;
             }
-            if shutdown.is_cancelled() && draining.is_none() {
+            if shutdown.is_cancelled() && w.draining.is_none() {
                 info!(
-                    running = running.len(),
+                    running = w.running.len(),
                     grace_s = self.settings.shutdown_grace.as_secs(),
                     "shutting down: no new claims, waiting for running tasks"
                 );
-                draining = Some(tokio::time::Instant::now() + self.settings.shutdown_grace);
+                w.draining = Some(tokio::time::Instant::now() + self.settings.shutdown_grace);
             }
-            if let Some(deadline) = draining {
-                if running.is_empty() && unsent.is_empty() {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    let ids: Vec<_> = running.keys().copied().collect();
-                    for (_, (_, token)) in running.drain() {
-                        token.cancel();
-                    }
-                    match self.db.release_tasks(&self.worker_id, &ids).await {
-                        Ok(n) => info!(
-                            released = n,
-                            "grace period over: gave back the leases of unfinished tasks"
-                        ),
-                        Err(e) => {
-                            warn!(error = %e, "could not give back leases; they expire by themselves")
-                        }
-                    }
-                    break;
-                }
+            if self.drained(&mut w).await || self.one_run_over(&w, only_run).await {
+                break;
             }
-            if let Some(run) = only_run
-                && running.is_empty()
-                && unsent.is_empty()
+            if self.claim(&mut w, &mut wake, only_run, &tx).await
+                && w.running.len() < self.settings.worker_concurrency
             {
-                match self.db.get_run(run).await {
-                    Ok(Some(r)) if r.state.is_terminal() => break,
-                    Ok(None) => break,
-                    _ => {}
-                }
-            }
-            let free = self
-                .settings
-                .worker_concurrency
-                .saturating_sub(running.len());
-            let mut claimed_any = false;
-            if draining.is_none() && free > 0 && db_retry.due() {
-                wake.borrow_and_update();
-                let limit = free.min(self.settings.claim_batch) as i64;
-                match self
-                    .db
-                    .claim_tasks(&self.worker_id, limit, self.lease_until(), only_run)
-                    .await
-                {
-                    Ok(claims) => {
-                        claimed_any = !claims.is_empty();
-                        db_retry.succeeded();
-                        for claim in claims {
-                            let token = CancellationToken::new();
-                            running.insert(claim.task_instance_id, (claim.clone(), token.clone()));
-                            lease_confirmed.insert(claim.task_instance_id, Instant::now());
-                            self.spawn_task(claim, token, tx.clone());
-                        }
-                    }
-                    Err(e) => {
-                        db_retry.failed();
-                        warn!(error = %e, "claiming tasks failed; database unreachable?");
-                    }
-                }
-            }
-            if claimed_any && running.len() < self.settings.worker_concurrency {
                 continue;
             }
             let now = tokio::time::Instant::now();
-            let wake_at = match db_retry.at {
+            let wake_at = match w.db_retry.at {
                 Some(t) if t > now => t,
                 _ => now + self.settings.poll_interval,
             };
             tokio::select! {
-                Some(f) = rx.recv() => {
-                    running.remove(&f.claim.task_instance_id);
-                    unsent.push(f);
-                }
-                _ = wake.changed(), if draining.is_none() => {}
+                Some(f) = rx.recv() => w.finished(f),
+                _ = wake.changed(), if w.draining.is_none() => {}
                 _ = heartbeat.tick() => {
-                    lease_confirmed.retain(|id, _| running.contains_key(id));
-                    if !running.is_empty() {
-                        self.heartbeat_running(&mut running, &mut lease_confirmed).await;
+                    w.lease_confirmed.retain(|id, _| w.running.contains_key(id));
+                    if !w.running.is_empty() {
+                        self.heartbeat_running(&mut w.running, &mut w.lease_confirmed).await;
                     }
                 }
-                _ = shutdown.cancelled(), if draining.is_none() => {}
+                _ = shutdown.cancelled(), if w.draining.is_none() => {}
                 _ = tokio::time::sleep_until(wake_at) => {}
             }
         }
         self.drain_failure_hooks(self.settings.shutdown_grace).await;
+    }
+
+    /// Records the finished tries' results in one batch; kept for the next pass when the database fails. True
+    /// when the one run a `snowpatrol run` worker serves finished.
+    async fn record_results(&self, w: &mut WorkerState, only_run: Option<RunId>) -> bool {
+        if w.unsent.is_empty() {
+            return false;
+        }
+        match self.finish_batch(&w.unsent).await {
+            Ok(report) => {
+                w.unsent.clear();
+                w.db_retry.succeeded();
+                only_run.is_some_and(|run| report.finished_runs.iter().any(|r| r.run_id == run))
+            }
+            Err(e) => {
+                w.db_retry.failed();
+                warn!(error = %e, results = w.unsent.len(), "could not record task results; keeping them and retrying");
+                false
+            }
+        }
+    }
+
+    /// While shutting down: true once nothing runs or is unrecorded, or when the grace period is over (the
+    /// running tries are then cancelled and their leases given back).
+    async fn drained(&self, w: &mut WorkerState) -> bool {
+        let Some(deadline) = w.draining else {
+            return false;
+        };
+        if w.running.is_empty() && w.unsent.is_empty() {
+            return true;
+        }
+        if tokio::time::Instant::now() < deadline {
+            return false;
+        }
+        let ids: Vec<_> = w.running.keys().copied().collect();
+        for (_, (_, token)) in w.running.drain() {
+            token.cancel();
+        }
+        match self.db.release_tasks(&self.worker_id, &ids).await {
+            Ok(n) => info!(
+                released = n,
+                "grace period over: gave back the leases of unfinished tasks"
+            ),
+            Err(e) => {
+                warn!(error = %e, "could not give back leases; they expire by themselves")
+            }
+        }
+        true
+    }
+
+    /// A `snowpatrol run` worker with nothing in hand stops once its run is over (or gone).
+    async fn one_run_over(&self, w: &WorkerState, only_run: Option<RunId>) -> bool {
+        let Some(run) = only_run else {
+            return false;
+        };
+        if !w.running.is_empty() || !w.unsent.is_empty() {
+            return false;
+        }
+        match self.db.get_run(run).await {
+            Ok(Some(r)) => r.state.is_terminal(),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Claims as many ready task instances as there are free slots and starts them. True when it claimed any.
+    async fn claim(
+        &self,
+        w: &mut WorkerState,
+        wake: &mut tokio::sync::watch::Receiver<u64>,
+        only_run: Option<RunId>,
+        tx: &mpsc::UnboundedSender<Finished>,
+    ) -> bool {
+        let free = self
+            .settings
+            .worker_concurrency
+            .saturating_sub(w.running.len());
+        if w.draining.is_some() || free == 0 || !w.db_retry.due() {
+            return false;
+        }
+        wake.borrow_and_update();
+        let limit = free.min(self.settings.claim_batch) as i64;
+        match self
+            .db
+            .claim_tasks(&self.worker_id, limit, self.lease_until(), only_run)
+            .await
+        {
+            Ok(claims) => {
+                w.db_retry.succeeded();
+                let claimed_any = !claims.is_empty();
+                for claim in claims {
+                    let token = CancellationToken::new();
+                    w.running
+                        .insert(claim.task_instance_id, (claim.clone(), token.clone()));
+                    w.lease_confirmed
+                        .insert(claim.task_instance_id, Instant::now());
+                    self.spawn_task(claim, token, tx.clone());
+                }
+                claimed_any
+            }
+            Err(e) => {
+                w.db_retry.failed();
+                warn!(error = %e, "claiming tasks failed; database unreachable?");
+                false
+            }
+        }
     }
 
     /// Renews the leases of this worker's running tries. A try whose lease the database no longer shows as
@@ -834,18 +891,9 @@ impl Engine {
         }
     }
 
-    fn spawn_task(
-        &self,
-        claim: ClaimedTask,
-        cancel: CancellationToken,
-        tx: mpsc::UnboundedSender<Finished>,
-    ) {
-        let job = self.jobs.get(&claim.job_name);
-        let task = job
-            .and_then(|j| j.task(&claim.task_name))
-            .map(|t| t.task.clone());
-        let policy = job.and_then(|j| j.policies.get(&claim.task_name)).cloned();
-        let ctx = TaskContext {
+    /// What a claimed try's task sees: its instance, params, fence, database and CPU pool.
+    fn task_context(&self, claim: &ClaimedTask, cancel: CancellationToken) -> TaskContext {
+        TaskContext {
             run_id: claim.run_id,
             task_instance_id: claim.task_instance_id,
             job_name: claim.job_name.clone(),
@@ -864,7 +912,21 @@ impl Engine {
             },
             db: self.db.clone(),
             cpu_pool: self.cpu_pool.clone(),
-        };
+        }
+    }
+
+    fn spawn_task(
+        &self,
+        claim: ClaimedTask,
+        cancel: CancellationToken,
+        tx: mpsc::UnboundedSender<Finished>,
+    ) {
+        let job = self.jobs.get(&claim.job_name);
+        let task = job
+            .and_then(|j| j.task(&claim.task_name))
+            .map(|t| t.task.clone());
+        let policy = job.and_then(|j| j.policies.get(&claim.task_name)).cloned();
+        let ctx = self.task_context(&claim, cancel.clone());
         let span = info_span!("task", run_id = claim.run_id, job = %claim.job_name, task = %claim.task_name,
             key = %claim.map_key, try_number = claim.try_number);
         tokio::spawn(
@@ -877,18 +939,7 @@ impl Engine {
                     ))),
                     Some(task) => {
                         let timeout = policy.as_ref().and_then(|p| p.timeout);
-                        let fut = task.run(ctx);
-                        tokio::select! {
-                            r = async {
-                                match timeout {
-                                    Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
-                                        Err(TaskError::retryable(format!("timed out after {}", humantime::format_duration(t))))
-                                    }),
-                                    None => fut.await,
-                                }
-                            } => r,
-                            _ = cancel.cancelled() => Err(TaskError::retryable("cancelled: lease lost or shutdown")),
-                        }
+                        run_try(task, ctx, timeout, &cancel).await
                     }
                 };
                 if cancel.is_cancelled() {
@@ -909,47 +960,10 @@ impl Engine {
         let now = snowpatrol_store::now();
         let results: Vec<TaskResult> = batch
             .iter()
-            .map(|f| {
-                let outcome = match &f.result {
-                    Ok(out) => TaskOutcome::Success {
-                        output: out.clone(),
-                    },
-                    Err(e) => {
-                        let policy = self
-                            .jobs
-                            .get(&f.claim.job_name)
-                            .and_then(|j| j.policies.get(&f.claim.task_name));
-                        let backoff = |p: &TaskPolicy| {
-                            now + chrono::Duration::from_std(backoff_delay(p, f.claim.try_number))
-                                .unwrap_or_default()
-                        };
-                        if e.dependency_unavailable {
-                            TaskOutcome::Postponed {
-                                error: e.message.clone(),
-                                retry_at: policy.map_or_else(
-                                    || {
-                                        now + chrono::Duration::from_std(
-                                            self.settings.default_retry_delay,
-                                        )
-                                        .unwrap_or_default()
-                                    },
-                                    backoff,
-                                ),
-                            }
-                        } else {
-                            let retryable = e.retryable && f.claim.try_number < f.claim.max_tries;
-                            TaskOutcome::Failed {
-                                error: e.message.clone(),
-                                retry_at: policy.filter(|_| retryable).map(backoff),
-                            }
-                        }
-                    }
-                };
-                TaskResult {
-                    task_instance_id: f.claim.task_instance_id,
-                    try_number: f.claim.try_number,
-                    outcome,
-                }
+            .map(|f| TaskResult {
+                task_instance_id: f.claim.task_instance_id,
+                try_number: f.claim.try_number,
+                outcome: self.outcome_of(f, now),
             })
             .collect();
         let report = self
@@ -980,6 +994,44 @@ impl Engine {
         }
         self.alert_failed_runs(&report.finished_runs);
         Ok(report)
+    }
+
+    /// What a finished try means for its instance: success; a retry after the task's backoff while tries
+    /// remain and the error is retryable; postponed (the try is granted back) when a dependency was down;
+    /// failed otherwise.
+    fn outcome_of(&self, f: &Finished, now: DateTime<Utc>) -> TaskOutcome {
+        let e = match &f.result {
+            Ok(out) => {
+                return TaskOutcome::Success {
+                    output: out.clone(),
+                };
+            }
+            Err(e) => e,
+        };
+        let policy = self
+            .jobs
+            .get(&f.claim.job_name)
+            .and_then(|j| j.policies.get(&f.claim.task_name));
+        let backoff = |p: &TaskPolicy| {
+            now + chrono::Duration::from_std(backoff_delay(p, f.claim.try_number))
+                .unwrap_or_default()
+        };
+        if e.dependency_unavailable {
+            let default_delay = || {
+                now + chrono::Duration::from_std(self.settings.default_retry_delay)
+                    .unwrap_or_default()
+            };
+            TaskOutcome::Postponed {
+                error: e.message.clone(),
+                retry_at: policy.map_or_else(default_delay, backoff),
+            }
+        } else {
+            let retryable = e.retryable && f.claim.try_number < f.claim.max_tries;
+            TaskOutcome::Failed {
+                error: e.message.clone(),
+                retry_at: policy.filter(|_| retryable).map(backoff),
+            }
+        }
     }
 
     /// Hands the failed tasks of runs that just finished `failed` to the failure hook, one call per (run,
@@ -1025,7 +1077,6 @@ impl Engine {
         let j = self.job(job)?;
         let jobs = self.db.list_jobs().await?;
         let row = jobs.iter().find(|r| r.job_name == job);
-        let paused = row.is_some_and(|r| r.paused);
         let pending = self.db.pending_events(job).await?;
         let (queued, running) = self.db.active_run_count(job).await?;
         let now = snowpatrol_store::now();
@@ -1033,9 +1084,9 @@ impl Engine {
             .cron
             .as_ref()
             .and_then(|c| c.next_after(row.and_then(|r| r.cron_cursor).unwrap_or(now).max(now)));
-        let mut by_uri: BTreeMap<String, Vec<PendingEvent>> = BTreeMap::new();
+        let mut by_uri: BTreeMap<String, Vec<EventId>> = BTreeMap::new();
         for p in pending {
-            by_uri.entry(p.dataset_uri.clone()).or_default().push(p);
+            by_uri.entry(p.dataset_uri).or_default().push(p.event_id);
         }
         let leaves: Vec<LeafStatus> = j
             .condition
@@ -1043,15 +1094,9 @@ impl Engine {
             .map(|c| c.datasets())
             .unwrap_or_default()
             .into_iter()
-            .map(|uri| {
-                let events = by_uri
-                    .get(&uri)
-                    .map(|v| v.iter().map(|e| e.event_id).collect())
-                    .unwrap_or_default();
-                LeafStatus {
-                    dataset_uri: uri,
-                    pending_event_ids: events,
-                }
+            .map(|uri| LeafStatus {
+                pending_event_ids: by_uri.get(&uri).cloned().unwrap_or_default(),
+                dataset_uri: uri,
             })
             .collect();
         let updated: BTreeSet<String> = leaves
@@ -1059,14 +1104,58 @@ impl Engine {
             .filter(|l| !l.pending_event_ids.is_empty())
             .map(|l| l.dataset_uri.clone())
             .collect();
-        let condition_met = j.condition.as_ref().map(|c| c.is_satisfied(&updated));
+        let mut x = Explanation {
+            job: job.into(),
+            schedule: j.schedule_text(),
+            paused: row.is_some_and(|r| r.paused),
+            condition: j.condition.as_ref().map(|c| c.to_string()),
+            condition_met: j.condition.as_ref().map(|c| c.is_satisfied(&updated)),
+            leaves,
+            max_active_runs: j.max_active_runs,
+            queued_runs: queued,
+            running_runs: running,
+            next_cron_tick: next_cron,
+            catchup: j.catchup,
+            verdict: String::new(),
+        };
+        let zone = j.cron.as_ref().map_or(chrono_tz::UTC, |c| c.timezone);
+        x.verdict = x.verdict_in(zone);
+        Ok(x)
+    }
+}
+
+/// Runs one try of a task, ended early by its timeout or by `cancel` (lease lost or shutdown).
+async fn run_try(
+    task: Arc<dyn Task>,
+    ctx: TaskContext,
+    timeout: Option<Duration>,
+    cancel: &CancellationToken,
+) -> Result<TaskOutput, TaskError> {
+    let fut = task.run(ctx);
+    tokio::select! {
+        r = async {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+                    Err(TaskError::retryable(format!("timed out after {}", humantime::format_duration(t))))
+                }),
+                None => fut.await,
+            }
+        } => r,
+        _ = cancel.cancelled() => Err(TaskError::retryable("cancelled: lease lost or shutdown")),
+    }
+}
+
+impl Explanation {
+    /// Whether the job will run, and if not, every reason why (cron ticks shown in `zone`).
+    fn verdict_in(&self, zone: chrono_tz::Tz) -> String {
         let mut reasons = Vec::new();
-        if paused {
+        if self.paused {
             reasons.push("the job is paused".to_string());
         }
-        if queued + running >= j.max_active_runs as i64 {
-            let active = queued + running;
-            let relation = if active > j.max_active_runs as i64 {
+        let (queued, running) = (self.queued_runs, self.running_runs);
+        let active = queued + running;
+        if active >= self.max_active_runs as i64 {
+            let relation = if active > self.max_active_runs as i64 {
                 "more than"
             } else {
                 "as many as"
@@ -1075,11 +1164,12 @@ impl Engine {
                 "{active} run{} active (queued {queued}, running {running}): {relation} max_active_runs allows ({}); \
                  pending events wait until one finishes",
                 if active == 1 { "" } else { "s" },
-                j.max_active_runs
+                self.max_active_runs
             ));
         }
-        if let (Some(false), Some(c)) = (condition_met, &j.condition) {
-            let missing: Vec<_> = leaves
+        if let (Some(false), Some(c)) = (self.condition_met, &self.condition) {
+            let missing: Vec<_> = self
+                .leaves
                 .iter()
                 .filter(|l| l.pending_event_ids.is_empty())
                 .map(|l| l.dataset_uri.as_str())
@@ -1089,34 +1179,43 @@ impl Engine {
                 missing.join(", ")
             ));
         }
-        let verdict = if !reasons.is_empty() {
+        if !reasons.is_empty() {
             format!("will not run now: {}", reasons.join("; "))
-        } else if condition_met == Some(true) {
+        } else if self.condition_met == Some(true) {
             "will run: its dataset condition is met and it has room for a run".to_string()
-        } else if let Some(t) = next_cron {
+        } else if let Some(t) = self.next_cron_tick {
             format!(
                 "will run at the next cron tick, {}",
-                t.with_timezone(&j.cron.as_ref().map_or(chrono_tz::UTC, |c| c.timezone))
-                    .to_rfc3339()
+                t.with_timezone(&zone).to_rfc3339()
             )
         } else {
             "manual only: runs when triggered (`snowpatrol trigger` or `snowpatrol run`)"
                 .to_string()
-        };
-        Ok(Explanation {
-            job: job.into(),
-            schedule: j.schedule_text(),
-            paused,
-            condition: j.condition.as_ref().map(|c| c.to_string()),
-            condition_met,
-            leaves,
-            max_active_runs: j.max_active_runs,
-            queued_runs: queued,
-            running_runs: running,
-            next_cron_tick: next_cron,
-            catchup: j.catchup,
-            verdict,
-        })
+        }
+    }
+}
+
+/// What a worker loop keeps between passes.
+#[derive(Default)]
+struct WorkerState {
+    /// Each running try with the token that cancels it.
+    running: HashMap<TaskInstanceId, (ClaimedTask, CancellationToken)>,
+    /// When each running try's lease was last confirmed (claimed or heartbeated) in the database.
+    lease_confirmed: HashMap<TaskInstanceId, Instant>,
+    /// Results not recorded yet (the database failed): kept and retried.
+    unsent: Vec<Finished>,
+    /// Shutting down: no new claims, and the grace period ends then.
+    draining: Option<tokio::time::Instant>,
+    /// After a database error the loop waits until `db_retry.at` before claiming again; the deadline lives
+    /// across passes (heartbeat ticks and wake-ups must not postpone it, as a sleep re-created on every pass
+    /// would be).
+    db_retry: DbRetry,
+}
+
+impl WorkerState {
+    fn finished(&mut self, f: Finished) {
+        self.running.remove(&f.claim.task_instance_id);
+        self.unsent.push(f);
     }
 }
 

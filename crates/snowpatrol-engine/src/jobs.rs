@@ -353,7 +353,27 @@ fn resolve_job(
     }
     let params = resolve_params(job, cfg, &base, issues);
     let policies = task_policies(job, cfg, settings);
-    let shape = Arc::new(JobShape {
+    let shape = Arc::new(job_shape(job, &order, &policies));
+    Some(ResolvedJob {
+        definition: job.clone(),
+        cron,
+        condition,
+        catchup: cfg.catchup,
+        run_on_start: cfg.run_on_start,
+        max_active_runs: cfg.max_active_runs.max(1),
+        params,
+        policies,
+        shape,
+    })
+}
+
+/// What the store needs of a job to advance its runs: the tasks in dependency order with their tries.
+fn job_shape(
+    job: &JobDefinition,
+    order: &[&TaskDefinition],
+    policies: &HashMap<String, TaskPolicy>,
+) -> JobShape {
+    JobShape {
         job_name: job.name.clone(),
         tasks: order
             .iter()
@@ -366,18 +386,7 @@ fn resolve_job(
                 max_tries: policies.get(&t.name).map_or(1, |p| p.max_tries as i32),
             })
             .collect(),
-    });
-    Some(ResolvedJob {
-        definition: job.clone(),
-        cron,
-        condition,
-        catchup: cfg.catchup,
-        run_on_start: cfg.run_on_start,
-        max_active_runs: cfg.max_active_runs.max(1),
-        params,
-        policies,
-        shape,
-    })
+    }
 }
 
 /// The job's cron in its time zone; refuses one that does not parse and one that never fires.

@@ -135,15 +135,26 @@ impl Metrics {
             history_purged: Family::default(),
             database_up: Gauge::default(),
         };
+        m.register_cluster_gauges(registry);
+        m.register_process_metrics(registry);
+        for table in [
+            HistoryTable::job_runs,
+            HistoryTable::task_instances,
+            HistoryTable::dataset_events,
+        ] {
+            let _ = m.history_purged.get_or_create(&TableLabel { table });
+        }
+        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = root;
+        m
+    }
+
+    /// The gauges read from the database at scrape time: the same in every replica (take `max` over them).
+    fn register_cluster_gauges(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "job_runs_active",
             "Queued and running job runs by job and state (cluster-wide; take max over replicas)",
             m.runs_active.clone(),
-        );
-        registry.register(
-            "job_runs_finished",
-            "Job runs this process moved to success, failed or cancelled (sum over replicas)",
-            m.runs_finished.clone(),
         );
         registry.register(
             "task_instances_active",
@@ -164,6 +175,21 @@ impl Metrics {
             "job_last_finished_timestamp_seconds",
             "When the newest run of each job finished, in any state (cluster-wide)",
             m.last_finished.clone(),
+        );
+        registry.register(
+            "database_up",
+            "1 when this scrape could read the database; 0 means the cluster-wide gauges are stale",
+            m.database_up.clone(),
+        );
+    }
+
+    /// What this process did and measured: counters and histograms to `sum(increase())` over replicas.
+    fn register_process_metrics(&self, registry: &mut Registry) {
+        let m = self;
+        registry.register(
+            "job_runs_finished",
+            "Job runs this process moved to success, failed or cancelled (sum over replicas)",
+            m.runs_finished.clone(),
         );
         registry.register(
             "task_duration_seconds",
@@ -200,20 +226,6 @@ impl Metrics {
             "Rows deleted by history retention in this process, by table",
             m.history_purged.clone(),
         );
-        registry.register(
-            "database_up",
-            "1 when this scrape could read the database; 0 means the cluster-wide gauges are stale",
-            m.database_up.clone(),
-        );
-        for table in [
-            HistoryTable::job_runs,
-            HistoryTable::task_instances,
-            HistoryTable::dataset_events,
-        ] {
-            let _ = m.history_purged.get_or_create(&TableLabel { table });
-        }
-        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = root;
-        m
     }
 
     /// Lets the application register its own metrics (and collectors) in the same registry, so one

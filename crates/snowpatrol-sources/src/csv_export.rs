@@ -73,25 +73,50 @@ fn parse_metering_csv_parallel(
     let Some(header_len) = bytes.iter().position(|b| *b == b'\n').map(|i| i + 1) else {
         return parse_metering_csv(bytes, origin);
     };
+    let Some(columns) = header_columns(&bytes[..header_len], origin)? else {
+        return parse_metering_csv(bytes, origin);
+    };
+    let body = &bytes[header_len..];
+    let chunks = line_chunks(body, rayon::current_num_threads() * 4);
+    let parsed: Vec<Result<Vec<MeteringRow>, SourceError>> = chunks
+        .par_iter()
+        .map(|(first_line, chunk)| parse_chunk(&columns, *first_line, chunk, origin))
+        .collect();
+    let mut rows = Vec::with_capacity(parsed.iter().map(|p| p.as_ref().map_or(0, Vec::len)).sum());
+    for part in parsed {
+        rows.extend(part?);
+    }
+    Ok(rows)
+}
+
+/// The columns named by the header row in `header_line` (the file's first line); None when that line holds no
+/// record.
+fn header_columns(
+    header_line: &[u8],
+    origin: &Path,
+) -> Result<Option<MeteringColumns>, SourceError> {
     let mut header = csv::ReaderBuilder::new()
         .has_headers(false)
-        .from_reader(&bytes[..header_len]);
+        .from_reader(header_line);
     let mut record = ByteRecord::new();
     if !header
         .read_byte_record(&mut record)
         .map_err(|e| csv_error(origin, &e))?
     {
-        return parse_metering_csv(bytes, origin);
+        return Ok(None);
     }
     let columns = MeteringColumns::from_header(&record).map_err(|message| SourceError::Csv {
         path: origin.to_owned(),
         line: 1,
         message,
     })?;
-    let body = &bytes[header_len..];
-    let pieces = rayon::current_num_threads() * 4;
+    Ok(Some(columns))
+}
+
+/// `body` (the lines after the header) cut into about `pieces` chunks, each as (first line number, bytes);
+/// chunk boundaries sit just after a newline.
+fn line_chunks(body: &[u8], pieces: usize) -> Vec<(u64, &[u8])> {
     let target = body.len().div_ceil(pieces).max(1);
-    // (first line number, bytes) of each chunk; chunk boundaries sit just after a newline.
     let mut chunks: Vec<(u64, &[u8])> = Vec::with_capacity(pieces);
     let (mut start, mut line) = (0usize, 2u64);
     while start < body.len() {
@@ -106,55 +131,59 @@ fn parse_metering_csv_parallel(
         line += body[start..end].iter().filter(|b| **b == b'\n').count() as u64;
         start = end;
     }
-    let parsed: Vec<Result<Vec<MeteringRow>, SourceError>> = chunks
-        .par_iter()
-        .map(|(first_line, chunk)| {
-            let mut csv = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(*chunk);
-            let mut record = ByteRecord::new();
-            let mut rows = Vec::with_capacity(chunk.len() / 80);
-            loop {
-                match csv.read_byte_record(&mut record) {
-                    Ok(false) => break,
-                    Ok(true) => {}
-                    Err(e) => {
-                        let line = e
-                            .position()
-                            .map_or(*first_line, |p| first_line + p.line() - 1);
-                        return Err(SourceError::Csv {
-                            path: origin.to_owned(),
-                            line,
-                            message: e.to_string(),
-                        });
-                    }
-                }
-                let line = record
+    chunks
+}
+
+/// The rows of one chunk whose first line is line `first_line` of the file; errors name the file's line.
+fn parse_chunk(
+    columns: &MeteringColumns,
+    first_line: u64,
+    chunk: &[u8],
+    origin: &Path,
+) -> Result<Vec<MeteringRow>, SourceError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(chunk);
+    let mut record = ByteRecord::new();
+    let mut rows = Vec::with_capacity(chunk.len() / 80);
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e
                     .position()
-                    .map_or(*first_line, |p| first_line + p.line() - 1);
-                if record.len() == 1
-                    && record
-                        .get(0)
-                        .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
-                {
-                    continue;
-                }
-                let row = columns.parse(&record).map_err(|message| SourceError::Csv {
+                    .map_or(first_line, |p| first_line + p.line() - 1);
+                return Err(SourceError::Csv {
                     path: origin.to_owned(),
                     line,
-                    message,
-                })?;
-                rows.push(row);
+                    message: e.to_string(),
+                });
             }
-            Ok(rows)
-        })
-        .collect();
-    let mut rows = Vec::with_capacity(parsed.iter().map(|p| p.as_ref().map_or(0, Vec::len)).sum());
-    for part in parsed {
-        rows.extend(part?);
+        }
+        let line = record
+            .position()
+            .map_or(first_line, |p| first_line + p.line() - 1);
+        if is_blank_line(&record) {
+            continue;
+        }
+        let row = columns.parse(&record).map_err(|message| SourceError::Csv {
+            path: origin.to_owned(),
+            line,
+            message,
+        })?;
+        rows.push(row);
     }
     Ok(rows)
+}
+
+/// A record that is only a blank line (one field of whitespace).
+fn is_blank_line(record: &ByteRecord) -> bool {
+    record.len() == 1
+        && record
+            .get(0)
+            .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
 }
 
 /// [`read_metering_csv`] over any reader; `origin` is only used in error messages.
@@ -185,12 +214,8 @@ pub fn parse_metering_csv(
     let mut rows = Vec::new();
     while csv.read_byte_record(&mut record).map_err(csv_err)? {
         let line = record.position().map_or(0, |p| p.line());
-        if record.len() == 1
-            && record
-                .get(0)
-                .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
-        {
-            continue; // blank line
+        if is_blank_line(&record) {
+            continue;
         }
         let row = columns.parse(&record).map_err(|message| SourceError::Csv {
             path: origin.to_owned(),
@@ -258,33 +283,18 @@ pub fn read_labels_csv(path: &Path) -> Result<Vec<AnomalyLabel>, SourceError> {
         .flexible(true)
         .from_reader(std::io::BufReader::new(file));
     let mut record = csv::StringRecord::new();
-    let err = |line: u64, message: String| SourceError::Csv {
-        path: path.to_owned(),
-        line,
-        message,
-    };
 
     if !csv
         .read_record(&mut record)
         .map_err(|e| csv_error(path, &e))?
     {
-        return Err(err(1, "the file is empty (expected a header row)".into()));
+        return Err(line_error(
+            path,
+            1,
+            "the file is empty (expected a header row)".into(),
+        ));
     }
-    let header: Vec<String> = record.iter().map(normalise_header).collect();
-    let find = |name: &str| {
-        header.iter().position(|h| h == name).ok_or_else(|| {
-            err(
-                1,
-                format!("missing column {name:?} (found {})", header.join(", ")),
-            )
-        })
-    };
-    let (account, warehouse, date, kind) = (
-        find("ACCOUNT_NAME")?,
-        find("WAREHOUSE_NAME")?,
-        find("USAGE_DATE")?,
-        find("KIND")?,
-    );
+    let columns = LabelColumns::from_header(&record, path)?;
 
     let mut labels = Vec::new();
     while csv
@@ -295,32 +305,78 @@ pub fn read_labels_csv(path: &Path) -> Result<Vec<AnomalyLabel>, SourceError> {
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
+        labels.push(columns.parse(&record, line, path)?);
+    }
+    Ok(labels)
+}
+
+/// An error at `line` of the CSV file `path`.
+fn line_error(path: &Path, line: u64, message: String) -> SourceError {
+    SourceError::Csv {
+        path: path.to_owned(),
+        line,
+        message,
+    }
+}
+
+/// Column positions of a labels file, resolved once from its header.
+struct LabelColumns {
+    account: usize,
+    warehouse: usize,
+    date: usize,
+    kind: usize,
+}
+
+impl LabelColumns {
+    fn from_header(record: &csv::StringRecord, path: &Path) -> Result<Self, SourceError> {
+        let header: Vec<String> = record.iter().map(normalise_header).collect();
+        let find = |name: &str| {
+            header.iter().position(|h| h == name).ok_or_else(|| {
+                line_error(
+                    path,
+                    1,
+                    format!("missing column {name:?} (found {})", header.join(", ")),
+                )
+            })
+        };
+        Ok(Self {
+            account: find("ACCOUNT_NAME")?,
+            warehouse: find("WAREHOUSE_NAME")?,
+            date: find("USAGE_DATE")?,
+            kind: find("KIND")?,
+        })
+    }
+
+    /// The label on `record`, line `line` of `path`.
+    fn parse(
+        &self,
+        record: &csv::StringRecord,
+        line: u64,
+        path: &Path,
+    ) -> Result<AnomalyLabel, SourceError> {
+        let err = |message: String| line_error(path, line, message);
         let field = |i: usize, name: &str| -> Result<&str, SourceError> {
             match record.get(i).map(str::trim) {
                 Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(err(line, format!("{name} is empty"))),
+                _ => Err(err(format!("{name} is empty"))),
             }
         };
-        let date_text = field(date, "usage_date")?;
+        let date_text = field(self.date, "usage_date")?;
         let usage_date = NaiveDate::parse_from_str(date_text, "%Y-%m-%d").map_err(|e| {
-            err(
-                line,
-                format!("usage_date {date_text:?} is not a YYYY-MM-DD date: {e}"),
-            )
+            err(format!(
+                "usage_date {date_text:?} is not a YYYY-MM-DD date: {e}"
+            ))
         })?;
-        let kind: AnomalyKind = field(kind, "kind")?
-            .parse()
-            .map_err(|m: String| err(line, m))?;
-        labels.push(AnomalyLabel {
+        let kind: AnomalyKind = field(self.kind, "kind")?.parse().map_err(err)?;
+        Ok(AnomalyLabel {
             key: WarehouseKey::new(
-                field(account, "account_name")?,
-                field(warehouse, "warehouse_name")?,
+                field(self.account, "account_name")?,
+                field(self.warehouse, "warehouse_name")?,
             ),
             date: usage_date,
             kind,
-        });
+        })
     }
-    Ok(labels)
 }
 
 /// Writes labels in the format [`read_labels_csv`] reads.
@@ -415,62 +471,32 @@ impl MeteringColumns {
     }
 
     fn parse(&self, r: &ByteRecord) -> Result<MeteringRow, String> {
-        let text = |i: usize, name: &str| -> Result<&str, String> {
-            let bytes = r.get(i).ok_or_else(|| {
-                format!("{name} is missing (the row has only {} fields)", r.len())
-            })?;
-            std::str::from_utf8(bytes)
-                .map(str::trim)
-                .map_err(|_| format!("{name} is not valid UTF-8"))
-        };
-        let required = |i: usize, name: &str| -> Result<&str, String> {
-            let v = text(i, name)?;
-            if v.is_empty() {
-                Err(format!("{name} is empty"))
-            } else {
-                Ok(v)
-            }
-        };
-        let optional = |i: Option<usize>, name: &str| -> Result<Option<&str>, String> {
-            match i {
-                None => Ok(None),
-                Some(i) => text(i, name).map(|v| (!v.is_empty()).then_some(v)),
-            }
-        };
-        let number = |v: &str, name: &str| -> Result<f64, String> {
-            match v.parse::<f64>() {
-                Ok(x) if x.is_finite() => Ok(x),
-                _ => Err(format!("{name} {v:?} is not a number")),
-            }
-        };
-        let timestamp = |v: &str, name: &str| -> Result<DateTime<Utc>, String> {
-            parse_timestamp(v).ok_or_else(|| {
-                format!("{name} {v:?} is not a timestamp (expected e.g. 2025-09-27 17:00:00.000 +0000 or 2025-09-27T17:00:00Z)")
-            })
-        };
-
-        let account_name = required(self.account, "ACCOUNT_NAME")?;
-        let warehouse_name = required(self.warehouse, "WAREHOUSE_NAME")?;
-        let warehouse_id = match optional(self.warehouse_id, "WAREHOUSE_ID")? {
+        let r = RowFields(r);
+        let account_name = r.required(self.account, "ACCOUNT_NAME")?;
+        let warehouse_name = r.required(self.warehouse, "WAREHOUSE_NAME")?;
+        let warehouse_id = match r.optional(self.warehouse_id, "WAREHOUSE_ID")? {
             Some(v) => v
                 .parse::<i64>()
                 .map_err(|_| format!("WAREHOUSE_ID {v:?} is not an integer"))?,
             None if warehouse_name == PSEUDO_WAREHOUSE => 0,
             None => 1,
         };
-        let service_type =
-            optional(self.service_type, "SERVICE_TYPE")?.unwrap_or(DEFAULT_SERVICE_TYPE);
-        let start_time = timestamp(required(self.start, "START_TIME")?, "START_TIME")?;
-        let end_time = match optional(self.end, "END_TIME")? {
-            Some(v) => timestamp(v, "END_TIME")?,
+        let service_type = r
+            .optional(self.service_type, "SERVICE_TYPE")?
+            .unwrap_or(DEFAULT_SERVICE_TYPE);
+        let start_time = timestamp_cell(r.required(self.start, "START_TIME")?, "START_TIME")?;
+        let end_time = match r.optional(self.end, "END_TIME")? {
+            Some(v) => timestamp_cell(v, "END_TIME")?,
             None => start_time + Duration::hours(1),
         };
-        let credits_used = number(required(self.credits, "CREDITS_USED")?, "CREDITS_USED")?;
-        let compute = optional(self.compute, "CREDITS_USED_COMPUTE")?
-            .map(|v| number(v, "CREDITS_USED_COMPUTE"))
+        let credits_used = number_cell(r.required(self.credits, "CREDITS_USED")?, "CREDITS_USED")?;
+        let compute = r
+            .optional(self.compute, "CREDITS_USED_COMPUTE")?
+            .map(|v| number_cell(v, "CREDITS_USED_COMPUTE"))
             .transpose()?;
-        let cloud = optional(self.cloud, "CREDITS_USED_CLOUD_SERVICES")?
-            .map(|v| number(v, "CREDITS_USED_CLOUD_SERVICES"))
+        let cloud = r
+            .optional(self.cloud, "CREDITS_USED_CLOUD_SERVICES")?
+            .map(|v| number_cell(v, "CREDITS_USED_CLOUD_SERVICES"))
             .transpose()?;
         let (credits_used_compute, credits_used_cloud_services) = match (compute, cloud) {
             (Some(c), Some(s)) => (c, s),
@@ -490,6 +516,57 @@ impl MeteringColumns {
             credits_used_cloud_services,
         })
     }
+}
+
+/// The cells of one metering record, trimmed, with errors naming the column.
+struct RowFields<'r>(&'r ByteRecord);
+
+impl<'r> RowFields<'r> {
+    /// The cell of column `name` at `i`, possibly empty.
+    fn text(&self, i: usize, name: &str) -> Result<&'r str, String> {
+        let bytes = self.0.get(i).ok_or_else(|| {
+            format!(
+                "{name} is missing (the row has only {} fields)",
+                self.0.len()
+            )
+        })?;
+        std::str::from_utf8(bytes)
+            .map(str::trim)
+            .map_err(|_| format!("{name} is not valid UTF-8"))
+    }
+
+    /// A cell that must not be empty.
+    fn required(&self, i: usize, name: &str) -> Result<&'r str, String> {
+        let v = self.text(i, name)?;
+        if v.is_empty() {
+            Err(format!("{name} is empty"))
+        } else {
+            Ok(v)
+        }
+    }
+
+    /// The cell of an optional column; None when the column is absent or the cell empty.
+    fn optional(&self, i: Option<usize>, name: &str) -> Result<Option<&'r str>, String> {
+        match i {
+            None => Ok(None),
+            Some(i) => self.text(i, name).map(|v| (!v.is_empty()).then_some(v)),
+        }
+    }
+}
+
+/// A credits cell: a finite number.
+fn number_cell(v: &str, name: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        _ => Err(format!("{name} {v:?} is not a number")),
+    }
+}
+
+/// A START_TIME or END_TIME cell, in any form [`parse_timestamp`] reads.
+fn timestamp_cell(v: &str, name: &str) -> Result<DateTime<Utc>, String> {
+    parse_timestamp(v).ok_or_else(|| {
+        format!("{name} {v:?} is not a timestamp (expected e.g. 2025-09-27 17:00:00.000 +0000 or 2025-09-27T17:00:00Z)")
+    })
 }
 
 /// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fraction][ ][Z|±HH[:]MM|±HH]`; no offset means UTC (the view's session
@@ -522,17 +599,33 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     let (hour, minute, second) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
 
     let mut i = 19;
-    let mut nanos = 0u32;
-    if b.get(i) == Some(&b'.') {
+    let nanos = fraction_nanos(b, &mut i)?;
+    while i < b.len() && b[i] == b' ' {
         i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 9 {
-                nanos = nanos * 10 + u32::from(b[i] - b'0');
+    }
+    let offset_secs = offset_seconds(&b[i..])?;
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    let local = date.and_time(time);
+    FixedOffset::east_opt(offset_secs)?
+        .from_local_datetime(&local)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The nanoseconds of the `.fraction` at `b[*i..]`, if there is one (0 otherwise; digits past the ninth are
+/// ignored), moving `*i` past it. None for a dot without digits.
+fn fraction_nanos(b: &[u8], i: &mut usize) -> Option<u32> {
+    let mut nanos = 0u32;
+    if b.get(*i) == Some(&b'.') {
+        *i += 1;
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            if *i - start < 9 {
+                nanos = nanos * 10 + u32::from(b[*i] - b'0');
             }
-            i += 1;
+            *i += 1;
         }
-        let n = i - start;
+        let n = *i - start;
         if n == 0 {
             return None;
         }
@@ -540,11 +633,13 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
             nanos *= 10;
         }
     }
-    while i < b.len() && b[i] == b' ' {
-        i += 1;
-    }
-    let offset_secs: i32 = match &b[i..] {
-        [] | [b'Z' | b'z'] => 0,
+    Some(nanos)
+}
+
+/// Seconds east of UTC of a timestamp's offset: nothing or `Z` (UTC), `±HH`, `±HHMM` or `±HH:MM`.
+fn offset_seconds(offset: &[u8]) -> Option<i32> {
+    match offset {
+        [] | [b'Z' | b'z'] => Some(0),
         [sign @ (b'+' | b'-'), rest @ ..] => {
             let (h, m) = match rest {
                 [h1, h2] => (&[*h1, *h2][..], &b"00"[..]),
@@ -557,16 +652,10 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
                     .then(|| i32::from(d[0] - b'0') * 10 + i32::from(d[1] - b'0'))
             };
             let secs = two(h)? * 3600 + two(m)? * 60;
-            if *sign == b'-' { -secs } else { secs }
+            Some(if *sign == b'-' { -secs } else { secs })
         }
-        _ => return None,
-    };
-    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
-    let local = date.and_time(time);
-    FixedOffset::east_opt(offset_secs)?
-        .from_local_datetime(&local)
-        .single()
-        .map(|t| t.with_timezone(&Utc))
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -158,77 +158,11 @@ impl SnowflakeSource {
     /// Validates the config and loads the private key, without connecting: a bad key or a missing setting
     /// fails at start-up instead of at the first scheduled run.
     pub fn new(cfg: SnowflakeConfig) -> Result<Self, SourceError> {
-        if cfg.account.trim().is_empty() {
-            return Err(SourceError::Config(
-                "snowflake.account is empty (expected e.g. \"myorg-myaccount\")".into(),
-            ));
-        }
-        if cfg.user.trim().is_empty() {
-            return Err(SourceError::Config("snowflake.user is empty".into()));
-        }
-        let account_name = cfg.account_name.clone().filter(|a| !a.trim().is_empty());
-        if cfg.view == UsageView::AccountUsage && account_name.is_none() {
-            return Err(SourceError::Config(
-                "snowflake.view = \"account_usage\" needs snowflake.account_name: ACCOUNT_USAGE has no ACCOUNT_NAME column, \
-                 so Snowpatrol labels every row with the configured name (use the name ORGANIZATION_USAGE shows for this account)"
-                    .into(),
-            ));
-        }
-
-        let mut key_fingerprint = None;
-        let auth = match &cfg.auth {
-            SnowflakeAuth::Password { password } => AuthConfig::password(password.expose_secret()),
-            SnowflakeAuth::OAuth { token } => AuthConfig::oauth(token.expose_secret()),
-            SnowflakeAuth::KeyPair {
-                private_key_path,
-                passphrase,
-            } => {
-                let key = load_private_key(private_key_path, passphrase.as_ref())?;
-                key_fingerprint = public_key_fingerprint(&key);
-                // Hand the connector the decrypted key so each login skips the (deliberately slow) KDF; the
-                // connector keeps whatever it is given in memory either way.
-                let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| {
-                    SourceError::Config(format!(
-                        "cannot re-encode private key {}: {e}",
-                        private_key_path.display()
-                    ))
-                })?;
-                AuthConfig::key_pair(KeyPairConfig::from_pem(pem.as_str()))
-            }
-        };
-
-        let mut session = SessionConfig::new();
-        if let Some(role) = &cfg.role {
-            session = session.with_role(role);
-        }
-        if let Some(warehouse) = &cfg.warehouse {
-            session = session.with_warehouse(warehouse);
-        }
-        let mut client_config = ClientConfig::new(&cfg.user, &cfg.account, auth)
-            .with_session(session)
-            .with_query(QueryConfig::new().with_query_response_timeout(cfg.query_timeout));
-        if let Some(base) = &cfg.base_url {
-            let url = url::Url::parse(base).map_err(|e| {
-                SourceError::Config(format!("snowflake.base_url {base:?} is not a URL: {e}"))
-            })?;
-            client_config = client_config.with_endpoint(EndpointConfig::custom_base_url(url));
-        }
-        let client = Client::new(client_config)
+        let account_name = validated_account_name(&cfg)?;
+        let (auth, key_fingerprint) = auth_config(&cfg.auth)?;
+        let client = Client::new(client_config(&cfg, auth)?)
             .map_err(|e| SourceError::Config(format!("cannot build the Snowflake client: {e}")))?;
-
-        let description = format!(
-            "snowflake account={} user={} role={} warehouse={} view={} auth={}{}",
-            cfg.account,
-            cfg.user,
-            cfg.role.as_deref().unwrap_or("<default>"),
-            cfg.warehouse.as_deref().unwrap_or("<default>"),
-            cfg.view.qualified_view(),
-            cfg.auth.method(),
-            cfg.base_url
-                .as_deref()
-                .map(|u| format!(" endpoint={u}"))
-                .unwrap_or_default(),
-        );
+        let description = describe_config(&cfg);
         Ok(Self {
             client,
             view: cfg.view,
@@ -325,6 +259,95 @@ impl SnowflakeSource {
             &self.hints,
         )
     }
+}
+
+/// Checks the settings every view needs; returns the `ACCOUNT_NAME` to put on every row, if configured.
+fn validated_account_name(cfg: &SnowflakeConfig) -> Result<Option<String>, SourceError> {
+    if cfg.account.trim().is_empty() {
+        return Err(SourceError::Config(
+            "snowflake.account is empty (expected e.g. \"myorg-myaccount\")".into(),
+        ));
+    }
+    if cfg.user.trim().is_empty() {
+        return Err(SourceError::Config("snowflake.user is empty".into()));
+    }
+    let account_name = cfg.account_name.clone().filter(|a| !a.trim().is_empty());
+    if cfg.view == UsageView::AccountUsage && account_name.is_none() {
+        return Err(SourceError::Config(
+            "snowflake.view = \"account_usage\" needs snowflake.account_name: ACCOUNT_USAGE has no ACCOUNT_NAME column, \
+             so Snowpatrol labels every row with the configured name (use the name ORGANIZATION_USAGE shows for this account)"
+                .into(),
+        ));
+    }
+    Ok(account_name)
+}
+
+/// The connector's login settings, and for key-pair login the public key's fingerprint (for hints). Loads and
+/// decrypts the private key now, so a bad key fails at start-up.
+fn auth_config(auth: &SnowflakeAuth) -> Result<(AuthConfig, Option<String>), SourceError> {
+    Ok(match auth {
+        SnowflakeAuth::Password { password } => {
+            (AuthConfig::password(password.expose_secret()), None)
+        }
+        SnowflakeAuth::OAuth { token } => (AuthConfig::oauth(token.expose_secret()), None),
+        SnowflakeAuth::KeyPair {
+            private_key_path,
+            passphrase,
+        } => {
+            let key = load_private_key(private_key_path, passphrase.as_ref())?;
+            let key_fingerprint = public_key_fingerprint(&key);
+            // Hand the connector the decrypted key so each login skips the (deliberately slow) KDF; the
+            // connector keeps whatever it is given in memory either way.
+            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| {
+                SourceError::Config(format!(
+                    "cannot re-encode private key {}: {e}",
+                    private_key_path.display()
+                ))
+            })?;
+            (
+                AuthConfig::key_pair(KeyPairConfig::from_pem(pem.as_str())),
+                key_fingerprint,
+            )
+        }
+    })
+}
+
+/// The connector's client settings: login, role and warehouse, query timeout and endpoint.
+fn client_config(cfg: &SnowflakeConfig, auth: AuthConfig) -> Result<ClientConfig, SourceError> {
+    let mut session = SessionConfig::new();
+    if let Some(role) = &cfg.role {
+        session = session.with_role(role);
+    }
+    if let Some(warehouse) = &cfg.warehouse {
+        session = session.with_warehouse(warehouse);
+    }
+    let mut client_config = ClientConfig::new(&cfg.user, &cfg.account, auth)
+        .with_session(session)
+        .with_query(QueryConfig::new().with_query_response_timeout(cfg.query_timeout));
+    if let Some(base) = &cfg.base_url {
+        let url = url::Url::parse(base).map_err(|e| {
+            SourceError::Config(format!("snowflake.base_url {base:?} is not a URL: {e}"))
+        })?;
+        client_config = client_config.with_endpoint(EndpointConfig::custom_base_url(url));
+    }
+    Ok(client_config)
+}
+
+/// The source as logs and `describe` show it (no secrets).
+fn describe_config(cfg: &SnowflakeConfig) -> String {
+    format!(
+        "snowflake account={} user={} role={} warehouse={} view={} auth={}{}",
+        cfg.account,
+        cfg.user,
+        cfg.role.as_deref().unwrap_or("<default>"),
+        cfg.warehouse.as_deref().unwrap_or("<default>"),
+        cfg.view.qualified_view(),
+        cfg.auth.method(),
+        cfg.base_url
+            .as_deref()
+            .map(|u| format!(" endpoint={u}"))
+            .unwrap_or_default(),
+    )
 }
 
 #[async_trait]
@@ -500,96 +523,12 @@ fn classify(
     query_id: Option<&str>,
     h: &HintContext,
 ) -> SourceError {
-    let lower = message.to_ascii_lowercase();
-    let role = h.role.as_deref().unwrap_or("<the user's default role>");
-    let role_clause = h.role.as_deref().map_or_else(
-        || "the user's default role".to_owned(),
-        |r| format!("role {r}"),
-    );
-    let user = &h.user;
-    let auth = |hint: String| SourceError::Auth {
-        message: message.to_owned(),
-        hint,
-    };
-    let permission = |hint: String| SourceError::Permission {
-        message: message.to_owned(),
-        hint,
-    };
-
-    let warehouse_hint = || match &h.warehouse {
-        Some(w) => format!(
-            "grant the warehouse to the role: `GRANT USAGE ON WAREHOUSE {w} TO ROLE {role}`"
-        ),
-        None => format!(
-            "set snowflake.warehouse (the user has no default warehouse), and `GRANT USAGE ON WAREHOUSE <wh> TO ROLE {role}`"
-        ),
-    };
-
     match kind {
-        ErrorKind::Auth | ErrorKind::SessionExpired => {
-            if lower.contains("role")
-                && (lower.contains("not granted")
-                    || lower.contains("not authorized")
-                    || lower.contains("does not exist"))
-            {
-                auth(format!(
-                    "`GRANT ROLE {role} TO USER {user}`, or remove snowflake.role to use the user's default role"
-                ))
-            } else if lower.contains("warehouse") {
-                auth(warehouse_hint())
-            } else if lower.contains("locked") || lower.contains("disabled") {
-                auth(format!(
-                    "the user is locked or disabled: `ALTER USER {user} SET DISABLED = FALSE` / `ALTER USER {user} UNSET MINS_TO_UNLOCK`"
-                ))
-            } else if lower.contains("jwt") || h.auth_method == "key pair" {
-                let fp = h.key_fingerprint.as_deref().unwrap_or("<fingerprint>");
-                auth(format!(
-                    "register the public key of snowflake.auth.private_key_path for user {user}: \
-                     `ALTER USER {user} SET RSA_PUBLIC_KEY='<public key body>'`; `DESC USER {user}` must show \
-                     RSA_PUBLIC_KEY_FP = {fp}. Also check snowflake.account is the account identifier (orgname-accountname) \
-                     and snowflake.user the login name"
-                ))
-            } else if lower.contains("oauth") || h.auth_method == "OAuth" {
-                auth("the OAuth access token is invalid or expired: obtain a new one for this user (Snowpatrol does not refresh tokens), \
-                      and check the security integration allows the requested role"
-                    .into())
-            } else {
-                auth(format!(
-                    "check snowflake.user ({user}), the password, and snowflake.account (orgname-accountname); Snowflake \
-                     gives the same message when the user does not exist. Prefer key-pair auth for service users"
-                ))
-            }
-        }
-        ErrorKind::Server => {
-            let not_authorized = code == Some("002003")
-                || lower.contains("does not exist or not authorized")
-                || lower.contains("does not exist because");
-            if lower.contains("no active warehouse") || code == Some("000606") {
-                permission(warehouse_hint())
-            } else if lower.contains("insufficient privileges")
-                || code == Some("003001")
-                || not_authorized
-            {
-                permission(match h.view {
-                    UsageView::OrganizationUsage => format!(
-                        "{role_clause} cannot read SNOWFLAKE.ORGANIZATION_USAGE. ORGANIZATION_USAGE requires the ORGADMIN role \
-                         (or GLOBALORGADMIN in the organization account) or a role granted an organization SNOWFLAKE database \
-                         role, e.g. `GRANT DATABASE ROLE SNOWFLAKE.ORGANIZATION_USAGE_VIEWER TO ROLE {role}`, and only from the \
-                         organization account or an account with ORGADMIN enabled. Alternatively set snowflake.view = \
-                         \"account_usage\" and snowflake.account_name"
-                    ),
-                    UsageView::AccountUsage => format!(
-                        "{role_clause} cannot read SNOWFLAKE.ACCOUNT_USAGE: `GRANT IMPORTED PRIVILEGES ON DATABASE SNOWFLAKE TO ROLE {role}` \
-                         (or `GRANT DATABASE ROLE SNOWFLAKE.USAGE_VIEWER TO ROLE {role}`)"
-                    ),
-                })
-            } else {
-                SourceError::Query {
-                    message: message.to_owned(),
-                    query_id: query_id.map(str::to_owned),
-                }
-            }
-        }
+        ErrorKind::Auth | ErrorKind::SessionExpired => SourceError::Auth {
+            message: message.to_owned(),
+            hint: login_hint(message, h),
+        },
+        ErrorKind::Server => classify_server(code, message, query_id, h),
         ErrorKind::Network => SourceError::Network {
             message: message.to_owned(),
         },
@@ -605,6 +544,116 @@ fn classify(
             message: message.to_owned(),
             query_id: query_id.map(str::to_owned),
         },
+    }
+}
+
+impl HintContext {
+    /// The role as grants name it.
+    fn role(&self) -> &str {
+        self.role.as_deref().unwrap_or("<the user's default role>")
+    }
+
+    /// How to make the warehouse usable: grant it, or configure one when the user has no default.
+    fn warehouse_hint(&self) -> String {
+        let role = self.role();
+        match &self.warehouse {
+            Some(w) => format!(
+                "grant the warehouse to the role: `GRANT USAGE ON WAREHOUSE {w} TO ROLE {role}`"
+            ),
+            None => format!(
+                "set snowflake.warehouse (the user has no default warehouse), and `GRANT USAGE ON WAREHOUSE <wh> TO ROLE {role}`"
+            ),
+        }
+    }
+
+    /// The grant that lets the role read the configured usage view.
+    fn view_grant_hint(&self) -> String {
+        let role = self.role();
+        let role_clause = self.role.as_deref().map_or_else(
+            || "the user's default role".to_owned(),
+            |r| format!("role {r}"),
+        );
+        match self.view {
+            UsageView::OrganizationUsage => format!(
+                "{role_clause} cannot read SNOWFLAKE.ORGANIZATION_USAGE. ORGANIZATION_USAGE requires the ORGADMIN role \
+                 (or GLOBALORGADMIN in the organization account) or a role granted an organization SNOWFLAKE database \
+                 role, e.g. `GRANT DATABASE ROLE SNOWFLAKE.ORGANIZATION_USAGE_VIEWER TO ROLE {role}`, and only from the \
+                 organization account or an account with ORGADMIN enabled. Alternatively set snowflake.view = \
+                 \"account_usage\" and snowflake.account_name"
+            ),
+            UsageView::AccountUsage => format!(
+                "{role_clause} cannot read SNOWFLAKE.ACCOUNT_USAGE: `GRANT IMPORTED PRIVILEGES ON DATABASE SNOWFLAKE TO ROLE {role}` \
+                 (or `GRANT DATABASE ROLE SNOWFLAKE.USAGE_VIEWER TO ROLE {role}`)"
+            ),
+        }
+    }
+}
+
+/// The fix for a rejected login (or an expired session), from what the message names and the auth method.
+fn login_hint(message: &str, h: &HintContext) -> String {
+    let lower = message.to_ascii_lowercase();
+    let role = h.role();
+    let user = &h.user;
+    if lower.contains("role")
+        && (lower.contains("not granted")
+            || lower.contains("not authorized")
+            || lower.contains("does not exist"))
+    {
+        format!(
+            "`GRANT ROLE {role} TO USER {user}`, or remove snowflake.role to use the user's default role"
+        )
+    } else if lower.contains("warehouse") {
+        h.warehouse_hint()
+    } else if lower.contains("locked") || lower.contains("disabled") {
+        format!(
+            "the user is locked or disabled: `ALTER USER {user} SET DISABLED = FALSE` / `ALTER USER {user} UNSET MINS_TO_UNLOCK`"
+        )
+    } else if lower.contains("jwt") || h.auth_method == "key pair" {
+        let fp = h.key_fingerprint.as_deref().unwrap_or("<fingerprint>");
+        format!(
+            "register the public key of snowflake.auth.private_key_path for user {user}: \
+             `ALTER USER {user} SET RSA_PUBLIC_KEY='<public key body>'`; `DESC USER {user}` must show \
+             RSA_PUBLIC_KEY_FP = {fp}. Also check snowflake.account is the account identifier (orgname-accountname) \
+             and snowflake.user the login name"
+        )
+    } else if lower.contains("oauth") || h.auth_method == "OAuth" {
+        "the OAuth access token is invalid or expired: obtain a new one for this user (Snowpatrol does not refresh tokens), \
+         and check the security integration allows the requested role"
+            .into()
+    } else {
+        format!(
+            "check snowflake.user ({user}), the password, and snowflake.account (orgname-accountname); Snowflake \
+             gives the same message when the user does not exist. Prefer key-pair auth for service users"
+        )
+    }
+}
+
+/// An error Snowflake answered a query with: a missing warehouse or grant gets its fix, anything else is a
+/// query error.
+fn classify_server(
+    code: Option<&str>,
+    message: &str,
+    query_id: Option<&str>,
+    h: &HintContext,
+) -> SourceError {
+    let lower = message.to_ascii_lowercase();
+    let permission = |hint: String| SourceError::Permission {
+        message: message.to_owned(),
+        hint,
+    };
+    let not_authorized = code == Some("002003")
+        || lower.contains("does not exist or not authorized")
+        || lower.contains("does not exist because");
+    if lower.contains("no active warehouse") || code == Some("000606") {
+        permission(h.warehouse_hint())
+    } else if lower.contains("insufficient privileges") || code == Some("003001") || not_authorized
+    {
+        permission(h.view_grant_hint())
+    } else {
+        SourceError::Query {
+            message: message.to_owned(),
+            query_id: query_id.map(str::to_owned),
+        }
     }
 }
 
@@ -656,7 +705,7 @@ mod tests {
     }
 
     #[test]
-    fn warehouse_and_login_failures_get_specific_hints() {
+    fn missing_warehouse_and_role_grants_get_specific_hints() {
         let h = hints(UsageView::OrganizationUsage, "password");
         let e = classify(
             ErrorKind::Server,
@@ -683,7 +732,11 @@ mod tests {
                 .contains("GRANT ROLE COST_READER TO USER SNOWPATROL"),
             "{e}"
         );
+    }
 
+    #[test]
+    fn login_failures_get_hints_for_their_auth_method() {
+        let h = hints(UsageView::OrganizationUsage, "password");
         let e = classify(
             ErrorKind::Auth,
             None,

@@ -7,7 +7,9 @@
 
 use crate::{MeteringRow, SnowflakeAuth, SnowflakeConfig};
 use snowflake_connector_rs::bind::TimestampLtz;
-use snowflake_connector_rs::{AuthConfig, Client, ClientConfig, EndpointConfig, Statement};
+use snowflake_connector_rs::{
+    AuthConfig, Client, ClientConfig, EndpointConfig, Session, Statement,
+};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -88,41 +90,9 @@ impl FakeSnowflake {
         )
         .expect("connector client");
         let s = client.create_session().await.expect("login to the peer");
-        for sql in [
-            "CREATE DATABASE IF NOT EXISTS SNOWFLAKE",
-            "CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ORGANIZATION_USAGE",
-            "CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ACCOUNT_USAGE",
-            "CREATE TABLE SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY (ORGANIZATION_NAME VARCHAR, \
-             ACCOUNT_NAME VARCHAR, REGION VARCHAR, SERVICE_TYPE VARCHAR, START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, \
-             WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, CREDITS_USED NUMBER(38,9), CREDITS_USED_COMPUTE NUMBER(38,9), \
-             CREDITS_USED_CLOUD_SERVICES NUMBER(38,9))",
-            "CREATE TABLE SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY (START_TIME TIMESTAMP_LTZ, \
-             END_TIME TIMESTAMP_LTZ, WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, CREDITS_USED NUMBER(38,9), \
-             CREDITS_USED_COMPUTE NUMBER(38,9), CREDITS_USED_CLOUD_SERVICES NUMBER(38,9))",
-        ] {
-            s.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
+        create_metering_views(&s).await;
         for chunk in rows.chunks(200) {
-            let values = vec!["('ACME', ?, 'AWS_US_WEST_2', ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()]
-                .join(", ");
-            let mut st = Statement::new_positional(format!(
-                "INSERT INTO SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY (ORGANIZATION_NAME, ACCOUNT_NAME, \
-                 REGION, SERVICE_TYPE, START_TIME, END_TIME, WAREHOUSE_ID, WAREHOUSE_NAME, CREDITS_USED, \
-                 CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES {values}"
-            ));
-            for r in chunk {
-                st = st
-                    .bind(r.account_name.clone())
-                    .bind(r.service_type.clone())
-                    .bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
-                    .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
-                    .bind(r.warehouse_id)
-                    .bind(r.warehouse_name.clone())
-                    .bind(r.credits_used)
-                    .bind(r.credits_used_compute)
-                    .bind(r.credits_used_cloud_services);
-            }
-            s.query(st).await.expect("insert metering rows");
+            insert_organization_rows(&s, chunk).await;
             let prod: Vec<&MeteringRow> = chunk
                 .iter()
                 .filter(|r| r.account_name == "ACME_PROD")
@@ -130,24 +100,71 @@ impl FakeSnowflake {
             if prod.is_empty() {
                 continue;
             }
-            let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; prod.len()].join(", ");
-            let mut st = Statement::new_positional(format!(
-                "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY (START_TIME, END_TIME, WAREHOUSE_ID, \
-                 WAREHOUSE_NAME, CREDITS_USED, CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES {values}"
-            ));
-            for r in prod {
-                st = st
-                    .bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
-                    .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
-                    .bind(r.warehouse_id)
-                    .bind(r.warehouse_name.clone())
-                    .bind(r.credits_used)
-                    .bind(r.credits_used_compute)
-                    .bind(r.credits_used_cloud_services);
-            }
-            s.query(st).await.expect("insert account usage rows");
+            insert_account_rows(&s, &prod).await;
         }
     }
+}
+
+/// The SNOWFLAKE database with both schemas and their WAREHOUSE_METERING_HISTORY tables.
+async fn create_metering_views(s: &Session) {
+    for sql in [
+        "CREATE DATABASE IF NOT EXISTS SNOWFLAKE",
+        "CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ORGANIZATION_USAGE",
+        "CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ACCOUNT_USAGE",
+        "CREATE TABLE SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY (ORGANIZATION_NAME VARCHAR, \
+         ACCOUNT_NAME VARCHAR, REGION VARCHAR, SERVICE_TYPE VARCHAR, START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, \
+         WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, CREDITS_USED NUMBER(38,9), CREDITS_USED_COMPUTE NUMBER(38,9), \
+         CREDITS_USED_CLOUD_SERVICES NUMBER(38,9))",
+        "CREATE TABLE SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY (START_TIME TIMESTAMP_LTZ, \
+         END_TIME TIMESTAMP_LTZ, WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, CREDITS_USED NUMBER(38,9), \
+         CREDITS_USED_COMPUTE NUMBER(38,9), CREDITS_USED_CLOUD_SERVICES NUMBER(38,9))",
+    ] {
+        s.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// `rows` into ORGANIZATION_USAGE, in one statement.
+async fn insert_organization_rows(s: &Session, rows: &[MeteringRow]) {
+    let values =
+        vec!["('ACME', ?, 'AWS_US_WEST_2', ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ");
+    let mut st = Statement::new_positional(format!(
+        "INSERT INTO SNOWFLAKE.ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY (ORGANIZATION_NAME, ACCOUNT_NAME, \
+         REGION, SERVICE_TYPE, START_TIME, END_TIME, WAREHOUSE_ID, WAREHOUSE_NAME, CREDITS_USED, \
+         CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES {values}"
+    ));
+    for r in rows {
+        st = st
+            .bind(r.account_name.clone())
+            .bind(r.service_type.clone())
+            .bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
+            .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
+            .bind(r.warehouse_id)
+            .bind(r.warehouse_name.clone())
+            .bind(r.credits_used)
+            .bind(r.credits_used_compute)
+            .bind(r.credits_used_cloud_services);
+    }
+    s.query(st).await.expect("insert metering rows");
+}
+
+/// `rows` (one account's) into ACCOUNT_USAGE, which has no ACCOUNT_NAME column, in one statement.
+async fn insert_account_rows(s: &Session, rows: &[&MeteringRow]) {
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ");
+    let mut st = Statement::new_positional(format!(
+        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY (START_TIME, END_TIME, WAREHOUSE_ID, \
+         WAREHOUSE_NAME, CREDITS_USED, CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES {values}"
+    ));
+    for r in rows {
+        st = st
+            .bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
+            .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
+            .bind(r.warehouse_id)
+            .bind(r.warehouse_name.clone())
+            .bind(r.credits_used)
+            .bind(r.credits_used_compute)
+            .bind(r.credits_used_cloud_services);
+    }
+    s.query(st).await.expect("insert account usage rows");
 }
 
 impl Drop for FakeSnowflake {

@@ -76,92 +76,20 @@ pub use url_secrets::{REDACTED, redact_text, redact_url};
 impl Database {
     /// Connects once; callers that must survive a database that is not up yet use [`Database::connect_with_retry`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let url_redacted = redact_url(url);
-        // Driver errors may quote the URL or the password; none reaches a log or a caller unredacted.
-        let scrub = |e: &dyn std::fmt::Display| redact_text(&e.to_string(), url);
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // sqlx is handed the URL without its secrets and the password through its API: it logs unknown
-            // query parameters with their values, and its errors may quote what it was given.
-            let (bare, password, dropped) = url_secrets::split_password(url);
-            for key in dropped {
-                tracing::warn!(
-                    parameter = %key,
-                    "ignoring the secret connection parameter `{key}` (not supported by the PostgreSQL driver)"
-                );
-            }
-            let mut opts = PgConnectOptions::from_str(&bare)
-                .map_err(|e| {
-                    StoreError::Config(format!(
-                        "invalid PostgreSQL URL {url_redacted}: {}",
-                        scrub(&e)
-                    ))
-                })?
-                .application_name("snowpatrol")
-                // A process frozen or partitioned inside a transaction must not hold its row locks (a task
-                // fence, a claimed alert) for ever: the server ends such sessions, and TCP keepalives let it
-                // notice a peer that vanished without closing the connection.
-                .options([
-                    ("idle_in_transaction_session_timeout", "120s"),
-                    ("tcp_keepalives_idle", "30"),
-                    ("tcp_keepalives_interval", "10"),
-                    ("tcp_keepalives_count", "3"),
-                ])
-                .log_statements(tracing::log::LevelFilter::Trace);
-            if let Some(p) = &password {
-                opts = opts.password(p);
-            }
-            // One direct connection first: the pool retries silently until its acquire timeout and then says
-            // only "pool timed out", while a single attempt says what is wrong (connection refused, unknown
-            // host, authentication failed) within the connect timeout.
-            let target = format!("{}:{}", opts.get_host(), opts.get_port());
-            let unavailable = |why: String| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to {url_redacted} at {target}: {why}"
-                ))
-            };
-            match tokio::time::timeout(Duration::from_secs(10), opts.connect()).await {
-                Ok(Ok(conn)) => {
-                    let _ = sqlx::Connection::close(conn).await;
-                }
-                Ok(Err(e)) => return Err(unavailable(scrub(&e))),
-                Err(_) => return Err(unavailable("no answer within 10 s".into())),
-            }
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
-                .await
-                .map_err(|e| unavailable(scrub(&e)))?;
-            Pool::Postgres(pool)
+            Pool::Postgres(connect_postgres(url).await?)
         } else if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| {
-                    StoreError::Config(format!("invalid SQLite URL {url_redacted}: {}", scrub(&e)))
-                })?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true)
-                .log_statements(tracing::log::LevelFilter::Trace);
-            // SQLite allows one writer: a small pool avoids lock contention while WAL keeps readers concurrent.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(opts)
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("cannot open {url_redacted}: {}", scrub(&e)))
-                })?;
-            Pool::Sqlite(pool)
+            Pool::Sqlite(connect_sqlite(url).await?)
         } else {
             return Err(StoreError::Config(format!(
-                "unsupported database URL {url_redacted}: use postgres://... or sqlite:///path/to/file.db"
+                "unsupported database URL {}: use postgres://... or sqlite:///path/to/file.db",
+                redact_url(url)
             )));
         };
         Ok(Self {
             pool,
             wakeup: Arc::new(watch::Sender::new(0)),
-            url_redacted,
+            url_redacted: redact_url(url),
         })
     }
 
@@ -241,6 +169,92 @@ pub fn decode_row<'r, R: sqlx::Row, T: sqlx::FromRow<'r, R>>(row: &'r R) -> Resu
         sqlx::Error::ColumnDecode { .. } => StoreError::Corrupt(e.to_string()),
         e => StoreError::Sql(e),
     })
+}
+
+/// Driver errors may quote the URL or the password; none reaches a log or a caller unredacted.
+fn scrubbed(e: &dyn std::fmt::Display, url: &str) -> String {
+    redact_text(&e.to_string(), url)
+}
+
+async fn connect_postgres(url: &str) -> Result<PgPool, StoreError> {
+    let url_redacted = redact_url(url);
+    // sqlx is handed the URL without its secrets and the password through its API: it logs unknown query
+    // parameters with their values, and its errors may quote what it was given.
+    let (bare, password, dropped) = url_secrets::split_password(url);
+    for key in dropped {
+        tracing::warn!(
+            parameter = %key,
+            "ignoring the secret connection parameter `{key}` (not supported by the PostgreSQL driver)"
+        );
+    }
+    let mut opts = PgConnectOptions::from_str(&bare)
+        .map_err(|e| {
+            StoreError::Config(format!(
+                "invalid PostgreSQL URL {url_redacted}: {}",
+                scrubbed(&e, url)
+            ))
+        })?
+        .application_name("snowpatrol")
+        // A process frozen or partitioned inside a transaction must not hold its row locks (a task fence, a
+        // claimed alert) for ever: the server ends such sessions, and TCP keepalives let it notice a peer that
+        // vanished without closing the connection.
+        .options([
+            ("idle_in_transaction_session_timeout", "120s"),
+            ("tcp_keepalives_idle", "30"),
+            ("tcp_keepalives_interval", "10"),
+            ("tcp_keepalives_count", "3"),
+        ])
+        .log_statements(tracing::log::LevelFilter::Trace);
+    if let Some(p) = &password {
+        opts = opts.password(p);
+    }
+    // One direct connection first: the pool retries silently until its acquire timeout and then says only
+    // "pool timed out", while a single attempt says what is wrong (connection refused, unknown host,
+    // authentication failed) within the connect timeout.
+    let target = format!("{}:{}", opts.get_host(), opts.get_port());
+    let unavailable = |why: String| {
+        StoreError::Unavailable(format!(
+            "cannot connect to {url_redacted} at {target}: {why}"
+        ))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), opts.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(e)) => return Err(unavailable(scrubbed(&e, url))),
+        Err(_) => return Err(unavailable("no answer within 10 s".into())),
+    }
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+        .map_err(|e| unavailable(scrubbed(&e, url)))
+}
+
+async fn connect_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
+    let url_redacted = redact_url(url);
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| {
+            StoreError::Config(format!(
+                "invalid SQLite URL {url_redacted}: {}",
+                scrubbed(&e, url)
+            ))
+        })?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true)
+        .log_statements(tracing::log::LevelFilter::Trace);
+    // SQLite allows one writer: a small pool avoids lock contention while WAL keeps readers concurrent.
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open {url_redacted}: {}", scrubbed(&e, url)))
+        })
 }
 
 pub(crate) fn is_undefined_table(e: &sqlx::Error) -> bool {

@@ -1,6 +1,6 @@
 //! Deciding what a run does next from the states of its task groups. Pure, so it is tested without a database.
 
-use crate::types::{JobShape, RunState, TriggerRule};
+use crate::types::{JobShape, RunState, TaskShape, TriggerRule};
 use std::collections::HashMap;
 
 /// Instance counts of one task (all map keys of it) within one run.
@@ -46,79 +46,33 @@ pub enum PlanStep {
 /// rule holds; otherwise skipped. Created groups count as pending, skipped ones as terminal, so skips cascade in
 /// the same pass and creations wait for the next.
 pub fn plan_run(shape: &JobShape, groups: &HashMap<String, GroupStats>) -> Vec<PlanStep> {
-    let mut view: HashMap<&str, Option<GroupStats>> = shape
+    let mut view: View = shape
         .tasks
         .iter()
         .map(|t| (t.name.as_str(), groups.get(&t.name).copied()))
         .collect();
     let mut steps = Vec::new();
     for task in &shape.tasks {
-        if view.get(task.name.as_str()).copied().flatten().is_some() {
-            continue;
-        }
-        let upstream: Vec<Option<GroupStats>> = task
-            .depends_on
-            .iter()
-            .map(|d| view.get(d.as_str()).copied().flatten())
-            .collect();
-        if upstream.iter().any(|u| u.is_none_or(|g| !g.is_terminal())) {
-            continue;
-        }
-        let all_ok = upstream.iter().flatten().all(|g| g.all_succeeded());
-        let runnable = match task.trigger_rule {
-            TriggerRule::AllSuccess => all_ok,
-            TriggerRule::AllDone => true,
-        };
-        if runnable {
-            steps.push(PlanStep::Create {
-                task: task.name.clone(),
-                map_over: task.map_over.clone(),
-            });
-            // Pending: one placeholder instance that is not terminal.
-            view.insert(
-                &task.name,
-                Some(GroupStats {
-                    total: 1,
-                    ..Default::default()
-                }),
-            );
-        } else {
-            let failed: Vec<&str> = task
-                .depends_on
-                .iter()
-                .filter(|d| {
-                    view.get(d.as_str())
-                        .copied()
-                        .flatten()
-                        .is_some_and(|g| !g.all_succeeded())
-                })
-                .map(|s| s.as_str())
-                .collect();
-            steps.push(PlanStep::Skip {
-                task: task.name.clone(),
-                reason: format!("upstream task(s) did not succeed: {}", failed.join(", ")),
-            });
-            view.insert(
-                &task.name,
-                Some(GroupStats {
-                    total: 1,
-                    skipped: 1,
-                    ..Default::default()
-                }),
-            );
+        if let Some(step) = next_step(task, &view) {
+            // Pending: one placeholder instance that is not terminal; skipped: one terminal instance.
+            let placeholder = GroupStats {
+                total: 1,
+                skipped: i64::from(matches!(step, PlanStep::Skip { .. })),
+                ..Default::default()
+            };
+            view.insert(&task.name, Some(placeholder));
+            steps.push(step);
         }
     }
-    let all_terminal = shape.tasks.iter().all(|t| {
-        view.get(t.name.as_str())
-            .copied()
-            .flatten()
-            .is_some_and(|g| g.is_terminal())
-    });
+    let all_terminal = shape
+        .tasks
+        .iter()
+        .all(|t| stats(&view, &t.name).is_some_and(|g| g.is_terminal()));
     if all_terminal && !steps.iter().any(|s| matches!(s, PlanStep::Create { .. })) {
         let failed = shape
             .tasks
             .iter()
-            .filter_map(|t| view.get(t.name.as_str()).copied().flatten())
+            .filter_map(|t| stats(&view, &t.name))
             .any(|g| g.failed > 0 || g.cancelled > 0);
         steps.push(PlanStep::Finish(if failed {
             RunState::Failed
@@ -127,6 +81,46 @@ pub fn plan_run(shape: &JobShape, groups: &HashMap<String, GroupStats>) -> Vec<P
         }));
     }
     steps
+}
+
+/// Each task's instance counts as the pass sees them (None: not created yet).
+type View<'a> = HashMap<&'a str, Option<GroupStats>>;
+
+fn stats(view: &View<'_>, task: &str) -> Option<GroupStats> {
+    view.get(task).copied().flatten()
+}
+
+/// What to do with a task not created yet: create it, skip it, or nothing while an upstream is unfinished.
+fn next_step(task: &TaskShape, view: &View<'_>) -> Option<PlanStep> {
+    if stats(view, &task.name).is_some() {
+        return None;
+    }
+    let upstream: Vec<Option<GroupStats>> =
+        task.depends_on.iter().map(|d| stats(view, d)).collect();
+    if upstream.iter().any(|u| u.is_none_or(|g| !g.is_terminal())) {
+        return None;
+    }
+    let all_ok = upstream.iter().flatten().all(|g| g.all_succeeded());
+    let runnable = match task.trigger_rule {
+        TriggerRule::AllSuccess => all_ok,
+        TriggerRule::AllDone => true,
+    };
+    if runnable {
+        return Some(PlanStep::Create {
+            task: task.name.clone(),
+            map_over: task.map_over.clone(),
+        });
+    }
+    let failed: Vec<&str> = task
+        .depends_on
+        .iter()
+        .filter(|d| stats(view, d).is_some_and(|g| !g.all_succeeded()))
+        .map(|s| s.as_str())
+        .collect();
+    Some(PlanStep::Skip {
+        task: task.name.clone(),
+        reason: format!("upstream task(s) did not succeed: {}", failed.join(", ")),
+    })
 }
 
 #[cfg(test)]

@@ -175,57 +175,18 @@ pub async fn trigger_dataset_run(
 ) -> Result<Option<TriggeredRun>, StoreError> {
     let now = crate::now();
     let mut tx = begin(pool).await?;
-    let paused: Option<bool> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT paused FROM jobs WHERE job_name = $1 {}",
-        FOR_UPDATE
-    )))
-    .bind(job)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match paused {
-        None => {
-            return Err(StoreError::NotFound(format!(
-                "job {job:?} is not registered"
-            )));
-        }
-        Some(true) => return Ok(None),
-        Some(false) => {}
-    }
-    let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM job_runs WHERE job_name = $1 AND state IN ('queued', 'running')",
-    )
-    .bind(job)
-    .fetch_one(&mut *tx)
-    .await?;
-    if active >= max_active_runs {
+    if !has_room_for_a_run(&mut tx, job, max_active_runs).await? {
         return Ok(None);
     }
-    let rows = sqlx::query(
-        "SELECT q.event_id, q.dataset_uri, e.created_at FROM dataset_trigger_queue q \
-         JOIN dataset_events e ON e.event_id = q.event_id WHERE q.job_name = $1 ORDER BY q.event_id",
-    )
-    .bind(job)
-    .fetch_all(&mut *tx)
-    .await?;
-    if rows.is_empty() {
+    let Some(pending) = queued_events(&mut tx, job, now).await? else {
         return Ok(None);
-    }
-    let mut uris = BTreeSet::new();
-    let mut events = Vec::with_capacity(rows.len());
-    let (mut oldest, mut newest) = (now, DateTime::<Utc>::MIN_UTC);
-    for r in &rows {
-        uris.insert(r.try_get::<String, _>("dataset_uri")?);
-        events.push(r.try_get::<i64, _>("event_id")?);
-        let at = r.try_get::<DateTime<Utc>, _>("created_at")?;
-        oldest = oldest.min(at);
-        newest = newest.max(at);
-    }
-    if !condition(&uris) {
+    };
+    if !condition(&pending.uris) {
         return Ok(None);
     }
     let run = NewRun {
         job_name: job.to_string(),
-        run_key: format!("dataset:{}", events[0]),
+        run_key: format!("dataset:{}", pending.events[0]),
         trigger_kind: TriggerKind::Dataset,
         logical_time: now,
         params: params.clone(),
@@ -234,6 +195,97 @@ pub async fn trigger_dataset_run(
     let Some(run_id) = insert_run(&mut tx, &run, now).await? else {
         return Ok(None);
     };
+    consume_events(&mut tx, run_id, job, &pending.events).await?;
+    notify(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Some(TriggeredRun {
+        run_id,
+        events: pending.events,
+        oldest_event_at: pending.oldest,
+        newest_event_at: pending.newest,
+    }))
+}
+
+/// The job is registered, not paused, and has fewer than `max_active_runs` queued or running runs. Locks the
+/// job's row (PostgreSQL) so two leaders' ticks cannot both create a run.
+async fn has_room_for_a_run(
+    tx: &mut Tx<'_>,
+    job: &str,
+    max_active_runs: i64,
+) -> Result<bool, StoreError> {
+    let paused: Option<bool> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT paused FROM jobs WHERE job_name = $1 {FOR_UPDATE}"
+    )))
+    .bind(job)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match paused {
+        None => Err(StoreError::NotFound(format!(
+            "job {job:?} is not registered"
+        ))),
+        Some(true) => Ok(false),
+        Some(false) => {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM job_runs WHERE job_name = $1 AND state IN ('queued', 'running')",
+            )
+            .bind(job)
+            .fetch_one(&mut **tx)
+            .await?;
+            Ok(active < max_active_runs)
+        }
+    }
+}
+
+/// A job's events waiting in `dataset_trigger_queue`.
+struct QueuedEvents {
+    /// The datasets they updated (what the condition is evaluated on).
+    uris: BTreeSet<String>,
+    /// Their ids, oldest first.
+    events: Vec<EventId>,
+    oldest: DateTime<Utc>,
+    newest: DateTime<Utc>,
+}
+
+/// The job's queued events; None when there are none.
+async fn queued_events(
+    tx: &mut Tx<'_>,
+    job: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<QueuedEvents>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT q.event_id, q.dataset_uri, e.created_at FROM dataset_trigger_queue q \
+         JOIN dataset_events e ON e.event_id = q.event_id WHERE q.job_name = $1 ORDER BY q.event_id",
+    )
+    .bind(job)
+    .fetch_all(&mut **tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut q = QueuedEvents {
+        uris: BTreeSet::new(),
+        events: Vec::with_capacity(rows.len()),
+        oldest: now,
+        newest: DateTime::<Utc>::MIN_UTC,
+    };
+    for r in &rows {
+        q.uris.insert(r.try_get::<String, _>("dataset_uri")?);
+        q.events.push(r.try_get::<i64, _>("event_id")?);
+        let at = r.try_get::<DateTime<Utc>, _>("created_at")?;
+        q.oldest = q.oldest.min(at);
+        q.newest = q.newest.max(at);
+    }
+    Ok(Some(q))
+}
+
+/// Links the events to the run that consumed them (once per job, by a unique key) and takes them off the
+/// job's queue.
+async fn consume_events(
+    tx: &mut Tx<'_>,
+    run_id: RunId,
+    job: &str,
+    events: &[EventId],
+) -> Result<(), StoreError> {
     for chunk in events.chunks(1000) {
         let mut qb = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO run_consumed_events (run_id, event_id, job_name) ",
@@ -241,7 +293,7 @@ pub async fn trigger_dataset_run(
         qb.push_values(chunk, |mut b, id| {
             b.push_bind(run_id).push_bind(*id).push_bind(job);
         });
-        qb.build().execute(&mut *tx).await?;
+        qb.build().execute(&mut **tx).await?;
         let mut qb =
             sqlx::QueryBuilder::<Db>::new("DELETE FROM dataset_trigger_queue WHERE job_name = ");
         qb.push_bind(job).push(" AND event_id IN (");
@@ -250,16 +302,9 @@ pub async fn trigger_dataset_run(
             sep.push_bind(*id);
         }
         qb.push(")");
-        qb.build().execute(&mut *tx).await?;
+        qb.build().execute(&mut **tx).await?;
     }
-    notify(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Some(TriggeredRun {
-        run_id,
-        events,
-        oldest_event_at: oldest,
-        newest_event_at: newest,
-    }))
+    Ok(())
 }
 
 /// Starts queued runs of one job, oldest first, while fewer than `max_active_runs` are running.
@@ -661,6 +706,22 @@ pub async fn emit_event(
     Ok((id, subscribers))
 }
 
+/// (params, logical time, trigger kind) of a run, which every task of the run sees.
+type RunContext = (serde_json::Value, DateTime<Utc>, TriggerKind);
+
+async fn run_context(tx: &mut Tx<'_>, run_id: RunId) -> Result<RunContext, StoreError> {
+    let row =
+        sqlx::query("SELECT params, logical_time, trigger_kind FROM job_runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok((
+        row.try_get::<Json<serde_json::Value>, _>("params")?.0,
+        row.try_get("logical_time")?,
+        parse(row.try_get("trigger_kind")?)?,
+    ))
+}
+
 pub async fn claim_tasks(
     pool: &PoolT,
     worker: &str,
@@ -689,21 +750,11 @@ pub async fn claim_tasks(
         .fetch_all(&mut *tx)
         .await?;
     let mut claimed = Vec::with_capacity(rows.len());
-    let mut runs: HashMap<i64, (serde_json::Value, DateTime<Utc>, TriggerKind)> = HashMap::new();
+    let mut runs: HashMap<i64, RunContext> = HashMap::new();
     for r in &rows {
         let run_id: i64 = r.try_get("run_id")?;
         if let std::collections::hash_map::Entry::Vacant(slot) = runs.entry(run_id) {
-            let row = sqlx::query(
-                "SELECT params, logical_time, trigger_kind FROM job_runs WHERE run_id = $1",
-            )
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            slot.insert((
-                row.try_get::<Json<serde_json::Value>, _>("params")?.0,
-                row.try_get("logical_time")?,
-                parse(row.try_get("trigger_kind")?)?,
-            ));
+            slot.insert(run_context(&mut tx, run_id).await?);
         }
         let (params, logical_time, trigger_kind) = runs[&run_id].clone();
         claimed.push(ClaimedTask {
