@@ -7,7 +7,7 @@ use crate::settings::{self, LoadedConfig, LogFormat, Settings};
 use anyhow::{Context, bail};
 use secrecy::ExposeSecret;
 use snowpatrol_engine::metrics::Metrics;
-use snowpatrol_engine::{CancellationToken, Engine, Jobs, resolve_jobs};
+use snowpatrol_engine::{CancellationToken, ConfigErrors, ConfigIssue, Engine, Jobs, resolve_jobs};
 use snowpatrol_pipeline::Pipeline;
 use snowpatrol_store::{Database, redact_url};
 use std::sync::Arc;
@@ -138,62 +138,21 @@ pub(crate) fn build_jobs(
     with_sources: bool,
 ) -> anyhow::Result<(Jobs, Arc<Pipeline>)> {
     let s = &loaded.settings;
-    let resolve = |pipeline: &Arc<Pipeline>| {
-        let mut registry = pipeline.registry();
-        let mut configs = s.jobs.clone();
-        if s.examples.enabled {
-            examples::register(&mut registry);
-            examples::default_configs(&mut configs);
-        }
-        resolve_jobs(&registry, &configs, &s.scheduler)
-    };
     // Every problem at once, located in the file: the pipeline's settings, the scheduler's and the job tables
     // (both in `resolve_jobs`), before any source or secret is touched.
     let mut issues = s.pipeline.problems();
     if with_sources {
-        // Processes that run tasks write models, reports and alerts there, and need the secrets of the
-        // sources and alerts they build.
-        if let Some(message) = settings::data_dir_problem(&s.data_dir()) {
-            issues.push(snowpatrol_engine::ConfigIssue {
-                path: "server.data_dir".into(),
-                message: if s.server.data_dir.is_none() {
-                    format!("{message} (from SNOWPATROL_DATA_DIR or the default ./.snowpatrol)")
-                } else {
-                    message
-                },
-            });
-        }
-        issues.extend(loaded.deferred.iter().cloned());
-        if !issues.is_empty() {
-            // The metering source's own problems (a private key that is missing or will not decrypt) belong
-            // in the same list; without the other problems `Pipeline::new` below reports them.
-            let mut without_slack = s.pipeline.clone();
-            without_slack.slack = None;
-            if let Err(snowpatrol_pipeline::PipelineError::Source(e)) =
-                Pipeline::new(db.clone(), without_slack, s.data_dir())
-            {
-                issues.push(source_issue(&e));
-            }
-        }
+        add_task_process_problems(loaded, db, &mut issues);
     }
     if !issues.is_empty() {
-        let defs = Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir());
-        if let Err(e) = resolve(&defs) {
-            issues.extend(e.0);
-        }
-        return Err(loaded.locate(&issues).into());
+        return Err(with_job_problems(loaded, db, issues));
     }
     let pipeline = if with_sources {
         match Pipeline::new(db.clone(), s.pipeline.clone(), s.data_dir()) {
             Ok(p) => p,
             Err(snowpatrol_pipeline::PipelineError::Source(e)) => {
                 // With the job and scheduler problems too, so one `config check` lists them all.
-                let mut issues = vec![source_issue(&e)];
-                let defs = Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir());
-                if let Err(e) = resolve(&defs) {
-                    issues.extend(e.0);
-                }
-                return Err(loaded.locate(&issues).into());
+                return Err(with_job_problems(loaded, db, vec![source_issue(&e)]));
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context("setting up the pipeline ([pipeline])"));
@@ -202,8 +161,64 @@ pub(crate) fn build_jobs(
     } else {
         Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir())
     };
-    let jobs = resolve(&pipeline).map_err(|e| loaded.locate(&e.0))?;
+    let jobs = resolve_job_set(loaded, &pipeline).map_err(|e| loaded.locate(&e.0))?;
     Ok((jobs, pipeline))
+}
+
+/// The problems of what a process that runs tasks needs beyond the settings (a usable data directory, the
+/// deferred secrets), added to `issues`.
+fn add_task_process_problems(loaded: &LoadedConfig, db: &Database, issues: &mut Vec<ConfigIssue>) {
+    let s = &loaded.settings;
+    // Processes that run tasks write models, reports and alerts there, and need the secrets of the
+    // sources and alerts they build.
+    if let Some(message) = settings::data_dir_problem(&s.data_dir()) {
+        issues.push(ConfigIssue {
+            path: "server.data_dir".into(),
+            message: if s.server.data_dir.is_none() {
+                format!("{message} (from SNOWPATROL_DATA_DIR or the default ./.snowpatrol)")
+            } else {
+                message
+            },
+        });
+    }
+    issues.extend(loaded.deferred.iter().cloned());
+    if !issues.is_empty() {
+        // The metering source's own problems (a private key that is missing or will not decrypt) belong
+        // in the same list; without the other problems `Pipeline::new` in `build_jobs` reports them.
+        let mut without_slack = s.pipeline.clone();
+        without_slack.slack = None;
+        if let Err(snowpatrol_pipeline::PipelineError::Source(e)) =
+            Pipeline::new(db.clone(), without_slack, s.data_dir())
+        {
+            issues.push(source_issue(&e));
+        }
+    }
+}
+
+/// The error listing `issues` and the problems of the job and scheduler tables, located in the file.
+fn with_job_problems(
+    loaded: &LoadedConfig,
+    db: &Database,
+    mut issues: Vec<ConfigIssue>,
+) -> anyhow::Error {
+    let s = &loaded.settings;
+    let defs = Pipeline::definitions_only(db.clone(), s.pipeline.clone(), s.data_dir());
+    if let Err(e) = resolve_job_set(loaded, &defs) {
+        issues.extend(e.0);
+    }
+    loaded.locate(&issues).into()
+}
+
+/// The jobs `pipeline` defines, plus the examples when enabled, resolved against `[jobs.*]` and `[scheduler]`.
+fn resolve_job_set(loaded: &LoadedConfig, pipeline: &Arc<Pipeline>) -> Result<Jobs, ConfigErrors> {
+    let s = &loaded.settings;
+    let mut registry = pipeline.registry();
+    let mut configs = s.jobs.clone();
+    if s.examples.enabled {
+        examples::register(&mut registry);
+        examples::default_configs(&mut configs);
+    }
+    resolve_jobs(&registry, &configs, &s.scheduler)
 }
 
 /// A metering source's problem as a config issue, at the key that causes it when the source says which.

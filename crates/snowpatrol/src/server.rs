@@ -175,13 +175,7 @@ mod tests {
         let state = HttpState::new(Arc::new(Metrics::new()));
         let server = tokio::spawn(serve(listener, router(state.clone()), stop.clone()));
 
-        assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
-        let (code, body) = get(&format!("{base}/readyz")).await;
-        assert_eq!((code, body.contains("starting")), (503, true), "{body}");
-        let (code, body) = get(&format!("{base}/metrics")).await;
-        assert_eq!(code, 200);
-        assert!(body.contains("snowpatrol_database_up 0"), "{body}");
-        assert_eq!(get(&format!("{base}/slack/interactivity")).await.0, 404);
+        assert_answers_while_starting(&base).await;
 
         let db = Database::open_sqlite_file(&dir.path().join("s.db"))
             .await
@@ -198,6 +192,28 @@ mod tests {
 
         snowpatrol_pipeline::migrate(&db).await.expect("migrate");
         assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+        assert_metrics_once_ready(&base, &db).await;
+
+        db.close().await;
+        assert_unready_after_close(&base).await;
+        stop.cancel();
+        let _ = server.await;
+    }
+
+    /// Before the daemon is ready: liveness answers, readiness is 503 (starting), metrics render with the
+    /// database down, and the routes served only once ready are 404.
+    async fn assert_answers_while_starting(base: &str) {
+        assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+        let (code, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!((code, body.contains("starting")), (503, true), "{body}");
+        let (code, body) = get(&format!("{base}/metrics")).await;
+        assert_eq!(code, 200);
+        assert!(body.contains("snowpatrol_database_up 0"), "{body}");
+        assert_eq!(get(&format!("{base}/slack/interactivity")).await.0, 404);
+    }
+
+    /// Once ready on a migrated database: metrics show the database up, the metering freshness and the jobs.
+    async fn assert_metrics_once_ready(base: &str, db: &Database) {
         // Freshness as prep records it, per account.
         if let snowpatrol_store::Pool::Sqlite(p) = db.pool() {
             sqlx::query("INSERT INTO metering_freshness (account_name, newest_hour, loaded_at) VALUES ('ACME', '2025-06-28T23:00:00+00:00', '2025-06-29T06:00:00+00:00')")
@@ -218,8 +234,10 @@ mod tests {
             body.contains(r#"snowpatrol_job_runs_active{job_name="prep",state="queued"} 0"#),
             "{body}"
         );
+    }
 
-        db.close().await;
+    /// After the pool is closed: readiness answers 503 within its timeout, liveness still 200.
+    async fn assert_unready_after_close(base: &str) {
         let started = std::time::Instant::now();
         let (code, body) = get(&format!("{base}/readyz")).await;
         assert_eq!(code, 503, "{body}");
@@ -229,7 +247,5 @@ mod tests {
             200,
             "liveness does not depend on the database"
         );
-        stop.cancel();
-        let _ = server.await;
     }
 }

@@ -484,138 +484,8 @@ fn resolve_secrets(
     let mut deferred = Vec::new();
     let mut found = Vec::new();
     for secret in SECRETS {
-        let path = format!("{}.{}", secret.table, secret.key);
-        let file_key = format!("{}_file", secret.key);
-        let file_path = format!("{}.{file_key}", secret.table);
-        let mut problems: Vec<ConfigIssue> = Vec::new();
-        let mut problem = |p: &str, message: String| {
-            problems.push(ConfigIssue {
-                path: p.to_string(),
-                message,
-            })
-        };
-        // Variables that win over everything, kept from before this mechanism.
-        let shortcut = match path.as_str() {
-            "database.url" => Some("SNOWPATROL_DATABASE_URL".to_string()),
-            "pipeline.slack.token" => Some(
-                env.get("pipeline.slack.token_env")
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| string_at(root.as_deref(), "pipeline.slack.token_env"))
-                    .unwrap_or_else(|| "SNOWPATROL_SLACK_TOKEN".into()),
-            ),
-            _ => None,
-        }
-        .filter(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()));
-        let env_value = env.get(&path).map(|(name, _)| name.clone());
-        let env_file = env.get(&file_path).cloned();
-        // The `_FILE` variable is never a setting for the `config` crate (`url_file` is no key of [database]).
-        if env_file.is_some() {
-            env.vars.remove(&file_path);
-        }
-        let table = root
-            .as_deref_mut()
-            .and_then(|r| table_at_mut(r, secret.table));
-        let toml_value = table
-            .as_ref()
-            .and_then(|t| t.get(secret.key))
-            .map(|v| v.get_ref().as_str().is_some_and(|s| !s.is_empty()));
-        let toml_file = table.as_ref().and_then(|t| {
-            t.get_key_value(file_key.as_str())
-                .map(|(k, v)| (k.span(), v.get_ref().as_str().map(PathBuf::from)))
-        });
-        if toml_value.is_some() && toml_file.is_some() {
-            problem(
-                &file_path,
-                format!("set either `{}` or `{file_key}`, not both", secret.key),
-            );
-        }
-        let origin: Option<String> = if let Some(var) = &shortcut {
-            // SNOWPATROL_SLACK_TOKEN set on a host without `[pipeline.slack]` is no secret in effect.
-            (path != "pipeline.slack.token" || secret_required(secret, root.as_deref(), env))
-                .then(|| var.clone())
-        } else if let Some(name) = env_value {
-            // The `config` crate applies the override; the strict parse needs to know a value is coming.
-            announce(table, secret.key);
-            Some(name)
-        } else if let Some((name, file)) = env_file {
-            match read_secret_file(Path::new(&file)) {
-                Ok(value) => {
-                    announce(table, secret.key);
-                    env.vars
-                        .insert(path.clone(), (EnvOverrides::var_name(&path), value));
-                    Some(format!("{name} ({file})"))
-                }
-                Err(e) => {
-                    problem(&path, format!("{e} (from {name})"));
-                    None
-                }
-            }
-        } else if toml_value == Some(true) {
-            Some(match src {
-                Some(s) => format!("{} `{}`", s.path.display(), secret.key),
-                None => secret.key.to_string(),
-            })
-        } else if let Some((span, file)) = &toml_file {
-            match file {
-                Some(file) => match read_secret_file(file) {
-                    Ok(value) => {
-                        if let Some(t) = table {
-                            t.insert(
-                                toml::Spanned::new(
-                                    span.clone(),
-                                    std::borrow::Cow::Owned(secret.key.into()),
-                                ),
-                                toml::Spanned::new(
-                                    span.clone(),
-                                    toml::de::DeValue::String(value.into()),
-                                ),
-                            );
-                        }
-                        Some(format!("`{file_key}` ({})", file.display()))
-                    }
-                    Err(e) => {
-                        problem(&file_path, e);
-                        None
-                    }
-                },
-                None => {
-                    problem(&file_path, "must be a path (a string)".into());
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        // The `_file` key is no setting of its own; the value it named is now in place.
-        if let Some(t) = root
-            .as_deref_mut()
-            .and_then(|r| table_at_mut(r, secret.table))
-        {
-            t.remove(file_key.as_str());
-        }
-        match origin {
-            Some(origin) => found.push(SecretOrigin {
-                path: path.clone(),
-                origin,
-            }),
-            None if problems.is_empty() && secret_required(secret, root.as_deref(), env) => {
-                problems.push(ConfigIssue {
-                    path: path.clone(),
-                    message: format!(
-                        "missing secret: set `{key}` or `{file_key}` in [{table}], or {var} or {var}_FILE in the environment{extra}",
-                        key = secret.key,
-                        table = secret.table,
-                        var = EnvOverrides::var_name(&path),
-                        extra = match path.as_str() {
-                            "pipeline.slack.token" =>
-                                ", or SNOWPATROL_SLACK_TOKEN (the variable named by token_env)",
-                            _ => "",
-                        }
-                    ),
-                })
-            }
-            None => {}
-        }
+        let (origin, problems) = resolve_secret(secret, src, root.as_deref_mut(), env);
+        found.extend(origin);
         if secret.lazy {
             deferred.extend(problems);
         } else {
@@ -626,6 +496,214 @@ fn resolve_secrets(
         return Err(locate_issues(src, &now));
     }
     Ok(ResolvedSecrets { found, deferred })
+}
+
+/// The settings one secret goes by: `path` (`database.url`), the key of a file holding it (`url_file`) and
+/// that key's path (`database.url_file`).
+struct SecretNames {
+    path: String,
+    file_key: String,
+    file_path: String,
+}
+
+impl SecretNames {
+    fn of(secret: &SecretKey) -> Self {
+        let file_key = format!("{}_file", secret.key);
+        Self {
+            path: format!("{}.{}", secret.table, secret.key),
+            file_path: format!("{}.{file_key}", secret.table),
+            file_key,
+        }
+    }
+}
+
+/// A problem of a secret, at the key path that causes it.
+fn secret_issue(path: &str, message: String) -> ConfigIssue {
+    ConfigIssue {
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// One secret of [`resolve_secrets`]: where its value in effect came from (`None` when nothing sets it) and
+/// its problems, a missing secret the settings need among them. Its `_file` key is removed from the file.
+fn resolve_secret(
+    secret: &SecretKey,
+    src: Option<&ConfigSource>,
+    mut root: Option<&mut DeTable<'_>>,
+    env: &mut EnvOverrides,
+) -> (Option<SecretOrigin>, Vec<ConfigIssue>) {
+    let names = SecretNames::of(secret);
+    let mut problems = Vec::new();
+    let origin = secret_origin(secret, &names, src, root.as_deref_mut(), env, &mut problems);
+    // The `_file` key is no setting of its own; the value it named is now in place.
+    if let Some(t) = root
+        .as_deref_mut()
+        .and_then(|r| table_at_mut(r, secret.table))
+    {
+        t.remove(names.file_key.as_str());
+    }
+    let origin = origin.map(|origin| SecretOrigin {
+        path: names.path.clone(),
+        origin,
+    });
+    if origin.is_none() && problems.is_empty() && secret_required(secret, root.as_deref(), env) {
+        problems.push(missing_secret(secret, &names));
+    }
+    (origin, problems)
+}
+
+/// The problem of a secret the settings need that no source sets, naming every way to set it.
+fn missing_secret(secret: &SecretKey, names: &SecretNames) -> ConfigIssue {
+    secret_issue(
+        &names.path,
+        format!(
+            "missing secret: set `{key}` or `{file_key}` in [{table}], or {var} or {var}_FILE in the environment{extra}",
+            key = secret.key,
+            file_key = names.file_key,
+            table = secret.table,
+            var = EnvOverrides::var_name(&names.path),
+            extra = match names.path.as_str() {
+                "pipeline.slack.token" =>
+                    ", or SNOWPATROL_SLACK_TOKEN (the variable named by token_env)",
+                _ => "",
+            }
+        ),
+    )
+}
+
+/// Where a secret's value in effect comes from, its sources taken in the order [`SecretKey`] gives; a value
+/// read from a file is put where the later parses find it. `None` when no source sets it, or when the one
+/// that does cannot be read (that goes to `problems`, as does a secret set both in the file and by `_file`).
+fn secret_origin(
+    secret: &SecretKey,
+    names: &SecretNames,
+    src: Option<&ConfigSource>,
+    mut root: Option<&mut DeTable<'_>>,
+    env: &mut EnvOverrides,
+    problems: &mut Vec<ConfigIssue>,
+) -> Option<String> {
+    let shortcut = shortcut_variable(&names.path, root.as_deref(), env);
+    let env_value = env.get(&names.path).map(|(name, _)| name.clone());
+    let env_file = env.get(&names.file_path).cloned();
+    // The `_FILE` variable is never a setting for the `config` crate (`url_file` is no key of [database]).
+    if env_file.is_some() {
+        env.vars.remove(&names.file_path);
+    }
+    let table = root
+        .as_deref_mut()
+        .and_then(|r| table_at_mut(r, secret.table));
+    let toml_value = table
+        .as_ref()
+        .and_then(|t| t.get(secret.key))
+        .map(|v| v.get_ref().as_str().is_some_and(|s| !s.is_empty()));
+    let toml_file = table.as_ref().and_then(|t| {
+        t.get_key_value(names.file_key.as_str())
+            .map(|(k, v)| (k.span(), v.get_ref().as_str().map(PathBuf::from)))
+    });
+    if toml_value.is_some() && toml_file.is_some() {
+        let message = format!(
+            "set either `{}` or `{}`, not both",
+            secret.key, names.file_key
+        );
+        problems.push(secret_issue(&names.file_path, message));
+    }
+    if let Some(var) = shortcut {
+        // SNOWPATROL_SLACK_TOKEN set on a host without `[pipeline.slack]` is no secret in effect.
+        (names.path != "pipeline.slack.token" || secret_required(secret, root.as_deref(), env))
+            .then_some(var)
+    } else if let Some(name) = env_value {
+        // The `config` crate applies the override; the strict parse needs to know a value is coming.
+        announce(table, secret.key);
+        Some(name)
+    } else if let Some(variable) = env_file {
+        secret_from_env_file(table, secret, &names.path, env, variable, problems)
+    } else if toml_value == Some(true) {
+        Some(match src {
+            Some(s) => format!("{} `{}`", s.path.display(), secret.key),
+            None => secret.key.to_string(),
+        })
+    } else if let Some((span, file)) = toml_file {
+        secret_from_toml_file(table, secret, names, span, file, problems)
+    } else {
+        None
+    }
+}
+
+/// The variable that wins over every other source of the secret at `path`, when it is set and not blank.
+/// Variables that win over everything are kept from before this mechanism: `SNOWPATROL_DATABASE_URL`, and
+/// for the Slack token the variable `token_env` names.
+fn shortcut_variable(path: &str, root: Option<&DeTable<'_>>, env: &EnvOverrides) -> Option<String> {
+    match path {
+        "database.url" => Some("SNOWPATROL_DATABASE_URL".to_string()),
+        "pipeline.slack.token" => Some(
+            env.get("pipeline.slack.token_env")
+                .map(|(_, v)| v.clone())
+                .or_else(|| string_at(root, "pipeline.slack.token_env"))
+                .unwrap_or_else(|| "SNOWPATROL_SLACK_TOKEN".into()),
+        ),
+        _ => None,
+    }
+    .filter(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// The secret at `path` from the file an environment variable names (`..._PASSWORD_FILE`; `variable` is its
+/// name and value): what the file holds becomes the override the `config` crate applies.
+fn secret_from_env_file(
+    table: Option<&mut DeTable<'_>>,
+    secret: &SecretKey,
+    path: &str,
+    env: &mut EnvOverrides,
+    (name, file): (String, String),
+    problems: &mut Vec<ConfigIssue>,
+) -> Option<String> {
+    match read_secret_file(Path::new(&file)) {
+        Ok(value) => {
+            announce(table, secret.key);
+            env.vars
+                .insert(path.to_string(), (EnvOverrides::var_name(path), value));
+            Some(format!("{name} ({file})"))
+        }
+        Err(e) => {
+            problems.push(secret_issue(path, format!("{e} (from {name})")));
+            None
+        }
+    }
+}
+
+/// The secret from the file its `_file` key names (`file`, `None` when the key is no string): what the file
+/// holds goes into the table under the secret's own key, spanned at the `_file` key (`span`), so problems
+/// with it still point into the file.
+fn secret_from_toml_file(
+    table: Option<&mut DeTable<'_>>,
+    secret: &SecretKey,
+    names: &SecretNames,
+    span: Range<usize>,
+    file: Option<PathBuf>,
+    problems: &mut Vec<ConfigIssue>,
+) -> Option<String> {
+    let Some(file) = file else {
+        problems.push(secret_issue(
+            &names.file_path,
+            "must be a path (a string)".into(),
+        ));
+        return None;
+    };
+    match read_secret_file(&file) {
+        Ok(value) => {
+            if let Some(t) = table {
+                t.insert(
+                    toml::Spanned::new(span.clone(), std::borrow::Cow::Owned(secret.key.into())),
+                    toml::Spanned::new(span, toml::de::DeValue::String(value.into())),
+                );
+            }
+            Some(format!("`{}` ({})", names.file_key, file.display()))
+        }
+        Err(e) => {
+            problems.push(secret_issue(&names.file_path, e));
+            None
+        }
+    }
 }
 
 /// Puts a placeholder for a secret the environment provides into the table the strict parse checks (the

@@ -6,8 +6,9 @@ use super::print;
 use anyhow::Context;
 use chrono::NaiveDate;
 use serde_json::json;
-use snowpatrol_detect::backtest::{BacktestConfig, backtest as run_backtest};
-use snowpatrol_detect::daily::{aggregate_daily, build_series};
+use snowpatrol_detect::AnomalyLabel;
+use snowpatrol_detect::backtest::{BacktestConfig, BacktestReport, backtest as run_backtest};
+use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series};
 use snowpatrol_detect::model::{ModelKind, TrainConfig};
 use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
 use std::path::{Path, PathBuf};
@@ -123,6 +124,8 @@ struct BacktestSummary {
     metrics: Option<snowpatrol_detect::backtest::Metrics>,
 }
 
+/// `snowpatrol backtest`: trains and scores as the daily jobs would, on a metering CSV export instead of
+/// Snowflake; writes FLAGGED.csv and prints the summary (with precision and recall given labels).
 pub fn backtest(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     if args.retrain_every == 0 {
@@ -144,6 +147,34 @@ pub fn backtest(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode> {
             args.input.display()
         );
     }
+    check_start(args, &series)?;
+    if let Some(labels) = &labels {
+        warn_of_unknown_labels(&series, labels);
+    }
+    let report = run_backtest(&series, &backtest_config(args), labels.as_deref())
+        .context("running the backtest")?;
+    write_flagged_csv(&args.output, &report)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    let summary = BacktestSummary {
+        model: args.model.to_string(),
+        input: args.input.display().to_string(),
+        output: args.output.display().to_string(),
+        start: args.start,
+        end: report.days.iter().map(|d| d.score.day.date).max(),
+        warehouses: series.len(),
+        scored: report.scored,
+        flagged: report.flagged,
+        incidents: report.incidents,
+        trainings: report.trainings,
+        seconds: started.elapsed().as_secs_f64(),
+        metrics: report.metrics.clone(),
+    };
+    print(json, &summary, || backtest_text(&summary))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--start` must leave days to score; one on or before the first data day only earns a warning.
+fn check_start(args: &BacktestArgs, series: &[DailySeries]) -> anyhow::Result<()> {
     let last = series.iter().filter_map(|s| s.end()).max();
     let first = series.iter().map(|s| s.start).min();
     if let (Some(first), Some(last)) = (first, last) {
@@ -161,16 +192,23 @@ pub fn backtest(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    if let Some(labels) = &labels {
-        let keys: std::collections::BTreeSet<_> = series.iter().map(|s| &s.key).collect();
-        let unknown = labels.iter().filter(|l| !keys.contains(&l.key)).count();
-        if unknown > 0 {
-            tracing::warn!(
-                unknown,
-                "labels name warehouses that are not in the metering export; they count as missed"
-            );
-        }
+    Ok(())
+}
+
+/// Warns when labels name warehouses the metering export does not have.
+fn warn_of_unknown_labels(series: &[DailySeries], labels: &[AnomalyLabel]) {
+    let keys: std::collections::BTreeSet<_> = series.iter().map(|s| &s.key).collect();
+    let unknown = labels.iter().filter(|l| !keys.contains(&l.key)).count();
+    if unknown > 0 {
+        tracing::warn!(
+            unknown,
+            "labels name warehouses that are not in the metering export; they count as missed"
+        );
     }
+}
+
+/// The backtest's model and retraining schedule, from the command line.
+fn backtest_config(args: &BacktestArgs) -> BacktestConfig {
     let mut cfg = BacktestConfig::new(
         args.start,
         TrainConfig {
@@ -181,8 +219,12 @@ pub fn backtest(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode> {
     );
     cfg.retrain_every_days = args.retrain_every;
     cfg.score_days = args.score_days;
-    let report = run_backtest(&series, &cfg, labels.as_deref()).context("running the backtest")?;
-    write_atomically(&args.output, |w| {
+    cfg
+}
+
+/// Writes FLAGGED.csv: one row per scored warehouse-day ([`FLAGGED_CSV_COLUMNS`]).
+fn write_flagged_csv(path: &Path, report: &BacktestReport) -> anyhow::Result<()> {
+    write_atomically(path, |w| {
         let mut out = csv::Writer::from_writer(w);
         out.write_record(FLAGGED_CSV_COLUMNS)?;
         for d in &report.days {
@@ -203,23 +245,6 @@ pub fn backtest(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode> {
         out.flush()?;
         Ok(())
     })
-    .with_context(|| format!("writing {}", args.output.display()))?;
-    let summary = BacktestSummary {
-        model: args.model.to_string(),
-        input: args.input.display().to_string(),
-        output: args.output.display().to_string(),
-        start: args.start,
-        end: report.days.iter().map(|d| d.score.day.date).max(),
-        warehouses: series.len(),
-        scored: report.scored,
-        flagged: report.flagged,
-        incidents: report.incidents,
-        trainings: report.trainings,
-        seconds: started.elapsed().as_secs_f64(),
-        metrics: report.metrics.clone(),
-    };
-    print(json, &summary, || backtest_text(&summary))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn backtest_text(s: &BacktestSummary) -> String {

@@ -6,6 +6,7 @@ use crate::settings::LoadedConfig;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use serde_json::json;
+use snowpatrol_engine::Jobs;
 use snowpatrol_store::redact_url;
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ pub(crate) async fn migrate(loaded: &LoadedConfig, json: bool) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// `snowpatrol config check`: validates the configuration as the daemon and `run` do, and says what is in
+/// effect (secrets by where they came from, never by value).
 pub(crate) async fn check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitCode> {
     let (jobs, pipeline) = validate(loaded).await?;
     let source = pipeline.source_description();
@@ -69,25 +72,30 @@ pub(crate) async fn check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<E
             loaded.file_display(),
             s.server.health_addr
         );
-        if loaded.secrets.is_empty() {
-            out.push_str(" (none)");
-        }
-        for o in &loaded.secrets {
-            out.push_str(&format!(
-                "\n  {}: {} (from {})",
-                o.path,
-                snowpatrol_store::REDACTED,
-                o.origin
-            ));
-        }
-        out.push_str("\njobs:");
-        if jobs.jobs.is_empty() {
-            out.push_str(" (none)");
-        }
-        for j in jobs.jobs.values() {
-            out.push_str(&format!("\n  {}: {}", j.name(), j.schedule_text()));
-        }
+        push_secrets_and_jobs(&mut out, loaded, &jobs);
         out
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The end of `config check`'s text: each secret (by where it came from, never its value), then each job.
+fn push_secrets_and_jobs(out: &mut String, loaded: &LoadedConfig, jobs: &Jobs) {
+    if loaded.secrets.is_empty() {
+        out.push_str(" (none)");
+    }
+    for o in &loaded.secrets {
+        out.push_str(&format!(
+            "\n  {}: {} (from {})",
+            o.path,
+            snowpatrol_store::REDACTED,
+            o.origin
+        ));
+    }
+    out.push_str("\njobs:");
+    if jobs.jobs.is_empty() {
+        out.push_str(" (none)");
+    }
+    for j in jobs.jobs.values() {
+        out.push_str(&format!("\n  {}: {}", j.name(), j.schedule_text()));
+    }
 }

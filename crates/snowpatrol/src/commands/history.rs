@@ -7,7 +7,7 @@ use crate::settings::LoadedConfig;
 use anyhow::{Context, bail};
 use serde_json::json;
 use snowpatrol_engine::RunState;
-use snowpatrol_store::RunFilter;
+use snowpatrol_store::{Database, EventRecord, RunFilter, RunRecord};
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -29,18 +29,7 @@ pub(crate) async fn runs(
     }
     let db = open_existing(&loaded.settings).await?;
     if let Some(job) = &job {
-        let jobs = db.list_jobs().await.context("listing jobs")?;
-        if !jobs.iter().any(|j| &j.job_name == job) {
-            let names: Vec<&str> = jobs.iter().map(|j| j.job_name.as_str()).collect();
-            bail!(
-                "no job `{job}` in this database; jobs: {}",
-                if names.is_empty() {
-                    "(none yet)".to_string()
-                } else {
-                    names.join(", ")
-                }
-            );
-        }
+        require_known_job(&db, job).await?;
     }
     let state = state
         .map(|s| RunState::from_str(&s))
@@ -56,39 +45,59 @@ pub(crate) async fn runs(
         })
         .await
         .context("listing runs")?;
-    print(json, &runs, || {
-        output::table(
-            &[
-                "run",
-                "job",
-                "state",
-                "trigger",
-                "logical time",
-                "started",
-                "duration",
-                "params",
-                "by",
-                "error",
-            ],
-            runs.iter()
-                .map(|r| {
-                    vec![
-                        r.run_id.to_string(),
-                        r.job_name.clone(),
-                        r.state.to_string(),
-                        r.trigger_kind.to_string(),
-                        output::time(Some(r.logical_time)),
-                        output::time(r.started_at),
-                        output::duration(r.started_at, r.finished_at),
-                        params_text(&r.params),
-                        r.triggered_by.clone(),
-                        output::short(r.error.as_deref(), 60),
-                    ]
-                })
-                .collect(),
-        )
-    })?;
+    print(json, &runs, || runs_table(&runs))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails unless the database has a job named `job`, listing those it has.
+async fn require_known_job(db: &Database, job: &str) -> anyhow::Result<()> {
+    let jobs = db.list_jobs().await.context("listing jobs")?;
+    if !jobs.iter().any(|j| j.job_name == job) {
+        let names: Vec<&str> = jobs.iter().map(|j| j.job_name.as_str()).collect();
+        bail!(
+            "no job `{job}` in this database; jobs: {}",
+            if names.is_empty() {
+                "(none yet)".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `runs` for people: one table row per run.
+fn runs_table(runs: &[RunRecord]) -> String {
+    output::table(
+        &[
+            "run",
+            "job",
+            "state",
+            "trigger",
+            "logical time",
+            "started",
+            "duration",
+            "params",
+            "by",
+            "error",
+        ],
+        runs.iter()
+            .map(|r| {
+                vec![
+                    r.run_id.to_string(),
+                    r.job_name.clone(),
+                    r.state.to_string(),
+                    r.trigger_kind.to_string(),
+                    output::time(Some(r.logical_time)),
+                    output::time(r.started_at),
+                    output::duration(r.started_at, r.finished_at),
+                    params_text(&r.params),
+                    r.triggered_by.clone(),
+                    output::short(r.error.as_deref(), 60),
+                ]
+            })
+            .collect(),
+    )
 }
 
 /// `snowpatrol lineage RUN`: the dataset events a run consumed and produced.
@@ -118,43 +127,55 @@ pub(crate) async fn lineage(
         "produced": produced,
     });
     print(json, &report, || {
-        let mut out = format!(
-            "run {run_id} of {} ({} run, logical time {})\nconsumed:",
-            run.job_name,
-            run.trigger_kind,
-            output::time(Some(run.logical_time))
-        );
-        // A consumed event says where it came from; a produced one comes from this run.
-        let line = |e: &snowpatrol_store::EventRecord, origin: bool| {
-            let from = match (origin, e.source_run_id) {
-                (false, _) => String::new(),
-                (true, Some(r)) => format!(" from run {r}"),
-                (true, None) => format!(" by {}", e.created_by),
-            };
-            format!(
-                "\n  #{} {} at {}{from}",
-                e.event_id,
-                e.dataset_uri,
-                output::time(Some(e.created_at))
-            )
-        };
-        for (events, origin, none) in [
-            (&consumed, true, " (none: not triggered by datasets)"),
-            (&produced, false, " (none)"),
-        ] {
-            if !origin {
-                out.push_str("\nproduced:");
-            }
-            if events.is_empty() {
-                out.push_str(none);
-            }
-            for e in events {
-                out.push_str(&line(e, origin));
-            }
-        }
-        out
+        lineage_text(run_id, &run, &consumed, &produced)
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `lineage` prints for people: the run, then its consumed and its produced events, one per line.
+fn lineage_text(
+    run_id: i64,
+    run: &RunRecord,
+    consumed: &[EventRecord],
+    produced: &[EventRecord],
+) -> String {
+    let mut out = format!(
+        "run {run_id} of {} ({} run, logical time {})\nconsumed:",
+        run.job_name,
+        run.trigger_kind,
+        output::time(Some(run.logical_time))
+    );
+    for (events, origin, none) in [
+        (consumed, true, " (none: not triggered by datasets)"),
+        (produced, false, " (none)"),
+    ] {
+        if !origin {
+            out.push_str("\nproduced:");
+        }
+        if events.is_empty() {
+            out.push_str(none);
+        }
+        for e in events {
+            out.push_str(&lineage_line(e, origin));
+        }
+    }
+    out
+}
+
+/// One event of `lineage`; with `origin`, where it came from.
+fn lineage_line(e: &EventRecord, origin: bool) -> String {
+    // A consumed event says where it came from; a produced one comes from this run.
+    let from = match (origin, e.source_run_id) {
+        (false, _) => String::new(),
+        (true, Some(r)) => format!(" from run {r}"),
+        (true, None) => format!(" by {}", e.created_by),
+    };
+    format!(
+        "\n  #{} {} at {}{from}",
+        e.event_id,
+        e.dataset_uri,
+        output::time(Some(e.created_at))
+    )
 }
 
 /// `snowpatrol tasks RUN`: the task instances of a run.

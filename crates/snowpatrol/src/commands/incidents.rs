@@ -6,8 +6,9 @@ use crate::output::outln;
 use anyhow::Context;
 use chrono::NaiveDate;
 use serde_json::json;
+use snowpatrol_pipeline::routing::{IncidentFacts, RouteVerdict, RoutingDecision};
 use snowpatrol_pipeline::store::{
-    AckReason as StoredAckReason, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus,
+    AckReason as StoredAckReason, AlertRow, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus,
 };
 use snowpatrol_pipeline::{PipelineConfig, PipelineStore};
 use snowpatrol_store::Database;
@@ -197,6 +198,7 @@ fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     t.map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 
+/// `snowpatrol anomalies`: incidents (or their days) filtered by `view`, or `ack`.
 pub async fn anomalies(
     db: &Database,
     command: Option<AnomaliesCommand>,
@@ -211,75 +213,114 @@ pub async fn anomalies(
         anomaly,
     }) = command
     {
-        let incident_id = if anomaly {
-            store
-                .ack_anomaly(id, reason.stored(), Some(acknowledged_by))
-                .await
-                .with_context(|| format!("acknowledging the incident of anomaly {id}"))?
-                .with_context(|| {
-                    format!(
-                        "no anomaly with id {id} (see the first column of `snowpatrol anomalies --days`)"
-                    )
-                })?
-        } else {
-            let found = store
-                .ack_incident(id, reason.stored(), Some(acknowledged_by))
-                .await
-                .with_context(|| format!("acknowledging incident {id}"))?;
-            if !found {
-                anyhow::bail!(
-                    "no incident with id {id} (see the first column of `snowpatrol anomalies`; \
-                     an anomaly (day) id needs --anomaly)"
-                );
-            }
-            id
-        };
-        let incident = store
-            .incident(incident_id)
-            .await
-            .context("reading the incident")?
-            .with_context(|| format!("incident {incident_id} vanished"))?;
-        tracing::info!(
-            incident_id,
-            reason = reason.stored().as_str(),
-            "incident acknowledged"
-        );
-        let mut out = json!({
-            "incident_id": incident_id, "acknowledged": true, "reason": reason.stored().as_str(),
-            "incident": incident,
-        });
-        if anomaly {
-            out["anomaly_id"] = json!(id);
-        }
-        print(json, &out, || {
-            format!(
-                "incident {incident_id} ({}.{}, {} .. {}, {} day(s)) acknowledged ({}); it will not be alerted again",
-                incident.account_name,
-                incident.warehouse_name,
-                incident.start_day,
-                incident.end_day,
-                incident.days,
-                reason.stored().as_str()
-            )
-        })?;
-        return Ok(ExitCode::SUCCESS);
+        return ack(&store, id, reason, anomaly, acknowledged_by, json).await;
     }
     // A warehouse nobody meters is a typo, not "no incidents": the same rule as `runs --job` and `models`.
     if let Some(w) = view.warehouse.as_deref().map(str::trim) {
-        let known = store
-            .warehouses(false)
-            .await
-            .context("listing warehouses")?;
-        let matches =
-            |k: &snowpatrol_detect::WarehouseKey| k.warehouse_name == w || k.to_string() == w;
-        if !known.iter().any(matches) {
-            anyhow::bail!(
-                "no warehouse `{w}` in the metering data ({} warehouses; give WAREHOUSE or ACCOUNT.WAREHOUSE as \
-                 listed by `snowpatrol models`)",
-                known.len()
-            );
-        }
+        require_metered_warehouse(&store, w).await?;
     }
+    list_anomalies(&store, &view, json).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snowpatrol anomalies ack ID`: acknowledges incident `id` (with `anomaly`, the incident of anomaly `id`)
+/// and prints the incident.
+async fn ack(
+    store: &PipelineStore,
+    id: i64,
+    reason: AckReason,
+    anomaly: bool,
+    acknowledged_by: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let incident_id = acknowledge(store, id, reason, anomaly, acknowledged_by).await?;
+    let incident = store
+        .incident(incident_id)
+        .await
+        .context("reading the incident")?
+        .with_context(|| format!("incident {incident_id} vanished"))?;
+    tracing::info!(
+        incident_id,
+        reason = reason.stored().as_str(),
+        "incident acknowledged"
+    );
+    let mut out = json!({
+        "incident_id": incident_id, "acknowledged": true, "reason": reason.stored().as_str(),
+        "incident": incident,
+    });
+    if anomaly {
+        out["anomaly_id"] = json!(id);
+    }
+    print(json, &out, || {
+        format!(
+            "incident {incident_id} ({}.{}, {} .. {}, {} day(s)) acknowledged ({}); it will not be alerted again",
+            incident.account_name,
+            incident.warehouse_name,
+            incident.start_day,
+            incident.end_day,
+            incident.days,
+            reason.stored().as_str()
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records the acknowledgement of incident `id`, or with `anomaly` of the incident of anomaly `id`; returns
+/// the incident's id. An id that names nothing is an error that says where ids are listed.
+async fn acknowledge(
+    store: &PipelineStore,
+    id: i64,
+    reason: AckReason,
+    anomaly: bool,
+    acknowledged_by: &str,
+) -> anyhow::Result<i64> {
+    if anomaly {
+        return store
+            .ack_anomaly(id, reason.stored(), Some(acknowledged_by))
+            .await
+            .with_context(|| format!("acknowledging the incident of anomaly {id}"))?
+            .with_context(|| {
+                format!(
+                    "no anomaly with id {id} (see the first column of `snowpatrol anomalies --days`)"
+                )
+            });
+    }
+    let found = store
+        .ack_incident(id, reason.stored(), Some(acknowledged_by))
+        .await
+        .with_context(|| format!("acknowledging incident {id}"))?;
+    if !found {
+        anyhow::bail!(
+            "no incident with id {id} (see the first column of `snowpatrol anomalies`; \
+             an anomaly (day) id needs --anomaly)"
+        );
+    }
+    Ok(id)
+}
+
+/// Fails unless warehouse `w` (WAREHOUSE or ACCOUNT.WAREHOUSE) is in the metering data.
+async fn require_metered_warehouse(store: &PipelineStore, w: &str) -> anyhow::Result<()> {
+    let known = store
+        .warehouses(false)
+        .await
+        .context("listing warehouses")?;
+    let matches = |k: &snowpatrol_detect::WarehouseKey| k.warehouse_name == w || k.to_string() == w;
+    if !known.iter().any(matches) {
+        anyhow::bail!(
+            "no warehouse `{w}` in the metering data ({} warehouses; give WAREHOUSE or ACCOUNT.WAREHOUSE as \
+             listed by `snowpatrol models`)",
+            known.len()
+        );
+    }
+    Ok(())
+}
+
+/// The listing of `snowpatrol anomalies`: the incidents, or with `--days` the anomalous days, `view` selects.
+async fn list_anomalies(
+    store: &PipelineStore,
+    view: &AnomaliesView,
+    json: bool,
+) -> anyhow::Result<()> {
     let since = view
         .since
         .unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(30));
@@ -312,15 +353,14 @@ pub async fn anomalies(
             .list_anomalies(&filter)
             .await
             .context("listing anomalies")?;
-        print_list(&rows, format, &what)?;
+        print_list(&rows, format, &what)
     } else {
         let rows = store
             .list_incidents(&filter)
             .await
             .context("listing incidents")?;
-        print_list(&rows, format, &what)?;
+        print_list(&rows, format, &what)
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// A row `anomalies` lists: its CSV record (columns fixed for scripts) and its table row (for people).
@@ -524,7 +564,6 @@ pub async fn explain_alert(
     incident_id: i64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use snowpatrol_pipeline::routing::{IncidentFacts, RouteVerdict};
     let store = PipelineStore::new(db.clone());
     let incident = store
         .incident(incident_id)
@@ -535,19 +574,38 @@ pub async fn explain_alert(
                 "no incident with id {incident_id} (see the first column of `snowpatrol anomalies`)"
             )
         })?;
-    let days: Vec<_> = store
+    let decision = route_incident(&store, config, &incident).await?;
+    let announced = announcing_alert(&store, incident.alert_id).await?;
+    let explanation = AlertExplanation {
+        incident_id,
+        incident: &incident,
+        announced: announced.as_ref(),
+        decision: &decision,
+    };
+    print(json, &explanation.json(), || explanation.text())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the configured `[pipeline.alerts]` send `incident` now, judged with what the model expected on the
+/// incident's days.
+async fn route_incident(
+    store: &PipelineStore,
+    config: &PipelineConfig,
+    incident: &IncidentRow,
+) -> anyhow::Result<RoutingDecision> {
+    let expected: f64 = store
         .anomalies_since(incident.start_day, Some(&incident.key()))
         .await
         .context("reading the incident's days")?
         .into_iter()
-        .filter(|a| a.incident_id == incident_id)
-        .collect();
-    let expected: f64 = days.iter().map(|a| a.expected_credits).sum();
+        .filter(|a| a.incident_id == incident.incident_id)
+        .map(|a| a.expected_credits)
+        .sum();
     let default_channel = config
         .slack
         .as_ref()
         .map_or("file".to_string(), |s| s.channel.clone());
-    let decision = config.alerts.decide(
+    Ok(config.alerts.decide(
         &IncidentFacts {
             account_name: incident.account_name.clone(),
             warehouse_name: incident.warehouse_name.clone(),
@@ -557,42 +615,70 @@ pub async fn explain_alert(
         },
         config.price_per_credit,
         &default_channel,
-    );
-    let announced = match incident.alert_id {
-        Some(id) => store
-            .list_alerts(false, i64::MAX)
-            .await
-            .context("reading the alert outbox")?
-            .into_iter()
-            .find(|a| a.alert_id == id),
-        None => None,
+    ))
+}
+
+/// The outbox row of the alert that announced an incident (its `alert_id`), if one did.
+async fn announcing_alert(
+    store: &PipelineStore,
+    alert_id: Option<i64>,
+) -> anyhow::Result<Option<AlertRow>> {
+    let Some(id) = alert_id else {
+        return Ok(None);
     };
-    let verdict = |v: &RouteVerdict| -> (&'static str, String) {
-        match v {
-            RouteVerdict::Announced => ("announced", String::new()),
-            RouteVerdict::NotCovered(w) => ("not_covered", w.clone()),
-            RouteVerdict::BelowMinimum(w) => ("below_minimum", w.clone()),
-            RouteVerdict::Muted(w) => ("muted", w.clone()),
-        }
-    };
-    let value = json!({
-        "incident_id": incident_id,
-        "warehouse": format!("{}.{}", incident.account_name, incident.warehouse_name),
-        "status": incident.status.as_str(),
-        "announced_by": announced.as_ref().map(|a| json!({
-            "alert_id": a.alert_id, "dedupe_key": a.dedupe_key, "channel": a.channel, "state": a.state.as_str(),
-        })),
-        "channels": decision.channels.iter().map(|(r, c)| json!({ "route": r, "channel": c })).collect::<Vec<_>>(),
-        "routes": decision.verdicts.iter().map(|(r, v)| {
-            let (k, why) = verdict(v);
-            json!({ "route": r, "verdict": k, "why": why })
-        }).collect::<Vec<_>>(),
-        "held_back": decision.held_back(),
-        "ignored": decision.ignored,
-    });
-    print(json, &value, || {
+    Ok(store
+        .list_alerts(false, i64::MAX)
+        .await
+        .context("reading the alert outbox")?
+        .into_iter()
+        .find(|a| a.alert_id == id))
+}
+
+/// A route's verdict as its JSON name and the reason it gives (empty for `announced`).
+fn route_verdict(v: &RouteVerdict) -> (&'static str, String) {
+    match v {
+        RouteVerdict::Announced => ("announced", String::new()),
+        RouteVerdict::NotCovered(w) => ("not_covered", w.clone()),
+        RouteVerdict::BelowMinimum(w) => ("below_minimum", w.clone()),
+        RouteVerdict::Muted(w) => ("muted", w.clone()),
+    }
+}
+
+/// What `explain-alert` prints about one incident.
+struct AlertExplanation<'a> {
+    incident_id: i64,
+    incident: &'a IncidentRow,
+    /// The alert that announced it, if one did.
+    announced: Option<&'a AlertRow>,
+    /// Where the routes send it now.
+    decision: &'a RoutingDecision,
+}
+
+impl AlertExplanation<'_> {
+    fn json(&self) -> serde_json::Value {
+        let (incident, decision) = (self.incident, self.decision);
+        json!({
+            "incident_id": self.incident_id,
+            "warehouse": format!("{}.{}", incident.account_name, incident.warehouse_name),
+            "status": incident.status.as_str(),
+            "announced_by": self.announced.map(|a| json!({
+                "alert_id": a.alert_id, "dedupe_key": a.dedupe_key, "channel": a.channel, "state": a.state.as_str(),
+            })),
+            "channels": decision.channels.iter().map(|(r, c)| json!({ "route": r, "channel": c })).collect::<Vec<_>>(),
+            "routes": decision.verdicts.iter().map(|(r, v)| {
+                let (k, why) = route_verdict(v);
+                json!({ "route": r, "verdict": k, "why": why })
+            }).collect::<Vec<_>>(),
+            "held_back": decision.held_back(),
+            "ignored": decision.ignored,
+        })
+    }
+
+    fn text(&self) -> String {
+        let incident = self.incident;
         let mut out = format!(
-            "incident {incident_id}: {}.{}, {} – {}, +{:.2} credits, {}\n",
+            "incident {}: {}.{}, {} – {}, +{:.2} credits, {}\n",
+            self.incident_id,
             incident.account_name,
             incident.warehouse_name,
             incident.start_day,
@@ -600,7 +686,7 @@ pub async fn explain_alert(
             incident.excess_credits,
             incident.status.as_str()
         );
-        match &announced {
+        match self.announced {
             Some(a) => out.push_str(&format!(
                 "announced by alert {} ({}) in {}, {}\n",
                 a.alert_id, a.dedupe_key, a.channel, a.state
@@ -610,6 +696,13 @@ pub async fn explain_alert(
             }
             None => out.push_str("not announced yet\n"),
         }
+        self.push_routes(&mut out);
+        out.trim_end().to_string()
+    }
+
+    /// The text's `routes now:` lines (where the incident goes now) and every route's verdict.
+    fn push_routes(&self, out: &mut String) {
+        let decision = self.decision;
         if decision.ignored {
             out.push_str(
                 "routes now: no channel (ignored by a [[pipeline.alerts.overrides]] entry)\n",
@@ -630,7 +723,7 @@ pub async fn explain_alert(
             out.push_str("no [[pipeline.alerts.routes]] configured: everything goes to the default channel\n");
         }
         for (route, v) in &decision.verdicts {
-            let (k, why) = verdict(v);
+            let (k, why) = route_verdict(v);
             out.push_str(&format!(
                 "  route {route}: {}{}\n",
                 k.replace('_', " "),
@@ -641,7 +734,5 @@ pub async fn explain_alert(
                 }
             ));
         }
-        out.trim_end().to_string()
-    })?;
-    Ok(ExitCode::SUCCESS)
+    }
 }

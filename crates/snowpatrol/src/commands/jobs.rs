@@ -6,9 +6,11 @@ use crate::app::{App, spawn_signal_watcher, triggered_by, validate};
 use crate::output;
 use crate::settings::LoadedConfig;
 use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
 use serde_json::json;
-use snowpatrol_engine::{CancellationToken, RunState};
-use snowpatrol_store::RunFilter;
+use snowpatrol_engine::{CancellationToken, ParamSpec, ResolvedJob, RunState};
+use snowpatrol_store::{JobRow, RunFilter, RunRecord, TaskInstanceRecord};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use tracing::warn;
 
@@ -28,18 +30,8 @@ pub(crate) async fn run(
         .run_now(&job, &params, &triggered_by(), shutdown.clone())
         .await
         .with_context(|| format!("running job `{job}`"))?;
-    // No daemon behind a one-shot run: deliver the alerts it queued before exiting, for a bounded
-    // time (what is left stays pending for the daemon or the next run).
     if !shutdown.is_cancelled() {
-        let wait = loaded
-            .settings
-            .pipeline
-            .slack
-            .as_ref()
-            .map_or(std::time::Duration::from_secs(60), |s| s.drain_timeout);
-        if let Err(e) = app.pipeline.drain_outbox(wait).await {
-            warn!(error = %e, "delivering the run's alerts failed; they stay pending");
-        }
+        deliver_queued_alerts(&app, loaded).await;
     }
     let tasks = app
         .engine
@@ -48,33 +40,52 @@ pub(crate) async fn run(
         .await
         .context("listing task instances")?;
     print(json, &json!({ "run": run, "tasks": tasks }), || {
-        let mut s = format!("run {} of {}: {}", run.run_id, run.job_name, run.state);
-        if let Some(e) = &run.error {
-            s.push_str(&format!(" ({e})"));
-        }
-        let failed: Vec<String> = tasks
-            .iter()
-            .filter(|t| t.state == snowpatrol_engine::TaskState::Failed)
-            .map(|t| {
-                format!(
-                    "  {}[{}]: {}",
-                    t.task_name,
-                    t.map_key,
-                    t.error.as_deref().unwrap_or("")
-                )
-            })
-            .collect();
-        if !failed.is_empty() {
-            s.push_str("\nfailed tasks:\n");
-            s.push_str(&failed.join("\n"));
-        }
-        s
+        run_text(&run, &tasks)
     })?;
     Ok(if run.state == RunState::Success {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_RUN_FAILED)
     })
+}
+
+/// No daemon behind a one-shot run: deliver the alerts it queued before exiting, for a bounded
+/// time (what is left stays pending for the daemon or the next run).
+async fn deliver_queued_alerts(app: &App, loaded: &LoadedConfig) {
+    let wait = loaded
+        .settings
+        .pipeline
+        .slack
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(60), |s| s.drain_timeout);
+    if let Err(e) = app.pipeline.drain_outbox(wait).await {
+        warn!(error = %e, "delivering the run's alerts failed; they stay pending");
+    }
+}
+
+/// What `run` prints for people: the run's outcome and the error of each failed task.
+fn run_text(run: &RunRecord, tasks: &[TaskInstanceRecord]) -> String {
+    let mut s = format!("run {} of {}: {}", run.run_id, run.job_name, run.state);
+    if let Some(e) = &run.error {
+        s.push_str(&format!(" ({e})"));
+    }
+    let failed: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.state == snowpatrol_engine::TaskState::Failed)
+        .map(|t| {
+            format!(
+                "  {}[{}]: {}",
+                t.task_name,
+                t.map_key,
+                t.error.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        s.push_str("\nfailed tasks:\n");
+        s.push_str(&failed.join("\n"));
+    }
+    s
 }
 
 /// `snowpatrol trigger JOB`: queues a manual run for the daemon.
@@ -220,10 +231,37 @@ pub(crate) async fn explain(
 /// `snowpatrol jobs`: every job with its schedule, paused state, last and next run.
 pub(crate) async fn jobs(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitCode> {
     let app = App::open(loaded, false).await?;
-    let rows = app.engine.db().list_jobs().await.context("listing jobs")?;
-    let now = snowpatrol_store::now();
-    // Last run and next run of each job: what an operator asks first.
-    let mut last = std::collections::BTreeMap::new();
+    let listing = JobListing {
+        rows: app.engine.db().list_jobs().await.context("listing jobs")?,
+        now: snowpatrol_store::now(),
+        // Last run and next run of each job: what an operator asks first.
+        last: last_runs(&app).await?,
+    };
+    let list: Vec<serde_json::Value> = app.jobs().jobs.values().map(|j| listing.json(j)).collect();
+    print(json, &list, || {
+        output::table(
+            &[
+                "job",
+                "schedule",
+                "paused",
+                "last run",
+                "next run",
+                "params",
+                "description",
+            ],
+            app.jobs()
+                .jobs
+                .values()
+                .map(|j| listing.table_row(j))
+                .collect(),
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The last run of every configured job that has one, by job name.
+async fn last_runs(app: &App) -> anyhow::Result<BTreeMap<String, RunRecord>> {
+    let mut last = BTreeMap::new();
     for name in app.jobs().jobs.keys() {
         let runs = app
             .engine
@@ -239,93 +277,88 @@ pub(crate) async fn jobs(loaded: &LoadedConfig, json: bool) -> anyhow::Result<Ex
             last.insert(name.clone(), r);
         }
     }
-    let next_run =
-        |j: &snowpatrol_engine::ResolvedJob| -> (Option<chrono::DateTime<chrono::Utc>>, String) {
-            match (&j.cron, &j.condition) {
-                (Some(c), _) => {
-                    let t = c.next_after(now);
-                    (
-                        t,
-                        t.map_or_else(|| "never".into(), |t| output::time(Some(t))),
-                    )
-                }
-                (None, Some(_)) => (None, "when its datasets update".into()),
-                (None, None) => (None, "manual".into()),
+    Ok(last)
+}
+
+/// What `snowpatrol jobs` shows of each job besides its definition.
+struct JobListing {
+    /// The jobs as registered in the database (their paused state).
+    rows: Vec<JobRow>,
+    /// When the listing was taken: next runs are computed from it.
+    now: DateTime<Utc>,
+    /// The last run of each job that has one, by name.
+    last: BTreeMap<String, RunRecord>,
+}
+
+impl JobListing {
+    fn paused(&self, j: &ResolvedJob) -> bool {
+        self.rows.iter().any(|r| r.job_name == j.name() && r.paused)
+    }
+
+    /// When the job runs next: its cron's next tick (`None` for other jobs), and that in words.
+    fn next_run(&self, j: &ResolvedJob) -> (Option<DateTime<Utc>>, String) {
+        match (&j.cron, &j.condition) {
+            (Some(c), _) => {
+                let t = c.next_after(self.now);
+                (
+                    t,
+                    t.map_or_else(|| "never".into(), |t| output::time(Some(t))),
+                )
             }
-        };
-    let list: Vec<serde_json::Value> = app
-            .jobs()
-            .jobs
-            .values()
-            .map(|j| {
-                let paused = rows.iter().any(|r| r.job_name == j.name() && r.paused);
-                let l = last.get(j.name());
-                json!({
-                    "job": j.name(),
-                    "schedule": j.schedule_text(),
-                    "paused": paused,
-                    "last_run": l.map(|r| json!({"run_id": r.run_id, "state": r.state, "logical_time": r.logical_time, "finished_at": r.finished_at})),
-                    "next_run": next_run(j).0,
-                    "max_active_runs": j.max_active_runs,
-                    "description": j.definition.description,
-                    "params": j.params.specs.values().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": p.default, "one_of": p.one_of, "min": p.min, "max": p.max})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-    print(json, &list, || {
-        output::table(
-            &[
-                "job",
-                "schedule",
-                "paused",
-                "last run",
-                "next run",
-                "params",
-                "description",
-            ],
-            app.jobs()
-                .jobs
-                .values()
-                .map(|j| {
-                    let paused = rows.iter().any(|r| r.job_name == j.name() && r.paused);
-                    let params: Vec<String> = j
-                        .params
-                        .specs
-                        .values()
-                        .map(|p| match p.domain_text() {
-                            Some(d) => {
-                                format!("{}: {} = {} ({d})", p.name, p.ty, p.default)
-                            }
-                            None => format!("{}: {} = {}", p.name, p.ty, p.default),
-                        })
-                        .collect();
-                    let last_run = last.get(j.name()).map_or_else(
-                        || "never".to_string(),
-                        |r| {
-                            format!(
-                                "{} {} ({})",
-                                r.run_id,
-                                r.state,
-                                output::time(
-                                    r.finished_at.or(r.started_at).or(Some(r.logical_time))
-                                )
-                            )
-                        },
-                    );
-                    vec![
-                        j.name().to_string(),
-                        j.schedule_text(),
-                        if paused { "yes".into() } else { "no".into() },
-                        last_run,
-                        next_run(j).1,
-                        params.join(", "),
-                        j.definition.description.clone(),
-                    ]
-                })
-                .collect(),
-        )
-    })?;
-    Ok(ExitCode::SUCCESS)
+            (None, Some(_)) => (None, "when its datasets update".into()),
+            (None, None) => (None, "manual".into()),
+        }
+    }
+
+    fn json(&self, j: &ResolvedJob) -> serde_json::Value {
+        let l = self.last.get(j.name());
+        json!({
+            "job": j.name(),
+            "schedule": j.schedule_text(),
+            "paused": self.paused(j),
+            "last_run": l.map(|r| json!({"run_id": r.run_id, "state": r.state, "logical_time": r.logical_time, "finished_at": r.finished_at})),
+            "next_run": self.next_run(j).0,
+            "max_active_runs": j.max_active_runs,
+            "description": j.definition.description,
+            "params": j.params.specs.values().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": p.default, "one_of": p.one_of, "min": p.min, "max": p.max})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn table_row(&self, j: &ResolvedJob) -> Vec<String> {
+        let params: Vec<String> = j.params.specs.values().map(param_text).collect();
+        let last_run = self.last.get(j.name()).map_or_else(
+            || "never".to_string(),
+            |r| {
+                format!(
+                    "{} {} ({})",
+                    r.run_id,
+                    r.state,
+                    output::time(r.finished_at.or(r.started_at).or(Some(r.logical_time)))
+                )
+            },
+        );
+        vec![
+            j.name().to_string(),
+            j.schedule_text(),
+            if self.paused(j) {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            last_run,
+            self.next_run(j).1,
+            params.join(", "),
+            j.definition.description.clone(),
+        ]
+    }
+}
+
+/// A parameter as `name: type = default`, with its allowed values when it has a domain.
+fn param_text(p: &ParamSpec) -> String {
+    match p.domain_text() {
+        Some(d) => format!("{}: {} = {} ({d})", p.name, p.ty, p.default),
+        None => format!("{}: {} = {}", p.name, p.ty, p.default),
+    }
 }
 
 pub(crate) async fn set_paused(
