@@ -280,122 +280,15 @@ fn evaluate_with(
     labels: &[AnomalyLabel],
     cfg: &BacktestConfig,
 ) -> Metrics {
-    let mut scored_range: HashMap<&WarehouseKey, (NaiveDate, NaiveDate)> = HashMap::new();
-    let mut flagged: HashMap<&WarehouseKey, HashSet<NaiveDate>> = HashMap::new();
-    for d in days {
-        let e = scored_range
-            .entry(&d.key)
-            .or_insert((d.score.day.date, d.score.day.date));
-        e.0 = e.0.min(d.score.day.date);
-        e.1 = e.1.max(d.score.day.date);
-        if d.score.is_anomaly {
-            flagged.entry(&d.key).or_default().insert(d.score.day.date);
-        }
-    }
-    let tol = |l: &AnomalyLabel| {
-        if l.kind == AnomalyKind::Resize {
-            cfg.resize_tolerance_days.max(0) as u64
-        } else {
-            0
-        }
-    };
-    let mut in_scope: Vec<&AnomalyLabel> = labels
-        .iter()
-        .filter(|l| {
-            scored_range
-                .get(&l.key)
-                .is_some_and(|(a, b)| l.date >= *a && l.date <= *b)
-        })
-        .collect();
-    in_scope.sort_by(|a, b| (&a.key, a.kind, a.date).cmp(&(&b.key, b.kind, b.date)));
-    // Positive (cost-increase window) and neutral (drop) days per warehouse.
-    let mut positive: HashMap<&WarehouseKey, HashSet<NaiveDate>> = HashMap::new();
-    let mut neutral: HashMap<&WarehouseKey, HashSet<NaiveDate>> = HashMap::new();
-    for l in &in_scope {
-        if l.kind.is_cost_increase() {
-            let set = positive.entry(&l.key).or_default();
-            for k in 0..=tol(l) {
-                set.insert(l.date + chrono::Days::new(k));
-            }
-        } else if l.kind == AnomalyKind::Drop {
-            neutral.entry(&l.key).or_default().insert(l.date);
-        }
-    }
-    let is_flagged =
-        |k: &WarehouseKey, d: NaiveDate| flagged.get(k).is_some_and(|s| s.contains(&d));
-    let window_hit =
-        |l: &AnomalyLabel| (0..=tol(l)).any(|k| is_flagged(&l.key, l.date + chrono::Days::new(k)));
+    let (scored_range, flagged) = scored_ranges_and_flags(days);
+    let in_scope = labels_in_scope(labels, &scored_range);
+    let m = Matching::new(flagged, &in_scope, cfg.resize_tolerance_days);
     // Day level.
-    let (mut flagged_days, mut flagged_in) = (0, 0);
-    for (k, set) in &flagged {
-        for d in set {
-            if positive.get(k).is_some_and(|p| p.contains(d)) {
-                flagged_days += 1;
-                flagged_in += 1;
-            } else if !neutral.get(k).is_some_and(|p| p.contains(d)) {
-                flagged_days += 1;
-            }
-        }
-    }
-    let (mut labelled_days, mut labelled_caught) = (0, 0);
-    let mut expected = (0, 0);
-    for l in &in_scope {
-        if l.kind.is_cost_increase() {
-            labelled_days += 1;
-            if window_hit(l) {
-                labelled_caught += 1;
-            }
-        } else if l.kind == AnomalyKind::Expected {
-            expected.0 += 1;
-            if is_flagged(&l.key, l.date) {
-                expected.1 += 1;
-            }
-        }
-    }
+    let (flagged_days, flagged_in) = m.flagged_day_counts();
+    let ((labelled_days, labelled_caught), expected) = m.labelled_day_counts(&in_scope);
     // Incident level: runs of consecutive labelled days of one kind.
-    let mut by_kind: BTreeMap<AnomalyKind, KindCounts> = BTreeMap::new();
-    let (mut inc_total, mut inc_caught) = (0, 0);
-    let mut i = 0;
-    while i < in_scope.len() {
-        let mut j = i + 1;
-        while j < in_scope.len()
-            && in_scope[j].key == in_scope[i].key
-            && in_scope[j].kind == in_scope[i].kind
-            && (in_scope[j].date - in_scope[j - 1].date).num_days() <= 1
-        {
-            j += 1;
-        }
-        let run = &in_scope[i..j];
-        let kind = run[0].kind;
-        let hit = run.iter().any(|l| window_hit(l));
-        let e = by_kind.entry(kind).or_default();
-        e.incidents += 1;
-        if hit {
-            e.flagged += 1;
-        }
-        if kind.is_cost_increase() {
-            inc_total += 1;
-            if hit {
-                inc_caught += 1;
-            }
-        }
-        i = j;
-    }
-    let mut false_alarms = 0;
-    for (key, a, b) in incidents {
-        let mut d = *a;
-        let mut hit = false;
-        while d <= *b {
-            if positive.get(key).is_some_and(|p| p.contains(&d)) {
-                hit = true;
-                break;
-            }
-            d = d + chrono::Days::new(1);
-        }
-        if !hit {
-            false_alarms += 1;
-        }
-    }
+    let (by_kind, inc_total, inc_caught) = m.labelled_incident_counts(&in_scope);
+    let false_alarms = m.false_alarms(incidents);
     let warehouse_months = days.len() as f64 / 30.4375;
     let day_precision = ratio(flagged_in, flagged_days);
     let day_recall = ratio(labelled_caught, labelled_days);
@@ -422,5 +315,195 @@ fn evaluate_with(
         expected_occurrences: expected.0,
         expected_flagged: expected.1,
         by_kind,
+    }
+}
+
+type DaysByKey<'a> = HashMap<&'a WarehouseKey, HashSet<NaiveDate>>;
+
+/// The first and last scored day and the flagged days of each warehouse.
+fn scored_ranges_and_flags(
+    days: &[ScoredDay],
+) -> (
+    HashMap<&WarehouseKey, (NaiveDate, NaiveDate)>,
+    DaysByKey<'_>,
+) {
+    let mut scored_range: HashMap<&WarehouseKey, (NaiveDate, NaiveDate)> = HashMap::new();
+    let mut flagged: DaysByKey = HashMap::new();
+    for d in days {
+        let e = scored_range
+            .entry(&d.key)
+            .or_insert((d.score.day.date, d.score.day.date));
+        e.0 = e.0.min(d.score.day.date);
+        e.1 = e.1.max(d.score.day.date);
+        if d.score.is_anomaly {
+            flagged.entry(&d.key).or_default().insert(d.score.day.date);
+        }
+    }
+    (scored_range, flagged)
+}
+
+/// The labels within their warehouse's scored range, sorted by (key, kind, date).
+fn labels_in_scope<'a>(
+    labels: &'a [AnomalyLabel],
+    scored_range: &HashMap<&WarehouseKey, (NaiveDate, NaiveDate)>,
+) -> Vec<&'a AnomalyLabel> {
+    let mut in_scope: Vec<&AnomalyLabel> = labels
+        .iter()
+        .filter(|l| {
+            scored_range
+                .get(&l.key)
+                .is_some_and(|(a, b)| l.date >= *a && l.date <= *b)
+        })
+        .collect();
+    in_scope.sort_by(|a, b| (&a.key, a.kind, a.date).cmp(&(&b.key, b.kind, b.date)));
+    in_scope
+}
+
+/// Flagged days and labelled windows per warehouse, matched against each other.
+struct Matching<'a> {
+    flagged: DaysByKey<'a>,
+    /// Days inside a cost-increase window.
+    positive: DaysByKey<'a>,
+    /// Labelled drop days: a flag there counts neither way.
+    neutral: DaysByKey<'a>,
+    resize_tolerance_days: i64,
+}
+
+impl<'a> Matching<'a> {
+    fn new(
+        flagged: DaysByKey<'a>,
+        in_scope: &[&'a AnomalyLabel],
+        resize_tolerance_days: i64,
+    ) -> Self {
+        let mut m = Matching {
+            flagged,
+            positive: HashMap::new(),
+            neutral: HashMap::new(),
+            resize_tolerance_days,
+        };
+        // Positive (cost-increase window) and neutral (drop) days per warehouse.
+        for l in in_scope {
+            if l.kind.is_cost_increase() {
+                let tol = m.tolerance(l);
+                let set = m.positive.entry(&l.key).or_default();
+                for k in 0..=tol {
+                    set.insert(l.date + chrono::Days::new(k));
+                }
+            } else if l.kind == AnomalyKind::Drop {
+                m.neutral.entry(&l.key).or_default().insert(l.date);
+            }
+        }
+        m
+    }
+
+    /// Days after a label's day that its window also covers.
+    fn tolerance(&self, l: &AnomalyLabel) -> u64 {
+        if l.kind == AnomalyKind::Resize {
+            self.resize_tolerance_days.max(0) as u64
+        } else {
+            0
+        }
+    }
+
+    fn is_flagged(&self, k: &WarehouseKey, d: NaiveDate) -> bool {
+        self.flagged.get(k).is_some_and(|s| s.contains(&d))
+    }
+
+    /// Whether the window of label `l` holds a flag.
+    fn window_hit(&self, l: &AnomalyLabel) -> bool {
+        (0..=self.tolerance(l)).any(|k| self.is_flagged(&l.key, l.date + chrono::Days::new(k)))
+    }
+
+    /// Flagged days (not counting those on labelled drop days) and, of those, the ones inside a window.
+    fn flagged_day_counts(&self) -> (usize, usize) {
+        let (mut flagged_days, mut flagged_in) = (0, 0);
+        for (k, set) in &self.flagged {
+            for d in set {
+                if self.positive.get(k).is_some_and(|p| p.contains(d)) {
+                    flagged_days += 1;
+                    flagged_in += 1;
+                } else if !self.neutral.get(k).is_some_and(|p| p.contains(d)) {
+                    flagged_days += 1;
+                }
+            }
+        }
+        (flagged_days, flagged_in)
+    }
+
+    /// (labelled cost-increase days, of those caught) and (days labelled `expected`, of those flagged).
+    fn labelled_day_counts(&self, in_scope: &[&AnomalyLabel]) -> ((usize, usize), (usize, usize)) {
+        let (mut labelled_days, mut labelled_caught) = (0, 0);
+        let mut expected = (0, 0);
+        for l in in_scope {
+            if l.kind.is_cost_increase() {
+                labelled_days += 1;
+                if self.window_hit(l) {
+                    labelled_caught += 1;
+                }
+            } else if l.kind == AnomalyKind::Expected {
+                expected.0 += 1;
+                if self.is_flagged(&l.key, l.date) {
+                    expected.1 += 1;
+                }
+            }
+        }
+        ((labelled_days, labelled_caught), expected)
+    }
+
+    /// Labelled incidents (runs of consecutive labelled days of one kind) and how many were caught: per kind,
+    /// and the cost increases' total and caught.
+    fn labelled_incident_counts(
+        &self,
+        in_scope: &[&AnomalyLabel],
+    ) -> (BTreeMap<AnomalyKind, KindCounts>, usize, usize) {
+        let mut by_kind: BTreeMap<AnomalyKind, KindCounts> = BTreeMap::new();
+        let (mut inc_total, mut inc_caught) = (0, 0);
+        let mut i = 0;
+        while i < in_scope.len() {
+            let mut j = i + 1;
+            while j < in_scope.len()
+                && in_scope[j].key == in_scope[i].key
+                && in_scope[j].kind == in_scope[i].kind
+                && (in_scope[j].date - in_scope[j - 1].date).num_days() <= 1
+            {
+                j += 1;
+            }
+            let run = &in_scope[i..j];
+            let kind = run[0].kind;
+            let hit = run.iter().any(|l| self.window_hit(l));
+            let e = by_kind.entry(kind).or_default();
+            e.incidents += 1;
+            if hit {
+                e.flagged += 1;
+            }
+            if kind.is_cost_increase() {
+                inc_total += 1;
+                if hit {
+                    inc_caught += 1;
+                }
+            }
+            i = j;
+        }
+        (by_kind, inc_total, inc_caught)
+    }
+
+    /// Flagged incidents none of whose days lies in a cost-increase window.
+    fn false_alarms(&self, incidents: &[(WarehouseKey, NaiveDate, NaiveDate)]) -> usize {
+        let mut false_alarms = 0;
+        for (key, a, b) in incidents {
+            let mut d = *a;
+            let mut hit = false;
+            while d <= *b {
+                if self.positive.get(key).is_some_and(|p| p.contains(&d)) {
+                    hit = true;
+                    break;
+                }
+                d = d + chrono::Days::new(1);
+            }
+            if !hit {
+                false_alarms += 1;
+            }
+        }
+        false_alarms
     }
 }

@@ -158,6 +158,15 @@ impl DefaultRuleConfig {
     /// Every problem with the knobs at once, as `key: message`.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        self.number_problems(&mut out);
+        self.window_problems(&mut out);
+        self.bound_problems(&mut out);
+        self.day_count_problems(&mut out);
+        out
+    }
+
+    /// Knobs that must be finite numbers above 0, and those that may also be 0.
+    fn number_problems(&self, out: &mut Vec<String>) {
         let mut positive = |k: &str, v: f64| {
             if !(v.is_finite() && v > 0.0) {
                 out.push(format!("{k}: must be a number > 0 (got {v})"));
@@ -192,6 +201,10 @@ impl DefaultRuleConfig {
                 out.push(format!("{k}: must be a number >= 0 (got {v})"));
             }
         }
+    }
+
+    /// Day counts of the reference window that exceed their buffers or each other.
+    fn window_problems(&self, out: &mut Vec<String>) {
         if self.level_floor_days > MAX_REFERENCE_DAYS {
             out.push(format!(
                 "level_floor_days: must be at most {MAX_REFERENCE_DAYS} (got {})",
@@ -210,6 +223,10 @@ impl DefaultRuleConfig {
                 self.shift_days, self.reference_days
             ));
         }
+    }
+
+    /// Bounds that must be ordered (record ratios, thresholds) and the credit price.
+    fn bound_problems(&self, out: &mut Vec<String>) {
         if !(self.min_record_ratio == 0.0
             || (self.min_record_ratio.is_finite() && self.min_record_ratio > 1.0))
         {
@@ -238,6 +255,10 @@ impl DefaultRuleConfig {
         {
             out.push(format!("credit_price: must be a number > 0 (got {p})"));
         }
+    }
+
+    /// Day counts that must be at least 1.
+    fn day_count_problems(&self, out: &mut Vec<String>) {
         for (k, v) in [
             ("reference_days", self.reference_days),
             ("max_lookback_days", self.max_lookback_days),
@@ -249,7 +270,6 @@ impl DefaultRuleConfig {
                 out.push(format!("{k}: must be >= 1"));
             }
         }
-        out
     }
 }
 
@@ -409,6 +429,19 @@ struct FloorScan {
     stop: usize,
 }
 
+/// What the walk back over the days before day `i` collected (see [`DefaultModel::scan_reference`]).
+struct ReferenceScan {
+    /// Weekday-neutral log levels, hours active, peak hourly burns and busy-weekday flags of the reference
+    /// days, newest first; the first `count` are filled.
+    levels: [f64; MAX_REFERENCE_DAYS],
+    hours: [f64; MAX_REFERENCE_DAYS],
+    peaks: [f64; MAX_REFERENCE_DAYS],
+    busy: [bool; MAX_REFERENCE_DAYS],
+    count: usize,
+    record_level: Option<f64>,
+    floor_scan: FloorScan,
+}
+
 /// The model's view of one day before the threshold is applied.
 struct Assessment {
     expected: f64,
@@ -439,7 +472,44 @@ impl DefaultModel {
         }
     }
 
+    /// Log spend of active day `t` with its weekday and calendar effects taken out.
+    fn neutral_level(&self, p: &Prepared, t: usize) -> f64 {
+        p.log_credits[t]
+            - self.weekday_log_profile[p.weekday[t]]
+            - self.calendar_effects.of(p.classes[t])
+    }
+
     fn reference(&self, s: &DailySeries, p: &Prepared, i: usize) -> Reference {
+        let mut scan = self.scan_reference(s, p, i);
+        let m = scan.count;
+        let (levels, hours, peaks, busy) = (
+            &mut scan.levels[..m],
+            &mut scan.hours[..m],
+            &scan.peaks[..m],
+            &scan.busy[..m],
+        );
+        let days = levels.len();
+        let log_level = self.usual_log_level(levels, busy);
+
+        let usual_peak = peaks.iter().copied().fold(0.0, f64::max);
+        // A full hour bills exactly size x clusters, so a warehouse at its cap repeats the same peak to the
+        // third decimal; 2 % slack allows for cloud-services rounding in exports.
+        let capped =
+            usual_peak > 0.0 && peaks.iter().filter(|x| **x >= 0.98 * usual_peak).count() >= 3;
+        Reference {
+            log_level,
+            record_level: scan.record_level,
+            floor_scan: scan.floor_scan,
+            usual_hours: median(hours).unwrap_or(0.0),
+            usual_peak,
+            capped,
+            days,
+        }
+    }
+
+    /// Walks back from day `i` over the active days that are not holidays, within `max_lookback_days`:
+    /// the reference days, the record over the last `record_days` and the first levels of the floor.
+    fn scan_reference(&self, s: &DailySeries, p: &Prepared, i: usize) -> ReferenceScan {
         let r = &self.rule;
         let k = r.reference_days.max(1);
         let stop = i.saturating_sub(r.max_lookback_days.max(1));
@@ -462,10 +532,7 @@ impl DefaultModel {
         while t > stop && (m < k || seen < record_days || nf < first_scan) {
             t -= 1;
             if p.active[t] && p.classes[t] != DayClass::Holiday {
-                let w = p.weekday[t];
-                let level = p.log_credits[t]
-                    - self.weekday_log_profile[w]
-                    - self.calendar_effects.of(p.classes[t]);
+                let level = self.neutral_level(p, t);
                 if seen < record_days {
                     record_level = Some(record_level.map_or(level, |x: f64| x.max(level)));
                     seen += 1;
@@ -478,12 +545,31 @@ impl DefaultModel {
                     lv[m] = level;
                     hv[m] = s.hours_active[t];
                     pv[m] = s.peak_hourly_credits[t];
-                    bv[m] = !self.is_quiet(w);
+                    bv[m] = !self.is_quiet(p.weekday[t]);
                     m += 1;
                 }
             }
         }
-        let (levels, hours, peaks, busy) = (&mut lv[..m], &mut hv[..m], &pv[..m], &bv[..m]);
+        ReferenceScan {
+            levels: lv,
+            hours: hv,
+            peaks: pv,
+            busy: bv,
+            count: m,
+            record_level,
+            floor_scan: FloorScan {
+                levels: fv,
+                count: nf,
+                resume_at: t,
+                stop,
+            },
+        }
+    }
+
+    /// The usual weekday-neutral log level from the reference days' `levels` (newest first; reordered) and
+    /// whether each was a busy weekday.
+    fn usual_log_level(&self, levels: &mut [f64], busy: &[bool]) -> Option<f64> {
+        let r = &self.rule;
         let days = levels.len();
         // A new level is accepted once the last `shift_days` active days all sat clearly above the old one
         // (a resize left in place, new workloads): flagged on its first days, then learned, instead of
@@ -514,32 +600,12 @@ impl DefaultModel {
             }
             _ => None,
         };
-        let log_level = if let Some(l) = shifted {
+        if let Some(l) = shifted {
             Some(l)
         } else if enough {
             long
         } else {
             self.training_log_level.or_else(|| median(levels))
-        };
-
-        let usual_peak = peaks.iter().copied().fold(0.0, f64::max);
-        // A full hour bills exactly size x clusters, so a warehouse at its cap repeats the same peak to the
-        // third decimal; 2 % slack allows for cloud-services rounding in exports.
-        let capped =
-            usual_peak > 0.0 && peaks.iter().filter(|x| **x >= 0.98 * usual_peak).count() >= 3;
-        Reference {
-            log_level,
-            record_level,
-            floor_scan: FloorScan {
-                levels: fv,
-                count: nf,
-                resume_at: t,
-                stop,
-            },
-            usual_hours: median(hours).unwrap_or(0.0),
-            usual_peak,
-            capped,
-            days,
         }
     }
 
@@ -551,9 +617,7 @@ impl DefaultModel {
         while t > scan.stop && scan.count < want {
             t -= 1;
             if p.active[t] && p.classes[t] != DayClass::Holiday {
-                scan.levels[scan.count] = p.log_credits[t]
-                    - self.weekday_log_profile[p.weekday[t]]
-                    - self.calendar_effects.of(p.classes[t]);
+                scan.levels[scan.count] = self.neutral_level(p, t);
                 scan.count += 1;
             }
         }
@@ -566,28 +630,9 @@ impl DefaultModel {
     }
 
     fn assess(&self, s: &DailySeries, p: &Prepared, i: usize) -> Assessment {
-        let r = &self.rule;
         let mut reference = self.reference(s, p, i);
         let w = p.weekday[i];
-        // A rise is measured from the higher of the usual level and the longer run's (the floor), so the
-        // return to normal after a dip is not a rise. Only days more than a spread above the usual level need
-        // it (no other day can be flagged), so the longer scan is skipped for most days; while the spread is
-        // not estimated yet (the first training pass) it is skipped for all.
-        if r.level_floor_days > 0
-            && p.active[i]
-            && let Some(l) = reference.log_level
-        {
-            let day_level = p.log_credits[i]
-                - self.weekday_log_profile[w]
-                - self.calendar_effects.of(p.classes[i]);
-            if day_level > l + self.spread(w)
-                && let Some(f) = self.floor_level(p, &mut reference.floor_scan)
-                && f > l
-            {
-                // Never above the day itself: a partial recovery is not a drop below the longer run.
-                reference.log_level = Some(f.min(day_level));
-            }
-        }
+        self.raise_level_to_floor(p, i, &mut reference);
         let log_expected = reference
             .log_level
             .map(|l| l + self.weekday_log_profile[w] + self.calendar_effects.of(p.classes[i]));
@@ -599,14 +644,46 @@ impl DefaultModel {
             None => 0.0,
         };
         let record_residual = match reference.record_level {
-            Some(rec) if p.active[i] => {
-                p.log_credits[i]
-                    - self.weekday_log_profile[w]
-                    - self.calendar_effects.of(p.classes[i])
-                    - rec
-            }
+            Some(rec) if p.active[i] => self.neutral_level(p, i) - rec,
             _ => f64::NEG_INFINITY,
         };
+        let left_running = self.left_running(s, p, i, &reference);
+        let peak_above_cap = self.peak_above_cap(s, i, &reference);
+        Assessment {
+            expected,
+            log_residual,
+            record_residual,
+            reference,
+            left_running,
+            peak_above_cap,
+        }
+    }
+
+    /// A rise is measured from the higher of the usual level and the longer run's (the floor), so the
+    /// return to normal after a dip is not a rise. Only days more than a spread above the usual level need
+    /// it (no other day can be flagged), so the longer scan is skipped for most days; while the spread is
+    /// not estimated yet (the first training pass) it is skipped for all.
+    fn raise_level_to_floor(&self, p: &Prepared, i: usize, reference: &mut Reference) {
+        let w = p.weekday[i];
+        if self.rule.level_floor_days > 0
+            && p.active[i]
+            && let Some(l) = reference.log_level
+        {
+            let day_level = self.neutral_level(p, i);
+            if day_level > l + self.spread(w)
+                && let Some(f) = self.floor_level(p, &mut reference.floor_scan)
+                && f > l
+            {
+                // Never above the day itself: a partial recovery is not a drop below the longer run.
+                reference.log_level = Some(f.min(day_level));
+            }
+        }
+    }
+
+    /// Hourly evidence of a warehouse left running: far more active hours than usual, each billing near the
+    /// peak hour (unless such days are the warehouse's habit).
+    fn left_running(&self, s: &DailySeries, p: &Prepared, i: usize, reference: &Reference) -> bool {
+        let r = &self.rule;
         let hours = s.hours_active[i];
         // A learned calendar effect (the close run) lengthens the usual day too.
         let usual_hours =
@@ -617,28 +694,25 @@ impl DefaultModel {
         } else {
             0.0
         };
-        let left_running = p.active[i]
+        p.active[i]
             && hours >= (usual_hours + r.runaway_extra_hours).max(r.runaway_min_hours)
             && fill >= r.runaway_min_fill
-            && self.left_running_per_year <= r.max_evidence_per_year;
+            && self.left_running_per_year <= r.max_evidence_per_year
+    }
 
+    /// Hourly evidence of a resize or a scale-out: the peak hourly burn well above the reference days' peak
+    /// (unless such days are the warehouse's habit).
+    fn peak_above_cap(&self, s: &DailySeries, i: usize, reference: &Reference) -> bool {
+        let r = &self.rule;
         let ratio = if reference.capped {
             r.resize_peak_ratio
         } else {
             r.resize_peak_ratio_uncapped
         };
-        let peak_above_cap = reference.days >= r.min_reference_days.max(1)
+        reference.days >= r.min_reference_days.max(1)
             && reference.usual_peak > 0.0
             && s.peak_hourly_credits[i] >= ratio * reference.usual_peak
-            && self.peak_above_cap_per_year <= r.max_evidence_per_year;
-        Assessment {
-            expected,
-            log_residual,
-            record_residual,
-            reference,
-            left_running,
-            peak_above_cap,
-        }
+            && self.peak_above_cap_per_year <= r.max_evidence_per_year
     }
 
     /// The smallest excess (credits) worth an alert for a day expected to bill `expected`.
@@ -670,14 +744,7 @@ impl DefaultModel {
         let actual = s.credits[i];
         let a = self.assess(s, p, i);
         let sigma = self.spread(p.weekday[i]).max(1e-6);
-        // Capped so that a day with nothing to compare with (or an idle one) still serializes as a number.
-        let z = if a.log_residual.is_finite() {
-            (a.log_residual / sigma).clamp(-99.0, 99.0)
-        } else if a.log_residual > 0.0 {
-            99.0
-        } else {
-            -99.0
-        };
+        let z = capped_score(a.log_residual, sigma);
         let hourly = a.left_running || a.peak_above_cap;
         let threshold = if hourly {
             self.threshold.min(r.hourly_threshold)
@@ -695,48 +762,17 @@ impl DefaultModel {
         };
         let doubled = hourly && a.expected > 0.0 && actual >= r.hourly_spend_ratio * a.expected;
         let w = p.weekday[i];
-        // Far above the highest day of the recent past (the test that suits heavy-tailed, intermittent
-        // warehouses, whose spread on the log scale is too wide for the z test).
-        // Judged, like at calibration, only with enough reference days behind the record.
-        let above_record = r.min_record_ratio > 0.0
-            && a.reference.days >= r.min_reference_days.max(1)
-            && a.record_residual.is_finite()
-            && a.record_residual >= self.record_log_threshold;
+        let above_record = self.above_record(&a);
         let rise = p.active[i] && (z >= threshold || doubled || above_record) && excess >= material;
         let fall = r.flag_drops
             && a.reference.log_level.is_some()
             && (z <= -threshold || (!p.active[i] && self.weekday_active_share[w] >= 0.9))
             && -excess >= material;
         let is_anomaly = rise || fall;
-        let mut evidence = Vec::new();
-        if a.left_running {
-            evidence.push(Evidence::LeftRunning {
-                hours_active: s.hours_active[i],
-                usual_hours: a.reference.usual_hours,
-            });
-        }
-        if a.peak_above_cap {
-            evidence.push(Evidence::PeakAboveCap {
-                peak_hourly_credits: s.peak_hourly_credits[i],
-                usual_peak_hourly_credits: a.reference.usual_peak,
-                capped: a.reference.capped,
-            });
-        }
-        if above_record {
-            evidence.push(Evidence::AboveRecord {
-                record_credits: actual / a.record_residual.exp(),
-                record_days: r.record_days,
-            });
-        }
+        let evidence = self.evidence(s, i, &a, above_record);
         let explanation = self.explain(s, p, i, &a, z, threshold, is_anomaly, rise, &evidence);
-        // The normal range of an active day with an expectation: up to where the z test and the materiality
-        // would both flag it (the day's own threshold), and as far below.
         let (normal_low, normal_high) = if p.active[i] && a.expected > 0.0 {
-            let factor = (threshold * sigma).min(50.0).exp();
-            (
-                Some((a.expected / factor).min((a.expected - material).max(0.0))),
-                Some((a.expected * factor).max(a.expected + material)),
-            )
+            normal_range(a.expected, threshold * sigma, material)
         } else {
             (None, None)
         };
@@ -755,6 +791,57 @@ impl DefaultModel {
             normal_low,
             normal_high,
         }
+    }
+
+    /// Far above the highest day of the recent past (the test that suits heavy-tailed, intermittent
+    /// warehouses, whose spread on the log scale is too wide for the z test).
+    fn above_record(&self, a: &Assessment) -> bool {
+        let r = &self.rule;
+        // Judged, like at calibration, only with enough reference days behind the record.
+        r.min_record_ratio > 0.0
+            && a.reference.days >= r.min_reference_days.max(1)
+            && a.record_residual.is_finite()
+            && a.record_residual >= self.record_log_threshold
+    }
+
+    /// What the hourly and record tests saw on day `i`, for the report.
+    fn evidence(
+        &self,
+        s: &DailySeries,
+        i: usize,
+        a: &Assessment,
+        above_record: bool,
+    ) -> Vec<Evidence> {
+        let mut evidence = Vec::new();
+        if a.left_running {
+            evidence.push(Evidence::LeftRunning {
+                hours_active: s.hours_active[i],
+                usual_hours: a.reference.usual_hours,
+            });
+        }
+        if a.peak_above_cap {
+            evidence.push(Evidence::PeakAboveCap {
+                peak_hourly_credits: s.peak_hourly_credits[i],
+                usual_peak_hourly_credits: a.reference.usual_peak,
+                capped: a.reference.capped,
+            });
+        }
+        if above_record {
+            evidence.push(Evidence::AboveRecord {
+                record_credits: s.credits[i] / a.record_residual.exp(),
+                record_days: self.rule.record_days,
+            });
+        }
+        evidence
+    }
+
+    /// The excess in money, as a clause of the explanation, when a credit price is set.
+    fn cost_clause(&self, excess: f64) -> String {
+        self.rule
+            .credit_price
+            .filter(|p| *p > 0.0)
+            .map(|p| format!(", {:+.2} in money", excess * p))
+            .unwrap_or_default()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -792,31 +879,10 @@ impl DefaultModel {
         } else {
             "new usage".into()
         };
-        let usual = if share < 0.9 {
-            format!(
-                " when it runs (it runs on {:.0}% of {}s)",
-                100.0 * share,
-                weekday_name(w)
-            )
-        } else {
-            String::new()
-        };
-        let cost = self
-            .rule
-            .credit_price
-            .filter(|p| *p > 0.0)
-            .map(|p| format!(", {:+.2} in money", excess * p))
-            .unwrap_or_default();
+        let usual = intermittent_clause(share, w);
+        let cost = self.cost_clause(excess);
         // The z test as it stands; the other tests that fired are listed from the evidence below.
-        let cmp = if is_anomaly && !rise {
-            "<= -"
-        } else if z >= threshold && !is_anomaly {
-            ">= (not material)"
-        } else if z >= threshold {
-            ">="
-        } else {
-            "<"
-        };
+        let cmp = z_comparison(z, threshold, is_anomaly, rise);
         let mut out = format!(
             "{date}: {actual:.2} credits vs {:.2} expected{usual} ({excess:+.2}, {pct}{cost}); score {z:.1} {cmp} threshold {threshold:.1}",
             a.expected
@@ -831,32 +897,88 @@ impl DefaultModel {
             ));
         }
         for e in evidence {
-            match e {
-                Evidence::LeftRunning {
-                    hours_active,
-                    usual_hours,
-                } => out.push_str(&format!(
-                    "; {hours_active:.0} h active vs usual {usual_hours:.0} h (left running?)"
-                )),
-                Evidence::PeakAboveCap {
-                    peak_hourly_credits,
-                    usual_peak_hourly_credits,
-                    capped,
-                } => out.push_str(&format!(
-                    "; peak {peak_hourly_credits:.2} credits/h vs {} {usual_peak_hourly_credits:.2} (resize or scale-out?)",
-                    if *capped { "its cap of" } else { "at most" }
-                )),
-                Evidence::AboveRecord {
-                    record_credits,
-                    record_days,
-                } => out.push_str(&format!(
-                    "; x{:.1} its highest day of the last {record_days} active days ({record_credits:.2} credits, weekday-adjusted)",
-                    if *record_credits > 0.0 { actual / record_credits } else { f64::INFINITY }
-                )),
-            }
+            out.push_str(&evidence_text(e, actual));
         }
         out
     }
+}
+
+/// For a warehouse that does not run on every such weekday (`share` of them), that the expectation is
+/// what it spends when it runs.
+fn intermittent_clause(share: f64, w: usize) -> String {
+    if share < 0.9 {
+        format!(
+            " when it runs (it runs on {:.0}% of {}s)",
+            100.0 * share,
+            weekday_name(w)
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// How the z test compared with the threshold, as the explanation states it.
+fn z_comparison(z: f64, threshold: f64, is_anomaly: bool, rise: bool) -> &'static str {
+    if is_anomaly && !rise {
+        "<= -"
+    } else if z >= threshold && !is_anomaly {
+        ">= (not material)"
+    } else if z >= threshold {
+        ">="
+    } else {
+        "<"
+    }
+}
+
+/// One piece of evidence as a clause of the explanation (of a day that billed `actual`).
+fn evidence_text(e: &Evidence, actual: f64) -> String {
+    match e {
+        Evidence::LeftRunning {
+            hours_active,
+            usual_hours,
+        } => format!("; {hours_active:.0} h active vs usual {usual_hours:.0} h (left running?)"),
+        Evidence::PeakAboveCap {
+            peak_hourly_credits,
+            usual_peak_hourly_credits,
+            capped,
+        } => format!(
+            "; peak {peak_hourly_credits:.2} credits/h vs {} {usual_peak_hourly_credits:.2} (resize or scale-out?)",
+            if *capped { "its cap of" } else { "at most" }
+        ),
+        Evidence::AboveRecord {
+            record_credits,
+            record_days,
+        } => format!(
+            "; x{:.1} its highest day of the last {record_days} active days ({record_credits:.2} credits, weekday-adjusted)",
+            if *record_credits > 0.0 {
+                actual / record_credits
+            } else {
+                f64::INFINITY
+            }
+        ),
+    }
+}
+
+/// The z score of a log residual, capped so that a day with nothing to compare with (or an idle one) still
+/// serializes as a number.
+fn capped_score(log_residual: f64, sigma: f64) -> f64 {
+    if log_residual.is_finite() {
+        (log_residual / sigma).clamp(-99.0, 99.0)
+    } else if log_residual > 0.0 {
+        99.0
+    } else {
+        -99.0
+    }
+}
+
+/// The normal range of an active day expected to bill `expected`: up to where the z test (`log_threshold`,
+/// the day's threshold in log units) and the materiality would both flag it, and as far below.
+fn normal_range(expected: f64, log_threshold: f64, material: f64) -> (Option<f64>, Option<f64>) {
+    let factor = log_threshold.min(50.0).exp();
+    (
+        Some((expected / factor).min((expected - material).max(0.0))),
+        Some((expected * factor).max(expected + material)),
+    )
 }
 
 fn weekday_name(w: usize) -> &'static str {
@@ -879,8 +1001,41 @@ fn model_is_quiet(profile: &[f64; 7], weekday: usize) -> bool {
 pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
     let n = s.len();
     let p = prepare(s, rule);
-    // Weekday profile of active-day spend (log), relative to the median active day, shrunk towards 0 when a
-    // weekday has few active days (an intermittent warehouse's weekdays are noisy).
+    let (weekday_log_profile, weekday_active_share) = weekday_profile(&p, n, rule);
+    let mut model = DefaultModel::untrained(rule, weekday_log_profile, weekday_active_share);
+    // Fallback level: the median weekday-neutral log spend of the last year's active ordinary days.
+    let year = n.saturating_sub(365);
+    let mut lv: Vec<f64> = (year..n)
+        .filter(|&i| p.active[i] && p.classes[i] == DayClass::Ordinary)
+        .map(|i| p.log_credits[i] - model.weekday_log_profile[p.weekday[i]])
+        .collect();
+    model.training_log_level = median(&mut lv);
+    // Out-of-sample residuals of the training days (each from the days before it), without calendar effects.
+    // Two passes: the spread from residuals without level-shift acceptance, then the residuals as scoring
+    // will see them (with it).
+    let cal_from = year.max(7);
+    let first = model.training_residuals(s, &p, cal_from..n);
+    model.log_spread = shrunk_spread(&first.residuals, &p, &weekday_log_profile, false, rule);
+    model.quiet_log_spread =
+        shrunk_spread(&first.residuals, &p, &weekday_log_profile, true, rule).max(model.log_spread);
+    // Evidence rates from this pass, while the model's own rates are still 0 (so every occurrence counts).
+    let TrainingResiduals {
+        residuals,
+        records,
+        evidence,
+    } = model.training_residuals(s, &p, cal_from..n);
+    let years = (n - cal_from).max(1) as f64 / 365.0;
+    model.left_running_per_year = evidence[0] as f64 / years;
+    model.peak_above_cap_per_year = evidence[1] as f64 / years;
+    model.calendar_effects = learned_calendar_effects(&residuals, &p, model.log_spread);
+    model.calibrate_thresholds(&residuals, records, &p, cal_from, n);
+    model
+}
+
+/// Weekday profile of active-day spend (log), relative to the median active day, shrunk towards 0 when a
+/// weekday has few active days (an intermittent warehouse's weekdays are noisy); and the share of each
+/// weekday the warehouse ran on. Over the last `profile_weeks` of the `n` days.
+fn weekday_profile(p: &Prepared, n: usize, rule: &DefaultRuleConfig) -> ([f64; 7], [f64; 7]) {
     let from = n.saturating_sub(rule.profile_weeks.max(1) * 7);
     let mut all = Vec::new();
     let mut by_day: [Vec<f64>; 7] = Default::default();
@@ -910,87 +1065,55 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
             weekday_log_profile[w] = (m - o) * k as f64 / (k as f64 + 2.0);
         }
     }
-    let mut model = DefaultModel {
-        rule: rule.clone(),
-        weekday_log_profile,
-        weekday_active_share,
-        // Infinite until estimated: the first residual pass must not accept level shifts.
-        log_spread: f64::INFINITY,
-        quiet_log_spread: f64::INFINITY,
-        training_log_level: None,
-        calendar_effects: CalendarEffects::default(),
-        threshold: rule.min_threshold,
-        calibration: Calibration::default(),
-        // Finite: JSON has no infinity, and a stored model must read back (the test off never flags).
-        record_log_threshold: f64::MAX,
-        record_calibration: Calibration::default(),
-        left_running_per_year: 0.0,
-        peak_above_cap_per_year: 0.0,
-        format: DEFAULT_MODEL_FORMAT,
-    };
-    // Fallback level: the median weekday-neutral log spend of the last year's active ordinary days.
-    let year = n.saturating_sub(365);
-    let mut lv: Vec<f64> = (year..n)
-        .filter(|&i| p.active[i] && p.classes[i] == DayClass::Ordinary)
-        .map(|i| p.log_credits[i] - model.weekday_log_profile[p.weekday[i]])
+    (weekday_log_profile, weekday_active_share)
+}
+
+/// The out-of-sample view of the training days (see [`DefaultModel::training_residuals`]).
+struct TrainingResiduals {
+    /// (day, log residual) of the days with enough reference days behind them.
+    residuals: Vec<(usize, f64)>,
+    /// Record residuals of those days (see [`Assessment::record_residual`]).
+    records: Vec<f64>,
+    /// Days showing left running and peak above cap, on otherwise ordinary days.
+    evidence: [usize; 2],
+}
+
+/// The spread of the ordinary days' residuals on busy (or, with `quiet`, quiet) weekdays.
+///
+/// The spread is shrunk towards a wide prior (`prior_log_spread`, worth `prior_days` days) so that a
+/// warehouse with few active days (a young or intermittent one) starts cautious instead of with the
+/// spread of a handful of similar days.
+fn shrunk_spread(
+    res: &[(usize, f64)],
+    p: &Prepared,
+    weekday_log_profile: &[f64; 7],
+    quiet: bool,
+    rule: &DefaultRuleConfig,
+) -> f64 {
+    let ordinary: Vec<f64> = res
+        .iter()
+        .filter(|(i, _)| {
+            p.classes[*i] == DayClass::Ordinary
+                && model_is_quiet(weekday_log_profile, p.weekday[*i]) == quiet
+        })
+        .map(|(_, r)| *r)
         .collect();
-    model.training_log_level = median(&mut lv);
-    // Out-of-sample residuals of the training days (each from the days before it), without calendar effects.
-    // Two passes: the spread from residuals without level-shift acceptance, then the residuals as scoring
-    // will see them (with it).
-    let cal_from = year.max(7);
-    let residuals_of = |model: &DefaultModel| -> (Vec<(usize, f64)>, Vec<f64>, [usize; 2]) {
-        let mut records = Vec::new();
-        let mut evidence = [0usize; 2];
-        let res = (cal_from..n)
-            .filter(|&i| p.active[i] && p.classes[i] != DayClass::Holiday)
-            .filter_map(|i| {
-                let a = model.assess(s, &p, i);
-                // Evidence on a day the spend test alone would flag is an incident of the history, not the
-                // warehouse's habit: only evidence on otherwise ordinary days counts.
-                let ordinary = a.log_residual / model.spread(p.weekday[i]) < rule.min_threshold;
-                evidence[0] += usize::from(a.left_running && ordinary);
-                evidence[1] += usize::from(a.peak_above_cap && ordinary);
-                if a.record_residual.is_finite()
-                    && a.reference.days >= rule.min_reference_days.max(1)
-                {
-                    records.push(a.record_residual);
-                }
-                (a.reference.days >= rule.min_reference_days.max(1) && a.log_residual.is_finite())
-                    .then_some((i, a.log_residual))
-            })
-            .collect();
-        (res, records, evidence)
-    };
-    // The spread is shrunk towards a wide prior (`prior_log_spread`, worth `prior_days` days) so that a
-    // warehouse with few active days (a young or intermittent one) starts cautious instead of with the
-    // spread of a handful of similar days.
-    let spread_of = |res: &[(usize, f64)], quiet: bool| {
-        let ordinary: Vec<f64> = res
-            .iter()
-            .filter(|(i, _)| {
-                p.classes[*i] == DayClass::Ordinary
-                    && model_is_quiet(&weekday_log_profile, p.weekday[*i]) == quiet
-            })
-            .map(|(_, r)| *r)
-            .collect();
-        let k = ordinary.len() as f64;
-        let m = mad(&ordinary).unwrap_or(0.0);
-        let k0 = rule.prior_days;
-        let prior = rule.prior_log_spread;
-        ((k * m * m + k0 * prior * prior) / (k + k0).max(1e-9))
-            .sqrt()
-            .max(0.05)
-    };
-    let (first, _, _) = residuals_of(&model);
-    model.log_spread = spread_of(&first, false);
-    model.quiet_log_spread = spread_of(&first, true).max(model.log_spread);
-    // Evidence rates from this pass, while the model's own rates are still 0 (so every occurrence counts).
-    let (residuals, mut records, evidence) = residuals_of(&model);
-    let years = (n - cal_from).max(1) as f64 / 365.0;
-    model.left_running_per_year = evidence[0] as f64 / years;
-    model.peak_above_cap_per_year = evidence[1] as f64 / years;
-    // Calendar effects: the median residual of the last six occurrences, when seen twice and clearly positive.
+    let k = ordinary.len() as f64;
+    let m = mad(&ordinary).unwrap_or(0.0);
+    let k0 = rule.prior_days;
+    let prior = rule.prior_log_spread;
+    ((k * m * m + k0 * prior * prior) / (k + k0).max(1e-9))
+        .sqrt()
+        .max(0.05)
+}
+
+/// Calendar effects: the median residual of the last six occurrences, when seen twice and clearly positive.
+fn learned_calendar_effects(
+    residuals: &[(usize, f64)],
+    p: &Prepared,
+    log_spread: f64,
+) -> CalendarEffects {
+    let mut effects = CalendarEffects::default();
     for class in [DayClass::FirstBusinessDay, DayClass::LastBusinessDay] {
         let mut occ: Vec<f64> = residuals
             .iter()
@@ -1002,49 +1125,128 @@ pub fn fit(s: &DailySeries, rule: &DefaultRuleConfig) -> DefaultModel {
         let seen = occ.len();
         let effect = if seen >= 2 {
             median(&mut occ)
-                .filter(|m| *m > 0.5 * model.log_spread)
+                .filter(|m| *m > 0.5 * log_spread)
                 .unwrap_or(0.0)
         } else {
             0.0
         };
         match class {
             DayClass::FirstBusinessDay => {
-                model.calendar_effects.first_business_day = effect;
-                model.calendar_effects.first_business_day_seen = seen;
+                effects.first_business_day = effect;
+                effects.first_business_day_seen = seen;
             }
             _ => {
-                model.calendar_effects.last_business_day = effect;
-                model.calendar_effects.last_business_day_seen = seen;
+                effects.last_business_day = effect;
+                effects.last_business_day_seen = seen;
             }
         }
     }
-    // Calibration: scores of the training days with the calendar effects applied.
-    let mut z: Vec<f64> = residuals
-        .iter()
-        .map(|(i, r)| (r - model.calendar_effects.of(p.classes[*i])) / model.spread(p.weekday[*i]))
-        .collect();
-    z.sort_by(f64::total_cmp);
-    let span = (n - cal_from).max(1);
-    let active_share = (cal_from..n).filter(|&i| p.active[i]).count() as f64 / span as f64;
-    let (threshold, calibration) = calibrate(
-        &z,
-        active_share,
-        rule,
-        (rule.min_threshold, rule.max_threshold),
-    );
-    model.threshold = threshold;
-    model.calibration = calibration;
-    if rule.min_record_ratio > 0.0 {
-        records.sort_by(f64::total_cmp);
-        let bounds = (
-            rule.min_record_ratio.ln(),
-            rule.max_record_ratio.max(rule.min_record_ratio).ln(),
-        );
-        let (t, c) = calibrate(&records, active_share, rule, bounds);
-        model.record_log_threshold = t;
-        model.record_calibration = c;
+    effects
+}
+
+impl DefaultModel {
+    /// The model before anything but the weekday profile is learned.
+    fn untrained(
+        rule: &DefaultRuleConfig,
+        weekday_log_profile: [f64; 7],
+        weekday_active_share: [f64; 7],
+    ) -> Self {
+        DefaultModel {
+            rule: rule.clone(),
+            weekday_log_profile,
+            weekday_active_share,
+            // Infinite until estimated: the first residual pass must not accept level shifts.
+            log_spread: f64::INFINITY,
+            quiet_log_spread: f64::INFINITY,
+            training_log_level: None,
+            calendar_effects: CalendarEffects::default(),
+            threshold: rule.min_threshold,
+            calibration: Calibration::default(),
+            // Finite: JSON has no infinity, and a stored model must read back (the test off never flags).
+            record_log_threshold: f64::MAX,
+            record_calibration: Calibration::default(),
+            left_running_per_year: 0.0,
+            peak_above_cap_per_year: 0.0,
+            format: DEFAULT_MODEL_FORMAT,
+        }
     }
-    model
+
+    /// Assesses each active, non-holiday day of `days` from the days before it, as the model stands.
+    fn training_residuals(
+        &self,
+        s: &DailySeries,
+        p: &Prepared,
+        days: std::ops::Range<usize>,
+    ) -> TrainingResiduals {
+        let rule = &self.rule;
+        let mut records = Vec::new();
+        let mut evidence = [0usize; 2];
+        let residuals = days
+            .filter(|&i| p.active[i] && p.classes[i] != DayClass::Holiday)
+            .filter_map(|i| {
+                let a = self.assess(s, p, i);
+                // Evidence on a day the spend test alone would flag is an incident of the history, not the
+                // warehouse's habit: only evidence on otherwise ordinary days counts.
+                let ordinary = a.log_residual / self.spread(p.weekday[i]) < rule.min_threshold;
+                evidence[0] += usize::from(a.left_running && ordinary);
+                evidence[1] += usize::from(a.peak_above_cap && ordinary);
+                if a.record_residual.is_finite()
+                    && a.reference.days >= rule.min_reference_days.max(1)
+                {
+                    records.push(a.record_residual);
+                }
+                (a.reference.days >= rule.min_reference_days.max(1) && a.log_residual.is_finite())
+                    .then_some((i, a.log_residual))
+            })
+            .collect();
+        TrainingResiduals {
+            residuals,
+            records,
+            evidence,
+        }
+    }
+
+    /// Calibrates the z test's and the record test's thresholds on the training days from `cal_from` to `n`.
+    fn calibrate_thresholds(
+        &mut self,
+        residuals: &[(usize, f64)],
+        mut records: Vec<f64>,
+        p: &Prepared,
+        cal_from: usize,
+        n: usize,
+    ) {
+        let rule = &self.rule;
+        // Calibration: scores of the training days with the calendar effects applied.
+        let mut z: Vec<f64> = residuals
+            .iter()
+            .map(|(i, r)| {
+                (r - self.calendar_effects.of(p.classes[*i])) / self.spread(p.weekday[*i])
+            })
+            .collect();
+        z.sort_by(f64::total_cmp);
+        let span = (n - cal_from).max(1);
+        let active_share = (cal_from..n).filter(|&i| p.active[i]).count() as f64 / span as f64;
+        let (threshold, calibration) = calibrate(
+            &z,
+            active_share,
+            rule,
+            (rule.min_threshold, rule.max_threshold),
+        );
+        let record = (rule.min_record_ratio > 0.0).then(|| {
+            records.sort_by(f64::total_cmp);
+            let bounds = (
+                rule.min_record_ratio.ln(),
+                rule.max_record_ratio.max(rule.min_record_ratio).ln(),
+            );
+            calibrate(&records, active_share, rule, bounds)
+        });
+        self.threshold = threshold;
+        self.calibration = calibration;
+        if let Some((t, c)) = record {
+            self.record_log_threshold = t;
+            self.record_calibration = c;
+        }
+    }
 }
 
 /// Threshold for which the expected number of exceedances per year is the budget: an exponential tail fitted

@@ -371,61 +371,20 @@ fn build_tree_nd(
     let mut features: Vec<usize> = (0..d).collect();
     // Explicit stack (node slot, range, depth) instead of recursion: depth is small, but no recursion means no
     // stack-size surprises on rayon worker threads.
-    nodes.push(Node {
-        feature: u32::MAX,
-        left: 0,
-        right: 0,
-        value: 0.0,
-    });
+    nodes.push(Node::leaf(0.0));
     let mut stack = vec![(0usize, 0usize, idx.len(), 0usize)];
     while let Some((slot, lo, hi, depth)) = stack.pop() {
         let count = hi - lo;
-        let leaf = Node {
-            feature: u32::MAX,
-            left: 0,
-            right: 0,
-            value: depth as f64 + average_path_length(count),
-        };
+        let leaf = Node::leaf(depth as f64 + average_path_length(count));
         if depth >= max_depth || count <= 1 {
             nodes[slot] = leaf;
             continue;
         }
-        // Draw features without replacement until a non-constant one turns up, as sklearn's splitter does.
-        let mut split = None;
-        let mut remaining = d;
-        while remaining > 0 {
-            let j = rng.random_range(0..remaining);
-            let f = features[j];
-            features.swap(j, remaining - 1);
-            remaining -= 1;
-            let (mut mn, mut mx) = (f64::INFINITY, f64::NEG_INFINITY);
-            for &r in &idx[lo..hi] {
-                let v = x[r * d + f];
-                mn = mn.min(v);
-                mx = mx.max(v);
-            }
-            if mx <= mn + FEATURE_THRESHOLD {
-                continue;
-            }
-            let mut t = mn + (mx - mn) * rng.random::<f64>();
-            if t >= mx {
-                t = mn;
-            }
-            split = Some((f, t));
-            break;
-        }
-        let Some((f, t)) = split else {
+        let Some((f, t)) = draw_split(x, d, &idx[lo..hi], &mut features, &mut rng) else {
             nodes[slot] = leaf;
             continue;
         };
-        // Partition idx[lo..hi] so that rows with x <= t come first.
-        let mut mid = lo;
-        for k in lo..hi {
-            if x[idx[k] * d + f] <= t {
-                idx.swap(k, mid);
-                mid += 1;
-            }
-        }
+        let mid = partition_rows(x, d, &mut idx, lo..hi, f, t);
         let left = nodes.len();
         nodes.push(leaf);
         nodes.push(leaf);
@@ -439,6 +398,70 @@ fn build_tree_nd(
         stack.push((left, lo, mid, depth + 1));
     }
     Tree { nodes, steps: None }
+}
+
+impl Node {
+    /// A leaf whose path length is `value`.
+    fn leaf(value: f64) -> Self {
+        Node {
+            feature: u32::MAX,
+            left: 0,
+            right: 0,
+            value,
+        }
+    }
+}
+
+/// The split (feature, threshold) of the node holding `rows`: features drawn without replacement until a
+/// non-constant one turns up, as sklearn's splitter does; `None` when all are constant.
+fn draw_split(
+    x: &[f64],
+    d: usize,
+    rows: &[usize],
+    features: &mut [usize],
+    rng: &mut ChaCha8Rng,
+) -> Option<(usize, f64)> {
+    let mut remaining = d;
+    while remaining > 0 {
+        let j = rng.random_range(0..remaining);
+        let f = features[j];
+        features.swap(j, remaining - 1);
+        remaining -= 1;
+        let (mut mn, mut mx) = (f64::INFINITY, f64::NEG_INFINITY);
+        for &r in rows {
+            let v = x[r * d + f];
+            mn = mn.min(v);
+            mx = mx.max(v);
+        }
+        if mx <= mn + FEATURE_THRESHOLD {
+            continue;
+        }
+        let mut t = mn + (mx - mn) * rng.random::<f64>();
+        if t >= mx {
+            t = mn;
+        }
+        return Some((f, t));
+    }
+    None
+}
+
+/// Partitions `idx[range]` so that rows with `x[.., f] <= t` come first; returns where the rest start.
+fn partition_rows(
+    x: &[f64],
+    d: usize,
+    idx: &mut [usize],
+    range: std::ops::Range<usize>,
+    f: usize,
+    t: f64,
+) -> usize {
+    let mut mid = range.start;
+    for k in range {
+        if x[idx[k] * d + f] <= t {
+            idx.swap(k, mid);
+            mid += 1;
+        }
+    }
+    mid
 }
 
 /// `numpy.percentile(values, q)` with its default linear interpolation.

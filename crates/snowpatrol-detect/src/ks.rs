@@ -43,6 +43,34 @@ pub fn ks_2samp_method(a: &[f64], b: &[f64]) -> Result<(KsResult, KsMethod), Det
     x.sort_by(f64::total_cmp);
     y.sort_by(f64::total_cmp);
     let (n1, n2) = (x.len(), y.len());
+    let d = two_sided_statistic(&x, &y);
+
+    if n1.max(n2) <= MAX_EXACT_N
+        && let Some((d_exact, p)) = exact_two_sided(n1, n2, d)
+    {
+        return Ok((
+            KsResult {
+                statistic: d_exact,
+                pvalue: p.clamp(0.0, 1.0),
+            },
+            KsMethod::Exact,
+        ));
+    }
+    let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
+    let en = (m * n / (m + n)).round_ties_even();
+    let p = kolmogn_sf(en as u64, d).clamp(0.0, 1.0);
+    Ok((
+        KsResult {
+            statistic: d,
+            pvalue: p,
+        },
+        KsMethod::Asymptotic,
+    ))
+}
+
+/// The two-sided statistic of two sorted samples: the largest distance between their ECDFs.
+fn two_sided_statistic(x: &[f64], y: &[f64]) -> f64 {
+    let (n1, n2) = (x.len(), y.len());
     // Walk the merged sample; evaluating both ECDFs only after every copy of a value is consumed is exactly
     // scipy's `searchsorted(side="right")`, which is what makes ties right.
     let (mut i, mut j) = (0usize, 0usize);
@@ -72,29 +100,7 @@ pub fn ks_2samp_method(a: &[f64], b: &[f64]) -> Result<(KsResult, KsMethod), Det
         |(c1, c2, _): (usize, usize, i128)| c1 as f64 / n1 as f64 - c2 as f64 / n2 as f64;
     let max_s = ecdf_diff(best_max);
     let min_s = (-ecdf_diff(best_min)).clamp(0.0, 1.0);
-    let d = if min_s > max_s { min_s } else { max_s };
-
-    if n1.max(n2) <= MAX_EXACT_N
-        && let Some((d_exact, p)) = exact_two_sided(n1, n2, d)
-    {
-        return Ok((
-            KsResult {
-                statistic: d_exact,
-                pvalue: p.clamp(0.0, 1.0),
-            },
-            KsMethod::Exact,
-        ));
-    }
-    let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
-    let en = (m * n / (m + n)).round_ties_even();
-    let p = kolmogn_sf(en as u64, d).clamp(0.0, 1.0);
-    Ok((
-        KsResult {
-            statistic: d,
-            pvalue: p,
-        },
-        KsMethod::Asymptotic,
-    ))
+    if min_s > max_s { min_s } else { max_s }
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -307,6 +313,25 @@ fn kolmogn_dmtw_cdf(n: u64, d: f64) -> f64 {
     let k = nd.ceil() as usize;
     let h = k as f64 - nd;
     let m = 2 * k - 1;
+    let hm = dmtw_matrix(m, h);
+    let (hp, mut expnt) = dmtw_matrix_power(hm, n, m, k);
+    let ep128 = 2f64.powi(128);
+    let mut p = hp[(k - 1) * m + (k - 1)];
+    for i in 1..=n {
+        p = i as f64 * p / nf;
+        if p.abs() < 1.0 / ep128 {
+            p *= ep128;
+            expnt -= 128;
+        }
+    }
+    if expnt != 0 {
+        p *= 2f64.powi(expnt);
+    }
+    p.clamp(0.0, 1.0)
+}
+
+/// Durbin's m x m matrix H (row-major) for the fractional part `h = k - n d`.
+fn dmtw_matrix(m: usize, h: f64) -> Vec<f64> {
     let mut hm = vec![0.0f64; m * m];
     let mut v: Vec<f64> = (1..=m).map(|j| 1.0 - h.powi(j as i32)).collect();
     let mut w = vec![0.0; m];
@@ -329,21 +354,13 @@ fn kolmogn_dmtw_cdf(n: u64, d: f64) -> f64 {
     for c in 0..m {
         hm[(m - 1) * m + c] = v[m - 1 - c];
     }
-    let matmul = |a: &[f64], b: &[f64]| -> Vec<f64> {
-        let mut out = vec![0.0; m * m];
-        for i in 0..m {
-            for l in 0..m {
-                let ail = a[i * m + l];
-                if ail == 0.0 {
-                    continue;
-                }
-                for j in 0..m {
-                    out[i * m + j] += ail * b[l * m + j];
-                }
-            }
-        }
-        out
-    };
+    hm
+}
+
+/// `hm` to the power `n` by squaring, as scipy does it: whenever the centre entry `(k-1, k-1)` of the
+/// running square exceeds 2^128 the square is scaled down. Returns the power and the binary exponent its
+/// scaling removed.
+fn dmtw_matrix_power(mut hm: Vec<f64>, n: u64, m: usize, k: usize) -> (Vec<f64>, i32) {
     let mut hp: Vec<f64> = (0..m * m)
         .map(|i| if i / m == i % m { 1.0 } else { 0.0 })
         .collect();
@@ -352,10 +369,10 @@ fn kolmogn_dmtw_cdf(n: u64, d: f64) -> f64 {
     let ep128 = 2f64.powi(128);
     while nn > 0 {
         if nn % 2 == 1 {
-            hp = matmul(&hp, &hm);
+            hp = square_matmul(&hp, &hm, m);
             expnt += hexpnt;
         }
-        hm = matmul(&hm, &hm);
+        hm = square_matmul(&hm, &hm, m);
         hexpnt *= 2;
         if hm[(k - 1) * m + (k - 1)].abs() > ep128 {
             for v in &mut hm {
@@ -365,18 +382,24 @@ fn kolmogn_dmtw_cdf(n: u64, d: f64) -> f64 {
         }
         nn /= 2;
     }
-    let mut p = hp[(k - 1) * m + (k - 1)];
-    for i in 1..=n {
-        p = i as f64 * p / nf;
-        if p.abs() < 1.0 / ep128 {
-            p *= ep128;
-            expnt -= 128;
+    (hp, expnt)
+}
+
+/// The product of two row-major m x m matrices.
+fn square_matmul(a: &[f64], b: &[f64], m: usize) -> Vec<f64> {
+    let mut out = vec![0.0; m * m];
+    for i in 0..m {
+        for l in 0..m {
+            let ail = a[i * m + l];
+            if ail == 0.0 {
+                continue;
+            }
+            for j in 0..m {
+                out[i * m + j] += ail * b[l * m + j];
+            }
         }
     }
-    if expnt != 0 {
-        p *= 2f64.powi(expnt);
-    }
-    p.clamp(0.0, 1.0)
+    out
 }
 
 /// scipy's `_kolmogn_PelzGood` CDF approximation (used for large n and moderate n x^2).
@@ -389,12 +412,31 @@ fn kolmogn_pelz_good_cdf(n: f64, x: f64) -> f64 {
         return 1.0;
     }
     let z = n.sqrt() * x;
-    let (z2, z3, z4, z6) = (z * z, z.powi(3), z.powi(4), z.powi(6));
+    let (z2, z3, z6) = (z * z, z.powi(3), z.powi(6));
     let qlog = -PI * PI / 8.0 / z2;
     if qlog < -708.0 {
         return 0.0;
     }
-    let q = qlog.exp();
+    let maxk = (16.0 * z / PI).ceil() as i64;
+    let mut kk = pelz_good_terms(z, qlog.exp(), maxk);
+    // The other sum over k.
+    let (k2extra, k3extra) = pelz_good_extra_sums(z, maxk);
+    let pi2 = PI * PI;
+    let sqrt2pi = (2.0 * PI).sqrt();
+    kk[2] += k2extra * pi2 * sqrt2pi / (-36.0 * z3);
+    kk[3] += k3extra * pi2 * sqrt2pi / (216.0 * z6);
+    let mut total = 0.0;
+    for (i, v) in kk.iter().enumerate() {
+        total += v / n.powf(i as f64 / 2.0);
+    }
+    total
+}
+
+/// Pelz-Good's terms K0..K3 at `z = sqrt(n) x` from the sum over k in powers of `q = exp(-pi^2 / (8 z^2))`
+/// (scipy's `K0to3` before the second sum is added).
+fn pelz_good_terms(z: f64, q: f64, maxk: i64) -> [f64; 4] {
+    use std::f64::consts::PI;
+    let (z2, z4, z6) = (z * z, z.powi(4), z.powi(6));
     let pi2 = PI * PI;
     let pi4 = pi2 * pi2;
     let pi6 = pi4 * pi2;
@@ -408,7 +450,6 @@ fn kolmogn_pelz_good_cdf(n: f64, x: f64) -> f64 {
     let k3b = pi2 * (135.0 * z4 - 96.0 * z6) / 4.0;
     let k3a = -30.0 * z6 - 90.0 * z.powi(8);
     let mut kk = [0.0f64; 4];
-    let maxk = (16.0 * z / PI).ceil() as i64;
     for k in (1..=maxk).rev() {
         let m = (2 * k - 1) as f64;
         let (m2, m4, m6) = (m * m, m.powi(4), m.powi(6));
@@ -428,6 +469,14 @@ fn kolmogn_pelz_good_cdf(n: f64, x: f64) -> f64 {
     for (acc, dv) in kk.iter_mut().zip(div) {
         *acc = *acc * q * sqrt2pi / dv;
     }
+    kk
+}
+
+/// Pelz-Good's second sum over k (scipy's `k2extra` and `k3extra` before scaling).
+fn pelz_good_extra_sums(z: f64, maxk: i64) -> (f64, f64) {
+    use std::f64::consts::PI;
+    let pi2 = PI * PI;
+    let z2 = z * z;
     let q = (-pi2 / 2.0 / z2).exp();
     let sqrt3z = 3f64.sqrt() * z;
     let (mut k2extra, mut k3extra) = (0.0, 0.0);
@@ -439,11 +488,5 @@ fn kolmogn_pelz_good_cdf(n: f64, x: f64) -> f64 {
         let kspi = PI * kf;
         k3extra += (sqrt3z + kspi) * (sqrt3z - kspi) * ks2 * qp;
     }
-    kk[2] += k2extra * pi2 * sqrt2pi / (-36.0 * z3);
-    kk[3] += k3extra * pi2 * sqrt2pi / (216.0 * z6);
-    let mut total = 0.0;
-    for (i, v) in kk.iter().enumerate() {
-        total += v / n.powf(i as f64 / 2.0);
-    }
-    total
+    (k2extra, k3extra)
 }

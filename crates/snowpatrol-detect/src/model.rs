@@ -253,59 +253,69 @@ pub fn train(series: &DailySeries, cfg: &TrainConfig) -> Result<TrainedModel, De
         });
     }
     check_series(series)?;
-    let (training_start, training_end) = (series.start, series.date(n - 1));
     match cfg.kind {
-        ModelKind::Baseline => {
-            let dec = seasonal_decompose(&series.credits, 7)?;
-            let params = cfg.iforest.clone().with_seed(cfg.seed);
-            let x = ArrayView2::from_shape((n, 1), &dec.resid)
-                .map_err(|e| DetectError::InvalidParameter(format!("residual shape: {e}")))?;
-            let forest = IsolationForest::fit(x, &params)?;
-            let scores = forest.decision_function(x)?;
-            let (mean, std) = mean_std(scores.as_slice().unwrap_or(&[]));
-            let threshold = mean - 3.0 * std;
-            let flagged = scores.iter().filter(|s| **s <= threshold).count();
-            Ok(TrainedModel {
-                kind: ModelKind::Baseline,
-                threshold,
-                training_start,
-                training_end,
-                metrics: TrainingMetrics {
-                    training_days: n,
-                    score_mean: mean,
-                    score_std: std,
-                    training_anomaly_rate: flagged as f64 / n as f64,
-                    seed: cfg.seed,
-                },
-                detector: Detector::Baseline { forest },
-            })
-        }
-        ModelKind::Default => {
-            let model = default_model::fit(series, &cfg.rule);
-            let from = n.saturating_sub(90).max(7).min(n);
-            let scores = model.score_range(series, from);
-            let z: Vec<f64> = scores.iter().map(|s| s.day.score).collect();
-            let (mean, std) = mean_std(&z);
-            let flagged = scores.iter().filter(|s| s.is_anomaly).count();
-            Ok(TrainedModel {
-                kind: ModelKind::Default,
-                threshold: model.threshold,
-                training_start,
-                training_end,
-                metrics: TrainingMetrics {
-                    training_days: n,
-                    score_mean: mean,
-                    score_std: std,
-                    training_anomaly_rate: if scores.is_empty() {
-                        0.0
-                    } else {
-                        flagged as f64 / scores.len() as f64
-                    },
-                    seed: cfg.seed,
-                },
-                detector: Detector::Default(Box::new(model)),
-            })
-        }
+        ModelKind::Baseline => train_baseline(series, cfg),
+        ModelKind::Default => Ok(train_default(series, cfg)),
+    }
+}
+
+/// The baseline: an isolation forest on the seasonal decomposition's residuals, flagging scores at most
+/// mean - 3 std of the training scores.
+fn train_baseline(series: &DailySeries, cfg: &TrainConfig) -> Result<TrainedModel, DetectError> {
+    let n = series.len();
+    let (training_start, training_end) = (series.start, series.date(n - 1));
+    let dec = seasonal_decompose(&series.credits, 7)?;
+    let params = cfg.iforest.clone().with_seed(cfg.seed);
+    let x = ArrayView2::from_shape((n, 1), &dec.resid)
+        .map_err(|e| DetectError::InvalidParameter(format!("residual shape: {e}")))?;
+    let forest = IsolationForest::fit(x, &params)?;
+    let scores = forest.decision_function(x)?;
+    let (mean, std) = mean_std(scores.as_slice().unwrap_or(&[]));
+    let threshold = mean - 3.0 * std;
+    let flagged = scores.iter().filter(|s| **s <= threshold).count();
+    Ok(TrainedModel {
+        kind: ModelKind::Baseline,
+        threshold,
+        training_start,
+        training_end,
+        metrics: TrainingMetrics {
+            training_days: n,
+            score_mean: mean,
+            score_std: std,
+            training_anomaly_rate: flagged as f64 / n as f64,
+            seed: cfg.seed,
+        },
+        detector: Detector::Baseline { forest },
+    })
+}
+
+/// The default model, with training metrics from scoring its last 90 training days.
+fn train_default(series: &DailySeries, cfg: &TrainConfig) -> TrainedModel {
+    let n = series.len();
+    let (training_start, training_end) = (series.start, series.date(n - 1));
+    let model = default_model::fit(series, &cfg.rule);
+    let from = n.saturating_sub(90).max(7).min(n);
+    let scores = model.score_range(series, from);
+    let z: Vec<f64> = scores.iter().map(|s| s.day.score).collect();
+    let (mean, std) = mean_std(&z);
+    let flagged = scores.iter().filter(|s| s.is_anomaly).count();
+    TrainedModel {
+        kind: ModelKind::Default,
+        threshold: model.threshold,
+        training_start,
+        training_end,
+        metrics: TrainingMetrics {
+            training_days: n,
+            score_mean: mean,
+            score_std: std,
+            training_anomaly_rate: if scores.is_empty() {
+                0.0
+            } else {
+                flagged as f64 / scores.len() as f64
+            },
+            seed: cfg.seed,
+        },
+        detector: Detector::Default(Box::new(model)),
     }
 }
 

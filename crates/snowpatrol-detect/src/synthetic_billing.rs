@@ -602,73 +602,88 @@ fn draw_spec(src: &mut Src, arch: Archetype, days: usize) -> Spec {
     } else {
         0
     };
-    let (base_size, min_clusters, max_clusters, auto_suspend, serial, growth, cloud_frac) =
-        match arch {
-            Archetype::HourlyLoader => (
-                src.pick([(1.0, 0.55), (2.0, 0.3), (4.0, 0.15)]),
-                1,
-                1,
-                src.pick([(60, 0.5), (120, 0.2), (300, 0.2), (600, 0.1)]),
-                src.uniform(0.35, 0.6),
-                src.uniform(-0.05, 0.45),
-                src.uniform(0.06, 0.15),
-            ),
-            Archetype::NightlyTransform => (
-                src.pick([(2.0, 0.15), (4.0, 0.4), (8.0, 0.3), (16.0, 0.15)]),
-                1,
-                1,
-                src.pick([(60, 0.4), (300, 0.35), (600, 0.25)]),
-                src.uniform(0.15, 0.35),
-                src.uniform(0.0, 0.6),
-                src.uniform(0.01, 0.04),
-            ),
-            Archetype::OfficeBi => (
-                src.pick([(2.0, 0.3), (4.0, 0.45), (8.0, 0.25)]),
-                1,
-                2, // set by the workload: provisioned for its peak
-                src.pick([(300, 0.3), (600, 0.5), (900, 0.2)]),
-                src.uniform(0.5, 0.8),
-                src.uniform(0.0, 0.35),
-                src.uniform(0.04, 0.1),
-            ),
-            Archetype::Dev => (
-                src.pick([(1.0, 0.6), (2.0, 0.3), (4.0, 0.1)]),
-                1,
-                1,
-                src.pick([(60, 0.4), (300, 0.4), (600, 0.2)]),
-                src.uniform(0.3, 0.6),
-                src.uniform(-0.15, 0.3),
-                src.uniform(0.05, 0.15),
-            ),
-            Archetype::DataScience => (
-                src.pick([(4.0, 0.4), (8.0, 0.4), (16.0, 0.2)]),
-                1,
-                1,
-                src.pick([(300, 0.3), (600, 0.4), (1800, 0.3)]),
-                src.uniform(0.15, 0.4),
-                src.uniform(0.0, 0.5),
-                src.uniform(0.01, 0.04),
-            ),
-            Archetype::AppServing => (
-                src.pick([(2.0, 0.4), (4.0, 0.45), (8.0, 0.15)]),
-                src.pick([(1, 0.8), (2, 0.2)]),
-                3, // set by the workload: provisioned for its peak
-                600,
-                src.uniform(0.6, 0.85),
-                src.uniform(0.05, 0.5),
-                src.uniform(0.05, 0.12),
-            ),
-        };
+    let k = draw_knobs(src, arch);
     Spec {
         arch,
         first_day,
-        base_size,
-        min_clusters,
-        max_clusters,
-        auto_suspend,
-        serial,
-        ln_growth: f64::ln(1.0 + growth),
-        cloud_frac,
+        base_size: k.base_size,
+        min_clusters: k.min_clusters,
+        max_clusters: k.max_clusters,
+        auto_suspend: k.auto_suspend,
+        serial: k.serial,
+        ln_growth: f64::ln(1.0 + k.growth),
+        cloud_frac: k.cloud_frac,
+    }
+}
+
+/// The settings and habits of a warehouse as drawn for its archetype (see [`Spec`]; `growth` is the annual
+/// rate, not its log).
+struct Knobs {
+    base_size: f64,
+    min_clusters: u32,
+    max_clusters: u32,
+    auto_suspend: i64,
+    serial: f64,
+    growth: f64,
+    cloud_frac: f64,
+}
+
+fn draw_knobs(src: &mut Src, arch: Archetype) -> Knobs {
+    match arch {
+        Archetype::HourlyLoader => Knobs {
+            base_size: src.pick([(1.0, 0.55), (2.0, 0.3), (4.0, 0.15)]),
+            min_clusters: 1,
+            max_clusters: 1,
+            auto_suspend: src.pick([(60, 0.5), (120, 0.2), (300, 0.2), (600, 0.1)]),
+            serial: src.uniform(0.35, 0.6),
+            growth: src.uniform(-0.05, 0.45),
+            cloud_frac: src.uniform(0.06, 0.15),
+        },
+        Archetype::NightlyTransform => Knobs {
+            base_size: src.pick([(2.0, 0.15), (4.0, 0.4), (8.0, 0.3), (16.0, 0.15)]),
+            min_clusters: 1,
+            max_clusters: 1,
+            auto_suspend: src.pick([(60, 0.4), (300, 0.35), (600, 0.25)]),
+            serial: src.uniform(0.15, 0.35),
+            growth: src.uniform(0.0, 0.6),
+            cloud_frac: src.uniform(0.01, 0.04),
+        },
+        Archetype::OfficeBi => Knobs {
+            base_size: src.pick([(2.0, 0.3), (4.0, 0.45), (8.0, 0.25)]),
+            min_clusters: 1,
+            max_clusters: 2, // set by the workload: provisioned for its peak
+            auto_suspend: src.pick([(300, 0.3), (600, 0.5), (900, 0.2)]),
+            serial: src.uniform(0.5, 0.8),
+            growth: src.uniform(0.0, 0.35),
+            cloud_frac: src.uniform(0.04, 0.1),
+        },
+        Archetype::Dev => Knobs {
+            base_size: src.pick([(1.0, 0.6), (2.0, 0.3), (4.0, 0.1)]),
+            min_clusters: 1,
+            max_clusters: 1,
+            auto_suspend: src.pick([(60, 0.4), (300, 0.4), (600, 0.2)]),
+            serial: src.uniform(0.3, 0.6),
+            growth: src.uniform(-0.15, 0.3),
+            cloud_frac: src.uniform(0.05, 0.15),
+        },
+        Archetype::DataScience => Knobs {
+            base_size: src.pick([(4.0, 0.4), (8.0, 0.4), (16.0, 0.2)]),
+            min_clusters: 1,
+            max_clusters: 1,
+            auto_suspend: src.pick([(300, 0.3), (600, 0.4), (1800, 0.3)]),
+            serial: src.uniform(0.15, 0.4),
+            growth: src.uniform(0.0, 0.5),
+            cloud_frac: src.uniform(0.01, 0.04),
+        },
+        Archetype::AppServing => Knobs {
+            base_size: src.pick([(2.0, 0.4), (4.0, 0.45), (8.0, 0.15)]),
+            min_clusters: src.pick([(1, 0.8), (2, 0.2)]),
+            max_clusters: 3, // set by the workload: provisioned for its peak
+            auto_suspend: 600,
+            serial: src.uniform(0.6, 0.85),
+            growth: src.uniform(0.05, 0.5),
+            cloud_frac: src.uniform(0.05, 0.12),
+        },
     }
 }
 
@@ -830,14 +845,7 @@ fn gen_transform(spec: &Spec, src: &mut Src, cal: &Calendar, days: usize) -> Wor
     let threads = src.pick([(1u32, 0.3), (2, 0.3), (4, 0.4)]);
     let models = src.int(8, 40) as usize;
     let wall = src.uniform(1.5, 5.0) * 3600.0;
-    // Model sizes: log-normal, but no model longer than 40 % of the wall time (the critical path fits).
-    let mut base: Vec<f64> = (0..models).map(|_| src.lognormal(1.0, 0.7)).collect();
-    for _ in 0..4 {
-        let total: f64 = base.iter().sum::<f64>().max(1e-9);
-        for b in base.iter_mut() {
-            *b = (*b * wall * threads as f64 / total).min(0.4 * wall);
-        }
-    }
+    let base = model_sizes(src, models, wall, threads);
     let start_sec = src.uniform(0.5, 6.0) * 3600.0;
     let quiet = src.uniform(0.5, 0.85);
     let shape = src.uniform(12.0, 30.0);
@@ -862,25 +870,12 @@ fn gen_transform(spec: &Spec, src: &mut Src, cal: &Calendar, days: usize) -> Wor
             .map(|&w| w * g * volume * src.gamma_unit(shape) + src.uniform(5.0, 20.0))
             .collect();
         if cal.month_end[d] {
-            // The close works on the month's data, not on yesterday's, so it does not shrink after a weekend.
-            let regular: f64 = base.iter().sum::<f64>() * g;
-            let extra = regular * src.uniform(0.6, 1.0);
-            let n = src.int(3, 10) as usize;
-            let weights: Vec<f64> = (0..n).map(|_| src.lognormal(1.0, 0.5)).collect();
-            let sum: f64 = weights.iter().sum::<f64>().max(1e-9);
-            works.extend(weights.iter().map(|w| extra * w / sum));
+            works.extend(month_end_close(src, &base, g));
             close_days.push(d);
         }
         let end = schedule(src, &mut jobs, &works, threads, t, &mut chain);
         if src.chance(p_fail) {
-            let failed = src.int(0, works.len() as i64 - 1) as usize;
-            let rerun: Vec<f64> = works[failed..]
-                .iter()
-                .enumerate()
-                .filter_map(|(i, &w)| (i == 0 || src.chance(0.25)).then_some(w))
-                .collect();
-            let delay = src.uniform(900.0, 5400.0) as i64;
-            schedule(src, &mut jobs, &rerun, threads, end + delay, &mut chain);
+            schedule_rerun(src, &mut jobs, &works, threads, end, &mut chain);
         }
     }
     let mut wl = Workload::new(jobs, spec.first_day, days);
@@ -888,6 +883,51 @@ fn gen_transform(spec: &Spec, src: &mut Src, cal: &Calendar, days: usize) -> Wor
     wl.batch_work = base.iter().sum();
     wl.threads = threads;
     wl
+}
+
+/// Seconds of work of each model of a transform's batch (at the original size, before growth): log-normal,
+/// but no model longer than 40 % of the wall time (the critical path fits).
+fn model_sizes(src: &mut Src, models: usize, wall: f64, threads: u32) -> Vec<f64> {
+    let mut base: Vec<f64> = (0..models).map(|_| src.lognormal(1.0, 0.7)).collect();
+    for _ in 0..4 {
+        let total: f64 = base.iter().sum::<f64>().max(1e-9);
+        for b in base.iter_mut() {
+            *b = (*b * wall * threads as f64 / total).min(0.4 * wall);
+        }
+    }
+    base
+}
+
+/// The models a month-end close appends to the night's batch: 60-100 % of the regular batch (`base` at growth
+/// `g`) in 3-10 models.
+fn month_end_close(src: &mut Src, base: &[f64], g: f64) -> Vec<f64> {
+    // The close works on the month's data, not on yesterday's, so it does not shrink after a weekend.
+    let regular: f64 = base.iter().sum::<f64>() * g;
+    let extra = regular * src.uniform(0.6, 1.0);
+    let n = src.int(3, 10) as usize;
+    let weights: Vec<f64> = (0..n).map(|_| src.lognormal(1.0, 0.5)).collect();
+    let sum: f64 = weights.iter().sum::<f64>().max(1e-9);
+    weights.iter().map(|w| extra * w / sum).collect()
+}
+
+/// A failed batch (whose planned end is `end`): the failed model and about a quarter of the models after it
+/// run again 15-90 minutes later.
+fn schedule_rerun(
+    src: &mut Src,
+    jobs: &mut Vec<Job>,
+    works: &[f64],
+    threads: u32,
+    end: i64,
+    next_chain: &mut u32,
+) {
+    let failed = src.int(0, works.len() as i64 - 1) as usize;
+    let rerun: Vec<f64> = works[failed..]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &w)| (i == 0 || src.chance(0.25)).then_some(w))
+        .collect();
+    let delay = src.uniform(900.0, 5400.0) as i64;
+    schedule(src, jobs, &rerun, threads, end + delay, next_chain);
 }
 
 fn add_presence(diff: &mut [i32], a: f64, b: f64) {
@@ -906,33 +946,48 @@ fn provision(src: &mut Src, peak_concurrency: f64, spare: i64, lo: u32, hi: u32)
     (need + src.int(0, spare) as u32).clamp(lo, hi)
 }
 
-fn gen_bi(spec: &mut Spec, src: &mut Src, cal: &Calendar, off: &[i32], days: usize) -> Workload {
-    let headcount = src.lognormal(45.0, 0.6).clamp(8.0, 300.0);
-    let attend = src.uniform(0.75, 0.9);
-    let rate = src.uniform(0.5, 2.0);
-    let s_med = src.uniform(2.0, 8.0);
-    let s_sigma: f64 = 1.0;
-    let es = s_med * (s_sigma * s_sigma / 2.0).exp();
-    let es2 = s_med * s_med * (2.0 * s_sigma * s_sigma).exp();
-    let extracts = src.int(2, 8);
-    let extract_med = src.lognormal(240.0, 0.4);
-    let noon = src.chance(0.4);
-    spec.max_clusters = provision(src, headcount * attend * 0.9 * rate * es / 60.0, 1, 2, 6);
-    let mut light = vec![0f32; days * 1440];
-    let mut jobs = Vec::new();
-    let mut diff = vec![0i32; 1441];
-    let lo = spec.first_day as i64 * 1440;
-    let hi = days as i64 * 1440;
-    for li in spec.first_day as i64..=days as i64 {
-        let dt = cal.day_type(li);
-        let g = spec.growth(li);
-        let p = match dt {
-            DayType::Work => attend,
-            DayType::Lull => attend * 0.5,
-            DayType::Weekend | DayType::Holiday => 0.03,
-        };
-        diff.fill(0);
-        let heads = (headcount * g).round() as usize;
+/// An office's BI habits: who comes in, how hard they query, and the dashboard extracts.
+struct OfficeHabits {
+    headcount: f64,
+    attend: f64,
+    /// Queries a minute of each active user.
+    rate: f64,
+    /// Mean and second moment of a query's duration (seconds; log-normal).
+    es: f64,
+    es2: f64,
+    extracts: i64,
+    extract_med: f64,
+    /// Extracts also run at noon.
+    noon: bool,
+}
+
+impl OfficeHabits {
+    fn draw(src: &mut Src) -> Self {
+        let headcount = src.lognormal(45.0, 0.6).clamp(8.0, 300.0);
+        let attend = src.uniform(0.75, 0.9);
+        let rate = src.uniform(0.5, 2.0);
+        let s_med = src.uniform(2.0, 8.0);
+        let s_sigma: f64 = 1.0;
+        let es = s_med * (s_sigma * s_sigma / 2.0).exp();
+        let es2 = s_med * s_med * (2.0 * s_sigma * s_sigma).exp();
+        let extracts = src.int(2, 8);
+        let extract_med = src.lognormal(240.0, 0.4);
+        let noon = src.chance(0.4);
+        Self {
+            headcount,
+            attend,
+            rate,
+            es,
+            es2,
+            extracts,
+            extract_med,
+            noon,
+        }
+    }
+
+    /// Marks in `diff` (a difference array over the local minutes of the day) when each of `heads` people who
+    /// show up on a day of type `dt` (with probability `p`) is present.
+    fn presence(&self, src: &mut Src, diff: &mut [i32], dt: DayType, p: f64, heads: usize) {
         for _ in 0..heads {
             if !src.chance(p) {
                 continue;
@@ -943,17 +998,29 @@ fn gen_bi(spec: &mut Spec, src: &mut Src, cal: &Calendar, off: &[i32], days: usi
                 if src.chance(0.6) {
                     let lunch = 725.0 + 20.0 * src.gauss();
                     let back = lunch + src.uniform(25.0, 60.0);
-                    add_presence(&mut diff, arrive, lunch.max(arrive));
-                    add_presence(&mut diff, back.min(leave), leave);
+                    add_presence(diff, arrive, lunch.max(arrive));
+                    add_presence(diff, back.min(leave), leave);
                 } else {
-                    add_presence(&mut diff, arrive, leave);
+                    add_presence(diff, arrive, leave);
                 }
             } else {
                 let arrive = src.uniform(540.0, 1200.0);
-                add_presence(&mut diff, arrive, arrive + src.lognormal(45.0, 0.6));
+                add_presence(diff, arrive, arrive + src.lognormal(45.0, 0.6));
             }
         }
-        let o = offset_min(off, li.max(0) as usize);
+    }
+
+    /// Adds the query load of the people present on local day `li` (UTC offset `o` minutes) to the UTC minutes
+    /// of `light` within `utc_minutes`.
+    fn add_query_load(
+        &self,
+        src: &mut Src,
+        light: &mut [f32],
+        diff: &[i32],
+        li: i64,
+        o: i64,
+        utc_minutes: std::ops::Range<i64>,
+    ) {
         let mut active = 0i32;
         for (m, &delta) in diff.iter().take(1440).enumerate() {
             active += delta;
@@ -961,24 +1028,64 @@ fn gen_bi(spec: &mut Spec, src: &mut Src, cal: &Calendar, off: &[i32], days: usi
                 continue;
             }
             let utc = li * 1440 + m as i64 - o;
-            let c = minute_load(src, active as f64 * rate, es, es2);
-            if c > 0.0 && utc >= lo && utc < hi {
+            let c = minute_load(src, active as f64 * self.rate, self.es, self.es2);
+            if c > 0.0 && utc >= utc_minutes.start && utc < utc_minutes.end {
                 light[utc as usize] += c as f32;
             }
         }
+    }
+
+    /// Queues the dashboard extracts of local day `li` (growth `g`) starting around `local_sec`.
+    fn refresh(
+        &self,
+        src: &mut Src,
+        jobs: &mut Vec<Job>,
+        off: &[i32],
+        li: i64,
+        g: f64,
+        local_sec: i64,
+    ) {
+        let t = utc_of(off, li, local_sec + src.int(0, 600));
+        for k in 0..self.extracts {
+            jobs.push(Job::solo(
+                t + k * src.int(1, 30),
+                src.lognormal(self.extract_med, 0.5) * g,
+            ));
+        }
+    }
+}
+
+fn gen_bi(spec: &mut Spec, src: &mut Src, cal: &Calendar, off: &[i32], days: usize) -> Workload {
+    let office = OfficeHabits::draw(src);
+    spec.max_clusters = provision(
+        src,
+        office.headcount * office.attend * 0.9 * office.rate * office.es / 60.0,
+        1,
+        2,
+        6,
+    );
+    let mut light = vec![0f32; days * 1440];
+    let mut jobs = Vec::new();
+    let mut diff = vec![0i32; 1441];
+    let lo = spec.first_day as i64 * 1440;
+    let hi = days as i64 * 1440;
+    for li in spec.first_day as i64..=days as i64 {
+        let dt = cal.day_type(li);
+        let g = spec.growth(li);
+        let p = match dt {
+            DayType::Work => office.attend,
+            DayType::Lull => office.attend * 0.5,
+            DayType::Weekend | DayType::Holiday => 0.03,
+        };
+        diff.fill(0);
+        let heads = (office.headcount * g).round() as usize;
+        office.presence(src, &mut diff, dt, p, heads);
+        let o = offset_min(off, li.max(0) as usize);
+        office.add_query_load(src, &mut light, &diff, li, o, lo..hi);
         if dt == DayType::Work {
-            let mut refresh = |src: &mut Src, local_sec: i64| {
-                let t = utc_of(off, li, local_sec + src.int(0, 600));
-                for k in 0..extracts {
-                    jobs.push(Job::solo(
-                        t + k * src.int(1, 30),
-                        src.lognormal(extract_med, 0.5) * g,
-                    ));
-                }
-            };
-            refresh(src, 6 * 3600);
-            if noon {
-                refresh(src, 12 * 3600);
+            office.refresh(src, &mut jobs, off, li, g, 6 * 3600);
+            if office.noon {
+                office.refresh(src, &mut jobs, off, li, g, 12 * 3600);
             }
         }
     }
@@ -1267,109 +1374,163 @@ fn bill(spec: &Spec, wl: &Workload, plan: &Plan, d0: usize, d1: usize, salt: u64
     if d0 >= d1 {
         return Vec::new();
     }
-    let t0 = d0 as i64 * DAY;
-    let t1 = d1 as i64 * DAY;
+    let b = Billing {
+        spec,
+        wl,
+        plan,
+        salt,
+        d0,
+        d1,
+        t0: d0 as i64 * DAY,
+        t1: d1 as i64 * DAY,
+        nm: (d1 - d0) * 1440,
+    };
     let mut hours = vec![0.0f64; (d1 - d0) * 24];
     let multi = spec.max_clusters > spec.min_clusters;
-    let nm = (d1 - d0) * 1440;
     // Concurrency per minute of the window, for the scaling decision of multi-cluster warehouses.
-    let mut conc = if multi { vec![0f32; nm] } else { Vec::new() };
+    let mut conc = if multi { vec![0f32; b.nm] } else { Vec::new() };
 
-    let mut runs = Vec::new();
-    let mut chains = HashMap::new();
-    run_jobs(
-        &wl.jobs,
-        true,
-        t0,
-        t1,
-        spec,
-        plan,
-        salt,
-        &mut chains,
-        &mut runs,
-    );
-    run_jobs(
-        &plan.extra,
-        false,
-        t0,
-        t1,
-        spec,
-        plan,
-        salt,
-        &mut chains,
-        &mut runs,
-    );
-
-    // Short queries: each minute with arrivals is busy for its query-seconds at a hashed offset; runs closer
-    // than `auto_suspend` are merged on the way (the session pass would merge them anyway).
-    let mut busy: Vec<(i64, i64)> = Vec::with_capacity(runs.len() + 64);
-    let mut cur: Option<(i64, i64)> = None;
-    for day in d0..d1 {
-        let from = day * 1440;
-        if from >= wl.light.len() {
-            break;
-        }
-        let keep = plan.keep[day];
-        let shrink = plan.shrink(spec, day) as f32;
-        let slice = &wl.light[from..(from + 1440).min(wl.light.len())];
-        for (k, &c) in slice.iter().enumerate() {
-            if c <= 0.0 {
-                continue;
-            }
-            let m = from + k;
-            if !light_kept(keep, salt, m) {
-                continue;
-            }
-            if multi {
-                conc[m - d0 * 1440] += c * shrink;
-            }
-            let secs = (c as f64 * 60.0).clamp(1.0, 60.0) as i64;
-            let jitter = (splitmix(salt ^ OFFSET_SALT ^ m as u64) >> 58) as i64; // 0..63
-            let s = m as i64 * 60 + jitter * (60 - secs) / 64;
-            let e = s + secs;
-            cur = match cur {
-                Some((cs, ce)) if s <= ce + spec.auto_suspend => Some((cs, ce.max(e))),
-                Some(iv) => {
-                    busy.push(iv);
-                    Some((s, e))
-                }
-                None => Some((s, e)),
-            };
-        }
-    }
-    busy.extend(cur);
-    let storm_secs = plan.storm.iter().map(|&(a, b)| (a * 60, b * 60));
-    for (s, e) in plan.alive.iter().copied().chain(storm_secs) {
-        if e > t0 && s < t1 {
-            busy.push((s.max(t0), e.min(t1)));
-        }
-    }
-    busy.extend_from_slice(&runs);
-    busy.sort_unstable();
-
-    // Sessions of the first cluster(s): resume on work, suspend `auto_suspend` after it, 60 s minimum.
-    let a = spec.auto_suspend;
-    let mut sessions: Vec<(i64, i64)> = Vec::new();
-    let mut it = busy.iter().copied();
-    if let Some((mut cs, mut ce)) = it.next() {
-        for (s, e) in it {
-            if s <= ce + a {
-                ce = ce.max(e);
-            } else {
-                sessions.push((cs, (ce + a).max(cs + 60).min(t1)));
-                cs = s;
-                ce = e;
-            }
-        }
-        sessions.push((cs, (ce + a).max(cs + 60).min(t1)));
-    }
+    let runs = b.job_runs();
+    let busy = b.busy_spans(&runs, multi.then_some(&mut conc[..]));
+    let sessions = b.first_cluster_sessions(&busy);
     let base_rate = |h: usize| plan.size[d0 + h / 24] * spec.min_clusters as f64;
     for &(s, e) in &sessions {
-        add_span(&mut hours, t0, s, e, base_rate);
+        add_span(&mut hours, b.t0, s, e, base_rate);
     }
 
     if multi {
-        for &(s, e) in &runs {
+        b.add_run_and_storm_concurrency(&runs, &mut conc);
+        b.bill_extra_clusters(&conc, &sessions, &mut hours);
+    }
+    hours
+}
+
+/// One billing of the days [d0, d1) (seconds [t0, t1), `nm` minutes) of a warehouse under a plan.
+struct Billing<'a> {
+    spec: &'a Spec,
+    wl: &'a Workload,
+    plan: &'a Plan,
+    salt: u64,
+    d0: usize,
+    d1: usize,
+    t0: i64,
+    t1: i64,
+    nm: usize,
+}
+
+impl Billing<'_> {
+    /// When the jobs of the workload and the plan's extra jobs run within the window.
+    fn job_runs(&self) -> Vec<(i64, i64)> {
+        let (spec, plan, salt) = (self.spec, self.plan, self.salt);
+        let mut runs = Vec::new();
+        let mut chains = HashMap::new();
+        run_jobs(
+            &self.wl.jobs,
+            true,
+            self.t0,
+            self.t1,
+            spec,
+            plan,
+            salt,
+            &mut chains,
+            &mut runs,
+        );
+        run_jobs(
+            &plan.extra,
+            false,
+            self.t0,
+            self.t1,
+            spec,
+            plan,
+            salt,
+            &mut chains,
+            &mut runs,
+        );
+        runs
+    }
+
+    /// Everything that keeps the warehouse awake, sorted: short queries, disabled auto-suspend, storms and job
+    /// runs. Adds the short queries' concurrency to `conc` (multi-cluster warehouses only).
+    fn busy_spans(&self, runs: &[(i64, i64)], conc: Option<&mut [f32]>) -> Vec<(i64, i64)> {
+        let (t0, t1) = (self.t0, self.t1);
+        let mut busy: Vec<(i64, i64)> = Vec::with_capacity(runs.len() + 64);
+        self.add_light_spans(&mut busy, conc);
+        let storm_secs = self.plan.storm.iter().map(|&(a, b)| (a * 60, b * 60));
+        for (s, e) in self.plan.alive.iter().copied().chain(storm_secs) {
+            if e > t0 && s < t1 {
+                busy.push((s.max(t0), e.min(t1)));
+            }
+        }
+        busy.extend_from_slice(runs);
+        busy.sort_unstable();
+        busy
+    }
+
+    /// Short queries: each minute with arrivals is busy for its query-seconds at a hashed offset; runs closer
+    /// than `auto_suspend` are merged on the way (the session pass would merge them anyway).
+    fn add_light_spans(&self, busy: &mut Vec<(i64, i64)>, mut conc: Option<&mut [f32]>) {
+        let (spec, wl, plan, salt, d0) = (self.spec, self.wl, self.plan, self.salt, self.d0);
+        let mut cur: Option<(i64, i64)> = None;
+        for day in d0..self.d1 {
+            let from = day * 1440;
+            if from >= wl.light.len() {
+                break;
+            }
+            let keep = plan.keep[day];
+            let shrink = plan.shrink(spec, day) as f32;
+            let slice = &wl.light[from..(from + 1440).min(wl.light.len())];
+            for (k, &c) in slice.iter().enumerate() {
+                if c <= 0.0 {
+                    continue;
+                }
+                let m = from + k;
+                if !light_kept(keep, salt, m) {
+                    continue;
+                }
+                if let Some(conc) = conc.as_deref_mut() {
+                    conc[m - d0 * 1440] += c * shrink;
+                }
+                let secs = (c as f64 * 60.0).clamp(1.0, 60.0) as i64;
+                let jitter = (splitmix(salt ^ OFFSET_SALT ^ m as u64) >> 58) as i64; // 0..63
+                let s = m as i64 * 60 + jitter * (60 - secs) / 64;
+                let e = s + secs;
+                cur = match cur {
+                    Some((cs, ce)) if s <= ce + spec.auto_suspend => Some((cs, ce.max(e))),
+                    Some(iv) => {
+                        busy.push(iv);
+                        Some((s, e))
+                    }
+                    None => Some((s, e)),
+                };
+            }
+        }
+        busy.extend(cur);
+    }
+
+    /// Sessions of the first cluster(s): resume on work, suspend `auto_suspend` after it, 60 s minimum.
+    fn first_cluster_sessions(&self, busy: &[(i64, i64)]) -> Vec<(i64, i64)> {
+        let (a, t1) = (self.spec.auto_suspend, self.t1);
+        let mut sessions: Vec<(i64, i64)> = Vec::new();
+        let mut it = busy.iter().copied();
+        if let Some((mut cs, mut ce)) = it.next() {
+            for (s, e) in it {
+                if s <= ce + a {
+                    ce = ce.max(e);
+                } else {
+                    sessions.push((cs, (ce + a).max(cs + 60).min(t1)));
+                    cs = s;
+                    ce = e;
+                }
+            }
+            sessions.push((cs, (ce + a).max(cs + 60).min(t1)));
+        }
+        sessions
+    }
+
+    /// Adds the job runs' concurrency per minute, and the storms' flood, to `conc`.
+    fn add_run_and_storm_concurrency(&self, runs: &[(i64, i64)], conc: &mut [f32]) {
+        let (t0, nm) = (self.t0, self.nm);
+        for &(s, e) in runs {
             let mut t = s;
             while t < e {
                 let i = ((t - t0) / 60) as usize;
@@ -1381,14 +1542,19 @@ fn bill(spec: &Spec, wl: &Workload, plan: &Plan, d0: usize, d1: usize, salt: u64
                 t = seg;
             }
         }
-        let flood = (SLOTS * spec.max_clusters as f64) as f32;
-        for &(ms, me) in &plan.storm {
+        let flood = (SLOTS * self.spec.max_clusters as f64) as f32;
+        for &(ms, me) in &self.plan.storm {
             let from = (ms - t0 / 60).clamp(0, nm as i64) as usize;
             let to = (me - t0 / 60).clamp(0, nm as i64) as usize;
             for c in &mut conc[from..to] {
                 *c += flood;
             }
         }
+    }
+
+    /// Bills the clusters beyond `min_clusters` per minute, from the concurrency per minute.
+    fn bill_extra_clusters(&self, conc: &[f32], sessions: &[(i64, i64)], hours: &mut [f64]) {
+        let (spec, t0, d0) = (self.spec, self.t0, self.d0);
         // Cluster k runs while the warehouse runs and k clusters were needed in this or the previous
         // SCALE_DOWN_MINUTES minutes, so the running count is the recent maximum of the need.
         let (lo, hi) = (spec.min_clusters as usize, spec.max_clusters as usize);
@@ -1409,11 +1575,10 @@ fn bill(spec: &Spec, wl: &Workload, plan: &Plan, d0: usize, d1: usize, salt: u64
             recent[i % recent.len()] = need;
             let on = recent.iter().copied().max().unwrap_or(0).saturating_sub(lo);
             if running && on > 0 {
-                hours[i / 60] += on as f64 * plan.size[d0 + i / 1440] / 60.0;
+                hours[i / 60] += on as f64 * self.plan.size[d0 + i / 1440] / 60.0;
             }
         }
     }
-    hours
 }
 
 fn daily(hours: &[f64]) -> Vec<f64> {
@@ -1459,151 +1624,236 @@ fn next_business(cal: &Calendar, d: usize, days: usize) -> Option<usize> {
     (d..(d + 5).min(days)).find(|&i| cal.is_business(i))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn draw_candidate(
-    src: &mut Src,
-    spec: &Spec,
-    wl: &Workload,
-    plan: &Plan,
-    cal: &Calendar,
-    off: &[i32],
-    d: usize,
+/// One warehouse's fixed inputs to drawing and judging incidents.
+struct IncidentPlanner<'a> {
+    spec: &'a Spec,
+    wl: &'a Workload,
+    cal: &'a Calendar,
+    off: &'a [i32],
     days: usize,
-    next_chain: &mut u32,
-) -> Option<Candidate> {
-    let w = kind_weights(spec.arch);
-    let multi = spec.max_clusters > spec.min_clusters;
-    let incident = src.pick([
-        (Incident::Backfill, w[0]),
-        (Incident::Runaway, w[1]),
-        (Incident::ResizeLeft, w[2]),
-        (Incident::ResizeTemp, w[3]),
-        (Incident::Storm, if multi { w[4] } else { 0.0 }),
-        (Incident::Outage, w[5]),
-    ]);
-    let mut p = plan.clone();
-    let make = |plan, first, label_end: usize, kind, first_only, reduces| Candidate {
-        plan,
-        first,
-        label_end: label_end.min(days),
-        kind,
-        first_only,
-        reduces,
-    };
-    match incident {
-        Incident::Runaway => {
-            if spec.arch == Archetype::AppServing {
-                return None;
-            }
-            let k = src.pick([(1usize, 0.5), (2, 0.3), (3, 0.2)]);
-            p.alive
-                .push((d as i64 * DAY, ((d + k).min(days)) as i64 * DAY));
-            Some(make(p, d, d + k, AnomalyKind::Runaway, false, false))
+    salt: u64,
+}
+
+impl IncidentPlanner<'_> {
+    /// Draws an incident starting around day `d` on top of `plan`; `None` when the drawn kind does not apply.
+    fn draw_candidate(
+        &self,
+        src: &mut Src,
+        plan: &Plan,
+        d: usize,
+        next_chain: &mut u32,
+    ) -> Option<Candidate> {
+        let spec = self.spec;
+        let w = kind_weights(spec.arch);
+        let multi = spec.max_clusters > spec.min_clusters;
+        let incident = src.pick([
+            (Incident::Backfill, w[0]),
+            (Incident::Runaway, w[1]),
+            (Incident::ResizeLeft, w[2]),
+            (Incident::ResizeTemp, w[3]),
+            (Incident::Storm, if multi { w[4] } else { 0.0 }),
+            (Incident::Outage, w[5]),
+        ]);
+        let p = plan.clone();
+        match incident {
+            Incident::Runaway => self.runaway(src, p, d),
+            Incident::ResizeLeft => self.resize_left(src, p, d),
+            Incident::ResizeTemp => self.resize_temp(src, p, d),
+            Incident::Backfill => self.backfill(src, p, d, next_chain),
+            Incident::Storm => self.storm(src, p, d, multi),
+            Incident::Outage => self.outage(src, p, d),
         }
-        Incident::ResizeLeft => {
-            let a = next_business(cal, d, days)?;
-            let factor = src.pick([(2.0, 0.7), (4.0, 0.3)]);
-            // Left-in-place resizes compound; a warehouse already at 4x its original size is not resized again.
-            if p.size[a] >= 4.0 * spec.base_size {
-                return None;
-            }
-            for s in &mut p.size[a..] {
-                *s = (*s * factor).min(8.0 * spec.base_size).min(MAX_SIZE);
-            }
-            Some(make(p, a, a + 1, AnomalyKind::Resize, true, false))
+    }
+
+    /// A candidate raising spend on days [first, label_end) (cut at the end of the series).
+    fn candidate(
+        &self,
+        plan: Plan,
+        first: usize,
+        label_end: usize,
+        kind: AnomalyKind,
+    ) -> Candidate {
+        Candidate {
+            plan,
+            first,
+            label_end: label_end.min(self.days),
+            kind,
+            first_only: false,
+            reduces: false,
         }
-        Incident::ResizeTemp => {
-            let a = next_business(cal, d, days)?;
-            let factor = src.pick([(2.0, 0.6), (4.0, 0.4)]);
-            let k = src.int(2, 5) as usize;
-            let b = (a + k).min(days);
-            for s in &mut p.size[a..b] {
-                *s = (*s * factor).min(MAX_SIZE);
-            }
-            Some(make(p, a, b, AnomalyKind::Resize, false, false))
+    }
+
+    /// Auto-suspend disabled for 1-3 whole days.
+    fn runaway(&self, src: &mut Src, mut p: Plan, d: usize) -> Option<Candidate> {
+        if self.spec.arch == Archetype::AppServing {
+            return None;
         }
-        Incident::Backfill => {
-            let k = if src.chance(0.3) { 2 } else { 1 };
-            for i in d..(d + k).min(days) {
-                let g = spec.growth(i as i64);
-                let (hours, streams) = match spec.arch {
-                    Archetype::HourlyLoader => (src.lognormal(3.0, 0.7).clamp(0.5, 16.0), 1),
-                    Archetype::NightlyTransform => (
-                        src.uniform(0.7, 1.8) * wl.batch_work / 3600.0,
-                        wl.threads.max(1) as i64,
-                    ),
-                    Archetype::OfficeBi => {
-                        (src.lognormal(4.0, 0.6).clamp(1.0, 24.0), src.int(2, 4))
-                    }
-                    Archetype::Dev => (src.lognormal(3.0, 0.8).clamp(0.5, 16.0), 1),
-                    Archetype::DataScience => {
-                        (src.lognormal(5.0, 0.6).clamp(1.0, 24.0), src.int(1, 2))
-                    }
-                    Archetype::AppServing => {
-                        (src.lognormal(5.0, 0.6).clamp(1.0, 24.0), src.int(2, 3))
-                    }
-                };
-                let local = src.uniform(9.0, 15.0) * 3600.0;
-                let start =
-                    i as i64 * DAY + (local as i64 - offset_min(off, i) * 60).rem_euclid(DAY);
-                let shrink = p.shrink(spec, i);
-                for s in 0..streams {
-                    *next_chain += 1;
-                    let chain = EXTRA_CHAIN_BASE + *next_chain;
-                    let mut t = start + s * src.int(0, 300);
-                    let mut left = hours * g * 3600.0 / streams as f64;
-                    let mut gap = 0.0;
-                    while left > 1.0 {
-                        let chunk = left.min(src.uniform(300.0, 2400.0));
-                        p.extra.push(Job {
-                            start: t,
-                            work: chunk as f32,
-                            gap: gap as f32,
-                            chain,
-                            id: 0,
-                        });
-                        left -= chunk;
-                        gap = src.uniform(5.0, 30.0);
-                        t += (chunk * shrink + gap) as i64;
-                    }
-                }
-            }
-            p.extra.sort_by_key(|j| j.start);
-            Some(make(p, d, d + k + 1, AnomalyKind::Spike, false, false))
+        let days = self.days;
+        let k = src.pick([(1usize, 0.5), (2, 0.3), (3, 0.2)]);
+        p.alive
+            .push((d as i64 * DAY, ((d + k).min(days)) as i64 * DAY));
+        Some(self.candidate(p, d, d + k, AnomalyKind::Runaway))
+    }
+
+    /// A resize left in place from the next business day on; labelled on its first day only.
+    fn resize_left(&self, src: &mut Src, mut p: Plan, d: usize) -> Option<Candidate> {
+        let spec = self.spec;
+        let a = next_business(self.cal, d, self.days)?;
+        let factor = src.pick([(2.0, 0.7), (4.0, 0.3)]);
+        // Left-in-place resizes compound; a warehouse already at 4x its original size is not resized again.
+        if p.size[a] >= 4.0 * spec.base_size {
+            return None;
         }
-        Incident::Storm => {
-            if !multi {
-                return None;
+        for s in &mut p.size[a..] {
+            *s = (*s * factor).min(8.0 * spec.base_size).min(MAX_SIZE);
+        }
+        Some(Candidate {
+            first_only: true,
+            ..self.candidate(p, a, a + 1, AnomalyKind::Resize)
+        })
+    }
+
+    /// A resize for 2-5 days from the next business day, then back.
+    fn resize_temp(&self, src: &mut Src, mut p: Plan, d: usize) -> Option<Candidate> {
+        let a = next_business(self.cal, d, self.days)?;
+        let factor = src.pick([(2.0, 0.6), (4.0, 0.4)]);
+        let k = src.int(2, 5) as usize;
+        let b = (a + k).min(self.days);
+        for s in &mut p.size[a..b] {
+            *s = (*s * factor).min(MAX_SIZE);
+        }
+        Some(self.candidate(p, a, b, AnomalyKind::Resize))
+    }
+
+    /// A one-off backfill on one day or two; the day after is a candidate label too (it may spill over).
+    fn backfill(
+        &self,
+        src: &mut Src,
+        mut p: Plan,
+        d: usize,
+        next_chain: &mut u32,
+    ) -> Option<Candidate> {
+        let k = if src.chance(0.3) { 2 } else { 1 };
+        for i in d..(d + k).min(self.days) {
+            self.add_backfill_day(src, &mut p, i, next_chain);
+        }
+        p.extra.sort_by_key(|j| j.start);
+        Some(self.candidate(p, d, d + k + 1, AnomalyKind::Spike))
+    }
+
+    /// Adds day `i`'s backfill to the plan's extra jobs: streams of chained chunks starting 09:00-15:00 local.
+    fn add_backfill_day(&self, src: &mut Src, p: &mut Plan, i: usize, next_chain: &mut u32) {
+        let spec = self.spec;
+        let g = spec.growth(i as i64);
+        let (hours, streams) = backfill_size(src, spec.arch, self.wl);
+        let local = src.uniform(9.0, 15.0) * 3600.0;
+        let start = i as i64 * DAY + (local as i64 - offset_min(self.off, i) * 60).rem_euclid(DAY);
+        let shrink = p.shrink(spec, i);
+        for s in 0..streams {
+            *next_chain += 1;
+            let chain = EXTRA_CHAIN_BASE + *next_chain;
+            let mut t = start + s * src.int(0, 300);
+            let mut left = hours * g * 3600.0 / streams as f64;
+            let mut gap = 0.0;
+            while left > 1.0 {
+                let chunk = left.min(src.uniform(300.0, 2400.0));
+                p.extra.push(Job {
+                    start: t,
+                    work: chunk as f32,
+                    gap: gap as f32,
+                    chain,
+                    id: 0,
+                });
+                left -= chunk;
+                gap = src.uniform(5.0, 30.0);
+                t += (chunk * shrink + gap) as i64;
             }
-            let two = src.chance(0.35);
-            let start_h = src.uniform(0.0, 6.0);
-            let len_h = if two {
-                src.uniform(36.0, 48.0 - start_h)
-            } else {
-                src.uniform(15.0, 22.0f64.min(24.0 - start_h))
+        }
+    }
+
+    /// A concurrency storm over 15-22 hours of one day or 36-48 hours over two (multi-cluster warehouses).
+    fn storm(&self, src: &mut Src, mut p: Plan, d: usize, multi: bool) -> Option<Candidate> {
+        if !multi {
+            return None;
+        }
+        let two = src.chance(0.35);
+        let start_h = src.uniform(0.0, 6.0);
+        let len_h = if two {
+            src.uniform(36.0, 48.0 - start_h)
+        } else {
+            src.uniform(15.0, 22.0f64.min(24.0 - start_h))
+        };
+        let m0 = d as i64 * 1440 + (start_h * 60.0) as i64;
+        let m1 = (m0 + (len_h * 60.0) as i64).min(self.days as i64 * 1440);
+        p.storm.push((m0, m1));
+        let k = if two { 2 } else { 1 };
+        Some(self.candidate(p, d, d + k, AnomalyKind::ScaleOut))
+    }
+
+    /// An outage or pause of 1-4 days in which none or 1-10 % of the work happens.
+    fn outage(&self, src: &mut Src, mut p: Plan, d: usize) -> Option<Candidate> {
+        if matches!(self.spec.arch, Archetype::Dev | Archetype::DataScience) {
+            return None;
+        }
+        let k = src.int(1, 4) as usize;
+        let keep = if src.chance(0.5) {
+            0.0
+        } else {
+            src.uniform(0.01, 0.1)
+        };
+        let b = (d + k).min(self.days);
+        for x in &mut p.keep[d..b] {
+            *x = keep as f32;
+        }
+        Some(Candidate {
+            reduces: true,
+            ..self.candidate(p, d, b, AnomalyKind::Drop)
+        })
+    }
+
+    /// Draws up to three candidates for an incident starting on day `d`: the first that touches no month-end
+    /// close and changes spend materially, with the days it changes.
+    fn first_material(
+        &self,
+        src: &mut Src,
+        plan: &Plan,
+        flagged: &[bool],
+        d: usize,
+        next_chain: &mut u32,
+    ) -> Option<(Candidate, Vec<usize>)> {
+        for _ in 0..3 {
+            let Some(c) = self.draw_candidate(src, plan, d, next_chain) else {
+                continue;
             };
-            let m0 = d as i64 * 1440 + (start_h * 60.0) as i64;
-            let m1 = (m0 + (len_h * 60.0) as i64).min(days as i64 * 1440);
-            p.storm.push((m0, m1));
-            let k = if two { 2 } else { 1 };
-            Some(make(p, d, d + k, AnomalyKind::ScaleOut, false, false))
-        }
-        Incident::Outage => {
-            if matches!(spec.arch, Archetype::Dev | Archetype::DataScience) {
-                return None;
+            if self
+                .wl
+                .close_days
+                .iter()
+                .any(|&x| x + 1 >= c.first && x <= c.label_end)
+            {
+                continue;
             }
-            let k = src.int(1, 4) as usize;
-            let keep = if src.chance(0.5) {
-                0.0
-            } else {
-                src.uniform(0.01, 0.1)
-            };
-            let b = (d + k).min(days);
-            for x in &mut p.keep[d..b] {
-                *x = keep as f32;
+            let hit = material_days(self.spec, self.wl, plan, &c, flagged, self.salt);
+            if !hit.is_empty() {
+                return Some((c, hit));
             }
-            Some(make(p, d, b, AnomalyKind::Drop, false, true))
         }
+        None
+    }
+}
+
+/// Hours of work (at the original size, before growth) of one day's backfill and the streams it runs in.
+fn backfill_size(src: &mut Src, arch: Archetype, wl: &Workload) -> (f64, i64) {
+    match arch {
+        Archetype::HourlyLoader => (src.lognormal(3.0, 0.7).clamp(0.5, 16.0), 1),
+        Archetype::NightlyTransform => (
+            src.uniform(0.7, 1.8) * wl.batch_work / 3600.0,
+            wl.threads.max(1) as i64,
+        ),
+        Archetype::OfficeBi => (src.lognormal(4.0, 0.6).clamp(1.0, 24.0), src.int(2, 4)),
+        Archetype::Dev => (src.lognormal(3.0, 0.8).clamp(0.5, 16.0), 1),
+        Archetype::DataScience => (src.lognormal(5.0, 0.6).clamp(1.0, 24.0), src.int(1, 2)),
+        Archetype::AppServing => (src.lognormal(5.0, 0.6).clamp(1.0, 24.0), src.int(2, 3)),
     }
 }
 
@@ -1662,6 +1912,14 @@ fn plan_incidents(
     salt: u64,
 ) -> (Plan, Vec<(usize, AnomalyKind)>) {
     let days = cfg.days;
+    let planner = IncidentPlanner {
+        spec,
+        wl,
+        cal,
+        off,
+        days,
+        salt,
+    };
     let mut plan = Plan::new(spec, days);
     let mut labels = Vec::new();
     let mut flagged = vec![false; days];
@@ -1679,36 +1937,9 @@ fn plan_incidents(
             d += 1;
             continue;
         }
-        let mut accepted = None;
-        for _ in 0..3 {
-            let Some(c) = draw_candidate(src, spec, wl, &plan, cal, off, d, days, &mut next_chain)
-            else {
-                continue;
-            };
-            if wl
-                .close_days
-                .iter()
-                .any(|&x| x + 1 >= c.first && x <= c.label_end)
-            {
-                continue;
-            }
-            let hit = material_days(spec, wl, &plan, &c, &flagged, salt);
-            if !hit.is_empty() {
-                accepted = Some((c, hit));
-                break;
-            }
-        }
-        match accepted {
-            Some((c, mut hit)) => {
-                // A resize changes the warehouse from its first day on, and the hourly cap shows it even when
-                // that day's work was light (a Monday after a quiet weekend): label the first day too.
-                if c.kind == AnomalyKind::Resize && hit.first() != Some(&c.first) {
-                    hit.insert(0, c.first);
-                    if c.first_only {
-                        hit.truncate(1);
-                    }
-                }
-                for &day in &hit {
+        match planner.first_material(src, &plan, &flagged, d, &mut next_chain) {
+            Some((c, hit)) => {
+                for &day in &labelled_days(&c, hit) {
                     flagged[day] = true;
                     labels.push((day, c.kind));
                 }
@@ -1720,6 +1951,19 @@ fn plan_incidents(
     }
     labels.sort_by_key(|l| l.0);
     (plan, labels)
+}
+
+/// The days an accepted candidate labels, from the days it changes materially (`hit`).
+fn labelled_days(c: &Candidate, mut hit: Vec<usize>) -> Vec<usize> {
+    // A resize changes the warehouse from its first day on, and the hourly cap shows it even when
+    // that day's work was light (a Monday after a quiet weekend): label the first day too.
+    if c.kind == AnomalyKind::Resize && hit.first() != Some(&c.first) {
+        hit.insert(0, c.first);
+        if c.first_only {
+            hit.truncate(1);
+        }
+    }
+    hit
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1781,7 +2025,36 @@ fn simulate(cfg: &BillingConfig, cal: &Calendar, accts: &[Account], w: usize) ->
     let wl = gen_workload(&mut spec, &mut work_src, cal, off, days);
     let (plan, labelled) = plan_incidents(cfg, &spec, &wl, cal, off, &mut incident_src, salt);
     let hours = bill(&spec, &wl, &plan, spec.first_day, days, salt);
+    let rows = metering_rows(&key, w, &spec, cal, &hours, &mut cloud_src);
+    let labels = labelled
+        .into_iter()
+        .map(|(d, kind)| AnomalyLabel {
+            key: key.clone(),
+            date: cal.date(d),
+            kind,
+        })
+        .collect();
+    Sim {
+        key,
+        arch,
+        first_day: spec.first_day,
+        size: plan.size,
+        max_clusters: spec.max_clusters,
+        rows,
+        labels,
+    }
+}
 
+/// The metering rows of warehouse `w` from its billed compute per hour (from its first day on), with cloud
+/// services drawn on top.
+fn metering_rows(
+    key: &WarehouseKey,
+    w: usize,
+    spec: &Spec,
+    cal: &Calendar,
+    hours: &[f64],
+    cloud_src: &mut Src,
+) -> Vec<MeteringRow> {
     let t_start = cal.start.and_time(NaiveTime::MIN).and_utc();
     let mut rows = Vec::with_capacity(hours.len() / 2);
     for (h, &c) in hours.iter().enumerate() {
@@ -1804,23 +2077,7 @@ fn simulate(cfg: &BillingConfig, cal: &Calendar, accts: &[Account], w: usize) ->
             credits_used_cloud_services: cloud,
         });
     }
-    let labels = labelled
-        .into_iter()
-        .map(|(d, kind)| AnomalyLabel {
-            key: key.clone(),
-            date: cal.date(d),
-            kind,
-        })
-        .collect();
-    Sim {
-        key,
-        arch,
-        first_day: spec.first_day,
-        size: plan.size,
-        max_clusters: spec.max_clusters,
-        rows,
-        labels,
-    }
+    rows
 }
 
 fn assemble(sims: Vec<Sim>) -> BillingData {

@@ -706,3 +706,84 @@ mod tests {
         }
     }
 }
+
+/// Writes `path` through a sibling temporary file (`.NAME.PID.tmp`) renamed into place once `write` and the
+/// flush succeeded, so an interrupted or failed write never leaves a half-written export that looks like a
+/// complete (and quieter) one; the temporary file is removed on failure. Hand-written because it is a dozen
+/// lines over `std::fs` and the temporary must stay in the target's directory for the rename to be atomic.
+pub fn write_atomically<E, F>(path: &std::path::Path, write: F) -> Result<(), E>
+where
+    E: From<std::io::Error>,
+    F: FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<(), E>,
+{
+    use std::io::Write as _;
+    let Some(file_name) = path.file_name() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a file path", path.display()),
+        )
+        .into());
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    // The I/O errors name the file and what was being done to it, as the callers' messages always did.
+    let io = |what: String| {
+        move |e: std::io::Error| E::from(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+    };
+    let result = (|| {
+        let file =
+            std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        let mut w = std::io::BufWriter::new(file);
+        write(&mut w)?;
+        w.flush()
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(io(format!(
+            "renaming {} to {}",
+            tmp.display(),
+            path.display()
+        )))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod write_atomically_tests {
+    use super::write_atomically;
+    use std::io::Write as _;
+
+    #[test]
+    fn a_write_lands_whole_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        write_atomically::<std::io::Error, _>(&path, |w| w.write_all(b"a,b\n1,2\n")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a,b\n1,2\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_previous_file_and_removes_its_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        std::fs::write(&path, "previous\n").unwrap();
+        let err = write_atomically::<std::io::Error, _>(&path, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("interrupted"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "interrupted");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "previous\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_path_without_a_file_name_is_refused() {
+        let err = write_atomically::<std::io::Error, _>(std::path::Path::new("/"), |_| Ok(()))
+            .unwrap_err();
+        assert!(err.to_string().contains("is not a file path"), "{err}");
+    }
+}

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 pub use csv_export::{
     LABEL_COLUMNS, METERING_COLUMNS, parse_metering_csv, parse_timestamp, read_labels_csv,
-    read_metering_csv, write_labels_csv, write_metering_csv,
+    read_metering_csv, write_atomically, write_labels_csv, write_metering_csv,
 };
 pub use error::SourceError;
 pub use snowflake::{

@@ -77,36 +77,6 @@ pub const FLAGGED_CSV_COLUMNS: [&str; 10] = [
     "explanation",
 ];
 
-/// Writes through a sibling temporary file and renames it into place, so an interrupted run never leaves a
-/// half-written file that looks like a complete (and quieter) result.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = std::io::BufWriter::new(file);
-        write(&mut w)?;
-        use std::io::Write as _;
-        w.flush()
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// The numbers `backtest` prints and returns as JSON.
 #[derive(Debug, serde::Serialize)]
 struct BacktestSummary {
@@ -224,7 +194,7 @@ fn backtest_config(args: &BacktestArgs) -> BacktestConfig {
 
 /// Writes FLAGGED.csv: one row per scored warehouse-day ([`FLAGGED_CSV_COLUMNS`]).
 fn write_flagged_csv(path: &Path, report: &BacktestReport) -> anyhow::Result<()> {
-    write_atomically(path, |w| {
+    snowpatrol_sources::write_atomically(path, |w| -> anyhow::Result<()> {
         let mut out = csv::Writer::from_writer(w);
         out.write_record(FLAGGED_CSV_COLUMNS)?;
         for d in &report.days {
@@ -325,11 +295,11 @@ pub fn synth(args: &SynthArgs, json: bool) -> anyhow::Result<ExitCode> {
     });
     let metering = args.output.join("metering.csv");
     let labels = args.output.join("labels.csv");
-    write_atomically(&metering, |w| {
+    snowpatrol_sources::write_atomically(&metering, |w| -> anyhow::Result<()> {
         Ok(snowpatrol_sources::write_metering_csv(&data.rows, w)?)
     })
     .with_context(|| format!("writing {}", metering.display()))?;
-    write_atomically(&labels, |w| {
+    snowpatrol_sources::write_atomically(&labels, |w| -> anyhow::Result<()> {
         Ok(snowpatrol_sources::write_labels_csv(&data.labels, w)?)
     })
     .with_context(|| format!("writing {}", labels.display()))?;
