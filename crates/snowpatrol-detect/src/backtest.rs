@@ -507,3 +507,85 @@ impl<'a> Matching<'a> {
         false_alarms
     }
 }
+
+/// Where a backtest's first scored day falls against the data it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartCheck {
+    /// Inside the data: there is history before it and days to score from it on.
+    Inside,
+    /// After the last day of data: nothing to score.
+    AfterLastDay { first: NaiveDate, last: NaiveDate },
+    /// On or before the first day of data: each warehouse is scored only once it has enough history to train.
+    OnOrBeforeFirstDay { first: NaiveDate },
+    /// No data at all.
+    NoData,
+}
+
+/// Checks `start` against the days `series` cover (see [`StartCheck`]).
+pub fn check_start(series: &[DailySeries], start: NaiveDate) -> StartCheck {
+    let last = series.iter().filter_map(|s| s.end()).max();
+    let first = series.iter().map(|s| s.start).min();
+    match (first, last) {
+        (Some(first), Some(last)) if start > last => StartCheck::AfterLastDay { first, last },
+        (Some(first), Some(_)) if start <= first => StartCheck::OnOrBeforeFirstDay { first },
+        (Some(_), Some(_)) => StartCheck::Inside,
+        _ => StartCheck::NoData,
+    }
+}
+
+/// How many labels name a warehouse the series do not have (they can only count as missed).
+pub fn unknown_label_count(series: &[DailySeries], labels: &[AnomalyLabel]) -> usize {
+    let keys: std::collections::BTreeSet<&WarehouseKey> = series.iter().map(|s| &s.key).collect();
+    labels.iter().filter(|l| !keys.contains(&l.key)).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daily::series_from_rows;
+    use crate::synthetic::{SyntheticConfig, generate};
+
+    fn data() -> (Vec<DailySeries>, Vec<AnomalyLabel>) {
+        let end = NaiveDate::from_ymd_opt(2025, 6, 30).unwrap();
+        let d = generate(&SyntheticConfig {
+            seed: 7,
+            warehouses: 2,
+            days: 60,
+            end,
+            ..SyntheticConfig::default()
+        });
+        (series_from_rows(&d.rows, Some(end)), d.labels)
+    }
+
+    #[test]
+    fn the_start_is_checked_against_the_days_the_data_covers() {
+        let (series, _) = data();
+        let day = |m, d| NaiveDate::from_ymd_opt(2025, m, d).unwrap();
+        let first = series.iter().map(|s| s.start).min().unwrap();
+        assert_eq!(check_start(&series, day(6, 1)), StartCheck::Inside);
+        assert_eq!(
+            check_start(&series, day(7, 1)),
+            StartCheck::AfterLastDay {
+                first,
+                last: day(6, 30)
+            }
+        );
+        assert_eq!(
+            check_start(&series, first),
+            StartCheck::OnOrBeforeFirstDay { first }
+        );
+        assert_eq!(check_start(&[], day(6, 1)), StartCheck::NoData);
+    }
+
+    #[test]
+    fn labels_of_warehouses_without_data_are_counted() {
+        let (series, labels) = data();
+        assert_eq!(unknown_label_count(&series, &labels), 0);
+        let mut other = labels.clone();
+        other.extend(labels.iter().take(2).map(|l| AnomalyLabel {
+            key: WarehouseKey::new("ELSEWHERE", &l.key.warehouse_name),
+            ..l.clone()
+        }));
+        assert_eq!(unknown_label_count(&series, &other), labels.len().min(2));
+    }
+}

@@ -7,7 +7,9 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use serde_json::json;
 use snowpatrol_detect::AnomalyLabel;
-use snowpatrol_detect::backtest::{BacktestConfig, BacktestReport, backtest as run_backtest};
+use snowpatrol_detect::backtest::{
+    BacktestConfig, BacktestReport, StartCheck, backtest as run_backtest,
+};
 use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series};
 use snowpatrol_detect::model::{ModelKind, TrainConfig};
 use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
@@ -145,30 +147,24 @@ pub fn backtest(args: &BacktestArgs, json: bool) -> anyhow::Result<ExitCode> {
 
 /// `--start` must leave days to score; one on or before the first data day only earns a warning.
 fn check_start(args: &BacktestArgs, series: &[DailySeries]) -> anyhow::Result<()> {
-    let last = series.iter().filter_map(|s| s.end()).max();
-    let first = series.iter().map(|s| s.start).min();
-    if let (Some(first), Some(last)) = (first, last) {
-        if args.start > last {
-            anyhow::bail!(
-                "--start {} is after the last day in {} ({last}): nothing to score (the data covers {first} .. {last})",
-                args.start,
-                args.input.display()
-            );
-        }
-        if args.start <= first {
-            tracing::warn!(
-                start = %args.start, %first,
-                "--start is on or before the first data day: each warehouse is scored only once it has enough history to train"
-            );
-        }
+    match snowpatrol_detect::backtest::check_start(series, args.start) {
+        StartCheck::AfterLastDay { first, last } => anyhow::bail!(
+            "--start {} is after the last day in {} ({last}): nothing to score (the data covers {first} .. {last})",
+            args.start,
+            args.input.display()
+        ),
+        StartCheck::OnOrBeforeFirstDay { first } => tracing::warn!(
+            start = %args.start, %first,
+            "--start is on or before the first data day: each warehouse is scored only once it has enough history to train"
+        ),
+        StartCheck::Inside | StartCheck::NoData => {}
     }
     Ok(())
 }
 
 /// Warns when labels name warehouses the metering export does not have.
 fn warn_of_unknown_labels(series: &[DailySeries], labels: &[AnomalyLabel]) {
-    let keys: std::collections::BTreeSet<_> = series.iter().map(|s| &s.key).collect();
-    let unknown = labels.iter().filter(|l| !keys.contains(&l.key)).count();
+    let unknown = snowpatrol_detect::backtest::unknown_label_count(series, labels);
     if unknown > 0 {
         tracing::warn!(
             unknown,
