@@ -972,16 +972,16 @@ impl Engine {
             .await?;
         for f in batch {
             let outcome = if f.result.is_ok() {
-                "success"
+                snowpatrol_store::TaskState::Success
             } else {
-                "failed"
+                snowpatrol_store::TaskState::Failed
             };
             self.metrics
                 .task_duration
                 .get_or_create(&JobTaskOutcome {
                     job_name: f.claim.job_name.clone(),
                     task: f.claim.task_name.clone(),
-                    outcome: outcome.into(),
+                    outcome: outcome.as_str().into(),
                 })
                 .observe(f.elapsed.as_secs_f64());
         }

@@ -109,7 +109,7 @@ pub(crate) async fn trigger(
         .unwrap_or(false);
     print(
         json,
-        &json!({ "run_id": run_id, "job": job, "state": "queued", "paused": paused }),
+        &json!({ "run_id": run_id, "job": job, "state": RunState::Queued, "paused": paused }),
         || {
             if paused {
                 format!(
