@@ -113,6 +113,31 @@ fn until(t: DateTime<Utc>) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
+/// What the rows of one pass that go to one channel share.
+struct SlackBatch<'a> {
+    /// The channel's notifier.
+    notifier: &'a SlackNotifier,
+    /// Rows whose last post was found in the channel's history: dedupe key -> the message's ts.
+    found: BTreeMap<String, String>,
+    /// Why the history look-up failed, when it did.
+    lookup: Option<LookupFailure>,
+    /// When the pass's claims run out.
+    claim_deadline: tokio::time::Instant,
+    /// Cancelled: the rows not yet tried are handed back.
+    stop: &'a CancellationToken,
+    max_attempts: i32,
+}
+
+impl SlackBatch<'_> {
+    /// The claim time an attempt on `row` must still have: its bounded calls plus the margin to record it.
+    fn claim_needed_for(&self, row: &AlertRow) -> Duration {
+        // A reply's upload is three bounded calls, a post one.
+        let calls = if row.thread_of.is_some() { 3 } else { 1 };
+        self.notifier.request_timeout() * calls
+            + CLAIM_MARGIN.min(self.notifier.request_timeout() / 2)
+    }
+}
+
 impl Pipeline {
     /// Queues the alert under `dedupe_key` (once ever) for the outbox sender and wakes it. The insert is the
     /// only write: nothing here waits for Slack. The one place alerts enter the outbox.
@@ -342,8 +367,29 @@ impl Pipeline {
         stop: &CancellationToken,
         pass: &mut OutboxPass,
     ) -> Result<(), crate::PipelineError> {
+        let (found, lookup) = self.look_up_unanswered_posts(notifier, claimed).await;
+        let batch = SlackBatch {
+            notifier,
+            found,
+            lookup,
+            claim_deadline,
+            stop,
+            max_attempts: notifier.max_attempts() as i32,
+        };
+        for row in claimed {
+            self.deliver_row_to_slack(&batch, row, pass).await?;
+        }
+        Ok(())
+    }
+
+    /// One history look-up for every row of the batch whose last post may have arrived. Returns the rows found
+    /// in the channel (dedupe key -> the message's ts) and why the look-up failed, when it did.
+    async fn look_up_unanswered_posts(
+        &self,
+        notifier: &SlackNotifier,
+        claimed: &[AlertRow],
+    ) -> (BTreeMap<String, String>, Option<LookupFailure>) {
         let pages = self.config.slack.as_ref().map_or(3, |s| s.history_pages);
-        // One history look-up for every row of the batch whose last post may have arrived.
         let unknown: BTreeSet<String> = claimed
             .iter()
             .filter(|r| r.outcome_unknown && r.thread_of.is_none())
@@ -369,125 +415,137 @@ impl Pipeline {
                 }
             }
         }
-        let max_attempts = notifier.max_attempts() as i32;
-        for row in claimed {
-            let attempts = row.attempts + 1;
-            if let Some(ts) = found.get(&row.dedupe_key) {
-                tracing::info!(alert_id = row.alert_id, ts = %ts,
-                    "alert found in Slack's history (an earlier post arrived unanswered): recorded, not posted again");
-                pass.found_in_history += 1;
-                self.finish(row, sent(ts.clone())).await?;
-                continue;
+        (found, lookup)
+    }
+
+    /// One row of a Slack batch: recorded as sent when the history look-up found it, tried again later when
+    /// the look-up could not tell, handed back when there is no time left for it, else one attempt.
+    async fn deliver_row_to_slack(
+        &self,
+        batch: &SlackBatch<'_>,
+        row: &AlertRow,
+        pass: &mut OutboxPass,
+    ) -> Result<(), crate::PipelineError> {
+        let (notifier, max_attempts) = (batch.notifier, batch.max_attempts);
+        let attempts = row.attempts + 1;
+        if let Some(ts) = batch.found.get(&row.dedupe_key) {
+            tracing::info!(alert_id = row.alert_id, ts = %ts,
+                "alert found in Slack's history (an earlier post arrived unanswered): recorded, not posted again");
+            pass.found_in_history += 1;
+            return self.finish(row, sent(ts.clone())).await;
+        }
+        // The look-up failed for a reason that may pass: do not post blind, try again later.
+        if row.outcome_unknown
+            && row.thread_of.is_none()
+            && let Some(e) = batch.lookup.as_ref().filter(|e| !e.permanent)
+        {
+            if let Some(ra) = e.retry_after {
+                self.outbox.pause(after(ra));
             }
-            // The look-up failed for a reason that may pass: do not post blind, try again later.
-            if row.outcome_unknown
-                && row.thread_of.is_none()
-                && let Some(e) = lookup.as_ref().filter(|e| !e.permanent)
-            {
-                if let Some(ra) = e.retry_after {
+            let attempt = retry_or_fail(
+                notifier,
+                attempts,
+                max_attempts,
+                &e.error,
+                e.retry_after,
+                true,
+            );
+            self.count(&attempt, pass);
+            return self.finish(row, attempt).await;
+        }
+        let remaining = batch
+            .claim_deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        let paused = self.outbox.paused_until();
+        if batch.stop.is_cancelled() || paused.is_some() || remaining < batch.claim_needed_for(row)
+        {
+            pass.released += 1;
+            return self.hand_back(row, paused).await;
+        }
+        let attempt = if row.thread_of.is_some() {
+            self.reply_attempt(notifier, row, attempts, max_attempts)
+                .await?
+        } else {
+            self.post_attempt(batch, row, attempts).await
+        };
+        if attempt.state == AlertState::Sent {
+            pass.sent += 1;
+        } else {
+            self.count(&attempt, pass);
+        }
+        self.finish(row, attempt).await
+    }
+
+    /// Hands a row back untried: `pending` again, the attempt not counted, due when Slack's pause ends (or when
+    /// it was due).
+    async fn hand_back(
+        &self,
+        row: &AlertRow,
+        paused: Option<DateTime<Utc>>,
+    ) -> Result<(), crate::PipelineError> {
+        self.finish(
+            row,
+            AlertAttempt {
+                state: AlertState::Pending,
+                counted: 0,
+                error: row.last_error.clone(),
+                slack_ts: None,
+                next_attempt_at: paused.or(row.next_attempt_at),
+                outcome_unknown: row.outcome_unknown,
+            },
+        )
+        .await
+    }
+
+    /// One post of a top-level alert (a digest or a failure alert), carrying its dedupe key as message metadata.
+    /// A stored message that cannot be read fails without an attempt.
+    async fn post_attempt(
+        &self,
+        batch: &SlackBatch<'_>,
+        row: &AlertRow,
+        attempts: i32,
+    ) -> AlertAttempt {
+        let (notifier, max_attempts) = (batch.notifier, batch.max_attempts);
+        let msg = match serde_json::from_value::<SlackMessage>(row.message.clone()) {
+            Ok(m) => m,
+            Err(e) => return unreadable(&e),
+        };
+        // Still possibly in the channel when the look-up could not run (a permanent look-up failure).
+        let still_unknown = row.outcome_unknown && batch.lookup.is_some();
+        let meta = AlertMetadata {
+            dedupe_key: row.dedupe_key.clone(),
+            alert_id: row.alert_id,
+        };
+        match notifier.post_once(&msg, Some(&meta)).await {
+            PostOutcome::Posted { ts } => sent(ts),
+            PostOutcome::Rejected { error } => {
+                tracing::error!(alert_id = row.alert_id, %error, "Slack refused the alert; fix the configuration, then set the row back to pending");
+                failed(error)
+            }
+            PostOutcome::NotPosted { error, retry_after } => {
+                if let Some(ra) = retry_after {
+                    tracing::warn!(
+                        alert_id = row.alert_id,
+                        retry_after_s = ra.as_secs_f64(),
+                        "Slack rate limited the alerts; pausing posts to the channel"
+                    );
                     self.outbox.pause(after(ra));
                 }
-                let attempt = retry_or_fail(
+                retry_or_fail(
                     notifier,
                     attempts,
                     max_attempts,
-                    &e.error,
-                    e.retry_after,
-                    true,
-                );
-                self.count(&attempt, pass);
-                self.finish(row, attempt).await?;
-                continue;
-            }
-            let remaining = claim_deadline.saturating_duration_since(tokio::time::Instant::now());
-            let paused = self.outbox.paused_until();
-            // A reply's upload is three bounded calls, a post one.
-            let calls = if row.thread_of.is_some() { 3 } else { 1 };
-            if stop.is_cancelled()
-                || paused.is_some()
-                || remaining
-                    < notifier.request_timeout() * calls
-                        + CLAIM_MARGIN.min(notifier.request_timeout() / 2)
-            {
-                pass.released += 1;
-                self.finish(
-                    row,
-                    AlertAttempt {
-                        state: AlertState::Pending,
-                        counted: 0,
-                        error: row.last_error.clone(),
-                        slack_ts: None,
-                        next_attempt_at: paused.or(row.next_attempt_at),
-                        outcome_unknown: row.outcome_unknown,
-                    },
+                    &error,
+                    retry_after,
+                    still_unknown,
                 )
-                .await?;
-                continue;
             }
-            if row.thread_of.is_some() {
-                let attempt = self
-                    .reply_attempt(notifier, row, attempts, max_attempts)
-                    .await?;
-                if attempt.state == AlertState::Sent {
-                    pass.sent += 1;
-                } else {
-                    self.count(&attempt, pass);
-                }
-                self.finish(row, attempt).await?;
-                continue;
+            PostOutcome::Unknown { error } => {
+                tracing::warn!(alert_id = row.alert_id, %error,
+                    "Slack did not confirm the alert; it will be looked up in the channel's history before any re-post");
+                retry_or_fail(notifier, attempts, max_attempts, &error, None, true)
             }
-            let msg = match serde_json::from_value::<SlackMessage>(row.message.clone()) {
-                Ok(m) => m,
-                Err(e) => {
-                    pass.failed += 1;
-                    self.finish(row, unreadable(&e)).await?;
-                    continue;
-                }
-            };
-            // Still possibly in the channel when the look-up could not run (a permanent look-up failure).
-            let still_unknown = row.outcome_unknown && lookup.is_some();
-            let meta = AlertMetadata {
-                dedupe_key: row.dedupe_key.clone(),
-                alert_id: row.alert_id,
-            };
-            let attempt = match notifier.post_once(&msg, Some(&meta)).await {
-                PostOutcome::Posted { ts } => sent(ts),
-                PostOutcome::Rejected { error } => {
-                    tracing::error!(alert_id = row.alert_id, %error, "Slack refused the alert; fix the configuration, then set the row back to pending");
-                    failed(error)
-                }
-                PostOutcome::NotPosted { error, retry_after } => {
-                    if let Some(ra) = retry_after {
-                        tracing::warn!(
-                            alert_id = row.alert_id,
-                            retry_after_s = ra.as_secs_f64(),
-                            "Slack rate limited the alerts; pausing posts to the channel"
-                        );
-                        self.outbox.pause(after(ra));
-                    }
-                    retry_or_fail(
-                        notifier,
-                        attempts,
-                        max_attempts,
-                        &error,
-                        retry_after,
-                        still_unknown,
-                    )
-                }
-                PostOutcome::Unknown { error } => {
-                    tracing::warn!(alert_id = row.alert_id, %error,
-                        "Slack did not confirm the alert; it will be looked up in the channel's history before any re-post");
-                    retry_or_fail(notifier, attempts, max_attempts, &error, None, true)
-                }
-            };
-            if attempt.state == AlertState::Sent {
-                pass.sent += 1;
-            } else {
-                self.count(&attempt, pass);
-            }
-            self.finish(row, attempt).await?;
         }
-        Ok(())
     }
 
     /// One attempt on a reply in a digest's thread: its file uploaded (a chart) with its text as the comment.

@@ -1,12 +1,12 @@
 //! The three jobs and their tasks.
 
-use crate::store::{FeatureRow, MeteringLoad, NewAnomaly, NewModel};
-use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline};
+use crate::store::{FeatureRow, MeteringLoad, ModelRow, NewAnomaly, NewModel};
+use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline, TrainSettings};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use snowpatrol_alert::DailyPoint;
-use snowpatrol_detect::daily::{DailySeries, aggregate_daily, build_series};
+use snowpatrol_detect::daily::{DailySeries, DailyUsage, aggregate_daily, build_series};
 use snowpatrol_detect::decompose::seasonal_decompose;
 use snowpatrol_detect::drift::{DriftConfig, DriftDecision, check_drift};
 use snowpatrol_detect::model::{
@@ -34,108 +34,116 @@ pub(crate) fn store_err(what: &str) -> impl Fn(snowpatrol_store::StoreError) -> 
 
 pub fn registry(p: &Arc<Pipeline>) -> JobRegistry {
     let mut r = JobRegistry::new();
+    r.register(prep_job(p));
+    r.register(train_job(p));
+    r.register(predict_job(p));
+    r
+}
+
+/// `prep`: extract metering, then build the daily features (emits [`FEATURES_DATASET`]).
+fn prep_job(p: &Arc<Pipeline>) -> JobDefinition {
     let (a, b) = (p.clone(), p.clone());
-    r.register(
-        JobDefinition::new("prep", "Extract metering, validate, build daily features")
-            .default_config(JobConfig {
-                cron: Some("0 6 * * *".into()),
-                timezone: "UTC".into(),
-                max_active_runs: 1,
-                ..Default::default()
-            })
-            .param(
-                ParamSpec::new(
-                    "backfill_days",
-                    ParamType::Int,
-                    json!(p.config.prep.backfill_days),
-                    "days loaded on the first run",
-                )
-                .min(1),
+    JobDefinition::new("prep", "Extract metering, validate, build daily features")
+        .default_config(JobConfig {
+            cron: Some("0 6 * * *".into()),
+            timezone: "UTC".into(),
+            max_active_runs: 1,
+            ..Default::default()
+        })
+        .param(
+            ParamSpec::new(
+                "backfill_days",
+                ParamType::Int,
+                json!(p.config.prep.backfill_days),
+                "days loaded on the first run",
             )
-            .param(
-                ParamSpec::new(
-                    "reread_days",
-                    ParamType::Int,
-                    json!(p.config.prep.reread_days),
-                    "days re-read on every run",
-                )
-                .min(1),
-            )
-            .task(
-                TaskDefinition::new("extract", task_fn(move |ctx| extract(a.clone(), ctx)))
-                    .retries(3),
-            )
-            .task(
-                TaskDefinition::new("features", task_fn(move |ctx| features(b.clone(), ctx)))
-                    .depends_on(&["extract"])
-                    .outlet(FEATURES_DATASET),
-            ),
-    );
-    let (a, b, c) = (p.clone(), p.clone(), p.clone());
-    r.register(
-        JobDefinition::new("train", "Drift check and per-warehouse training")
-            .default_config(on_dataset(FEATURES_DATASET))
-            .param(ParamSpec::new(
-                "force_retrain",
-                ParamType::Bool,
-                json!(false),
-                "retrain every warehouse, drift or not",
-            ))
-            .param(
-                ParamSpec::new(
-                    "model",
-                    ParamType::String,
-                    json!("default"),
-                    "default or baseline",
-                )
-                .one_of(["default", "baseline"]),
-            )
-            .task(TaskDefinition::new(
-                "list_warehouses",
-                task_fn(move |_| list_warehouses(a.clone(), false)),
-            ))
-            .task(
-                TaskDefinition::new(
-                    "train_warehouse",
-                    task_fn(move |ctx| train_warehouse(b.clone(), ctx)),
-                )
-                .map_over("list_warehouses"),
-            )
-            .task(
-                TaskDefinition::new("publish", task_fn(move |ctx| publish(c.clone(), ctx)))
-                    .depends_on(&["train_warehouse"])
-                    .trigger_rule(TriggerRule::AllDone)
-                    .outlet(MODELS_DATASET),
-            ),
-    );
-    let (a, b, c) = (p.clone(), p.clone(), p.clone());
-    r.register(
-        JobDefinition::new(
-            "predict",
-            "Score recent days, record anomalies, report and alert",
+            .min(1),
         )
-        .default_config(on_dataset(MODELS_DATASET))
+        .param(
+            ParamSpec::new(
+                "reread_days",
+                ParamType::Int,
+                json!(p.config.prep.reread_days),
+                "days re-read on every run",
+            )
+            .min(1),
+        )
+        .task(
+            TaskDefinition::new("extract", task_fn(move |ctx| extract(a.clone(), ctx))).retries(3),
+        )
+        .task(
+            TaskDefinition::new("features", task_fn(move |ctx| features(b.clone(), ctx)))
+                .depends_on(&["extract"])
+                .outlet(FEATURES_DATASET),
+        )
+}
+
+/// `train` (on features): one training task per warehouse, then `publish` (emits [`MODELS_DATASET`]).
+fn train_job(p: &Arc<Pipeline>) -> JobDefinition {
+    let (a, b, c) = (p.clone(), p.clone(), p.clone());
+    JobDefinition::new("train", "Drift check and per-warehouse training")
+        .default_config(on_dataset(FEATURES_DATASET))
+        .param(ParamSpec::new(
+            "force_retrain",
+            ParamType::Bool,
+            json!(false),
+            "retrain every warehouse, drift or not",
+        ))
+        .param(
+            ParamSpec::new(
+                "model",
+                ParamType::String,
+                json!("default"),
+                "default or baseline",
+            )
+            .one_of(["default", "baseline"]),
+        )
         .task(TaskDefinition::new(
             "list_warehouses",
-            task_fn(move |_| list_warehouses(a.clone(), true)),
+            task_fn(move |_| list_warehouses(a.clone(), false)),
         ))
         .task(
             TaskDefinition::new(
-                "score_warehouse",
-                task_fn(move |ctx| score_warehouse(b.clone(), ctx)),
+                "train_warehouse",
+                task_fn(move |ctx| train_warehouse(b.clone(), ctx)),
             )
             .map_over("list_warehouses"),
         )
         .task(
-            TaskDefinition::new(
-                "report",
-                task_fn(move |ctx| crate::report::report(c.clone(), ctx)),
-            )
-            .depends_on(&["score_warehouse"])
-            .trigger_rule(TriggerRule::AllDone),
-        ),
-    );
-    r
+            TaskDefinition::new("publish", task_fn(move |ctx| publish(c.clone(), ctx)))
+                .depends_on(&["train_warehouse"])
+                .trigger_rule(TriggerRule::AllDone)
+                .outlet(MODELS_DATASET),
+        )
+}
+
+/// `predict` (on models): one scoring task per warehouse with a model, then the `report`.
+fn predict_job(p: &Arc<Pipeline>) -> JobDefinition {
+    let (a, b, c) = (p.clone(), p.clone(), p.clone());
+    JobDefinition::new(
+        "predict",
+        "Score recent days, record anomalies, report and alert",
+    )
+    .default_config(on_dataset(MODELS_DATASET))
+    .task(TaskDefinition::new(
+        "list_warehouses",
+        task_fn(move |_| list_warehouses(a.clone(), true)),
+    ))
+    .task(
+        TaskDefinition::new(
+            "score_warehouse",
+            task_fn(move |ctx| score_warehouse(b.clone(), ctx)),
+        )
+        .map_over("list_warehouses"),
+    )
+    .task(
+        TaskDefinition::new(
+            "report",
+            task_fn(move |ctx| crate::report::report(c.clone(), ctx)),
+        )
+        .depends_on(&["score_warehouse"])
+        .trigger_rule(TriggerRule::AllDone),
+    )
 }
 
 /// The chain's built-in schedule: a job that runs whenever `uri` gets an event.
@@ -159,6 +167,32 @@ pub fn validate_rows(
     to_exclusive: NaiveDate,
 ) -> Result<(), String> {
     let mut problems = Vec::new();
+    let days = check_each_row(rows, &mut problems);
+    if rows.is_empty() {
+        problems.push(format!("no metering rows at all between {from} and {to_exclusive}: check the source and its grants"));
+    } else if let Some(missing) = missing_days_problem(&days, from, to_exclusive) {
+        problems.push(missing);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let n = problems.len();
+        Err(format!(
+            "validation failed ({n} problem(s)): {}{}",
+            problems
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+            if n > 10 { "; …" } else { "" }
+        ))
+    }
+}
+
+/// The problems of each row on its own (names, credits, duplicates) into `problems`; returns the days the rows
+/// cover.
+fn check_each_row(rows: &[MeteringRow], problems: &mut Vec<String>) -> BTreeSet<NaiveDate> {
     let mut seen = std::collections::HashSet::with_capacity(rows.len());
     let mut days = BTreeSet::new();
     for r in rows {
@@ -195,45 +229,38 @@ pub fn validate_rows(
         }
         days.insert(r.start_time.date_naive());
     }
+    days
+}
+
+/// The days of the window without a single row, as a problem (None: no such day). `days` are the days the
+/// rows cover.
+fn missing_days_problem(
+    days: &BTreeSet<NaiveDate>,
+    from: NaiveDate,
+    to_exclusive: NaiveDate,
+) -> Option<String> {
     // Days before the first row are before the data starts (a new account); gaps after it are real holes.
     let mut d = days.first().copied().unwrap_or(from).max(from);
     let mut missing = Vec::new();
-    if rows.is_empty() {
-        problems.push(format!("no metering rows at all between {from} and {to_exclusive}: check the source and its grants"));
-    }
-    while d < to_exclusive && !rows.is_empty() {
+    while d < to_exclusive {
         if !days.contains(&d) {
             missing.push(d.to_string());
         }
         d = d + Days::new(1);
     }
-    if !missing.is_empty() {
-        problems.push(format!(
-            "no metering rows at all on {} day(s) of the window: {}",
-            missing.len(),
-            missing
-                .iter()
-                .take(10)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+    if missing.is_empty() {
+        return None;
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        let n = problems.len();
-        Err(format!(
-            "validation failed ({n} problem(s)): {}{}",
-            problems
-                .iter()
-                .take(10)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; "),
-            if n > 10 { "; …" } else { "" }
-        ))
-    }
+    Some(format!(
+        "no metering rows at all on {} day(s) of the window: {}",
+        missing.len(),
+        missing
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
@@ -241,20 +268,11 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
     let end = match p.source.last_complete_day().await {
         Ok(Some(day)) => day,
         Ok(None) => p.data_end(),
-        Err(e) if e.is_transient() => return Err(TaskError::retryable(e.to_string())),
-        Err(e) => return Err(TaskError::permanent(e.to_string())),
+        Err(e) => return Err(source_err(e)),
     };
     let to = end + Days::new(1);
-    let backfill = ctx
-        .params
-        .int("backfill_days")
-        .unwrap_or(p.config.prep.backfill_days)
-        .max(1) as u64;
-    let reread = ctx
-        .params
-        .int("reread_days")
-        .unwrap_or(p.config.prep.reread_days)
-        .max(1) as u64;
+    let backfill = days_param(&ctx, "backfill_days", p.config.prep.backfill_days);
+    let reread = days_param(&ctx, "reread_days", p.config.prep.reread_days);
     let from = load_window_start(&p, to, backfill, reread).await?;
     info!(source = %p.source_description(), %from, %to, "extracting metering");
     let started = std::time::Instant::now();
@@ -262,13 +280,7 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
         .source
         .fetch(day_start(from), day_start(to))
         .await
-        .map_err(|e| {
-            if e.is_transient() {
-                TaskError::retryable(e.to_string())
-            } else {
-                TaskError::permanent(e.to_string())
-            }
-        })?;
+        .map_err(source_err)?;
     let t_fetch = started.elapsed();
     // Validation and aggregation are CPU work over every hourly row: keep them off tokio's threads.
     let rows = Arc::new(rows);
@@ -278,15 +290,7 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
         .await?
         .map_err(TaskError::permanent)?;
     let t_validate = started.elapsed();
-    let features: Vec<FeatureRow> = daily
-        .into_iter()
-        .map(|usage| FeatureRow {
-            usage,
-            trend: None,
-            seasonal: None,
-            residual: None,
-        })
-        .collect();
+    let features = undecomposed(daily);
     // Hourly rows, daily rows and the load ledger commit together, fenced by this try's lease: an interrupted
     // load leaves nothing behind, and a try that lost its lease cannot load the window a second time.
     p.store
@@ -316,6 +320,33 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
             load_hourly_and_daily: ms(t_load - t_validate),
         },
     }))
+}
+
+/// Daily rows as feature rows without their decomposition, which `features` computes over whole series.
+fn undecomposed(daily: Vec<DailyUsage>) -> Vec<FeatureRow> {
+    daily
+        .into_iter()
+        .map(|usage| FeatureRow {
+            usage,
+            trend: None,
+            seasonal: None,
+            residual: None,
+        })
+        .collect()
+}
+
+/// A source error as a task error: retryable when trying again later can succeed (a network error).
+fn source_err(e: snowpatrol_sources::SourceError) -> TaskError {
+    if e.is_transient() {
+        TaskError::retryable(e.to_string())
+    } else {
+        TaskError::permanent(e.to_string())
+    }
+}
+
+/// A number of days from the run's params (`default` when not given), at least 1.
+fn days_param(ctx: &TaskContext, name: &str, default: i64) -> u64 {
+    ctx.params.int(name).unwrap_or(default).max(1) as u64
 }
 
 /// What `extract` loaded (its output data): the window's days (`to` inclusive), read by `features` for the
@@ -396,36 +427,7 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
     let extracted = ctx.upstream("extract").await?;
     let window: Option<ExtractOutput> = extracted.first().and_then(|t| t.output_data());
     let end = loaded_end(&p).await?;
-    let rows = ctx
-        .run_cpu(move || {
-            use rayon::prelude::*;
-            let series = build_series(&days, Some(end));
-            series
-                .par_iter()
-                .flat_map_iter(|s| {
-                    let dec = if s.len() >= 14 {
-                        seasonal_decompose(&s.credits, 7).ok()
-                    } else {
-                        None
-                    };
-                    (0..s.len()).map(move |i| FeatureRow {
-                        usage: snowpatrol_detect::daily::DailyUsage {
-                            key: s.key.clone(),
-                            date: s.date(i),
-                            credits: s.credits[i],
-                            credits_compute: s.credits_compute[i],
-                            credits_cloud_services: s.credits_cloud_services[i],
-                            hours_active: s.hours_active[i],
-                            peak_hourly_credits: s.peak_hourly_credits[i],
-                        },
-                        trend: dec.as_ref().map(|d| d.trend[i]),
-                        seasonal: dec.as_ref().map(|d| d.seasonal[i]),
-                        residual: dec.as_ref().map(|d| d.resid[i]),
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .await?;
+    let rows = ctx.run_cpu(move || feature_rows(&days, end)).await?;
     let warehouses = rows
         .iter()
         .map(|r| &r.usage.key)
@@ -445,6 +447,37 @@ async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, Task
         "warehouses": warehouses, "feature_rows": rows.len()
     }))
     .with_data(json!({ "timings_ms": timings })))
+}
+
+/// Every day of every warehouse's series (ending on `end`) with its seasonal decomposition (weekly, for series
+/// of at least two weeks), the warehouses in parallel.
+fn feature_rows(days: &[DailyUsage], end: NaiveDate) -> Vec<FeatureRow> {
+    use rayon::prelude::*;
+    let series = build_series(days, Some(end));
+    series
+        .par_iter()
+        .flat_map_iter(|s| {
+            let dec = if s.len() >= 14 {
+                seasonal_decompose(&s.credits, 7).ok()
+            } else {
+                None
+            };
+            (0..s.len()).map(move |i| FeatureRow {
+                usage: DailyUsage {
+                    key: s.key.clone(),
+                    date: s.date(i),
+                    credits: s.credits[i],
+                    credits_compute: s.credits_compute[i],
+                    credits_cloud_services: s.credits_cloud_services[i],
+                    hours_active: s.hours_active[i],
+                    peak_hourly_credits: s.peak_hourly_credits[i],
+                },
+                trend: dec.as_ref().map(|d| d.trend[i]),
+                seasonal: dec.as_ref().map(|d| d.seasonal[i]),
+                residual: dec.as_ref().map(|d| d.resid[i]),
+            })
+        })
+        .collect::<Vec<_>>()
 }
 
 async fn list_warehouses(p: Arc<Pipeline>, with_model: bool) -> Result<TaskOutput, TaskError> {
@@ -502,12 +535,47 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .model_by_alias(&key, "latest")
         .await
         .map_err(store_err("reading latest model"))?;
+    let (drift, drift_json) = drift_check(settings, &series)?;
+    // The warehouse's own rule: [pipeline.detection] with its [[pipeline.alerts.overrides]] budget and drop flag.
+    let rule = p.config.alerts.rule_for(
+        &key.account_name,
+        &key.warehouse_name,
+        &p.config.detection_rule(),
+    );
+    let reason = match retrain_decision(latest.as_ref(), kind, force, &drift, &drift_json, &rule) {
+        RetrainDecision::Retrain(reason) => reason,
+        RetrainDecision::Keep { version } => {
+            info!(warehouse = %key, version, "no drift: keeping the model");
+            return Ok(TaskOutput::empty().with_data_of(&TrainOutcome::Skipped {
+                reason: NO_DRIFT.into(),
+                drift: Some(drift_json),
+                version: Some(version),
+            }));
+        }
+    };
+    let next_version = latest.as_ref().map_or(1, |m| m.version as i64 + 1);
+    let cfg = TrainConfig {
+        kind,
+        seed: seed_for(&key, next_version),
+        min_days: settings.min_days,
+        rule,
+        ..TrainConfig::default()
+    };
+    train_and_register(&p, &ctx, &key, series, cfg, reason, drift_json).await
+}
+
+/// The drift check of a warehouse's series ([pipeline.train] settings), with its summary for the task's output
+/// and the model's record.
+fn drift_check(
+    settings: &TrainSettings,
+    series: &DailySeries,
+) -> Result<(DriftDecision, serde_json::Value), TaskError> {
     let drift_cfg = DriftConfig {
         window_days: settings.drift_window_days,
         alpha: settings.drift_alpha,
         min_history_days: settings.drift_min_history_days,
     };
-    let drift = check_drift(&series, &drift_cfg)
+    let drift = check_drift(series, &drift_cfg)
         .map_err(|e| TaskError::permanent(format!("drift check: {e}")))?;
     let drift_json = match &drift {
         DriftDecision::Drift { pvalue, statistic } => {
@@ -520,26 +588,40 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             json!({ "result": "insufficient_history", "days": days })
         }
     };
-    // The warehouse's own rule: [pipeline.detection] with its [[pipeline.alerts.overrides]] budget and drop flag.
-    let rule = p.config.alerts.rule_for(
-        &key.account_name,
-        &key.warehouse_name,
-        &p.config.detection_rule(),
-    );
+    Ok((drift, drift_json))
+}
+
+/// Whether a warehouse gets a new model version.
+enum RetrainDecision {
+    /// Train one, for this reason.
+    Retrain(String),
+    /// Keep the current version: its data did not drift.
+    Keep { version: i32 },
+}
+
+/// Whether the warehouse's `latest` model is retrained (and why): forced, none yet, another kind asked for, a
+/// stale default model, or drift.
+fn retrain_decision(
+    latest: Option<&ModelRow>,
+    kind: ModelKind,
+    force: bool,
+    drift: &DriftDecision,
+    drift_json: &serde_json::Value,
+    rule: &DefaultRuleConfig,
+) -> RetrainDecision {
     // A default model also retrains when it was stored in a format this version cannot read, or trained
     // with other [pipeline.detection] settings.
     let stale = latest
-        .as_ref()
         .filter(|m| m.model_kind == ModelKind::Default.as_str())
         .and_then(|m| match stored_rule(&m.model) {
             None => Some(format!(
                 "model v{} was stored by an older version of Snowpatrol and cannot be read",
                 m.version
             )),
-            Some(r) if r != rule => Some("the [pipeline.detection] settings changed".to_string()),
+            Some(r) if &r != rule => Some("the [pipeline.detection] settings changed".to_string()),
             Some(_) => None,
         });
-    let reason = match (&latest, stale) {
+    let reason = match (latest, stale) {
         _ if force => "force_retrain".to_string(),
         (None, _) => "no model yet".to_string(),
         (Some(m), _) if m.model_kind != kind.as_str() => format!(
@@ -549,26 +631,25 @@ async fn train_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         ),
         (Some(_), Some(why)) => why,
         (Some(_), None) if drift.should_retrain() => format!("drift: {drift_json}"),
-        (Some(m), None) => {
-            info!(warehouse = %key, version = m.version, "no drift: keeping the model");
-            return Ok(TaskOutput::empty().with_data_of(&TrainOutcome::Skipped {
-                reason: NO_DRIFT.into(),
-                drift: Some(drift_json),
-                version: Some(m.version),
-            }));
-        }
+        (Some(m), None) => return RetrainDecision::Keep { version: m.version },
     };
-    let next_version = latest.as_ref().map_or(1, |m| m.version as i64 + 1);
-    let cfg = TrainConfig {
-        kind,
-        seed: seed_for(&key, next_version),
-        min_days: settings.min_days,
-        rule,
-        ..TrainConfig::default()
-    };
-    let s = series.clone();
+    RetrainDecision::Retrain(reason)
+}
+
+/// Trains the warehouse's next model version (on the task's CPU pool) and registers it as `latest`; a retried
+/// try keeps the version an earlier try of this run registered.
+async fn train_and_register(
+    p: &Pipeline,
+    ctx: &TaskContext,
+    key: &WarehouseKey,
+    series: DailySeries,
+    cfg: TrainConfig,
+    reason: String,
+    drift_json: serde_json::Value,
+) -> Result<TaskOutput, TaskError> {
+    let kind = cfg.kind;
     let model = ctx
-        .run_cpu(move || train(&s, &cfg))
+        .run_cpu(move || train(&series, &cfg))
         .await?
         .map_err(|e| TaskError::permanent(format!("training {key}: {e}")))?;
     let model_json = serde_json::to_value(&model)

@@ -69,68 +69,12 @@ impl Pipeline {
         config: PipelineConfig,
         data_dir: PathBuf,
     ) -> Result<Arc<Self>, PipelineError> {
-        let mut data_end = None;
-        let mut labels = None;
-        let source: Arc<dyn MeteringSource> = match &config.source {
-            SourceConfig::Snowflake { snowflake } => {
-                Arc::new(SnowflakeSource::new((**snowflake).clone())?)
-            }
-            SourceConfig::Csv { path } => {
-                // Opened now, so `config check` reports a missing or unreadable export at its line instead of
-                // the first prep run failing.
-                if let Err(e) = std::fs::File::open(path) {
-                    return Err(PipelineError::Source(
-                        snowpatrol_sources::SourceError::Setting {
-                            key: "path",
-                            message: format!("cannot open the CSV export {}: {e}", path.display()),
-                        },
-                    ));
-                }
-                Arc::new(CsvSource::new(path.clone()))
-            }
-            SourceConfig::Synthetic {
-                seed,
-                warehouses,
-                days,
-                end,
-            } => {
-                let end =
-                    end.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1));
-                let src = SyntheticSource::new(SyntheticConfig {
-                    seed: *seed,
-                    warehouses: *warehouses,
-                    days: *days,
-                    end,
-                    ..SyntheticConfig::default()
-                });
-                data_end = Some(end);
-                labels = Some(src.labels().to_vec());
-                Arc::new(src)
-            }
-        };
-        let slack = match &config.slack {
-            Some(s) => {
-                // The variable named by `token_env` wins (as `SNOWPATROL_DATABASE_URL` does for the database),
-                // then the token the settings resolved (TOML, its environment override or a file).
-                let from_env = std::env::var(&s.token_env)
-                    .ok()
-                    .filter(|v| !v.trim().is_empty());
-                let token = match (&s.token, from_env) {
-                    (Some(t), None) => t.clone(),
-                    _ => {
-                        SlackConfig::token_from_env_or_file(&s.token_env, s.token_file.as_deref())?
-                    }
-                };
-                let mut cfg = SlackConfig::new(s.channel.clone(), token);
-                cfg.api_url = s.api_url.clone();
-                cfg.max_attempts = s.max_attempts;
-                cfg.request_timeout = s.request_timeout;
-                cfg.initial_backoff = s.initial_backoff;
-                cfg.max_backoff = s.max_backoff;
-                Some((SlackNotifier::new(cfg)?, s.channel.clone()))
-            }
-            None => None,
-        };
+        let MeteringInput {
+            source,
+            data_end,
+            labels,
+        } = metering_input(&config.source)?;
+        let slack = config.slack.as_ref().map(slack_delivery).transpose()?;
         let problems = config.problems();
         if !problems.is_empty() {
             let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
@@ -205,6 +149,82 @@ impl Pipeline {
             last_complete_day(chrono::Utc::now(), self.config.prep.complete_after)
         })
     }
+}
+
+/// The metering source `[pipeline.source]` configures, with what a synthetic one knows besides its rows.
+struct MeteringInput {
+    source: Arc<dyn MeteringSource>,
+    /// Last day the source has complete data for (synthetic sources end on a fixed day).
+    data_end: Option<NaiveDate>,
+    /// The anomalies a synthetic source planted.
+    labels: Option<Vec<AnomalyLabel>>,
+}
+
+/// Builds the configured metering source.
+fn metering_input(config: &SourceConfig) -> Result<MeteringInput, PipelineError> {
+    let mut data_end = None;
+    let mut labels = None;
+    let source: Arc<dyn MeteringSource> = match config {
+        SourceConfig::Snowflake { snowflake } => {
+            Arc::new(SnowflakeSource::new((**snowflake).clone())?)
+        }
+        SourceConfig::Csv { path } => {
+            // Opened now, so `config check` reports a missing or unreadable export at its line instead of
+            // the first prep run failing.
+            if let Err(e) = std::fs::File::open(path) {
+                return Err(PipelineError::Source(
+                    snowpatrol_sources::SourceError::Setting {
+                        key: "path",
+                        message: format!("cannot open the CSV export {}: {e}", path.display()),
+                    },
+                ));
+            }
+            Arc::new(CsvSource::new(path.clone()))
+        }
+        SourceConfig::Synthetic {
+            seed,
+            warehouses,
+            days,
+            end,
+        } => {
+            let end = end.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Days::new(1));
+            let src = SyntheticSource::new(SyntheticConfig {
+                seed: *seed,
+                warehouses: *warehouses,
+                days: *days,
+                end,
+                ..SyntheticConfig::default()
+            });
+            data_end = Some(end);
+            labels = Some(src.labels().to_vec());
+            Arc::new(src)
+        }
+    };
+    Ok(MeteringInput {
+        source,
+        data_end,
+        labels,
+    })
+}
+
+/// The Slack notifier `[pipeline.slack]` configures, with its default channel.
+fn slack_delivery(s: &SlackSettings) -> Result<(SlackNotifier, String), PipelineError> {
+    // The variable named by `token_env` wins (as `SNOWPATROL_DATABASE_URL` does for the database),
+    // then the token the settings resolved (TOML, its environment override or a file).
+    let from_env = std::env::var(&s.token_env)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let token = match (&s.token, from_env) {
+        (Some(t), None) => t.clone(),
+        _ => SlackConfig::token_from_env_or_file(&s.token_env, s.token_file.as_deref())?,
+    };
+    let mut cfg = SlackConfig::new(s.channel.clone(), token);
+    cfg.api_url = s.api_url.clone();
+    cfg.max_attempts = s.max_attempts;
+    cfg.request_timeout = s.request_timeout;
+    cfg.initial_backoff = s.initial_backoff;
+    cfg.max_backoff = s.max_backoff;
+    Ok((SlackNotifier::new(cfg)?, s.channel.clone()))
 }
 
 /// The last UTC day that ended at least `complete_after` before `now`.

@@ -32,16 +32,7 @@ pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOut
     let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
     let window = Window::read(&p, since).await?;
     let routing = Routing::decide(&p, &window);
-    let acknowledged = p
-        .store
-        .list_incidents(&IncidentFilter {
-            since: Some(since),
-            statuses: vec![IncidentStatus::Acknowledged],
-            ..Default::default()
-        })
-        .await
-        .map_err(store_err("reading incidents"))?
-        .len();
+    let acknowledged = acknowledged_incidents(&p, since).await?;
     let report = Report {
         run_id: ctx.run_id.to_string(),
         generated_at: Utc::now(),
@@ -50,6 +41,56 @@ pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOut
         acknowledged_incidents: acknowledged,
         held_back: routing.held_back_notes(&window.incidents),
     };
+    let total: usize = report.sections.iter().map(|s| s.anomalies.len()).sum();
+    let path = save_report(&p, &ctx, &report, total).await?;
+    let plan = DigestPlan {
+        run_id: ctx.run_id,
+        price_per_credit: p.config.price_per_credit,
+        default_channel: p.default_channel(),
+        feedback: p.slack().is_some() && p.slack_signing_secret().is_some(),
+        report_path: path.display().to_string(),
+        acknowledged,
+    };
+    let QueuedDigests {
+        new_alerts,
+        announced,
+        already_alerted,
+        held_back,
+    } = queue_digests(&p, &ctx, plan, &routing, &window, report).await?;
+    let output = ReportOutput {
+        report: path.display().to_string(),
+        anomalies: total,
+        new_alerts,
+        announced_incidents: announced,
+        already_alerted,
+        acknowledged,
+        held_back,
+    };
+    info!(report = %output.report, anomalies = total, new_alerts, announced, already_alerted, acknowledged, held_back, "report written");
+    Ok(TaskOutput::empty().with_data_of(&output))
+}
+
+/// How many acknowledged incidents reach into the scored window (end on `since` or later).
+async fn acknowledged_incidents(p: &Pipeline, since: NaiveDate) -> Result<usize, TaskError> {
+    Ok(p.store
+        .list_incidents(&IncidentFilter {
+            since: Some(since),
+            statuses: vec![IncidentStatus::Acknowledged],
+            ..Default::default()
+        })
+        .await
+        .map_err(store_err("reading incidents"))?
+        .len())
+}
+
+/// Writes the report's files (on the task's CPU pool) into the run's directory and records the report with
+/// its `total` anomalous days; returns the Markdown's path.
+async fn save_report(
+    p: &Pipeline,
+    ctx: &TaskContext,
+    report: &Report,
+    total: usize,
+) -> Result<PathBuf, TaskError> {
     let dir = p
         .data_dir
         .join("reports")
@@ -59,7 +100,6 @@ pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOut
         ctx.run_cpu(move || write_report_files(&dir, &report))
             .await??
     };
-    let total: usize = report.sections.iter().map(|s| s.anomalies.len()).sum();
     p.store
         .save_report(
             ctx.run_id,
@@ -71,14 +111,31 @@ pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOut
         .await
         .map_err(store_err("saving report"))?;
     snowpatrol_store::failpoint("predict.report.after_save").map_err(store_err("failpoint"))?;
-    let plan = DigestPlan {
-        run_id: ctx.run_id,
-        price_per_credit: p.config.price_per_credit,
-        default_channel: p.default_channel(),
-        feedback: p.slack().is_some() && p.slack_signing_secret().is_some(),
-        report_path: path.display().to_string(),
-        acknowledged,
-    };
+    Ok(path)
+}
+
+/// What [`queue_digests`] did, for the report task's output.
+struct QueuedDigests {
+    /// Digests queued by this try (0: none to send, or an earlier try queued them).
+    new_alerts: usize,
+    /// Incidents the digests announce.
+    announced: usize,
+    /// Incidents of the window an earlier alert announced.
+    already_alerted: usize,
+    /// Incidents held back (below a minimum, muted) or ignored.
+    held_back: usize,
+}
+
+/// Builds one digest per channel for the window's incidents no alert announced yet (on the task's CPU pool)
+/// and queues them in the alert outbox.
+async fn queue_digests(
+    p: &Pipeline,
+    ctx: &TaskContext,
+    plan: DigestPlan,
+    routing: &Routing,
+    window: &Window,
+    report: Report,
+) -> Result<QueuedDigests, TaskError> {
     let new: Vec<IncidentRow> = window
         .incidents
         .iter()
@@ -107,17 +164,12 @@ pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOut
             .await
             .map_err(|e| TaskError::retryable(format!("alert outbox: {e}")))?
     };
-    let output = ReportOutput {
-        report: path.display().to_string(),
-        anomalies: total,
+    Ok(QueuedDigests {
         new_alerts,
-        announced_incidents: announced,
+        announced,
         already_alerted,
-        acknowledged,
         held_back,
-    };
-    info!(report = %output.report, anomalies = total, new_alerts, announced, already_alerted, acknowledged, held_back, "report written");
-    Ok(TaskOutput::empty().with_data_of(&output))
+    })
 }
 
 /// What the report task did (its output data).

@@ -198,23 +198,7 @@ impl AlertRouting {
     pub fn problems(&self, price_per_credit: Option<f64>) -> Vec<ConfigIssue> {
         let mut out = Vec::new();
         for (i, o) in self.overrides.iter().enumerate() {
-            let issue = |key: &str, message: String| ConfigIssue {
-                path: format!("pipeline.alerts.overrides[{i}].{key}"),
-                message,
-            };
-            for (key, patterns) in [("accounts", &o.accounts), ("warehouses", &o.warehouses)] {
-                for message in pattern_problems(patterns) {
-                    out.push(issue(key, message));
-                }
-            }
-            if let Some(b) = o.expected_false_alarms_per_year
-                && !(b.is_finite() && b > 0.0)
-            {
-                out.push(issue(
-                    "expected_false_alarms_per_year",
-                    format!("must be a number > 0, got {b}"),
-                ));
-            }
+            o.push_problems(i, &mut out);
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -227,37 +211,7 @@ impl AlertRouting {
             } else if !names.insert(r.name.clone()) {
                 out.push(issue("name", format!("{:?} names two routes", r.name)));
             }
-            if r.channel.trim().is_empty() {
-                out.push(issue("channel", "must be a Slack channel id (C…)".into()));
-            }
-            for (key, patterns) in [("accounts", &r.accounts), ("warehouses", &r.warehouses)] {
-                for message in pattern_problems(patterns) {
-                    out.push(issue(key, message));
-                }
-            }
-            for (key, v) in [
-                ("min_excess_credits", r.min_excess_credits),
-                ("min_excess_cost", r.min_excess_cost),
-                ("min_excess_percent", r.min_excess_percent),
-            ] {
-                if !(v.is_finite() && v >= 0.0) {
-                    out.push(issue(key, format!("must be a number >= 0, got {v}")));
-                }
-            }
-            if r.min_excess_cost > 0.0 && price_per_credit.is_none() {
-                out.push(issue(
-                    "min_excess_cost",
-                    "needs [pipeline] price_per_credit (money is credits x price)".into(),
-                ));
-            }
-            for (j, w) in r.mute.iter().enumerate() {
-                if w.to < w.from {
-                    out.push(issue(
-                        &format!("mute[{j}].to"),
-                        format!("{} is before from = {}", w.to, w.from),
-                    ));
-                }
-            }
+            r.push_problems(i, price_per_credit, &mut out);
         }
         out
     }
@@ -308,61 +262,150 @@ impl AlertRouting {
         i: &IncidentFacts,
         price_per_credit: Option<f64>,
     ) -> RouteVerdict {
-        if !matches(&r.accounts, &i.account_name) {
-            return RouteVerdict::NotCovered(format!(
-                "account {} matches none of {:?}",
-                i.account_name, r.accounts
-            ));
+        r.not_covering(i)
+            .or_else(|| r.below_minimum(i, price_per_credit))
+            .or_else(|| r.muting(i))
+            .unwrap_or(RouteVerdict::Announced)
+    }
+}
+
+impl WarehouseOverride {
+    /// This override's problems (it is `overrides[i]`) into `out`.
+    fn push_problems(&self, i: usize, out: &mut Vec<ConfigIssue>) {
+        let issue = |key: &str, message: String| ConfigIssue {
+            path: format!("pipeline.alerts.overrides[{i}].{key}"),
+            message,
+        };
+        for (key, patterns) in [
+            ("accounts", &self.accounts),
+            ("warehouses", &self.warehouses),
+        ] {
+            for message in pattern_problems(patterns) {
+                out.push(issue(key, message));
+            }
         }
-        if !matches(&r.warehouses, &i.warehouse_name) {
-            return RouteVerdict::NotCovered(format!(
-                "warehouse {} matches none of {:?}",
-                i.warehouse_name, r.warehouses
-            ));
-        }
-        if i.excess_credits < r.min_excess_credits {
-            return RouteVerdict::BelowMinimum(format!(
-                "excess {:.2} credits < min_excess_credits {}",
-                i.excess_credits, r.min_excess_credits
-            ));
-        }
-        if r.min_excess_cost > 0.0
-            && let Some(p) = price_per_credit
-            && i.excess_credits * p < r.min_excess_cost
+        if let Some(b) = self.expected_false_alarms_per_year
+            && !(b.is_finite() && b > 0.0)
         {
-            return RouteVerdict::BelowMinimum(format!(
+            out.push(issue(
+                "expected_false_alarms_per_year",
+                format!("must be a number > 0, got {b}"),
+            ));
+        }
+    }
+}
+
+impl AlertRoute {
+    /// This route's problems (it is `routes[i]`) other than its name into `out`.
+    fn push_problems(&self, i: usize, price_per_credit: Option<f64>, out: &mut Vec<ConfigIssue>) {
+        let issue = |key: &str, message: String| ConfigIssue {
+            path: format!("pipeline.alerts.routes[{i}].{key}"),
+            message,
+        };
+        if self.channel.trim().is_empty() {
+            out.push(issue("channel", "must be a Slack channel id (C…)".into()));
+        }
+        for (key, patterns) in [
+            ("accounts", &self.accounts),
+            ("warehouses", &self.warehouses),
+        ] {
+            for message in pattern_problems(patterns) {
+                out.push(issue(key, message));
+            }
+        }
+        for (key, v) in [
+            ("min_excess_credits", self.min_excess_credits),
+            ("min_excess_cost", self.min_excess_cost),
+            ("min_excess_percent", self.min_excess_percent),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                out.push(issue(key, format!("must be a number >= 0, got {v}")));
+            }
+        }
+        if self.min_excess_cost > 0.0 && price_per_credit.is_none() {
+            out.push(issue(
+                "min_excess_cost",
+                "needs [pipeline] price_per_credit (money is credits x price)".into(),
+            ));
+        }
+        for (j, w) in self.mute.iter().enumerate() {
+            if w.to < w.from {
+                out.push(issue(
+                    &format!("mute[{j}].to"),
+                    format!("{} is before from = {}", w.to, w.from),
+                ));
+            }
+        }
+    }
+
+    /// The verdict when the route does not cover the incident's account or warehouse.
+    fn not_covering(&self, i: &IncidentFacts) -> Option<RouteVerdict> {
+        if !matches(&self.accounts, &i.account_name) {
+            return Some(RouteVerdict::NotCovered(format!(
+                "account {} matches none of {:?}",
+                i.account_name, self.accounts
+            )));
+        }
+        if !matches(&self.warehouses, &i.warehouse_name) {
+            return Some(RouteVerdict::NotCovered(format!(
+                "warehouse {} matches none of {:?}",
+                i.warehouse_name, self.warehouses
+            )));
+        }
+        None
+    }
+
+    /// The verdict when the incident is smaller than one of the route's minimums.
+    fn below_minimum(
+        &self,
+        i: &IncidentFacts,
+        price_per_credit: Option<f64>,
+    ) -> Option<RouteVerdict> {
+        if i.excess_credits < self.min_excess_credits {
+            return Some(RouteVerdict::BelowMinimum(format!(
+                "excess {:.2} credits < min_excess_credits {}",
+                i.excess_credits, self.min_excess_credits
+            )));
+        }
+        if self.min_excess_cost > 0.0
+            && let Some(p) = price_per_credit
+            && i.excess_credits * p < self.min_excess_cost
+        {
+            return Some(RouteVerdict::BelowMinimum(format!(
                 "excess cost {:.2} < min_excess_cost {}",
                 i.excess_credits * p,
-                r.min_excess_cost
-            ));
+                self.min_excess_cost
+            )));
         }
-        if r.min_excess_percent > 0.0
+        if self.min_excess_percent > 0.0
             && let Some(e) = i.expected_credits.filter(|e| *e > 0.0)
-            && 100.0 * i.excess_credits / e < r.min_excess_percent
+            && 100.0 * i.excess_credits / e < self.min_excess_percent
         {
-            return RouteVerdict::BelowMinimum(format!(
+            return Some(RouteVerdict::BelowMinimum(format!(
                 "excess {:.0}% of the expectation < min_excess_percent {}",
                 100.0 * i.excess_credits / e,
-                r.min_excess_percent
-            ));
+                self.min_excess_percent
+            )));
         }
-        if let Some(w) = r
+        None
+    }
+
+    /// The verdict when the incident starts inside one of the route's mute windows.
+    fn muting(&self, i: &IncidentFacts) -> Option<RouteVerdict> {
+        let w = self
             .mute
             .iter()
-            .find(|w| w.from <= i.first_day && i.first_day <= w.to)
-        {
-            return RouteVerdict::Muted(format!(
-                "starts {} inside the mute window {} – {}{}",
-                i.first_day,
-                w.from,
-                w.to,
-                w.reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            ));
-        }
-        RouteVerdict::Announced
+            .find(|w| w.from <= i.first_day && i.first_day <= w.to)?;
+        Some(RouteVerdict::Muted(format!(
+            "starts {} inside the mute window {} – {}{}",
+            i.first_day,
+            w.from,
+            w.to,
+            w.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )))
     }
 }
 

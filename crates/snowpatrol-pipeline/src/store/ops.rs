@@ -273,24 +273,14 @@ pub async fn register_model(
     let mut tx = pool.begin_with(BEGIN).await?;
     // One version per (training run, warehouse): a retried or stale try of the same run gets the
     // version the first try registered (the unique index `models_once_per_run` backs this up).
-    if let Some(run_id) = m.training_run_id {
-        let existing: Option<(i64, i32)> = sqlx::query_as(
-            "SELECT model_id, version FROM models WHERE training_run_id = $1 AND account_name = $2 AND \
-             warehouse_name = $3 \
-             AND duplicate_of_model_id IS NULL",
-        )
-        .bind(run_id)
-        .bind(&m.key.account_name)
-        .bind(&m.key.warehouse_name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((model_id, version)) = existing {
-            return Ok(ModelRegistration {
-                model_id,
-                version,
-                created: false,
-            });
-        }
+    if let Some(run_id) = m.training_run_id
+        && let Some((model_id, version)) = model_of_run(&mut tx, run_id, &m.key).await?
+    {
+        return Ok(ModelRegistration {
+            model_id,
+            version,
+            created: false,
+        });
     }
     let version: i32 = sqlx::query_scalar(
         "SELECT CAST(coalesce(max(version), 0) + 1 AS INTEGER) FROM models WHERE account_name = $1 AND \
@@ -300,27 +290,7 @@ pub async fn register_model(
     .bind(&m.key.warehouse_name)
     .fetch_one(&mut *tx)
     .await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO models (account_name, warehouse_name, version, model_kind, params, threshold, training_start, \
-         training_end, \
-         metrics, drift, model, training_run_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-          $12, $13) RETURNING model_id",
-    )
-    .bind(&m.key.account_name)
-    .bind(&m.key.warehouse_name)
-    .bind(version)
-    .bind(&m.model_kind)
-    .bind(Json(&m.params))
-    .bind(m.threshold)
-    .bind(m.training_start)
-    .bind(m.training_end)
-    .bind(Json(&m.metrics))
-    .bind(Json(&m.drift))
-    .bind(Json(&m.model))
-    .bind(m.training_run_id)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
+    let id = insert_model(&mut tx, m, version, now).await?;
     sqlx::query(
         "INSERT INTO model_aliases (account_name, warehouse_name, alias, model_id, updated_at) VALUES ($1, $2, \
          'latest', $3, $4) \
@@ -340,6 +310,54 @@ pub async fn register_model(
         version,
         created: true,
     })
+}
+
+/// The model (id, version) training run `run_id` registered for the warehouse, if it did.
+async fn model_of_run(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    run_id: i64,
+    key: &WarehouseKey,
+) -> Result<Option<(i64, i32)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT model_id, version FROM models WHERE training_run_id = $1 AND account_name = $2 AND \
+         warehouse_name = $3 \
+         AND duplicate_of_model_id IS NULL",
+    )
+    .bind(run_id)
+    .bind(&key.account_name)
+    .bind(&key.warehouse_name)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Inserts `m` as `version` of its warehouse's models; returns its id.
+async fn insert_model(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    m: &NewModel,
+    version: i32,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO models (account_name, warehouse_name, version, model_kind, params, threshold, training_start, \
+         training_end, \
+         metrics, drift, model, training_run_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+          $12, $13) RETURNING model_id",
+    )
+    .bind(&m.key.account_name)
+    .bind(&m.key.warehouse_name)
+    .bind(version)
+    .bind(&m.model_kind)
+    .bind(Json(&m.params))
+    .bind(m.threshold)
+    .bind(m.training_start)
+    .bind(m.training_end)
+    .bind(Json(&m.metrics))
+    .bind(Json(&m.drift))
+    .bind(Json(&m.model))
+    .bind(m.training_run_id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 pub async fn list_models(
@@ -533,109 +551,15 @@ pub async fn upsert_anomalies(
                 .execute(&mut *tx)
                 .await?;
         }
-        let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT incident_id FROM anomalies WHERE account_name = $1 AND warehouse_name = $2 AND usage_date = $3",
-        )
-        .bind(&a.key.account_name)
-        .bind(&a.key.warehouse_name)
-        .bind(a.day.date)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(incident_id) = existing {
-            sqlx::query(
-                "UPDATE anomalies SET model_id = $1, model_version = $2, run_id = $3, actual_credits = $4, \
-                 expected_credits = $5, \
-                 excess_credits = $6, score = $7, threshold = $8, explanation = $9, scored_at = $10 \
-                 WHERE account_name = $11 AND warehouse_name = $12 AND usage_date = $13",
-            )
-            .bind(a.model_id)
-            .bind(a.model_version)
-            .bind(a.run_id)
-            .bind(a.day.actual_credits)
-            .bind(a.day.expected_credits)
-            .bind(a.day.excess_credits)
-            .bind(a.day.score)
-            .bind(a.day.threshold)
-            .bind(&a.day.explanation)
-            .bind(now)
-            .bind(&a.key.account_name)
-            .bind(&a.key.warehouse_name)
-            .bind(a.day.date)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(incident_id) = incident_of_flagged_day(&mut tx, a).await? {
+            rescore_anomaly(&mut tx, a, now).await?;
             touched.entry(incident_id).or_insert(false);
             out.rescored_days += 1;
             continue;
         }
-        // Every day between an incident's start and end is one of its days, so a new day is in no
-        // incident; at most two touch it: one ending the day before and one starting the day after.
-        let neighbours: Vec<(i64, NaiveDate)> = sqlx::query_as(
-            "SELECT incident_id, end_day FROM incidents WHERE account_name = $1 AND warehouse_name = $2 \
-             AND end_day >= $3 AND start_day <= $4 ORDER BY start_day",
-        )
-        .bind(&a.key.account_name)
-        .bind(&a.key.warehouse_name)
-        .bind(a.day.date - chrono::Days::new(1))
-        .bind(a.day.date + chrono::Days::new(1))
-        .fetch_all(&mut *tx)
-        .await?;
-        // A resolved incident that grows at its end is going on after all: it is reopened.
-        let grew_at_end = neighbours.last().is_some_and(|(_, end)| a.day.date > *end);
-        let incident_id = match neighbours.split_first() {
-            None => {
-                out.new_incidents += 1;
-                sqlx::query_scalar(
-                    "INSERT INTO incidents (account_name, warehouse_name, start_day, end_day, days, excess_credits, \
-                     excess_cost, \
-                     peak_score, status, created_at, updated_at) VALUES ($1, $2, $3, $3, 1, $4, $5, $6, 'open', $7, \
-                      $7) RETURNING incident_id",
-                )
-                .bind(&a.key.account_name)
-                .bind(&a.key.warehouse_name)
-                .bind(a.day.date)
-                .bind(a.day.excess_credits)
-                .bind(price.map(|p| p * a.day.excess_credits))
-                .bind(a.day.score)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?
-            }
-            Some((&(keep, _), others)) => {
-                out.extended_incidents += 1;
-                for &(other, _) in others {
-                    merge_incidents(&mut tx, keep, other).await?;
-                    out.merged_incidents += 1;
-                    if touched.remove(&other) == Some(true) {
-                        touched.insert(keep, true);
-                    }
-                }
-                widen_incident(&mut tx, keep, a.day.date).await?;
-                keep
-            }
-        };
-        sqlx::query(
-            "INSERT INTO anomalies (account_name, warehouse_name, usage_date, model_id, model_version, run_id, \
-             actual_credits, \
-             expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at, \
-              scored_at, incident_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13, $13, $14)",
-        )
-        .bind(&a.key.account_name)
-        .bind(&a.key.warehouse_name)
-        .bind(a.day.date)
-        .bind(a.model_id)
-        .bind(a.model_version)
-        .bind(a.run_id)
-        .bind(a.day.actual_credits)
-        .bind(a.day.expected_credits)
-        .bind(a.day.excess_credits)
-        .bind(a.day.score)
-        .bind(a.day.threshold)
-        .bind(&a.day.explanation)
-        .bind(now)
-        .bind(incident_id)
-        .execute(&mut *tx)
-        .await?;
+        let (incident_id, grew_at_end) =
+            incident_for_new_day(&mut tx, a, price, now, &mut touched, &mut out).await?;
+        insert_anomaly(&mut tx, a, incident_id, now).await?;
         *touched.entry(incident_id).or_insert(false) |= grew_at_end;
         out.new_days += 1;
     }
@@ -645,6 +569,154 @@ pub async fn upsert_anomalies(
     check_fence(&mut tx, fence).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// The incident of the day `a` flags when that day was flagged before.
+async fn incident_of_flagged_day(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    a: &NewAnomaly,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT incident_id FROM anomalies WHERE account_name = $1 AND warehouse_name = $2 AND usage_date = $3",
+    )
+    .bind(&a.key.account_name)
+    .bind(&a.key.warehouse_name)
+    .bind(a.day.date)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Updates a day flagged before in place: model, run, scores, scored_at.
+async fn rescore_anomaly(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    a: &NewAnomaly,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE anomalies SET model_id = $1, model_version = $2, run_id = $3, actual_credits = $4, \
+         expected_credits = $5, \
+         excess_credits = $6, score = $7, threshold = $8, explanation = $9, scored_at = $10 \
+         WHERE account_name = $11 AND warehouse_name = $12 AND usage_date = $13",
+    )
+    .bind(a.model_id)
+    .bind(a.model_version)
+    .bind(a.run_id)
+    .bind(a.day.actual_credits)
+    .bind(a.day.expected_credits)
+    .bind(a.day.excess_credits)
+    .bind(a.day.score)
+    .bind(a.day.threshold)
+    .bind(&a.day.explanation)
+    .bind(now)
+    .bind(&a.key.account_name)
+    .bind(&a.key.warehouse_name)
+    .bind(a.day.date)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The incident a newly flagged day joins: the incident of an adjacent day (merged with the other one when
+/// the day bridges two), or a new one. Also returns whether the day extends that incident at its end. A merged
+/// incident's entry in `touched` passes to the incident kept; `out` counts what happened.
+async fn incident_for_new_day(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    a: &NewAnomaly,
+    price: Option<f64>,
+    now: DateTime<Utc>,
+    touched: &mut BTreeMap<i64, bool>,
+    out: &mut AnomalyUpsert,
+) -> Result<(i64, bool), StoreError> {
+    // Every day between an incident's start and end is one of its days, so a new day is in no
+    // incident; at most two touch it: one ending the day before and one starting the day after.
+    let neighbours: Vec<(i64, NaiveDate)> = sqlx::query_as(
+        "SELECT incident_id, end_day FROM incidents WHERE account_name = $1 AND warehouse_name = $2 \
+         AND end_day >= $3 AND start_day <= $4 ORDER BY start_day",
+    )
+    .bind(&a.key.account_name)
+    .bind(&a.key.warehouse_name)
+    .bind(a.day.date - chrono::Days::new(1))
+    .bind(a.day.date + chrono::Days::new(1))
+    .fetch_all(&mut **tx)
+    .await?;
+    // A resolved incident that grows at its end is going on after all: it is reopened.
+    let grew_at_end = neighbours.last().is_some_and(|(_, end)| a.day.date > *end);
+    let incident_id = match neighbours.split_first() {
+        None => {
+            out.new_incidents += 1;
+            open_incident(tx, a, price, now).await?
+        }
+        Some((&(keep, _), others)) => {
+            out.extended_incidents += 1;
+            for &(other, _) in others {
+                merge_incidents(tx, keep, other).await?;
+                out.merged_incidents += 1;
+                if touched.remove(&other) == Some(true) {
+                    touched.insert(keep, true);
+                }
+            }
+            widen_incident(tx, keep, a.day.date).await?;
+            keep
+        }
+    };
+    Ok((incident_id, grew_at_end))
+}
+
+/// Starts an open incident of the one day `a` flags; returns its id.
+async fn open_incident(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    a: &NewAnomaly,
+    price: Option<f64>,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO incidents (account_name, warehouse_name, start_day, end_day, days, excess_credits, \
+         excess_cost, \
+         peak_score, status, created_at, updated_at) VALUES ($1, $2, $3, $3, 1, $4, $5, $6, 'open', $7, \
+          $7) RETURNING incident_id",
+    )
+    .bind(&a.key.account_name)
+    .bind(&a.key.warehouse_name)
+    .bind(a.day.date)
+    .bind(a.day.excess_credits)
+    .bind(price.map(|p| p * a.day.excess_credits))
+    .bind(a.day.score)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Inserts a newly flagged day as one of the days of `incident_id`.
+async fn insert_anomaly(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    a: &NewAnomaly,
+    incident_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO anomalies (account_name, warehouse_name, usage_date, model_id, model_version, run_id, \
+         actual_credits, \
+         expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at, \
+          scored_at, incident_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13, $13, $14)",
+    )
+    .bind(&a.key.account_name)
+    .bind(&a.key.warehouse_name)
+    .bind(a.day.date)
+    .bind(a.model_id)
+    .bind(a.model_version)
+    .bind(a.run_id)
+    .bind(a.day.actual_credits)
+    .bind(a.day.expected_credits)
+    .bind(a.day.excess_credits)
+    .bind(a.day.score)
+    .bind(a.day.threshold)
+    .bind(&a.day.explanation)
+    .bind(now)
+    .bind(incident_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Marks `resolved` the open incidents of a warehouse that end before `newest_scored_day`: a later
@@ -905,39 +977,9 @@ pub async fn enqueue_digests(
         };
         ids.push(id);
         wanted.extend(d.incident_ids.iter().copied());
-        // Chunked: both backends cap the number of bind parameters of one statement.
-        for chunk in d.incident_ids.chunks(1000) {
-            let mut qb = sqlx::QueryBuilder::<Db>::new("UPDATE incidents SET alert_id = ");
-            qb.push_bind(id);
-            qb.push(" WHERE alert_id IS NULL AND incident_id IN (");
-            let mut list = qb.separated(", ");
-            for i in chunk {
-                list.push_bind(*i);
-            }
-            qb.push(")");
-            marked += qb.build().execute(&mut *tx).await?.rows_affected();
-        }
+        marked += mark_announced(&mut tx, id, &d.incident_ids).await?;
         for r in &d.replies {
-            let (name, bytes) = match &r.attachment {
-                Some((n, b)) => (Some(n.as_str()), Some(b.as_slice())),
-                None => (None, None),
-            };
-            sqlx::query(
-                "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at, \
-                 thread_of, attachment, attachment_name) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $9)",
-            )
-            .bind(&r.dedupe_key)
-            .bind(kind)
-            .bind(run_id)
-            .bind(&d.channel)
-            .bind(Json(&r.message))
-            .bind(snowpatrol_store::now())
-            .bind(id)
-            .bind(bytes)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+            insert_reply(&mut tx, kind, run_id, &d.channel, id, r).await?;
         }
     }
     if marked != wanted.len() as u64 {
@@ -951,6 +993,60 @@ pub async fn enqueue_digests(
     check_fence(&mut tx, fence).await?;
     tx.commit().await?;
     Ok(ids)
+}
+
+/// Marks the incidents no alert announced yet as announced by `alert_id`; returns how many it marked.
+async fn mark_announced(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    alert_id: i64,
+    incident_ids: &[i64],
+) -> Result<u64, StoreError> {
+    let mut marked = 0;
+    // Chunked: both backends cap the number of bind parameters of one statement.
+    for chunk in incident_ids.chunks(1000) {
+        let mut qb = sqlx::QueryBuilder::<Db>::new("UPDATE incidents SET alert_id = ");
+        qb.push_bind(alert_id);
+        qb.push(" WHERE alert_id IS NULL AND incident_id IN (");
+        let mut list = qb.separated(", ");
+        for i in chunk {
+            list.push_bind(*i);
+        }
+        qb.push(")");
+        marked += qb.build().execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(marked)
+}
+
+/// Queues a reply in the thread of digest `parent_id` (`pending`, due now), with its file when it has one.
+async fn insert_reply(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    kind: AlertKind,
+    run_id: Option<i64>,
+    channel: &str,
+    parent_id: i64,
+    r: &DigestReply,
+) -> Result<(), StoreError> {
+    let (name, bytes) = match &r.attachment {
+        Some((n, b)) => (Some(n.as_str()), Some(b.as_slice())),
+        None => (None, None),
+    };
+    sqlx::query(
+        "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, created_at, \
+         thread_of, attachment, attachment_name) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $9)",
+    )
+    .bind(&r.dedupe_key)
+    .bind(kind)
+    .bind(run_id)
+    .bind(channel)
+    .bind(Json(&r.message))
+    .bind(snowpatrol_store::now())
+    .bind(parent_id)
+    .bind(bytes)
+    .bind(name)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The file a reply uploads, by alert id.
