@@ -327,22 +327,15 @@ impl Pipeline {
             }
         };
         let dir = self.data_dir.join("alerts");
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            crate::PipelineError::Config(format!("cannot create {}: {e}", dir.display()))
-        })?;
         let path = dir.join(format!("alert-{}.txt", row.alert_id));
-        std::fs::write(&path, &text).map_err(|e| {
-            crate::PipelineError::Config(format!("cannot write {}: {e}", path.display()))
-        })?;
-        if row.attachment_name.is_some()
-            && let Some((name, bytes)) = self.store.alert_attachment(row.alert_id).await?
-        {
-            // The name comes from the chart renderer (ASCII, no separators); the id keeps runs apart.
-            let file = dir.join(format!("alert-{}-{name}", row.alert_id));
-            std::fs::write(&file, bytes).map_err(|e| {
-                crate::PipelineError::Config(format!("cannot write {}: {e}", file.display()))
-            })?;
-        }
+        let attachment = match row.attachment_name {
+            Some(_) => self.store.alert_attachment(row.alert_id).await?,
+            None => None,
+        };
+        // The name comes from the chart renderer (ASCII, no separators); the id keeps runs apart.
+        let attachment = attachment
+            .map(|(name, bytes)| (dir.join(format!("alert-{}-{name}", row.alert_id)), bytes));
+        write_alert_files(dir, path.clone(), text.clone(), attachment).await?;
         tracing::info!(alert_id = row.alert_id, path = %path.display(), "no Slack configured: alert written to file\n{text}");
         pass.written += 1;
         self.finish(
@@ -834,4 +827,27 @@ pub enum FeedbackRecorded {
     AcknowledgedMessageNotUpdated,
     /// No incident with that id (merged away, or a message from another installation).
     UnknownIncident,
+}
+
+/// Writes an alert (and its chart) under the data directory, on a blocking thread: file I/O does not belong
+/// on the runtime's threads, which also serve the probes and the scheduler.
+async fn write_alert_files(
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    text: String,
+    attachment: Option<(std::path::PathBuf, Vec<u8>)>,
+) -> Result<(), crate::PipelineError> {
+    let cannot = |what: &str, p: &std::path::Path, e: std::io::Error| {
+        crate::PipelineError::Config(format!("cannot {what} {}: {e}", p.display()))
+    };
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| cannot("create", &dir, e))?;
+        std::fs::write(&path, &text).map_err(|e| cannot("write", &path, e))?;
+        if let Some((file, bytes)) = attachment {
+            std::fs::write(&file, bytes).map_err(|e| cannot("write", &file, e))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| crate::PipelineError::Config(format!("writing the alert's files stopped: {e}")))?
 }

@@ -17,7 +17,7 @@ use snowpatrol_engine::{
     DatasetSpec, JobConfig, JobDefinition, JobRegistry, ParamSpec, ParamType, TaskContext,
     TaskDefinition, TaskError, TaskOutput, TaskState, TriggerRule, task_fn,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -748,32 +748,40 @@ fn stored_rule(model: &serde_json::Value) -> Option<DefaultRuleConfig> {
         .and_then(|r| DefaultRuleConfig::deserialize(r).ok())
 }
 
+/// The `extra` of a training run's models event: what happened to its warehouses.
+#[derive(Debug, Serialize)]
+struct TrainingSummary {
+    trained: usize,
+    skipped: usize,
+    failed: usize,
+    training_run_id: i64,
+}
+
 async fn publish(_p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let results = ctx.upstream("train_warehouse").await?;
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut summary = TrainingSummary {
+        trained: 0,
+        skipped: 0,
+        failed: 0,
+        training_run_id: ctx.run_id,
+    };
     // Warehouses with a current model after this run: retrained, or kept because their data did not drift.
     let mut current = 0;
     for t in &results {
         let outcome: Option<TrainOutcome> = t.output_data();
-        let status = match (t.state, &outcome) {
-            (TaskState::Success, Some(TrainOutcome::Trained { .. })) => "trained",
-            (TaskState::Success | TaskState::Skipped, _) => "skipped",
-            _ => "failed",
-        };
+        match (t.state, &outcome) {
+            (TaskState::Success, Some(TrainOutcome::Trained { .. })) => summary.trained += 1,
+            (TaskState::Success | TaskState::Skipped, _) => summary.skipped += 1,
+            _ => summary.failed += 1,
+        }
         if outcome
             .as_ref()
             .is_some_and(TrainOutcome::leaves_current_model)
         {
             current += 1;
         }
-        *counts.entry(status).or_default() += 1;
     }
-    let extra = json!({
-        "trained": counts.get("trained").copied().unwrap_or(0),
-        "skipped": counts.get("skipped").copied().unwrap_or(0),
-        "failed": counts.get("failed").copied().unwrap_or(0),
-        "training_run_id": ctx.run_id,
-    });
+    let extra = serde_json::to_value(&summary).unwrap_or_default();
     info!(%extra, "training run summary");
     // Useful work is a warehouse with a current model (retrained, or kept for the new data, which predict must
     // still score). When every warehouse failed or had too little history, predict has nothing to score with:
