@@ -35,10 +35,7 @@ async fn trigger_latency(samples: usize) -> Vec<f64> {
     let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap());
     engine.register_jobs().await.unwrap();
     let stop = CancellationToken::new();
-    let daemon = {
-        let (e, s) = (engine.clone(), stop.clone());
-        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
-    };
+    let daemon = engine.spawn_daemon(stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latencies = Vec::with_capacity(samples);
     for i in 0..samples {
@@ -70,7 +67,7 @@ async fn trigger_latency(samples: usize) -> Vec<f64> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
-    daemon.await.unwrap();
+    daemon.await.unwrap().unwrap();
     latencies
 }
 

@@ -274,6 +274,16 @@ impl Engine {
         Ok(self.db.emit_event(uri, extra, created_by).await?)
     }
 
+    /// [`Engine::run_daemon`] in a task of its own, for a caller that goes on working while the daemon runs
+    /// (the demo, tests, benchmarks).
+    pub fn spawn_daemon(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<Result<(), EngineError>> {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.run_daemon(shutdown).await })
+    }
+
     /// Runs leader and worker loops until `shutdown`, then drains gracefully.
     pub async fn run_daemon(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
         self.register_jobs().await?;

@@ -4,13 +4,9 @@
 //! 2. Full prep + train + predict for 1,000 warehouses x 365 days through the daemon (dataset-event chained).
 
 use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
-use snowpatrol_engine::{CancellationToken, Engine, JobConfig, SchedulerSettings, resolve_jobs};
-use snowpatrol_pipeline::{
-    FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig, PipelineStore, SourceConfig,
-};
+use snowpatrol_engine::{CancellationToken, SchedulerSettings};
+use snowpatrol_pipeline::{Pipeline, PipelineConfig, PipelineStore, SourceConfig};
 use snowpatrol_store::RunFilter;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -73,20 +69,14 @@ async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
         ..Default::default()
     };
     let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
-    let jobs_cfg: BTreeMap<String, JobConfig> =
-        toml::from_str(&format!("[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n")).unwrap();
     let settings = SchedulerSettings {
         worker_concurrency: 64,
         ..Default::default()
     };
-    let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
-    let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap());
-    engine.register_jobs().await.unwrap();
+    let engine =
+        snowpatrol_pipeline::testing::chained_engine(&db, &pipeline, settings, false).await;
     let stop = CancellationToken::new();
-    let daemon = {
-        let (e, s) = (engine.clone(), stop.clone());
-        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
-    };
+    let daemon = engine.spawn_daemon(stop.clone());
     let t0 = Instant::now();
     engine.trigger("prep", &[], "bench").await.unwrap();
     loop {
@@ -147,7 +137,7 @@ async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
         }
     }
     stop.cancel();
-    daemon.await.unwrap();
+    daemon.await.unwrap().unwrap();
     secs
 }
 

@@ -24,3 +24,29 @@ pub async fn fresh_sqlite() -> (Database, tempfile::TempDir) {
     migrate(&db).await.expect("migrate sqlite");
     (db, dir)
 }
+
+/// The pipeline's jobs chained on their datasets (train on features, predict on models) in an engine on `db`,
+/// registered; with the pipeline's failure alerts when `failure_alerts`. Start it with
+/// `Engine::spawn_daemon`.
+pub async fn chained_engine(
+    db: &Database,
+    pipeline: &std::sync::Arc<crate::Pipeline>,
+    settings: snowpatrol_engine::SchedulerSettings,
+    failure_alerts: bool,
+) -> std::sync::Arc<snowpatrol_engine::Engine> {
+    let jobs_cfg: std::collections::BTreeMap<String, snowpatrol_engine::JobConfig> =
+        toml::from_str(&format!(
+            "[train]\ndatasets = [\"{}\"]\n[predict]\ndatasets = [\"{}\"]\n",
+            crate::FEATURES_DATASET,
+            crate::MODELS_DATASET
+        ))
+        .expect("chained job config");
+    let jobs = snowpatrol_engine::resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings)
+        .expect("resolve jobs");
+    let mut engine = snowpatrol_engine::Engine::new(db.clone(), jobs, settings).expect("engine");
+    if failure_alerts {
+        engine = engine.with_failure_hook(pipeline.failure_hook());
+    }
+    engine.register_jobs().await.expect("register jobs");
+    std::sync::Arc::new(engine)
+}

@@ -8,12 +8,10 @@ mod previous_release;
 
 use common::{CHANNEL, CHANNEL_2, Mode, SlackPeer, TOKEN};
 use serde_json::json;
-use snowpatrol_engine::{
-    CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
-};
+use snowpatrol_engine::{CancellationToken, RunState, SchedulerSettings};
 use snowpatrol_pipeline::alerts::Enqueued;
 use snowpatrol_pipeline::store::{AlertKind, AlertRow, AlertState};
-use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig};
+use snowpatrol_pipeline::{Pipeline, PipelineConfig};
 use snowpatrol_store::{Database, Pool, RunFilter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -236,7 +234,7 @@ async fn predict_finishes_while_slack_hangs_and_each_alert_goes_out_once(backend
         peer.count("conversations.history", "history")
     );
     stop.cancel();
-    daemon.await.unwrap();
+    daemon.await.unwrap().unwrap();
     sender.await.unwrap();
 }
 
@@ -976,7 +974,7 @@ async fn routes_send_each_channel_its_digest_and_hold_back_what_is_below_their_m
         assert_eq!(f.thread_ts, digests[0].slack_ts);
     }
     stop.cancel();
-    daemon.await.unwrap();
+    daemon.await.unwrap().unwrap();
     sender.await.unwrap();
 }
 
@@ -985,32 +983,19 @@ async fn routes_send_each_channel_its_digest_and_hold_back_what_is_below_their_m
 struct Chain {
     predict: snowpatrol_store::RunRecord,
     stop: CancellationToken,
-    daemon: tokio::task::JoinHandle<()>,
+    daemon: tokio::task::JoinHandle<Result<(), snowpatrol_engine::EngineError>>,
     sender: tokio::task::JoinHandle<()>,
 }
 
 async fn run_chain(db: &Database, pipeline: &Arc<Pipeline>) -> Chain {
-    let jobs_cfg: BTreeMap<String, JobConfig> = toml::from_str(&format!(
-        "[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n"
-    ))
-    .unwrap();
     let settings = SchedulerSettings {
         poll_interval: Duration::from_millis(500),
         default_retries: 0,
         ..Default::default()
     };
-    let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
-    let engine = Arc::new(
-        Engine::new(db.clone(), jobs, settings)
-            .unwrap()
-            .with_failure_hook(pipeline.failure_hook()),
-    );
-    engine.register_jobs().await.unwrap();
+    let engine = snowpatrol_pipeline::testing::chained_engine(db, pipeline, settings, true).await;
     let stop = CancellationToken::new();
-    let daemon = {
-        let (e, s) = (engine.clone(), stop.clone());
-        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
-    };
+    let daemon = engine.spawn_daemon(stop.clone());
     let sender = tokio::spawn(pipeline.clone().outbox_sender_loop(stop.clone()));
     engine.trigger("prep", &[], "test").await.unwrap();
     let started = Instant::now();

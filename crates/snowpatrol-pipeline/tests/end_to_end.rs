@@ -7,16 +7,13 @@ mod common;
 use common::{Mode, SlackPeer};
 use serde_json::json;
 use snowpatrol_detect::model::AnomalyDay;
-use snowpatrol_engine::{
-    CancellationToken, Engine, JobConfig, RunState, SchedulerSettings, resolve_jobs,
-};
+use snowpatrol_engine::{CancellationToken, JobConfig, RunState, SchedulerSettings, resolve_jobs};
 use snowpatrol_pipeline::store::{
     AckReason, AlertState, FeatureRow, IncidentFilter, IncidentStatus, NewAnomaly,
 };
 use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig};
 use snowpatrol_store::{Database, RunFilter, RunRecord};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Waits until the outbox has nothing undelivered (the sender runs beside the daemon).
@@ -138,27 +135,14 @@ async fn end_to_end(db: Database) {
     ))
     .unwrap();
     let pipeline = Pipeline::new(db.clone(), pipeline_cfg, dir.path().to_path_buf()).unwrap();
-    let jobs_cfg: BTreeMap<String, JobConfig> = toml::from_str(&format!(
-        "[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n"
-    ))
-    .unwrap();
     let settings = SchedulerSettings {
         poll_interval: Duration::from_millis(500),
         default_retries: 0,
         ..Default::default()
     };
-    let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
-    let engine = Arc::new(
-        Engine::new(db.clone(), jobs, settings)
-            .unwrap()
-            .with_failure_hook(pipeline.failure_hook()),
-    );
-    engine.register_jobs().await.unwrap();
+    let engine = snowpatrol_pipeline::testing::chained_engine(&db, &pipeline, settings, true).await;
     let stop = CancellationToken::new();
-    let daemon = {
-        let (e, s) = (engine.clone(), stop.clone());
-        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
-    };
+    let daemon = engine.spawn_daemon(stop.clone());
     let sender = tokio::spawn(pipeline.clone().outbox_sender_loop(stop.clone()));
 
     let prep_id = engine.trigger("prep", &[], "test").await.unwrap();
@@ -657,7 +641,7 @@ async fn end_to_end(db: Database) {
     assert_eq!(peer.shared_files().len(), charts);
 
     stop.cancel();
-    daemon.await.unwrap();
+    daemon.await.unwrap().unwrap();
     sender.await.unwrap();
 }
 
@@ -842,28 +826,22 @@ async fn prep_extracts_from_snowflake_and_the_chain_flags_a_spike() {
         ..Default::default()
     };
     let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
-    let jobs_cfg: BTreeMap<String, JobConfig> =
-        toml::from_str(&format!("[train]\ndatasets = [\"{FEATURES_DATASET}\"]\n[predict]\ndatasets = [\"{MODELS_DATASET}\"]\n")).unwrap();
     let settings = SchedulerSettings {
         poll_interval: Duration::from_millis(500),
         default_retries: 0,
         ..Default::default()
     };
-    let jobs = resolve_jobs(&pipeline.registry(), &jobs_cfg, &settings).unwrap();
-    let engine = Arc::new(Engine::new(db.clone(), jobs, settings).unwrap());
-    engine.register_jobs().await.unwrap();
+    let engine =
+        snowpatrol_pipeline::testing::chained_engine(&db, &pipeline, settings, false).await;
     let stop = CancellationToken::new();
-    let daemon = {
-        let (e, s) = (engine.clone(), stop.clone());
-        tokio::spawn(async move { e.run_daemon(s).await.unwrap() })
-    };
+    let daemon = engine.spawn_daemon(stop.clone());
     let prep = engine
         .trigger("prep", &["backfill_days=28".into()], "test")
         .await
         .unwrap();
     let predict = wait_runs(&db, "predict", 1).await;
     stop.cancel();
-    daemon.await.unwrap();
+    daemon.await.unwrap().unwrap();
     assert_eq!(
         db.get_run(prep).await.unwrap().unwrap().state,
         RunState::Success
