@@ -170,13 +170,14 @@ pub async fn upsert_features_in(
                 .push_bind(now);
         });
         qb.push(
-            " ON CONFLICT (account_name, warehouse_name, usage_date) DO UPDATE SET credits_used = \
-             excluded.credits_used, \
-             credits_used_compute = excluded.credits_used_compute, credits_used_cloud_services = \
-              excluded.credits_used_cloud_services, \
-             hours_active = excluded.hours_active, peak_hourly_credits = excluded.peak_hourly_credits, trend = \
-              excluded.trend, \
-             seasonal = excluded.seasonal, residual = excluded.residual, updated_at = excluded.updated_at",
+            " ON CONFLICT (account_name, warehouse_name, usage_date) DO UPDATE SET \
+             credits_used = excluded.credits_used, \
+             credits_used_compute = excluded.credits_used_compute, \
+             credits_used_cloud_services = excluded.credits_used_cloud_services, \
+             hours_active = excluded.hours_active, \
+             peak_hourly_credits = excluded.peak_hourly_credits, \
+             trend = excluded.trend, seasonal = excluded.seasonal, residual = excluded.residual, \
+             updated_at = excluded.updated_at",
         );
         qb.build().execute(&mut **tx).await?;
     }
@@ -292,10 +293,10 @@ pub async fn register_model(
     .await?;
     let id = insert_model(&mut tx, m, version, now).await?;
     sqlx::query(
-        "INSERT INTO model_aliases (account_name, warehouse_name, alias, model_id, updated_at) VALUES ($1, $2, \
-         'latest', $3, $4) \
-         ON CONFLICT (account_name, warehouse_name, alias) DO UPDATE SET model_id = excluded.model_id, updated_at = \
-          excluded.updated_at",
+        "INSERT INTO model_aliases (account_name, warehouse_name, alias, model_id, updated_at) \
+         VALUES ($1, $2, 'latest', $3, $4) \
+         ON CONFLICT (account_name, warehouse_name, alias) \
+         DO UPDATE SET model_id = excluded.model_id, updated_at = excluded.updated_at",
     )
     .bind(&m.key.account_name)
     .bind(&m.key.warehouse_name)
@@ -419,11 +420,13 @@ async fn refresh_incident(
     .execute(&mut **tx)
     .await?;
     if grew {
-        sqlx::query("UPDATE incidents SET status = 'open', resolved_at = NULL WHERE incident_id = $1 AND status = \
-                     'resolved'")
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE incidents SET status = 'open', resolved_at = NULL \
+             WHERE incident_id = $1 AND status = 'resolved'",
+        )
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
     }
     let inc = incident_in_tx(tx, id).await?;
     sqlx::query(
@@ -892,8 +895,8 @@ pub async fn save_report(
     let mut tx = pool.begin_with(BEGIN).await?;
     sqlx::query(
         "INSERT INTO reports (run_id, markdown, path, anomalies, created_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (run_id) DO UPDATE SET markdown = excluded.markdown, path = excluded.path, anomalies = \
-          excluded.anomalies",
+         ON CONFLICT (run_id) \
+         DO UPDATE SET markdown = excluded.markdown, path = excluded.path, anomalies = excluded.anomalies",
     )
     .bind(run_id)
     .bind(markdown)

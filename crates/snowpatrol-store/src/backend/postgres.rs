@@ -49,11 +49,11 @@ pub(super) async fn update_results(
         next.push(nxt);
     }
     let rows = sqlx::query(
-        "UPDATE task_instances t SET state = v.state, output = v.output::jsonb, error = v.error, finished_at = \
-         v.finished_at, \
-         next_attempt_at = v.next_at, worker_id = NULL, lease_expires_at = NULL, max_tries = t.max_tries + v.granted \
+        "UPDATE task_instances t SET state = v.state, output = v.output::jsonb, error = v.error, \
+         finished_at = v.finished_at, next_attempt_at = v.next_at, worker_id = NULL, lease_expires_at = NULL, \
+         max_tries = t.max_tries + v.granted \
          FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
-          $7::timestamptz[], $9::int[]) \
+                     $7::timestamptz[], $9::int[]) \
               AS v(id, try_number, state, output, error, finished_at, next_at, granted) \
          WHERE t.task_instance_id = v.id AND t.worker_id = $8 AND t.state = 'running' AND t.try_number = v.try_number \
          RETURNING t.task_instance_id, t.run_id, t.job_name, t.task_name, t.state",
