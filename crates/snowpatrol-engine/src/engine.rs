@@ -241,6 +241,99 @@ impl Engine {
             .ok_or_else(|| EngineError::Invalid("run key collision".into()))
     }
 
+    /// Cancels a queued or running run: the run and its unfinished task instances become `cancelled` at once,
+    /// and the workers running its tries stop them at their next heartbeat (the lease is no longer theirs; the
+    /// tries' writes are refused by their fence meanwhile). An error names the state of a run already finished.
+    pub async fn cancel(&self, run_id: RunId, reason: &str) -> Result<RunRecord, EngineError> {
+        let Some(run) = self.db.get_run(run_id).await? else {
+            return Err(EngineError::Invalid(format!("no run with id {run_id}")));
+        };
+        if !self.db.cancel_run(run_id, reason).await? {
+            let state = self
+                .db
+                .get_run(run_id)
+                .await?
+                .map_or(run.state, |r| r.state);
+            return Err(EngineError::Invalid(format!(
+                "run {run_id} of {} is already {state}: only queued and running runs can be cancelled",
+                run.job_name
+            )));
+        }
+        let cancelled = snowpatrol_store::FinishedRun {
+            run_id,
+            job_name: run.job_name.clone(),
+            state: snowpatrol_store::RunState::Cancelled,
+        };
+        self.metrics
+            .record_finished_runs(std::slice::from_ref(&cancelled));
+        info!(run_id, job = %run.job_name, reason, "run cancelled");
+        Ok(self.db.get_run(run_id).await?.unwrap_or(run))
+    }
+
+    /// Queues the runs of a cron job's ticks in [`from`, `to`] (logical times), with the job's params and
+    /// `overrides`, for the daemon to start oldest first within `max_active_runs`. Ticks that have a run already
+    /// (a cron run, an earlier backfill) keep it: each tick has one run key. The job's cron cursor does not move,
+    /// so the scheduler's own ticks are unaffected. Refuses a range reaching into the future (those ticks are
+    /// the scheduler's) or holding more than [`Engine::MAX_BACKFILL_RUNS`] ticks.
+    pub async fn backfill(
+        &self,
+        job: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        overrides: &[String],
+        triggered_by: &str,
+    ) -> Result<Backfill, EngineError> {
+        let j = self.job(job)?;
+        let Some(cron) = &j.cron else {
+            return Err(EngineError::Invalid(format!(
+                "job `{job}` has no cron schedule ({}): only cron jobs can be backfilled; `snowpatrol trigger` \
+                 queues a single run",
+                j.schedule_text()
+            )));
+        };
+        let now = snowpatrol_store::now();
+        if from > to {
+            return Err(EngineError::Invalid(format!(
+                "the backfill range is empty: --from {from} is after --to {to}"
+            )));
+        }
+        if to > now {
+            return Err(EngineError::Invalid(format!(
+                "--to {to} is in the future: a backfill covers past ticks only (the scheduler creates the rest)"
+            )));
+        }
+        let params = j.params.resolve_cli(overrides)?;
+        let after = from - chrono::Duration::seconds(1);
+        let ticks = cron.ticks_between(after, to, Self::MAX_BACKFILL_RUNS + 1);
+        if ticks.len() > Self::MAX_BACKFILL_RUNS {
+            return Err(EngineError::Invalid(format!(
+                "{from} .. {to} holds more than {} ticks of {}: backfill a shorter range at a time",
+                Self::MAX_BACKFILL_RUNS,
+                cron.describe()
+            )));
+        }
+        let created = self
+            .db
+            .create_cron_runs(job, &ticks, None, &params, triggered_by)
+            .await?;
+        info!(
+            job,
+            ticks = ticks.len(),
+            created = created.len(),
+            "backfill queued"
+        );
+        Ok(Backfill {
+            job: job.to_string(),
+            existing: ticks.len() - created.len(),
+            ticks,
+            created,
+            max_active_runs: j.max_active_runs,
+        })
+    }
+
+    /// The most ticks one backfill may queue.
+    pub const MAX_BACKFILL_RUNS: usize = 1000;
+
     /// Runs a job now in this process (recorded like any run) and returns the finished run.
     pub async fn run_now(
         &self,
@@ -481,7 +574,13 @@ impl Engine {
             }
             let ids = self
                 .db
-                .create_cron_runs(name, &ticks, now, &job.params.defaults(), &self.worker_id)
+                .create_cron_runs(
+                    name,
+                    &ticks,
+                    Some(now),
+                    &job.params.defaults(),
+                    &self.worker_id,
+                )
                 .await?;
             if let (Some(tick), false) = (ticks.first(), ids.is_empty()) {
                 info!(job = name, %tick, "run_on_start: the job never ran; created a run for its latest tick");
@@ -497,7 +596,13 @@ impl Engine {
         if let Some(last) = ticks.last().copied() {
             let ids = self
                 .db
-                .create_cron_runs(name, &ticks, last, &job.params.defaults(), &self.worker_id)
+                .create_cron_runs(
+                    name,
+                    &ticks,
+                    Some(last),
+                    &job.params.defaults(),
+                    &self.worker_id,
+                )
                 .await?;
             info!(
                 job = name,
@@ -1283,6 +1388,20 @@ pub fn backoff_delay(policy: &TaskPolicy, try_number: i32) -> Duration {
 pub struct LeafStatus {
     pub dataset_uri: String,
     pub pending_event_ids: Vec<EventId>,
+}
+
+/// What [`Engine::backfill`] queued.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Backfill {
+    pub job: String,
+    /// Every tick of the range, oldest first.
+    pub ticks: Vec<DateTime<Utc>>,
+    /// The runs created, one per tick that had none.
+    pub created: Vec<RunId>,
+    /// Ticks that had a run already.
+    pub existing: usize,
+    /// The daemon starts the queued runs oldest first, this many at a time.
+    pub max_active_runs: u32,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

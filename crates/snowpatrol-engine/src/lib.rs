@@ -17,7 +17,8 @@ pub mod task;
 pub use condition::{Condition, DatasetSpec};
 pub use config::{JobConfig, ParamConfig, SchedulerSettings, TaskPolicyConfig};
 pub use engine::{
-    Engine, EngineError, Explanation, FailureHook, TaskFailure, TriggerLatency, backoff_delay,
+    Backfill, Engine, EngineError, Explanation, FailureHook, TaskFailure, TriggerLatency,
+    backoff_delay,
 };
 pub use jobs::{
     ConfigErrors, ConfigIssue, JobDefinition, JobRegistry, Jobs, ResolvedJob, TaskDefinition,

@@ -111,6 +111,8 @@ both_backends!(
     graceful_shutdown_gives_back_leases,
     history_retention_deletes_finished_history_and_keeps_what_is_still_needed,
     run_on_start_runs_a_never_run_cron_job_once_for_its_latest_tick,
+    cancelling_a_run_stops_its_running_try_and_frees_its_slot,
+    backfill_queues_each_past_tick_once_and_runs_them_within_max_active_runs,
 );
 
 async fn tick(e: &Engine) {
@@ -816,6 +818,169 @@ async fn graceful_shutdown_gives_back_leases(db: Database) {
         (TaskState::Queued, 0, None),
         "lease given back, try not counted"
     );
+}
+
+/// Adds one to its counter when dropped.
+struct StopGuard(Arc<AtomicUsize>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A queued or running run can be cancelled; the try running it learns at its next heartbeat and stops, and
+/// the freed slot under `max_active_runs` goes to the next queued run.
+async fn cancelling_a_run_stops_its_running_try_and_frees_its_slot(db: Database) {
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let seen = stopped.clone();
+    let mut reg = JobRegistry::new();
+    reg.register(JobDefinition::new("long", "").task(TaskDefinition::new(
+        "t",
+        task_fn(move |_ctx: TaskContext| {
+            // Counts the try as stopped when its future ends, however it ends: the engine drops the future of a
+            // cancelled try (the task may also watch `ctx.cancel` itself).
+            let stopped = StopGuard(seen.clone());
+            async move {
+                let _stopped = stopped;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(TaskOutput::empty())
+            }
+        }),
+    )));
+    let e = Arc::new(engine_with(db.clone(), &reg, "", fast_settings()).await);
+    let first = e.trigger("long", &[], "test").await.unwrap();
+    let second = e.trigger("long", &[], "test").await.unwrap();
+    let (stop, h) = spawn_daemon(e.clone());
+    let state = |run| {
+        let db = db.clone();
+        async move { db.get_run(run).await.unwrap().unwrap().state }
+    };
+    wait_for("the first run running", Duration::from_secs(10), || async {
+        db.list_task_instances(first)
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|t| t.state == TaskState::Running)
+    })
+    .await;
+    assert_eq!(state(second).await, RunState::Queued, "max_active_runs = 1");
+
+    let run = e.cancel(first, "operator: wrong day").await.unwrap();
+    assert_eq!(
+        (run.state, run.error.as_deref()),
+        (RunState::Cancelled, Some("operator: wrong day"))
+    );
+    let t = &db.list_task_instances(first).await.unwrap()[0];
+    assert_eq!(t.state, TaskState::Cancelled);
+    wait_for("the try to stop", Duration::from_secs(10), || async {
+        stopped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    wait_for(
+        "the next run to take the slot",
+        Duration::from_secs(10),
+        || async { state(second).await == RunState::Running },
+    )
+    .await;
+    // The stopped try's result was dropped: the instance stays cancelled.
+    assert_eq!(
+        db.list_task_instances(first).await.unwrap()[0].state,
+        TaskState::Cancelled
+    );
+
+    let again = e.cancel(first, "twice").await.unwrap_err().to_string();
+    assert!(again.contains("already cancelled"), "{again}");
+    let missing = e.cancel(999_999, "none").await.unwrap_err().to_string();
+    assert!(missing.contains("no run with id 999999"), "{missing}");
+    e.cancel(second, "done testing").await.unwrap();
+    stop.cancel();
+    h.await.unwrap();
+}
+
+/// A backfill queues one run per past cron tick in the range (a second backfill of the same range adds none),
+/// leaves the cron cursor alone, and the daemon runs them oldest first, one at a time under
+/// `max_active_runs = 1`.
+async fn backfill_queues_each_past_tick_once_and_runs_them_within_max_active_runs(db: Database) {
+    let mut reg = JobRegistry::new();
+    reg.register(JobDefinition::new("daily", "").task(TaskDefinition::new(
+        "t",
+        task_fn(|_| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(TaskOutput::empty())
+        }),
+    )));
+    reg.register(JobDefinition::new("manual", "").task(TaskDefinition::new("t", noop())));
+    let e = Arc::new(
+        engine_with(
+            db.clone(),
+            &reg,
+            "[daily]\ncron = \"0 6 * * *\"\n",
+            fast_settings(),
+        )
+        .await,
+    );
+    let now = snowpatrol_store::now();
+    let (from, to) = (now - chrono::Days::new(5), now - chrono::Days::new(1));
+    let b = e.backfill("daily", from, to, &[], "test").await.unwrap();
+    assert!((4..=5).contains(&b.ticks.len()), "{b:?}");
+    assert_eq!((b.created.len(), b.existing), (b.ticks.len(), 0));
+    assert!(b.ticks.iter().all(|t| *t >= from && *t <= to));
+    let again = e.backfill("daily", from, to, &[], "test").await.unwrap();
+    assert_eq!((again.created.len(), again.existing), (0, b.ticks.len()));
+    let cursor = db.get_cron_cursor("daily").await.unwrap();
+    assert_eq!(cursor, None, "a backfill does not move the cron cursor");
+
+    for (from_, to_, why) in [
+        (from, now + chrono::Duration::hours(1), "in the future"),
+        (to, from, "is after"),
+    ] {
+        let err = e
+            .backfill("daily", from_, to_, &[], "test")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{err}");
+    }
+    let err = e
+        .backfill("manual", from, to, &[], "test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only cron jobs can be backfilled"), "{err}");
+
+    let (stop, h) = spawn_daemon(e.clone());
+    wait_for(
+        "every backfilled run to succeed",
+        Duration::from_secs(30),
+        || async {
+            let runs = runs_of(&db, "daily").await;
+            runs.len() >= b.ticks.len()
+                && b.created.iter().all(|id| {
+                    runs.iter()
+                        .any(|r| r.run_id == *id && r.state == RunState::Success)
+                })
+        },
+    )
+    .await;
+    stop.cancel();
+    h.await.unwrap();
+    let mut runs: Vec<_> = runs_of(&db, "daily")
+        .await
+        .into_iter()
+        .filter(|r| b.created.contains(&r.run_id))
+        .collect();
+    runs.sort_by_key(|r| r.started_at);
+    let logical: Vec<_> = runs.iter().map(|r| r.logical_time).collect();
+    assert_eq!(logical, b.ticks, "oldest tick first, one run per tick");
+    for pair in runs.windows(2) {
+        assert!(
+            pair[1].started_at >= pair[0].finished_at,
+            "max_active_runs = 1: run {} started before run {} finished",
+            pair[1].run_id,
+            pair[0].run_id
+        );
+    }
 }
 
 // ---------- PostgreSQL-only: concurrency and several replicas ----------

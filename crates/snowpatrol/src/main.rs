@@ -79,6 +79,27 @@ pub enum ConfiguredCommand {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
+    /// Queue runs of a cron job for every past tick from --from to --to (logical times); the daemon starts them
+    /// oldest first within max_active_runs. Ticks that have a run already keep it.
+    Backfill {
+        job: String,
+        /// First logical time: 2025-06-01, 2025-06-01T06:00:00Z or an age (7d).
+        #[arg(long, value_name = "WHEN", value_parser = output::parse_when)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// Last logical time, not in the future (same forms as --from).
+        #[arg(long, value_name = "WHEN", value_parser = output::parse_when)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Parameter override NAME=VALUE for every run, checked against the declared type (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
+    /// Cancel a queued or running run; its running tries stop at their next heartbeat.
+    Cancel {
+        run_id: i64,
+        /// Why, recorded as the run's error.
+        #[arg(long, default_value = "cancelled by an operator")]
+        reason: String,
+    },
     /// Record an external dataset event (queues runs of jobs scheduled on the dataset).
     Emit {
         dataset: String,

@@ -1474,3 +1474,71 @@ fn an_unreadable_config_file_is_permission_denied_not_missing() {
     assert!(err.contains("permission denied"), "{err}");
     assert!(!err.contains("does not exist"), "{err}");
 }
+
+/// `backfill` queues one run per past cron tick of a range, once; `cancel` ends a queued run and says so when
+/// there is nothing left to cancel.
+#[test]
+fn backfill_queues_past_ticks_once_and_cancel_ends_a_queued_run() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    let b = env.json(&["backfill", "prep", "--from", "4d", "--to", "1d"]);
+    let created = b["created"].as_array().unwrap().clone();
+    assert!((3..=4).contains(&created.len()), "{b}");
+    assert_eq!(b["existing"], 0, "{b}");
+    assert_eq!(b["ticks"].as_array().unwrap().len(), created.len(), "{b}");
+    let human = env.ok(&["backfill", "prep", "--from", "4d", "--to", "1d"]);
+    assert!(
+        human.starts_with("queued 0 run(s) of prep for ticks ")
+            && human.contains("had a run already"),
+        "{human}"
+    );
+    let queued = env.json(&["runs", "--job", "prep", "--state", "queued"]);
+    assert_eq!(queued.as_array().unwrap().len(), created.len(), "{queued}");
+    assert!(
+        queued
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["trigger_kind"] == "cron")
+    );
+
+    for (args, expected) in [
+        (
+            vec!["backfill", "example_extract", "--from", "4d", "--to", "1d"],
+            "only cron jobs can be backfilled",
+        ),
+        (
+            vec!["backfill", "prep", "--from", "1d", "--to", "4d"],
+            "is after",
+        ),
+        (
+            vec!["backfill", "prep", "--from", "1d", "--to", "2999-01-01"],
+            "in the future",
+        ),
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    let run_id = created[0].as_i64().unwrap().to_string();
+    let cancelled = env.json(&["cancel", &run_id, "--reason", "wrong window"]);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["error"], "wrong window", "{cancelled}");
+    let out = env.run(&["cancel", &run_id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is already cancelled"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.run(&["cancel", "999999"]);
+    assert!(
+        text(&out.stderr).contains("no run with id 999999"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -132,11 +132,14 @@ impl Database {
     pub async fn get_cron_cursor(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         dispatch!(self, get_cron_cursor(job))
     }
+    /// Creates the runs of `ticks` (each once: the run key is the tick) and moves the job's cron cursor
+    /// forward to `cursor`, if given, in the same transaction. A backfill passes no cursor, so the scheduler's
+    /// own catch-up decisions are untouched.
     pub async fn create_cron_runs(
         &self,
         job: &str,
         ticks: &[DateTime<Utc>],
-        cursor: DateTime<Utc>,
+        cursor: Option<DateTime<Utc>>,
         params: &serde_json::Value,
         triggered_by: &str,
     ) -> Result<Vec<RunId>, StoreError> {

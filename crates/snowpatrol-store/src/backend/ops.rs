@@ -130,7 +130,7 @@ pub async fn create_cron_runs(
     pool: &PoolT,
     job: &str,
     ticks: &[DateTime<Utc>],
-    cursor: DateTime<Utc>,
+    cursor: Option<DateTime<Utc>>,
     params: &serde_json::Value,
     triggered_by: &str,
 ) -> Result<Vec<RunId>, StoreError> {
@@ -153,11 +153,15 @@ pub async fn create_cron_runs(
             ids.push(id);
         }
     }
-    sqlx::query("UPDATE jobs SET cron_cursor = $1 WHERE job_name = $2 AND (cron_cursor IS NULL OR cron_cursor < $1)")
+    if let Some(cursor) = cursor {
+        sqlx::query(
+            "UPDATE jobs SET cron_cursor = $1 WHERE job_name = $2 AND (cron_cursor IS NULL OR cron_cursor < $1)",
+        )
         .bind(cursor)
         .bind(job)
         .execute(&mut *tx)
         .await?;
+    }
     if !ids.is_empty() {
         notify(&mut tx).await?;
     }
@@ -934,6 +938,11 @@ pub async fn cancel_run(pool: &PoolT, run_id: RunId, reason: &str) -> Result<boo
     .bind(run_id)
     .execute(&mut *tx)
     .await?;
+    if n > 0 {
+        // A slot under max_active_runs is free, and the workers of the cancelled tries learn it at their next
+        // heartbeat.
+        notify(&mut tx).await?;
+    }
     tx.commit().await?;
     Ok(n > 0)
 }

@@ -123,6 +123,62 @@ pub(crate) async fn trigger(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `snowpatrol backfill JOB --from --to`: queues a cron job's runs for the past ticks of a range.
+pub(crate) async fn backfill(
+    loaded: &LoadedConfig,
+    json: bool,
+    job: &str,
+    (from, to): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    params: &[String],
+) -> anyhow::Result<ExitCode> {
+    let app = App::open(loaded, false).await?;
+    let b = app
+        .engine
+        .backfill(job, from, to, params, &triggered_by())
+        .await
+        .with_context(|| format!("backfilling job `{job}`"))?;
+    print(json, &b, || {
+        let range = match (b.ticks.first(), b.ticks.last()) {
+            (Some(first), Some(last)) => format!(
+                "ticks {} .. {}",
+                output::time(Some(*first)),
+                output::time(Some(*last))
+            ),
+            _ => "no tick in that range".to_string(),
+        };
+        format!(
+            "queued {} run(s) of {job} for {range} ({} tick(s) had a run already); a running daemon starts them \
+             oldest first, {} at a time (max_active_runs)",
+            b.created.len(),
+            b.existing,
+            b.max_active_runs
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snowpatrol cancel RUN`: cancels a queued or running run.
+pub(crate) async fn cancel(
+    loaded: &LoadedConfig,
+    json: bool,
+    run_id: i64,
+    reason: &str,
+) -> anyhow::Result<ExitCode> {
+    let app = App::open(loaded, false).await?;
+    let run = app
+        .engine
+        .cancel(run_id, reason)
+        .await
+        .with_context(|| format!("cancelling run {run_id}"))?;
+    print(json, &run, || {
+        format!(
+            "cancelled run {run_id} of {} ({reason}); its running tries stop at their next heartbeat",
+            run.job_name
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `snowpatrol emit DATASET`: records an external dataset event.
 pub(crate) async fn emit(
     loaded: &LoadedConfig,

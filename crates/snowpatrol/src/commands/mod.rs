@@ -68,6 +68,13 @@ async fn run_configured(
         C::Events { dataset, limit } => history::events(loaded, json, dataset, limit).await,
         C::Run { job, params } => jobs::run(loaded, json, job, params).await,
         C::Trigger { job, params } => jobs::trigger(loaded, json, job, params).await,
+        C::Backfill {
+            job,
+            from,
+            to,
+            params,
+        } => jobs::backfill(loaded, json, &job, (from, to), &params).await,
+        C::Cancel { run_id, reason } => jobs::cancel(loaded, json, run_id, &reason).await,
         C::Emit {
             dataset,
             extra,
