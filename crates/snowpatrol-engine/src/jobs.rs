@@ -449,8 +449,8 @@ fn resolve_condition(
                     issues,
                     format!("{base}.datasets"),
                     format!(
-                        "unknown dataset `{uri}`: no job produces it and it is not declared external; known \
-                         datasets: {known}"
+                        "unknown dataset `{uri}`: no job produces it and it is not declared external \
+                         (`[datasets] external`); known datasets: {known}"
                     ),
                 );
             }

@@ -141,6 +141,16 @@ pub(crate) fn build_jobs(
     // Every problem at once, located in the file: the pipeline's settings, the scheduler's and the job tables
     // (both in `resolve_jobs`), before any source or secret is touched.
     let mut issues = s.pipeline.problems();
+    for (i, uri) in s.datasets.external.iter().enumerate() {
+        if uri.trim().is_empty() || uri.trim() != uri {
+            issues.push(snowpatrol_engine::ConfigIssue {
+                path: format!("datasets.external[{i}]"),
+                message: format!(
+                    "{uri:?} is not a dataset URI (e.g. \"s3://bucket/exports/ready\")"
+                ),
+            });
+        }
+    }
     if with_sources {
         add_task_process_problems(loaded, db, &mut issues);
     }
@@ -213,6 +223,9 @@ fn with_job_problems(
 fn resolve_job_set(loaded: &LoadedConfig, pipeline: &Arc<Pipeline>) -> Result<Jobs, ConfigErrors> {
     let s = &loaded.settings;
     let mut registry = pipeline.registry();
+    for uri in &s.datasets.external {
+        registry.external_dataset(uri);
+    }
     let mut configs = s.jobs.clone();
     if s.examples.enabled {
         examples::register(&mut registry);

@@ -37,6 +37,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub logging: LoggingSettings,
     pub examples: ExamplesSettings,
+    pub datasets: DatasetsSettings,
     pub jobs: BTreeMap<String, JobConfig>,
     pub pipeline: PipelineConfig,
 }
@@ -109,6 +110,14 @@ impl Default for LoggingSettings {
             level: "info".into(),
         }
     }
+}
+
+/// `[datasets]`: datasets that something outside Snowpatrol updates (recorded with `snowpatrol emit`), so jobs
+/// can be scheduled on them (`[jobs.NAME] datasets = [...]`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetsSettings {
+    pub external: Vec<String>,
 }
 
 /// `[examples]`: the built-in demonstration jobs (see `examples.rs`).

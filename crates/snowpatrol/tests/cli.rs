@@ -1542,3 +1542,37 @@ fn backfill_queues_past_ticks_once_and_cancel_ends_a_queued_run() {
         text(&out.stderr)
     );
 }
+
+/// A dataset updated outside Snowpatrol is declared under `[datasets] external`; jobs can then be scheduled on it
+/// and `emit` queues them. Undeclared, the same schedule is a located configuration error that names the key.
+#[test]
+fn external_datasets_declared_in_toml_can_schedule_jobs() {
+    let scheduled = r#"
+[examples]
+enabled = true
+
+[jobs.example_report]
+datasets = ["s3://acme/exports/ready"]
+"#;
+    let declared = format!("[datasets]\nexternal = [\"s3://acme/exports/ready\"]\n{scheduled}");
+    let env = Env::new(&declared, None);
+    env.ok(&["config", "check"]);
+    let e = env.json(&["emit", "s3://acme/exports/ready"]);
+    assert_eq!(e["queued_triggers"], 1, "{e}");
+    let x = env.json(&["explain", "example_report"]);
+    assert_eq!(x["condition_met"], true, "{x}");
+
+    let message = assert_config_error(
+        scheduled,
+        &[
+            "jobs.example_report.datasets",
+            "not declared external (`[datasets] external`)",
+        ],
+    );
+    assert!(message.contains("s3://acme/exports/ready"), "{message}");
+    let message = assert_config_error(
+        "[datasets]\nexternal = [\"\"]\n",
+        &["datasets.external[0]", "is not a dataset URI"],
+    );
+    assert!(message.contains(":2:"), "located at its line: {message}");
+}
