@@ -113,6 +113,7 @@ both_backends!(
     run_on_start_runs_a_never_run_cron_job_once_for_its_latest_tick,
     cancelling_a_run_stops_its_running_try_and_frees_its_slot,
     backfill_queues_each_past_tick_once_and_runs_them_within_max_active_runs,
+    a_finished_try_keeps_the_replica_it_ran_on,
 );
 
 async fn tick(e: &Engine) {
@@ -979,6 +980,32 @@ async fn backfill_queues_each_past_tick_once_and_runs_them_within_max_active_run
             "max_active_runs = 1: run {} started before run {} finished",
             pair[1].run_id,
             pair[0].run_id
+        );
+    }
+}
+
+/// After a try ends, successful or not, its instance still names the replica it ran on (`worker_id`), so
+/// `snowpatrol tasks` can say where to look; only the lease is gone.
+async fn a_finished_try_keeps_the_replica_it_ran_on(db: Database) {
+    let mut reg = JobRegistry::new();
+    reg.register(JobDefinition::new("ok", "").task(TaskDefinition::new("t", noop())));
+    reg.register(JobDefinition::new("bad", "").task(TaskDefinition::new(
+        "t",
+        task_fn(|_| async { Err(TaskError::permanent("no")) }),
+    )));
+    let e = engine_with(db.clone(), &reg, "", fast_settings())
+        .await
+        .with_worker_id("replica-7");
+    for (job, state) in [("ok", TaskState::Success), ("bad", TaskState::Failed)] {
+        let run = e
+            .run_now(job, &[], "test", CancellationToken::new())
+            .await
+            .unwrap();
+        let t = &db.list_task_instances(run.run_id).await.unwrap()[0];
+        assert_eq!(
+            (t.state, t.worker_id.as_deref(), t.lease_expires_at),
+            (state, Some("replica-7"), None),
+            "{job}"
         );
     }
 }

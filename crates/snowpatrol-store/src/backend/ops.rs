@@ -879,11 +879,11 @@ pub async fn reap_expired_leases(
     let sql = format!(
         "UPDATE task_instances SET \
            state = CASE WHEN try_number < max_tries THEN 'up_for_retry' ELSE 'failed' END, \
-           error = 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating (killed or \
-            partitioned)', \
+           error = 'lease expired: worker ' || coalesce(worker_id, '?') \
+                   || ' stopped heartbeating (killed or partitioned)', \
            next_attempt_at = CASE WHEN try_number < max_tries THEN $1 ELSE NULL END, \
            finished_at = CASE WHEN try_number < max_tries THEN NULL ELSE $1 END, \
-           worker_id = NULL, lease_expires_at = NULL \
+           lease_expires_at = NULL \
          WHERE task_instance_id IN (SELECT task_instance_id FROM task_instances \
             WHERE state = 'running' AND lease_expires_at < $1 {}) \
          RETURNING task_instance_id, run_id, job_name, task_name, state",
@@ -931,7 +931,7 @@ pub async fn cancel_run(pool: &PoolT, run_id: RunId, reason: &str) -> Result<boo
     .await?
     .rows_affected();
     sqlx::query(
-        "UPDATE task_instances SET state = 'cancelled', finished_at = $1, worker_id = NULL, lease_expires_at = NULL \
+        "UPDATE task_instances SET state = 'cancelled', finished_at = $1, lease_expires_at = NULL \
          WHERE run_id = $2 AND state IN ('queued', 'up_for_retry', 'running')",
     )
     .bind(now)

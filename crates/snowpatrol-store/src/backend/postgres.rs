@@ -50,7 +50,7 @@ pub(super) async fn update_results(
     }
     let rows = sqlx::query(
         "UPDATE task_instances t SET state = v.state, output = v.output::jsonb, error = v.error, \
-         finished_at = v.finished_at, next_attempt_at = v.next_at, worker_id = NULL, lease_expires_at = NULL, \
+         finished_at = v.finished_at, next_attempt_at = v.next_at, lease_expires_at = NULL, \
          max_tries = t.max_tries + v.granted \
          FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
                      $7::timestamptz[], $9::int[]) \

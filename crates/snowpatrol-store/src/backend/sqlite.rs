@@ -36,7 +36,7 @@ pub(super) async fn update_results(
         let (state, output, error, finished, next, granted) = outcome_columns(&res.outcome, now);
         let row = sqlx::query(
             "UPDATE task_instances SET state = $1, output = $2, error = $3, finished_at = $4, next_attempt_at = $5, \
-             worker_id = NULL, lease_expires_at = NULL, max_tries = max_tries + $9 \
+             lease_expires_at = NULL, max_tries = max_tries + $9 \
              WHERE task_instance_id = $6 AND worker_id = $7 AND state = 'running' AND try_number = $8 \
              RETURNING run_id, job_name, task_name",
         )
