@@ -781,24 +781,49 @@ pub async fn list_incidents(
     pool: &PoolT,
     f: &IncidentFilter,
 ) -> Result<Vec<IncidentRow>, StoreError> {
-    let mut qb = sqlx::QueryBuilder::<Db>::new(format!(
-        "SELECT {INCIDENT_COLUMNS} FROM incidents i WHERE 1 = 1"
-    ));
-    push_filter(&mut qb, f, "i.end_day");
-    qb.push(" ORDER BY i.account_name, i.warehouse_name, i.start_day");
-    let rows = qb.build().fetch_all(pool).await?;
-    rows.iter().map(decode_row).collect()
+    let select = format!("SELECT {INCIDENT_COLUMNS} FROM incidents i WHERE 1 = 1");
+    filtered(
+        pool,
+        select,
+        f,
+        "i.end_day",
+        "i.account_name, i.warehouse_name, i.start_day",
+    )
+    .await
 }
 
 pub async fn list_anomalies(
     pool: &PoolT,
     f: &IncidentFilter,
 ) -> Result<Vec<AnomalyRow>, StoreError> {
-    let mut qb = sqlx::QueryBuilder::<Db>::new(format!(
+    let select = format!(
         "SELECT {ANOMALY_COLUMNS} FROM anomalies a JOIN incidents i ON i.incident_id = a.incident_id WHERE 1 = 1"
-    ));
-    push_filter(&mut qb, f, "a.usage_date");
-    qb.push(" ORDER BY a.account_name, a.warehouse_name, a.usage_date");
+    );
+    filtered(
+        pool,
+        select,
+        f,
+        "a.usage_date",
+        "a.account_name, a.warehouse_name, a.usage_date",
+    )
+    .await
+}
+
+/// Rows of `select` (which ends in a `WHERE` clause) narrowed by an [`IncidentFilter`] on `day_column`, in
+/// `order`.
+async fn filtered<T>(
+    pool: &PoolT,
+    select: String,
+    f: &IncidentFilter,
+    day_column: &str,
+    order: &str,
+) -> Result<Vec<T>, StoreError>
+where
+    T: for<'r> sqlx::FromRow<'r, <Db as sqlx::Database>::Row>,
+{
+    let mut qb = sqlx::QueryBuilder::<Db>::new(select);
+    push_filter(&mut qb, f, day_column);
+    qb.push(" ORDER BY ").push(order);
     let rows = qb.build().fetch_all(pool).await?;
     rows.iter().map(decode_row).collect()
 }
