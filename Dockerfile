@@ -7,8 +7,8 @@ WORKDIR /src
 # Everything is pure Rust (rustls, bundled SQLite, bundled font): no system libraries are needed. Time zone
 # data is compiled in (chrono-tz), so the runtime needs no tzdata package.
 COPY Cargo.toml Cargo.lock ./
+# The migrations live in their owners' crates (crates/*/migrations) and are embedded at compile time.
 COPY crates ./crates
-COPY migrations ./migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p snowpatrol \
