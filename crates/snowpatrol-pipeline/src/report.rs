@@ -143,7 +143,7 @@ async fn queue_digests(
         .cloned()
         .collect();
     let already_alerted = window.incidents.len() - new.len();
-    let by_channel = routing.by_channel(&new, &window.incidents_by_key, &report);
+    let by_channel = routing.by_channel(&new, window, &report);
     let announced = by_channel
         .values()
         .flatten()
@@ -273,8 +273,6 @@ async fn sections(
 /// held back and why, the digests go where the decisions say.
 struct Routing {
     decisions: BTreeMap<i64, RoutingDecision>,
-    /// The window's expected credits per incident (see [`Window::expected_credits`]).
-    expected: BTreeMap<i64, Option<f64>>,
 }
 
 impl Routing {
@@ -282,20 +280,14 @@ impl Routing {
         let default_channel = p.default_channel();
         let mut routing = Routing {
             decisions: BTreeMap::new(),
-            expected: BTreeMap::new(),
         };
-        for i in &window.incidents {
-            let expected = window.expected_credits(i);
-            routing.expected.insert(i.incident_id, expected);
-            if i.alert_id.is_some() {
-                continue;
-            }
+        for i in window.incidents.iter().filter(|i| i.alert_id.is_none()) {
             let facts = IncidentFacts {
                 account_name: i.account_name.clone(),
                 warehouse_name: i.warehouse_name.clone(),
                 first_day: i.start_day,
                 excess_credits: i.excess_credits,
-                expected_credits: expected,
+                expected_credits: window.expected_credits(i),
             };
             let d = p
                 .config
@@ -339,10 +331,10 @@ impl Routing {
     fn by_channel(
         &self,
         new: &[IncidentRow],
-        incidents_by_key: &BTreeMap<WarehouseKey, BTreeMap<i64, BTreeSet<NaiveDate>>>,
+        window: &Window,
         report: &Report,
     ) -> BTreeMap<String, Vec<DigestIncident>> {
-        let days = days_by_incident(incidents_by_key, report);
+        let days = days_by_incident(&window.incidents_by_key, report);
         let mut by_channel: BTreeMap<String, Vec<DigestIncident>> = BTreeMap::new();
         for i in new {
             let Some(decision) = self.decisions.get(&i.incident_id) else {
@@ -360,7 +352,7 @@ impl Routing {
                 last_day: i.end_day,
                 days: i.days.max(0) as u32,
                 excess_credits: i.excess_credits,
-                expected_credits: self.expected.get(&i.incident_id).copied().flatten(),
+                expected_credits: window.expected_credits(i),
                 why: largest.map(|a| a.explanation.clone()).unwrap_or_default(),
             };
             for (_, channel) in &decision.channels {
