@@ -20,7 +20,7 @@ pub(crate) struct App {
 }
 
 impl App {
-    /// Jobs, pipeline and engine on `db`, the jobs registered so runs and events refer to them. `with_sources`
+    /// Jobs, pipeline and engine on `db` (the daemon registers the jobs when it starts). `with_sources`
     /// builds the metering source and Slack (reading their credentials); commands that only inspect or queue
     /// jobs go without, so they work on a machine that has no credentials. `metrics`: the daemon's registry.
     pub(crate) async fn build(
@@ -37,17 +37,23 @@ impl App {
             metrics.init_jobs(engine.jobs().jobs.keys().map(String::as_str));
             engine = engine.with_metrics(metrics);
         }
-        engine
-            .register_jobs()
-            .await
-            .context("registering jobs in the database")?;
         Ok(Self { engine, pipeline })
     }
 
-    /// [`App::build`] on the configured database, made ready first (see [`open_ready`]).
+    /// [`App::build`] on the configured database, made ready first (see [`open_ready`]), with the jobs
+    /// registered so the runs and events a one-shot command records refer to them.
     pub(crate) async fn open(loaded: &LoadedConfig, with_sources: bool) -> anyhow::Result<Self> {
         let db = open_ready(&loaded.settings).await?;
-        Self::build(loaded, db, with_sources, None).await
+        let app = Self::build(loaded, db, with_sources, None).await?;
+        app.register_jobs().await?;
+        Ok(app)
+    }
+
+    pub(crate) async fn register_jobs(&self) -> anyhow::Result<()> {
+        self.engine
+            .register_jobs()
+            .await
+            .context("registering jobs in the database")
     }
 
     pub(crate) fn jobs(&self) -> &Jobs {

@@ -36,6 +36,8 @@ pub(crate) async fn demo(json: bool) -> anyhow::Result<ExitCode> {
         .context("migrating the embedded database")?;
     let end = NaiveDate::from_ymd_opt(2025, 6, 30).unwrap_or_default();
     let app = Arc::new(App::build(&demo_config(&dir, end), db.clone(), true, None).await?);
+    // Registered before `run_chain` triggers prep; the daemon it serves registers them again, idempotently.
+    app.register_jobs().await?;
     if !json {
         outln!(
             "Snowpatrol demo: embedded SQLite at {}, {WAREHOUSES} synthetic warehouses over {DAYS} days\n",
