@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use snowpatrol_store::{
-    ClaimedTask, Database, EventId, FinishReport, Leadership, NewRun, PurgedHistory, RunId,
-    RunRecord, StoreError, TaskInstanceId, TaskOutcome, TaskResult, TriggerKind,
+    ClaimedTask, ClearReport, ClearSelection, Database, EventId, FinishReport, Leadership,
+    MarkReport, NewRun, PurgedHistory, RunId, RunRecord, RunState, StoreError, TaskInstanceId,
+    TaskOutcome, TaskResult, TaskState, TriggerKind,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -130,6 +131,16 @@ pub struct TriggerLatency {
     declined_at: HashMap<String, DateTime<Utc>>,
     /// Runs created but not started yet, with their job and oldest consumed event.
     waiting: HashMap<RunId, (String, DateTime<Utc>)>,
+}
+
+/// What an operator action leaves in a run's and its instances' `note` column.
+fn operator_note(action: &str, who: &str, reason: &str) -> String {
+    let at = snowpatrol_store::now().format("%Y-%m-%d %H:%M:%S UTC");
+    if reason.trim().is_empty() {
+        format!("{action} by {who} at {at}")
+    } else {
+        format!("{action} by {who} at {at}: {}", reason.trim())
+    }
 }
 
 fn secs_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -268,6 +279,93 @@ impl Engine {
             .record_finished_runs(std::slice::from_ref(&cancelled));
         info!(run_id, job = %run.job_name, reason, "run cancelled");
         Ok(self.db.get_run(run_id).await?.unwrap_or(run))
+    }
+
+    /// The shape of the job a run belongs to, which clear and mark re-plan by.
+    async fn run_shape(
+        &self,
+        run_id: RunId,
+    ) -> Result<(RunRecord, Arc<snowpatrol_store::JobShape>), EngineError> {
+        let Some(run) = self.db.get_run(run_id).await? else {
+            return Err(StoreError::NotFound(format!("no run with id {run_id}")).into());
+        };
+        let shape = self.job(&run.job_name)?.shape.clone();
+        Ok((run, shape))
+    }
+
+    /// Clears task instances of a started run so they run again (Airflow's *clear*): by default its failed and
+    /// cancelled instances; with [`ClearSelection::Tasks`] every instance of the named tasks. Downstream tasks
+    /// are planned afresh and a finished run runs again (see `Database::clear_tasks`). `who` and `reason` go
+    /// into the run's and the instances' `note`.
+    pub async fn clear(
+        &self,
+        run_id: RunId,
+        selection: &ClearSelection,
+        who: &str,
+        reason: &str,
+    ) -> Result<ClearReport, EngineError> {
+        let (run, shape) = self.run_shape(run_id).await?;
+        let note = operator_note("cleared", who, reason);
+        let report = self
+            .db
+            .clear_tasks(run_id, &shape, selection, &note)
+            .await?;
+        self.metrics
+            .record_finished_runs(&report.report.finished_runs);
+        info!(run_id, job = %run.job_name, reset = report.reset.len(), replanned = ?report.replanned_tasks,
+            who, reason, "run cleared");
+        Ok(report)
+    }
+
+    /// Marks the instances of one task of a run (or its instance with `key`) `success` or `failed` by hand and
+    /// re-plans the run (see `Database::mark_tasks`).
+    pub async fn mark_task(
+        &self,
+        run_id: RunId,
+        task: &str,
+        key: Option<&str>,
+        state: TaskState,
+        who: &str,
+        reason: &str,
+    ) -> Result<MarkReport, EngineError> {
+        let (run, shape) = self.run_shape(run_id).await?;
+        let note = operator_note(&format!("marked {state}"), who, reason);
+        let report = self
+            .db
+            .mark_tasks(run_id, &shape, task, key, state, &note)
+            .await?;
+        self.metrics
+            .record_finished_runs(&report.report.finished_runs);
+        info!(run_id, job = %run.job_name, task, marked = report.marked.len(), %state, who, reason,
+            "task marked");
+        Ok(report)
+    }
+
+    /// Ends a run as `success` or `failed` by hand (see `Database::mark_run`). An error names a run already in
+    /// that state.
+    pub async fn mark_run(
+        &self,
+        run_id: RunId,
+        state: RunState,
+        who: &str,
+        reason: &str,
+    ) -> Result<RunRecord, EngineError> {
+        let note = operator_note(&format!("marked {state}"), who, reason);
+        match self.db.mark_run(run_id, state, &note).await? {
+            Some(finished) => {
+                self.metrics
+                    .record_finished_runs(std::slice::from_ref(&finished));
+                info!(run_id, job = %finished.job_name, %state, who, reason, "run marked");
+            }
+            None => {
+                return Err(StoreError::Refused(format!("run {run_id} is already {state}")).into());
+            }
+        }
+        Ok(self
+            .db
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no run with id {run_id}")))?)
     }
 
     /// Queues the runs of a cron job's ticks in [`from`, `to`] (logical times), with the job's params and
@@ -814,6 +912,7 @@ impl Engine {
                     w.lease_confirmed.retain(|id, _| w.running.contains_key(id));
                     if !w.running.is_empty() {
                         self.heartbeat_running(&mut w.running, &mut w.lease_confirmed).await;
+                        self.flush_task_logs(&[]).await;
                     }
                 }
                 _ = shutdown.cancelled(), if w.draining.is_none() => {}
@@ -823,12 +922,30 @@ impl Engine {
         self.drain_failure_hooks(self.settings.shutdown_grace).await;
     }
 
+    /// Writes the captured log lines of this process's tries (see [`crate::task_log`]); `finished` tries are
+    /// forgotten by the sink. Best effort: a failed write drops the lines with a warning.
+    async fn flush_task_logs(&self, finished: &[TaskInstanceId]) {
+        let Some(sink) = crate::TaskLogSink::installed() else {
+            return;
+        };
+        let lines = sink.drain(finished);
+        if lines.is_empty() {
+            return;
+        }
+        if let Err(e) = self.db.append_task_logs(&lines).await {
+            warn!(error = %e, lines = lines.len(), "could not store task log lines; they are dropped");
+        }
+    }
+
     /// Records the finished tries' results in one batch; kept for the next pass when the database fails. True
     /// when the one run a `snowpatrol run` worker serves finished.
     async fn record_results(&self, w: &mut WorkerState, only_run: Option<RunId>) -> bool {
         if w.unsent.is_empty() {
             return false;
         }
+        let finished: Vec<TaskInstanceId> =
+            w.unsent.iter().map(|f| f.claim.task_instance_id).collect();
+        self.flush_task_logs(&finished).await;
         match self.finish_batch(&w.unsent).await {
             Ok(report) => {
                 w.unsent.clear();
@@ -1042,8 +1159,9 @@ impl Engine {
             .map(|t| t.task.clone());
         let policy = job.and_then(|j| j.policies.get(&claim.task_name)).cloned();
         let ctx = self.task_context(&claim, cancel.clone());
+        // Named `task_log::TASK_SPAN`; its fields identify the try whose log lines it captures.
         let span = info_span!("task", run_id = claim.run_id, job = %claim.job_name, task = %claim.task_name,
-            key = %claim.map_key, try_number = claim.try_number);
+            key = %claim.map_key, try_number = claim.try_number, task_instance_id = claim.task_instance_id);
         tokio::spawn(
             async move {
                 let started = Instant::now();

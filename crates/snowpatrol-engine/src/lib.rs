@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod params;
 pub mod schedule;
 pub mod task;
+pub mod task_log;
 
 pub use condition::{Condition, DatasetSpec};
 pub use config::{JobConfig, ParamConfig, SchedulerSettings, TaskPolicyConfig};
@@ -27,4 +28,5 @@ pub use jobs::{
 pub use params::{ParamSpec, ParamType, Params};
 pub use snowpatrol_store::{Database, RunState, TaskState, TriggerRule};
 pub use task::{Task, TaskContext, TaskError, TaskOutput, task_fn};
+pub use task_log::{TaskLogLayer, TaskLogSink};
 pub use tokio_util::sync::CancellationToken;

@@ -3,32 +3,19 @@
 use serde_json::json;
 use snowpatrol_engine::*;
 use snowpatrol_store::testing::{fresh_postgres, fresh_sqlite};
-use snowpatrol_store::{RunFilter, TaskState, TriggerKind};
+use snowpatrol_store::{TaskState, TriggerKind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+#[macro_use]
+mod common;
+use common::*;
+
 const A: &str = "test://a";
 const B: &str = "test://b";
 const C: &str = "test://c";
-
-fn fast_settings() -> SchedulerSettings {
-    SchedulerSettings {
-        lease: Duration::from_secs(2),
-        heartbeat: Duration::from_millis(500),
-        poll_interval: Duration::from_millis(500),
-        shutdown_grace: Duration::from_secs(5),
-        default_retries: 0,
-        default_retry_delay: Duration::from_millis(50),
-        default_max_retry_delay: Duration::from_millis(200),
-        ..Default::default()
-    }
-}
-
-fn noop() -> Arc<dyn Task> {
-    task_fn(|_ctx| async { Ok(TaskOutput::empty()) })
-}
 
 fn registry() -> JobRegistry {
     let mut r = JobRegistry::new();
@@ -39,62 +26,6 @@ fn registry() -> JobRegistry {
     r.register(JobDefinition::new("any_of", "").task(TaskDefinition::new("t", noop())));
     r.register(JobDefinition::new("nested", "").task(TaskDefinition::new("t", noop())));
     r
-}
-
-fn cfg(toml_text: &str) -> BTreeMap<String, JobConfig> {
-    toml::from_str(toml_text).expect("test config parses")
-}
-
-async fn engine_with(
-    db: Database,
-    reg: &JobRegistry,
-    toml_text: &str,
-    settings: SchedulerSettings,
-) -> Engine {
-    let jobs = resolve_jobs(reg, &cfg(toml_text), &settings).expect("valid jobs");
-    let e = Engine::new(db, jobs, settings).expect("engine");
-    e.register_jobs().await.expect("register");
-    e
-}
-
-/// Runs the daemon in the background until the returned token is cancelled.
-fn spawn_daemon(engine: Arc<Engine>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let h = tokio::spawn(async move {
-        engine.run_daemon(s).await.expect("daemon");
-    });
-    (stop, h)
-}
-
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn runs_of(db: &Database, job: &str) -> Vec<snowpatrol_store::RunRecord> {
-    db.list_runs(&RunFilter {
-        job_name: Some(job.into()),
-        state: None,
-        limit: 10_000,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(snowpatrol_store::testing::fresh_postgres().await).await } )* }
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (db, _dir) = snowpatrol_store::testing::fresh_sqlite().await; super::$name(db).await } )* }
-    };
 }
 
 both_backends!(

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// Another writer changed the rows this write depends on; nothing was committed, a retry re-reads them.
     #[error("conflicting write: {0}")]
     Conflict(String),
+    /// An operator action (clear, mark) that the run's current state does not allow; the message says why and
+    /// what would work. Nothing was written.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl StoreError {

@@ -24,7 +24,7 @@ mod types;
 mod url_secrets;
 
 pub use error::StoreError;
-pub use plan::{GroupStats, PlanStep, plan_run};
+pub use plan::{GroupStats, PlanStep, downstream_of, plan_run};
 pub use types::*;
 
 use chrono::{DateTime, SubsecRound, Utc};

@@ -83,6 +83,26 @@ pub fn plan_run(shape: &JobShape, groups: &HashMap<String, GroupStats>) -> Vec<P
     steps
 }
 
+/// Every task downstream of `roots` (through `depends_on` and `map_over`, transitively), `roots` excluded
+/// unless one of them is downstream of another. What `clear` and `mark` re-plan.
+pub fn downstream_of(
+    shape: &JobShape,
+    roots: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    // Tasks are in topological order, so one pass sees every upstream before its downstream.
+    for task in &shape.tasks {
+        let upstream = task.depends_on.iter().chain(task.map_over.iter());
+        if upstream
+            .into_iter()
+            .any(|u| roots.contains(u) || found.contains(u))
+        {
+            found.insert(task.name.clone());
+        }
+    }
+    found
+}
+
 /// Each task's instance counts as the pass sees them (None: not created yet).
 type View<'a> = HashMap<&'a str, Option<GroupStats>>;
 
@@ -126,6 +146,7 @@ fn next_step(task: &TaskShape, view: &View<'_>) -> Option<PlanStep> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::types::TaskShape;
 
     fn shape() -> JobShape {
@@ -146,6 +167,24 @@ mod tests {
                 t("report", &["b"], TriggerRule::AllDone),
             ],
         }
+    }
+
+    #[test]
+    fn downstream_of_follows_dependencies_transitively() {
+        let s = shape();
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(downstream_of(&s, &set(&["a"])), set(&["b", "c", "report"]));
+        assert_eq!(downstream_of(&s, &set(&["b"])), set(&["c", "report"]));
+        assert_eq!(downstream_of(&s, &set(&["c"])), set(&[]));
+        assert_eq!(
+            downstream_of(&s, &set(&["a", "c"])),
+            set(&["b", "c", "report"])
+        );
+        assert!(downstream_of(&s, &set(&[])).is_empty());
     }
 
     fn done(success: i64, failed: i64) -> GroupStats {

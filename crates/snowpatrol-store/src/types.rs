@@ -144,6 +144,10 @@ pub struct RunRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// How many times an operator cleared tasks of this run.
+    pub clear_count: i32,
+    /// The last operator action on the run (who cleared or marked it, when and why).
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
@@ -165,6 +169,8 @@ pub struct TaskInstanceRecord {
     #[sqlx(json(nullable))]
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// The last operator action on this instance (cleared, marked success or failed).
+    pub note: Option<String>,
 }
 
 impl TaskInstanceRecord {
@@ -355,6 +361,78 @@ pub struct StateCounts {
     pub last_success: Vec<(String, DateTime<Utc>)>,
     /// (job, when its newest run finished, whatever its state).
     pub last_finished: Vec<(String, DateTime<Utc>)>,
+}
+
+string_enum!(
+    /// Severity of a captured task log line (tracing's levels).
+    LogLevel { Error => "error", Warn => "warn", Info => "info", Debug => "debug", Trace => "trace" }
+);
+
+/// One tracing event of a task try, captured for `task_logs`.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskLogLine {
+    pub run_id: RunId,
+    pub task_instance_id: TaskInstanceId,
+    pub task_name: String,
+    pub map_key: String,
+    pub try_number: i32,
+    pub logged_at: DateTime<Utc>,
+    pub level: LogLevel,
+    pub target: String,
+    pub message: String,
+    /// The event's fields and those of the spans it happened in below the task's own (e.g. `warehouse`).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A stored task log line.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct TaskLogRecord {
+    pub log_id: i64,
+    pub run_id: RunId,
+    pub task_instance_id: TaskInstanceId,
+    pub task_name: String,
+    pub map_key: String,
+    pub try_number: i32,
+    pub logged_at: DateTime<Utc>,
+    pub level: LogLevel,
+    pub target: String,
+    pub message: String,
+    #[sqlx(json)]
+    pub fields: serde_json::Value,
+}
+
+/// Which task instances of a run `clear` resets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClearSelection {
+    /// The instances that ended `failed` or `cancelled` (only the failed keys of a fan-out).
+    Failed,
+    /// Every instance of these tasks, whatever their state (a rerun on purpose).
+    Tasks(Vec<String>),
+}
+
+/// What a clear did. Cleared instances run again with a new try; their downstream tasks are planned afresh.
+#[derive(Clone, Debug, Default)]
+pub struct ClearReport {
+    /// Instances reset to `queued` in place (their try numbers go on, each gets the task's tries again).
+    pub reset: Vec<TaskInstanceId>,
+    /// Downstream tasks whose instances were removed so the planner creates them again (a fan-out's keys may
+    /// change with its upstream's new output).
+    pub replanned_tasks: Vec<String>,
+    /// The run was finished and is running again.
+    pub reopened: bool,
+    /// What re-planning the run created at once.
+    pub report: FinishReport,
+}
+
+/// What marking task instances did.
+#[derive(Clone, Debug, Default)]
+pub struct MarkReport {
+    /// Instances whose state changed.
+    pub marked: Vec<TaskInstanceId>,
+    /// Downstream tasks that had been skipped because of the old state and are planned afresh.
+    pub replanned_tasks: Vec<String>,
+    /// Re-planning the run: instances it created, or the run finishing again.
+    pub report: FinishReport,
 }
 
 /// What one pass of history retention deleted.

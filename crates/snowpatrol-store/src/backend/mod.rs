@@ -8,7 +8,7 @@
 //! keeps each instance concrete and the code readable.
 
 use crate::migrations::{COMBINED_LINE_LAST, COMBINED_LINE_TABLE};
-use crate::plan::{GroupStats, PlanStep, plan_run};
+use crate::plan::{GroupStats, PlanStep, downstream_of, plan_run};
 use crate::types::*;
 use crate::{Database, Pool, StoreError, decode_row};
 use chrono::{DateTime, Utc};
@@ -28,9 +28,9 @@ fn parse<T: std::str::FromStr<Err = String>>(s: String) -> Result<T, StoreError>
 }
 
 const TI_COLUMNS: &str = "task_instance_id, run_id, job_name, task_name, map_key, state, try_number, max_tries, \
-    worker_id, lease_expires_at, next_attempt_at, queued_at, started_at, finished_at, output, error";
+    worker_id, lease_expires_at, next_attempt_at, queued_at, started_at, finished_at, output, error, note";
 const RUN_COLUMNS: &str = "run_id, job_name, run_key, trigger_kind, logical_time, state, params, triggered_by, \
-    queued_at, started_at, finished_at, error";
+    queued_at, started_at, finished_at, error, clear_count, note";
 const EVENT_COLUMNS: &str =
     "event_id, dataset_uri, extra, source_job, source_run_id, source_task, created_by, created_at";
 
@@ -224,6 +224,51 @@ impl Database {
     }
     pub async fn cancel_run(&self, run_id: RunId, reason: &str) -> Result<bool, StoreError> {
         dispatch!(notify_if |v: &bool| *v, self, cancel_run(run_id, reason))
+    }
+    /// Resets task instances of a run so they run again (see [`ClearSelection`] and [`ClearReport`]).
+    pub async fn clear_tasks(
+        &self,
+        run_id: RunId,
+        shape: &JobShape,
+        selection: &ClearSelection,
+        note: &str,
+    ) -> Result<ClearReport, StoreError> {
+        dispatch!(notify_if |_: &ClearReport| true, self, clear_tasks(run_id, shape, selection, note))
+    }
+    /// Sets the instances of one task (or one key of it) to `success` or `failed` by hand and re-plans the run.
+    pub async fn mark_tasks(
+        &self,
+        run_id: RunId,
+        shape: &JobShape,
+        task: &str,
+        key: Option<&str>,
+        state: TaskState,
+        note: &str,
+    ) -> Result<MarkReport, StoreError> {
+        dispatch!(notify_if |_: &MarkReport| true, self, mark_tasks(run_id, shape, task, key, state, note))
+    }
+    /// Ends a run as `success` or `failed` by hand; `None` when it already was in that state.
+    pub async fn mark_run(
+        &self,
+        run_id: RunId,
+        state: RunState,
+        note: &str,
+    ) -> Result<Option<FinishedRun>, StoreError> {
+        dispatch!(notify_if |v: &Option<FinishedRun>| v.is_some(), self, mark_run(run_id, state, note))
+    }
+    /// Stores captured task log lines (one batch insert).
+    pub async fn append_task_logs(&self, lines: &[TaskLogLine]) -> Result<(), StoreError> {
+        dispatch!(self, append_task_logs(lines))
+    }
+    /// A run's log lines after `after_log_id`, oldest first, optionally of one task, at most `limit`.
+    pub async fn task_logs(
+        &self,
+        run_id: RunId,
+        task: Option<&str>,
+        after_log_id: i64,
+        limit: i64,
+    ) -> Result<Vec<TaskLogRecord>, StoreError> {
+        dispatch!(self, task_logs(run_id, task, after_log_id, limit))
     }
     pub async fn start_run(
         &self,

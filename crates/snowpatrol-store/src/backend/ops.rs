@@ -493,8 +493,18 @@ async fn emit_outlet_events(
         return Ok(());
     }
     let extra = output.extra.unwrap_or_else(|| serde_json::json!({}));
+    // A rerun after `clear` is a new generation of the run: its outlets emit again.
+    let generation: i32 = sqlx::query_scalar("SELECT clear_count FROM job_runs WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(&mut **tx)
+        .await?;
     for uri in &task.outlets {
-        let source = Some((shape.job_name.as_str(), run_id, task.name.as_str()));
+        let source = Some(EventSource {
+            job: shape.job_name.as_str(),
+            run_id,
+            task: task.name.as_str(),
+            generation,
+        });
         let created_by = format!("job {}", shape.job_name);
         if let Some(id) = insert_event(tx, uri, &extra, source, &created_by, now).await? {
             report.events.push(id);
@@ -651,28 +661,38 @@ async fn insert_instances(
     Ok(())
 }
 
+/// The task of a run that produced an event, and the run's generation (its clear count).
+#[derive(Clone, Copy)]
+struct EventSource<'a> {
+    job: &'a str,
+    run_id: RunId,
+    task: &'a str,
+    generation: i32,
+}
+
 async fn insert_event(
     tx: &mut Tx<'_>,
     uri: &str,
     extra: &serde_json::Value,
-    source: Option<(&str, RunId, &str)>,
+    source: Option<EventSource<'_>>,
     created_by: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<EventId>, StoreError> {
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO dataset_events (dataset_uri, extra, source_job, source_run_id, source_task, created_by, \
-         created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (source_run_id, source_task, dataset_uri) WHERE source_run_id IS NOT NULL DO NOTHING \
-         RETURNING event_id",
+         created_at, source_generation) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (source_run_id, source_task, dataset_uri, source_generation) WHERE source_run_id IS NOT NULL \
+         DO NOTHING RETURNING event_id",
     )
     .bind(uri)
     .bind(Json(extra))
-    .bind(source.map(|s| s.0))
-    .bind(source.map(|s| s.1))
-    .bind(source.map(|s| s.2))
+    .bind(source.map(|s| s.job))
+    .bind(source.map(|s| s.run_id))
+    .bind(source.map(|s| s.task))
     .bind(created_by)
     .bind(now)
+    .bind(source.map_or(0, |s| s.generation))
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(id) = id {
@@ -947,6 +967,441 @@ pub async fn cancel_run(pool: &PoolT, run_id: RunId, reason: &str) -> Result<boo
     Ok(n > 0)
 }
 
+/// Locks a run's row for an operator action; its job and state.
+async fn lock_run(tx: &mut Tx<'_>, run_id: RunId) -> Result<(String, RunState), StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT job_name, state FROM job_runs WHERE run_id = $1 {FOR_UPDATE}"
+    )))
+    .bind(run_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("no run with id {run_id}")))?;
+    let state: RunState = row.try_get("state")?;
+    if state == RunState::Queued {
+        return Err(StoreError::Refused(format!(
+            "run {run_id} is still queued: it has no task instances yet (cancel it, or wait for it to start)"
+        )));
+    }
+    Ok((row.try_get("job_name")?, state))
+}
+
+/// (instance, task, map key, state) of every instance of a run.
+type InstanceState = (TaskInstanceId, String, String, TaskState);
+
+async fn instance_states(tx: &mut Tx<'_>, run_id: RunId) -> Result<Vec<InstanceState>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT task_instance_id, task_name, map_key, state FROM task_instances WHERE run_id = $1 \
+         ORDER BY task_instance_id",
+    )
+    .bind(run_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("task_instance_id")?,
+                r.try_get("task_name")?,
+                r.try_get("map_key")?,
+                r.try_get("state")?,
+            ))
+        })
+        .collect()
+}
+
+fn unknown_task(shape: &JobShape, run_id: RunId, task: &str) -> StoreError {
+    let names: Vec<&str> = shape.tasks.iter().map(|t| t.name.as_str()).collect();
+    StoreError::Refused(format!(
+        "run {run_id} of {} has no task `{task}`; its tasks: {}",
+        shape.job_name,
+        names.join(", ")
+    ))
+}
+
+/// Refuses when any instance about to be reset or removed has not finished: its try still owns it.
+fn refuse_unfinished<'a>(
+    run_id: RunId,
+    affected: impl Iterator<Item = &'a InstanceState>,
+) -> Result<(), StoreError> {
+    let busy: BTreeSet<String> = affected
+        .filter(|i| !i.3.is_terminal())
+        .map(|i| format!("{} ({})", i.1, i.3))
+        .collect();
+    if busy.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Refused(format!(
+        "run {run_id}: {} not finished yet; wait for it, or cancel the run first",
+        busy.into_iter().collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// A value bound into [`execute_for_ids`]'s statement.
+#[derive(Clone, Copy)]
+enum Bind<'a> {
+    Text(&'a str),
+    Time(DateTime<Utc>),
+}
+
+/// An `UPDATE` statement ending in `task_instance_id IN (ids)`, chunked to stay under bind limits.
+async fn execute_for_ids(
+    tx: &mut Tx<'_>,
+    sql: &str,
+    binds: &[Bind<'_>],
+    ids: &[TaskInstanceId],
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for chunk in ids.chunks(1000) {
+        let mut qb = sqlx::QueryBuilder::<Db>::new("");
+        // `sql` holds `?` placeholders for `binds`, in order; the id list is appended.
+        let mut parts = sql.split('?');
+        qb.push(parts.next().unwrap_or_default());
+        for (part, value) in parts.zip(binds) {
+            match *value {
+                Bind::Text(t) => qb.push_bind(t),
+                Bind::Time(t) => qb.push_bind(t),
+            };
+            qb.push(part);
+        }
+        qb.push(" task_instance_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        n += qb.build().execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(n)
+}
+
+async fn delete_task_instances(
+    tx: &mut Tx<'_>,
+    run_id: RunId,
+    tasks: &BTreeSet<String>,
+) -> Result<(), StoreError> {
+    for task in tasks {
+        sqlx::query("DELETE FROM task_instances WHERE run_id = $1 AND task_name = $2")
+            .bind(run_id)
+            .bind(task)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Puts a run back to `running` (a finished run reopens) with the operator's note; `cleared` counts a
+/// clear, which makes the reruns' outlet events a new generation.
+async fn reopen_run(
+    tx: &mut Tx<'_>,
+    run_id: RunId,
+    note: &str,
+    cleared: bool,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE job_runs SET state = 'running', finished_at = NULL, error = NULL, note = $1, \
+         clear_count = clear_count + $2, started_at = coalesce(started_at, $3) WHERE run_id = $4",
+    )
+    .bind(note)
+    .bind(i32::from(cleared))
+    .bind(now)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Clears task instances of a started run so they run again, like Airflow's *clear*:
+/// - the selected instances are reset to `queued` in place, with the task's tries granted again (try numbers
+///   go on, so each try keeps its own log lines);
+/// - every task downstream of a selected one, and a selected task that had been skipped, loses its instances,
+///   so the planner decides afresh once its upstream is done (a fan-out's keys follow the new output);
+/// - a finished run is `running` again and its clear count grows, so the reruns' outlet events are new events
+///   and wake their consumers again.
+///
+/// Refused, writing nothing, when the run is queued, no instance matches, or an affected instance has not
+/// finished (its try still holds the lease).
+pub async fn clear_tasks(
+    pool: &PoolT,
+    run_id: RunId,
+    shape: &JobShape,
+    selection: &ClearSelection,
+    note: &str,
+) -> Result<ClearReport, StoreError> {
+    let now = crate::now();
+    let mut tx = begin(pool).await?;
+    let (_, run_state) = lock_run(&mut tx, run_id).await?;
+    let instances = instance_states(&mut tx, run_id).await?;
+    let is_selected = |i: &InstanceState| match selection {
+        ClearSelection::Failed => matches!(i.3, TaskState::Failed | TaskState::Cancelled),
+        ClearSelection::Tasks(names) => names.contains(&i.1),
+    };
+    let selected: BTreeSet<String> = match selection {
+        ClearSelection::Failed => instances
+            .iter()
+            .filter(|i| is_selected(i))
+            .map(|i| i.1.clone())
+            .collect(),
+        ClearSelection::Tasks(names) => {
+            if let Some(bad) = names
+                .iter()
+                .find(|n| !shape.tasks.iter().any(|t| &t.name == *n))
+            {
+                return Err(unknown_task(shape, run_id, bad));
+            }
+            names.iter().cloned().collect()
+        }
+    };
+    if selected.is_empty() {
+        return Err(StoreError::Refused(format!(
+            "run {run_id} of {} has no failed or cancelled task instances to clear; name tasks (--task) to run \
+             them again",
+            shape.job_name
+        )));
+    }
+    let mut replanned = downstream_of(shape, &selected);
+    replanned.extend(
+        instances
+            .iter()
+            .filter(|i| selected.contains(&i.1) && i.3 == TaskState::Skipped)
+            .map(|i| i.1.clone()),
+    );
+    let reset: Vec<&InstanceState> = instances
+        .iter()
+        .filter(|i| is_selected(i) && !replanned.contains(&i.1))
+        .collect();
+    refuse_unfinished(
+        run_id,
+        instances
+            .iter()
+            .filter(|i| replanned.contains(&i.1))
+            .chain(reset.iter().copied()),
+    )?;
+    for task in &shape.tasks {
+        let ids: Vec<TaskInstanceId> = reset
+            .iter()
+            .filter(|i| i.1 == task.name)
+            .map(|i| i.0)
+            .collect();
+        let sql = format!(
+            "UPDATE task_instances SET state = 'queued', max_tries = try_number + {}, worker_id = NULL, \
+             lease_expires_at = NULL, next_attempt_at = NULL, started_at = NULL, finished_at = NULL, \
+             output = NULL, error = NULL, note = ?, queued_at = ? WHERE",
+            task.max_tries
+        );
+        execute_for_ids(&mut tx, &sql, &[Bind::Text(note), Bind::Time(now)], &ids).await?;
+    }
+    delete_task_instances(&mut tx, run_id, &replanned).await?;
+    reopen_run(&mut tx, run_id, note, true, now).await?;
+    let mut report = FinishReport::default();
+    advance_run(&mut tx, run_id, shape, &BTreeSet::new(), now, &mut report).await?;
+    notify(&mut tx).await?;
+    tx.commit().await?;
+    Ok(ClearReport {
+        reset: reset.iter().map(|i| i.0).collect(),
+        replanned_tasks: replanned.into_iter().collect(),
+        reopened: run_state.is_terminal(),
+        report,
+    })
+}
+
+/// Sets the instances of one task of a started run (or the one with `key`) to `success` or `failed` by hand,
+/// like Airflow's *mark success/failed*. A try still running loses its lease (its result will be discarded).
+/// Marked success, the task's downstream tasks that had been skipped because of it are planned afresh; no
+/// outlet event is emitted (the work was not done by the task). The run is re-planned: a finished run may
+/// continue, or finishes again in the state its tasks now give.
+pub async fn mark_tasks(
+    pool: &PoolT,
+    run_id: RunId,
+    shape: &JobShape,
+    task: &str,
+    key: Option<&str>,
+    state: TaskState,
+    note: &str,
+) -> Result<MarkReport, StoreError> {
+    if !matches!(state, TaskState::Success | TaskState::Failed) {
+        return Err(StoreError::Refused(format!(
+            "a task can be marked success or failed, not {state}"
+        )));
+    }
+    let now = crate::now();
+    let mut tx = begin(pool).await?;
+    lock_run(&mut tx, run_id).await?;
+    if !shape.tasks.iter().any(|t| t.name == task) {
+        return Err(unknown_task(shape, run_id, task));
+    }
+    let instances = instance_states(&mut tx, run_id).await?;
+    let of_task: Vec<&InstanceState> = instances
+        .iter()
+        .filter(|i| i.1 == task && key.is_none_or(|k| i.2 == k))
+        .collect();
+    if of_task.is_empty() {
+        let what = key.map_or(String::new(), |k| format!(" with key `{k}`"));
+        return Err(StoreError::Refused(format!(
+            "task `{task}` of run {run_id} has no instance{what} yet: only created instances can be marked"
+        )));
+    }
+    let ids: Vec<TaskInstanceId> = of_task
+        .iter()
+        .filter(|i| i.3 != state)
+        .map(|i| i.0)
+        .collect();
+    if ids.is_empty() {
+        return Err(StoreError::Refused(format!(
+            "task `{task}` of run {run_id} is already {state}"
+        )));
+    }
+    // `error` keeps what the failed try said; a task marked failed without one gets the note.
+    let sql = "UPDATE task_instances SET state = ?, finished_at = ?, lease_expires_at = NULL, \
+               next_attempt_at = NULL, note = ?, error = CASE WHEN state = 'success' THEN error \
+               ELSE coalesce(error, ?) END WHERE";
+    let binds = [
+        Bind::Text(state.as_str()),
+        Bind::Time(now),
+        Bind::Text(note),
+        Bind::Text(note),
+    ];
+    execute_for_ids(&mut tx, sql, &binds, &ids).await?;
+    let mut replanned = BTreeSet::new();
+    if state == TaskState::Success {
+        let below = downstream_of(shape, &BTreeSet::from([task.to_string()]));
+        replanned = below
+            .into_iter()
+            .filter(|d| {
+                let of: Vec<_> = instances.iter().filter(|i| &i.1 == d).collect();
+                !of.is_empty() && of.iter().all(|i| i.3 == TaskState::Skipped)
+            })
+            .collect();
+        delete_task_instances(&mut tx, run_id, &replanned).await?;
+    }
+    reopen_run(&mut tx, run_id, note, false, now).await?;
+    let mut report = FinishReport::default();
+    advance_run(&mut tx, run_id, shape, &BTreeSet::new(), now, &mut report).await?;
+    notify(&mut tx).await?;
+    tx.commit().await?;
+    Ok(MarkReport {
+        marked: ids,
+        replanned_tasks: replanned.into_iter().collect(),
+        report,
+    })
+}
+
+/// Ends a run as `success` (every instance not succeeded or skipped becomes `success`) or `failed` (every
+/// unfinished instance becomes `failed`) by hand. Running tries lose their lease. No outlet event is emitted.
+/// `None` when the run already was in that state.
+pub async fn mark_run(
+    pool: &PoolT,
+    run_id: RunId,
+    state: RunState,
+    note: &str,
+) -> Result<Option<FinishedRun>, StoreError> {
+    let (from, error) = match state {
+        RunState::Success => (
+            "('queued', 'up_for_retry', 'running', 'failed', 'cancelled')",
+            None,
+        ),
+        RunState::Failed => (
+            "('queued', 'up_for_retry', 'running')",
+            Some(format!("marked failed: {note}")),
+        ),
+        other => {
+            return Err(StoreError::Refused(format!(
+                "a run can be marked success or failed, not {other}"
+            )));
+        }
+    };
+    let now = crate::now();
+    let mut tx = begin(pool).await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT job_name, state FROM job_runs WHERE run_id = $1 {FOR_UPDATE}"
+    )))
+    .bind(run_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("no run with id {run_id}")))?;
+    if row.try_get::<RunState, _>("state")? == state {
+        return Ok(None);
+    }
+    let instance_state = if state == RunState::Success {
+        TaskState::Success
+    } else {
+        TaskState::Failed
+    };
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE task_instances SET state = $1, finished_at = $2, lease_expires_at = NULL, next_attempt_at = NULL, \
+         note = $3 WHERE run_id = $4 AND state IN {from}"
+    )))
+    .bind(instance_state)
+    .bind(now)
+    .bind(note)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE job_runs SET state = $1, finished_at = $2, error = $3, note = $4, \
+         started_at = coalesce(started_at, $2) WHERE run_id = $5",
+    )
+    .bind(state)
+    .bind(now)
+    .bind(error)
+    .bind(note)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
+    notify(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Some(FinishedRun {
+        run_id,
+        job_name: row.try_get("job_name")?,
+        state,
+    }))
+}
+
+pub async fn append_task_logs(pool: &PoolT, lines: &[TaskLogLine]) -> Result<(), StoreError> {
+    // 11 binds a line: 500 lines stay far under both backends' bind limits.
+    for chunk in lines.chunks(500) {
+        let mut qb = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO task_logs (run_id, task_instance_id, task_name, map_key, try_number, logged_at, level, \
+             target, message, fields) ",
+        );
+        qb.push_values(chunk, |mut b, l| {
+            b.push_bind(l.run_id)
+                .push_bind(l.task_instance_id)
+                .push_bind(l.task_name.as_str())
+                .push_bind(l.map_key.as_str())
+                .push_bind(l.try_number)
+                .push_bind(l.logged_at)
+                .push_bind(l.level)
+                .push_bind(l.target.as_str())
+                .push_bind(l.message.as_str())
+                .push_bind(Json(&l.fields));
+        });
+        qb.build().execute(pool).await?;
+    }
+    Ok(())
+}
+
+pub async fn task_logs(
+    pool: &PoolT,
+    run_id: RunId,
+    task: Option<&str>,
+    after_log_id: i64,
+    limit: i64,
+) -> Result<Vec<TaskLogRecord>, StoreError> {
+    let mut qb = sqlx::QueryBuilder::<Db>::new(
+        "SELECT log_id, run_id, task_instance_id, task_name, map_key, try_number, logged_at, level, target, \
+         message, fields FROM task_logs WHERE run_id = ",
+    );
+    qb.push_bind(run_id)
+        .push(" AND log_id > ")
+        .push_bind(after_log_id);
+    if let Some(task) = task {
+        qb.push(" AND task_name = ").push_bind(task);
+    }
+    qb.push(" ORDER BY log_id LIMIT ").push_bind(limit);
+    let rows = qb.build().fetch_all(pool).await?;
+    rows.iter().map(decode_row).collect()
+}
+
 pub async fn get_run(pool: &PoolT, run_id: RunId) -> Result<Option<RunRecord>, StoreError> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {RUN_COLUMNS} FROM job_runs WHERE run_id = $1"
@@ -1184,6 +1639,10 @@ pub async fn purge_history(
         // Explicit deletes rather than ON DELETE CASCADE alone, so the counts are known and SQLite
         // connections without foreign keys enforced behave the same.
         in_list("DELETE FROM run_consumed_events WHERE run_id IN")
+            .build()
+            .execute(&mut *tx)
+            .await?;
+        in_list("DELETE FROM task_logs WHERE run_id IN")
             .build()
             .execute(&mut *tx)
             .await?;
