@@ -111,6 +111,12 @@ pub struct SchedulerSettings {
     /// everything.
     #[serde(with = "humantime_serde")]
     pub history_retention: Duration,
+    /// Task log lines kept per try (`snowpatrol logs`); a notice counts the rest. Lines go with their run under
+    /// `history_retention`.
+    pub task_log_max_lines: usize,
+    /// The least severe task log lines kept: `error`, `warn`, `info` (default), `debug` or `trace`. Independent
+    /// of `[logging] level`, which filters what the daemon prints.
+    pub task_log_level: snowpatrol_store::LogLevel,
 }
 
 impl Default for SchedulerSettings {
@@ -128,6 +134,8 @@ impl Default for SchedulerSettings {
             default_retry_delay: Duration::from_secs(30),
             default_max_retry_delay: Duration::from_secs(600),
             history_retention: Duration::from_secs(90 * 86_400),
+            task_log_max_lines: crate::task_log::DEFAULT_MAX_LINES_PER_TRY,
+            task_log_level: snowpatrol_store::LogLevel::Info,
         }
     }
 }

@@ -217,6 +217,18 @@ impl TaskLogLayer {
             level,
         }
     }
+
+    /// The layer `[scheduler] task_log_level` and `task_log_max_lines` ask for.
+    pub fn from_settings(settings: &crate::SchedulerSettings) -> TaskLogLayer {
+        let level = match settings.task_log_level {
+            LogLevel::Error => Level::ERROR,
+            LogLevel::Warn => Level::WARN,
+            LogLevel::Info => Level::INFO,
+            LogLevel::Debug => Level::DEBUG,
+            LogLevel::Trace => Level::TRACE,
+        };
+        TaskLogLayer::new(level, settings.task_log_max_lines)
+    }
 }
 
 fn log_level(level: &Level) -> LogLevel {

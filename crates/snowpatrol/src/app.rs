@@ -332,20 +332,31 @@ pub(crate) fn init_logging(
         }
     };
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = match cli_format.unwrap_or(settings.logging.format) {
-        LogFormat::Json => builder
+    // `[logging] level` filters what is printed only; task logs have their own level (`[scheduler]
+    // task_log_level`), so a daemon printing warnings still keeps each try's info lines.
+    let fmt = match cli_format.unwrap_or(settings.logging.format) {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => fmt.with_filter(filter).boxed(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(snowpatrol_engine::TaskLogLayer::from_settings(
+            &settings.scheduler,
+        ))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
 
 /// The demo prints its own story; only warnings and errors are logged.

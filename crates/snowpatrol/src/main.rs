@@ -100,6 +100,41 @@ pub enum ConfiguredCommand {
         #[arg(long, default_value = "cancelled by an operator")]
         reason: String,
     },
+    /// Run a started run's failed and cancelled task instances again (or every instance of the tasks named with
+    /// --task), each with a new try; their downstream tasks are planned afresh and a finished run runs again.
+    Clear {
+        run_id: i64,
+        /// Rerun this task, whatever its state (repeatable); without it, the failed and cancelled instances.
+        #[arg(long = "task", value_name = "TASK")]
+        tasks: Vec<String>,
+        /// Why, recorded in the run's and the instances' note.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Set a run's state by hand, or with --task the state of a task's instances (then the run is re-planned:
+    /// a task marked success lets its skipped downstream run). No outlet event is emitted for marked work.
+    Mark {
+        run_id: i64,
+        #[arg(long, value_enum)]
+        state: commands::MarkState,
+        /// Mark this task's instances instead of the run.
+        #[arg(long)]
+        task: Option<String>,
+        /// With --task: only the instance with this map key (e.g. ACME_PROD.COMPUTE_WH).
+        #[arg(long)]
+        key: Option<String>,
+        /// Why, recorded in the note.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// The log lines captured from a run's task tries (all tasks, or TASK), oldest first.
+    Logs {
+        run_id: i64,
+        task: Option<String>,
+        /// Keep printing new lines until the run finishes.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Record an external dataset event (queues runs of jobs scheduled on the dataset).
     Emit {
         dataset: String,

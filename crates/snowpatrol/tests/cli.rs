@@ -1576,3 +1576,108 @@ datasets = ["s3://acme/exports/ready"]
     );
     assert!(message.contains(":2:"), "located at its line: {message}");
 }
+
+/// A failed fan-out run, operated on from the command line: its task logs, a clear, and marks on the run and on
+/// a task, each recorded with who did it and why; refusals name what would work.
+#[test]
+fn logs_clear_and_mark_operate_a_failed_run() {
+    let env = Env::new(EXAMPLES_CONFIG, None);
+    let out = env.run(&["run", "example_fanout", "-p", "keys=3", "-p", "fail=true"]);
+    assert!(!out.status.success(), "the run fails as asked");
+    let runs = env.json(&["runs", "--job", "example_fanout"]);
+    let run_id = runs[0]["run_id"].as_i64().unwrap().to_string();
+    assert_eq!(runs[0]["state"], "failed");
+
+    let logs = env.ok(&["logs", &run_id, "process"]);
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("failing as asked"))
+            .count(),
+        3,
+        "one failed try per key: {logs}"
+    );
+    assert!(
+        logs.contains("WARN  process[key-0]#1 task try failed"),
+        "{logs}"
+    );
+    let lines: Vec<Value> = env
+        .ok(&["logs", &run_id, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["task_name"] == "process"
+            && l["map_key"] == "key-2"
+            && l["level"] == "warn")
+    );
+    let out = env.run(&["logs", &run_id, "nope"]);
+    assert!(
+        text(&out.stderr).contains("its tasks: list_keys, process"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let cleared = env.json(&["clear", &run_id, "--reason", "flaky source"]);
+    assert_eq!(
+        cleared["reset_task_instances"].as_array().unwrap().len(),
+        3,
+        "{cleared}"
+    );
+    assert_eq!(cleared["reopened"], true);
+    let run = &env.json(&["runs", "--job", "example_fanout"])[0];
+    assert_eq!(
+        (run["state"].as_str(), run["clear_count"].as_i64()),
+        (Some("running"), Some(1)),
+        "{run}"
+    );
+    assert!(
+        run["note"].as_str().unwrap().contains("cleared by cli:"),
+        "{run}"
+    );
+
+    let failed = env.json(&["mark", &run_id, "--state", "failed", "--reason", "give up"]);
+    assert_eq!(failed["state"], "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("marked failed: marked failed by cli:"),
+        "{failed}"
+    );
+    let marked = env.json(&["mark", &run_id, "--task", "process", "--state", "success"]);
+    assert_eq!(
+        marked["marked_task_instances"].as_array().unwrap().len(),
+        3,
+        "{marked}"
+    );
+    let run = &env.json(&["runs", "--job", "example_fanout"])[0];
+    assert_eq!(run["state"], "success", "nothing is left to run: {run}");
+
+    for (args, expected) in [
+        (
+            vec!["mark", &run_id, "--state", "failed", "--key", "key-1"],
+            "--key needs --task",
+        ),
+        (
+            vec!["mark", &run_id, "--state", "done"],
+            "possible values: success, failed",
+        ),
+        (
+            vec!["mark", &run_id, "--task", "nope", "--state", "failed"],
+            "no task `nope`; its tasks: list_keys, process",
+        ),
+        (
+            vec!["clear", &run_id],
+            "no failed or cancelled task instances",
+        ),
+        (vec!["clear", "999999"], "no run with id 999999"),
+    ] {
+        let out = env.run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

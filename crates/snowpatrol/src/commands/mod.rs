@@ -9,6 +9,7 @@ mod demo;
 mod history;
 mod incidents;
 mod jobs;
+mod operations;
 
 use crate::app::{init_demo_logging, init_logging, open_existing, triggered_by};
 use crate::output::{self, outln};
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 
 pub use backtest::{BacktestArgs, SynthArgs};
 pub use incidents::AnomaliesArgs;
+pub use operations::MarkState;
 
 /// Runs the command the command line names.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -75,6 +77,23 @@ async fn run_configured(
             params,
         } => jobs::backfill(loaded, json, &job, (from, to), &params).await,
         C::Cancel { run_id, reason } => jobs::cancel(loaded, json, run_id, &reason).await,
+        C::Clear {
+            run_id,
+            tasks,
+            reason,
+        } => operations::clear(loaded, json, run_id, tasks, &reason).await,
+        C::Mark {
+            run_id,
+            state,
+            task,
+            key,
+            reason,
+        } => operations::mark(loaded, json, run_id, state, task, key, &reason).await,
+        C::Logs {
+            run_id,
+            task,
+            follow,
+        } => operations::logs(loaded, json, run_id, task, follow).await,
         C::Emit {
             dataset,
             extra,
