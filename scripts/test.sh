@@ -20,7 +20,7 @@ for db in $(psql "$SNOWPATROL_TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_da
 done
 
 # Python peers (fakesnow for the Snowflake protocol), in a project-local virtualenv.
-if ! .venv/bin/python -c 'import fakesnow, snowflake.connector, slack_sdk, prometheus_client' >/dev/null 2>&1; then
+if ! .venv/bin/python -c 'import fakesnow, snowflake.connector, slack_sdk, prometheus_client, openapi_spec_validator' >/dev/null 2>&1; then
   echo "== creating .venv with the Python test peers"
   python3 -m venv .venv
   .venv/bin/pip install -q -r scripts/requirements-test.txt

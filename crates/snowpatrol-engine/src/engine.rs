@@ -465,6 +465,31 @@ impl Engine {
         Ok(self.db.emit_event(uri, extra, created_by).await?)
     }
 
+    /// Records a batch of external dataset events in one transaction (all or none). Every URI must look like
+    /// one; `allow_unknown` also accepts datasets no configured job produces, consumes or declares external.
+    /// Returns the event ids, in order, and how many job triggers they queued.
+    pub async fn emit_batch(
+        &self,
+        events: &[(String, serde_json::Value)],
+        allow_unknown: bool,
+        created_by: &str,
+    ) -> Result<(Vec<EventId>, i64), EngineError> {
+        for (i, (uri, _)) in events.iter().enumerate() {
+            if !uri.contains("://") {
+                return Err(EngineError::Invalid(format!(
+                    "event {i}: `{uri}` is not a dataset URI (expected scheme://path)"
+                )));
+            }
+            if !allow_unknown && !self.jobs.known_datasets.contains(uri) {
+                return Err(EngineError::Invalid(format!(
+                    "event {i}: no configured job produces or is scheduled on `{uri}`; declare it under [datasets] \
+                     external, or send allow_unknown"
+                )));
+            }
+        }
+        Ok(self.db.emit_events(events, created_by).await?)
+    }
+
     /// [`Engine::run_daemon`] in a task of its own, for a caller that goes on working while the daemon runs
     /// (the demo, tests, benchmarks).
     pub fn spawn_daemon(

@@ -9,13 +9,15 @@ pub type TaskInstanceId = i64;
 
 /// A closed set of states stored as snake_case text (with a matching `CHECK (col IN (...))` in the migrations):
 /// `as_str`, `Display`, `FromStr` (whose error names the allowed values), serde, and `ALL`. Exported for the
-/// pipeline's own states; the crate using it needs `serde` and `sqlx` as dependencies. The enum is also an sqlx
+/// pipeline's own states; the crate using it needs `serde` and `sqlx` as dependencies and an `openapi` feature
+/// (which derives `utoipa::ToSchema`). The enum is also an sqlx
 /// type on every backend (stored as its text).
 #[macro_export]
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(::utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
         impl $name {
@@ -130,6 +132,7 @@ pub struct NewRun {
 }
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunRecord {
     pub run_id: RunId,
     pub job_name: String,
@@ -151,6 +154,7 @@ pub struct RunRecord {
 }
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskInstanceRecord {
     pub task_instance_id: TaskInstanceId,
     pub run_id: RunId,
@@ -290,6 +294,7 @@ pub struct FinishReport {
 }
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventRecord {
     pub event_id: EventId,
     pub dataset_uri: String,
@@ -339,6 +344,7 @@ pub struct RunFilter {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRow {
     pub job_name: String,
     pub paused: bool,
@@ -386,6 +392,7 @@ pub struct TaskLogLine {
 
 /// A stored task log line.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskLogRecord {
     pub log_id: i64,
     pub run_id: RunId,

@@ -15,7 +15,8 @@ use tracing::{info, warn};
 
 /// The engine with its jobs and the pipeline they run, on one database.
 pub(crate) struct App {
-    pub(crate) engine: Engine,
+    /// Shared with the HTTP API, which triggers and operates runs through it.
+    pub(crate) engine: Arc<Engine>,
     pub(crate) pipeline: Arc<Pipeline>,
 }
 
@@ -37,7 +38,10 @@ impl App {
             metrics.init_jobs(engine.jobs().jobs.keys().map(String::as_str));
             engine = engine.with_metrics(metrics);
         }
-        Ok(Self { engine, pipeline })
+        Ok(Self {
+            engine: Arc::new(engine),
+            pipeline,
+        })
     }
 
     /// [`App::build`] on the configured database, made ready first (see [`open_ready`]), with the jobs

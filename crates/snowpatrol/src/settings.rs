@@ -38,6 +38,7 @@ pub struct Settings {
     pub logging: LoggingSettings,
     pub examples: ExamplesSettings,
     pub datasets: DatasetsSettings,
+    pub api: ApiSettings,
     pub jobs: BTreeMap<String, JobConfig>,
     pub pipeline: PipelineConfig,
 }
@@ -118,6 +119,45 @@ impl Default for LoggingSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct DatasetsSettings {
     pub external: Vec<String>,
+}
+
+/// `[api]`: the HTTP API under `/api/v1` on `[server] health_addr` (loopback by default). Tokens are secrets
+/// (environment, file or TOML, like every secret); without any, reads are open and changes refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Serve the API (and its OpenAPI document at `/api/v1/openapi.json`).
+    pub enabled: bool,
+    /// Bearer token of the read scope.
+    pub read_token: Option<SecretString>,
+    /// Bearer token of the operate scope (also reads): trigger, cancel, clear, mark, events, acknowledge.
+    pub operate_token: Option<SecretString>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            read_token: None,
+            operate_token: None,
+        }
+    }
+}
+
+impl fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("enabled", &self.enabled)
+            .field(
+                "read_token",
+                &self.read_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "operate_token",
+                &self.operate_token.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
 }
 
 /// `[examples]`: the built-in demonstration jobs (see `examples.rs`).
@@ -352,6 +392,16 @@ const SECRETS: &[SecretKey] = &[
     SecretKey {
         table: "pipeline.slack",
         key: "signing_secret",
+        lazy: true,
+    },
+    SecretKey {
+        table: "api",
+        key: "read_token",
+        lazy: true,
+    },
+    SecretKey {
+        table: "api",
+        key: "operate_token",
         lazy: true,
     },
 ];

@@ -438,6 +438,52 @@ fn wait_run_state(env: &Env, run_id: i64, state: &str, deadline: Duration) -> Va
     }
 }
 
+/// The daemon serves the HTTP API next to its probes: the task logs it captured, and changes with the operate
+/// token from the environment only.
+async fn daemon_serves_the_api(base: &str) {
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth("op-secret");
+    let runs: Value = get("/api/v1/runs?job=example_report")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = runs[0]["run_id"].as_i64().unwrap();
+    let logs: Value = get(&format!("/api/v1/runs/{run_id}/logs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        logs["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"] == "example report written"),
+        "the daemon captured the task's log line: {logs}"
+    );
+    let url = format!("{base}/api/v1/jobs/example_extract/trigger");
+    let r = http
+        .post(&url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a change needs the token");
+    let r = http
+        .post(&url)
+        .bearer_auth("op-secret")
+        .json(&serde_json::json!({"params": {"rows": 7}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_and_daemon_on_postgres() {
     let url = snowpatrol_pipeline::testing::fresh_postgres_url().await;
@@ -454,6 +500,7 @@ async fn cli_and_daemon_on_postgres() {
                 "SNOWPATROL__SERVER__HEALTH_ADDR",
                 format!("127.0.0.1:{port}"),
             )
+            .env("SNOWPATROL__API__OPERATE_TOKEN", "op-secret")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -503,6 +550,8 @@ async fn cli_and_daemon_on_postgres() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    daemon_serves_the_api(&base).await;
 
     let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(r.status(), 200);

@@ -42,6 +42,7 @@ snowpatrol_store::string_enum!(
 );
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelRow {
     pub model_id: i64,
     pub account_name: String,
@@ -64,6 +65,7 @@ pub struct ModelRow {
 }
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AnomalyRow {
     pub anomaly_id: i64,
     pub account_name: String,
@@ -106,6 +108,7 @@ impl AnomalyRow {
 
 /// A run of consecutive anomalous days of one warehouse (`incidents`).
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IncidentRow {
     pub incident_id: i64,
     pub account_name: String,
@@ -162,6 +165,7 @@ pub struct AnomalyUpsert {
 }
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertRow {
     pub alert_id: i64,
     pub dedupe_key: String,

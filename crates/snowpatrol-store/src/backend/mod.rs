@@ -225,6 +225,14 @@ impl Database {
     pub async fn cancel_run(&self, run_id: RunId, reason: &str) -> Result<bool, StoreError> {
         dispatch!(notify_if |v: &bool| *v, self, cancel_run(run_id, reason))
     }
+    /// Records external events in one transaction; their ids and the job triggers they queued.
+    pub async fn emit_events(
+        &self,
+        events: &[(String, serde_json::Value)],
+        created_by: &str,
+    ) -> Result<(Vec<EventId>, i64), StoreError> {
+        dispatch!(notify_if |v: &(Vec<EventId>, i64)| v.1 > 0, self, emit_events(events, created_by))
+    }
     /// Resets task instances of a run so they run again (see [`ClearSelection`] and [`ClearReport`]).
     pub async fn clear_tasks(
         &self,

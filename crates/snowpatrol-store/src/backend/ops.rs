@@ -730,6 +730,41 @@ pub async fn emit_event(
     Ok((id, subscribers))
 }
 
+/// Records a batch of external events in one transaction (the API's bulk ingestion): every event or none.
+/// Returns their ids, in order, and how many job triggers they queued in all.
+pub async fn emit_events(
+    pool: &PoolT,
+    events: &[(String, serde_json::Value)],
+    created_by: &str,
+) -> Result<(Vec<EventId>, i64), StoreError> {
+    let now = crate::now();
+    let mut tx = begin(pool).await?;
+    let mut ids = Vec::with_capacity(events.len());
+    for (uri, extra) in events {
+        let id = insert_event(&mut tx, uri, extra, None, created_by, now)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("event insert returned no id".into()))?;
+        ids.push(id);
+    }
+    let triggers: i64 = match (ids.first(), ids.last()) {
+        (Some(first), Some(last)) => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM dataset_trigger_queue WHERE event_id BETWEEN $1 AND $2",
+            )
+            .bind(first)
+            .bind(last)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        _ => 0,
+    };
+    if triggers > 0 {
+        notify(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok((ids, triggers))
+}
+
 /// (params, logical time, trigger kind) of a run, which every task of the run sees.
 type RunContext = (serde_json::Value, DateTime<Utc>, TriggerKind);
 

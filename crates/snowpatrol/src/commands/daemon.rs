@@ -81,10 +81,25 @@ async fn daemon_until_stopped(
         );
     }
     let app = App::build(loaded, db.clone(), true, Some(metrics)).await?;
-    let routes = app.pipeline.slack_signing_secret().is_some().then(|| {
+    let mut routes: Option<axum::Router> = None;
+    if app.pipeline.slack_signing_secret().is_some() {
         info!(addr = %s.server.health_addr, "serving Slack feedback at POST /slack/interactivity");
-        crate::slack_feedback::router(app.pipeline.clone())
-    });
+        routes = Some(crate::slack_feedback::router(app.pipeline.clone()));
+    }
+    if s.api.enabled {
+        let tokens =
+            snowpatrol_api::ApiTokens::new(s.api.read_token.as_ref(), s.api.operate_token.as_ref());
+        info!(addr = %s.server.health_addr, ?tokens, "serving the HTTP API at /api/v1 (OpenAPI: /api/v1/openapi.json)");
+        let api = snowpatrol_api::router(Arc::new(snowpatrol_api::ApiState {
+            engine: app.engine.clone(),
+            store: app.pipeline.store.clone(),
+            tokens,
+        }));
+        routes = Some(match routes {
+            Some(r) => r.merge(api),
+            None => api,
+        });
+    }
     http.set_ready(server::Ready {
         db: db.clone(),
         jobs: app.jobs().jobs.keys().cloned().collect(),
