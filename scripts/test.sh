@@ -39,6 +39,16 @@ fi
 export SNOWPATROL_TEST_PROMTOOL="$(command -v promtool || echo "$PWD/target/tools/usr/bin/promtool")"
 "$SNOWPATROL_TEST_PROMTOOL" --version >/dev/null || { echo "FATAL: promtool is required" >&2; exit 1; }
 
+# Headless Chromium and its WebDriver for the console's browser tests (Debian's chromium, chromium-driver).
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium and chromium-driver for the console's browser tests"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
+fi
+command -v chromedriver >/dev/null 2>&1 || { echo "FATAL: chromedriver is required for the console tests" >&2; exit 1; }
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install --locked cargo-nextest

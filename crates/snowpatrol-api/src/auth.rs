@@ -70,6 +70,11 @@ impl ApiTokens {
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))?;
+        self.scope_of(token)
+    }
+
+    /// The scope `token` grants, if any (the console reads it from its session cookie).
+    pub fn scope_of(&self, token: &str) -> Option<Scope> {
         let d = digest(token.trim());
         if self.operate.as_ref().is_some_and(|o| same(o, &d)) {
             Some(Scope::Operate)
@@ -78,6 +83,16 @@ impl ApiTokens {
         } else {
             None
         }
+    }
+
+    /// Whether any token is configured (then every request needs one).
+    pub fn required(&self) -> bool {
+        self.any()
+    }
+
+    /// Whether an operate token is configured (without one, nothing can be changed).
+    pub fn can_operate(&self) -> bool {
+        self.operate.is_some()
     }
 
     /// Allows the request or says why not (401 without a valid token, 403 with one of too small a scope).

@@ -90,11 +90,13 @@ async fn daemon_until_stopped(
         let tokens =
             snowpatrol_api::ApiTokens::new(s.api.read_token.as_ref(), s.api.operate_token.as_ref());
         info!(addr = %s.server.health_addr, ?tokens, "serving the HTTP API at /api/v1 (OpenAPI: /api/v1/openapi.json)");
-        let api = snowpatrol_api::router(Arc::new(snowpatrol_api::ApiState {
+        let state = Arc::new(snowpatrol_api::ApiState {
             engine: app.engine.clone(),
             store: app.pipeline.store.clone(),
             tokens,
-        }));
+        });
+        info!(addr = %s.server.health_addr, "serving the web console at /ui");
+        let api = snowpatrol_api::router(state.clone()).merge(snowpatrol_console::router(state));
         routes = Some(match routes {
             Some(r) => r.merge(api),
             None => api,
