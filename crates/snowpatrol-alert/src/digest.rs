@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::SlackMessage;
 use crate::feedback::{feedback_menu, incident_block_id};
 
-use crate::format::{credits, slack as esc, truncate};
+use crate::format::{credits, plural, slack as esc, truncate};
 use crate::slack::{
     MAX_BLOCKS, MAX_FALLBACK_CHARS, MAX_SECTION_CHARS, code, context, header, section,
 };
@@ -100,15 +100,6 @@ fn days_text(i: &DigestIncident) -> String {
 
 fn money(value: f64, price: Option<f64>) -> String {
     price.map_or(String::new(), |p| format!(", cost {}", credits(value * p)))
-}
-
-/// "1 incident", "2 incidents": `n` with the noun in the right number.
-fn plural(n: usize, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("{n} {one}")
-    } else {
-        format!("{n} {many}")
-    }
 }
 
 /// Excess credits counted towards the totals: an incident below its expectation adds nothing.

@@ -3,6 +3,15 @@
 //! Hand-written because they are a few lines each and the crates that do this (num-format,
 //! pulldown-cmark's escaping) would pull in far more than they save.
 
+/// "1 incident", "2 incidents": `n` with the noun in the right number (for the report and the digest).
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// Fixed decimals with thousands separators: `1234.5` → `1,234.50`; non-finite → `n/a`.
 ///
 /// Credits are read by people comparing magnitudes, so separators matter more than precision.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{Duration, NaiveDate};
 
-use crate::format::{credits, markdown, score};
+use crate::format::{credits, markdown, plural, score};
 use crate::{AnomalyDay, REPORT_TITLE, Report, WarehouseSection, chart_file_name};
 
 /// Days of context shown before and after each anomalous day in the per-warehouse table.
@@ -67,30 +67,16 @@ fn render_no_anomalies(out: &mut String, report: &Report) {
         render_not_alerted(out, report);
     } else if report.acknowledged_incidents > 0 {
         // Saying "everything was normal" here would be untrue: people already looked at these.
+        let n = report.acknowledged_incidents;
+        let (was, is, them) = if n == 1 {
+            ("was", "is", "it")
+        } else {
+            ("were", "are", "them")
+        };
         let _ = writeln!(
             out,
-            "\nNo unacknowledged anomalies. {} incident{} of the scored days {} acknowledged and {} not repeated here (`snowpatrol anomalies` lists {}).",
-            report.acknowledged_incidents,
-            if report.acknowledged_incidents == 1 {
-                ""
-            } else {
-                "s"
-            },
-            if report.acknowledged_incidents == 1 {
-                "was"
-            } else {
-                "were"
-            },
-            if report.acknowledged_incidents == 1 {
-                "is"
-            } else {
-                "are"
-            },
-            if report.acknowledged_incidents == 1 {
-                "it"
-            } else {
-                "them"
-            },
+            "\nNo unacknowledged anomalies. {} of the scored days {was} acknowledged and {is} not repeated here (`snowpatrol anomalies` lists {them}).",
+            plural(n, "incident", "incidents"),
         );
     } else {
         let _ = writeln!(
@@ -109,13 +95,12 @@ fn render_not_alerted(out: &mut String, report: &Report) {
     if report.acknowledged_incidents > 0 {
         let _ = writeln!(
             out,
-            "- {} acknowledged incident{} of the scored days: not repeated (and not listed above).",
-            report.acknowledged_incidents,
-            if report.acknowledged_incidents == 1 {
-                ""
-            } else {
-                "s"
-            }
+            "- {} of the scored days: not repeated (and not listed above).",
+            plural(
+                report.acknowledged_incidents,
+                "acknowledged incident",
+                "acknowledged incidents"
+            ),
         );
     }
     for h in &report.held_back {

@@ -875,22 +875,14 @@ impl SlackNotifier {
         file_name: &str,
         length: usize,
     ) -> Result<SlackApiFilesGetUploadUrlExternalResponse, PostOutcome> {
-        match tokio::time::timeout(
-            self.request_timeout,
+        self.before_sharing(
+            "files.getUploadURLExternal",
             session.get_upload_url_external(&SlackApiFilesGetUploadUrlExternalRequest::new(
                 file_name.to_string(),
                 length,
             )),
         )
         .await
-        {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(not_posted_before_sharing(classify(&e))),
-            Err(_) => Err(PostOutcome::NotPosted {
-                error: self.unanswered("files.getUploadURLExternal"),
-                retry_after: None,
-            }),
-        }
     }
 
     /// The upload's second step: the PNG bytes to the URL Slack gave.
@@ -905,13 +897,24 @@ impl SlackNotifier {
             bytes.to_vec(),
             "image/png".to_string(),
         );
-        match tokio::time::timeout(self.request_timeout, session.files_upload_via_url(&upload))
+        self.before_sharing("the file upload", session.files_upload_via_url(&upload))
             .await
-        {
-            Ok(Ok(_)) => Ok(()),
+            .map(|_| ())
+    }
+
+    /// Runs one of the upload's steps before the share (`what`, for a timeout's error) within
+    /// `request_timeout`. Nothing shows in the channel until the share, so every failure here, an unanswered
+    /// call included, is not posted.
+    async fn before_sharing<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, SlackClientError>>,
+    ) -> Result<T, PostOutcome> {
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(not_posted_before_sharing(classify(&e))),
             Err(_) => Err(PostOutcome::NotPosted {
-                error: self.unanswered("the file upload"),
+                error: self.unanswered(what),
                 retry_after: None,
             }),
         }

@@ -17,7 +17,7 @@ use common::*;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use snowpatrol_alert::{
-    AlertMetadata, DeliveryOutcome, PostOutcome, SlackConfig, SlackMessage, SlackNotifier,
+    AlertMetadata, DeliveryOutcome, PostOutcome, Report, SlackConfig, SlackMessage, SlackNotifier,
     failure_message, report_message,
 };
 
@@ -32,17 +32,21 @@ struct Scripted {
     delay: Duration,
 }
 
-fn slack_ok(ts: &str) -> Scripted {
+/// A prompt HTTP 200 answer with `body` as its JSON: how Slack answers every API call, success or error.
+fn slack_json(body: Value) -> Scripted {
     Scripted {
         status: 200,
         headers: vec![],
-        body: json!({
-            "ok": true, "channel": CHANNEL, "ts": ts,
-            "message": {"type": "message", "ts": ts, "text": "…", "bot_id": "B1"}
-        })
-        .to_string(),
+        body: body.to_string(),
         delay: Duration::ZERO,
     }
+}
+
+fn slack_ok(ts: &str) -> Scripted {
+    slack_json(json!({
+        "ok": true, "channel": CHANNEL, "ts": ts,
+        "message": {"type": "message", "ts": ts, "text": "…", "bot_id": "B1"}
+    }))
 }
 
 fn hang() -> Scripted {
@@ -53,12 +57,7 @@ fn hang() -> Scripted {
 }
 
 fn slack_error(code: &str) -> Scripted {
-    Scripted {
-        status: 200,
-        headers: vec![],
-        body: json!({"ok": false, "error": code}).to_string(),
-        delay: Duration::ZERO,
-    }
+    slack_json(json!({"ok": false, "error": code}))
 }
 
 fn http_status(status: u16, body: &str) -> Scripted {
@@ -153,6 +152,41 @@ async fn start_peer(script: Vec<Scripted>) -> (Peer, String) {
     (peer, format!("http://{addr}/api"))
 }
 
+/// Starts a peer answering from `script` and a notifier configured for it with `max_attempts`.
+async fn notifier_for(script: Vec<Scripted>, max_attempts: u32) -> (Peer, SlackNotifier) {
+    let (peer, url) = start_peer(script).await;
+    (
+        peer,
+        SlackNotifier::new(config(&url, max_attempts)).unwrap(),
+    )
+}
+
+/// An `api_url` on a port nothing listens on any more: connections to it are refused.
+fn refusing_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/api", listener.local_addr().unwrap())
+    // Dropped here: the port now refuses connections.
+}
+
+fn delivered(ts: &str, attempts: u32) -> DeliveryOutcome {
+    DeliveryOutcome::Delivered {
+        ts: ts.into(),
+        attempts,
+    }
+}
+
+/// The error, permanence and attempts of a failed delivery; panics (saying `what`) on any other outcome.
+fn failure(outcome: DeliveryOutcome, what: &str) -> (String, bool, u32) {
+    match outcome {
+        DeliveryOutcome::Failed {
+            error,
+            permanent,
+            attempts,
+        } => (error, permanent, attempts),
+        other => panic!("{what}, got {other:?}"),
+    }
+}
+
 fn config(api_url: &str, max_attempts: u32) -> SlackConfig {
     SlackConfig {
         channel: CHANNEL.into(),
@@ -169,6 +203,15 @@ fn message() -> SlackMessage {
     report_message(&one_anomaly_report(Some(3.0)))
 }
 
+/// The notifier gave up well within 2 s of `started` (its timeouts and backoffs are milliseconds here).
+fn assert_prompt(started: Instant) {
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 fn assert_no_token(outcome: &DeliveryOutcome) {
     let text = format!("{outcome:?}");
     assert!(!text.contains(TOKEN), "token leaked: {text}");
@@ -177,18 +220,11 @@ fn assert_no_token(outcome: &DeliveryOutcome) {
 
 #[tokio::test]
 async fn delivers_with_the_exact_request_slack_expects() {
-    let (peer, url) = start_peer(vec![slack_ok("1741674600.000100")]).await;
-    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let (peer, notifier) = notifier_for(vec![slack_ok("1741674600.000100")], 3).await;
     let msg = message();
 
     let outcome = notifier.send(&msg).await;
-    assert_eq!(
-        outcome,
-        DeliveryOutcome::Delivered {
-            ts: "1741674600.000100".into(),
-            attempts: 1
-        }
-    );
+    assert_eq!(outcome, delivered("1741674600.000100", 1));
 
     let seen = peer.seen.lock().unwrap();
     assert_eq!(seen.len(), 1);
@@ -246,20 +282,12 @@ async fn rate_limit_waits_for_retry_after_then_delivers() {
     let limited = Scripted {
         status: 429,
         headers: vec![("retry-after", "1".into())],
-        body: json!({"ok": false, "error": "ratelimited"}).to_string(),
-        delay: Duration::ZERO,
+        ..slack_error("ratelimited")
     };
-    let (peer, url) = start_peer(vec![limited, slack_ok("1.2")]).await;
-    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let (peer, notifier) = notifier_for(vec![limited, slack_ok("1.2")], 3).await;
 
     let outcome = notifier.send(&message()).await;
-    assert_eq!(
-        outcome,
-        DeliveryOutcome::Delivered {
-            ts: "1.2".into(),
-            attempts: 2
-        }
-    );
+    assert_eq!(outcome, delivered("1.2", 2));
     let seen = peer.seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
     let gap = seen[1].at - seen[0].at;
@@ -274,21 +302,17 @@ async fn rate_limit_waits_for_retry_after_then_delivers() {
 
 #[tokio::test]
 async fn server_errors_are_retried_with_backoff() {
-    let (peer, url) = start_peer(vec![
-        http_status(500, "oops"),
-        http_status(503, "<html>unavailable</html>"),
-        slack_ok("3.4"),
-    ])
+    let (peer, notifier) = notifier_for(
+        vec![
+            http_status(500, "oops"),
+            http_status(503, "<html>unavailable</html>"),
+            slack_ok("3.4"),
+        ],
+        4,
+    )
     .await;
-    let notifier = SlackNotifier::new(config(&url, 4)).unwrap();
     let outcome = notifier.send(&message()).await;
-    assert_eq!(
-        outcome,
-        DeliveryOutcome::Delivered {
-            ts: "3.4".into(),
-            attempts: 3
-        }
-    );
+    assert_eq!(outcome, delivered("3.4", 3));
     let seen = peer.seen.lock().unwrap();
     assert_eq!(seen.len(), 3);
     // Equal-jitter backoff: at least half of 5 ms, then half of 10 ms.
@@ -298,23 +322,16 @@ async fn server_errors_are_retried_with_backoff() {
 
 #[tokio::test]
 async fn transient_slack_error_codes_are_retried() {
-    let (peer, url) = start_peer(vec![slack_error("internal_error"), slack_ok("5.6")]).await;
-    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let (peer, notifier) =
+        notifier_for(vec![slack_error("internal_error"), slack_ok("5.6")], 3).await;
     let outcome = notifier.send(&message()).await;
-    assert_eq!(
-        outcome,
-        DeliveryOutcome::Delivered {
-            ts: "5.6".into(),
-            attempts: 2
-        }
-    );
+    assert_eq!(outcome, delivered("5.6", 2));
     assert_eq!(peer.seen.lock().unwrap().len(), 2);
 }
 
 async fn permanent(code: &str) -> DeliveryOutcome {
     // A success is queued behind the error: a retry would consume it and deliver.
-    let (peer, url) = start_peer(vec![slack_error(code), slack_ok("9.9")]).await;
-    let notifier = SlackNotifier::new(config(&url, 5)).unwrap();
+    let (peer, notifier) = notifier_for(vec![slack_error(code), slack_ok("9.9")], 5).await;
     let outcome = notifier.send(&message()).await;
     assert_eq!(
         peer.seen.lock().unwrap().len(),
@@ -327,92 +344,53 @@ async fn permanent(code: &str) -> DeliveryOutcome {
 
 #[tokio::test]
 async fn invalid_auth_fails_permanently_without_retrying() {
-    match permanent("invalid_auth").await {
-        DeliveryOutcome::Failed {
-            error,
-            permanent,
-            attempts,
-        } => {
-            assert!(permanent);
-            assert_eq!(attempts, 1);
-            assert!(error.contains("invalid_auth"), "{error}");
-            assert!(error.contains("token"), "should tell what to fix: {error}");
-        }
-        other => panic!("expected failure, got {other:?}"),
-    }
+    let (error, permanent, attempts) = failure(permanent("invalid_auth").await, "expected failure");
+    assert!(permanent);
+    assert_eq!(attempts, 1);
+    assert!(error.contains("invalid_auth"), "{error}");
+    assert!(error.contains("token"), "should tell what to fix: {error}");
 }
 
 #[tokio::test]
 async fn unknown_channel_fails_permanently_without_retrying() {
-    match permanent("channel_not_found").await {
-        DeliveryOutcome::Failed {
-            error,
-            permanent,
-            attempts,
-        } => {
-            assert!(permanent);
-            assert_eq!(attempts, 1);
-            assert!(error.contains("channel_not_found"), "{error}");
-        }
-        other => panic!("expected failure, got {other:?}"),
-    }
+    let (error, permanent, attempts) =
+        failure(permanent("channel_not_found").await, "expected failure");
+    assert!(permanent);
+    assert_eq!(attempts, 1);
+    assert!(error.contains("channel_not_found"), "{error}");
 }
 
 #[tokio::test]
 async fn client_http_errors_are_permanent() {
-    let (peer, url) = start_peer(vec![http_status(404, "no such route"), slack_ok("1.1")]).await;
-    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
-    match notifier.send(&message()).await {
-        DeliveryOutcome::Failed {
-            error, permanent, ..
-        } => {
-            assert!(permanent);
-            assert!(error.contains("404"), "{error}");
-        }
-        other => panic!("expected failure, got {other:?}"),
-    }
+    let (peer, notifier) =
+        notifier_for(vec![http_status(404, "no such route"), slack_ok("1.1")], 3).await;
+    let (error, permanent, _) = failure(notifier.send(&message()).await, "expected failure");
+    assert!(permanent);
+    assert!(error.contains("404"), "{error}");
     assert_eq!(peer.seen.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn peer_down_fails_retryable_after_max_attempts() {
-    let url = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/api", listener.local_addr().unwrap())
-        // Dropped here: the port now refuses connections.
-    };
-    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let notifier = SlackNotifier::new(config(&refusing_url(), 3)).unwrap();
     let started = Instant::now();
     let outcome = notifier.send(&message()).await;
     assert_no_token(&outcome);
-    match outcome {
-        DeliveryOutcome::Failed {
-            error,
-            permanent,
-            attempts,
-        } => {
-            println!("peer down: {error}");
-            assert!(!permanent, "an unreachable Slack is worth retrying later");
-            assert_eq!(attempts, 3);
-            assert!(error.contains("cannot reach Slack"), "{error}");
-            assert!(
-                error.to_lowercase().contains("connection refused"),
-                "the cause should be visible: {error}"
-            );
-        }
-        other => panic!("expected failure, got {other:?}"),
-    }
+    let (error, permanent, attempts) = failure(outcome, "expected failure");
+    println!("peer down: {error}");
+    assert!(!permanent, "an unreachable Slack is worth retrying later");
+    assert_eq!(attempts, 3);
+    assert!(error.contains("cannot reach Slack"), "{error}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+        error.to_lowercase().contains("connection refused"),
+        "the cause should be visible: {error}"
     );
+    assert_prompt(started);
 }
 
 #[tokio::test]
 async fn failure_alert_carries_job_task_key_run_and_error() {
-    let (peer, url) = start_peer(vec![slack_ok("7.7")]).await;
-    let notifier = SlackNotifier::new(config(&url, 2)).unwrap();
+    let (peer, notifier) = notifier_for(vec![slack_ok("7.7")], 2).await;
     let msg = failure_message(
         "predict",
         "score_warehouse",
@@ -509,9 +487,9 @@ fn messages_round_trip_through_json_for_the_outbox() {
     }
 }
 
-#[test]
-fn many_warehouses_stay_within_slacks_block_limit() {
-    let sections = (0..80)
+/// A report on `n` warehouses, each with one anomalous day.
+fn report_on_anomalous_warehouses(n: usize) -> Report {
+    let sections = (0..n)
         .map(|i| {
             section(
                 "ACME",
@@ -520,7 +498,12 @@ fn many_warehouses_stay_within_slacks_block_limit() {
             )
         })
         .collect();
-    let msg = report_message(&report(None, sections));
+    report(None, sections)
+}
+
+#[test]
+fn many_warehouses_stay_within_slacks_block_limit() {
+    let msg = report_message(&report_on_anomalous_warehouses(80));
     assert_eq!(msg.blocks.len(), 50);
     let json = msg.blocks_json();
     let last_section = json[48]["text"]["text"].as_str().unwrap();
@@ -532,16 +515,7 @@ fn many_warehouses_stay_within_slacks_block_limit() {
     assert!(msg.text.chars().count() <= 3000);
 
     // 48 sections fit exactly (header + 48 + context = 50): no "more" line then.
-    let sections = (0..48)
-        .map(|i| {
-            section(
-                "ACME",
-                &format!("WH_{i:02}"),
-                vec![anomaly("2025-03-10", 500.0, 100.0)],
-            )
-        })
-        .collect();
-    let msg = report_message(&report(None, sections));
+    let msg = report_message(&report_on_anomalous_warehouses(48));
     assert_eq!(msg.blocks.len(), 50);
     assert!(
         !serde_json::to_string(&msg.blocks)
@@ -557,15 +531,12 @@ async fn the_peer_refuses_a_wrong_or_missing_token_and_an_empty_message() {
     let mut cfg = config(&url, 3);
     cfg.token = SecretString::from("xoxb-wrong");
     let wrong = SlackNotifier::new(cfg).unwrap();
-    match wrong.send(&message()).await {
-        DeliveryOutcome::Failed {
-            error, permanent, ..
-        } => {
-            assert!(permanent);
-            assert!(error.contains("invalid_auth"), "{error}");
-        }
-        other => panic!("a wrong token must be refused: {other:?}"),
-    }
+    let (error, permanent, _) = failure(
+        wrong.send(&message()).await,
+        "a wrong token must be refused",
+    );
+    assert!(permanent);
+    assert!(error.contains("invalid_auth"), "{error}");
     let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
     let empty = SlackMessage {
         text: String::new(),
@@ -585,21 +556,14 @@ async fn the_peer_refuses_a_wrong_or_missing_token_and_an_empty_message() {
 
 #[tokio::test]
 async fn post_once_sends_the_alert_metadata_and_find_posted_reads_it_back() {
-    let history = Scripted {
-        status: 200,
-        headers: vec![],
-        body: json!({"ok": true, "has_more": false, "messages": [
-            {"type": "message", "ts": "1700000002.000200", "text": "other"},
-            {"type": "message", "ts": "1700000001.000100", "text": "…",
-             "metadata": {"event_type": "snowpatrol_alert", "event_payload": {"dedupe_key": "incident:42", "alert_id": "7"}}},
-            {"type": "message", "ts": "1700000000.000100", "text": "…",
-             "metadata": {"event_type": "someone_else", "event_payload": {"dedupe_key": "incident:43"}}}
-        ]})
-        .to_string(),
-        delay: Duration::ZERO,
-    };
-    let (peer, url) = start_peer(vec![slack_ok("1700000001.000100"), history]).await;
-    let notifier = SlackNotifier::new(config(&url, 3)).unwrap();
+    let history = slack_json(json!({"ok": true, "has_more": false, "messages": [
+        {"type": "message", "ts": "1700000002.000200", "text": "other"},
+        {"type": "message", "ts": "1700000001.000100", "text": "…",
+         "metadata": {"event_type": "snowpatrol_alert", "event_payload": {"dedupe_key": "incident:42", "alert_id": "7"}}},
+        {"type": "message", "ts": "1700000000.000100", "text": "…",
+         "metadata": {"event_type": "someone_else", "event_payload": {"dedupe_key": "incident:43"}}}
+    ]}));
+    let (peer, notifier) = notifier_for(vec![slack_ok("1700000001.000100"), history], 3).await;
     let meta = AlertMetadata {
         dedupe_key: "incident:42".into(),
         alert_id: 7,
@@ -653,32 +617,26 @@ async fn a_post_left_unanswered_is_unknown_after_the_request_timeout() {
         matches!(&outcome, PostOutcome::Unknown { error } if error.contains("did not answer")),
         "{outcome:?}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_prompt(started);
 }
 
 #[tokio::test]
 async fn refused_connections_are_not_posted_and_gateway_timeouts_are_unknown() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/api", listener.local_addr().unwrap())
-    };
-    let notifier = SlackNotifier::new(config(&closed, 1)).unwrap();
+    let notifier = SlackNotifier::new(config(&refusing_url(), 1)).unwrap();
     let outcome = notifier.post_once(&message(), None).await;
     assert!(
         matches!(outcome, PostOutcome::NotPosted { .. }),
         "{outcome:?}"
     );
 
-    let (_peer, url) = start_peer(vec![
-        http_status(504, "gateway timeout"),
-        http_status(503, "down"),
-    ])
+    let (_peer, notifier) = notifier_for(
+        vec![
+            http_status(504, "gateway timeout"),
+            http_status(503, "down"),
+        ],
+        1,
+    )
     .await;
-    let notifier = SlackNotifier::new(config(&url, 1)).unwrap();
     let outcome = notifier.post_once(&message(), None).await;
     assert!(
         matches!(outcome, PostOutcome::Unknown { .. }),
@@ -714,22 +672,22 @@ async fn a_connection_closed_after_the_request_was_sent_is_unknown() {
 
 #[tokio::test]
 async fn find_posted_follows_the_cursor_and_refuses_to_guess_past_its_page_limit() {
-    let page = |messages: Value, cursor: &str| Scripted {
-        status: 200,
-        headers: vec![],
-        body: json!({"ok": true, "messages": messages, "has_more": !cursor.is_empty(),
-                     "response_metadata": {"next_cursor": cursor}})
-        .to_string(),
-        delay: Duration::ZERO,
+    let page = |messages: Value, cursor: &str| {
+        slack_json(
+            json!({"ok": true, "messages": messages, "has_more": !cursor.is_empty(),
+                          "response_metadata": {"next_cursor": cursor}}),
+        )
     };
     let ours = json!([{"ts": "5.5", "metadata": {"event_type": "snowpatrol_alert", "event_payload": {"dedupe_key": "k"}}}]);
-    let (peer, url) = start_peer(vec![
-        page(json!([{"ts": "6.6", "text": "chatter"}]), "page2"),
-        page(ours, ""),
-        page(json!([{"ts": "6.6", "text": "chatter"}]), "page2"),
-    ])
+    let (peer, notifier) = notifier_for(
+        vec![
+            page(json!([{"ts": "6.6", "text": "chatter"}]), "page2"),
+            page(ours, ""),
+            page(json!([{"ts": "6.6", "text": "chatter"}]), "page2"),
+        ],
+        1,
+    )
     .await;
-    let notifier = SlackNotifier::new(config(&url, 1)).unwrap();
     let keys = ["k".to_string()].into();
     let since = chrono::Utc::now();
     let found = notifier.find_posted(since, &keys, 3).await.unwrap();

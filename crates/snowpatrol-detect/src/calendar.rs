@@ -164,32 +164,34 @@ impl Calendar {
         if !self.is_business_day(d) {
             return DayClass::Ordinary;
         }
+        if self.no_business_day_within_month(d, |n| n.succ_opt()) {
+            return DayClass::LastBusinessDay;
+        }
+        if self.no_business_day_within_month(d, |p| p.pred_opt()) {
+            return DayClass::FirstBusinessDay;
+        }
+        DayClass::Ordinary
+    }
+
+    /// Whether no business day of `d`'s month lies beyond `d` in the direction `step` walks (forward with
+    /// `succ_opt`: `d` is the month's last business day; backward with `pred_opt`: its first). One walk for
+    /// both ends, so the two classes cannot drift apart.
+    fn no_business_day_within_month(
+        &self,
+        d: NaiveDate,
+        step: impl Fn(NaiveDate) -> Option<NaiveDate>,
+    ) -> bool {
         let month = d.month();
-        let mut next = d.succ_opt();
+        let mut next = step(d);
         while let Some(n) = next
             && n.month() == month
         {
             if self.is_business_day(n) {
                 break;
             }
-            next = n.succ_opt();
+            next = step(n);
         }
-        if next.is_none_or(|n| n.month() != month) {
-            return DayClass::LastBusinessDay;
-        }
-        let mut prev = d.pred_opt();
-        while let Some(p) = prev
-            && p.month() == month
-        {
-            if self.is_business_day(p) {
-                break;
-            }
-            prev = p.pred_opt();
-        }
-        if prev.is_none_or(|p| p.month() != month) {
-            return DayClass::FirstBusinessDay;
-        }
-        DayClass::Ordinary
+        next.is_none_or(|n| n.month() != month)
     }
 
     /// Classes of `n` consecutive days from `start`, in one pass (equal to calling [`Calendar::class`] per

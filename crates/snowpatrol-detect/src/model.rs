@@ -263,51 +263,69 @@ pub fn train(series: &DailySeries, cfg: &TrainConfig) -> Result<TrainedModel, De
 /// mean - 3 std of the training scores.
 fn train_baseline(series: &DailySeries, cfg: &TrainConfig) -> Result<TrainedModel, DetectError> {
     let n = series.len();
-    let (training_start, training_end) = (series.start, series.date(n - 1));
     let dec = seasonal_decompose(&series.credits, 7)?;
     let params = cfg.iforest.clone().with_seed(cfg.seed);
     let x = ArrayView2::from_shape((n, 1), &dec.resid)
         .map_err(|e| DetectError::InvalidParameter(format!("residual shape: {e}")))?;
     let forest = IsolationForest::fit(x, &params)?;
     let scores = forest.decision_function(x)?;
-    let (mean, std) = mean_std(scores.as_slice().unwrap_or(&[]));
+    let scores = scores.as_slice().unwrap_or(&[]);
+    let (mean, std) = mean_std(scores);
     let threshold = mean - 3.0 * std;
     let flagged = scores.iter().filter(|s| **s <= threshold).count();
-    Ok(TrainedModel {
-        kind: ModelKind::Baseline,
+    Ok(trained_model(
+        series,
+        cfg,
+        ModelKind::Baseline,
         threshold,
-        training_start,
-        training_end,
-        metrics: TrainingMetrics {
-            training_days: n,
-            score_mean: mean,
-            score_std: std,
-            training_anomaly_rate: flagged as f64 / n as f64,
-            seed: cfg.seed,
-        },
-        detector: Detector::Baseline { forest },
-    })
+        scores,
+        flagged,
+        Detector::Baseline { forest },
+    ))
 }
 
 /// The default model, with training metrics from scoring its last 90 training days.
 fn train_default(series: &DailySeries, cfg: &TrainConfig) -> TrainedModel {
     let n = series.len();
-    let (training_start, training_end) = (series.start, series.date(n - 1));
     let model = default_model::fit(series, &cfg.rule);
     let from = n.saturating_sub(90).max(7).min(n);
     let scores = model.score_range(series, from);
     let z: Vec<f64> = scores.iter().map(|s| s.day.score).collect();
-    let (mean, std) = mean_std(&z);
     let flagged = scores.iter().filter(|s| s.is_anomaly).count();
+    trained_model(
+        series,
+        cfg,
+        ModelKind::Default,
+        model.threshold,
+        &z,
+        flagged,
+        Detector::Default(Box::new(model)),
+    )
+}
+
+/// Wraps a fitted detector with what every kind records about its training, so that the kinds report it
+/// alike: the span of `series`, and the mean, spread and flagged share of the training `scores` it was
+/// judged on (`flagged` of them anomalous).
+fn trained_model(
+    series: &DailySeries,
+    cfg: &TrainConfig,
+    kind: ModelKind,
+    threshold: f64,
+    scores: &[f64],
+    flagged: usize,
+    detector: Detector,
+) -> TrainedModel {
+    let n = series.len();
+    let (score_mean, score_std) = mean_std(scores);
     TrainedModel {
-        kind: ModelKind::Default,
-        threshold: model.threshold,
-        training_start,
-        training_end,
+        kind,
+        threshold,
+        training_start: series.start,
+        training_end: series.date(n - 1),
         metrics: TrainingMetrics {
             training_days: n,
-            score_mean: mean,
-            score_std: std,
+            score_mean,
+            score_std,
             training_anomaly_rate: if scores.is_empty() {
                 0.0
             } else {
@@ -315,7 +333,7 @@ fn train_default(series: &DailySeries, cfg: &TrainConfig) -> TrainedModel {
             },
             seed: cfg.seed,
         },
-        detector: Detector::Default(Box::new(model)),
+        detector,
     }
 }
 
@@ -328,6 +346,46 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let mean = v.iter().sum::<f64>() / n;
     let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
     (mean, var.sqrt())
+}
+
+/// A day as a chart draws it: what the warehouse spent, what its model expected and the range it called normal.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExpectedDay {
+    pub date: NaiveDate,
+    pub credits: f64,
+    /// None before the model's window, or without a model.
+    pub expected: Option<f64>,
+    pub normal_low: Option<f64>,
+    pub normal_high: Option<f64>,
+}
+
+/// The last `last_days` days of `series` with what `model` expected of each, scored as predict scores them
+/// (causally); only the credits where there is no model or it cannot score. What the report's and the
+/// console's charts draw.
+pub fn expected_days(
+    model: Option<&TrainedModel>,
+    series: &DailySeries,
+    last_days: usize,
+) -> Vec<ExpectedDay> {
+    let n = series.len();
+    let take = last_days.min(n);
+    let scores: std::collections::HashMap<NaiveDate, DayScore> = model
+        .and_then(|m| m.score(series, take).ok())
+        .map(|v| v.into_iter().map(|d| (d.day.date, d)).collect())
+        .unwrap_or_default();
+    (n - take..n)
+        .map(|i| {
+            let date = series.date(i);
+            let s = scores.get(&date);
+            ExpectedDay {
+                date,
+                credits: series.credits[i],
+                expected: s.map(|s| s.day.expected_credits),
+                normal_low: s.and_then(|s| s.normal_low),
+                normal_high: s.and_then(|s| s.normal_high),
+            }
+        })
+        .collect()
 }
 
 impl TrainedModel {

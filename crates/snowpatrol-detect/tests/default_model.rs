@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use snowpatrol_detect::WarehouseKey;
 use snowpatrol_detect::calendar::{Calendar, CalendarConfig, DayClass};
 use snowpatrol_detect::daily::DailySeries;
+use snowpatrol_detect::default_model::DefaultModel;
 use snowpatrol_detect::model::{DayScore, Detector, Evidence, TrainConfig, TrainedModel, train};
 
 fn start() -> NaiveDate {
@@ -26,6 +27,19 @@ fn empty(name: &str, n: usize) -> DailySeries {
     }
 }
 
+/// Sets day `i`'s spend; the hand-built warehouses bill compute only (no cloud services).
+fn set_credits(s: &mut DailySeries, i: usize, credits: f64) {
+    s.credits[i] = credits;
+    s.credits_compute[i] = credits;
+}
+
+/// Sets all of day `i`: its spend, its active hours and its busiest hour's credits.
+fn set_day(s: &mut DailySeries, i: usize, credits: f64, hours: f64, peak: f64) {
+    set_credits(s, i, credits);
+    s.hours_active[i] = hours;
+    s.peak_hourly_credits[i] = peak;
+}
+
 fn normal(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = rng.random::<f64>().max(1e-300);
     let u2: f64 = rng.random();
@@ -35,15 +49,33 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 /// Walk forward: train on the days before `from`, score each later day from the data up to it.
 fn walk(s: &DailySeries, from: usize) -> (TrainedModel, Vec<DayScore>) {
     let model = train(&s.slice(0, from), &TrainConfig::default()).expect("trains");
-    let days = (from..s.len())
+    let days = score_from(&model, s, from);
+    (model, days)
+}
+
+/// Scores each day from `from` on as it would have been scored that day: from the data up to it only.
+fn score_from(model: &TrainedModel, s: &DailySeries, from: usize) -> Vec<DayScore> {
+    (from..s.len())
         .map(|i| {
             model
                 .score(&s.truncated_to(s.date(i)), 1)
                 .expect("scores")
                 .remove(0)
         })
-        .collect();
-    (model, days)
+        .collect()
+}
+
+/// The score of the day on `date` (which the walk must have reached).
+fn scored_on(days: &[DayScore], date: NaiveDate) -> &DayScore {
+    days.iter().find(|d| d.day.date == date).expect("scored")
+}
+
+/// The default rule inside a trained model (these tests train nothing else).
+fn default_rule(model: &TrainedModel) -> &DefaultModel {
+    let Detector::Default(m) = &model.detector else {
+        panic!("the default model");
+    };
+    m
 }
 
 fn flagged(days: &[DayScore]) -> Vec<String> {
@@ -64,10 +96,7 @@ fn dev_warehouse(n: usize, seed: u64) -> DailySeries {
         if rng.random::<f64>() < p {
             let hours = rng.random_range(1..=4) as f64;
             let credits = (hours * 0.5 * (0.4 * normal(&mut rng)).exp()).min(hours);
-            s.credits[i] = credits;
-            s.credits_compute[i] = credits;
-            s.hours_active[i] = hours;
-            s.peak_hourly_credits[i] = (credits / hours * 1.5).min(1.0);
+            set_day(&mut s, i, credits, hours, (credits / hours * 1.5).min(1.0));
         }
     }
     s
@@ -85,15 +114,9 @@ fn an_intermittent_warehouses_ordinary_days_raise_nothing_and_its_runaway_is_cau
     // Left running for a day: 24 hours at its size (XS: 1 credit an hour).
     let mut r = s.clone();
     let i = 380;
-    r.credits[i] = 24.0;
-    r.credits_compute[i] = 24.0;
-    r.hours_active[i] = 24.0;
-    r.peak_hourly_credits[i] = 1.0;
+    set_day(&mut r, i, 24.0, 24.0, 1.0);
     let (_, days) = walk(&r, 300);
-    let day = days
-        .iter()
-        .find(|d| d.day.date == r.date(i))
-        .expect("scored");
+    let day = scored_on(&days, r.date(i));
     assert!(day.is_anomaly, "{}", day.day.explanation);
     assert!(
         day.evidence.iter().any(
@@ -122,12 +145,9 @@ fn data_science_warehouse(n: usize, seed: u64) -> DailySeries {
         if rng.random::<f64>() < p {
             let credits = (6.0 * (0.8 * normal(&mut rng)).exp()).clamp(0.5, 40.0);
             let hours = (credits / 3.0).ceil().clamp(1.0, 10.0);
-            s.credits[i] = credits;
-            s.credits_compute[i] = credits;
-            s.hours_active[i] = hours;
             // Queries rarely fill the warehouse for a whole hour: the peak varies freely (no cap to break).
-            s.peak_hourly_credits[i] =
-                (credits / hours * (1.0 + 0.3 * rng.random::<f64>())).min(4.0);
+            let peak = (credits / hours * (1.0 + 0.3 * rng.random::<f64>())).min(4.0);
+            set_day(&mut s, i, credits, hours, peak);
         }
     }
     s
@@ -139,13 +159,7 @@ fn a_heavy_tailed_warehouses_day_far_above_its_record_is_caught_without_hourly_e
     let s = data_science_warehouse(n, 11);
     let (model, days) = walk(&s, 300);
     assert_eq!(flagged(&days), Vec::<String>::new(), "ordinary days");
-    let TrainedModel {
-        detector: Detector::Default(m),
-        ..
-    } = &model
-    else {
-        panic!("the default model");
-    };
+    let m = default_rule(&model);
     // The record threshold is calibrated on this warehouse's own history, within its bounds.
     let ratio = m.record_log_threshold.exp();
     assert!((2.0..=4.0).contains(&ratio), "record ratio {ratio}");
@@ -157,19 +171,13 @@ fn a_heavy_tailed_warehouses_day_far_above_its_record_is_caught_without_hourly_e
         .find(|&i| r.credits[i] > 0.0 && r.date(i).weekday().num_days_from_monday() < 5)
         .expect("an active weekday to spike");
     let record = r.credits[i - 60..i].iter().copied().fold(0.0, f64::max);
-    let spike = 5.0 * record;
-    r.credits[i] = spike;
-    r.credits_compute[i] = spike;
-    r.hours_active[i] = 10.0;
-    r.peak_hourly_credits[i] = r.peak_hourly_credits[i - 60..i]
+    let usual_peak = r.peak_hourly_credits[i - 60..i]
         .iter()
         .copied()
         .fold(0.0, f64::max);
+    set_day(&mut r, i, 5.0 * record, 10.0, usual_peak);
     let (_, days) = walk(&r, 300);
-    let day = days
-        .iter()
-        .find(|d| d.day.date == r.date(i))
-        .expect("scored");
+    let day = scored_on(&days, r.date(i));
     assert!(day.is_anomaly, "{}", day.day.explanation);
     assert!(
         day.evidence
@@ -198,10 +206,7 @@ fn loader_with_lull(n: usize, seed: u64) -> DailySeries {
     for i in 0..n {
         let lull = (330..344).contains(&i);
         let credits = 20.0 * (0.08 * normal(&mut rng)).exp() * if lull { 0.3 } else { 1.0 };
-        s.credits[i] = credits;
-        s.credits_compute[i] = credits;
-        s.hours_active[i] = 24.0;
-        s.peak_hourly_credits[i] = credits / 24.0 * 1.3;
+        set_day(&mut s, i, credits, 24.0, credits / 24.0 * 1.3);
     }
     s
 }
@@ -227,14 +232,7 @@ fn the_return_to_normal_after_a_lull_is_not_a_rise_but_a_spike_after_it_is() {
         ..TrainConfig::default()
     };
     let model = train(&s.slice(0, 300), &cfg).expect("trains");
-    let without_floor: Vec<DayScore> = (300..n)
-        .map(|i| {
-            model
-                .score(&s.truncated_to(s.date(i)), 1)
-                .expect("scores")
-                .remove(0)
-        })
-        .collect();
+    let without_floor = score_from(&model, &s, 300);
     assert!(
         !flagged(&without_floor).is_empty(),
         "without the floor the return after the lull is flagged"
@@ -243,13 +241,10 @@ fn the_return_to_normal_after_a_lull_is_not_a_rise_but_a_spike_after_it_is() {
     // A real spike after the return is still caught.
     let mut r = s.clone();
     let i = 370;
-    r.credits[i] *= 3.0;
-    r.credits_compute[i] = r.credits[i];
+    let tripled = 3.0 * r.credits[i];
+    set_credits(&mut r, i, tripled);
     let (_, days) = walk(&r, 300);
-    let day = days
-        .iter()
-        .find(|d| d.day.date == r.date(i))
-        .expect("scored");
+    let day = scored_on(&days, r.date(i));
     assert!(day.is_anomaly, "{}", day.day.explanation);
     assert_eq!(flagged(&days).len(), 1, "{:?}", flagged(&days));
 }
@@ -267,10 +262,7 @@ fn ci_warehouse(n: usize, seed: u64) -> DailySeries {
         let long = w == 1;
         let hours = if long { 18.0 } else { 8.0 };
         let credits = hours * (if long { 0.95 } else { 0.5 }) * (0.1 * normal(&mut rng)).exp();
-        s.credits[i] = credits;
-        s.credits_compute[i] = credits;
-        s.hours_active[i] = hours;
-        s.peak_hourly_credits[i] = 1.0;
+        set_day(&mut s, i, credits, hours, 1.0);
     }
     s
 }
@@ -280,13 +272,7 @@ fn hourly_evidence_that_is_a_warehouses_habit_does_not_lower_its_threshold() {
     let n = 420;
     let s = ci_warehouse(n, 3);
     let (model, days) = walk(&s, 300);
-    let TrainedModel {
-        detector: Detector::Default(m),
-        ..
-    } = &model
-    else {
-        panic!("the default model");
-    };
+    let m = default_rule(&model);
     assert!(m.left_running_per_year > 4.0, "{}", m.left_running_per_year);
     // A Wednesday run like a Tuesday (18 hours, 2x the Wednesday spend): unusual, but this warehouse runs 18
     // hours every week, so without the shortcut its calibrated z test decides.
@@ -294,14 +280,10 @@ fn hourly_evidence_that_is_a_warehouses_habit_does_not_lower_its_threshold() {
     let i = (380..n)
         .find(|&i| r.date(i).weekday().num_days_from_monday() == 2)
         .expect("a Wednesday");
-    r.credits[i] = 18.0 * 0.95;
-    r.credits_compute[i] = r.credits[i];
+    set_credits(&mut r, i, 18.0 * 0.95);
     r.hours_active[i] = 18.0;
     let (_, days_r) = walk(&r, 300);
-    let day = days_r
-        .iter()
-        .find(|d| d.day.date == r.date(i))
-        .expect("scored");
+    let day = scored_on(&days_r, r.date(i));
     // (Other tests may still speak: twice a Wednesday's spend is far above its weekday-adjusted record.)
     assert!(
         !day.evidence
@@ -335,11 +317,8 @@ fn transform_with_month_end(n: usize, seed: u64) -> DailySeries {
         if cal.class(date) == DayClass::LastBusinessDay {
             hours *= 1.6 + 0.4 * rng.random::<f64>();
         }
-        let credits = 8.0 * hours; // L: 8 credits an hour, running flat out
-        s.credits[i] = credits;
-        s.credits_compute[i] = credits;
-        s.hours_active[i] = hours.ceil();
-        s.peak_hourly_credits[i] = 8.0;
+        // L: 8 credits an hour, running flat out
+        set_day(&mut s, i, 8.0 * hours, hours.ceil(), 8.0);
     }
     s
 }
@@ -349,9 +328,7 @@ fn a_month_end_close_seen_in_previous_months_is_not_flagged_but_a_spike_of_its_s
     let n = 430;
     let s = transform_with_month_end(n, 3);
     let (model, days) = walk(&s, 300);
-    let Detector::Default(m) = &model.detector else {
-        panic!("default model")
-    };
+    let m = default_rule(&model);
     assert!(
         m.calendar_effects.last_business_day > 0.4,
         "the close run is learned: {:?}",
@@ -392,10 +369,13 @@ fn capped_bi(n: usize, seed: u64) -> DailySeries {
         }
         let full_hours = 6.0 + 3.0 * rng.random::<f64>();
         let partial = 2.0 * rng.random::<f64>();
-        s.credits[i] = 4.0 * (full_hours + partial);
-        s.credits_compute[i] = s.credits[i];
-        s.hours_active[i] = (full_hours + 2.0).ceil();
-        s.peak_hourly_credits[i] = 4.0;
+        set_day(
+            &mut s,
+            i,
+            4.0 * (full_hours + partial),
+            (full_hours + 2.0).ceil(),
+            4.0,
+        );
     }
     s
 }
@@ -410,16 +390,13 @@ fn a_resize_on_a_capped_warehouse_is_caught_on_its_first_day_and_then_learned() 
         .expect("a Tuesday");
     for i in first..n {
         if s.credits[i] > 0.0 {
-            s.credits[i] *= 1.35;
-            s.credits_compute[i] = s.credits[i];
+            let resized = 1.35 * s.credits[i];
+            set_credits(&mut s, i, resized);
             s.peak_hourly_credits[i] = 8.0;
         }
     }
     let (_, days) = walk(&s, 300);
-    let day = days
-        .iter()
-        .find(|d| d.day.date == s.date(first))
-        .expect("scored");
+    let day = scored_on(&days, s.date(first));
     assert!(day.is_anomaly, "{}", day.day.explanation);
     assert!(
         day.evidence
@@ -456,10 +433,7 @@ fn thresholds_are_calibrated_per_warehouse_to_the_false_alarm_budget() {
                 0.0
             };
             let c = 20.0 * (0.1 * normal(&mut rng) + bump).exp();
-            s.credits[i] = c;
-            s.credits_compute[i] = c;
-            s.hours_active[i] = 12.0;
-            s.peak_hourly_credits[i] = 2.0 + rng.random::<f64>();
+            set_day(s, i, c, 12.0, 2.0 + rng.random::<f64>());
         }
     }
     let a = train(&steady, &TrainConfig::default()).expect("trains");

@@ -6,7 +6,6 @@
 use snowpatrol_detect::synthetic::{SyntheticConfig, generate};
 use snowpatrol_engine::{CancellationToken, SchedulerSettings};
 use snowpatrol_pipeline::{Pipeline, PipelineConfig, PipelineStore, SourceConfig};
-use snowpatrol_store::RunFilter;
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -79,31 +78,15 @@ async fn full_pipeline(warehouses: usize, days: usize) -> f64 {
     let daemon = engine.spawn_daemon(stop.clone());
     let t0 = Instant::now();
     engine.trigger("prep", &[], "bench").await.unwrap();
-    loop {
-        let runs = db
-            .list_runs(&RunFilter {
-                job_name: Some("predict".into()),
-                state: None,
-                limit: 1,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        if runs.first().is_some_and(|r| r.state.is_terminal()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    snowpatrol_pipeline::testing::wait_for_finished_run(
+        &db,
+        "predict",
+        Duration::from_millis(20),
+        None,
+    )
+    .await;
     let secs = t0.elapsed().as_secs_f64();
-    let mut all = db
-        .list_runs(&RunFilter {
-            job_name: None,
-            state: None,
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut all = snowpatrol_pipeline::testing::runs(&db, None, 10).await;
     all.reverse();
     for r in &all {
         let took = r

@@ -17,7 +17,7 @@ use snowpatrol_engine::{
     DatasetSpec, JobConfig, JobDefinition, JobRegistry, ParamSpec, ParamType, TaskContext,
     TaskDefinition, TaskError, TaskOutput, TaskState, TriggerRule, task_fn,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -865,8 +865,7 @@ pub(crate) async fn history_points(
     let Some(series) = series_for(p, key).await? else {
         return Ok(vec![]);
     };
-    let n = series.len();
-    let take = (days.max(1) as usize).min(n);
+    let take = days.max(1) as usize;
     let model = p
         .store
         .model_by_alias(key, "latest")
@@ -874,30 +873,14 @@ pub(crate) async fn history_points(
         .map_err(store_err("reading model"))?
         .and_then(|m| serde_json::from_value::<TrainedModel>(m.model).ok());
     ctx.run_cpu(move || {
-        let expected: HashMap<NaiveDate, (f64, Option<f64>, Option<f64>)> = model
-            .and_then(|model| model.score(&series, take).ok())
-            .map(|scores| {
-                scores
-                    .into_iter()
-                    .map(|d| {
-                        (
-                            d.day.date,
-                            (d.day.expected_credits, d.normal_low, d.normal_high),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        (n - take..n)
-            .map(|i| {
-                let e = expected.get(&series.date(i));
-                DailyPoint {
-                    date: series.date(i),
-                    credits: series.credits[i],
-                    expected: e.map(|e| e.0),
-                    normal_low: e.and_then(|e| e.1),
-                    normal_high: e.and_then(|e| e.2),
-                }
+        snowpatrol_detect::model::expected_days(model.as_ref(), &series, take)
+            .into_iter()
+            .map(|d| DailyPoint {
+                date: d.date,
+                credits: d.credits,
+                expected: d.expected,
+                normal_low: d.normal_low,
+                normal_high: d.normal_high,
             })
             .collect()
     })

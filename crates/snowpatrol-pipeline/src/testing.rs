@@ -50,3 +50,46 @@ pub async fn chained_engine(
     engine.register_jobs().await.expect("register jobs");
     std::sync::Arc::new(engine)
 }
+
+/// The newest `limit` runs, of `job` only when given, newest first.
+pub async fn runs(
+    db: &Database,
+    job: Option<&str>,
+    limit: i64,
+) -> Vec<snowpatrol_store::RunRecord> {
+    db.list_runs(&snowpatrol_store::RunFilter {
+        job_name: job.map(str::to_string),
+        state: None,
+        limit,
+        ..Default::default()
+    })
+    .await
+    .expect("list runs")
+}
+
+/// Waits, polling every `poll`, until the newest run of `job` has finished, and returns it: how a test or a
+/// bench that triggered a chain knows the chain is done. Panics when that takes longer than `timeout`
+/// (`None`: waits as long as it takes).
+pub async fn wait_for_finished_run(
+    db: &Database,
+    job: &str,
+    poll: std::time::Duration,
+    timeout: Option<std::time::Duration>,
+) -> snowpatrol_store::RunRecord {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(r) = runs(db, Some(job), 1)
+            .await
+            .into_iter()
+            .next()
+            .filter(|r| r.state.is_terminal())
+        {
+            return r;
+        }
+        assert!(
+            timeout.is_none_or(|t| started.elapsed() < t),
+            "{job} did not finish"
+        );
+        tokio::time::sleep(poll).await;
+    }
+}

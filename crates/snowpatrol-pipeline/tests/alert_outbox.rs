@@ -12,7 +12,7 @@ use snowpatrol_engine::{CancellationToken, RunState, SchedulerSettings};
 use snowpatrol_pipeline::alerts::Enqueued;
 use snowpatrol_pipeline::store::{AlertKind, AlertRow, AlertState};
 use snowpatrol_pipeline::{Pipeline, PipelineConfig};
-use snowpatrol_store::{Database, Pool, RunFilter};
+use snowpatrol_store::{Database, Pool};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -616,36 +616,33 @@ async fn insert_old(
     for (key, state, attempts, claimed, ts, err) in rows {
         let sql = "INSERT INTO alerts (dedupe_key, kind, run_id, channel, message, state, attempts, last_error, slack_ts, claimed_at, created_at) \
                    VALUES ($1, 'anomaly', 1, 'C123', $2, $3, $4, $5, $6, $7, $8)";
+        // The same statement on either backend's pool (a different type each); only the message's type
+        // differs: JSON on PostgreSQL, text on SQLite.
+        macro_rules! insert {
+            ($pool:expr, $message:expr) => {
+                sqlx::query(sql)
+                    .bind(key)
+                    .bind($message)
+                    .bind(state)
+                    .bind(attempts)
+                    .bind(err)
+                    .bind(ts)
+                    .bind(claimed)
+                    .bind(now - chrono::Duration::hours(1))
+                    .execute($pool)
+                    .await
+                    .unwrap()
+            };
+        }
         match db.pool() {
             Pool::Postgres(p) => {
-                sqlx::query(sql)
-                    .bind(key)
-                    .bind(sqlx::types::Json(
-                        serde_json::from_str::<serde_json::Value>(msg).unwrap(),
-                    ))
-                    .bind(state)
-                    .bind(attempts)
-                    .bind(err)
-                    .bind(ts)
-                    .bind(claimed)
-                    .bind(now - chrono::Duration::hours(1))
-                    .execute(p)
-                    .await
-                    .unwrap();
+                insert!(
+                    p,
+                    sqlx::types::Json(serde_json::from_str::<serde_json::Value>(msg).unwrap())
+                );
             }
             Pool::Sqlite(p) => {
-                sqlx::query(sql)
-                    .bind(key)
-                    .bind(msg)
-                    .bind(state)
-                    .bind(attempts)
-                    .bind(err)
-                    .bind(ts)
-                    .bind(claimed)
-                    .bind(now - chrono::Duration::hours(1))
-                    .execute(p)
-                    .await
-                    .unwrap();
+                insert!(p, msg);
             }
         }
     }
@@ -998,26 +995,13 @@ async fn run_chain(db: &Database, pipeline: &Arc<Pipeline>) -> Chain {
     let daemon = engine.spawn_daemon(stop.clone());
     let sender = tokio::spawn(pipeline.clone().outbox_sender_loop(stop.clone()));
     engine.trigger("prep", &[], "test").await.unwrap();
-    let started = Instant::now();
-    let predict = loop {
-        let runs = db
-            .list_runs(&RunFilter {
-                job_name: Some("predict".into()),
-                state: None,
-                limit: 1,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        if let Some(r) = runs.first().filter(|r| r.state.is_terminal()) {
-            break r.clone();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "predict did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let predict = snowpatrol_pipeline::testing::wait_for_finished_run(
+        db,
+        "predict",
+        Duration::from_millis(50),
+        Some(Duration::from_secs(120)),
+    )
+    .await;
     Chain {
         predict,
         stop,

@@ -12,7 +12,7 @@ use snowpatrol_pipeline::store::{
     AckReason, AlertState, FeatureRow, IncidentFilter, IncidentStatus, NewAnomaly,
 };
 use snowpatrol_pipeline::{FEATURES_DATASET, MODELS_DATASET, Pipeline, PipelineConfig};
-use snowpatrol_store::{Database, RunFilter, RunRecord};
+use snowpatrol_store::{Database, RunRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -36,14 +36,7 @@ async fn wait_alerts_delivered(pipeline: &Pipeline) -> Vec<snowpatrol_pipeline::
 }
 
 async fn runs(db: &Database, job: &str) -> Vec<RunRecord> {
-    db.list_runs(&RunFilter {
-        job_name: Some(job.into()),
-        state: None,
-        limit: 100,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    snowpatrol_pipeline::testing::runs(db, Some(job), 100).await
 }
 
 async fn wait_runs(db: &Database, job: &str, n: usize) -> Vec<RunRecord> {
@@ -54,15 +47,7 @@ async fn wait_runs(db: &Database, job: &str, n: usize) -> Vec<RunRecord> {
             return r;
         }
         if start.elapsed() > Duration::from_secs(90) {
-            let mut all = db
-                .list_runs(&RunFilter {
-                    job_name: None,
-                    state: None,
-                    limit: 100,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let mut all = snowpatrol_pipeline::testing::runs(db, None, 100).await;
             all.reverse();
             let mut detail = String::new();
             for run in &all {
@@ -894,17 +879,21 @@ async fn undelivered_alerts_are_retried_and_never_repeated() {
     let msg =
         snowpatrol_alert::failure_message("predict", "score_warehouse", Some("A.W"), "7", "boom");
     let key = "failure:7:score_warehouse:A.W";
+    // Queues the failure alert; the second time, to show it is queued once per key.
+    let enqueue = async || {
+        pipeline
+            .enqueue_alert(
+                key,
+                snowpatrol_pipeline::store::AlertKind::TaskFailure,
+                Some(7),
+                &msg,
+                None,
+            )
+            .await
+            .unwrap()
+    };
 
-    let queued = pipeline
-        .enqueue_alert(
-            key,
-            snowpatrol_pipeline::store::AlertKind::TaskFailure,
-            Some(7),
-            &msg,
-            None,
-        )
-        .await
-        .unwrap();
+    let queued = enqueue().await;
     assert!(
         matches!(queued, snowpatrol_pipeline::alerts::Enqueued::Queued(_)),
         "{queued:?}"
@@ -947,16 +936,7 @@ async fn undelivered_alerts_are_retried_and_never_repeated() {
         0,
         "nothing left to send"
     );
-    let again = pipeline
-        .enqueue_alert(
-            key,
-            snowpatrol_pipeline::store::AlertKind::TaskFailure,
-            Some(7),
-            &msg,
-            None,
-        )
-        .await
-        .unwrap();
+    let again = enqueue().await;
     assert_eq!(again, snowpatrol_pipeline::alerts::Enqueued::Duplicate);
     assert_eq!(peer.posts_for(key), 1);
 }

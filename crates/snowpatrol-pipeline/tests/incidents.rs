@@ -292,11 +292,7 @@ async fn upgrade_from_0002_merges_days_and_backfills_incidents(db: Database) {
             ("ETL_WH".into(), day(6, 10), 6, 2, 21),
         ]
     );
-    let by_day = |w: &str, d: NaiveDate| {
-        rows.iter()
-            .find(|a| a.warehouse_name == w && a.usage_date == d)
-            .unwrap()
-    };
+    let by_day = |w: &str, d: NaiveDate| by(&rows, w, d);
     let june1 = by_day("ETL_WH", day(6, 1));
     assert_eq!(june1.excess_credits, 9.0, "v2's scores");
     assert_eq!(june1.detected_at, at(6, 2, 6), "first detection (v1)");

@@ -105,12 +105,31 @@ fn header_columns(
     {
         return Ok(None);
     }
-    let columns = MeteringColumns::from_header(&record).map_err(|message| SourceError::Csv {
-        path: origin.to_owned(),
-        line: 1,
-        message,
-    })?;
-    Ok(Some(columns))
+    header_record_columns(&record, origin).map(Some)
+}
+
+/// The columns a header record (line 1 of `origin`) names.
+fn header_record_columns(
+    record: &ByteRecord,
+    origin: &Path,
+) -> Result<MeteringColumns, SourceError> {
+    MeteringColumns::from_header(record).map_err(|message| line_error(origin, 1, message))
+}
+
+/// The row a data record at `line` of `origin` holds; None for a blank line, which both readers skip.
+fn record_row(
+    columns: &MeteringColumns,
+    record: &ByteRecord,
+    origin: &Path,
+    line: u64,
+) -> Result<Option<MeteringRow>, SourceError> {
+    if is_blank_line(record) {
+        return Ok(None);
+    }
+    columns
+        .parse(record)
+        .map(Some)
+        .map_err(|message| line_error(origin, line, message))
 }
 
 /// `body` (the lines after the header) cut into about `pieces` chunks, each as (first line number, bytes);
@@ -141,41 +160,30 @@ fn parse_chunk(
     chunk: &[u8],
     origin: &Path,
 ) -> Result<Vec<MeteringRow>, SourceError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(chunk);
+    let mut csv = data_reader(chunk);
     let mut record = ByteRecord::new();
     let mut rows = Vec::with_capacity(chunk.len() / 80);
+    // The file's line of a position in the chunk.
+    let file_line = |p: Option<&csv::Position>| p.map_or(first_line, |p| first_line + p.line() - 1);
     loop {
         match csv.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => {
-                let line = e
-                    .position()
-                    .map_or(first_line, |p| first_line + p.line() - 1);
-                return Err(SourceError::Csv {
-                    path: origin.to_owned(),
-                    line,
-                    message: e.to_string(),
-                });
-            }
+            Err(e) => return Err(line_error(origin, file_line(e.position()), e.to_string())),
         }
-        let line = record
-            .position()
-            .map_or(first_line, |p| first_line + p.line() - 1);
-        if is_blank_line(&record) {
-            continue;
-        }
-        let row = columns.parse(&record).map_err(|message| SourceError::Csv {
-            path: origin.to_owned(),
-            line,
-            message,
-        })?;
-        rows.push(row);
+        let line = file_line(record.position());
+        rows.extend(record_row(columns, &record, origin, line)?);
     }
     Ok(rows)
+}
+
+/// A reader of data records: we resolve the header ourselves, and a record may have any number of fields
+/// (parsing it says which are missing).
+fn data_reader<R: std::io::Read>(reader: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader)
 }
 
 /// A record that is only a blank line (one field of whitespace).
@@ -191,38 +199,23 @@ pub fn parse_metering_csv(
     reader: impl std::io::Read,
     origin: &Path,
 ) -> Result<Vec<MeteringRow>, SourceError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(reader);
+    let mut csv = data_reader(reader);
     let mut record = ByteRecord::new();
     let csv_err = |e: csv::Error| csv_error(origin, &e);
 
     if !csv.read_byte_record(&mut record).map_err(csv_err)? {
-        return Err(SourceError::Csv {
-            path: origin.to_owned(),
-            line: 1,
-            message: "the file is empty (expected a header row)".into(),
-        });
+        return Err(line_error(
+            origin,
+            1,
+            "the file is empty (expected a header row)".into(),
+        ));
     }
-    let columns = MeteringColumns::from_header(&record).map_err(|message| SourceError::Csv {
-        path: origin.to_owned(),
-        line: 1,
-        message,
-    })?;
+    let columns = header_record_columns(&record, origin)?;
 
     let mut rows = Vec::new();
     while csv.read_byte_record(&mut record).map_err(csv_err)? {
         let line = record.position().map_or(0, |p| p.line());
-        if is_blank_line(&record) {
-            continue;
-        }
-        let row = columns.parse(&record).map_err(|message| SourceError::Csv {
-            path: origin.to_owned(),
-            line,
-            message,
-        })?;
-        rows.push(row);
+        rows.extend(record_row(&columns, &record, origin, line)?);
     }
     Ok(rows)
 }

@@ -672,6 +672,20 @@ mod tests {
         }
     }
 
+    /// Classifies an error Snowflake gave without a query id and checks that its message carries `hint`;
+    /// returns it for further checks.
+    fn classified_with_hint(
+        kind: ErrorKind,
+        code: Option<&str>,
+        message: &str,
+        h: &HintContext,
+        hint: &str,
+    ) -> SourceError {
+        let e = classify(kind, code, message, None, h);
+        assert!(e.to_string().contains(hint), "{e}");
+        e
+    }
+
     #[test]
     fn not_authorized_names_the_grant_for_each_view() {
         let msg = "SQL compilation error:\nSchema 'SNOWFLAKE.ORGANIZATION_USAGE' does not exist or not authorized.";
@@ -690,88 +704,59 @@ mod tests {
         );
         assert!(text.contains("TO ROLE COST_READER"), "{text}");
 
-        let e = classify(
+        classified_with_hint(
             ErrorKind::Server,
             Some("002003"),
             msg,
-            None,
             &hints(UsageView::AccountUsage, "password"),
-        );
-        assert!(
-            e.to_string()
-                .contains("GRANT IMPORTED PRIVILEGES ON DATABASE SNOWFLAKE TO ROLE COST_READER"),
-            "{e}"
+            "GRANT IMPORTED PRIVILEGES ON DATABASE SNOWFLAKE TO ROLE COST_READER",
         );
     }
 
     #[test]
     fn missing_warehouse_and_role_grants_get_specific_hints() {
         let h = hints(UsageView::OrganizationUsage, "password");
-        let e = classify(
+        classified_with_hint(
             ErrorKind::Server,
             Some("000606"),
             "No active warehouse selected in the current session.",
-            None,
             &h,
+            "GRANT USAGE ON WAREHOUSE SNOWPATROL_WH TO ROLE COST_READER",
         );
-        assert!(
-            e.to_string()
-                .contains("GRANT USAGE ON WAREHOUSE SNOWPATROL_WH TO ROLE COST_READER"),
-            "{e}"
-        );
-
-        let e = classify(
+        classified_with_hint(
             ErrorKind::Auth,
             None,
             "Role 'COST_READER' specified in the connect string is not granted to this user.",
-            None,
             &h,
-        );
-        assert!(
-            e.to_string()
-                .contains("GRANT ROLE COST_READER TO USER SNOWPATROL"),
-            "{e}"
+            "GRANT ROLE COST_READER TO USER SNOWPATROL",
         );
     }
 
     #[test]
     fn login_failures_get_hints_for_their_auth_method() {
         let h = hints(UsageView::OrganizationUsage, "password");
-        let e = classify(
+        let e = classified_with_hint(
             ErrorKind::Auth,
             None,
             "Incorrect username or password was specified.",
-            None,
             &h,
+            "check snowflake.user",
         );
-        assert!(
-            matches!(e, SourceError::Auth { .. }) && e.to_string().contains("check snowflake.user"),
-            "{e}"
-        );
+        assert!(matches!(e, SourceError::Auth { .. }), "{e}");
 
-        let e = classify(
+        classified_with_hint(
             ErrorKind::Auth,
             None,
             "JWT token is invalid.",
-            None,
             &hints(UsageView::OrganizationUsage, "key pair"),
+            "RSA_PUBLIC_KEY_FP = SHA256:abc=",
         );
-        assert!(
-            e.to_string().contains("RSA_PUBLIC_KEY_FP = SHA256:abc="),
-            "{e}"
-        );
-
-        let e = classify(
+        classified_with_hint(
             ErrorKind::Auth,
             None,
             "Invalid OAuth access token.",
-            None,
             &hints(UsageView::OrganizationUsage, "OAuth"),
-        );
-        assert!(
-            e.to_string()
-                .contains("OAuth access token is invalid or expired"),
-            "{e}"
+            "OAuth access token is invalid or expired",
         );
     }
 

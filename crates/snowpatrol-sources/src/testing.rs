@@ -8,7 +8,7 @@
 use crate::{MeteringRow, SnowflakeAuth, SnowflakeConfig};
 use snowflake_connector_rs::bind::TimestampLtz;
 use snowflake_connector_rs::{
-    AuthConfig, Client, ClientConfig, EndpointConfig, Session, Statement,
+    AuthConfig, Client, ClientConfig, EndpointConfig, PositionalBinds, Session, Statement,
 };
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -133,18 +133,24 @@ async fn insert_organization_rows(s: &Session, rows: &[MeteringRow]) {
          CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES {values}"
     ));
     for r in rows {
-        st = st
-            .bind(r.account_name.clone())
-            .bind(r.service_type.clone())
-            .bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
-            .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
-            .bind(r.warehouse_id)
-            .bind(r.warehouse_name.clone())
-            .bind(r.credits_used)
-            .bind(r.credits_used_compute)
-            .bind(r.credits_used_cloud_services);
+        st = bind_metering(
+            st.bind(r.account_name.clone()).bind(r.service_type.clone()),
+            r,
+        );
     }
     s.query(st).await.expect("insert metering rows");
+}
+
+/// Binds the columns both metering views share, in their order: START_TIME, END_TIME, WAREHOUSE_ID,
+/// WAREHOUSE_NAME and the three credit columns.
+fn bind_metering(st: Statement<PositionalBinds>, r: &MeteringRow) -> Statement<PositionalBinds> {
+    st.bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
+        .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
+        .bind(r.warehouse_id)
+        .bind(r.warehouse_name.clone())
+        .bind(r.credits_used)
+        .bind(r.credits_used_compute)
+        .bind(r.credits_used_cloud_services)
 }
 
 /// `rows` (one account's) into ACCOUNT_USAGE, which has no ACCOUNT_NAME column, in one statement.
@@ -155,14 +161,7 @@ async fn insert_account_rows(s: &Session, rows: &[&MeteringRow]) {
          WAREHOUSE_NAME, CREDITS_USED, CREDITS_USED_COMPUTE, CREDITS_USED_CLOUD_SERVICES) VALUES {values}"
     ));
     for r in rows {
-        st = st
-            .bind(TimestampLtz::try_from(r.start_time).expect("timestamp"))
-            .bind(TimestampLtz::try_from(r.end_time).expect("timestamp"))
-            .bind(r.warehouse_id)
-            .bind(r.warehouse_name.clone())
-            .bind(r.credits_used)
-            .bind(r.credits_used_compute)
-            .bind(r.credits_used_cloud_services);
+        st = bind_metering(st, r);
     }
     s.query(st).await.expect("insert account usage rows");
 }

@@ -23,6 +23,21 @@ fn hour(d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 9, d, h, 0, 0).unwrap()
 }
 
+/// Fetches the window the tests read (September 27, UTC) through a source configured by `cfg`.
+async fn fetch_window(cfg: SnowflakeConfig) -> Result<Vec<MeteringRow>, SourceError> {
+    SnowflakeSource::new(cfg)
+        .unwrap()
+        .fetch(hour(27, 0), hour(28, 0))
+        .await
+}
+
+/// `cfg` reading ACCOUNT_USAGE as the account ACME_PROD (that view has no account column).
+fn account_usage(mut cfg: SnowflakeConfig) -> SnowflakeConfig {
+    cfg.view = UsageView::AccountUsage;
+    cfg.account_name = Some("ACME_PROD".into());
+    cfg
+}
+
 fn row(
     account: &str,
     id: i64,
@@ -130,12 +145,7 @@ async fn account_usage_takes_account_name_from_config() {
     let peer = Peer::start(&[]);
     let rows = fixture();
     peer.load(&rows).await;
-    let mut cfg = peer.config(password_auth(PASSWORD));
-    cfg.view = UsageView::AccountUsage;
-    cfg.account_name = Some("ACME_PROD".into());
-    let got = SnowflakeSource::new(cfg)
-        .unwrap()
-        .fetch(hour(27, 0), hour(28, 0))
+    let got = fetch_window(account_usage(peer.config(password_auth(PASSWORD))))
         .await
         .unwrap();
     assert_eq!(got, expected(&rows, Some("ACME_PROD")));
@@ -144,8 +154,9 @@ async fn account_usage_takes_account_name_from_config() {
 #[tokio::test]
 async fn wrong_password_is_an_auth_error_that_does_not_leak_it() {
     let peer = Peer::start(&[format!("--user={USER}:{PASSWORD}")]);
-    let source = SnowflakeSource::new(peer.config(password_auth("hunter2-wrong"))).unwrap();
-    let err = source.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
+    let err = fetch_window(peer.config(password_auth("hunter2-wrong")))
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
     assert!(
@@ -162,8 +173,9 @@ async fn wrong_password_is_an_auth_error_that_does_not_leak_it() {
 #[tokio::test]
 async fn missing_view_maps_to_the_missing_grant() {
     let peer = Peer::start(&[]); // no tables: what a role without access sees
-    let source = SnowflakeSource::new(peer.config(password_auth(PASSWORD))).unwrap();
-    let err = source.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
+    let err = fetch_window(peer.config(password_auth(PASSWORD)))
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, SourceError::Permission { .. }), "{err:?}");
     assert!(
@@ -177,12 +189,7 @@ async fn missing_view_maps_to_the_missing_grant() {
         "{text}"
     );
 
-    let mut cfg = peer.config(password_auth(PASSWORD));
-    cfg.view = UsageView::AccountUsage;
-    cfg.account_name = Some("ACME_PROD".into());
-    let err = SnowflakeSource::new(cfg)
-        .unwrap()
-        .fetch(hour(27, 0), hour(28, 0))
+    let err = fetch_window(account_usage(peer.config(password_auth(PASSWORD))))
         .await
         .unwrap_err();
     assert!(
@@ -203,11 +210,7 @@ async fn unreachable_endpoint_is_a_transient_network_error() {
         .port();
     let mut cfg = SnowflakeConfig::with_password("acme-org", USER, PASSWORD);
     cfg.base_url = Some(format!("http://127.0.0.1:{port}"));
-    let err = SnowflakeSource::new(cfg)
-        .unwrap()
-        .fetch(hour(27, 0), hour(28, 0))
-        .await
-        .unwrap_err();
+    let err = fetch_window(cfg).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
 }
 
@@ -216,20 +219,18 @@ async fn oauth_login_works() {
     let peer = Peer::start(&[]);
     let rows = fixture();
     peer.load(&rows).await;
-    let source = SnowflakeSource::new(peer.config(SnowflakeAuth::OAuth {
+    let got = fetch_window(peer.config(SnowflakeAuth::OAuth {
         token: SecretString::from(snowpatrol_sources::testing::OAUTH_TOKEN.to_owned()),
     }))
+    .await
     .unwrap();
-    assert_eq!(
-        source.fetch(hour(27, 0), hour(28, 0)).await.unwrap(),
-        expected(&rows, None)
-    );
+    assert_eq!(got, expected(&rows, None));
     // A token the peer does not know is refused, as Snowflake refuses it.
-    let wrong = SnowflakeSource::new(peer.config(SnowflakeAuth::OAuth {
+    let err = fetch_window(peer.config(SnowflakeAuth::OAuth {
         token: SecretString::from("expired-token".to_owned()),
     }))
-    .unwrap();
-    let err = wrong.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
+    .await
+    .unwrap_err();
     assert!(!err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("OAuth"), "{err}");
 }
@@ -312,17 +313,17 @@ async fn key_pair_login_with_plain_encrypted_and_pkcs1_keys() {
         key_pair(k.path("encrypted.p8"), Some("s3cret-pass")),
         key_pair(k.path("pkcs1.pem"), None),
     ] {
-        let source = SnowflakeSource::new(peer.config(auth.clone())).unwrap();
         assert_eq!(
-            source.fetch(hour(27, 0), hour(28, 0)).await.unwrap(),
+            fetch_window(peer.config(auth.clone())).await.unwrap(),
             expected(&rows, None),
             "{auth:?}"
         );
     }
 
     // A key Snowflake does not know: the hint names the fingerprint DESC USER must show for OUR key.
-    let source = SnowflakeSource::new(peer.config(key_pair(k.path("other.p8"), None))).unwrap();
-    let err = source.fetch(hour(27, 0), hour(28, 0)).await.unwrap_err();
+    let err = fetch_window(peer.config(key_pair(k.path("other.p8"), None)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
     assert!(
         err.to_string().contains("JWT token is invalid")
@@ -334,12 +335,13 @@ async fn key_pair_login_with_plain_encrypted_and_pkcs1_keys() {
 #[test]
 fn key_loading_errors_say_what_to_fix() {
     let k = keys();
-    let cfg = |auth| {
+    // Why a source with the key file `file` (and `passphrase`) cannot be built.
+    let refusal = |file: &str, passphrase: Option<&str>| {
         let mut c = SnowflakeConfig::with_password("acme-org", USER, "x");
-        c.auth = auth;
-        c
+        c.auth = key_pair(k.path(file), passphrase);
+        SnowflakeSource::new(c).unwrap_err()
     };
-    let err = SnowflakeSource::new(cfg(key_pair(k.path("missing.p8"), None))).unwrap_err();
+    let err = refusal("missing.p8", None);
     assert!(
         matches!(
             err,
@@ -357,22 +359,21 @@ fn key_loading_errors_say_what_to_fix() {
         "{err}"
     );
 
-    let err = SnowflakeSource::new(cfg(key_pair(k.path("encrypted.p8"), None))).unwrap_err();
+    let err = refusal("encrypted.p8", None);
     assert!(
         err.to_string()
             .contains("is encrypted but no passphrase is set"),
         "{err}"
     );
 
-    let err = SnowflakeSource::new(cfg(key_pair(k.path("encrypted.p8"), Some("wrong-pass"))))
-        .unwrap_err();
+    let err = refusal("encrypted.p8", Some("wrong-pass"));
     assert!(
         err.to_string().contains("cannot decrypt private key")
             && !err.to_string().contains("wrong-pass"),
         "{err}"
     );
 
-    let err = SnowflakeSource::new(cfg(key_pair(k.path("garbage.p8"), None))).unwrap_err();
+    let err = refusal("garbage.p8", None);
     assert!(
         err.to_string()
             .contains("does not contain a PEM private key"),

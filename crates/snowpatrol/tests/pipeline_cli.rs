@@ -65,6 +65,19 @@ fn failed(out: &Output, what: &str) -> String {
     err
 }
 
+/// The `config/snowpatrol.toml` the project ships.
+fn shipped_config() -> PathBuf {
+    [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "..",
+        "config",
+        "snowpatrol.toml",
+    ]
+    .iter()
+    .collect()
+}
+
 fn json_of(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -108,28 +121,24 @@ fn synth_then_backtest_both_models_with_and_without_labels() {
     assert!(metering == std::fs::read(d.join("again/metering.csv")).unwrap());
 
     let start = "2025-01-01";
+    // `backtest` of the synthetic data from `start`, with `extra` arguments.
+    let backtest = |extra: &[&str]| {
+        let mut args = vec!["backtest", "--input", "data/metering.csv", "--start", start];
+        args.extend_from_slice(extra);
+        snowpatrol(d, &args).output().unwrap()
+    };
     let mut precision = BTreeMap::new();
     for model in ["default", "baseline"] {
         let flagged = format!("flagged_{model}.csv");
-        let out = snowpatrol(
-            d,
-            &[
-                "backtest",
-                "--input",
-                "data/metering.csv",
-                "--labels",
-                "data/labels.csv",
-                "--start",
-                start,
-                "--output",
-                &flagged,
-                "--model",
-                model,
-                "--json",
-            ],
-        )
-        .output()
-        .unwrap();
+        let out = backtest(&[
+            "--labels",
+            "data/labels.csv",
+            "--output",
+            &flagged,
+            "--model",
+            model,
+            "--json",
+        ]);
         let r = json_of(&ok(out, &format!("backtest --model {model}")));
         assert_eq!(r["model"], model);
         assert_eq!(r["warehouses"], 12, "{r}");
@@ -191,22 +200,7 @@ fn synth_then_backtest_both_models_with_and_without_labels() {
     );
 
     // People get the numbers in plain text; without labels, counts only.
-    let out = snowpatrol(
-        d,
-        &[
-            "backtest",
-            "--input",
-            "data/metering.csv",
-            "--labels",
-            "data/labels.csv",
-            "--start",
-            start,
-            "--output",
-            "t.csv",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = backtest(&["--labels", "data/labels.csv", "--output", "t.csv"]);
     let t = ok(out, "backtest (text)");
     for word in [
         "day level: precision",
@@ -217,21 +211,7 @@ fn synth_then_backtest_both_models_with_and_without_labels() {
     ] {
         assert!(t.contains(word), "{word} missing from:\n{t}");
     }
-    let out = snowpatrol(
-        d,
-        &[
-            "backtest",
-            "--input",
-            "data/metering.csv",
-            "--start",
-            start,
-            "--output",
-            "nolabels.csv",
-            "--json",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = backtest(&["--output", "nolabels.csv", "--json"]);
     let r = json_of(&ok(out, "backtest without labels"));
     assert!(r["metrics"].is_null(), "{r}");
     assert_eq!(r["scored"], 2172);
@@ -267,38 +247,7 @@ fn bad_backtest_input_is_refused_clearly() {
     );
     assert!(!d.join("out.csv").exists(), "no output on failure");
 
-    let err = failed(
-        &run(&["--input", "bad.csv", "--start", "2025-02-30"]),
-        "bad date",
-    );
-    assert!(
-        err.contains("--start") && err.contains("YYYY-MM-DD"),
-        "{err}"
-    );
-
-    let err = failed(
-        &run(&[
-            "--input",
-            "bad.csv",
-            "--start",
-            "2025-01-01",
-            "--model",
-            "forest",
-        ]),
-        "unknown model",
-    );
-    assert!(
-        err.contains("forest") && err.contains("default or baseline"),
-        "{err}"
-    );
-
-    let err = failed(
-        &run(&["--input", "missing.csv", "--start", "2025-01-01"]),
-        "missing file",
-    );
-    assert!(err.contains("missing.csv"), "{err}");
-
-    // A labels file with an unknown kind names its line too.
+    // A labels file with an unknown kind (line 3), for the refusal that names its line too.
     ok(
         snowpatrol(
             d,
@@ -323,27 +272,54 @@ fn bad_backtest_input_is_refused_clearly() {
         "account_name,warehouse_name,usage_date,kind\nACME,WH,2025-06-01,spike\nACME,WH,2025-06-02,meteor\n",
     )
     .unwrap();
-    let err = failed(
-        &run(&[
-            "--input",
-            "s/metering.csv",
-            "--labels",
-            "labels.csv",
-            "--start",
-            "2025-06-01",
-        ]),
-        "bad labels",
-    );
-    assert!(
-        err.contains("labels.csv") && err.contains("line 3"),
-        "{err}"
-    );
-
-    let err = failed(
-        &run(&["--input", "s/metering.csv", "--start", "2026-01-01"]),
-        "start after the data",
-    );
-    assert!(err.contains("after the last day"), "{err}");
+    // (arguments, what is wrong, what the refusal must say)
+    let refusals: [(&[&str], &str, &[&str]); 5] = [
+        (
+            &["--input", "bad.csv", "--start", "2025-02-30"],
+            "bad date",
+            &["--start", "YYYY-MM-DD"],
+        ),
+        (
+            &[
+                "--input",
+                "bad.csv",
+                "--start",
+                "2025-01-01",
+                "--model",
+                "forest",
+            ],
+            "unknown model",
+            &["forest", "default or baseline"],
+        ),
+        (
+            &["--input", "missing.csv", "--start", "2025-01-01"],
+            "missing file",
+            &["missing.csv"],
+        ),
+        (
+            &[
+                "--input",
+                "s/metering.csv",
+                "--labels",
+                "labels.csv",
+                "--start",
+                "2025-06-01",
+            ],
+            "bad labels",
+            &["labels.csv", "line 3"],
+        ),
+        (
+            &["--input", "s/metering.csv", "--start", "2026-01-01"],
+            "start after the data",
+            &["after the last day"],
+        ),
+    ];
+    for (args, what, says) in refusals {
+        let err = failed(&run(args), what);
+        for s in says {
+            assert!(err.contains(s), "{what}: {s:?} expected: {err}");
+        }
+    }
 }
 
 struct DataDir {
@@ -371,6 +347,11 @@ impl DataDir {
 
     fn ok(&self, args: &[&str]) -> String {
         ok(self.cmd(args).output().unwrap(), &format!("{args:?}"))
+    }
+
+    /// Runs a command that must be refused (`what` it is); returns its error output.
+    fn failed(&self, args: &[&str], what: &str) -> String {
+        failed(&self.cmd(args).output().unwrap(), what)
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -467,10 +448,8 @@ fn pipeline_flow(env: &DataDir) {
         table.contains("latest") && table.contains("COMPUTE_WH"),
         "{table}"
     );
-    let err = failed(
-        &env.cmd(&["models", "--warehouse", "NO_SUCH_WH"])
-            .output()
-            .unwrap(),
+    let err = env.failed(
+        &["models", "--warehouse", "NO_SUCH_WH"],
         "unknown warehouse",
     );
     assert!(err.contains("NO_SUCH_WH"), "{err}");
@@ -736,33 +715,24 @@ fn pipeline_flow(env: &DataDir) {
         err.contains("false_positive") && err.contains("planned") && err.contains("expected"),
         "the refusal names the allowed values: {err}"
     );
-    let err = failed(
-        &env.cmd(&["anomalies", "ack", "987654", "--reason", "expected"])
-            .output()
-            .unwrap(),
+    let err = env.failed(
+        &["anomalies", "ack", "987654", "--reason", "expected"],
         "unknown id",
     );
     assert!(err.contains("no incident with id 987654"), "{err}");
-    let err = failed(
-        &env.cmd(&[
+    let err = env.failed(
+        &[
             "anomalies",
             "ack",
             "987654",
             "--reason",
             "expected",
             "--anomaly",
-        ])
-        .output()
-        .unwrap(),
+        ],
         "unknown anomaly id",
     );
     assert!(err.contains("no anomaly with id 987654"), "{err}");
-    let err = failed(
-        &env.cmd(&["anomalies", "--since", "yesterday"])
-            .output()
-            .unwrap(),
-        "bad --since",
-    );
+    let err = env.failed(&["anomalies", "--since", "yesterday"], "bad --since");
     assert!(err.contains("--since"), "{err}");
 
     // No Slack configured: the predict run's one digest, announcing every incident, written to a file.
@@ -813,10 +783,7 @@ fn pipeline_flow(env: &DataDir) {
             && text.contains("no [[pipeline.alerts.routes]] configured"),
         "{text}"
     );
-    let err = failed(
-        &env.cmd(&["explain-alert", "987654"]).output().unwrap(),
-        "unknown incident",
-    );
+    let err = env.failed(&["explain-alert", "987654"], "unknown incident");
     assert!(err.contains("no incident with id 987654"), "{err}");
     assert_eq!(
         env.json(&["alerts", "--pending"]).as_array().unwrap().len(),
@@ -854,15 +821,7 @@ fn shipped_config_passes_config_check_with_a_real_key() {
         .unwrap();
     ok(out, "generating a test key with Python");
 
-    let shipped: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "..",
-        "config",
-        "snowpatrol.toml",
-    ]
-    .iter()
-    .collect();
+    let shipped = shipped_config();
     let check = |passphrase: Option<&str>| {
         let mut c = snowpatrol(
             d,
@@ -921,15 +880,7 @@ fn shipped_config_passes_config_check_with_a_real_key() {
 fn inspecting_jobs_needs_no_credentials_running_them_does() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let shipped: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "..",
-        "config",
-        "snowpatrol.toml",
-    ]
-    .iter()
-    .collect();
+    let shipped = shipped_config();
     let cmd = |args: &[&str]| {
         let mut full = vec!["--config", shipped.to_str().unwrap()];
         full.extend_from_slice(args);

@@ -5,6 +5,7 @@ use super::*;
 
 type PoolT = sqlx::Pool<Db>;
 type RowT = <Db as sqlx::Database>::Row;
+type QueryT<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
 
 pub async fn delete_hourly_window(
     tx: &mut sqlx::Transaction<'_, Db>,
@@ -21,8 +22,23 @@ pub async fn delete_hourly_window(
     .rows_affected())
 }
 
-/// Marks every day of the load's window loaded (with its hourly row count), replacing earlier marks.
-pub async fn record_loaded_days(
+/// Deletes the daily rows of the days [from, to), which a load then writes again.
+pub async fn delete_daily_window(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2")
+        .bind(from)
+        .bind(to)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Removes the load ledger's marks for the load's window: its days are not loaded completely until
+/// `record_loaded_days` marks them again.
+pub async fn unmark_loaded_days(
     tx: &mut sqlx::Transaction<'_, Db>,
     load: &MeteringLoad<'_>,
 ) -> Result<(), StoreError> {
@@ -31,6 +47,15 @@ pub async fn record_loaded_days(
         .bind(load.to)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Marks every day of the load's window loaded (with its hourly row count), replacing earlier marks.
+pub async fn record_loaded_days(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    load: &MeteringLoad<'_>,
+) -> Result<(), StoreError> {
+    unmark_loaded_days(tx, load).await?;
     let mut per_day: BTreeMap<NaiveDate, i64> = BTreeMap::new();
     let mut d = load.from;
     while d < load.to {
@@ -595,28 +620,39 @@ async fn rescore_anomaly(
     a: &NewAnomaly,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE anomalies SET model_id = $1, model_version = $2, run_id = $3, actual_credits = $4, \
-         expected_credits = $5, \
-         excess_credits = $6, score = $7, threshold = $8, explanation = $9, scored_at = $10 \
-         WHERE account_name = $11 AND warehouse_name = $12 AND usage_date = $13",
+    bind_scoring(
+        sqlx::query(
+            "UPDATE anomalies SET model_id = $1, model_version = $2, run_id = $3, actual_credits = $4, \
+             expected_credits = $5, \
+             excess_credits = $6, score = $7, threshold = $8, explanation = $9, scored_at = $10 \
+             WHERE account_name = $11 AND warehouse_name = $12 AND usage_date = $13",
+        ),
+        a,
+        now,
     )
-    .bind(a.model_id)
-    .bind(a.model_version)
-    .bind(a.run_id)
-    .bind(a.day.actual_credits)
-    .bind(a.day.expected_credits)
-    .bind(a.day.excess_credits)
-    .bind(a.day.score)
-    .bind(a.day.threshold)
-    .bind(&a.day.explanation)
-    .bind(now)
     .bind(&a.key.account_name)
     .bind(&a.key.warehouse_name)
     .bind(a.day.date)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Binds what a scoring run says about flagged day `a` as `$1`..`$10`: model id and version, run,
+/// actual, expected and excess credits, score, threshold, explanation, and `now` (when it was scored).
+/// Rescoring a day and inserting a new one write the same columns from the same place.
+fn bind_scoring<'q>(query: QueryT<'q>, a: &NewAnomaly, now: DateTime<Utc>) -> QueryT<'q> {
+    query
+        .bind(a.model_id)
+        .bind(a.model_version)
+        .bind(a.run_id)
+        .bind(a.day.actual_credits)
+        .bind(a.day.expected_credits)
+        .bind(a.day.excess_credits)
+        .bind(a.day.score)
+        .bind(a.day.threshold)
+        .bind(&a.day.explanation)
+        .bind(now)
 }
 
 /// The incident a newly flagged day joins: the incident of an adjacent day (merged with the other one when
@@ -696,26 +732,19 @@ async fn insert_anomaly(
     incident_id: i64,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO anomalies (account_name, warehouse_name, usage_date, model_id, model_version, run_id, \
-         actual_credits, \
-         expected_credits, excess_credits, score, threshold, explanation, incident_start, detected_at, \
-          scored_at, incident_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13, $13, $14)",
+    bind_scoring(
+        sqlx::query(
+            "INSERT INTO anomalies (model_id, model_version, run_id, actual_credits, expected_credits, \
+             excess_credits, score, threshold, explanation, scored_at, detected_at, account_name, \
+             warehouse_name, usage_date, incident_start, incident_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $13, $14)",
+        ),
+        a,
+        now,
     )
     .bind(&a.key.account_name)
     .bind(&a.key.warehouse_name)
     .bind(a.day.date)
-    .bind(a.model_id)
-    .bind(a.model_version)
-    .bind(a.run_id)
-    .bind(a.day.actual_credits)
-    .bind(a.day.expected_credits)
-    .bind(a.day.excess_credits)
-    .bind(a.day.score)
-    .bind(a.day.threshold)
-    .bind(&a.day.explanation)
-    .bind(now)
     .bind(incident_id)
     .execute(&mut **tx)
     .await?;
@@ -958,18 +987,30 @@ pub async fn insert_alert(
     fence: Option<&TaskFence>,
 ) -> Result<Option<i64>, StoreError> {
     let mut tx = pool.begin_with(BEGIN).await?;
-    let id = sqlx::query_scalar(INSERT_ALERT)
+    let id = insert_alert_in(&mut tx, dedupe_key, kind, run_id, channel, message).await?;
+    check_fence(&mut tx, fence).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// [`insert_alert`] within the caller's transaction (a digest is queued with its replies and marks).
+async fn insert_alert_in(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    dedupe_key: &str,
+    kind: AlertKind,
+    run_id: Option<i64>,
+    channel: &str,
+    message: &serde_json::Value,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(INSERT_ALERT)
         .bind(dedupe_key)
         .bind(kind)
         .bind(run_id)
         .bind(channel)
         .bind(Json(message))
         .bind(snowpatrol_store::now())
-        .fetch_optional(&mut *tx)
-        .await?;
-    check_fence(&mut tx, fence).await?;
-    tx.commit().await?;
-    Ok(id)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 /// Queues a run's digests (one per channel) with their replies and marks the incidents they announce, in
@@ -989,15 +1030,8 @@ pub async fn enqueue_digests(
     let mut wanted = BTreeSet::new();
     let mut marked = 0;
     for d in digests {
-        let id: Option<i64> = sqlx::query_scalar(INSERT_ALERT)
-            .bind(&d.dedupe_key)
-            .bind(kind)
-            .bind(run_id)
-            .bind(&d.channel)
-            .bind(Json(&d.message))
-            .bind(snowpatrol_store::now())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let id =
+            insert_alert_in(&mut tx, &d.dedupe_key, kind, run_id, &d.channel, &d.message).await?;
         let Some(id) = id else {
             // Queued by an earlier try of this run: all of its digests were, in one transaction.
             tx.rollback().await?;

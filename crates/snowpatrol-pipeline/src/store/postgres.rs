@@ -40,11 +40,7 @@ pub(super) async fn load_metering(
     let (from, to) = (day_start(load.from), day_start(load.to));
     let hourly = async {
         let mut tx = pool.begin().await?;
-        sqlx::query("DELETE FROM metering_loads WHERE usage_date >= $1 AND usage_date < $2")
-            .bind(load.from)
-            .bind(load.to)
-            .execute(&mut *tx)
-            .await?;
+        unmark_loaded_days(&mut tx, load).await?;
         let deleted = delete_hourly_window(&mut tx, from, to).await?;
         copy_hourly(&mut tx, load.hourly, load.run_id).await?;
         snowpatrol_store::failpoint("prep.load.before_commit")?;
@@ -54,11 +50,7 @@ pub(super) async fn load_metering(
     };
     let daily = async {
         let mut tx = pool.begin().await?;
-        sqlx::query("DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2")
-            .bind(load.from)
-            .bind(load.to)
-            .execute(&mut *tx)
-            .await?;
+        delete_daily_window(&mut tx, load.from, load.to).await?;
         copy_daily(&mut tx, load.daily).await?;
         check_fence(&mut tx, fence).await?;
         tx.commit().await?;
@@ -100,34 +92,28 @@ async fn copy_hourly(
     rows: &[MeteringRow],
     run_id: Option<i64>,
 ) -> Result<(), StoreError> {
-    let mut copy = tx
-        .copy_in_raw(
-            "COPY warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, \
-             end_time, \
-             credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) FROM STDIN WITH \
-              (FORMAT binary)",
-        )
-        .await?;
-    let mut enc = BinaryCopy::new();
-    for r in rows {
-        enc.row(10);
-        enc.text(&r.account_name);
-        enc.i64(r.warehouse_id);
-        enc.text(&r.warehouse_name);
-        enc.text(&r.service_type);
-        enc.timestamp(r.start_time);
-        enc.timestamp(r.end_time);
-        enc.f64(r.credits_used);
-        enc.f64(r.credits_used_compute);
-        enc.f64(r.credits_used_cloud_services);
-        enc.opt_i64(run_id);
-        if let Some(chunk) = enc.take_if_full() {
-            copy.send(chunk).await?;
-        }
-    }
-    copy.send(enc.finish()).await?;
-    copy.finish().await?;
-    Ok(())
+    copy_binary(
+        tx,
+        "COPY warehouse_metering_hourly (account_name, warehouse_id, warehouse_name, service_type, start_time, \
+         end_time, \
+         credits_used, credits_used_compute, credits_used_cloud_services, loaded_by_run_id) FROM STDIN WITH \
+          (FORMAT binary)",
+        rows,
+        |enc, r| {
+            enc.row(10);
+            enc.text(&r.account_name);
+            enc.i64(r.warehouse_id);
+            enc.text(&r.warehouse_name);
+            enc.text(&r.service_type);
+            enc.timestamp(r.start_time);
+            enc.timestamp(r.end_time);
+            enc.f64(r.credits_used);
+            enc.f64(r.credits_used_compute);
+            enc.f64(r.credits_used_cloud_services);
+            enc.opt_i64(run_id);
+        },
+    )
+    .await
 }
 
 async fn copy_daily(
@@ -135,33 +121,48 @@ async fn copy_daily(
     rows: &[FeatureRow],
 ) -> Result<(), StoreError> {
     let now = snowpatrol_store::now();
-    let mut copy = tx
-        .copy_in_raw(
-            "COPY warehouse_daily_usage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
-             credits_used_cloud_services, hours_active, peak_hourly_credits, trend, seasonal, residual, updated_at) \
-             FROM STDIN WITH (FORMAT binary)",
-        )
-        .await?;
+    copy_binary(
+        tx,
+        "COPY warehouse_daily_usage (account_name, warehouse_name, usage_date, credits_used, credits_used_compute, \
+         credits_used_cloud_services, hours_active, peak_hourly_credits, trend, seasonal, residual, updated_at) \
+         FROM STDIN WITH (FORMAT binary)",
+        rows,
+        |enc, f| {
+            let u = &f.usage;
+            enc.row(12);
+            enc.text(&u.key.account_name);
+            enc.text(&u.key.warehouse_name);
+            enc.date(u.date);
+            for v in [
+                u.credits,
+                u.credits_compute,
+                u.credits_cloud_services,
+                u.hours_active,
+                u.peak_hourly_credits,
+            ] {
+                enc.f64(v);
+            }
+            for v in [f.trend, f.seasonal, f.residual] {
+                enc.opt_f64(v);
+            }
+            enc.timestamp(now);
+        },
+    )
+    .await
+}
+
+/// Streams `rows` through `statement` (a `COPY ... FROM STDIN WITH (FORMAT binary)`), each row written by
+/// `encode`, in chunks of bounded size so memory stays flat for big loads.
+async fn copy_binary<T>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    statement: &str,
+    rows: &[T],
+    mut encode: impl FnMut(&mut BinaryCopy, &T),
+) -> Result<(), StoreError> {
+    let mut copy = tx.copy_in_raw(statement).await?;
     let mut enc = BinaryCopy::new();
-    for f in rows {
-        let u = &f.usage;
-        enc.row(12);
-        enc.text(&u.key.account_name);
-        enc.text(&u.key.warehouse_name);
-        enc.date(u.date);
-        for v in [
-            u.credits,
-            u.credits_compute,
-            u.credits_cloud_services,
-            u.hours_active,
-            u.peak_hourly_credits,
-        ] {
-            enc.f64(v);
-        }
-        for v in [f.trend, f.seasonal, f.residual] {
-            enc.opt_f64(v);
-        }
-        enc.timestamp(now);
+    for r in rows {
+        encode(&mut enc, r);
         if let Some(chunk) = enc.take_if_full() {
             copy.send(chunk).await?;
         }

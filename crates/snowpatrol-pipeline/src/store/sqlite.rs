@@ -41,11 +41,7 @@ pub(super) async fn load_metering(
     let deleted = delete_hourly_window(&mut tx, from, to).await?;
     insert_hourly_batched(&mut tx, load.hourly, load.run_id).await?;
     snowpatrol_store::failpoint("prep.load.before_commit")?;
-    sqlx::query("DELETE FROM warehouse_daily_usage WHERE usage_date >= $1 AND usage_date < $2")
-        .bind(load.from)
-        .bind(load.to)
-        .execute(&mut *tx)
-        .await?;
+    delete_daily_window(&mut tx, load.from, load.to).await?;
     upsert_features_in(&mut tx, load.daily).await?;
     snowpatrol_store::failpoint("prep.load.before_ledger")?;
     record_loaded_days(&mut tx, load).await?;
