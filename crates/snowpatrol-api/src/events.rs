@@ -34,12 +34,7 @@ pub async fn list_events(
 ) -> Result<Json<Vec<EventRecord>>, Problem> {
     s.tokens.authorize(&headers, Scope::Read)?;
     let q = q.into_inner()?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be between 1 and 1000, got {limit}"
-        )));
-    }
+    let limit = crate::limit(q.limit, 50, 1000)?;
     Ok(Json(
         s.engine
             .db()

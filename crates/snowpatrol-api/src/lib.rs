@@ -49,6 +49,18 @@ impl Who {
     }
 }
 
+/// A `limit` query parameter: `default` when absent, refused outside 1..=`max` with a problem naming the range.
+pub(crate) fn limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64, Problem> {
+    let limit = requested.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Problem::bad_request(format!(
+            "limit must be between 1 and {max}, got {limit}"
+        )))
+    }
+}
+
 /// A JSON request body that may be empty (then the endpoint's defaults apply); a malformed one is a problem
 /// that names what is wrong, not axum's plain-text rejection.
 pub struct JsonBody<T>(Result<Option<T>, Problem>);

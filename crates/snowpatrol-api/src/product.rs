@@ -147,11 +147,6 @@ pub async fn list_alerts(
 ) -> Result<Json<Vec<AlertRow>>, Problem> {
     s.tokens.authorize(&headers, Scope::Read)?;
     let q = q.into_inner()?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be between 1 and 1000, got {limit}"
-        )));
-    }
+    let limit = crate::limit(q.limit, 100, 1000)?;
     Ok(Json(s.store.list_alerts(q.pending, limit).await?))
 }

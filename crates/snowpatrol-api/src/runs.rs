@@ -41,12 +41,7 @@ pub async fn list_runs(
 ) -> Result<Json<Vec<RunRecord>>, Problem> {
     s.tokens.authorize(&headers, Scope::Read)?;
     let q = q.into_inner()?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be between 1 and 1000, got {limit}"
-        )));
-    }
+    let limit = crate::limit(q.limit, 50, 1000)?;
     if let Some(job) = &q.job
         && s.engine.jobs().get(job).is_none()
     {
@@ -138,12 +133,7 @@ pub async fn run_logs(
 ) -> Result<Json<LogPage>, Problem> {
     s.tokens.authorize(&headers, Scope::Read)?;
     let q = q.into_inner()?;
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=5000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be between 1 and 5000, got {limit}"
-        )));
-    }
+    let limit = crate::limit(q.limit, 1000, 5000)?;
     let run = run_or_404(&s, run_id).await?;
     let after = q.after.unwrap_or(0);
     let lines = s

@@ -7,15 +7,8 @@ use chrono::NaiveDate;
 use maud::{Markup, html};
 use std::collections::BTreeMap;
 
-/// One day of the chart.
-#[derive(Clone, Debug)]
-pub struct ChartDay {
-    pub date: NaiveDate,
-    pub credits: f64,
-    pub expected: Option<f64>,
-    pub normal_low: Option<f64>,
-    pub normal_high: Option<f64>,
-}
+/// One day of the chart: detect's [`ExpectedDay`], the same the report's charts draw.
+pub use snowpatrol_detect::model::ExpectedDay as ChartDay;
 
 const W: f64 = 900.0;
 const H: f64 = 300.0;

@@ -595,31 +595,7 @@ async fn chart_days(
     let take = series.len() - first;
     // Scoring is CPU work: off the async threads.
     tokio::task::spawn_blocking(move || {
-        let scores: BTreeMap<NaiveDate, (f64, Option<f64>, Option<f64>)> = model
-            .and_then(|m| m.score(&series, take).ok())
-            .map(|v| {
-                v.into_iter()
-                    .map(|d| {
-                        (
-                            d.day.date,
-                            (d.day.expected_credits, d.normal_low, d.normal_high),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        (first..series.len())
-            .map(|i| {
-                let e = scores.get(&series.date(i));
-                ChartDay {
-                    date: series.date(i),
-                    credits: series.credits[i],
-                    expected: e.map(|e| e.0),
-                    normal_low: e.and_then(|e| e.1),
-                    normal_high: e.and_then(|e| e.2),
-                }
-            })
-            .collect()
+        snowpatrol_detect::model::expected_days(model.as_ref(), &series, take)
     })
     .await
     .unwrap_or_default()

@@ -500,3 +500,144 @@ async fn task_logs_keep_each_try_with_its_span_fields_bounded_per_try(db: Databa
         .unwrap();
     assert_eq!(after.len(), logs.len() - 3, "paging after a log id");
 }
+
+/// Runs `sql` on either backend.
+async fn exec(db: &Database, sql: &str) {
+    match db.pool() {
+        snowpatrol_store::Pool::Postgres(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        snowpatrol_store::Pool::Sqlite(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Migration 0009 on a database of the previous schema (the engine line up to 0008) holding a finished run,
+/// its task instance and its outlet event: everything is kept, the new columns start empty, the event stays
+/// unique per producing task (a finish written twice still emits once) while a cleared rerun's generation may
+/// emit again, and task logs can be written.
+async fn upgrade_to_0009_keeps_runs_instances_and_events(db: Database) {
+    match db.pool() {
+        snowpatrol_store::Pool::Postgres(p) => (snowpatrol_store::ENGINE.postgres)()
+            .run_to(8, p)
+            .await
+            .unwrap(),
+        snowpatrol_store::Pool::Sqlite(p) => (snowpatrol_store::ENGINE.sqlite)()
+            .run_to(8, p)
+            .await
+            .unwrap(),
+    }
+    let t = "'2025-06-01T06:00:00+00:00'";
+    exec(&db, &format!("INSERT INTO jobs (job_name, schedule, registered_at, updated_at) VALUES ('j', 'manual', {t}, {t})")).await;
+    exec(
+        &db,
+        &format!(
+            "INSERT INTO job_runs (run_id, job_name, run_key, trigger_kind, logical_time, state, params, triggered_by, \
+             queued_at, started_at, finished_at) VALUES (1, 'j', 'manual:x', 'manual', {t}, 'success', '{{}}', 'alice', \
+             {t}, {t}, {t})"
+        ),
+    )
+    .await;
+    exec(
+        &db,
+        &format!(
+            "INSERT INTO task_instances (run_id, job_name, task_name, map_key, state, try_number, max_tries, worker_id, \
+             queued_at, started_at, finished_at) VALUES (1, 'j', 't', '', 'success', 1, 3, 'replica-a', {t}, {t}, {t})"
+        ),
+    )
+    .await;
+    exec(
+        &db,
+        &format!(
+            "INSERT INTO dataset_events (dataset_uri, extra, source_job, source_run_id, source_task, created_by, \
+             created_at) VALUES ('x://done', '{{\"rows\": 3}}', 'j', 1, 't', 'job j', {t})"
+        ),
+    )
+    .await;
+
+    db.migrate().await.unwrap();
+    let run = db.get_run(1).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            run.state,
+            run.triggered_by.as_str(),
+            run.clear_count,
+            run.note.clone()
+        ),
+        (RunState::Success, "alice", 0, None)
+    );
+    let ti = db.list_task_instances(1).await.unwrap();
+    assert_eq!(ti.len(), 1);
+    assert_eq!(
+        (
+            ti[0].worker_id.as_deref(),
+            ti[0].max_tries,
+            ti[0].note.clone()
+        ),
+        (Some("replica-a"), 3, None)
+    );
+    let events = db.produced_events(1).await.unwrap();
+    assert_eq!(
+        (events.len(), events[0].extra["rows"].as_i64()),
+        (1, Some(3))
+    );
+
+    let again = |generation: i32| {
+        format!(
+            "INSERT INTO dataset_events (dataset_uri, extra, source_job, source_run_id, source_task, created_by, \
+             created_at, source_generation) VALUES ('x://done', '{{}}', 'j', 1, 't', 'job j', {t}, {generation}) \
+             ON CONFLICT (source_run_id, source_task, dataset_uri, source_generation) WHERE source_run_id IS NOT NULL \
+             DO NOTHING"
+        )
+    };
+    exec(&db, &again(0)).await;
+    assert_eq!(
+        db.produced_events(1).await.unwrap().len(),
+        1,
+        "the same finish emits once"
+    );
+    exec(&db, &again(1)).await;
+    assert_eq!(
+        db.produced_events(1).await.unwrap().len(),
+        2,
+        "a cleared rerun emits again"
+    );
+
+    db.append_task_logs(&[snowpatrol_store::TaskLogLine {
+        run_id: 1,
+        task_instance_id: ti[0].task_instance_id,
+        task_name: "t".into(),
+        map_key: String::new(),
+        try_number: 1,
+        logged_at: chrono::Utc::now(),
+        level: LogLevel::Info,
+        target: "test".into(),
+        message: "after the upgrade".into(),
+        fields: Default::default(),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        db.task_logs(1, None, 0, 10).await.unwrap()[0].message,
+        "after the upgrade"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_0009_on_postgres() {
+    let url = snowpatrol_store::testing::empty_postgres_url().await;
+    upgrade_to_0009_keeps_runs_instances_and_events(Database::connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_0009_on_sqlite() {
+    let (db, _dir) = snowpatrol_store::testing::empty_sqlite().await;
+    upgrade_to_0009_keeps_runs_instances_and_events(db).await;
+}
