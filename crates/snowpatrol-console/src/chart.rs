@@ -153,6 +153,61 @@ pub fn usage_chart(days: &[ChartDay], anomalies: &BTreeMap<NaiveDate, f64>) -> M
     }
 }
 
+/// The hourly panel: credits per hour over the incident's days and the day on each side, bars of the incident's
+/// days in red. An hour bills at most size x clusters, so a resize or a scale-out shows as taller bars and a
+/// warehouse left running as bars through the night.
+pub fn hourly_chart(
+    hours: &[(chrono::DateTime<chrono::Utc>, f64)],
+    incident: (NaiveDate, NaiveDate),
+) -> Markup {
+    if hours.is_empty() {
+        return html! { p.muted { "No hourly metering loaded for these days." } };
+    }
+    let first = hours[0].0;
+    let span_hours = ((hours[hours.len() - 1].0 - first).num_hours() + 1).max(1) as f64;
+    let top = hours
+        .iter()
+        .map(|h| h.1)
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let width = (W - LEFT - RIGHT) / span_hours;
+    let x = |t: chrono::DateTime<chrono::Utc>| LEFT + (t - first).num_hours() as f64 * width;
+    let y = |v: f64| PLOT_BOTTOM - (v.max(0.0) / top) * (PLOT_BOTTOM - TOP);
+    let days: Vec<NaiveDate> = {
+        let mut d: Vec<NaiveDate> = hours.iter().map(|h| h.0.date_naive()).collect();
+        d.dedup();
+        d
+    };
+    html! {
+        // Every element closed (`{}`), as in the daily chart.
+        svg.chart.hourly xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (H - 40.0) } width="100%"
+            role="img" aria-label="Credits per hour; the incident's days in red" {
+            @for frac in [0.0, 0.5, 1.0] {
+                @let v = top / 1.1 * frac;
+                line x1=(LEFT) x2=(W - RIGHT) y1=(format!("{:.1}", y(v))) y2=(format!("{:.1}", y(v))) stroke="#e4e7ec" {}
+                text x=(LEFT - 6.0) y=(format!("{:.1}", y(v) + 4.0)) text-anchor="end" font-size="11" fill="#667085" {
+                    (format!("{v:.2}"))
+                }
+            }
+            @for (t, v) in hours {
+                @let inside = (incident.0..=incident.1).contains(&t.date_naive());
+                rect.bar x=(format!("{:.1}", x(*t) + 0.5)) y=(format!("{:.1}", y(*v)))
+                    width=(format!("{:.1}", (width - 1.0).max(0.5))) height=(format!("{:.1}", PLOT_BOTTOM - y(*v)))
+                    fill=(if inside { "#cf222e" } else { "#101828" }) fill-opacity=(if inside { "0.85" } else { "0.55" }) {
+                    title { (t.format("%Y-%m-%d %H:00 UTC")) ": " (format!("{v:.3}")) " credits" }
+                }
+            }
+            @for d in &days {
+                @let at = x(d.and_hms_opt(0, 0, 0).map_or(first, |n| n.and_utc()));
+                line x1=(format!("{at:.1}")) x2=(format!("{at:.1}")) y1=(TOP) y2=(PLOT_BOTTOM) stroke="#d0d5dd" stroke-dasharray="2 3" {}
+                text x=(format!("{:.1}", at + 4.0)) y=(PLOT_BOTTOM + 16.0) font-size="11" fill="#667085" { (d.format("%Y-%m-%d")) }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

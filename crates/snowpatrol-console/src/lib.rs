@@ -106,7 +106,12 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
+        .map(|(_, v)| {
+            form_urlencoded::parse(format!("t={v}").as_bytes())
+                .map(|(_, t)| t.into_owned())
+                .next()
+                .unwrap_or_default()
+        })
 }
 
 /// The CSRF token of a session: a digest of its token, which only pages served to that session contain.

@@ -1,6 +1,6 @@
 //! The pages and the actions behind their forms.
 
-use crate::chart::{ChartDay, usage_chart};
+use crate::chart::{ChartDay, hourly_chart, usage_chart};
 use crate::{
     Actor, ConsoleState, Flash, Reader, Session, back, csrf_field, engine, layout, not_found,
     state_badge, store,
@@ -88,10 +88,11 @@ pub async fn login(State(s): S, Form(f): Form<LoginForm>) -> Response {
             Err("that token is not the read or the operate token".into()),
         );
     }
+    // Percent-encoded: a token may hold characters a cookie value may not (`;`, spaces, quotes).
+    let value: String = form_urlencoded::byte_serialize(f.token.trim().as_bytes()).collect();
     let cookie = format!(
-        "{}={}; HttpOnly; SameSite=Strict; Path=/ui",
-        crate::COOKIE,
-        f.token.trim()
+        "{}={value}; HttpOnly; SameSite=Strict; Path=/ui",
+        crate::COOKIE
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/jobs")).into_response()
 }
@@ -620,6 +621,23 @@ pub async fn incident(
         .unwrap_or_default();
     let key = WarehouseKey::new(&i.account_name, &i.warehouse_name);
     let chart = chart_days(&s, &key, i.start_day, i.end_day).await;
+    let hourly_from = i
+        .start_day
+        .checked_sub_days(Days::new(1))
+        .unwrap_or(i.start_day);
+    let hourly_to = i
+        .end_day
+        .checked_add_days(Days::new(2))
+        .unwrap_or(i.end_day);
+    let midnight = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or_default()
+    };
+    let hours = st
+        .hourly_credits(&key, midnight(hourly_from), midnight(hourly_to))
+        .await
+        .unwrap_or_default();
     let flagged: BTreeMap<NaiveDate, f64> = days
         .iter()
         .map(|a| (a.usage_date, a.expected_credits))
@@ -637,6 +655,8 @@ pub async fn incident(
         }
         h2 { "Daily credits" }
         (usage_chart(&chart, &flagged))
+        h2 { "Credits per hour" }
+        (hourly_chart(&hours, (i.start_day, i.end_day)))
         h2 { "Anomalous days" }
         table {
             thead { tr { th { "Day" } th { "Actual" } th { "Expected" } th { "Excess" } th { "Score" } th { "Why" } th { "Model" } } }

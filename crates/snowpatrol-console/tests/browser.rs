@@ -125,6 +125,39 @@ async fn pipeline_data(store: &PipelineStore) -> i64 {
             residual: None,
         })
         .collect();
+    // The hours of days 79-82: 8 busy hours a day, then around the clock on the runaway days 80 and 81.
+    let hourly: Vec<snowpatrol_detect::MeteringRow> = (79..83)
+        .flat_map(|i| (0..24).map(move |h| (i, h)))
+        .filter(|(i, h)| *i == 80 || *i == 81 || (8..16).contains(h))
+        .map(|(i, h)| {
+            let start = day(i).and_hms_opt(h, 0, 0).unwrap().and_utc();
+            snowpatrol_detect::MeteringRow {
+                account_name: "ACME".into(),
+                warehouse_id: 7,
+                warehouse_name: "ETL_WH".into(),
+                service_type: "WAREHOUSE_METERING".into(),
+                start_time: start,
+                end_time: start + chrono::Duration::hours(1),
+                credits_used: 1.75,
+                credits_used_compute: 1.75,
+                credits_used_cloud_services: 0.0,
+            }
+        })
+        .collect();
+    store
+        .load_metering(
+            &snowpatrol_pipeline::store::MeteringLoad {
+                from: day(79),
+                to: day(83),
+                hourly: &hourly,
+                daily: &[],
+                run_id: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // After the hourly load, which rewrites its window's daily rows from its own (none here).
     store.replace_daily(&rows, None).await.unwrap();
     let series = build_series(&usage[..70], None).remove(0);
     let model = train(&series, &TrainConfig::default()).unwrap();
@@ -381,6 +414,15 @@ async fn console_pages_render_and_act_in_a_real_browser() {
             .unwrap()
             .len(),
         2
+    );
+    let bars = c
+        .find_all(Locator::Css("svg.hourly rect.bar"))
+        .await
+        .unwrap();
+    assert_eq!(
+        bars.len(),
+        8 + 24 + 24 + 8,
+        "one bar per metered hour of days 79-82"
     );
     let svg = c
         .find(Locator::Css("svg.chart"))

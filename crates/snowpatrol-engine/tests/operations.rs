@@ -380,6 +380,24 @@ async fn marking_a_failed_task_success_lets_the_run_continue_without_its_outlet(
             .unwrap_err(),
     );
     assert!(twice.contains("already failed"), "{twice}");
+    // A task that succeeded, marked failed: its error is the note, and the run stays failed.
+    let marked = e
+        .mark_task(
+            run,
+            "train",
+            None,
+            TaskState::Failed,
+            "bob",
+            "trained on bad data",
+        )
+        .await
+        .unwrap();
+    assert_eq!(marked.marked.len(), 1);
+    let train = instance(&db, run, "train", "").await;
+    assert_eq!(train.state, TaskState::Failed);
+    assert_eq!(train.error, train.note, "no try error: the note says why");
+    assert!(train.note.unwrap().ends_with(": trained on bad data"));
+    assert_eq!(run_state(&db, run).await, RunState::Failed);
     stop.cancel();
     h.await.unwrap();
 }

@@ -562,6 +562,16 @@ impl PipelineStore {
     ) -> Result<Vec<AlertRow>, StoreError> {
         dispatch!(self.db, list_alerts(pending_only, limit))
     }
+    /// A warehouse's credits per hour in [`from`, `to`), summed over service types (what the console's hourly
+    /// panel draws); pseudo warehouses are left out as everywhere.
+    pub async fn hourly_credits(
+        &self,
+        key: &WarehouseKey,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
+        dispatch!(self.db, hourly_credits(key, from, to))
+    }
 }
 
 /// A prep load: the window [from, to) in UTC days, its hourly rows and the daily rows aggregated from them.

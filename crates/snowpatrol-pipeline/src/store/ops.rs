@@ -1267,3 +1267,22 @@ pub async fn list_alerts(
     .await?;
     rows.iter().map(decode_row).collect()
 }
+
+pub async fn hourly_credits(
+    pool: &PoolT,
+    key: &WarehouseKey,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT start_time, sum(credits_used) FROM warehouse_metering_hourly \
+         WHERE account_name = $1 AND warehouse_name = $2 AND warehouse_id > 0 AND start_time >= $3 \
+         AND start_time < $4 GROUP BY start_time ORDER BY start_time",
+    )
+    .bind(&key.account_name)
+    .bind(&key.warehouse_name)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?)
+}
