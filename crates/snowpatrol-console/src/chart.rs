@@ -163,8 +163,15 @@ pub fn hourly_chart(
     if hours.is_empty() {
         return html! { p.muted { "No hourly metering loaded for these days." } };
     }
-    let first = hours[0].0;
-    let span_hours = ((hours[hours.len() - 1].0 - first).num_hours() + 1).max(1) as f64;
+    // The axis runs over whole UTC days, so an hour without metering (the warehouse was suspended) is a gap.
+    let midnight = |t: chrono::DateTime<chrono::Utc>| {
+        t.date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map_or(t, |m| m.and_utc())
+    };
+    let first = midnight(hours[0].0);
+    let end = midnight(hours[hours.len() - 1].0) + chrono::Duration::days(1);
+    let span_hours = (end - first).num_hours().max(1) as f64;
     let top = hours
         .iter()
         .map(|h| h.1)

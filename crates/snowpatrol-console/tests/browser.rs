@@ -4,7 +4,7 @@
 //! error, and acknowledging and clearing from the console take effect in the database.
 //!
 //! With `SNOWPATROL_CONSOLE_SCREENSHOTS=DIR` the test also saves screenshots of the main pages there (how
-//! `docs/console/*.png` are made).
+//! `docs/console/*.png` are made; a relative DIR is taken from the crate's directory, where tests run).
 
 use chrono::{Days, NaiveDate};
 use fantoccini::wd::WebDriverCompatibleCommand;
@@ -436,6 +436,21 @@ async fn console_pages_render_and_act_in_a_real_browser() {
         "band and expected line: {svg}"
     );
     shot("incident").await;
+    if let Some(dir) = &shots {
+        // The hourly panel sits below the fold: a screenshot of the element itself.
+        c.execute(
+            "document.querySelector('svg.hourly').scrollIntoView({block: 'center'})",
+            vec![],
+        )
+        .await
+        .unwrap();
+        let panel = c.find(Locator::Css("svg.hourly")).await.unwrap();
+        std::fs::write(
+            dir.join("incident-hourly.png"),
+            panel.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
 
     // Acknowledge from the list: recorded with who and why, and the buttons go away.
     c.goto(&format!("{base}/ui/incidents")).await.unwrap();
