@@ -220,14 +220,20 @@ impl TaskLogLayer {
 
     /// The layer `[scheduler] task_log_level` and `task_log_max_lines` ask for.
     pub fn from_settings(settings: &crate::SchedulerSettings) -> TaskLogLayer {
-        let level = match settings.task_log_level {
+        TaskLogLayer::new(Self::level(settings), settings.task_log_max_lines)
+    }
+
+    /// The tracing level of `[scheduler] task_log_level`. Install the layer with this as its per-layer filter
+    /// (`.with_filter(LevelFilter::from_level(..))`): spans and events below it are then never built for
+    /// this layer, which keeps an idle daemon from recording every library's debug spans.
+    pub fn level(settings: &crate::SchedulerSettings) -> Level {
+        match settings.task_log_level {
             LogLevel::Error => Level::ERROR,
             LogLevel::Warn => Level::WARN,
             LogLevel::Info => Level::INFO,
             LogLevel::Debug => Level::DEBUG,
             LogLevel::Trace => Level::TRACE,
-        };
-        TaskLogLayer::new(level, settings.task_log_max_lines)
+        }
     }
 }
 

@@ -356,9 +356,13 @@ pub(crate) fn init_logging(
     };
     tracing_subscriber::registry()
         .with(fmt)
-        .with(snowpatrol_engine::TaskLogLayer::from_settings(
-            &settings.scheduler,
-        ))
+        .with(
+            snowpatrol_engine::TaskLogLayer::from_settings(&settings.scheduler).with_filter(
+                tracing_subscriber::filter::LevelFilter::from_level(
+                    snowpatrol_engine::TaskLogLayer::level(&settings.scheduler),
+                ),
+            ),
+        )
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
