@@ -43,7 +43,13 @@ fn digest(token: &str) -> [u8; 32] {
 
 /// Equal digests, compared without an early exit.
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    equal_in_constant_time(a, b)
+}
+
+/// Whether two secrets (digests, CSRF tokens) are equal, compared without an early exit so the time taken
+/// does not tell how much of a guess was right; only the length may differ in time.
+pub fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl ApiTokens {

@@ -295,7 +295,12 @@ pub async fn list_datasets(
     headers: HeaderMap,
 ) -> Result<Json<Vec<DatasetInfo>>, Problem> {
     s.tokens.authorize(&headers, Scope::Read)?;
-    let jobs = s.engine.jobs();
+    Ok(Json(datasets(s.engine.jobs())))
+}
+
+/// Every dataset the configured jobs know, with the tasks producing it and the jobs scheduled on it, ordered
+/// by URI (the API's `/datasets` and the console's page).
+pub fn datasets(jobs: &snowpatrol_engine::Jobs) -> Vec<DatasetInfo> {
     let mut out: BTreeMap<String, DatasetInfo> = jobs
         .known_datasets
         .iter()
@@ -330,5 +335,5 @@ pub async fn list_datasets(
     }
     // Produced datasets are not external; consumed ones with no producer are declared external (or the
     // configuration would not have resolved).
-    Ok(Json(out.into_values().collect()))
+    out.into_values().collect()
 }

@@ -30,7 +30,8 @@ use snowpatrol_pipeline::PipelineStore;
 use std::sync::Arc;
 use utoipa::OpenApi;
 
-pub use auth::{ApiTokens, Scope};
+pub use auth::{ApiTokens, Scope, equal_in_constant_time};
+pub use jobs::{DatasetInfo, datasets};
 pub use problem::Problem;
 
 /// What every handler reads and acts through.

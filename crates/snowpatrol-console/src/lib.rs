@@ -148,13 +148,7 @@ impl Session {
         if self.scope != Some(Scope::Operate) {
             return Err("actions need the operate token: sign in with it".into());
         }
-        let same = self.csrf.len() == csrf.len()
-            && self
-                .csrf
-                .bytes()
-                .zip(csrf.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
+        let same = snowpatrol_api::equal_in_constant_time(self.csrf.as_bytes(), csrf.as_bytes());
         if !same {
             return Err("the form is stale or did not come from this console (CSRF check failed); reload the page".into());
         }

@@ -434,26 +434,18 @@ pub async fn datasets(
     Query(flash): Query<Flash>,
 ) -> Response {
     let e = engine(&s);
-    let jobs = e.jobs();
+    let datasets = snowpatrol_api::datasets(e.jobs());
     let events = e.db().list_events(None, 50).await.unwrap_or_default();
     let body = html! {
         h1 { "Datasets" }
         table {
             thead { tr { th { "Dataset" } th { "Produced by" } th { "Jobs scheduled on it" } } }
             tbody {
-                @for uri in &jobs.known_datasets {
+                @for d in &datasets {
                     tr {
-                        td { code { (uri) } }
-                        td {
-                            @let producers: Vec<String> = jobs.jobs.iter().flat_map(|(n, j)| j.shape.tasks.iter()
-                                .filter(|t| t.outlets.contains(uri)).map(move |t| format!("{n}.{}", t.name))).collect();
-                            @if producers.is_empty() { span.muted { "external" } } @else { (producers.join(", ")) }
-                        }
-                        td {
-                            @let consumers: Vec<&String> = jobs.jobs.iter().filter(|(_, j)| j.condition.as_ref()
-                                .is_some_and(|c| c.datasets().contains(uri))).map(|(n, _)| n).collect();
-                            (consumers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
-                        }
+                        td { code { (d.uri) } }
+                        td { @if d.external { span.muted { "external" } } @else { (d.producers.join(", ")) } }
+                        td { (d.consumers.join(", ")) }
                     }
                 }
             }
