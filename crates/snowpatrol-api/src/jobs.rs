@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use snowpatrol_store::{RunFilter, RunRecord};
+use snowpatrol_store::RunRecord;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -58,16 +58,7 @@ async fn job_info(state: &ApiState, name: &str) -> Result<JobInfo, Problem> {
         .jobs()
         .get(name)
         .ok_or_else(|| Problem::not_found(format!("no job `{name}`")))?;
-    let last_run = engine
-        .db()
-        .list_runs(&RunFilter {
-            job_name: Some(name.to_string()),
-            limit: 1,
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .next();
+    let last_run = engine.db().last_run(name).await?;
     Ok(JobInfo {
         name: name.to_string(),
         description: job.definition.description.clone(),

@@ -110,16 +110,7 @@ pub async fn jobs(State(s): S, Reader(session): Reader, Query(flash): Query<Flas
     let mut rows = Vec::new();
     for name in e.jobs().jobs.keys() {
         let explained = e.explain(name).await;
-        let last = e
-            .db()
-            .list_runs(&RunFilter {
-                job_name: Some(name.clone()),
-                limit: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()
-            .and_then(|r| r.into_iter().next());
+        let last = e.db().last_run(name).await.ok().flatten();
         rows.push((name.clone(), explained, last));
     }
     let body = html! {

@@ -291,6 +291,15 @@ impl Database {
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         dispatch!(self, list_runs(filter))
     }
+    /// The newest run of `job`, if it has one (what "last run" means on every screen).
+    pub async fn last_run(&self, job: &str) -> Result<Option<RunRecord>, StoreError> {
+        let filter = RunFilter {
+            job_name: Some(job.to_string()),
+            limit: 1,
+            ..Default::default()
+        };
+        Ok(self.list_runs(&filter).await?.into_iter().next())
+    }
     /// (queued, running) runs of a job.
     pub async fn active_run_count(&self, job: &str) -> Result<(i64, i64), StoreError> {
         dispatch!(self, active_run_count(job))

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use snowpatrol_engine::{CancellationToken, ParamSpec, ResolvedJob, RunState};
-use snowpatrol_store::{JobRow, RunFilter, RunRecord, TaskInstanceRecord};
+use snowpatrol_store::{JobRow, RunRecord, TaskInstanceRecord};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use tracing::warn;
@@ -319,17 +319,13 @@ pub(crate) async fn jobs(loaded: &LoadedConfig, json: bool) -> anyhow::Result<Ex
 async fn last_runs(app: &App) -> anyhow::Result<BTreeMap<String, RunRecord>> {
     let mut last = BTreeMap::new();
     for name in app.jobs().jobs.keys() {
-        let runs = app
+        let run = app
             .engine
             .db()
-            .list_runs(&RunFilter {
-                job_name: Some(name.clone()),
-                limit: 1,
-                ..Default::default()
-            })
+            .last_run(name)
             .await
             .context("reading the last runs")?;
-        if let Some(r) = runs.into_iter().next() {
+        if let Some(r) = run {
             last.insert(name.clone(), r);
         }
     }
