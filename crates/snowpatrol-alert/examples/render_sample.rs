@@ -38,6 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let section = WarehouseSection {
+        root_causes: Default::default(),
+        price_per_credit: None,
         account_name: "ACME_PROD".into(),
         warehouse_name: "COMPUTE_WH".into(),
         model_version: 3,
@@ -53,6 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         history,
     };
     let report = Report {
+        currency: None,
         run_id: "predict-2025-03-13T06:00Z".into(),
         generated_at: Utc::now(),
         price_per_credit: Some(3.0),

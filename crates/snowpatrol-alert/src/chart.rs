@@ -500,6 +500,8 @@ mod tests {
 
     fn section(account: &str, warehouse: &str) -> WarehouseSection {
         WarehouseSection {
+            root_causes: Default::default(),
+            price_per_credit: None,
             account_name: account.into(),
             warehouse_name: warehouse.into(),
             model_version: 1,

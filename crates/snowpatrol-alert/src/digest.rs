@@ -45,6 +45,12 @@ pub struct DigestIncident {
     pub expected_credits: Option<f64>,
     /// The detector's explanation of the incident's largest day.
     pub why: String,
+    /// The excess in money at the account's price, when known (else the digest's `price_per_credit` applies).
+    #[serde(default)]
+    pub excess_cost: Option<f64>,
+    /// The root cause of the incident's largest day (its summary sentence), when looked up.
+    #[serde(default)]
+    pub root_cause: Option<String>,
 }
 
 impl DigestIncident {
@@ -59,6 +65,9 @@ pub struct Digest {
     pub run_id: String,
     pub generated_at: DateTime<Utc>,
     pub price_per_credit: Option<f64>,
+    /// ISO code shown beside money, when known.
+    #[serde(default)]
+    pub currency: Option<String>,
     /// Incidents not announced before; the message ranks them by excess itself.
     pub incidents: Vec<DigestIncident>,
     /// Incidents of the scored window that were not repeated, and why (shown so silence is never a mystery).
@@ -98,8 +107,25 @@ fn days_text(i: &DigestIncident) -> String {
     }
 }
 
-fn money(value: f64, price: Option<f64>) -> String {
-    price.map_or(String::new(), |p| format!(", cost {}", credits(value * p)))
+/// Characters of the root-cause line of each listed incident.
+const CAUSE_CHARS: usize = 400;
+
+/// An incident's excess in money: at its account's price, else at the digest's.
+fn cost_of(i: &DigestIncident, d: &Digest) -> Option<f64> {
+    i.excess_cost
+        .or_else(|| d.price_per_credit.map(|p| p * i.excess_credits.max(0.0)))
+}
+
+/// ", cost EUR 12.00" for a known amount, nothing otherwise.
+fn money_text(cost: Option<f64>, d: &Digest) -> String {
+    cost.map_or(String::new(), |c| {
+        format!(", cost {}", crate::format::money(c, d.currency.as_deref()))
+    })
+}
+
+/// The money of several incidents, when every one has a price.
+fn total_cost(incidents: &[&DigestIncident], d: &Digest) -> Option<f64> {
+    incidents.iter().map(|i| cost_of(i, d)).sum()
 }
 
 /// Excess credits counted towards the totals: an incident below its expectation adds nothing.
@@ -127,12 +153,9 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
         "Snowflake spend: {} · +{} credits{}",
         plural(n, "new cost incident", "new cost incidents"),
         credits(total),
-        money(total, d.price_per_credit)
+        money_text(total_cost(&ranked, d), d)
     );
-    let mut blocks = vec![
-        header(&title),
-        section(summary_text(&ranked, total, d.price_per_credit)),
-    ];
+    let mut blocks = vec![header(&title), section(summary_text(&ranked, total, d))];
 
     // One section per listed incident (its own block id, so feedback can update it in place); the "why" is
     // bounded, so a section stays far below MAX_SECTION_CHARS.
@@ -159,7 +182,7 @@ pub fn digest_message(d: &Digest) -> Option<SlackMessage> {
 
 /// The summary under the header: how many incidents in how many warehouses, the total excess, and which
 /// warehouse has the largest share of it.
-fn summary_text(ranked: &[&DigestIncident], total: f64, price: Option<f64>) -> String {
+fn summary_text(ranked: &[&DigestIncident], total: f64, d: &Digest) -> String {
     let warehouses = {
         let mut k: Vec<String> = ranked.iter().map(|i| i.display_key()).collect();
         k.sort();
@@ -171,7 +194,7 @@ fn summary_text(ranked: &[&DigestIncident], total: f64, price: Option<f64>) -> S
         plural(ranked.len(), "new incident", "new incidents"),
         plural(warehouses, "warehouse", "warehouses"),
         credits(total),
-        money(total, price)
+        money_text(total_cost(ranked, d), d)
     );
     if let Some(top) = ranked.first() {
         let share = if total > 0.0 {
@@ -201,15 +224,22 @@ fn incident_section(i: &DigestIncident, d: &Digest) -> SlackBlock {
         without_date_prefix(&i.why, (i.first_day == i.last_day).then_some(i.first_day)),
         WHY_CHARS,
     );
-    let line = format!(
+    let mut line = format!(
         "• *{}* · {} · *+{} credits*{}{}\n      _{}_",
         truncate(&esc(&i.display_key()), 600),
         days_text(i),
         credits(i.excess_credits),
         pct,
-        money(i.excess_credits, d.price_per_credit),
+        money_text(cost_of(i, d), d),
         esc(&why)
     );
+    if let Some(cause) = i.root_cause.as_deref().filter(|c| !c.is_empty()) {
+        let _ = write!(
+            line,
+            "\n      Root cause: {}",
+            esc(&truncate(cause, CAUSE_CHARS))
+        );
+    }
     let mut block = SlackSectionBlock::new()
         .with_block_id(SlackBlockId::new(incident_block_id(i.incident_id)))
         .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(
@@ -233,7 +263,7 @@ fn more_text(rest: &[&DigestIncident], d: &Digest) -> String {
             "incidents"
         },
         credits(rest_excess),
-        money(rest_excess, d.price_per_credit)
+        money_text(total_cost(rest, d), d)
     );
     if let Some(path) = &d.report_path {
         let _ = write!(more, " The report has them all: {}", code(path));
@@ -297,19 +327,20 @@ fn fallback_text(title: &str, ranked: &[&DigestIncident], run_id: &str) -> Strin
 
 /// The comment of an incident's chart in the digest's thread: which incident, how much, and the detector's
 /// full reason (the digest line shows a shortened one).
-pub fn reply_text(i: &DigestIncident, price_per_credit: Option<f64>) -> String {
+pub fn reply_text(i: &DigestIncident, d: &Digest) -> String {
     let why = without_date_prefix(&i.why, (i.first_day == i.last_day).then_some(i.first_day));
-    truncate(
-        &format!(
-            "*{}* · {} · +{} credits{}\n{}",
-            esc(&i.display_key()),
-            days_text(i),
-            credits(i.excess_credits),
-            money(i.excess_credits, price_per_credit),
-            esc(why)
-        ),
-        MAX_SECTION_CHARS,
-    )
+    let mut text = format!(
+        "*{}* · {} · +{} credits{}\n{}",
+        esc(&i.display_key()),
+        days_text(i),
+        credits(i.excess_credits),
+        money_text(cost_of(i, d), d),
+        esc(why)
+    );
+    if let Some(cause) = i.root_cause.as_deref().filter(|c| !c.is_empty()) {
+        let _ = write!(text, "\n*Root cause:* {}", esc(cause));
+    }
+    truncate(&text, MAX_SECTION_CHARS)
 }
 
 /// The incidents that get a chart reply: the largest [`DIGEST_CHART_REPLIES`] by excess, in that order.

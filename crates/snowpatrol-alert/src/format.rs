@@ -94,6 +94,14 @@ pub(crate) fn truncate(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// Money with its currency when known: `EUR 1,234.50`, or `1,234.50`.
+pub(crate) fn money(value: f64, currency: Option<&str>) -> String {
+    match currency {
+        Some(c) => format!("{c} {}", credits(value)),
+        None => credits(value),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,13 @@ pub struct WarehouseSection {
     pub anomalies: Vec<AnomalyDay>,
     /// About 30 days around and before the anomalies.
     pub history: Vec<DailyPoint>,
+    /// The root cause of each anomalous day that has one (its summary sentence).
+    #[serde(default)]
+    pub root_causes: std::collections::BTreeMap<NaiveDate, String>,
+    /// The price of a credit in this warehouse's account, when it differs from the report's (Snowflake's
+    /// effective rate per account).
+    #[serde(default)]
+    pub price_per_credit: Option<f64>,
 }
 
 impl WarehouseSection {
@@ -89,6 +96,9 @@ pub struct Report {
     pub generated_at: DateTime<Utc>,
     /// When set, excess credits are also shown as cost (in whatever currency the price is in).
     pub price_per_credit: Option<f64>,
+    /// ISO code shown beside money (`USD`), when known.
+    #[serde(default)]
+    pub currency: Option<String>,
     pub sections: Vec<WarehouseSection>,
     /// Incidents of the scored days left out because someone acknowledged them; the report says so rather
     /// than claiming that every day was normal.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{Duration, NaiveDate};
 
-use crate::format::{credits, markdown, plural, score};
+use crate::format::{credits, markdown, money, plural, score};
 use crate::{AnomalyDay, REPORT_TITLE, Report, WarehouseSection, chart_file_name};
 
 /// Days of context shown before and after each anomalous day in the per-warehouse table.
@@ -29,8 +29,9 @@ pub fn render_markdown(report: &Report) -> String {
         report.run_id.replace('`', "'"),
         report.generated_at.format("%Y-%m-%d %H:%M UTC")
     );
+    let currency = report.currency.as_deref();
     if let Some(price) = report.price_per_credit {
-        let _ = writeln!(out, "- Price per credit: {}", credits(price));
+        let _ = writeln!(out, "- Price per credit: {}", money(price, currency));
     }
 
     let sections: Vec<&WarehouseSection> = report.anomalous_sections().collect();
@@ -48,13 +49,25 @@ pub fn render_markdown(report: &Report) -> String {
         if sections.len() == 1 { "" } else { "s" },
         credits(total_excess)
     );
-    if let Some(price) = report.price_per_credit {
-        let _ = write!(out, " (cost {})", credits(total_excess * price));
+    let total_cost: Option<f64> = sections
+        .iter()
+        .map(|s| {
+            s.price_per_credit
+                .or(report.price_per_credit)
+                .map(|p| s.total_excess_credits() * p)
+        })
+        .sum();
+    if let Some(cost) = total_cost {
+        let _ = write!(out, " (cost {})", money(cost, currency));
     }
     out.push('\n');
 
     for section in sections {
-        render_section(&mut out, section, report.price_per_credit);
+        render_section(
+            &mut out,
+            section,
+            section.price_per_credit.or(report.price_per_credit),
+        );
     }
     render_not_alerted(&mut out, report);
     out
@@ -154,13 +167,16 @@ fn render_section(out: &mut String, section: &WarehouseSection, price: Option<f6
 
     let explained: Vec<&&AnomalyDay> = anomalies
         .iter()
-        .filter(|a| !a.explanation.trim().is_empty())
+        .filter(|a| !a.explanation.trim().is_empty() || section.root_causes.contains_key(&a.date))
         .collect();
     if !explained.is_empty() {
         out.push('\n');
         for a in explained {
             let why = crate::digest::without_date_prefix(&a.explanation, Some(a.date));
             let _ = writeln!(out, "- {}: {}", a.date, markdown(why));
+            if let Some(cause) = section.root_causes.get(&a.date).filter(|c| !c.is_empty()) {
+                let _ = writeln!(out, "  - Root cause: {}", markdown(cause));
+            }
         }
     }
 

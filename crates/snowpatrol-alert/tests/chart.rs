@@ -211,6 +211,8 @@ fn the_window_surrounds_the_anomaly_and_the_normal_range_is_a_band() {
     let last = date("2025-06-30");
     let a = anomaly("2025-05-21", 900.0, 100.0);
     let s = WarehouseSection {
+        root_causes: Default::default(),
+        price_per_credit: None,
         account_name: "ACME".into(),
         warehouse_name: "WINDOW_WH".into(),
         model_version: 2,

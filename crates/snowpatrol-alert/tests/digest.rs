@@ -13,6 +13,8 @@ use snowpatrol_alert::{
 fn incident(i: usize, excess: f64) -> DigestIncident {
     let first = date("2025-06-20") + Duration::days((i % 5) as i64);
     DigestIncident {
+        excess_cost: None,
+        root_cause: None,
         incident_id: i as i64 + 1,
         account_name: format!("ACCOUNT_{}", i % 3),
         warehouse_name: format!("WH_{i:05}"),
@@ -31,6 +33,7 @@ fn incident(i: usize, excess: f64) -> DigestIncident {
 
 fn digest(n: usize) -> Digest {
     Digest {
+        currency: None,
         run_id: "42".into(),
         generated_at: Utc.with_ymd_and_hms(2025, 6, 29, 6, 30, 0).unwrap(),
         price_per_credit: Some(3.0),

@@ -154,10 +154,13 @@ fn the_updated_message_marks_the_incident_and_keeps_the_rest() {
 #[test]
 fn the_digest_offers_the_menu_on_each_listed_incident() {
     let d = Digest {
+        currency: None,
         run_id: "5".into(),
         generated_at: chrono::Utc::now(),
         price_per_credit: None,
         incidents: vec![DigestIncident {
+            excess_cost: None,
+            root_cause: None,
             incident_id: 41,
             account_name: "A".into(),
             warehouse_name: "WH".into(),

@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use snowpatrol_pipeline::store::{
     AckReason, AlertRow, AnomalyRow, IncidentFilter, IncidentRow, IncidentStatus, ModelRow,
+    RootCauseRow,
 };
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -69,6 +70,29 @@ pub async fn list_incidents(
     s.tokens.authorize(&headers, Scope::Read)?;
     Ok(Json(
         s.store.list_incidents(&q.into_inner()?.filter()).await?,
+    ))
+}
+
+/// The root cause of each of an incident's days that has one: the summary sentence, and the findings (top
+/// statements, users, roles, query tags, warehouse events and changes, the hourly shape, what could not be read).
+#[utoipa::path(get, path = "/api/v1/incidents/{incident_id}/root_causes", tag = "incidents",
+    params(("incident_id" = i64, Path)), responses((status = 200, body = [RootCauseRow]),
+    (status = 404, description = "no such incident")))]
+pub async fn incident_root_causes(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(incident_id): Path<i64>,
+) -> Result<Json<Vec<RootCauseRow>>, Problem> {
+    s.tokens.authorize(&headers, Scope::Read)?;
+    let incident = s
+        .store
+        .incident(incident_id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no incident with id {incident_id}")))?;
+    Ok(Json(
+        s.store
+            .root_causes(Some(&incident.key()), incident.start_day, incident.end_day)
+            .await?,
     ))
 }
 

@@ -508,6 +508,40 @@ async fn incidents_are_listed_and_acknowledged() {
         model.version
     );
 
+    // Root causes as the root_causes task stores them, per day of the incident.
+    store
+        .save_root_causes(
+            &[snowpatrol_pipeline::store::NewRootCause {
+                day: snowpatrol_detect::root_cause::WarehouseDay {
+                    key: snowpatrol_detect::WarehouseKey::new("ACME", "ETL_WH"),
+                    day: day(22),
+                },
+                summary: "the warehouse was resized to X-Large at 02:14 UTC.".into(),
+                cause: snowpatrol_detect::root_cause::RootCause {
+                    unavailable: vec!["queries (QUERY_ATTRIBUTION_HISTORY): not granted".into()],
+                    ..Default::default()
+                },
+            }],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let causes = server
+        .get(&format!("/api/v1/incidents/{id}/root_causes"))
+        .await;
+    assert_eq!(causes.as_array().unwrap().len(), 1, "{causes}");
+    assert_eq!(causes[0]["usage_date"], "2025-06-22");
+    assert!(causes[0]["summary"].as_str().unwrap().contains("X-Large"));
+    assert_eq!(
+        causes[0]["detail"]["unavailable"][0],
+        "queries (QUERY_ATTRIBUTION_HISTORY): not granted"
+    );
+    let (status, _) = server
+        .call("GET", "/api/v1/incidents/999/root_causes", Some(READ), None)
+        .await;
+    assert_eq!(status, 404);
+
     let (status, p) = server
         .post(
             &format!("/api/v1/incidents/{id}/ack"),

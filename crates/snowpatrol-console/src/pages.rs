@@ -625,6 +625,10 @@ pub async fn incident(
         .iter()
         .map(|a| (a.usage_date, a.expected_credits))
         .collect();
+    let causes = st
+        .root_causes(Some(&key), i.start_day, i.end_day)
+        .await
+        .unwrap_or_default();
     let body = html! {
         h1 { "Incident #" (i.incident_id) ": " (i.account_name) "." (i.warehouse_name) " " (state_badge(i.status.as_str())) }
         dl.facts {
@@ -635,6 +639,20 @@ pub async fn incident(
         }
         @if i.status != IncidentStatus::Acknowledged {
             @if session.may_act() { div.actions { (ack_forms(&session, i.incident_id)) } } @else { (cannot_act(&session)) }
+        }
+        h2 { "Root cause" }
+        @if causes.is_empty() {
+            p.muted { "Not looked up yet: predict's root_causes task records it for the anomalous days of the scored window." }
+        }
+        @for c in &causes {
+            section.cause id={ "cause-" (c.usage_date) } {
+                h3 { (c.usage_date) }
+                @if !c.summary.is_empty() { p.summary { (c.summary) } }
+                ul {
+                    @for line in c.detail.detail_lines() { li { (line) } }
+                }
+                p.muted { "Looked up " (time(Some(c.looked_up_at))) @if let Some(r) = c.run_id { " by run " a href={ "/ui/runs/" (r) } { "#" (r) } } }
+            }
         }
         h2 { "Daily credits" }
         (usage_chart(&chart, &flagged))

@@ -198,6 +198,41 @@ async fn pipeline_data(store: &PipelineStore) -> i64 {
         .upsert_anomalies(&[anomaly(80), anomaly(81)], Some(3.0), None)
         .await
         .unwrap();
+    // Day 80's root cause as predict's root_causes task stores it (its findings rendered line by line).
+    let cause = snowpatrol_detect::root_cause::RootCause {
+        events: vec![snowpatrol_detect::root_cause::WarehouseEvent {
+            at: day(80).and_hms_opt(2, 14, 0).unwrap().and_utc(),
+            name: "WAREHOUSE_CONSISTENT".into(),
+            reason: Some("WAREHOUSE_RESIZE".into()),
+            user_name: Some("BOB".into()),
+            role_name: Some("SYSADMIN".into()),
+            size: Some("X-Large".into()),
+            cluster_count: Some(1),
+            count: 1,
+        }],
+        ..Default::default()
+    };
+    store
+        .save_root_causes(
+            &[snowpatrol_pipeline::store::NewRootCause {
+                day: snowpatrol_detect::root_cause::WarehouseDay {
+                    key: key.clone(),
+                    day: day(80),
+                },
+                summary: cause.summary(
+                    snowpatrol_detect::root_cause::DayFigures {
+                        actual_credits: 42.0,
+                        excess_credits: 29.5,
+                    },
+                    day(80),
+                ),
+                cause,
+            }],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
     store.list_incidents(&Default::default()).await.unwrap()[0].incident_id
 }
 
@@ -408,6 +443,17 @@ async fn console_pages_render_and_act_in_a_real_browser() {
         .await
         .unwrap();
     assert!(c.find(Locator::Css("svg.chart path.actual")).await.is_ok());
+    let cause = c
+        .find(Locator::Css("section.cause .summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        cause,
+        "the warehouse was resized to X-Large at 02:14 UTC by BOB (SYSADMIN)."
+    );
     assert_eq!(
         c.find_all(Locator::Css("svg.chart circle.anomaly"))
             .await

@@ -15,6 +15,7 @@ pub mod iforest;
 pub mod ks;
 pub mod metering;
 pub mod model;
+pub mod root_cause;
 pub mod synthetic;
 pub mod synthetic_billing;
 

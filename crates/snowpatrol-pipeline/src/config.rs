@@ -23,6 +23,48 @@ pub struct PipelineConfig {
     pub detection: DefaultRuleConfig,
     /// `[pipeline.alerts]`: which channel hears about which incident (routes with globs, minimums, mutes).
     pub alerts: crate::routing::AlertRouting,
+    /// Currency code shown beside money (`USD`, `EUR`, ...). With `credit_prices = "snowflake"` the contract
+    /// currency from `USAGE_IN_CURRENCY_DAILY` is used instead.
+    pub currency: Option<String>,
+    /// Where the price of a credit comes from: `config` (`price_per_credit`) or `snowflake` (the effective rate
+    /// per account and day in `ORGANIZATION_USAGE.USAGE_IN_CURRENCY_DAILY`, read by prep; `price_per_credit`,
+    /// when set, covers days the view has no rate for yet).
+    pub credit_prices: CreditPrices,
+    /// `[pipeline.root_cause]`: what predict looks up about each anomalous day.
+    pub root_cause: RootCauseSettings,
+}
+
+/// Where the price of a credit comes from (`[pipeline] credit_prices`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditPrices {
+    #[default]
+    Config,
+    Snowflake,
+}
+
+/// `[pipeline.root_cause]`: the root-cause lookup of predict's `root_causes` task.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RootCauseSettings {
+    /// Look up queries, users, roles, query tags and warehouse events in Snowflake's ACCOUNT_USAGE views (a
+    /// Snowflake source only; needs the grants in docs/alerts.md). The hourly shape of the day is always
+    /// computed from the loaded metering.
+    pub snowflake: bool,
+    /// Anomalous days looked up per run at most (the largest by excess first); the rest wait for the next run.
+    pub max_days: usize,
+    /// Days before an anomalous day whose hourly median is its usual curve.
+    pub usual_days: u32,
+}
+
+impl Default for RootCauseSettings {
+    fn default() -> Self {
+        Self {
+            snowflake: true,
+            max_days: 300,
+            usual_days: 28,
+        }
+    }
 }
 
 impl PipelineConfig {
@@ -49,7 +91,11 @@ impl PipelineConfig {
                 });
             }
         }
-        out.extend(self.alerts.problems(self.price_per_credit));
+        // A route's money minimum needs some price: the configured one, or Snowflake's rates.
+        let money_known = self
+            .price_per_credit
+            .or((self.credit_prices == CreditPrices::Snowflake).then_some(1.0));
+        out.extend(self.alerts.problems(money_known));
         if let Some(p) = self.price_per_credit
             && !(p.is_finite() && p > 0.0)
         {
@@ -67,12 +113,89 @@ impl PipelineConfig {
         if let Some(slack) = &self.slack {
             out.extend(slack.problems());
         }
+        if self.root_cause.max_days == 0 {
+            out.push(ConfigIssue {
+                path: "pipeline.root_cause.max_days".into(),
+                message: "must be at least 1 (set snowflake = false to skip the Snowflake lookups)"
+                    .into(),
+            });
+        }
+        if self.root_cause.usual_days == 0 {
+            out.push(ConfigIssue {
+                path: "pipeline.root_cause.usual_days".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.credit_prices == CreditPrices::Snowflake
+            && !matches!(self.source, SourceConfig::Snowflake { .. })
+        {
+            out.push(ConfigIssue {
+                path: "pipeline.credit_prices".into(),
+                message: "\"snowflake\" needs [pipeline.source] kind = \"snowflake\"; use \"config\" with price_per_credit"
+                    .into(),
+            });
+        }
+        if let Some(c) = &self.currency
+            && !(c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase()))
+        {
+            out.push(ConfigIssue {
+                path: "pipeline.currency".into(),
+                message: format!("must be an ISO 4217 code such as \"USD\", got {c:?}"),
+            });
+        }
         for problem in self.detection.problems() {
             let (key, message) = problem.split_once(": ").unwrap_or(("", problem.as_str()));
             out.push(ConfigIssue {
                 path: format!("pipeline.detection.{key}"),
                 message: message.to_string(),
             });
+        }
+        out
+    }
+
+    /// What the Snowflake role needs for what this configuration reads, one line per grant (for `config check`;
+    /// empty for other sources). Snowpatrol cannot check grants without running queries, so it names them.
+    pub fn snowflake_grants(&self) -> Vec<String> {
+        let SourceConfig::Snowflake { snowflake } = &self.source else {
+            return Vec::new();
+        };
+        let role = snowflake
+            .role
+            .as_deref()
+            .unwrap_or("<the user's default role>");
+        let mut out = vec![match snowflake.view {
+            snowpatrol_sources::UsageView::OrganizationUsage => format!(
+                "metering (ORGANIZATION_USAGE.WAREHOUSE_METERING_HISTORY): GRANT DATABASE ROLE \
+                 SNOWFLAKE.ORGANIZATION_USAGE_VIEWER TO ROLE {role}"
+            ),
+            snowpatrol_sources::UsageView::AccountUsage => format!(
+                "metering (ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY): GRANT DATABASE ROLE SNOWFLAKE.USAGE_VIEWER TO \
+                 ROLE {role}"
+            ),
+        }];
+        if self.root_cause.snowflake {
+            out.push(format!(
+                "root causes (QUERY_ATTRIBUTION_HISTORY, WAREHOUSE_EVENTS_HISTORY): GRANT DATABASE ROLE \
+                 SNOWFLAKE.USAGE_VIEWER TO ROLE {role}"
+            ));
+            out.push(format!(
+                "root causes and routing by tag (QUERY_HISTORY, TAG_REFERENCES): GRANT DATABASE ROLE \
+                 SNOWFLAKE.GOVERNANCE_VIEWER TO ROLE {role}"
+            ));
+            if snowflake.account_name.is_none() {
+                out.push(
+                    "root causes: set [pipeline.source] account_name to the ACCOUNT_NAME of the account Snowpatrol \
+                     logs in to (ACCOUNT_USAGE describes only that account); until then only the hourly shape is \
+                     recorded"
+                        .into(),
+                );
+            }
+        }
+        if self.credit_prices == CreditPrices::Snowflake {
+            out.push(format!(
+                "credit prices (ORGANIZATION_USAGE.USAGE_IN_CURRENCY_DAILY): GRANT DATABASE ROLE \
+                 SNOWFLAKE.ORGANIZATION_BILLING_VIEWER TO ROLE {role} (organization account)"
+            ));
         }
         out
     }

@@ -117,9 +117,10 @@ fn train_job(p: &Arc<Pipeline>) -> JobDefinition {
         )
 }
 
-/// `predict` (on models): one scoring task per warehouse with a model, then the `report`.
+/// `predict` (on models): one scoring task per warehouse with a model, the `root_causes` of the anomalous
+/// days, then the `report` (which runs whatever the lookup did).
 fn predict_job(p: &Arc<Pipeline>) -> JobDefinition {
-    let (a, b, c) = (p.clone(), p.clone(), p.clone());
+    let (a, b, c, d) = (p.clone(), p.clone(), p.clone(), p.clone());
     JobDefinition::new(
         "predict",
         "Score recent days, record anomalies, report and alert",
@@ -138,10 +139,19 @@ fn predict_job(p: &Arc<Pipeline>) -> JobDefinition {
     )
     .task(
         TaskDefinition::new(
+            "root_causes",
+            task_fn(move |ctx| crate::root_causes::root_causes(d.clone(), ctx)),
+        )
+        .depends_on(&["score_warehouse"])
+        .trigger_rule(TriggerRule::AllDone)
+        .retries(2),
+    )
+    .task(
+        TaskDefinition::new(
             "report",
             task_fn(move |ctx| crate::report::report(c.clone(), ctx)),
         )
-        .depends_on(&["score_warehouse"])
+        .depends_on(&["score_warehouse", "root_causes"])
         .trigger_rule(TriggerRule::AllDone),
     )
 }
@@ -308,12 +318,14 @@ async fn extract(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskE
         .map_err(store_err("loading metering"))?;
     let t_load = started.elapsed();
     info!(rows = rows.len(), days = features.len(), "metering loaded");
+    let credit_rates = load_credit_rates(&p, &ctx, from, to).await?;
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     Ok(TaskOutput::empty().with_data_of(&ExtractOutput {
         from,
         to: end,
         hourly_rows: rows.len(),
         warehouse_days: features.len(),
+        credit_rates,
         timings_ms: ExtractTimings {
             fetch: ms(t_fetch),
             validate_aggregate: ms(t_validate - t_fetch),
@@ -357,7 +369,58 @@ struct ExtractOutput {
     to: NaiveDate,
     hourly_rows: usize,
     warehouse_days: usize,
+    /// Credit rates loaded from USAGE_IN_CURRENCY_DAILY (`credit_prices = "snowflake"` only).
+    #[serde(default)]
+    credit_rates: Option<CreditRatesLoaded>,
     timings_ms: ExtractTimings,
+}
+
+/// What prep read of `USAGE_IN_CURRENCY_DAILY`: rows loaded, or why none (a missing grant does not fail
+/// prep: money falls back to `price_per_credit`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CreditRatesLoaded {
+    Loaded(usize),
+    Unavailable(String),
+}
+
+/// Loads the effective credit prices of [from, to) when `credit_prices = "snowflake"`, fenced.
+async fn load_credit_rates(
+    p: &Pipeline,
+    ctx: &TaskContext,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Option<CreditRatesLoaded>, TaskError> {
+    let Some(context) = p
+        .context
+        .as_ref()
+        .filter(|_| p.config.credit_prices == crate::CreditPrices::Snowflake)
+    else {
+        return Ok(None);
+    };
+    let rates = match context.credit_rates(from, to).await {
+        Ok(r) => r,
+        Err(e) if e.is_transient() => return Err(source_err(e)),
+        Err(e) => {
+            warn!(error = %e, "credit prices not read; money uses [pipeline] price_per_credit");
+            return Ok(Some(CreditRatesLoaded::Unavailable(e.to_string())));
+        }
+    };
+    let rows: Vec<crate::store::CreditRateRow> = rates
+        .into_iter()
+        .map(|r| crate::store::CreditRateRow {
+            account_name: r.account_name,
+            usage_date: r.day,
+            currency: r.currency,
+            credits: r.credits,
+            amount: r.amount,
+        })
+        .collect();
+    p.store
+        .upsert_credit_rates(&rows, Some(&ctx.fence))
+        .await
+        .map_err(store_err("loading credit rates"))?;
+    Ok(Some(CreditRatesLoaded::Loaded(rows.len())))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -828,9 +891,15 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             day: s.day.clone(),
         })
         .collect();
+    let price = match scores.iter().map(|s| s.day.date).max() {
+        Some(day) => crate::root_causes::Prices::read(&p, day)
+            .await?
+            .price(&key.account_name),
+        None => p.config.price_per_credit,
+    };
     let recorded = p
         .store
-        .upsert_anomalies(&anomalies, p.config.price_per_credit, Some(&ctx.fence))
+        .upsert_anomalies(&anomalies, price, Some(&ctx.fence))
         .await
         .map_err(store_err("recording anomalies"))?;
     snowpatrol_store::failpoint("predict.score.after_upsert").map_err(store_err("failpoint"))?;

@@ -13,13 +13,15 @@ pub mod config;
 pub mod jobs;
 pub mod metrics;
 mod report;
+mod root_causes;
 pub mod routing;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{
-    PipelineConfig, PredictSettings, PrepConfig, SlackSettings, SourceConfig, TrainSettings,
+    CreditPrices, PipelineConfig, PredictSettings, PrepConfig, RootCauseSettings, SlackSettings,
+    SourceConfig, TrainSettings,
 };
 pub use store::PipelineStore;
 pub use store::migrations::{PIPELINE as PIPELINE_MIGRATIONS, migrate, schema_ready};
@@ -29,7 +31,9 @@ use snowpatrol_alert::{SlackConfig, SlackNotifier};
 use snowpatrol_detect::AnomalyLabel;
 use snowpatrol_detect::synthetic::SyntheticConfig;
 use snowpatrol_engine::{FailureHook, JobRegistry};
-use snowpatrol_sources::{CsvSource, MeteringSource, SnowflakeSource, SyntheticSource};
+use snowpatrol_sources::{
+    ContextSource, CsvSource, MeteringSource, SnowflakeSource, SyntheticSource,
+};
 use snowpatrol_store::Database;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +60,8 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     pub data_dir: PathBuf,
     source: Arc<dyn MeteringSource>,
+    /// Root causes, tags and prices (a Snowflake source only).
+    context: Option<Arc<dyn ContextSource>>,
     /// Last day the source has complete data for (synthetic sources end on a fixed day).
     data_end: Option<NaiveDate>,
     labels: Option<Vec<AnomalyLabel>>,
@@ -71,6 +77,7 @@ impl Pipeline {
     ) -> Result<Arc<Self>, PipelineError> {
         let MeteringInput {
             source,
+            context,
             data_end,
             labels,
         } = metering_input(&config.source)?;
@@ -86,6 +93,7 @@ impl Pipeline {
             config,
             data_dir,
             source,
+            context,
             data_end,
             labels,
             slack,
@@ -106,6 +114,7 @@ impl Pipeline {
             config,
             data_dir,
             source: Arc::new(NoSource),
+            context: None,
             data_end,
             labels: None,
             slack: None,
@@ -154,6 +163,8 @@ impl Pipeline {
 /// The metering source `[pipeline.source]` configures, with what a synthetic one knows besides its rows.
 struct MeteringInput {
     source: Arc<dyn MeteringSource>,
+    /// The same Snowflake connection as context source (root causes, tags, prices).
+    context: Option<Arc<dyn ContextSource>>,
     /// Last day the source has complete data for (synthetic sources end on a fixed day).
     data_end: Option<NaiveDate>,
     /// The anomalies a synthetic source planted.
@@ -164,9 +175,12 @@ struct MeteringInput {
 fn metering_input(config: &SourceConfig) -> Result<MeteringInput, PipelineError> {
     let mut data_end = None;
     let mut labels = None;
+    let mut context: Option<Arc<dyn ContextSource>> = None;
     let source: Arc<dyn MeteringSource> = match config {
         SourceConfig::Snowflake { snowflake } => {
-            Arc::new(SnowflakeSource::new((**snowflake).clone())?)
+            let src = Arc::new(SnowflakeSource::new((**snowflake).clone())?);
+            context = Some(src.clone());
+            src
         }
         SourceConfig::Csv { path } => {
             // Opened now, so `config check` reports a missing or unreadable export at its line instead of
@@ -202,6 +216,7 @@ fn metering_input(config: &SourceConfig) -> Result<MeteringInput, PipelineError>
     };
     Ok(MeteringInput {
         source,
+        context,
         data_end,
         labels,
     })

@@ -8,6 +8,7 @@
 
 use crate::Pipeline;
 use crate::jobs::{history_points, loaded_end, store_err};
+use crate::root_causes::Prices;
 use crate::routing::{IncidentFacts, RouteVerdict, RoutingDecision};
 use crate::store::{
     AnomalyRow, DigestReply, IncidentFilter, IncidentRow, IncidentStatus, QueuedDigest,
@@ -30,14 +31,21 @@ const CHART_SIZE: (u32, u32) = (900, 420);
 pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let end = loaded_end(&p).await?;
     let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
-    let window = Window::read(&p, since).await?;
-    let routing = Routing::decide(&p, &window);
+    let window = Window::read(&p, since, end).await?;
+    let prices = Prices::read(&p, end).await?;
+    let tags = p
+        .store
+        .warehouse_tags()
+        .await
+        .map_err(store_err("reading warehouse tags"))?;
+    let routing = Routing::decide(&p, &window, &tags);
     let acknowledged = acknowledged_incidents(&p, since).await?;
     let report = Report {
         run_id: ctx.run_id.to_string(),
         generated_at: Utc::now(),
         price_per_credit: p.config.price_per_credit,
-        sections: sections(&p, &ctx, &window).await?,
+        currency: prices.currency.clone(),
+        sections: sections(&p, &ctx, &window, &prices).await?,
         acknowledged_incidents: acknowledged,
         held_back: routing.held_back_notes(&window.incidents),
     };
@@ -46,6 +54,7 @@ pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOut
     let plan = DigestPlan {
         run_id: ctx.run_id,
         price_per_credit: p.config.price_per_credit,
+        currency: prices.currency.clone(),
         default_channel: p.default_channel(),
         feedback: p.slack().is_some() && p.slack_signing_secret().is_some(),
         report_path: path.display().to_string(),
@@ -194,10 +203,12 @@ struct Window {
     incidents_by_key: BTreeMap<WarehouseKey, BTreeMap<i64, BTreeSet<NaiveDate>>>,
     /// Incident id -> (expected credits summed over its days in the window, how many days).
     expected: BTreeMap<i64, (f64, i32)>,
+    /// Root-cause summaries of the window's days, by warehouse and day.
+    causes: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, String>>,
 }
 
 impl Window {
-    async fn read(p: &Pipeline, since: NaiveDate) -> Result<Self, TaskError> {
+    async fn read(p: &Pipeline, since: NaiveDate, end: NaiveDate) -> Result<Self, TaskError> {
         let filter = IncidentFilter {
             since: Some(since),
             statuses: vec![IncidentStatus::Open, IncidentStatus::Resolved],
@@ -214,11 +225,24 @@ impl Window {
             .await
             .map_err(store_err("reading anomalies"))?;
         let listed: BTreeSet<i64> = incidents.iter().map(|i| i.incident_id).collect();
+        let mut causes: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, String>> = BTreeMap::new();
+        for c in p
+            .store
+            .root_causes(None, since, end)
+            .await
+            .map_err(store_err("reading root causes"))?
+        {
+            causes
+                .entry(WarehouseKey::new(&c.account_name, &c.warehouse_name))
+                .or_default()
+                .insert(c.usage_date, c.summary);
+        }
         let mut window = Window {
             incidents,
             days: BTreeMap::new(),
             incidents_by_key: BTreeMap::new(),
             expected: BTreeMap::new(),
+            causes,
         };
         for r in rows.into_iter().filter(|r| listed.contains(&r.incident_id)) {
             let e = window.expected.entry(r.incident_id).or_default();
@@ -254,6 +278,7 @@ async fn sections(
     p: &Pipeline,
     ctx: &TaskContext,
     window: &Window,
+    prices: &Prices,
 ) -> Result<Vec<WarehouseSection>, TaskError> {
     let mut sections = Vec::with_capacity(window.days.len());
     for (key, list) in &window.days {
@@ -264,6 +289,10 @@ async fn sections(
             model_version: version as i64,
             anomalies: list.iter().map(AnomalyRow::day).collect(),
             history: history_points(p, ctx, key, p.config.predict.history_days).await?,
+            root_causes: window.causes.get(key).cloned().unwrap_or_default(),
+            price_per_credit: prices
+                .price(&key.account_name)
+                .filter(|price| Some(*price) != p.config.price_per_credit),
         });
     }
     Ok(sections)
@@ -276,7 +305,11 @@ struct Routing {
 }
 
 impl Routing {
-    fn decide(p: &Pipeline, window: &Window) -> Self {
+    fn decide(
+        p: &Pipeline,
+        window: &Window,
+        tags: &BTreeMap<WarehouseKey, BTreeMap<String, String>>,
+    ) -> Self {
         let default_channel = p.default_channel();
         let mut routing = Routing {
             decisions: BTreeMap::new(),
@@ -288,6 +321,8 @@ impl Routing {
                 first_day: i.start_day,
                 excess_credits: i.excess_credits,
                 expected_credits: window.expected_credits(i),
+                excess_cost: i.excess_cost,
+                tags: tags.get(&i.key()).cloned().unwrap_or_default(),
             };
             let d = p
                 .config
@@ -354,6 +389,15 @@ impl Routing {
                 excess_credits: i.excess_credits,
                 expected_credits: window.expected_credits(i),
                 why: largest.map(|a| a.explanation.clone()).unwrap_or_default(),
+                excess_cost: i.excess_cost,
+                root_cause: largest.and_then(|a| {
+                    window
+                        .causes
+                        .get(&i.key())
+                        .and_then(|c| c.get(&a.date))
+                        .filter(|c| !c.is_empty())
+                        .cloned()
+                }),
             };
             for (_, channel) in &decision.channels {
                 by_channel
@@ -409,6 +453,7 @@ fn write_report_files(dir: &Path, report: &Report) -> Result<(String, PathBuf), 
 struct DigestPlan {
     run_id: i64,
     price_per_credit: Option<f64>,
+    currency: Option<String>,
     default_channel: String,
     /// Acknowledgement buttons (Slack with a signing secret to verify the clicks).
     feedback: bool,
@@ -431,6 +476,7 @@ impl DigestPlan {
                 run_id: self.run_id.to_string(),
                 generated_at: report.generated_at,
                 price_per_credit: self.price_per_credit,
+                currency: self.currency.clone(),
                 incidents,
                 already_announced,
                 acknowledged: self.acknowledged,
@@ -492,7 +538,7 @@ impl DigestPlan {
                     continue;
                 }
             };
-            let text = snowpatrol_alert::reply_text(i, self.price_per_credit);
+            let text = snowpatrol_alert::reply_text(i, digest);
             replies.push(DigestReply {
                 dedupe_key: format!("{key}:chart:{}", i.incident_id),
                 message: serde_json::to_value(SlackMessage {

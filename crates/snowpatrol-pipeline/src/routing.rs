@@ -8,6 +8,11 @@
 //! nowhere (`"drop"`). An incident below every route's minimum or muted is not announced yet, so it is
 //! considered again on the next run and announced once it grows past a minimum.
 //!
+//! Routes can also select warehouses by their Snowflake object tags (`tags = { COST_CENTER = "data-eng*" }`):
+//! predict's `root_causes` task reads the tags of the warehouses with incidents from
+//! `ACCOUNT_USAGE.TAG_REFERENCES` and stores them (`warehouse_tags`), so a route follows the organisation's
+//! own cost ownership instead of name patterns.
+//!
 //! Pure: no I/O; the report task and `snowpatrol explain-alert` ask [`AlertRouting::decide`].
 
 use chrono::NaiveDate;
@@ -69,6 +74,11 @@ pub struct AlertRoute {
     pub accounts: Vec<String>,
     #[serde(default = "everything")]
     pub warehouses: Vec<String>,
+    /// Object tags the warehouse must carry, each with a value pattern (glob): `{ COST_CENTER = "data-eng" }`.
+    /// A key names a tag as `TAG`, `SCHEMA.TAG` or `DATABASE.SCHEMA.TAG` (case-insensitive; the shorter forms
+    /// match a tag of that name in any schema). Empty: no tag condition.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
     /// Smallest incident announced here: excess credits, excess money (needs `price_per_credit`), and excess
     /// in percent of what the model expected. 0 = no minimum.
     #[serde(default)]
@@ -105,6 +115,11 @@ pub struct IncidentFacts {
     pub excess_credits: f64,
     /// What the model expected on the incident's days (None: unknown, the percent minimum is not applied).
     pub expected_credits: Option<f64>,
+    /// The excess in money at the account's price (None: no price known; the route's money minimum then uses
+    /// the configured `price_per_credit`, if any).
+    pub excess_cost: Option<f64>,
+    /// The warehouse's object tags (`DATABASE.SCHEMA.TAG` -> value), as last looked up.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// One route's verdict on one incident.
@@ -158,6 +173,19 @@ fn pattern_problems(patterns: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The value of the tag a route names (`TAG`, `SCHEMA.TAG` or `DATABASE.SCHEMA.TAG`, case-insensitive) among
+/// a warehouse's tags, which are keyed by their full name.
+fn tag_value<'t>(
+    tags: &'t std::collections::BTreeMap<String, String>,
+    wanted: &str,
+) -> Option<&'t str> {
+    let wanted = wanted.to_ascii_uppercase();
+    tags.iter().find_map(|(name, value)| {
+        let name = name.to_ascii_uppercase();
+        (name == wanted || name.ends_with(&format!(".{wanted}"))).then_some(value.as_str())
+    })
 }
 
 fn matches(patterns: &[String], name: &str) -> bool {
@@ -325,8 +353,23 @@ impl AlertRoute {
         if self.min_excess_cost > 0.0 && price_per_credit.is_none() {
             out.push(issue(
                 "min_excess_cost",
-                "needs [pipeline] price_per_credit (money is credits x price)".into(),
+                "needs [pipeline] price_per_credit or credit_prices = \"snowflake\" (money is credits x price)"
+                    .into(),
             ));
+        }
+        for (tag, pattern) in &self.tags {
+            if tag.trim().is_empty() || tag.split('.').count() > 3 {
+                out.push(issue(
+                    "tags",
+                    format!("{tag:?} is not a tag name (TAG, SCHEMA.TAG or DATABASE.SCHEMA.TAG)"),
+                ));
+            }
+            if let Err(e) = glob(pattern) {
+                out.push(issue(
+                    "tags",
+                    format!("{pattern:?} (tag {tag}) is not a glob pattern: {e}"),
+                ));
+            }
         }
         for (j, w) in self.mute.iter().enumerate() {
             if w.to < w.from {
@@ -352,6 +395,15 @@ impl AlertRoute {
                 i.warehouse_name, self.warehouses
             )));
         }
+        for (tag, pattern) in &self.tags {
+            let value = tag_value(&i.tags, tag);
+            if !value.is_some_and(|v| matches(std::slice::from_ref(pattern), v)) {
+                return Some(RouteVerdict::NotCovered(match value {
+                    Some(v) => format!("tag {tag} is {v:?}, not {pattern:?}"),
+                    None => format!("the warehouse has no tag {tag}"),
+                }));
+            }
+        }
         None
     }
 
@@ -368,12 +420,13 @@ impl AlertRoute {
             )));
         }
         if self.min_excess_cost > 0.0
-            && let Some(p) = price_per_credit
-            && i.excess_credits * p < self.min_excess_cost
+            && let Some(cost) = i
+                .excess_cost
+                .or_else(|| price_per_credit.map(|p| i.excess_credits * p))
+            && cost < self.min_excess_cost
         {
             return Some(RouteVerdict::BelowMinimum(format!(
-                "excess cost {:.2} < min_excess_cost {}",
-                i.excess_credits * p,
+                "excess cost {cost:.2} < min_excess_cost {}",
                 self.min_excess_cost
             )));
         }
@@ -424,7 +477,61 @@ mod tests {
             first_day: NaiveDate::from_ymd_opt(2025, 12, 28).unwrap(),
             excess_credits: excess,
             expected_credits: Some(100.0),
+            excess_cost: None,
+            tags: Default::default(),
         }
+    }
+
+    #[test]
+    fn routes_select_warehouses_by_object_tags_and_money_at_the_accounts_price() {
+        let r = route(
+            r#"
+            [[routes]]
+            name = "data-eng"
+            channel = "CDATA"
+            tags = { cost_center = "data-eng*", "TAGS.OWNER" = "platform" }
+            min_excess_cost = 100
+        "#,
+        );
+        assert!(
+            r.problems(Some(1.0)).is_empty(),
+            "{:?}",
+            r.problems(Some(1.0))
+        );
+        let mut i = incident("ACME_PROD", "ETL_WH", 50.0);
+        let d = r.decide(&i, Some(3.0), "CDEFAULT");
+        assert!(
+            matches!(&d.verdicts[0].1, RouteVerdict::NotCovered(w) if w.contains("the warehouse has no tag")),
+            "{d:?}"
+        );
+        i.tags
+            .insert("GOVERNANCE.TAGS.COST_CENTER".into(), "data-eng-core".into());
+        i.tags
+            .insert("GOVERNANCE.TAGS.OWNER".into(), "platform".into());
+        // 50 credits at the configured 3.0 = 150 >= 100: announced.
+        let d = r.decide(&i, Some(3.0), "CDEFAULT");
+        assert_eq!(
+            d.channels,
+            vec![("data-eng".into(), "CDATA".into())],
+            "{d:?}"
+        );
+        // The account's own price (from Snowflake) wins over the configured one: 50 x 1.5 = 75 < 100.
+        i.excess_cost = Some(75.0);
+        let d = r.decide(&i, Some(3.0), "CDEFAULT");
+        assert!(
+            matches!(&d.verdicts[0].1, RouteVerdict::BelowMinimum(w) if w.contains("75.00")),
+            "{d:?}"
+        );
+        i.tags
+            .insert("GOVERNANCE.TAGS.COST_CENTER".into(), "finance".into());
+        let d = r.decide(&i, Some(3.0), "CDEFAULT");
+        assert!(
+            matches!(&d.verdicts[0].1, RouteVerdict::NotCovered(w) if w.contains("\"finance\"")),
+            "{d:?}"
+        );
+        let bad =
+            route("[[routes]]\nname = \"x\"\nchannel = \"C\"\ntags = { \"A.B.C.D\" = \"[\" }\n");
+        assert_eq!(bad.problems(None).len(), 2, "{:?}", bad.problems(None));
     }
 
     const ROUTES: &str = r#"

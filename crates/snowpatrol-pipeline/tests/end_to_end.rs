@@ -799,17 +799,57 @@ async fn prep_extracts_from_snowflake_and_the_chain_flags_a_spike() {
         }
     }
     peer.load(&rows).await;
+    // What Snowflake's own views say about the spike: a dbt backfill on ETL_WH, resized at 02:14; its tags;
+    // and the contract's price of a credit (EUR 2.80 on the last days).
+    let at = |h: u32, m: u32| format!("{} {h:02}:{m:02}:00+00:00", yesterday);
+    let context_rows = [
+        format!(
+            "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.QUERY_ATTRIBUTION_HISTORY (QUERY_ID, WAREHOUSE_NAME, \
+             QUERY_PARAMETERIZED_HASH, QUERY_TAG, USER_NAME, START_TIME, END_TIME, CREDITS_ATTRIBUTED_COMPUTE) VALUES \
+             ('q1', 'ETL_WH', 'h-orders', 'dbt:orders_backfill', 'DBT_PROD', '{}', '{}', 300.0), \
+             ('q2', 'ETL_WH', 'h-small', NULL, 'ALICE', '{}', '{}', 2.0)",
+            at(2, 30),
+            at(20, 0),
+            at(12, 0),
+            at(12, 5)
+        ),
+        format!(
+            "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_EVENTS_HISTORY (TIMESTAMP, WAREHOUSE_ID, WAREHOUSE_NAME, \
+             EVENT_NAME, EVENT_REASON, EVENT_STATE, USER_NAME, ROLE_NAME, SIZE, CLUSTER_COUNT) VALUES \
+             ('{}', 3, 'ETL_WH', 'WAREHOUSE_CONSISTENT', 'WAREHOUSE_RESIZE', 'COMPLETED', 'BOB', 'SYSADMIN', 'X-Large', 1)",
+            at(2, 14)
+        ),
+        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.TAG_REFERENCES (TAG_DATABASE, TAG_SCHEMA, TAG_NAME, TAG_VALUE, \
+         OBJECT_NAME, DOMAIN) VALUES ('GOV', 'TAGS', 'COST_CENTER', 'data-eng', 'ETL_WH', 'WAREHOUSE')"
+            .to_string(),
+        format!(
+            "INSERT INTO SNOWFLAKE.ORGANIZATION_USAGE.USAGE_IN_CURRENCY_DAILY (ORGANIZATION_NAME, ACCOUNT_NAME, \
+             USAGE_DATE, USAGE_TYPE, CURRENCY, USAGE, USAGE_IN_CURRENCY) VALUES \
+             ('ACME', 'ACME_PROD', '{yesterday}', 'compute', 'EUR', 100, 280), \
+             ('ACME', 'ACME_DEV', '{yesterday}', 'compute', 'EUR', 10, 30)"
+        ),
+    ];
+    let context_rows: Vec<&str> = context_rows.iter().map(String::as_str).collect();
+    peer.execute(snowpatrol_sources::testing::CONTEXT_VIEWS)
+        .await;
+    peer.execute(&context_rows).await;
     let db = snowpatrol_pipeline::testing::fresh_postgres().await;
     let dir = tempfile::tempdir().unwrap();
-    let snowflake = peer.config(SnowflakeAuth::Password {
+    let mut snowflake = peer.config(SnowflakeAuth::Password {
         password: PASSWORD.to_string().into(),
     });
-    let cfg = PipelineConfig {
+    snowflake.account_name = Some("ACME_PROD".into());
+    let mut cfg = PipelineConfig {
         source: snowpatrol_pipeline::SourceConfig::Snowflake {
             snowflake: Box::new(snowflake),
         },
+        credit_prices: snowpatrol_pipeline::CreditPrices::Snowflake,
         ..Default::default()
     };
+    cfg.alerts = toml::from_str(
+        "[[routes]]\nname = \"data-eng\"\nchannel = \"CDATAENG\"\ntags = { COST_CENTER = \"data-eng\" }\n",
+    )
+    .unwrap();
     let pipeline = Pipeline::new(db.clone(), cfg, dir.path().to_path_buf()).unwrap();
     let settings = SchedulerSettings {
         poll_interval: Duration::from_millis(500),
@@ -854,6 +894,75 @@ async fn prep_extracts_from_snowflake_and_the_chain_flags_a_spike() {
     assert!(
         anomalies.iter().all(|a| a.warehouse_name == "ETL_WH"),
         "nothing else: {anomalies:?}"
+    );
+
+    // The spike's root cause, from the views and the hourly metering, stored with the day and shown in the
+    // report and the digest; its money at the account's own price; its digest routed by the warehouse's tag.
+    let spike = anomalies
+        .iter()
+        .find(|a| a.usage_date == yesterday)
+        .unwrap();
+    let causes = pipeline
+        .store
+        .root_causes(None, yesterday, yesterday)
+        .await
+        .unwrap();
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    let summary = &causes[0].summary;
+    assert!(
+        summary.contains("1 statement run 1 time by DBT_PROD (query tag `dbt:orders_backfill`)")
+            && summary.contains("resized to X-Large at 02:14 UTC by BOB (SYSADMIN)")
+            && summary.contains("of the excess over the usual hourly curve fell between"),
+        "{summary}"
+    );
+    let prep_out = &extract.output.as_ref().unwrap()["data"]["credit_rates"];
+    assert_eq!(
+        prep_out,
+        &json!({ "loaded": 2 }),
+        "prep loaded the day's rates"
+    );
+    let incident = pipeline
+        .store
+        .incident(spike.incident_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let cost = incident.excess_cost.expect("money at the account's price");
+    assert!(
+        (cost - incident.excess_credits * 2.8).abs() < 1e-6,
+        "{cost} = {} x 2.80",
+        incident.excess_credits
+    );
+    let (markdown, _) = pipeline
+        .store
+        .report_markdown(predict[0].run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(markdown.contains("Root cause: "), "{markdown}");
+    assert!(markdown.contains("EUR "), "{markdown}");
+    let alerts = pipeline.store.list_alerts(false, 100).await.unwrap();
+    let digest = alerts
+        .iter()
+        .find(|a| a.dedupe_key.starts_with("digest:") && !a.dedupe_key.contains(":chart:"))
+        .expect("a digest");
+    let reply = alerts
+        .iter()
+        .find(|a| a.dedupe_key.contains(":chart:"))
+        .expect("a chart reply");
+    assert!(
+        reply
+            .message
+            .to_string()
+            .contains("*Root cause:* 82 % of the excess (300.0 of 364.0 credits)"),
+        "{}",
+        reply.message
+    );
+    assert_eq!(digest.channel, "CDATAENG", "routed by the COST_CENTER tag");
+    let text = digest.message.to_string();
+    assert!(
+        text.contains("Root cause: ") && text.contains("cost EUR "),
+        "{text}"
     );
 }
 

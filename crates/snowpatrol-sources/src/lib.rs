@@ -6,6 +6,7 @@
 //! tests and backtests). All return hourly rows, not daily sums: the detector uses per-day hourly features
 //! (active hours, peak hourly burn) that a daily sum erases.
 
+mod context;
 mod csv_export;
 mod error;
 mod snowflake;
@@ -16,6 +17,7 @@ pub mod testing;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use context::{ContextSource, CreditRate, WarehouseTags, altered_warehouse};
 pub use csv_export::{
     LABEL_COLUMNS, METERING_COLUMNS, parse_metering_csv, parse_timestamp, read_labels_csv,
     read_metering_csv, write_atomically, write_labels_csv, write_metering_csv,

@@ -139,11 +139,14 @@ struct HintContext {
 
 /// Reads hourly metering rows from Snowflake.
 pub struct SnowflakeSource {
-    client: Client,
+    pub(crate) client: Client,
     view: UsageView,
-    account_name: Option<String>,
+    pub(crate) account_name: Option<String>,
     hints: HintContext,
     description: String,
+    /// Statements run by the context lookups (root causes, tags, prices), for the tests and benchmarks that
+    /// hold them to one statement per view per call.
+    pub(crate) context_statements: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SnowflakeSource {
@@ -155,6 +158,17 @@ impl std::fmt::Debug for SnowflakeSource {
 }
 
 impl SnowflakeSource {
+    /// How many statements the context lookups ran so far.
+    pub fn context_statements(&self) -> u64 {
+        self.context_statements
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The role as grants name it (for the context views' hints).
+    pub(crate) fn grant_role(&self) -> &str {
+        self.hints.role()
+    }
+
     /// Validates the config and loads the private key, without connecting: a bad key or a missing setting
     /// fails at start-up instead of at the first scheduled run.
     pub fn new(cfg: SnowflakeConfig) -> Result<Self, SourceError> {
@@ -176,6 +190,7 @@ impl SnowflakeSource {
                 key_fingerprint,
             },
             description,
+            context_statements: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -247,7 +262,7 @@ impl SnowflakeSource {
         Ok(rows)
     }
 
-    fn map_error(&self, e: &snowflake_connector_rs::Error) -> SourceError {
+    pub(crate) fn map_error(&self, e: &snowflake_connector_rs::Error) -> SourceError {
         let message = e
             .snowflake_message()
             .map_or_else(|| e.to_string(), str::to_owned);
@@ -549,7 +564,7 @@ fn classify(
 
 impl HintContext {
     /// The role as grants name it.
-    fn role(&self) -> &str {
+    pub(crate) fn role(&self) -> &str {
         self.role.as_deref().unwrap_or("<the user's default role>")
     }
 

@@ -825,7 +825,22 @@ fn secrets_come_from_the_environment_or_files_and_are_never_printed() {
                 "{v}"
             );
             assert_eq!(v["secrets"].as_array().map(Vec::len), Some(1), "{v}");
+            // The grants the role needs, named since they cannot be checked without queries.
+            let grants = v["snowflake_grants"].to_string();
+            assert!(
+                grants.contains("SNOWFLAKE.ORGANIZATION_USAGE_VIEWER")
+                    && grants.contains("SNOWFLAKE.USAGE_VIEWER")
+                    && grants.contains("SNOWFLAKE.GOVERNANCE_VIEWER")
+                    && grants.contains("set [pipeline.source] account_name"),
+                "{v}"
+            );
         } else {
+            assert!(
+                stdout.contains(
+                    "snowflake grants this configuration needs:\n  metering (ORGANIZATION_USAGE"
+                ),
+                "{stdout}"
+            );
             assert!(
                 stdout.contains("pipeline.source.auth.password: *** (from SNOWPATROL__PIPELINE__SOURCE__AUTH__PASSWORD)"),
                 "{stdout}"

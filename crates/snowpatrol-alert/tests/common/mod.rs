@@ -54,6 +54,8 @@ pub fn section(account: &str, warehouse: &str, anomalies: Vec<AnomalyDay>) -> Wa
         .max()
         .map_or(date("2025-03-12"), |d| d + Duration::days(2));
     WarehouseSection {
+        root_causes: Default::default(),
+        price_per_credit: None,
         account_name: account.into(),
         warehouse_name: warehouse.into(),
         model_version: 7,
@@ -64,6 +66,7 @@ pub fn section(account: &str, warehouse: &str, anomalies: Vec<AnomalyDay>) -> Wa
 
 pub fn report(price: Option<f64>, sections: Vec<WarehouseSection>) -> Report {
     Report {
+        currency: None,
         run_id: "run-2025-03-11-predict".into(),
         generated_at: Utc.with_ymd_and_hms(2025, 3, 11, 6, 30, 0).unwrap(),
         price_per_credit: price,

@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use snowpatrol_detect::daily::DailyUsage;
 use snowpatrol_detect::model::AnomalyDay;
+use snowpatrol_detect::root_cause::{RootCause, WarehouseDay};
 use snowpatrol_detect::{MeteringRow, WarehouseKey};
 use snowpatrol_store::{Database, Pool, StoreError, TaskFence, decode_row};
 use sqlx::types::Json;
@@ -571,6 +572,97 @@ impl PipelineStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
         dispatch!(self.db, hourly_credits(key, from, to))
+    }
+    /// Stores root causes, one row per warehouse-day (a day looked up again is replaced), fenced.
+    pub async fn save_root_causes(
+        &self,
+        rows: &[NewRootCause],
+        run_id: Option<i64>,
+        fence: Option<&TaskFence>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.db, save_root_causes(rows, run_id, fence))
+    }
+    /// Stored root causes of days in [from, to] (both included), of one warehouse or all.
+    pub async fn root_causes(
+        &self,
+        key: Option<&WarehouseKey>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<RootCauseRow>, StoreError> {
+        dispatch!(self.db, root_causes(key, from, to))
+    }
+    /// Replaces the stored tags of the `looked_up` warehouses by `tags`, fenced.
+    pub async fn replace_warehouse_tags(
+        &self,
+        looked_up: &[WarehouseKey],
+        tags: &BTreeMap<WarehouseKey, BTreeMap<String, String>>,
+        fence: Option<&TaskFence>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.db, replace_warehouse_tags(looked_up, tags, fence))
+    }
+    /// Every stored warehouse tag, by warehouse.
+    pub async fn warehouse_tags(
+        &self,
+    ) -> Result<BTreeMap<WarehouseKey, BTreeMap<String, String>>, StoreError> {
+        dispatch!(self.db, warehouse_tags())
+    }
+    /// Upserts credit rates per account and day, fenced.
+    pub async fn upsert_credit_rates(
+        &self,
+        rates: &[CreditRateRow],
+        fence: Option<&TaskFence>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.db, upsert_credit_rates(rates, fence))
+    }
+    /// Each account's newest credit rate on or before `day`.
+    pub async fn latest_credit_rates(
+        &self,
+        day: NaiveDate,
+    ) -> Result<Vec<CreditRateRow>, StoreError> {
+        dispatch!(self.db, latest_credit_rates(day))
+    }
+}
+
+/// A root cause to store ([`PipelineStore::save_root_causes`]).
+#[derive(Clone, Debug)]
+pub struct NewRootCause {
+    pub day: WarehouseDay,
+    /// [`RootCause::summary`] of the day, stored beside the findings for readers of the table.
+    pub summary: String,
+    pub cause: RootCause,
+}
+
+/// A stored root cause (`root_causes`).
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RootCauseRow {
+    pub account_name: String,
+    pub warehouse_name: String,
+    pub usage_date: NaiveDate,
+    pub summary: String,
+    /// The findings: `attribution` (basis, total, top_queries, users, roles, query_tags), `events`,
+    /// `changes`, `hours` (day and usual curve) and `unavailable`.
+    #[sqlx(json)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub detail: RootCause,
+    pub looked_up_at: DateTime<Utc>,
+    pub run_id: Option<i64>,
+}
+
+/// Compute usage of an account on a day in credits and in its contract currency (`credit_rates`).
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct CreditRateRow {
+    pub account_name: String,
+    pub usage_date: NaiveDate,
+    pub currency: String,
+    pub credits: f64,
+    pub amount: f64,
+}
+
+impl CreditRateRow {
+    /// The effective price of one credit.
+    pub fn price_per_credit(&self) -> Option<f64> {
+        (self.credits > 0.0 && self.amount.is_finite()).then(|| self.amount / self.credits)
     }
 }
 

@@ -1286,3 +1286,153 @@ pub async fn hourly_credits(
     .fetch_all(pool)
     .await?)
 }
+
+/// Writes root causes (one row per warehouse-day; a day looked up again is replaced), fenced.
+pub async fn save_root_causes(
+    pool: &PoolT,
+    rows: &[NewRootCause],
+    run_id: Option<i64>,
+    fence: Option<&TaskFence>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with(BEGIN).await?;
+    let now = snowpatrol_store::now();
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO root_causes (account_name, warehouse_name, usage_date, summary, detail, looked_up_at, run_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (account_name, warehouse_name, usage_date) DO UPDATE SET summary = excluded.summary, \
+             detail = excluded.detail, looked_up_at = excluded.looked_up_at, run_id = excluded.run_id",
+        )
+        .bind(&r.day.key.account_name)
+        .bind(&r.day.key.warehouse_name)
+        .bind(r.day.day)
+        .bind(&r.summary)
+        .bind(Json(&r.cause))
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    check_fence(&mut tx, fence).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Root causes of days in [from, to], of one warehouse or of all.
+pub async fn root_causes(
+    pool: &PoolT,
+    key: Option<&WarehouseKey>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<RootCauseRow>, StoreError> {
+    let mut sql = String::from(
+        "SELECT account_name, warehouse_name, usage_date, summary, detail, looked_up_at, run_id FROM root_causes \
+         WHERE usage_date >= $1 AND usage_date <= $2",
+    );
+    if key.is_some() {
+        sql.push_str(" AND account_name = $3 AND warehouse_name = $4");
+    }
+    sql.push_str(" ORDER BY account_name, warehouse_name, usage_date");
+    let mut q = sqlx::query_as::<_, RootCauseRow>(AssertSqlSafe(sql))
+        .bind(from)
+        .bind(to);
+    if let Some(k) = key {
+        q = q.bind(&k.account_name).bind(&k.warehouse_name);
+    }
+    Ok(q.fetch_all(pool).await?)
+}
+
+/// Replaces the tags of each warehouse in `tags` (a warehouse looked up without tags loses its old ones), fenced.
+pub async fn replace_warehouse_tags(
+    pool: &PoolT,
+    looked_up: &[WarehouseKey],
+    tags: &BTreeMap<WarehouseKey, BTreeMap<String, String>>,
+    fence: Option<&TaskFence>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with(BEGIN).await?;
+    let now = snowpatrol_store::now();
+    for key in looked_up {
+        sqlx::query("DELETE FROM warehouse_tags WHERE account_name = $1 AND warehouse_name = $2")
+            .bind(&key.account_name)
+            .bind(&key.warehouse_name)
+            .execute(&mut *tx)
+            .await?;
+        for (name, value) in tags.get(key).into_iter().flatten() {
+            sqlx::query(
+                "INSERT INTO warehouse_tags (account_name, warehouse_name, tag_name, tag_value, looked_up_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&key.account_name)
+            .bind(&key.warehouse_name)
+            .bind(name)
+            .bind(value)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    check_fence(&mut tx, fence).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Every stored warehouse tag, by warehouse.
+pub async fn warehouse_tags(
+    pool: &PoolT,
+) -> Result<BTreeMap<WarehouseKey, BTreeMap<String, String>>, StoreError> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT account_name, warehouse_name, tag_name, tag_value FROM warehouse_tags \
+         ORDER BY account_name, warehouse_name, tag_name",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out: BTreeMap<WarehouseKey, BTreeMap<String, String>> = BTreeMap::new();
+    for (account, warehouse, name, value) in rows {
+        out.entry(WarehouseKey::new(account, warehouse))
+            .or_default()
+            .insert(name, value);
+    }
+    Ok(out)
+}
+
+/// Upserts credit rates (a day read again replaces its row), fenced.
+pub async fn upsert_credit_rates(
+    pool: &PoolT,
+    rates: &[CreditRateRow],
+    fence: Option<&TaskFence>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with(BEGIN).await?;
+    for r in rates {
+        sqlx::query(
+            "INSERT INTO credit_rates (account_name, usage_date, currency, credits, amount) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (account_name, usage_date) DO UPDATE SET currency = excluded.currency, \
+             credits = excluded.credits, amount = excluded.amount",
+        )
+        .bind(&r.account_name)
+        .bind(r.usage_date)
+        .bind(&r.currency)
+        .bind(r.credits)
+        .bind(r.amount)
+        .execute(&mut *tx)
+        .await?;
+    }
+    check_fence(&mut tx, fence).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Each account's newest rate on or before `day`.
+pub async fn latest_credit_rates(
+    pool: &PoolT,
+    day: NaiveDate,
+) -> Result<Vec<CreditRateRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT r.account_name, r.usage_date, r.currency, r.credits, r.amount FROM credit_rates r \
+         WHERE r.usage_date = (SELECT max(x.usage_date) FROM credit_rates x \
+                               WHERE x.account_name = r.account_name AND x.usage_date <= $1) \
+         ORDER BY r.account_name",
+    )
+    .bind(day)
+    .fetch_all(pool)
+    .await?)
+}

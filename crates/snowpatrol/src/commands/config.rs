@@ -29,6 +29,7 @@ pub(crate) async fn migrate(loaded: &LoadedConfig, json: bool) -> anyhow::Result
 pub(crate) async fn check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<ExitCode> {
     let (jobs, pipeline) = validate(loaded).await?;
     let source = pipeline.source_description();
+    let grants = pipeline.config.snowflake_grants();
     let slack = match pipeline.slack_channel() {
         Some(channel) => format!("Slack, default channel {channel}"),
         None => format!(
@@ -62,16 +63,24 @@ pub(crate) async fn check(loaded: &LoadedConfig, json: bool) -> anyhow::Result<E
         "health_addr": s.server.health_addr.to_string(),
         "data_dir": s.data_dir().display().to_string(),
         "source": source,
+        "snowflake_grants": grants,
         "alerts": slack,
         "secrets": secrets,
         "jobs": list,
     });
     print(json, &report, || {
         let mut out = format!(
-            "configuration OK: {}\ndatabase: {database}\nhealth: {}\nsource: {source}\nalerts: {slack}\nsecrets:",
+            "configuration OK: {}\ndatabase: {database}\nhealth: {}\nsource: {source}\nalerts: {slack}",
             loaded.file_display(),
             s.server.health_addr
         );
+        if !grants.is_empty() {
+            out.push_str("\nsnowflake grants this configuration needs:");
+            for g in &grants {
+                out.push_str(&format!("\n  {g}"));
+            }
+        }
+        out.push_str("\nsecrets:");
         push_secrets_and_jobs(&mut out, loaded, &jobs);
         out
     })?;

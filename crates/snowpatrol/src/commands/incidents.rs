@@ -34,6 +34,12 @@ pub enum AnomaliesCommand {
         #[arg(long)]
         anomaly: bool,
     },
+    /// Show one incident: its days, what the model expected, and the root cause of each day (top statements,
+    /// users, roles, query tags, warehouse events and changes, the hourly shape, and what could not be read).
+    Show {
+        /// Incident id (first column of `snowpatrol anomalies`).
+        id: i64,
+    },
 }
 
 /// Why an operator dismissed an incident. A closed set, not free text, so the feedback can be counted later
@@ -215,11 +221,74 @@ pub async fn anomalies(
     {
         return ack(&store, id, reason, anomaly, acknowledged_by, json).await;
     }
+    if let Some(AnomaliesCommand::Show { id }) = command {
+        return show_incident(&store, id, json).await;
+    }
     // A warehouse nobody meters is a typo, not "no incidents": the same rule as `runs --job` and `models`.
     if let Some(w) = view.warehouse.as_deref().map(str::trim) {
         require_metered_warehouse(&store, w).await?;
     }
     list_anomalies(&store, &view, json).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snowpatrol anomalies show ID`: the incident, its days and their root causes.
+async fn show_incident(store: &PipelineStore, id: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let incident = store
+        .incident(id)
+        .await
+        .context("reading the incident")?
+        .with_context(|| {
+            format!("no incident with id {id} (see the first column of `snowpatrol anomalies`)")
+        })?;
+    let days: Vec<_> = store
+        .anomalies_since(incident.start_day, Some(&incident.key()))
+        .await
+        .context("reading the incident's days")?
+        .into_iter()
+        .filter(|a| a.incident_id == id)
+        .collect();
+    let causes = store
+        .root_causes(Some(&incident.key()), incident.start_day, incident.end_day)
+        .await
+        .context("reading root causes")?;
+    let out = json!({ "incident": incident, "days": days, "root_causes": causes });
+    print(json, &out, || {
+        let mut text = format!(
+            "incident {id}: {}.{}, {} – {} ({} day(s)), +{:.2} credits{}, {}\n",
+            incident.account_name,
+            incident.warehouse_name,
+            incident.start_day,
+            incident.end_day,
+            incident.days,
+            incident.excess_credits,
+            incident
+                .excess_cost
+                .map(|c| format!(" (cost {c:.2})"))
+                .unwrap_or_default(),
+            incident.status.as_str()
+        );
+        for d in &days {
+            text.push_str(&format!(
+                "\n{}: {:.2} credits, expected {:.2}, excess {:.2}\n  why: {}\n",
+                d.usage_date, d.actual_credits, d.expected_credits, d.excess_credits, d.explanation
+            ));
+            match causes.iter().find(|c| c.usage_date == d.usage_date) {
+                Some(c) => {
+                    if !c.summary.is_empty() {
+                        text.push_str(&format!("  root cause: {}\n", c.summary));
+                    }
+                    for line in c.detail.detail_lines() {
+                        text.push_str(&format!("    {line}\n"));
+                    }
+                }
+                None => text.push_str(
+                    "  root cause: not looked up yet (predict's root_causes task does it)\n",
+                ),
+            }
+        }
+        text.trim_end().to_string()
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -605,6 +674,12 @@ async fn route_incident(
         .slack
         .as_ref()
         .map_or("file".to_string(), |s| s.channel.clone());
+    let tags = store
+        .warehouse_tags()
+        .await
+        .context("reading warehouse tags")?
+        .remove(&incident.key())
+        .unwrap_or_default();
     Ok(config.alerts.decide(
         &IncidentFacts {
             account_name: incident.account_name.clone(),
@@ -612,6 +687,8 @@ async fn route_incident(
             first_day: incident.start_day,
             excess_credits: incident.excess_credits,
             expected_credits: (expected > 0.0).then_some(expected),
+            excess_cost: incident.excess_cost,
+            tags,
         },
         config.price_per_credit,
         &default_channel,
