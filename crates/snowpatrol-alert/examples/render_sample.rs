@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let section = WarehouseSection {
         root_causes: Default::default(),
         price_per_credit: None,
+        hourly: None,
         account_name: "ACME_PROD".into(),
         warehouse_name: "COMPUTE_WH".into(),
         model_version: 3,

@@ -126,6 +126,16 @@ fn draw(root: &Area<'_>, section: &WarehouseSection, key: &str) -> Result<(), St
     // Title and legend live in a header band above the plot, so no legend ever hides a day.
     let (header, plot) = root.split_vertically(HEADER_PX);
     draw_header(&header, &title, &history, !section.anomalies.is_empty())?;
+    // With a root cause's hourly shape: the lower third shows that day's hours against the usual curve.
+    let plot = match &section.hourly {
+        Some(panel) if panel.shape.day.len() == 24 && panel.shape.usual.len() == 24 => {
+            let height = plot.dim_in_pixel().1;
+            let (daily, hourly) = plot.split_vertically(height * 62 / 100);
+            draw_hourly(&hourly, panel)?;
+            daily
+        }
+        _ => plot,
+    };
 
     let mut chart = plot_with_mesh(&plot, days, credits)?;
     draw_normal_band(&mut chart, &history, days, credits)?;
@@ -392,6 +402,70 @@ fn draw_anomalies(
     Ok(())
 }
 
+const USUAL: RGBColor = RGBColor(90, 90, 90);
+
+/// The hourly panel: the day's credits per UTC hour as bars (red where above the usual curve), the usual curve
+/// (median of the same hour over the days before) as a line.
+fn draw_hourly(area: &Area<'_>, panel: &crate::HourlyPanel) -> Result<(), String> {
+    let shape = &panel.shape;
+    let top = shape
+        .day
+        .iter()
+        .chain(&shape.usual)
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max);
+    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+    let caption = format!(
+        "{} — credits per hour (UTC) against the usual (median of {} days before)",
+        panel.date, shape.history_days
+    );
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .margin_right(44)
+        .caption(caption, ("sans-serif", 14))
+        .x_label_area_size(28)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0..24, 0.0..top)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_labels(9)
+        .x_label_formatter(&|h| format!("{h:02}:00"))
+        .y_desc("credits/h")
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(shape.day.iter().enumerate().filter_map(|(h, v)| {
+            let v = finite(*v)?;
+            let color = if v > shape.usual[h] * 1.05 {
+                ANOMALY
+            } else {
+                ACTUAL
+            };
+            let h = h as i32;
+            Some(Rectangle::new(
+                [(h, 0.0), (h + 1, v)],
+                color.mix(0.75).filled(),
+            ))
+        }))
+        .map_err(|e| e.to_string())?;
+    let usual: Vec<(i32, f64)> = shape
+        .usual
+        .iter()
+        .enumerate()
+        .flat_map(|(h, v)| {
+            let v = finite(*v).unwrap_or(0.0);
+            [(h as i32, v), (h as i32 + 1, v)]
+        })
+        .collect();
+    chart
+        .draw_series(LineSeries::new(usual, USUAL.stroke_width(2)))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// The title, and a one-line legend of what is drawn, in the band above the plot.
 fn draw_header(
     area: &Area<'_>,
@@ -502,6 +576,7 @@ mod tests {
         WarehouseSection {
             root_causes: Default::default(),
             price_per_credit: None,
+            hourly: None,
             account_name: account.into(),
             warehouse_name: warehouse.into(),
             model_version: 1,

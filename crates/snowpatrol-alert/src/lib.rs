@@ -74,6 +74,17 @@ pub struct WarehouseSection {
     /// effective rate per account).
     #[serde(default)]
     pub price_per_credit: Option<f64>,
+    /// The hours of the largest anomalous day against the usual hourly curve, drawn as a second panel of the
+    /// chart when known.
+    #[serde(default)]
+    pub hourly: Option<HourlyPanel>,
+}
+
+/// One day's credits per UTC hour against the usual curve (from the day's root cause).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HourlyPanel {
+    pub date: NaiveDate,
+    pub shape: snowpatrol_detect::root_cause::HourlyShape,
 }
 
 impl WarehouseSection {

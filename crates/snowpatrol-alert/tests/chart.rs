@@ -213,6 +213,7 @@ fn the_window_surrounds_the_anomaly_and_the_normal_range_is_a_band() {
     let s = WarehouseSection {
         root_causes: Default::default(),
         price_per_credit: None,
+        hourly: None,
         account_name: "ACME".into(),
         warehouse_name: "WINDOW_WH".into(),
         model_version: 2,
@@ -245,4 +246,42 @@ fn the_window_surrounds_the_anomaly_and_the_normal_range_is_a_band() {
     }
     let d = render(&plain);
     assert_eq!(pixels(&d).filter(|&(_, _, p)| p == BAND).count(), 0);
+}
+
+/// With a root cause's hourly shape the chart gets a lower panel: the day's hours as bars, red where they are
+/// above the usual curve (here 02:00-10:00), blue elsewhere, and the daily plot moves up into the top part.
+#[test]
+fn hourly_panel_marks_the_hours_above_the_usual_curve() {
+    let mut s = section("ACME", "QUIET_WH", vec![]);
+    let mut day = [1.0; 24];
+    day[2..10].fill(6.0);
+    s.hourly = Some(snowpatrol_alert::HourlyPanel {
+        date: chrono::NaiveDate::from_ymd_opt(2025, 3, 10).unwrap(),
+        shape: snowpatrol_detect::root_cause::HourlyShape::new(day, &[[1.0; 24]; 7]),
+    });
+    let d = render(&s);
+    // No anomaly in the daily plot, so every red pixel belongs to the hourly bars, all in the lower third.
+    let red: Vec<(u32, u32)> = pixels(&d)
+        .filter(|&(_, _, p)| near(p, [224, 93, 94]) || near(p, RED))
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    assert!(
+        red.len() > 1_000,
+        "hourly bars above the usual: {} red pixels",
+        red.len()
+    );
+    let top = red.iter().map(|&(_, y)| y).min().unwrap();
+    assert!(
+        top > 420 * 55 / 100,
+        "the hourly panel is the lower part: red from y={top}"
+    );
+    // Eight red bars of 24 span about a third of the plot's width, on its left side.
+    let (left, right) = (
+        red.iter().map(|&(x, _)| x).min().unwrap(),
+        red.iter().map(|&(x, _)| x).max().unwrap(),
+    );
+    assert!(
+        right - left > 180 && right < 500,
+        "red bars from x={left} to x={right}"
+    );
 }

@@ -147,6 +147,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(product::incident_root_causes),
         )
         .route("/api/v1/anomalies", get(product::list_anomalies))
+        .route(
+            "/api/v1/anomalies/{anomaly_id}/lineage",
+            get(product::anomaly_lineage),
+        )
         .route("/api/v1/alerts", get(product::list_alerts))
         .fallback(not_found)
         .with_state(state)
@@ -183,7 +187,7 @@ impl utoipa::Modify for BearerAuth {
         jobs::list_jobs, jobs::get_job, jobs::trigger_job, jobs::pause_job, jobs::unpause_job, jobs::backfill_job, jobs::list_datasets,
         events::list_events, events::record_events,
         runs::list_runs, runs::get_run, runs::run_logs, runs::cancel_run, runs::clear_run, runs::mark_run,
-        product::list_models, product::list_incidents, product::list_anomalies, product::ack_incident, product::incident_root_causes, product::list_alerts,
+        product::list_models, product::list_incidents, product::list_anomalies, product::ack_incident, product::incident_root_causes, product::anomaly_lineage, product::list_alerts,
     ),
     modifiers(&BearerAuth),
     tags(

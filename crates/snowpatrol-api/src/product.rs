@@ -96,6 +96,23 @@ pub async fn incident_root_causes(
     ))
 }
 
+/// From an anomalous day back to its data: the predict run that scored it, the model version, the training run
+/// and the events it consumed, the prep runs that loaded the training and scored data with their windows.
+#[utoipa::path(get, path = "/api/v1/anomalies/{anomaly_id}/lineage", tag = "incidents",
+    params(("anomaly_id" = i64, Path)), responses((status = 200, body = snowpatrol_pipeline::lineage::AnomalyLineage),
+    (status = 404, description = "no such anomaly")))]
+pub async fn anomaly_lineage(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(anomaly_id): Path<i64>,
+) -> Result<Json<snowpatrol_pipeline::lineage::AnomalyLineage>, Problem> {
+    s.tokens.authorize(&headers, Scope::Read)?;
+    let chain = snowpatrol_pipeline::lineage::anomaly_lineage(s.engine.db(), &s.store, anomaly_id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no anomaly with id {anomaly_id}")))?;
+    Ok(Json(chain))
+}
+
 /// The anomalous days, filtered like incidents.
 #[utoipa::path(get, path = "/api/v1/anomalies", tag = "incidents", params(IncidentsQuery),
     responses((status = 200, body = [AnomalyRow])))]

@@ -541,6 +541,19 @@ async fn incidents_are_listed_and_acknowledged() {
         .call("GET", "/api/v1/incidents/999/root_causes", Some(READ), None)
         .await;
     assert_eq!(status, 404);
+    // The lineage of a day: its model version (registered outside a run here) and no prep run.
+    let days = server.get("/api/v1/anomalies?since=2025-06-21").await;
+    let anomaly_id = days[0]["anomaly_id"].as_i64().unwrap();
+    let chain = server
+        .get(&format!("/api/v1/anomalies/{anomaly_id}/lineage"))
+        .await;
+    assert_eq!(chain["anomaly"]["anomaly_id"], anomaly_id);
+    assert_eq!(chain["model"]["version"], model.version, "{chain}");
+    assert!(chain["prep_runs"].as_array().unwrap().is_empty(), "{chain}");
+    let (status, p) = server
+        .call("GET", "/api/v1/anomalies/999/lineage", Some(READ), None)
+        .await;
+    assert_eq!(status, 404, "{p}");
 
     let (status, p) = server
         .post(

@@ -267,20 +267,39 @@ pub async fn runs(State(s): S, Reader(session): Reader, Query(q): Query<RunsQuer
     layout("Runs", "/ui/runs", &session, &q.flash, body)
 }
 
+/// How the run page shows its logs: `?follow=1` reloads the page every 2 s while the run is unfinished and shows
+/// the newest lines (server-rendered, so it works without scripts).
+#[derive(Default, Deserialize)]
+pub struct RunView {
+    #[serde(default)]
+    follow: Option<u8>,
+}
+
+/// Log lines a run page shows.
+const LOG_LINES: i64 = 500;
+
 pub async fn run(
     State(s): S,
     Reader(session): Reader,
     Path(run_id): Path<i64>,
     Query(flash): Query<Flash>,
+    Query(view): Query<RunView>,
 ) -> Response {
     let db = engine(&s).db();
     let Ok(Some(run)) = db.get_run(run_id).await else {
         return not_found(&session, format!("No run {run_id}"));
     };
+    let following = view.follow.unwrap_or(0) != 0;
     let tasks = db.list_task_instances(run_id).await.unwrap_or_default();
     let consumed = db.consumed_events(run_id).await.unwrap_or_default();
     let produced = db.produced_events(run_id).await.unwrap_or_default();
-    let logs = db.task_logs(run_id, None, 0, 500).await.unwrap_or_default();
+    let logs = if following {
+        db.task_logs_tail(run_id, LOG_LINES).await
+    } else {
+        db.task_logs(run_id, None, 0, LOG_LINES).await
+    }
+    .unwrap_or_default();
+    let refresh = following && !run.state.is_terminal();
     let any_failed = tasks
         .iter()
         .any(|t| matches!(t.state, TaskState::Failed | TaskState::Cancelled));
@@ -333,7 +352,18 @@ pub async fn run(
                 }
             }
         }
-        h2 { "Logs" }
+        h2 #logs { "Logs" }
+        p.muted {
+            @if refresh {
+                "Following: this page reloads every 2 seconds until the run ends and shows the newest "
+                (LOG_LINES) " lines. " a href={ "/ui/runs/" (run_id) "#logs" } { "Stop following" }
+            } @else if !run.state.is_terminal() {
+                a.follow href={ "/ui/runs/" (run_id) "?follow=1#logs" } { "Follow the logs" }
+                " (reloads every 2 seconds while the run is unfinished)"
+            } @else if logs.len() as i64 == LOG_LINES {
+                "The first " (LOG_LINES) " lines; " a href={ "/ui/runs/" (run_id) "?follow=1#logs" } { "the last " (LOG_LINES) } ", or `snowpatrol logs " (run_id) "` for all."
+            }
+        }
         @if logs.is_empty() { p.muted { "No task log lines (kept at [scheduler] task_log_level and above)." } }
         @else {
             pre.log {
@@ -347,7 +377,18 @@ pub async fn run(
             }
         }
     };
-    layout(&format!("Run {run_id}"), "/ui/runs", &session, &flash, body)
+    let page = layout(&format!("Run {run_id}"), "/ui/runs", &session, &flash, body);
+    if refresh {
+        // The standard Refresh header: the browser reloads the same URL (fragment included) in 2 s.
+        let mut page = page;
+        if let Ok(v) =
+            axum::http::HeaderValue::from_str(&format!("2; url=/ui/runs/{run_id}?follow=1#logs"))
+        {
+            page.headers_mut().insert("refresh", v);
+        }
+        return page;
+    }
+    page
 }
 
 fn action_form(session: &Session, run_id: i64, action: &str, label: &str, task: &str) -> Markup {

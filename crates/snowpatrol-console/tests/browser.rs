@@ -236,8 +236,32 @@ async fn pipeline_data(store: &PipelineStore) -> i64 {
     store.list_incidents(&Default::default()).await.unwrap()[0].incident_id
 }
 
+/// A page fetched outside the browser with the operate token's session cookie (to read its headers).
+async fn signed_in(url: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .header("cookie", format!("snowpatrol_session={OPERATE}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Holds the `hold` job's task running while set.
+static HOLD: AtomicBool = AtomicBool::new(true);
+
 fn registry(failing: Arc<AtomicBool>) -> JobRegistry {
     let mut reg = JobRegistry::new();
+    reg.register(
+        JobDefinition::new("hold", "runs until the test releases it").task(TaskDefinition::new(
+            "wait",
+            task_fn(|_| async {
+                while HOLD.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(TaskOutput::empty())
+            }),
+        )),
+    );
     reg.register(
         JobDefinition::new("chain", "prep then train")
             .task(TaskDefinition::new(
@@ -546,6 +570,48 @@ async fn console_pages_render_and_act_in_a_real_browser() {
     assert_eq!(
         db.get_run(run_id).await.unwrap().unwrap().state,
         RunState::Success
+    );
+
+    // Follow mode: an unfinished run's page (the `hold` job runs until released) offers to follow its logs;
+    // following reloads every 2 s (the Refresh header) until the run ends, and a finished run's page never does.
+    let queued = engine.trigger("hold", &[], "test").await.unwrap();
+    c.goto(&format!("{base}/ui/runs/{queued}")).await.unwrap();
+    c.find(Locator::Css("a.follow"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("?follow=1#logs")
+    );
+    let following = signed_in(&format!("{base}/ui/runs/{queued}?follow=1")).await;
+    assert_eq!(
+        following.headers()["refresh"].to_str().unwrap(),
+        format!("2; url=/ui/runs/{queued}?follow=1#logs")
+    );
+    assert!(
+        following
+            .text()
+            .await
+            .unwrap()
+            .contains("Following: this page reloads")
+    );
+    let finished = signed_in(&format!("{base}/ui/runs/{run_id}?follow=1")).await;
+    assert!(
+        finished.headers().get("refresh").is_none(),
+        "a finished run is not reloaded"
+    );
+    HOLD.store(false, Ordering::SeqCst);
+    wait_run(&db, queued, RunState::Success).await;
+    let after = signed_in(&format!("{base}/ui/runs/{queued}?follow=1")).await;
+    assert!(
+        after.headers().get("refresh").is_none(),
+        "following stops when the run ends"
     );
 
     let log: Value = c.issue_cmd(BrowserLog).await.unwrap();

@@ -364,22 +364,22 @@ fn days_param(ctx: &TaskContext, name: &str, default: i64) -> u64 {
 /// What `extract` loaded (its output data): the window's days (`to` inclusive), read by `features` for the
 /// dataset event's `extra`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct ExtractOutput {
-    from: NaiveDate,
-    to: NaiveDate,
-    hourly_rows: usize,
-    warehouse_days: usize,
+pub struct ExtractOutput {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub hourly_rows: usize,
+    pub warehouse_days: usize,
     /// Credit rates loaded from USAGE_IN_CURRENCY_DAILY (`credit_prices = "snowflake"` only).
     #[serde(default)]
-    credit_rates: Option<CreditRatesLoaded>,
-    timings_ms: ExtractTimings,
+    pub credit_rates: Option<CreditRatesLoaded>,
+    pub timings_ms: ExtractTimings,
 }
 
 /// What prep read of `USAGE_IN_CURRENCY_DAILY`: rows loaded, or why none (a missing grant does not fail
 /// prep: money falls back to `price_per_credit`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum CreditRatesLoaded {
+pub enum CreditRatesLoaded {
     Loaded(usize),
     Unavailable(String),
 }
@@ -424,10 +424,10 @@ async fn load_credit_rates(
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct ExtractTimings {
-    fetch: u64,
-    validate_aggregate: u64,
-    load_hourly_and_daily: u64,
+pub struct ExtractTimings {
+    pub fetch: u64,
+    pub validate_aggregate: u64,
+    pub load_hourly_and_daily: u64,
 }
 
 /// First day prep must (re)load: the re-read window (Snowflake revises the last days of metering), and

@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod config;
 pub mod jobs;
+pub mod lineage;
 pub mod metrics;
 mod report;
 mod root_causes;

@@ -12,11 +12,14 @@ use crate::root_causes::Prices;
 use crate::routing::{IncidentFacts, RouteVerdict, RoutingDecision};
 use crate::store::{
     AnomalyRow, DigestReply, IncidentFilter, IncidentRow, IncidentStatus, QueuedDigest,
+    RootCauseRow,
 };
 use chrono::{Days, NaiveDate, Utc};
+use futures::StreamExt;
 use serde::Serialize;
 use snowpatrol_alert::{
-    AnomalyDay, Digest, DigestIncident, HeldBack, Report, SlackMessage, WarehouseSection,
+    AnomalyDay, Digest, DigestIncident, HeldBack, HourlyPanel, Report, SlackMessage,
+    WarehouseSection,
 };
 use snowpatrol_detect::WarehouseKey;
 use snowpatrol_engine::{TaskContext, TaskError, TaskOutput};
@@ -29,6 +32,7 @@ use tracing::info;
 const CHART_SIZE: (u32, u32) = (900, 420);
 
 pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+    let started = std::time::Instant::now();
     let end = loaded_end(&p).await?;
     let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
     let window = Window::read(&p, since, end).await?;
@@ -40,17 +44,21 @@ pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOut
         .map_err(store_err("reading warehouse tags"))?;
     let routing = Routing::decide(&p, &window, &tags);
     let acknowledged = acknowledged_incidents(&p, since).await?;
+    let t_read = started.elapsed();
+    let sections = sections(&p, &ctx, &window, &prices).await?;
+    let t_sections = started.elapsed();
     let report = Report {
         run_id: ctx.run_id.to_string(),
         generated_at: Utc::now(),
         price_per_credit: p.config.price_per_credit,
         currency: prices.currency.clone(),
-        sections: sections(&p, &ctx, &window, &prices).await?,
+        sections,
         acknowledged_incidents: acknowledged,
         held_back: routing.held_back_notes(&window.incidents),
     };
     let total: usize = report.sections.iter().map(|s| s.anomalies.len()).sum();
     let path = save_report(&p, &ctx, &report, total).await?;
+    let t_files = started.elapsed();
     let plan = DigestPlan {
         run_id: ctx.run_id,
         price_per_credit: p.config.price_per_credit,
@@ -66,7 +74,14 @@ pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOut
         already_alerted,
         held_back,
     } = queue_digests(&p, &ctx, plan, &routing, &window, report).await?;
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
     let output = ReportOutput {
+        timings_ms: ReportTimings {
+            read: ms(t_read),
+            sections: ms(t_sections - t_read),
+            files: ms(t_files - t_sections),
+            digests: ms(started.elapsed() - t_files),
+        },
         report: path.display().to_string(),
         anomalies: total,
         new_alerts,
@@ -191,6 +206,17 @@ struct ReportOutput {
     already_alerted: usize,
     acknowledged: usize,
     held_back: usize,
+    timings_ms: ReportTimings,
+}
+
+/// Where the report task's time went: reading the window, the sections' histories, rendering and writing the
+/// files, building and queueing the digests.
+#[derive(Debug, Serialize)]
+struct ReportTimings {
+    read: u64,
+    sections: u64,
+    files: u64,
+    digests: u64,
 }
 
 /// The scored window: the incidents nobody acknowledged (open, or resolved meanwhile) and their days in it, one
@@ -203,8 +229,8 @@ struct Window {
     incidents_by_key: BTreeMap<WarehouseKey, BTreeMap<i64, BTreeSet<NaiveDate>>>,
     /// Incident id -> (expected credits summed over its days in the window, how many days).
     expected: BTreeMap<i64, (f64, i32)>,
-    /// Root-cause summaries of the window's days, by warehouse and day.
-    causes: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, String>>,
+    /// Root causes of the window's days, by warehouse and day.
+    causes: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, RootCauseRow>>,
 }
 
 impl Window {
@@ -225,7 +251,7 @@ impl Window {
             .await
             .map_err(store_err("reading anomalies"))?;
         let listed: BTreeSet<i64> = incidents.iter().map(|i| i.incident_id).collect();
-        let mut causes: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, String>> = BTreeMap::new();
+        let mut causes: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, RootCauseRow>> = BTreeMap::new();
         for c in p
             .store
             .root_causes(None, since, end)
@@ -235,7 +261,7 @@ impl Window {
             causes
                 .entry(WarehouseKey::new(&c.account_name, &c.warehouse_name))
                 .or_default()
-                .insert(c.usage_date, c.summary);
+                .insert(c.usage_date, c);
         }
         let mut window = Window {
             incidents,
@@ -280,16 +306,43 @@ async fn sections(
     window: &Window,
     prices: &Prices,
 ) -> Result<Vec<WarehouseSection>, TaskError> {
+    // Each section reads its warehouse's history and scores it with the stored model: a few at a time, so 300
+    // warehouses do not wait on 300 sequential round trips.
+    let history_days = p.config.predict.history_days;
+    let keys: Vec<WarehouseKey> = window.days.keys().cloned().collect();
+    let histories: Vec<Vec<snowpatrol_alert::DailyPoint>> = futures::stream::iter(
+        keys.into_iter()
+            .map(|key| async move { history_points(p, ctx, &key, history_days).await }),
+    )
+    .buffered(8)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_, _>>()?;
     let mut sections = Vec::with_capacity(window.days.len());
-    for (key, list) in &window.days {
+    for ((key, list), history) in window.days.iter().zip(histories) {
         let version = list.iter().map(|a| a.model_version).max().unwrap_or(0);
+        let causes = window.causes.get(key);
+        let largest = list
+            .iter()
+            .max_by(|a, b| a.excess_credits.total_cmp(&b.excess_credits));
+        let hourly = largest.and_then(|a| {
+            let shape = causes?.get(&a.usage_date)?.detail.hours.clone()?;
+            Some(HourlyPanel {
+                date: a.usage_date,
+                shape,
+            })
+        });
         sections.push(WarehouseSection {
             account_name: key.account_name.clone(),
             warehouse_name: key.warehouse_name.clone(),
             model_version: version as i64,
             anomalies: list.iter().map(AnomalyRow::day).collect(),
-            history: history_points(p, ctx, key, p.config.predict.history_days).await?,
-            root_causes: window.causes.get(key).cloned().unwrap_or_default(),
+            history,
+            root_causes: causes
+                .map(|c| c.iter().map(|(d, r)| (*d, r.summary.clone())).collect())
+                .unwrap_or_default(),
+            hourly,
             price_per_credit: prices
                 .price(&key.account_name)
                 .filter(|price| Some(*price) != p.config.price_per_credit),
@@ -395,8 +448,8 @@ impl Routing {
                         .causes
                         .get(&i.key())
                         .and_then(|c| c.get(&a.date))
+                        .map(|c| c.summary.clone())
                         .filter(|c| !c.is_empty())
-                        .cloned()
                 }),
             };
             for (_, channel) in &decision.channels {
@@ -437,10 +490,18 @@ fn write_report_files(dir: &Path, report: &Report) -> Result<(String, PathBuf), 
     };
     std::fs::create_dir_all(dir)
         .map_err(|e| TaskError::retryable(format!("cannot create {}: {e}", dir.display())))?;
-    for s in &report.sections {
-        let png = snowpatrol_alert::render_chart_png(s, CHART_SIZE.0, CHART_SIZE.1)
-            .map_err(|e| TaskError::permanent(format!("chart: {e}")))?;
-        let path = dir.join(snowpatrol_alert::chart_file_name(s));
+    // Charts are drawn in parallel on the task's CPU pool (this runs inside it), then written.
+    use rayon::prelude::*;
+    let charts: Vec<(PathBuf, Vec<u8>)> = report
+        .sections
+        .par_iter()
+        .map(|s| {
+            snowpatrol_alert::render_chart_png(s, CHART_SIZE.0, CHART_SIZE.1)
+                .map(|png| (dir.join(snowpatrol_alert::chart_file_name(s)), png))
+                .map_err(|e| TaskError::permanent(format!("chart: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    for (path, png) in charts {
         std::fs::write(&path, png).map_err(|e| write_err(&path, e))?;
     }
     let markdown = snowpatrol_alert::render_markdown(report);
@@ -529,6 +590,10 @@ impl DigestPlan {
                     .filter(|a| a.date >= i.first_day && a.date <= i.last_day)
                     .cloned()
                     .collect(),
+                hourly: section
+                    .hourly
+                    .clone()
+                    .filter(|h| h.date >= i.first_day && h.date <= i.last_day),
                 ..section.clone()
             };
             let png = match snowpatrol_alert::render_chart_png(&one, CHART_SIZE.0, CHART_SIZE.1) {

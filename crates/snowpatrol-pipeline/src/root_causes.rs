@@ -93,9 +93,8 @@ pub(crate) async fn root_causes(
     }
     let days: Vec<WarehouseDay> = wanted.iter().map(|(d, _)| d.clone()).collect();
     let mut causes = snowflake_findings(&p, &days, &ctx, &mut out).await?;
-    for d in &days {
-        let shape = hourly_shape(&p, d).await?;
-        causes.entry(d.clone()).or_default().hours = shape;
+    for (d, shape) in hourly_shapes(&p, &days).await? {
+        causes.entry(d).or_default().hours = Some(shape);
     }
     let rows: Vec<NewRootCause> = wanted
         .iter()
@@ -193,38 +192,62 @@ fn day_start(d: NaiveDate) -> DateTime<Utc> {
     d.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
-/// The day's hourly credits against the median of the same hours over the `usual_days` before it; None when
-/// there is no hourly metering for the day (a daily-only source).
-async fn hourly_shape(p: &Pipeline, d: &WarehouseDay) -> Result<Option<HourlyShape>, TaskError> {
-    let usual_days = p.config.root_cause.usual_days.max(1);
-    let from = d.day - Days::new(u64::from(usual_days));
+/// Each day's hourly credits against the median of the same hours over the `usual_days` before it, read in one
+/// query for all `days`; a day without hourly metering (a daily-only source) has no shape.
+async fn hourly_shapes(
+    p: &Pipeline,
+    days: &[WarehouseDay],
+) -> Result<BTreeMap<WarehouseDay, HourlyShape>, TaskError> {
+    let usual_days = u64::from(p.config.root_cause.usual_days.max(1));
+    let (Some(first), Some(last)) = (
+        days.iter().map(|d| d.day).min(),
+        days.iter().map(|d| d.day).max(),
+    ) else {
+        return Ok(BTreeMap::new());
+    };
+    let keys: Vec<WarehouseKey> = days
+        .iter()
+        .map(|d| d.key.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let rows = p
         .store
-        .hourly_credits(&d.key, day_start(from), day_start(d.day + Days::new(1)))
+        .hourly_credits_of(
+            &keys,
+            day_start(first - Days::new(usual_days)),
+            day_start(last + Days::new(1)),
+        )
         .await
         .map_err(store_err("reading hourly metering"))?;
-    let mut by_day: BTreeMap<NaiveDate, [f64; 24]> = BTreeMap::new();
-    let mut cursor = from;
-    while cursor < d.day {
-        by_day.insert(cursor, [0.0; 24]);
-        cursor = cursor + Days::new(1);
+    let mut by_key: BTreeMap<WarehouseKey, BTreeMap<NaiveDate, [f64; 24]>> = BTreeMap::new();
+    for (key, t, credits) in rows {
+        by_key
+            .entry(key)
+            .or_default()
+            .entry(t.date_naive())
+            .or_insert([0.0; 24])[t.hour() as usize] += credits;
     }
-    let mut day = [0.0; 24];
-    let mut seen = false;
-    for (t, credits) in rows {
-        let h = t.hour() as usize;
-        if t.date_naive() == d.day {
-            day[h] += credits;
-            seen = true;
-        } else if let Some(hours) = by_day.get_mut(&t.date_naive()) {
-            hours[h] += credits;
-        }
+    let mut out = BTreeMap::new();
+    for d in days {
+        let Some(hours) = by_key.get(&d.key) else {
+            continue;
+        };
+        let Some(day) = hours.get(&d.day) else {
+            continue;
+        };
+        // Every day of the usual window counts, an idle one as zeros.
+        let history: Vec<[f64; 24]> = (1..=usual_days)
+            .map(|back| {
+                hours
+                    .get(&(d.day - Days::new(back)))
+                    .copied()
+                    .unwrap_or([0.0; 24])
+            })
+            .collect();
+        out.insert(d.clone(), HourlyShape::new(*day, &history));
     }
-    if !seen {
-        return Ok(None);
-    }
-    let history: Vec<[f64; 24]> = by_day.into_values().collect();
-    Ok(Some(HourlyShape::new(day, &history)))
+    Ok(out)
 }
 
 /// The price of a credit per account: Snowflake's effective rate of the account's newest day with one (with

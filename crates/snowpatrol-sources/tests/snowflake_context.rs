@@ -251,3 +251,55 @@ async fn a_view_the_role_cannot_read_is_named_with_its_grant_and_the_rest_still_
         .to_string();
     assert!(err.contains("ORGANIZATION_BILLING_VIEWER"), "{err}");
 }
+
+/// A bad day: 300 anomalous warehouse-days cost the same three statements as one, and each day gets its own
+/// findings (issue #9: at most one Snowflake query per view per run).
+#[tokio::test]
+async fn three_hundred_days_are_three_statements() {
+    let peer = FakeSnowflake::start(&[]);
+    peer.execute(CONTEXT_VIEWS).await;
+    let mut values = Vec::new();
+    for w in 0..300 {
+        for q in 0..3 {
+            values.push(format!(
+                "('q{w}-{q}', 'WH_{w:03}', 'h{q}', 'tag{q}', 'U{}', '2025-09-27 0{q}:00:00+00:00', \
+                 '2025-09-27 0{q}:30:00+00:00', {}.0)",
+                w % 7,
+                q + 1 + w
+            ));
+        }
+    }
+    let insert = format!(
+        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.QUERY_ATTRIBUTION_HISTORY (QUERY_ID, WAREHOUSE_NAME, \
+         QUERY_PARAMETERIZED_HASH, QUERY_TAG, USER_NAME, START_TIME, END_TIME, CREDITS_ATTRIBUTED_COMPUTE) VALUES {}",
+        values.join(", ")
+    );
+    peer.execute(&[insert.as_str()]).await;
+    let src = source(&peer);
+    let wanted: Vec<WarehouseDay> = (0..300)
+        .map(|w| wd("ACME_PROD", &format!("WH_{w:03}"), 27))
+        .collect();
+    let started = std::time::Instant::now();
+    let causes = src.root_causes(&wanted).await.unwrap();
+    println!(
+        "300 warehouse-days looked up in {:?} (fakesnow)",
+        started.elapsed()
+    );
+    assert_eq!(src.context_statements(), 3);
+    assert_eq!(causes.len(), 300);
+    for (w, d) in wanted.iter().enumerate() {
+        let a = causes[d].attribution.as_ref().unwrap();
+        assert_eq!(a.queries, 3, "{d:?}");
+        let expected = (1 + w + 2 + w + 3 + w) as f64;
+        assert!(
+            (a.total_weight - expected).abs() < 1e-9,
+            "{d:?}: {}",
+            a.total_weight
+        );
+        assert_eq!(
+            a.top_queries[0].parameterized_hash, "h2",
+            "the largest first"
+        );
+        assert_eq!(a.users[0].name, format!("U{}", w % 7));
+    }
+}

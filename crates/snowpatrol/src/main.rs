@@ -149,8 +149,15 @@ pub enum ConfiguredCommand {
 
     /// List recent runs.
     Runs(RunsArgs),
-    /// Lineage of a run: the dataset events it consumed (what triggered it) and the ones it produced.
-    Lineage { run_id: i64 },
+    /// Lineage. `lineage RUN`: the dataset events a run consumed (what triggered it) and the ones it produced.
+    /// `lineage anomaly ID` / `lineage incident ID`: from a prediction back to its data (predict run, model
+    /// version, training run and its events, the prep runs that loaded the training and scored data).
+    Lineage {
+        /// A run id, or `anomaly` or `incident`.
+        what: String,
+        /// The anomaly's (day's) or incident's id, after `anomaly` or `incident`.
+        id: Option<i64>,
+    },
     /// List the task instances of a run.
     Tasks { run_id: i64 },
     /// List recent dataset events.

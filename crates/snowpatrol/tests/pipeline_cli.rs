@@ -578,6 +578,86 @@ fn pipeline_flow(env: &DataDir) {
         ]
     );
     assert_eq!(rows.len(), incidents.len());
+    // `anomalies show`: each day of an incident with its root cause (with the synthetic source, the hourly
+    // shape from the loaded metering; the Snowflake views are covered by the fakesnow tests).
+    let mut with_hours = 0;
+    for i in incidents {
+        let id = i["incident_id"].to_string();
+        let shown = env.json(&["anomalies", "show", &id]);
+        assert_eq!(shown["incident"]["incident_id"], i["incident_id"]);
+        let days = shown["days"].as_array().unwrap();
+        assert_eq!(days.len() as u64, i["days"].as_u64().unwrap(), "{shown}");
+        let causes = shown["root_causes"].as_array().unwrap();
+        assert_eq!(
+            causes.len(),
+            days.len(),
+            "every scored day looked up: {shown}"
+        );
+        for c in causes {
+            assert_eq!(
+                c["detail"]["hours"]["day"].as_array().map(Vec::len),
+                Some(24),
+                "{c}"
+            );
+            assert_eq!(c["run_id"], run_ids["predict"]);
+        }
+        with_hours += causes
+            .iter()
+            .filter(|c| {
+                c["summary"]
+                    .as_str()
+                    .unwrap()
+                    .contains("over the usual hourly curve fell between")
+            })
+            .count();
+        let text = env.ok(&["anomalies", "show", &id]);
+        assert!(
+            text.contains("root cause:") && text.contains("Hourly: "),
+            "{text}"
+        );
+    }
+    assert!(with_hours > 0, "the spikes' hours are located");
+    let err = env.failed(&["anomalies", "show", "987654"], "unknown incident");
+    assert!(err.contains("no incident with id 987654"), "{err}");
+
+    // Lineage of a prediction back to its data: the predict run, the model version and its training run, and the
+    // prep run that loaded the hourly rows the model trained on and the day was scored from.
+    let day = &all[0];
+    let chain = env.json(&["lineage", "anomaly", &day["anomaly_id"].to_string()]);
+    assert_eq!(chain["anomaly"]["anomaly_id"], day["anomaly_id"]);
+    assert_eq!(
+        chain["predict_run"]["run_id"], run_ids["predict"],
+        "{chain}"
+    );
+    assert_eq!(chain["model"]["version"], day["model_version"]);
+    assert_eq!(chain["training_run"]["run_id"], run_ids["train"], "{chain}");
+    for part in ["training_data", "scored_data"] {
+        let loads = chain[part].as_array().unwrap();
+        assert!(!loads.is_empty(), "{part}: {chain}");
+        assert!(
+            loads
+                .iter()
+                .all(|l| l["run_id"] == run_ids["prep"] && l["hourly_rows"].as_i64().unwrap() > 0),
+            "{part} loaded by the prep run: {chain}"
+        );
+    }
+    let prep = &chain["prep_runs"][0];
+    assert_eq!(prep["run"]["run_id"], run_ids["prep"]);
+    assert_eq!(prep["extract"]["to"], "2025-06-30", "{prep}");
+    let printed = env.ok(&["lineage", "anomaly", &day["anomaly_id"].to_string()]);
+    assert!(
+        printed.contains(&format!("<- scored by predict run {}", run_ids["predict"]))
+            && printed.contains(&format!("by train run {}", run_ids["train"]))
+            && printed.contains(&format!("prep run {}", run_ids["prep"])),
+        "{printed}"
+    );
+    let by_incident = env.json(&["lineage", "incident", &day["incident_id"].to_string()]);
+    assert!(!by_incident.as_array().unwrap().is_empty(), "{by_incident}");
+    let out = env.cmd(&["lineage", "anomaly"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a missing id is a usage error");
+    assert!(text(&out.stderr).contains("RUN_ID, `anomaly ID` or `incident ID`"));
+    env.failed(&["lineage", "anomaly", "987654"], "unknown anomaly");
+
     // --warehouse (bare name or ACCOUNT.NAME) and --open filter.
     let first = &incidents[0];
     let (account, warehouse) = (

@@ -56,6 +56,7 @@ pub fn section(account: &str, warehouse: &str, anomalies: Vec<AnomalyDay>) -> Wa
     WarehouseSection {
         root_causes: Default::default(),
         price_per_credit: None,
+        hourly: None,
         account_name: account.into(),
         warehouse_name: warehouse.into(),
         model_version: 7,

@@ -573,6 +573,32 @@ impl PipelineStore {
     ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
         dispatch!(self.db, hourly_credits(key, from, to))
     }
+    /// Credits per hour in [`from`, `to`) of each of `keys` (summed over service types), in one query: what
+    /// the root-cause task reads for the hourly shapes of all the run's anomalous days.
+    pub async fn hourly_credits_of(
+        &self,
+        keys: &[WarehouseKey],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(WarehouseKey, DateTime<Utc>, f64)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.db, hourly_credits_of(keys, from, to))
+    }
+    /// One anomalous day by its id.
+    pub async fn anomaly(&self, anomaly_id: i64) -> Result<Option<AnomalyRow>, StoreError> {
+        dispatch!(self.db, anomaly(anomaly_id))
+    }
+    /// The hourly rows of `key` in [`from`, `to`) grouped by the prep run that loaded them (lineage).
+    pub async fn hourly_loads(
+        &self,
+        key: &WarehouseKey,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<HourlyLoad>, StoreError> {
+        dispatch!(self.db, hourly_loads(key, from, to))
+    }
     /// Stores root causes, one row per warehouse-day (a day looked up again is replaced), fenced.
     pub async fn save_root_causes(
         &self,
@@ -647,6 +673,16 @@ pub struct RootCauseRow {
     pub detail: RootCause,
     pub looked_up_at: DateTime<Utc>,
     pub run_id: Option<i64>,
+}
+
+/// Hourly rows of a warehouse loaded by one prep run (`loaded_by_run_id`; None for rows loaded outside a run).
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HourlyLoad {
+    pub run_id: Option<i64>,
+    pub hourly_rows: i64,
+    pub first_hour: DateTime<Utc>,
+    pub last_hour: DateTime<Utc>,
 }
 
 /// Compute usage of an account on a day in credits and in its contract currency (`credit_rates`).

@@ -1436,3 +1436,34 @@ pub async fn latest_credit_rates(
     .fetch_all(pool)
     .await?)
 }
+
+pub async fn anomaly(pool: &PoolT, id: i64) -> Result<Option<AnomalyRow>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ANOMALY_COLUMNS} FROM anomalies a WHERE a.anomaly_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(decode_row).transpose()
+}
+
+/// Hourly rows of one warehouse in [from, to), by the prep run that loaded them.
+pub async fn hourly_loads(
+    pool: &PoolT,
+    key: &WarehouseKey,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<HourlyLoad>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT loaded_by_run_id AS run_id, count(*) AS hourly_rows, min(start_time) AS first_hour, \
+         max(start_time) AS last_hour FROM warehouse_metering_hourly \
+         WHERE account_name = $1 AND warehouse_name = $2 AND start_time >= $3 AND start_time < $4 \
+         GROUP BY loaded_by_run_id ORDER BY min(start_time)",
+    )
+    .bind(&key.account_name)
+    .bind(&key.warehouse_name)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?)
+}

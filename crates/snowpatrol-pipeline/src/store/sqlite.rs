@@ -66,3 +66,41 @@ pub(super) async fn replace_daily(
     tx.commit().await?;
     Ok(())
 }
+
+/// [`PipelineStore::hourly_credits_of`]: one query with the wanted warehouses as row values.
+pub(super) async fn hourly_credits_of(
+    pool: &SqlitePool,
+    keys: &[WarehouseKey],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(WarehouseKey, DateTime<Utc>, f64)>, StoreError> {
+    let mut out = Vec::new();
+    // SQLite's bind limit (32,766) is far above 2 x 500, the chunk size.
+    for chunk in keys.chunks(500) {
+        let mut qb = sqlx::QueryBuilder::<Db>::new(
+            "SELECT account_name, warehouse_name, start_time, sum(credits_used) FROM warehouse_metering_hourly \
+             WHERE warehouse_id > 0 AND start_time >= ",
+        );
+        qb.push_bind(from)
+            .push(" AND start_time < ")
+            .push_bind(to)
+            .push(" AND (account_name, warehouse_name) IN (VALUES ");
+        let mut values = qb.separated(", ");
+        for k in chunk {
+            values
+                .push("(")
+                .push_bind_unseparated(&k.account_name)
+                .push_unseparated(", ")
+                .push_bind_unseparated(&k.warehouse_name)
+                .push_unseparated(")");
+        }
+        qb.push(") GROUP BY account_name, warehouse_name, start_time");
+        let rows: Vec<(String, String, DateTime<Utc>, f64)> =
+            qb.build_query_as().fetch_all(pool).await?;
+        out.extend(
+            rows.into_iter()
+                .map(|(a, w, t, c)| (WarehouseKey::new(a, w), t, c)),
+        );
+    }
+    Ok(out)
+}

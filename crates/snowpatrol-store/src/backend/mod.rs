@@ -278,6 +278,14 @@ impl Database {
     ) -> Result<Vec<TaskLogRecord>, StoreError> {
         dispatch!(self, task_logs(run_id, task, after_log_id, limit))
     }
+    /// A run's newest `limit` log lines, oldest first (what a follower shows).
+    pub async fn task_logs_tail(
+        &self,
+        run_id: RunId,
+        limit: i64,
+    ) -> Result<Vec<TaskLogRecord>, StoreError> {
+        dispatch!(self, task_logs_tail(run_id, limit))
+    }
     pub async fn start_run(
         &self,
         run_id: RunId,

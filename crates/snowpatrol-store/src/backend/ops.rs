@@ -1454,6 +1454,24 @@ pub async fn task_logs(
     rows.iter().map(decode_row).collect()
 }
 
+pub async fn task_logs_tail(
+    pool: &PoolT,
+    run_id: RunId,
+    limit: i64,
+) -> Result<Vec<TaskLogRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT log_id, run_id, task_instance_id, task_name, map_key, try_number, logged_at, level, target, \
+         message, fields FROM task_logs WHERE run_id = $1 ORDER BY log_id DESC LIMIT $2",
+    )
+    .bind(run_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut lines: Vec<TaskLogRecord> = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
+    lines.reverse();
+    Ok(lines)
+}
+
 pub async fn get_run(pool: &PoolT, run_id: RunId) -> Result<Option<RunRecord>, StoreError> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {RUN_COLUMNS} FROM job_runs WHERE run_id = $1"

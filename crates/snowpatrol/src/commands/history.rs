@@ -100,6 +100,84 @@ fn runs_table(runs: &[RunRecord]) -> String {
     )
 }
 
+/// `snowpatrol lineage RUN | anomaly ID | incident ID`: a run's events, or a prediction's chain back to its data.
+pub(crate) async fn lineage_of(
+    loaded: &LoadedConfig,
+    json: bool,
+    what: &str,
+    id: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    match (what, id) {
+        (run, None) if run.parse::<i64>().is_ok() => {
+            lineage(loaded, json, run.parse().unwrap_or_default()).await
+        }
+        ("anomaly", Some(id)) => anomaly_lineage(loaded, json, &[id], false).await,
+        ("incident", Some(id)) => {
+            let db = open_existing(&loaded.settings).await?;
+            let store = snowpatrol_pipeline::PipelineStore::new(db.clone());
+            store
+                .incident(id)
+                .await
+                .context("reading the incident")?
+                .with_context(|| {
+                    format!("no incident with id {id} (see `snowpatrol anomalies`)")
+                })?;
+            let days: Vec<i64> = store
+                .list_anomalies(&snowpatrol_pipeline::store::IncidentFilter {
+                    incident_ids: vec![id],
+                    ..Default::default()
+                })
+                .await
+                .context("reading the incident's days")?
+                .into_iter()
+                .map(|a| a.anomaly_id)
+                .collect();
+            anomaly_lineage(loaded, json, &days, true).await
+        }
+        _ => {
+            eprintln!(
+                "error: lineage takes RUN_ID, `anomaly ID` or `incident ID` (got {what}{})",
+                id.map(|i| format!(" {i}")).unwrap_or_default()
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// The lineage of each anomaly of `ids` (the days of an incident when `incident`).
+async fn anomaly_lineage(
+    loaded: &LoadedConfig,
+    json: bool,
+    ids: &[i64],
+    incident: bool,
+) -> anyhow::Result<ExitCode> {
+    let db = open_existing(&loaded.settings).await?;
+    let store = snowpatrol_pipeline::PipelineStore::new(db.clone());
+    let mut chains = Vec::new();
+    for &id in ids {
+        let chain = snowpatrol_pipeline::lineage::anomaly_lineage(&db, &store, id)
+            .await
+            .context("reading the lineage")?
+            .with_context(|| {
+                format!("no anomaly with id {id} (see the first column of `snowpatrol anomalies --days`)")
+            })?;
+        chains.push(chain);
+    }
+    let value = if incident {
+        serde_json::to_value(&chains)?
+    } else {
+        serde_json::to_value(chains.first())?
+    };
+    print(json, &value, || {
+        chains
+            .iter()
+            .map(|c| c.text())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `snowpatrol lineage RUN`: the dataset events a run consumed and produced.
 pub(crate) async fn lineage(
     loaded: &LoadedConfig,

@@ -65,7 +65,7 @@ async fn run_configured(
         C::Migrate => config::migrate(loaded, json).await,
         C::Daemon => daemon::daemon(loaded).await,
         C::Runs(args) => history::runs(loaded, json, args).await,
-        C::Lineage { run_id } => history::lineage(loaded, json, run_id).await,
+        C::Lineage { what, id } => history::lineage_of(loaded, json, &what, id).await,
         C::Tasks { run_id } => history::tasks(loaded, json, run_id).await,
         C::Events { dataset, limit } => history::events(loaded, json, dataset, limit).await,
         C::Run { job, params } => jobs::run(loaded, json, job, params).await,
