@@ -13,8 +13,13 @@ use snowpatrol_alert::{
 fn incident(i: usize, excess: f64) -> DigestIncident {
     let first = date("2025-06-20") + Duration::days((i % 5) as i64);
     DigestIncident {
+        // Every other incident with a long root cause: the limits must hold with it.
         excess_cost: None,
-        root_cause: None,
+        root_cause: (i % 2 == 1).then(|| {
+            "78 % of the excess (39.0 of 50.0 credits) came from 3 statements run 12 times by DBT_PROD \
+             (query tag `dbt:orders_backfill`); the warehouse was resized to X-Large at 02:14 UTC by BOB (SYSADMIN); "
+                .repeat(6)
+        }),
         incident_id: i as i64 + 1,
         account_name: format!("ACCOUNT_{}", i % 3),
         warehouse_name: format!("WH_{i:05}"),
@@ -166,6 +171,37 @@ fn every_size_of_digest_stays_within_the_limits() {
     assert!(
         !all.contains("overflow"),
         "no feedback menu unless configured: {all}"
+    );
+}
+
+/// Money at each account's own price, in the contract currency: an incident's own cost wins over the digest's
+/// price, the totals add the costs up, and the root cause is a line of its own.
+#[test]
+fn money_is_per_account_and_in_the_contract_currency() {
+    let mut d = digest(2);
+    d.currency = Some("EUR".into());
+    d.incidents[0].excess_cost = Some(14.0); // 5 credits at 2.80
+    let (_, blocks) = blocks(&d);
+    assert_within_slack_limits(&blocks);
+    let all = serde_json::to_string(&blocks).unwrap();
+    // 14.00 + 6 credits at the digest's 3.00 = 32.00.
+    assert!(all.contains("+11.00 credits, cost EUR 32.00"), "{all}");
+    assert!(
+        all.contains("*+5.00 credits*, +50%, cost EUR 14.00"),
+        "{all}"
+    );
+    assert!(
+        all.contains("*+6.00 credits*, +60%, cost EUR 18.00"),
+        "{all}"
+    );
+    assert!(
+        all.contains("\\n      Root cause: 78 % of the excess"),
+        "{all}"
+    );
+    let reply = snowpatrol_alert::reply_text(&d.incidents[1], &d);
+    assert!(
+        reply.contains("cost EUR 18.00") && reply.contains("*Root cause:* 78 %"),
+        "{reply}"
     );
 }
 

@@ -39,6 +39,22 @@ pub struct ApiState {
     pub engine: Arc<Engine>,
     pub store: PipelineStore,
     pub tokens: ApiTokens,
+    /// `[pipeline] currency`, shown beside money where Snowflake's own rates name none.
+    pub currency: Option<String>,
+}
+
+impl ApiState {
+    /// The currency money is in: the contract currency of the newest credit rate (`credit_prices =
+    /// "snowflake"`), else the configured one.
+    pub async fn currency(&self) -> Option<String> {
+        let today = chrono::Utc::now().date_naive();
+        self.store
+            .latest_credit_rates(today)
+            .await
+            .ok()
+            .and_then(|r| r.into_iter().next().map(|r| r.currency))
+            .or_else(|| self.currency.clone())
+    }
 }
 
 /// Who an action through the API is recorded as (runs' `triggered_by`, notes, acknowledgements).

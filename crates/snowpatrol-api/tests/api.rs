@@ -70,6 +70,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = snowpatrol_api::router(Arc::new(ApiState {
+            currency: None,
             engine,
             store,
             tokens,

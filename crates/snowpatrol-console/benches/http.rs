@@ -51,6 +51,7 @@ async fn start() -> Bench {
     let stop = CancellationToken::new();
     engine.spawn_daemon(stop.clone());
     let state = Arc::new(ApiState {
+        currency: None,
         engine,
         store: PipelineStore::new(db.clone()),
         tokens: ApiTokens::new(None, Some(&TOKEN.to_string().into())),

@@ -23,6 +23,14 @@ use std::sync::Arc;
 
 type S = State<Arc<ConsoleState>>;
 
+/// Money with its currency when known ("EUR 1234.50"), else "1234.50 in money".
+fn money(amount: f64, currency: Option<&str>) -> String {
+    match currency {
+        Some(c) => format!("{c} {amount:.2}"),
+        None => format!("{amount:.2} in money"),
+    }
+}
+
 fn time(t: Option<DateTime<Utc>>) -> String {
     t.map_or("–".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
@@ -540,6 +548,7 @@ pub async fn incidents(
         .filter(|s| !s.is_empty())
         .and_then(|s| s.parse::<IncidentStatus>().ok());
     let warehouse = q.warehouse.clone().filter(|w| !w.is_empty());
+    let currency = s.currency().await;
     let filter = IncidentFilter {
         warehouse: warehouse.clone(),
         statuses: status.into_iter().collect(),
@@ -566,7 +575,7 @@ pub async fn incidents(
                         td { (i.account_name) "." (i.warehouse_name) }
                         td { (i.start_day) @if i.end_day != i.start_day { " .. " (i.end_day) } " (" (i.days) ")" }
                         td.num { (format!("{:.2}", i.excess_credits)) }
-                        td.num { (i.excess_cost.map_or("–".into(), |c| format!("{c:.2}"))) }
+                        td.num { (i.excess_cost.map_or("–".into(), |c| money(c, currency.as_deref()))) }
                         td.num { (format!("{:.1}", i.peak_score)) }
                         td { (state_badge(i.status.as_str())) }
                         td { @if i.status != IncidentStatus::Acknowledged && session.may_act() { (ack_forms(&session, i.incident_id)) } }
@@ -670,11 +679,12 @@ pub async fn incident(
         .root_causes(Some(&key), i.start_day, i.end_day)
         .await
         .unwrap_or_default();
+    let currency = s.currency().await;
     let body = html! {
         h1 { "Incident #" (i.incident_id) ": " (i.account_name) "." (i.warehouse_name) " " (state_badge(i.status.as_str())) }
         dl.facts {
             dt { "Days" } dd { (i.start_day) " .. " (i.end_day) " (" (i.days) ")" }
-            dt { "Excess" } dd { (format!("{:.2}", i.excess_credits)) " credits" @if let Some(c) = i.excess_cost { " (" (format!("{c:.2}")) " in money)" } }
+            dt { "Excess" } dd { (format!("{:.2}", i.excess_credits)) " credits" @if let Some(c) = i.excess_cost { " (" (money(c, currency.as_deref())) ")" } }
             dt { "Peak score" } dd { (format!("{:.2}", i.peak_score)) }
             @if let Some(r) = i.ack_reason { dt { "Acknowledged" } dd { (r.as_str()) " by " (i.acknowledged_by.as_deref().unwrap_or("?")) " at " (time(i.acknowledged_at)) } }
         }

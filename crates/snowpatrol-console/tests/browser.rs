@@ -329,6 +329,7 @@ async fn console_pages_render_and_act_in_a_real_browser() {
 
     let tokens = ApiTokens::new(None, Some(&OPERATE.to_string().into()));
     let state = Arc::new(ApiState {
+        currency: None,
         engine: engine.clone(),
         store: store.clone(),
         tokens,

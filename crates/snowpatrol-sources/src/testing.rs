@@ -83,13 +83,7 @@ impl FakeSnowflake {
     /// Creates both metering views and loads `rows` with bind parameters (ACME_PROD's rows also go to
     /// ACCOUNT_USAGE, which has no ACCOUNT_NAME column), many rows per statement.
     pub async fn load(&self, rows: &[MeteringRow]) {
-        let base = url::Url::parse(&self.base_url()).expect("peer URL");
-        let client = Client::new(
-            ClientConfig::new(USER, "acme-org", AuthConfig::password(PASSWORD))
-                .with_endpoint(EndpointConfig::custom_base_url(base)),
-        )
-        .expect("connector client");
-        let s = client.create_session().await.expect("login to the peer");
+        let s = self.session().await;
         create_metering_views(&s).await;
         for chunk in rows.chunks(200) {
             insert_organization_rows(&s, chunk).await;
@@ -132,15 +126,20 @@ pub const CONTEXT_VIEWS: &[&str] = &[
 ];
 
 impl FakeSnowflake {
-    /// Runs `statements` in one session, in order (DDL and inserts for a test's views).
-    pub async fn execute(&self, statements: &[&str]) {
+    /// A session of the peer's known user, for setting up its data.
+    async fn session(&self) -> Session {
         let base = url::Url::parse(&self.base_url()).expect("peer URL");
         let client = Client::new(
             ClientConfig::new(USER, "acme-org", AuthConfig::password(PASSWORD))
                 .with_endpoint(EndpointConfig::custom_base_url(base)),
         )
         .expect("connector client");
-        let s = client.create_session().await.expect("login to the peer");
+        client.create_session().await.expect("login to the peer")
+    }
+
+    /// Runs `statements` in one session, in order (DDL and inserts for a test's views).
+    pub async fn execute(&self, statements: &[&str]) {
+        let s = self.session().await;
         for sql in statements {
             s.query(sql.to_string())
                 .await

@@ -94,6 +94,7 @@ async fn daemon_until_stopped(
             engine: app.engine.clone(),
             store: app.pipeline.store.clone(),
             tokens,
+            currency: app.pipeline.config.currency.clone(),
         });
         info!(addr = %s.server.health_addr, "serving the web console at /ui");
         let api = snowpatrol_api::router(state.clone()).merge(snowpatrol_console::router(state));
