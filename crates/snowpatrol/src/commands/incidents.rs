@@ -211,8 +211,18 @@ pub async fn anomalies(
     view: AnomaliesView,
     acknowledged_by: &str,
     json: bool,
+    configured_currency: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let store = PipelineStore::new(db.clone());
+    // The contract currency of Snowflake's newest credit rate, else `[pipeline] currency`.
+    let rated = store
+        .latest_credit_rates(chrono::Utc::now().date_naive())
+        .await
+        .context("reading credit rates")?
+        .into_iter()
+        .next()
+        .map(|r| r.currency);
+    let currency = rated.as_deref().or(configured_currency);
     if let Some(AnomaliesCommand::Ack {
         id,
         reason,
@@ -228,7 +238,7 @@ pub async fn anomalies(
     if let Some(w) = view.warehouse.as_deref().map(str::trim) {
         require_metered_warehouse(&store, w).await?;
     }
-    list_anomalies(&store, &view, json).await?;
+    list_anomalies(&store, &view, json, currency).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -389,6 +399,7 @@ async fn list_anomalies(
     store: &PipelineStore,
     view: &AnomaliesView,
     json: bool,
+    currency: Option<&str>,
 ) -> anyhow::Result<()> {
     let since = view
         .since
@@ -428,7 +439,15 @@ async fn list_anomalies(
             .list_incidents(&filter)
             .await
             .context("listing incidents")?;
-        print_list(&rows, format, &what)
+        print_list(&rows, format, &what)?;
+        // The cost column's currency, for people (CSV and JSON carry the numbers only).
+        if format == ListFormat::Table
+            && rows.iter().any(|r| r.excess_cost.is_some())
+            && let Some(c) = currency
+        {
+            outln!("cost in {c}");
+        }
+        Ok(())
     }
 }
 

@@ -109,7 +109,16 @@ async fn run_configured(
         }
         C::Anomalies(args) => {
             let db = open_existing(&loaded.settings).await?;
-            incidents::anomalies(&db, args.command, args.view, &triggered_by(), json).await
+            let currency = loaded.settings.pipeline.currency.as_deref();
+            incidents::anomalies(
+                &db,
+                args.command,
+                args.view,
+                &triggered_by(),
+                json,
+                currency,
+            )
+            .await
         }
         C::ExplainAlert { incident } => {
             let db = open_existing(&loaded.settings).await?;
