@@ -755,6 +755,22 @@ fn config_check_lists_every_detection_problem_with_file_line_and_key() {
 }
 
 #[test]
+fn config_check_refuses_bad_money_and_root_cause_settings_at_their_lines() {
+    let err = assert_config_error(
+        &format!(
+            "{EXAMPLES_CONFIG}\n[pipeline]\ncurrency = \"euro\"\ncredit_prices = \"snowflake\"\n\n[pipeline.root_cause]\nmax_days = 0\nusual_days = 0\n"
+        ),
+        &[
+            ":14: pipeline.currency: must be an ISO 4217 code",
+            ":15: pipeline.credit_prices: \"snowflake\" needs [pipeline.source] kind = \"snowflake\"",
+            ":18: pipeline.root_cause.max_days: must be at least 1",
+            ":19: pipeline.root_cause.usual_days: must be at least 1",
+        ],
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn config_check_lists_every_alert_route_problem_at_its_own_line() {
     // EXAMPLES_CONFIG ends at line 11; the routes start at line 13.
     let routes = "[[pipeline.alerts.routes]]\nname = \"a\"\nchannel = \"\"\nwarehouses = [\"ETL_[\"]\nmin_excess_cost = 5\n\n\
