@@ -1,8 +1,8 @@
 //! The three jobs and their tasks.
 
-use crate::store::{FeatureRow, MeteringLoad, ModelRow, NewAnomaly, NewModel};
+use crate::store::{FeatureRow, MeteringLoad, ModelRow, NewAnomaly, NewModel, day_start};
 use crate::{FEATURES_DATASET, MODELS_DATASET, Pipeline, TrainSettings};
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use snowpatrol_alert::DailyPoint;
@@ -164,10 +164,6 @@ fn on_dataset(uri: &str) -> JobConfig {
         max_active_runs: 1,
         ..Default::default()
     }
-}
-
-fn day_start(d: NaiveDate) -> DateTime<Utc> {
-    d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
 /// Checks extracted rows; the error names what is wrong and where.
@@ -477,6 +473,16 @@ pub(crate) async fn loaded_end(p: &Pipeline) -> Result<NaiveDate, TaskError> {
         .await
         .map_err(store_err("reading the load ledger"))?
         .unwrap_or_else(|| p.data_end()))
+}
+
+/// The days predict scores, first and last (both included): the last `score_days` up to [`loaded_end`]. The
+/// root-cause lookup and the report work on the same window.
+pub(crate) async fn scored_window(p: &Pipeline) -> Result<(NaiveDate, NaiveDate), TaskError> {
+    let end = loaded_end(p).await?;
+    Ok((
+        end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64),
+        end,
+    ))
 }
 
 async fn features(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
@@ -891,7 +897,9 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
             day: s.day.clone(),
         })
         .collect();
-    let price = match scores.iter().map(|s| s.day.date).max() {
+    // The price only matters for the incidents of flagged days: a quiet warehouse (most of them) reads no rates.
+    let newest_scored = scores.iter().map(|s| s.day.date).max();
+    let price = match newest_scored.filter(|_| !anomalies.is_empty()) {
         Some(day) => crate::root_causes::Prices::read(&p, day)
             .await?
             .price(&key.account_name),
@@ -904,7 +912,7 @@ async fn score_warehouse(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutpu
         .map_err(store_err("recording anomalies"))?;
     snowpatrol_store::failpoint("predict.score.after_upsert").map_err(store_err("failpoint"))?;
     // Incidents that ended before the newest scored day are over: mark them resolved.
-    let resolved = match scores.iter().map(|s| s.day.date).max() {
+    let resolved = match newest_scored {
         Some(newest) => p
             .store
             .resolve_incidents(&key, newest, Some(&ctx.fence))

@@ -8,8 +8,8 @@
 //! what happened. Shared by `snowpatrol lineage anomaly ID` and the API.
 
 use crate::jobs::ExtractOutput;
-use crate::store::{AnomalyRow, HourlyLoad, ModelRow, PipelineStore};
-use chrono::{Days, NaiveDate};
+use crate::store::{AnomalyRow, HourlyLoad, ModelRow, PipelineStore, day_start};
+use chrono::Days;
 use serde::Serialize;
 use snowpatrol_store::{Database, EventRecord, RunRecord, StoreError};
 use std::collections::BTreeSet;
@@ -44,10 +44,6 @@ pub struct PrepRun {
     /// included), `hourly_rows`, `warehouse_days`, `credit_rates`, `timings_ms`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub extract: Option<ExtractOutput>,
-}
-
-fn day_start(d: NaiveDate) -> chrono::DateTime<chrono::Utc> {
-    d.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 /// The lineage of anomaly `anomaly_id`, or None when there is no such anomaly.

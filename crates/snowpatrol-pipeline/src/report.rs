@@ -7,14 +7,14 @@
 //! ([`TaskContext::run_cpu`]), never on the runtime's threads.
 
 use crate::Pipeline;
-use crate::jobs::{history_points, loaded_end, store_err};
+use crate::jobs::{history_points, scored_window, store_err};
 use crate::root_causes::Prices;
 use crate::routing::{IncidentFacts, RouteVerdict, RoutingDecision};
 use crate::store::{
     AnomalyRow, DigestReply, IncidentFilter, IncidentRow, IncidentStatus, QueuedDigest,
     RootCauseRow,
 };
-use chrono::{Days, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 use snowpatrol_alert::{
@@ -33,8 +33,7 @@ const CHART_SIZE: (u32, u32) = (900, 420);
 
 pub(crate) async fn report(p: Arc<Pipeline>, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
     let started = std::time::Instant::now();
-    let end = loaded_end(&p).await?;
-    let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
+    let (since, end) = scored_window(&p).await?;
     let window = Window::read(&p, since, end).await?;
     let prices = Prices::read(&p, end).await?;
     let tags = p
@@ -235,11 +234,7 @@ struct Window {
 
 impl Window {
     async fn read(p: &Pipeline, since: NaiveDate, end: NaiveDate) -> Result<Self, TaskError> {
-        let filter = IncidentFilter {
-            since: Some(since),
-            statuses: vec![IncidentStatus::Open, IncidentStatus::Resolved],
-            ..Default::default()
-        };
+        let filter = IncidentFilter::unacknowledged_since(since);
         let incidents = p
             .store
             .list_incidents(&filter)

@@ -9,9 +9,9 @@
 //! retried), and the report runs either way (its trigger rule is `all_done`).
 
 use crate::jobs::store_err;
-use crate::store::{IncidentFilter, IncidentStatus, NewRootCause};
+use crate::store::{IncidentFilter, NewRootCause, day_start};
 use crate::{CreditPrices, Pipeline};
-use chrono::{DateTime, Days, NaiveDate, Timelike, Utc};
+use chrono::{Days, NaiveDate, Timelike};
 use serde::Serialize;
 use snowpatrol_detect::WarehouseKey;
 use snowpatrol_detect::root_cause::{DayFigures, HourlyShape, RootCause, WarehouseDay};
@@ -39,16 +39,10 @@ pub(crate) async fn root_causes(
     p: Arc<Pipeline>,
     ctx: TaskContext,
 ) -> Result<TaskOutput, TaskError> {
-    let end = crate::jobs::loaded_end(&p).await?;
-    let since = end - Days::new(p.config.predict.score_days.saturating_sub(1) as u64);
-    let filter = IncidentFilter {
-        since: Some(since),
-        statuses: vec![IncidentStatus::Open, IncidentStatus::Resolved],
-        ..Default::default()
-    };
+    let (since, end) = crate::jobs::scored_window(&p).await?;
     let anomalies = p
         .store
-        .list_anomalies(&filter)
+        .list_anomalies(&IncidentFilter::unacknowledged_since(since))
         .await
         .map_err(store_err("reading anomalies"))?;
     let known: BTreeSet<(String, String, NaiveDate)> = p
@@ -186,10 +180,6 @@ async fn snowflake_findings(
         }
     }
     Ok(causes)
-}
-
-fn day_start(d: NaiveDate) -> DateTime<Utc> {
-    d.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 /// Each day's hourly credits against the median of the same hours over the `usual_days` before it, read in one

@@ -557,11 +557,7 @@ impl ContextSource for SnowflakeSource {
         }
         let wanted: Vec<(String, NaiveDate)> = found.keys().cloned().collect();
         let started = std::time::Instant::now();
-        let session = self
-            .client
-            .create_session()
-            .await
-            .map_err(|e| self.map_error(&e))?;
+        let session = self.session().await?;
         self.attribution(&session, &wanted, &mut found).await?;
         self.events(&session, &wanted, &mut found).await?;
         self.changes(&session, &wanted, &mut found).await?;
@@ -601,11 +597,7 @@ impl ContextSource for SnowflakeSource {
         for n in &names {
             st = st.bind(n.to_string());
         }
-        let session = self
-            .client
-            .create_session()
-            .await
-            .map_err(|e| self.map_error(&e))?;
+        let session = self.session().await?;
         let rows = match self.rows::<TagRow>(&session, st, "TAG_REFERENCES").await? {
             Ok(rows) => rows,
             Err(why) => {
@@ -635,11 +627,7 @@ impl ContextSource for SnowflakeSource {
         let st = Statement::new_positional(RATES_SQL)
             .bind(from.format("%Y-%m-%d").to_string())
             .bind(to.format("%Y-%m-%d").to_string());
-        let session = self
-            .client
-            .create_session()
-            .await
-            .map_err(|e| self.map_error(&e))?;
+        let session = self.session().await?;
         match self
             .rows::<RateRow>(&session, st, "USAGE_IN_CURRENCY_DAILY")
             .await?

@@ -139,7 +139,7 @@ struct HintContext {
 
 /// Reads hourly metering rows from Snowflake.
 pub struct SnowflakeSource {
-    pub(crate) client: Client,
+    client: Client,
     view: UsageView,
     pub(crate) account_name: Option<String>,
     hints: HintContext,
@@ -228,11 +228,7 @@ impl SnowflakeSource {
             .bind(bind(to)?);
         // One session per fetch: the daemon fetches a few times a day, far apart, and a fresh login avoids
         // handling session expiry and keep-alive in between.
-        let session = self
-            .client
-            .create_session()
-            .await
-            .map_err(|e| self.map_error(&e))?;
+        let session = self.session().await?;
         let mut rows = Vec::new();
         match self.view {
             UsageView::OrganizationUsage => {
@@ -260,6 +256,14 @@ impl SnowflakeSource {
             }
         }
         Ok(rows)
+    }
+
+    /// A new logged-in session, its failure mapped to the setting or grant to fix.
+    pub(crate) async fn session(&self) -> Result<snowflake_connector_rs::Session, SourceError> {
+        self.client
+            .create_session()
+            .await
+            .map_err(|e| self.map_error(&e))
     }
 
     pub(crate) fn map_error(&self, e: &snowflake_connector_rs::Error) -> SourceError {

@@ -151,6 +151,18 @@ pub struct IncidentFilter {
     pub incident_ids: Vec<i64>,
 }
 
+impl IncidentFilter {
+    /// Incidents nobody acknowledged (open, or resolved meanwhile) that end on or after `since`; for days, the
+    /// days of such incidents from `since` on.
+    pub fn unacknowledged_since(since: NaiveDate) -> Self {
+        Self {
+            since: Some(since),
+            statuses: vec![IncidentStatus::Open, IncidentStatus::Resolved],
+            ..Default::default()
+        }
+    }
+}
+
 /// What [`PipelineStore::upsert_anomalies`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AnomalyUpsert {
@@ -712,6 +724,7 @@ pub struct MeteringLoad<'a> {
     pub run_id: Option<i64>,
 }
 
-fn day_start(d: NaiveDate) -> DateTime<Utc> {
+/// Midnight UTC starting day `d`: where the hourly rows of a UTC day begin.
+pub(crate) fn day_start(d: NaiveDate) -> DateTime<Utc> {
     d.and_time(chrono::NaiveTime::MIN).and_utc()
 }

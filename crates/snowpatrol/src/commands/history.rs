@@ -107,10 +107,10 @@ pub(crate) async fn lineage_of(
     what: &str,
     id: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
+    if let (Ok(run_id), None) = (what.parse::<i64>(), id) {
+        return lineage(loaded, json, run_id).await;
+    }
     match (what, id) {
-        (run, None) if run.parse::<i64>().is_ok() => {
-            lineage(loaded, json, run.parse().unwrap_or_default()).await
-        }
         ("anomaly", Some(id)) => anomaly_lineage(loaded, json, &[id], false).await,
         ("incident", Some(id)) => {
             let db = open_existing(&loaded.settings).await?;
